@@ -1,0 +1,187 @@
+//! The command line: argument types (clap derive) and dispatch to one module per subcommand.
+
+mod plan;
+mod validate;
+
+use crate::exit_code::ExitCode;
+use crate::style::Style;
+use clap::{CommandFactory, Parser, Subcommand};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  ohrun jobs/local.yaml                 run a job (short for `ohrun run jobs/local.yaml`)
+  ohrun validate jobs/*.yaml            check job files without running anything
+  ohrun plan jobs/multi-repo.yaml       list the runs a job expands to
+  ohrun plan jobs/multi-repo.yaml --var branch=dev --json
+  ohrun schema job > job.schema.json    the JSON Schema of job files";
+
+#[derive(Debug, Parser)]
+#[command(name = "ohrun", version, about = "Run OpenHands agent jobs declared in YAML.", after_help = format!("{EXAMPLES}\n\n{}", ExitCode::TABLE))]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check job files: syntax, keys, types, templates, matrix. Runs nothing.
+    Validate(ValidateArgs),
+    /// Show the runs a job file expands to: id, sandbox, matrix values, steps. No network.
+    Plan(PlanArgs),
+    /// Print a JSON Schema: `job` (job files).
+    Schema {
+        #[arg(default_value = "job", value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
+        name: String,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JobArgs {
+    /// Override a template variable declared under `vars:` (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Refuse a matrix that expands to more runs than this.
+    #[arg(long, default_value_t = crate::job::DEFAULT_MAX_RUNS)]
+    pub max_runs: usize,
+}
+
+impl JobArgs {
+    pub fn plan_options(&self) -> crate::job::PlanOptions {
+        crate::job::PlanOptions {
+            vars: self.vars.clone(),
+            max_runs: self.max_runs,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Job files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Job file.
+    pub file: PathBuf,
+    /// Print the plan as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// `ohrun FILE …` means `ohrun run FILE …`: a first argument that is not a subcommand but names a file.
+fn with_implicit_run(mut args: Vec<String>) -> Vec<String> {
+    let known: Vec<String> = Cli::command()
+        .get_subcommands()
+        .flat_map(|c| {
+            std::iter::once(c.get_name().to_string()).chain(c.get_all_aliases().map(str::to_string))
+        })
+        .chain(["help".to_string()])
+        .collect();
+    if let Some(pos) = args
+        .iter()
+        .skip(1)
+        .position(|a| !a.starts_with('-'))
+        .map(|p| p + 1)
+    {
+        let first = &args[pos];
+        let looks_like_file = first.ends_with(".yaml")
+            || first.ends_with(".yml")
+            || std::path::Path::new(first).is_file();
+        if !known.contains(first) && looks_like_file {
+            args.insert(pos, "run".to_string());
+        }
+    }
+    args
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        (_, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ohrun={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(Style::for_stderr() != Style::plain())
+        .without_time()
+        .try_init();
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let args = with_implicit_run(std::env::args().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::USAGE,
+            };
+        }
+    };
+    init_tracing(cli.verbose, cli.quiet);
+    let style = Style::for_stderr();
+    match cli.command {
+        Command::Validate(args) => validate::run(&args, style),
+        Command::Plan(args) => plan::run(&args, style),
+        Command::Schema { name } => match crate::schema::generate(&name) {
+            Some(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::USAGE,
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ohrun", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Prints a job file's problems to stderr.
+pub fn print_job_error(err: &crate::job::JobError, style: Style) {
+    for report in &err.reports {
+        eprint!("{}", report.render(style));
+    }
+}
+
+/// The JSON form of a job file's problems, for `--json` output.
+pub fn job_error_json(err: &crate::job::JobError) -> serde_json::Value {
+    err.diagnostics()
+        .map(|(source, d)| {
+            serde_json::json!({
+                "file": source.name,
+                "line": d.span.map(|s| s.line),
+                "column": d.span.map(|s| s.col),
+                "message": d.message,
+                "hint": d.hint,
+            })
+        })
+        .collect()
+}

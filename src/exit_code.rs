@@ -1,0 +1,35 @@
+//! ohrun's exit codes: one namespace, each documented, never reused. README and `--help` list them.
+
+/// The exit codes of `ohrun`.
+pub struct ExitCode;
+
+impl ExitCode {
+    /// Every run succeeded (or, for `validate` and `plan`, every file is valid).
+    pub const SUCCESS: i32 = 0;
+    /// A run failed: an agent error, a step that timed out, a failed setup command, a question with
+    /// `on_question: fail`.
+    pub const RUN_FAILED: i32 = 1;
+    /// The job file or the command line is wrong; nothing was started.
+    pub const USAGE: i32 = 2;
+    /// Infrastructure: the sandbox could not be provisioned, or an API or the network failed.
+    pub const INFRA: i32 = 3;
+    /// A run stopped because it reached its budget (`limits.max_cost`).
+    pub const BUDGET: i32 = 4;
+    /// A sandbox could not be released and may still be running (its id is in the report).
+    pub const LEFT_BEHIND: i32 = 5;
+    /// Interrupted by SIGINT (Ctrl-C).
+    pub const INTERRUPTED: i32 = 130;
+    /// Terminated by SIGTERM.
+    pub const TERMINATED: i32 = 143;
+
+    /// The table printed in `--help` and kept in README.md.
+    pub const TABLE: &'static str = "\
+Exit codes:
+  0    every run succeeded (validate/plan: every file is valid)
+  1    a run failed: agent error, step timeout, failed setup command
+  2    the job file or the command line is wrong; nothing was started
+  3    infrastructure: provisioning, an API or the network failed
+  4    a run reached its budget (limits.max_cost)
+  5    a sandbox could not be released and may still be running
+  130  interrupted (SIGINT); 143 terminated (SIGTERM)";
+}

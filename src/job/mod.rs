@@ -1,0 +1,494 @@
+//! Job files: parse (with positions), template, expand the matrix, validate. The result is a [`Plan`]:
+//! every run with its stable id and its fully rendered, checked [`JobSpec`].
+
+pub mod expand;
+pub mod model;
+pub mod parse;
+pub mod source;
+pub mod template;
+pub mod validate;
+pub mod values;
+
+use crate::diagnostic::{Diagnostic, Report, Source, Span, did_you_mean};
+use expand::Combo;
+use indexmap::IndexMap;
+use model::{JobSpec, Matrix, Sandbox};
+use parse::{Document, decode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use source::Seg;
+use std::path::{Path, PathBuf};
+use template::Templates;
+
+/// How many runs a matrix may expand to unless `--max-runs` says otherwise.
+pub const DEFAULT_MAX_RUNS: usize = 100_000;
+/// Stop collecting after this many problems: the rest are usually echoes.
+const MAX_DIAGNOSTICS: usize = 30;
+
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// `--var name=value` arguments, as given.
+    pub vars: Vec<String>,
+    pub max_runs: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            vars: Vec::new(),
+            max_runs: DEFAULT_MAX_RUNS,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub file: PathBuf,
+    /// sha256 of the job file's bytes.
+    pub file_hash: String,
+    pub job_name: String,
+    pub runs: Vec<PlannedRun>,
+}
+
+#[derive(Debug)]
+pub struct PlannedRun {
+    /// 1-based position in the plan.
+    pub index: usize,
+    pub id: String,
+    pub matrix: Option<Combo>,
+    pub spec: JobSpec,
+}
+
+/// Everything wrong with a job file (and its `--var` arguments), ready to print.
+#[derive(Debug)]
+pub struct JobError {
+    pub reports: Vec<Report>,
+}
+
+impl JobError {
+    fn single(source: Source, diags: Vec<Diagnostic>) -> JobError {
+        JobError {
+            reports: vec![Report {
+                source,
+                diagnostics: diags,
+            }],
+        }
+    }
+
+    pub fn diagnostics(&self) -> impl Iterator<Item = (&Source, &Diagnostic)> {
+        self.reports
+            .iter()
+            .flat_map(|r| r.diagnostics.iter().map(move |d| (&r.source, d)))
+    }
+}
+
+fn key(s: &str) -> Seg {
+    Seg::Key(s.to_string())
+}
+
+/// Reads, checks and expands a job file.
+pub fn plan_file(file: &Path, opts: &PlanOptions) -> Result<Plan, JobError> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        JobError::single(
+            Source {
+                name: name.clone(),
+                text: String::new(),
+            },
+            vec![
+                Diagnostic::new(format!("cannot read the job file: {e}"))
+                    .hint("check the path; `ohrun validate jobs/*.yaml` checks several at once"),
+            ],
+        )
+    })?;
+    let file_hash = Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let job_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    plan_text(Source { name, text }, &job_dir, opts).map(|(job_name, runs)| Plan {
+        file: file.to_path_buf(),
+        file_hash,
+        job_name,
+        runs,
+    })
+}
+
+/// Checks and expands a job given as text; `job_dir` anchors its relative paths.
+pub fn plan_text(
+    source: Source,
+    job_dir: &Path,
+    opts: &PlanOptions,
+) -> Result<(String, Vec<PlannedRun>), JobError> {
+    let mut doc = match parse::load(source.clone()) {
+        Ok(d) => d,
+        Err(diags) => return Err(JobError::single(source, diags)),
+    };
+    let mut diags = Vec::new();
+    let var_reports = apply_var_overrides(&mut doc, &opts.vars);
+
+    // The parts that shape the plan are decoded first and never templated.
+    let top = doc.value.clone();
+    let job_name: Option<String> = match top.get("name") {
+        Some(v) => decode(v, &[key("name")], &doc.map, &mut diags),
+        None => None, // reported with the whole job below
+    };
+    if let Some(d) = job_name
+        .as_deref()
+        .and_then(|n| validate::check_name(n, &doc))
+    {
+        diags.push(d);
+    }
+    let vars: IndexMap<String, Value> = top
+        .get("vars")
+        .and_then(|v| decode(v, &[key("vars")], &doc.map, &mut diags))
+        .unwrap_or_default();
+    let matrix: Option<Matrix> = top
+        .get("matrix")
+        .and_then(|v| decode(v, &[key("matrix")], &doc.map, &mut diags));
+    if let Some(m) = &matrix {
+        check_matrix(m, &vars, opts.max_runs, &doc, &mut diags);
+    }
+    let templates = Templates::compile(&doc, &mut diags);
+    if !diags.is_empty() || !var_reports.is_empty() {
+        // Without a sound name, vars and matrix the runs cannot be built; still show the rest of the job's problems.
+        if templates.is_empty() {
+            let mut value = doc.value.clone();
+            decode_job(&mut value, &doc, &mut diags);
+            dedupe(&mut diags);
+        }
+        return Err(errors(doc.source, diags, var_reports));
+    }
+
+    let job_name = job_name.unwrap_or_default();
+    let combos: Vec<Option<Combo>> = match &matrix {
+        Some(m) => expand::expand(m).into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    let secret_names = referenced_env_names(&doc.value);
+    let env: serde_json::Map<String, Value> = std::env::vars()
+        .filter(|(k, _)| !secret_names.contains(k))
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let mut context_names: Vec<String> = vars.keys().cloned().collect();
+    if let Some(m) = &matrix {
+        context_names.extend(m.axes.keys().cloned());
+        context_names.extend(m.include.iter().flat_map(|i| i.keys().cloned()));
+    }
+    context_names.extend(template::RESERVED.iter().map(|s| s.to_string()));
+    context_names.dedup();
+    let mut top_level = serde_json::Map::new();
+    for (k, v) in &vars {
+        top_level.insert(k.clone(), v.clone());
+    }
+    top_level.insert(
+        "vars".into(),
+        Value::Object(vars.clone().into_iter().collect()),
+    );
+    top_level.insert("env".into(), Value::Object(env));
+    top_level.insert(
+        "job".into(),
+        json!({"name": job_name, "file": doc.source.name}),
+    );
+    let base = minijinja::Value::from(minijinja::value::Serde(&top_level));
+
+    let count = combos.len();
+    let mut runs: Vec<PlannedRun> = Vec::with_capacity(count);
+    let mut seen_ids = std::collections::HashMap::new();
+    let mut untemplated: Option<JobSpec> = None;
+    for (i, combo) in combos.into_iter().enumerate() {
+        let mut id = expand::run_id(&job_name, combo.as_ref());
+        let n = seen_ids.entry(id.clone()).or_insert(0usize);
+        *n += 1;
+        if *n > 1 {
+            id = format!("{id}~{n}");
+        }
+        let spec = if templates.is_empty() {
+            if untemplated.is_none() {
+                untemplated = build_spec(doc.value.clone(), &doc, job_dir, &mut diags);
+            }
+            untemplated.clone()
+        } else {
+            let matrix_value = minijinja::Value::from(minijinja::value::Serde(
+                combo.as_ref().unwrap_or(&IndexMap::new()),
+            ));
+            let own = minijinja::context! {
+                matrix => matrix_value.clone(),
+                run => minijinja::context! { id => id.clone(), index => i + 1, count => count },
+            };
+            // Earlier maps win: run metadata, then the matrix values, then vars/env/job.
+            let ctx = minijinja::value::merge_maps([own, matrix_value, base.clone()]);
+            let mut value = doc.value.clone();
+            let before = diags.len();
+            templates.render_into(&mut value, &ctx, &doc, &context_names, &mut diags);
+            if diags.len() == before {
+                build_spec(value, &doc, job_dir, &mut diags)
+            } else {
+                None
+            }
+        };
+        dedupe(&mut diags);
+        if diags.len() >= MAX_DIAGNOSTICS {
+            break;
+        }
+        if let Some(spec) = spec {
+            runs.push(PlannedRun {
+                index: i + 1,
+                id,
+                matrix: combo,
+                spec,
+            });
+        }
+    }
+    if !diags.is_empty() {
+        return Err(errors(doc.source, diags, var_reports));
+    }
+    Ok((job_name, runs))
+}
+
+fn errors(source: Source, diags: Vec<Diagnostic>, mut var_reports: Vec<Report>) -> JobError {
+    let mut reports = Vec::new();
+    if !diags.is_empty() {
+        reports.push(Report {
+            source,
+            diagnostics: diags,
+        });
+    }
+    reports.append(&mut var_reports);
+    JobError { reports }
+}
+
+fn dedupe(diags: &mut Vec<Diagnostic>) {
+    let mut seen = std::collections::HashSet::new();
+    diags.retain(|d| seen.insert((d.message.clone(), d.span)));
+}
+
+fn build_spec(
+    mut value: Value,
+    doc: &Document,
+    job_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<JobSpec> {
+    let spec = decode_job(&mut value, doc, diags)?;
+    let problems = validate::check(&spec, job_dir, doc);
+    if problems.is_empty() {
+        Some(spec)
+    } else {
+        diags.extend(problems);
+        None
+    }
+}
+
+/// Decodes a whole job. The sandbox goes first, on its own: serde loses paths inside an internally
+/// tagged enum, and decoding the variant's struct directly keeps them exact.
+fn decode_job(value: &mut Value, doc: &Document, diags: &mut Vec<Diagnostic>) -> Option<JobSpec> {
+    let mut sandbox_ok = true;
+    if let Some(raw) = value.get("sandbox").cloned() {
+        let decoded = decode_sandbox(&raw, doc, diags);
+        sandbox_ok = decoded.is_some();
+        // A placeholder keeps the rest of the job decodable; the sandbox's problems are already reported.
+        let replacement = decoded
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or_else(|| json!({"kind": "local"}));
+        value["sandbox"] = replacement;
+    }
+    let spec = decode(value, &[], &doc.map, diags)?;
+    sandbox_ok.then_some(spec)
+}
+
+fn decode_sandbox(raw: &Value, doc: &Document, diags: &mut Vec<Diagnostic>) -> Option<Sandbox> {
+    let base = [key("sandbox")];
+    let kinds = Sandbox::KINDS.join(", ");
+    let Value::Object(fields) = raw else {
+        diags.push(
+            Diagnostic::new(format!(
+                "`sandbox` must be a mapping with a `kind`, not {}",
+                parse::kind_of(raw)
+            ))
+            .at(doc.span(&base))
+            .hint(format!("e.g. `sandbox: {{ kind: local }}`; kinds: {kinds}")),
+        );
+        return None;
+    };
+    let kind = match fields.get("kind") {
+        Some(Value::String(k)) => k.as_str(),
+        Some(other) => {
+            diags.push(
+                Diagnostic::new(format!(
+                    "`sandbox.kind` must be a name, not {}",
+                    parse::kind_of(other)
+                ))
+                .at(doc.span(&[key("sandbox"), key("kind")]))
+                .hint(format!("use one of: {kinds}")),
+            );
+            return None;
+        }
+        None => {
+            diags.push(
+                Diagnostic::new("missing key `kind` in `sandbox`")
+                    .at(doc.span(&base))
+                    .hint(format!("say where the agent-server runs: {kinds}")),
+            );
+            return None;
+        }
+    };
+    let mut rest = fields.clone();
+    rest.shift_remove("kind");
+    let rest = Value::Object(rest);
+    let map = &doc.map;
+    match kind {
+        "cloud" => decode(&rest, &base, map, diags).map(Sandbox::Cloud),
+        "runtime" => decode(&rest, &base, map, diags).map(Sandbox::Runtime),
+        "docker" => decode(&rest, &base, map, diags).map(Sandbox::Docker),
+        "local" => decode(&rest, &base, map, diags).map(Sandbox::Local),
+        "remote" => decode(&rest, &base, map, diags).map(Sandbox::Remote),
+        other => {
+            let d = Diagnostic::new(format!("unknown sandbox kind `{other}`"))
+                .at(doc.span(&[key("sandbox"), key("kind")]));
+            diags.push(match did_you_mean(other, Sandbox::KINDS) {
+                Some(s) => d.hint(format!("did you mean `{s}`? kinds: {kinds}")),
+                None => d.hint(format!("use one of: {kinds}")),
+            });
+            None
+        }
+    }
+}
+
+fn check_matrix(
+    m: &Matrix,
+    vars: &IndexMap<String, Value>,
+    max_runs: usize,
+    doc: &Document,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for axis in m.axes.keys() {
+        let at = doc.map.key_span(&[key("matrix"), key(axis)]);
+        let valid = axis
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && axis.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if !valid {
+            diags.push(
+                Diagnostic::new(format!("matrix axis `{axis}` is not a valid name"))
+                    .at(at)
+                    .hint("templates refer to axes by name: use letters, digits and `_`"),
+            );
+        } else if template::RESERVED.contains(&axis.as_str()) {
+            diags.push(
+                Diagnostic::new(format!(
+                    "matrix axis `{axis}` shadows a built-in template name"
+                ))
+                .at(at)
+                .hint(format!(
+                    "rename it; reserved: {}",
+                    template::RESERVED.join(", ")
+                )),
+            );
+        } else if vars.contains_key(axis) {
+            diags.push(
+                Diagnostic::new(format!("matrix axis `{axis}` has the same name as a var"))
+                    .at(at)
+                    .hint("rename one of them so `{{ name }}` is unambiguous"),
+            );
+        }
+    }
+    let size = expand::product_size(m).saturating_add(m.include.len() as u128);
+    if size > max_runs as u128 {
+        diags.push(
+            Diagnostic::new(format!(
+                "the matrix expands to {size} runs, more than the limit of {max_runs}"
+            ))
+            .at(doc.map.key_span(&[key("matrix")]))
+            .hint("split the job, add `exclude` entries, or raise the limit with `--max-runs`"),
+        );
+    }
+}
+
+/// Applies `--var name=value`; problems come back as reports on the argument itself.
+fn apply_var_overrides(doc: &mut Document, args: &[String]) -> Vec<Report> {
+    let mut reports = Vec::new();
+    let declared: Vec<String> = doc
+        .value
+        .get("vars")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    for arg in args {
+        let source = Source {
+            name: "--var".into(),
+            text: arg.clone(),
+        };
+        let whole = Some(Span {
+            line: 1,
+            col: 1,
+            len: arg.chars().count().max(1),
+        });
+        let problem = match arg.split_once('=') {
+            None => Some(
+                Diagnostic::new(format!("`--var {arg}` is missing `=value`"))
+                    .at(whole)
+                    .hint(format!("write `--var {arg}=value`")),
+            ),
+            Some((name, _)) if name.trim().is_empty() => Some(
+                Diagnostic::new("`--var` needs a name before `=`")
+                    .at(whole)
+                    .hint("write `--var name=value`"),
+            ),
+            Some((name, _)) if !declared.iter().any(|d| d == name) => {
+                let d = Diagnostic::new(format!("`{name}` is not declared under `vars:`")).at(
+                    Some(Span {
+                        line: 1,
+                        col: 1,
+                        len: name.chars().count(),
+                    }),
+                );
+                Some(
+                    match did_you_mean(name, declared.iter().map(String::as_str)) {
+                        Some(s) => d.hint(format!("did you mean `{s}`?")),
+                        None if declared.is_empty() => {
+                            d.hint("the job declares no vars; add a `vars:` map to the job file")
+                        }
+                        None => d.hint(format!("declared vars: {}", declared.join(", "))),
+                    },
+                )
+            }
+            Some((name, value)) => {
+                if let Some(Value::Object(vars)) = doc.value.get_mut("vars") {
+                    vars.insert(name.to_string(), Value::String(value.to_string()));
+                }
+                None
+            }
+        };
+        if let Some(d) = problem {
+            reports.push(Report {
+                source,
+                diagnostics: vec![d],
+            });
+        }
+    }
+    reports
+}
+
+/// Names used in `${NAME}` references anywhere, plus `secrets`: the template context's `env` leaves these
+/// out, so a secret cannot be rendered into a plan or a report by a template.
+fn referenced_env_names(v: &Value) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    fn walk(v: &Value, out: &mut std::collections::HashSet<String>) {
+        match v {
+            Value::String(s) if s.contains("${") => {
+                for name in values::EnvString(s.clone()).var_names() {
+                    out.insert(name.to_string());
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Object(m) => m.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(v, &mut out);
+    if let Some(Value::Array(names)) = v.get("secrets") {
+        out.extend(names.iter().filter_map(Value::as_str).map(str::to_string));
+    }
+    out
+}

@@ -1,0 +1,699 @@
+//! The job file's types: what a user writes, with the Python SDK's defaults. The JSON Schema in
+//! `schemas/job.schema.json` is generated from these types (doc comments become descriptions).
+
+use super::values::{EnvString, HumanDuration, Usd};
+use indexmap::IndexMap;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, MapAccess, value::MapAccessDeserializer};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+
+/// An ohrun job: a sandbox, setup commands and the messages to send to the agent, one step each.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Job name; with the matrix values it makes each run's stable id. Letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// What the job is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Template variables, available as `{{ name }}` and `{{ vars.name }}`; `--var name=value` overrides them.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub vars: IndexMap<String, Value>,
+    /// Fan-out: the cartesian product of the lists, plus `include`, minus `exclude`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<Matrix>,
+    /// Where the agent-server runs.
+    pub sandbox: Sandbox,
+    /// The LLM the agent uses.
+    pub llm: LlmSpec,
+    /// The agent (the SDK's default agent).
+    #[serde(default)]
+    pub agent: AgentSpec,
+    /// Shell commands run in the sandbox's working directory before the conversation starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<Setup>,
+    /// The messages sent to the agent, in order; each is one step that runs until the agent is done.
+    pub steps: Vec<Step>,
+    /// Budget and wall-clock limits of one run.
+    #[serde(default)]
+    pub limits: Limits,
+    /// When to release the sandbox: `always` (default), `on_success` (keep it to debug a failure) or `never`.
+    #[serde(default)]
+    pub cleanup: CleanupPolicy,
+    /// Where reports go.
+    #[serde(default)]
+    pub report: ReportSpec,
+    /// Names of environment variables handed to the agent as secrets; their values are redacted everywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// A rehearsal script (path relative to the job file) used by `ohrun run --rehearse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rehearsal: Option<String>,
+}
+
+/// Matrix axes (a list of values each, scalars or objects) and the `include` / `exclude` lists.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Matrix {
+    #[serde(flatten)]
+    pub axes: IndexMap<String, Vec<Value>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<IndexMap<String, Value>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<IndexMap<String, Value>>,
+}
+
+impl<'de> Deserialize<'de> for Matrix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Matrix;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of axis names to lists of values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Matrix, A::Error> {
+                let mut m = Matrix::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "include" => m.include = map.next_value()?,
+                        "exclude" => m.exclude = map.next_value()?,
+                        _ => {
+                            let values: Vec<Value> = map.next_value()?;
+                            if values.is_empty() {
+                                return Err(de::Error::custom(format!(
+                                    "matrix axis `{key}` has no values, so the matrix would be empty"
+                                )));
+                            }
+                            m.axes.insert(key, values);
+                        }
+                    }
+                }
+                Ok(m)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl JsonSchema for Matrix {
+    fn schema_name() -> Cow<'static, str> {
+        "Matrix".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Axes: each key is a list of values (scalars or objects). `include` adds or extends combinations, `exclude` removes those matching every given key.",
+            "type": "object",
+            "properties": {
+                "include": {"type": "array", "items": {"type": "object"}},
+                "exclude": {"type": "array", "items": {"type": "object"}}
+            },
+            "additionalProperties": {"type": "array", "minItems": 1}
+        })
+    }
+}
+
+/// The sandbox the agent-server runs in, chosen by `kind`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Sandbox {
+    /// OpenHands Cloud (the SDK's OpenHandsCloudWorkspace).
+    Cloud(CloudSandbox),
+    /// The Runtime API (the SDK's APIRemoteWorkspace).
+    Runtime(RuntimeSandbox),
+    /// A container of the agent-server image on the local Docker engine.
+    Docker(DockerSandbox),
+    /// An agent-server process that ohrun starts and stops.
+    Local(LocalSandbox),
+    /// An agent-server that is already running (the SDK's RemoteWorkspace); nothing to provision or stop.
+    Remote(RemoteSandbox),
+}
+
+impl Sandbox {
+    pub const KINDS: [&'static str; 5] = ["cloud", "runtime", "docker", "local", "remote"];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Sandbox::Cloud(_) => "cloud",
+            Sandbox::Runtime(_) => "runtime",
+            Sandbox::Docker(_) => "docker",
+            Sandbox::Local(_) => "local",
+            Sandbox::Remote(_) => "remote",
+        }
+    }
+}
+
+fn d300() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+fn d120() -> HumanDuration {
+    HumanDuration::secs(120)
+}
+fn d60() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloudSandbox {
+    /// Cloud API base URL.
+    #[serde(default = "CloudSandbox::default_api_url")]
+    pub api_url: EnvString,
+    /// Cloud API key, as a reference: `${OPENHANDS_CLOUD_API_KEY}`.
+    pub api_key: SecretRef,
+    /// Sandbox spec (image) to start; the server's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_spec_id: Option<EnvString>,
+    /// Bounds the whole provisioning: create, wait until RUNNING, health check.
+    #[serde(default = "d300")]
+    pub init_timeout: HumanDuration,
+    /// Bounds every other API request.
+    #[serde(default = "d60")]
+    pub api_timeout: HumanDuration,
+    /// Leave the sandbox running after the job.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_alive: bool,
+    /// Working directory of the agent inside the sandbox.
+    #[serde(default = "CloudSandbox::default_working_dir")]
+    pub working_dir: String,
+    /// Allow sending the key over plain http to a host that is not loopback.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_insecure_http: bool,
+}
+
+impl CloudSandbox {
+    fn default_api_url() -> EnvString {
+        EnvString("https://app.all-hands.dev".into())
+    }
+    fn default_working_dir() -> String {
+        "/workspace/project".into()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSandbox {
+    /// Runtime API base URL.
+    pub api_url: EnvString,
+    /// Runtime API key, as a reference: `${RUNTIME_API_KEY}`.
+    pub api_key: SecretRef,
+    /// Agent-server image to start.
+    pub image: EnvString,
+    /// `IfNotPresent` (default), `Always` or `Never`.
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+    /// Session id to create or re-attach to; a fresh `agent-server-<uuid>` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Resource factor: 1, 2, 4 or 8.
+    #[serde(default = "RuntimeSandbox::default_resource_factor")]
+    pub resource_factor: u8,
+    /// Runtime class; `null` to leave it to the server.
+    #[serde(default = "RuntimeSandbox::default_runtime_class")]
+    pub runtime_class: Option<String>,
+    /// `binary` (the image's /usr/local/bin/openhands-agent-server) or `source`.
+    #[serde(default)]
+    pub target_type: TargetType,
+    /// Host environment variables copied into the sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_env: Vec<String>,
+    /// Bounds the whole provisioning (start and readiness).
+    #[serde(default = "d300")]
+    pub init_timeout: HumanDuration,
+    /// Bounds every other API request.
+    #[serde(default = "d60")]
+    pub api_timeout: HumanDuration,
+    /// Leave the runtime running after the job.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_alive: bool,
+    /// Pause the runtime on release instead of stopping it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pause_on_close: bool,
+    /// Working directory of the agent inside the sandbox.
+    #[serde(default = "RuntimeSandbox::default_working_dir")]
+    pub working_dir: String,
+    /// Allow sending the key over plain http to a host that is not loopback.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_insecure_http: bool,
+}
+
+impl RuntimeSandbox {
+    fn default_resource_factor() -> u8 {
+        1
+    }
+    fn default_runtime_class() -> Option<String> {
+        Some("sysbox-runc".into())
+    }
+    fn default_working_dir() -> String {
+        "/workspace".into()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PullPolicy {
+    #[default]
+    IfNotPresent,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetType {
+    #[default]
+    Binary,
+    Source,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSandbox {
+    /// Agent-server image; the default is the one `scripts/build-agent-server-image.sh` builds.
+    #[serde(default = "DockerSandbox::default_image")]
+    pub image: EnvString,
+    /// Host paths mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    /// Host environment variables copied into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_env: Vec<String>,
+    /// Extra environment for the container.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub env: IndexMap<String, EnvString>,
+    /// Image platform, e.g. `linux/amd64`; the engine's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Docker network to attach to; the default bridge when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// CPU limit (cores, may be fractional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// How long the server may take to become healthy.
+    #[serde(default = "d120")]
+    pub init_timeout: HumanDuration,
+    /// Working directory of the agent inside the container.
+    #[serde(default = "DockerSandbox::default_working_dir")]
+    pub working_dir: String,
+}
+
+impl DockerSandbox {
+    pub const DEFAULT_IMAGE: &'static str = "ohrun/agent-server:1.58.2-python";
+    fn default_image() -> EnvString {
+        EnvString(Self::DEFAULT_IMAGE.into())
+    }
+    fn default_working_dir() -> String {
+        "/workspace".into()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Host path (relative paths are relative to the job file).
+    pub host: String,
+    /// Path inside the container.
+    pub container: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSandbox {
+    /// Command that starts the agent-server (ohrun adds `--host` and `--port`); by default ohrun uses the
+    /// venv it manages (`ohrun setup local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Port to listen on; a free one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The agent's working directory; a fresh directory per run when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Extra environment for the server process.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub env: IndexMap<String, EnvString>,
+    /// How long the server may take to become healthy.
+    #[serde(default = "d120")]
+    pub init_timeout: HumanDuration,
+}
+
+impl Default for LocalSandbox {
+    fn default() -> Self {
+        LocalSandbox {
+            command: None,
+            port: None,
+            working_dir: None,
+            env: IndexMap::new(),
+            init_timeout: d120(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSandbox {
+    /// Base URL of the running agent-server.
+    pub url: EnvString,
+    /// Its session key, as a reference: `${SESSION_API_KEY}`; absent when the server has no auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<SecretRef>,
+    /// The agent's working directory on that server.
+    pub working_dir: String,
+    /// Bounds every request to the server.
+    #[serde(default = "d60")]
+    pub api_timeout: HumanDuration,
+}
+
+/// The LLM, as the SDK's `LLM(...)`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSpec {
+    /// litellm model id, e.g. `anthropic/claude-sonnet-4-5-20250929`.
+    pub model: EnvString,
+    /// OpenAI-compatible base URL, if not the provider's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<EnvString>,
+    /// API key, as a reference: `${LLM_API_KEY}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretRef>,
+    /// Key of this LLM's entry in the cost stats.
+    #[serde(default = "LlmSpec::default_usage_id")]
+    pub usage_id: String,
+    /// Price per input token in USD, overriding litellm's price map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_cost_per_token: Option<Usd>,
+    /// Price per output token in USD, overriding litellm's price map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_cost_per_token: Option<Usd>,
+    /// Other fields of the SDK's LLM (temperature, max_output_tokens, …), passed through as given.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub options: serde_json::Map<String, Value>,
+}
+
+impl LlmSpec {
+    fn default_usage_id() -> String {
+        "agent".into()
+    }
+}
+
+/// The SDK's default agent: `get_default_agent(llm, cli_mode=True)`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// CLI mode (no browser tools).
+    #[serde(default = "AgentSpec::default_cli_mode")]
+    pub cli_mode: bool,
+    /// Tool names; the default agent's (`terminal`, `file_editor`, `task_tracker`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
+    /// Text appended to the system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt_extra: Option<String>,
+    /// Most agent iterations per step.
+    #[serde(default = "AgentSpec::default_max_iterations")]
+    pub max_iterations: u32,
+    /// Summarise old context as the SDK's default agent does.
+    #[serde(default = "AgentSpec::default_cli_mode")]
+    pub condenser: bool,
+}
+
+impl AgentSpec {
+    pub const DEFAULT_TOOLS: [&'static str; 3] = ["terminal", "file_editor", "task_tracker"];
+    fn default_cli_mode() -> bool {
+        true
+    }
+    fn default_max_iterations() -> u32 {
+        500
+    }
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        AgentSpec {
+            cli_mode: true,
+            tools: None,
+            system_prompt_extra: None,
+            max_iterations: 500,
+            condenser: true,
+        }
+    }
+}
+
+/// A setup command with its options (a bare string is the same as `{run: string}`).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetupCommand {
+    /// The command, run by `/bin/sh -c`.
+    pub run: String,
+    /// Directory to run in, relative to the sandbox's working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Longest the command may run.
+    #[serde(default = "SetupCommand::default_timeout")]
+    pub timeout: HumanDuration,
+    /// Environment for this command.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub env: IndexMap<String, EnvString>,
+    /// A non-zero exit does not fail the run.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_failure: bool,
+}
+
+impl SetupCommand {
+    fn default_timeout() -> HumanDuration {
+        d300()
+    }
+}
+
+/// One entry of `setup`: a command string or a [`SetupCommand`] map.
+#[derive(Clone, Debug, Serialize)]
+#[serde(transparent)]
+pub struct Setup(pub SetupCommand);
+
+impl std::ops::Deref for Setup {
+    type Target = SetupCommand;
+    fn deref(&self) -> &SetupCommand {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Setup {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Setup;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a command string or a map with `run`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Setup, E> {
+                Ok(Setup(SetupCommand {
+                    run: v.to_string(),
+                    cwd: None,
+                    timeout: SetupCommand::default_timeout(),
+                    env: IndexMap::new(),
+                    allow_failure: false,
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Setup, A::Error> {
+                // Through the same MapAccess, so error paths stay exact.
+                SetupCommand::deserialize(MapAccessDeserializer::new(map)).map(Setup)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Setup {
+    fn schema_name() -> Cow<'static, str> {
+        "Setup".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let map = generator.subschema_for::<SetupCommand>();
+        json_schema!({"anyOf": [{"type": "string"}, map]})
+    }
+}
+
+/// One message to the agent, and how to wait for it.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// The message: text, or `{file: path}` relative to the job file.
+    pub message: Message,
+    /// Longest the agent may work on this step.
+    #[serde(default = "Step::default_timeout")]
+    pub timeout: HumanDuration,
+    /// After the server says the run is over, also wait until no event arrived for this long (the seed's
+    /// "2 s of silence"); off unless set. `true` means 2s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_for: Option<QuietFor>,
+    /// Longest ohrun waits for late events and costs after the step ended.
+    #[serde(default = "Step::default_max_wait")]
+    pub max_wait: HumanDuration,
+    /// What to do when the agent ends its turn by asking the user something.
+    #[serde(default)]
+    pub on_question: OnQuestion,
+}
+
+impl Step {
+    fn default_timeout() -> HumanDuration {
+        HumanDuration::secs(30 * 60)
+    }
+    fn default_max_wait() -> HumanDuration {
+        HumanDuration::secs(10)
+    }
+}
+
+/// Message text, inline or from a file.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Message {
+    Inline(String),
+    File {
+        /// Path relative to the job file.
+        file: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageFile {
+    file: String,
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Message;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("message text or `{file: path}`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Message, E> {
+                Ok(Message::Inline(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Message, A::Error> {
+                let MessageFile { file } =
+                    MessageFile::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(Message::File { file })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `true` (2 s) or a duration.
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct QuietFor(pub HumanDuration);
+
+impl QuietFor {
+    pub const DEFAULT: HumanDuration = HumanDuration::secs(2);
+}
+
+impl<'de> Deserialize<'de> for QuietFor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match v {
+            Value::Bool(true) => Ok(QuietFor(Self::DEFAULT)),
+            Value::Bool(false) => Ok(QuietFor(HumanDuration::secs(0))),
+            other => HumanDuration::deserialize(other)
+                .map(QuietFor)
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+/// What to do when the agent ends its turn with a question instead of finishing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum OnQuestion {
+    /// End the step, record the question, and go on with the next step.
+    #[default]
+    End,
+    /// Fail the run.
+    Fail,
+    /// Answer with this text and let the agent go on (at most `max_replies` times per step).
+    Reply {
+        text: String,
+        #[serde(default = "OnQuestion::default_max_replies")]
+        max_replies: u32,
+    },
+}
+
+impl OnQuestion {
+    fn default_max_replies() -> u32 {
+        3
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most the run may spend, in USD; the step that crosses it is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<Usd>,
+    /// Longest the whole run may take, provisioning and cleanup included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupPolicy {
+    #[default]
+    Always,
+    OnSuccess,
+    Never,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSpec {
+    /// Directory of each run's `run.json` and `events.jsonl` (templated; relative to the working directory).
+    #[serde(default = "ReportSpec::default_dir")]
+    pub dir: String,
+}
+
+impl ReportSpec {
+    fn default_dir() -> String {
+        "ohrun-reports/{{ run.id }}".into()
+    }
+}
+
+impl Default for ReportSpec {
+    fn default() -> Self {
+        ReportSpec {
+            dir: Self::default_dir(),
+        }
+    }
+}
+
+/// A secret: only a reference to an environment variable, `${NAME}` (optionally `${NAME:-default}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(extend("pattern" = "^\\$\\{[A-Za-z_][A-Za-z0-9_]*((:-|:\\?)[^}]*)?\\}$"))]
+pub struct SecretRef(pub EnvString);
+
+/// The message is matched in `parse.rs` to redact the offending line.
+pub const LITERAL_SECRET_MESSAGE: &str = "a secret must be a reference to an environment variable";
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = EnvString(String::deserialize(d)?);
+        if s.is_single_reference() {
+            Ok(SecretRef(s))
+        } else {
+            // Never echo the value: it may be a real key.
+            Err(de::Error::custom(LITERAL_SECRET_MESSAGE))
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The only place that reads YAML. It turns text into a JSON value plus a [`SourceMap`], and typed
+//! values out of that with every serde error mapped back to `line:col`. It keeps going after an error
+//! where it safely can (unknown keys, bad values), so one pass reports most of a file's problems.
+
+use super::model::LITERAL_SECRET_MESSAGE;
+use super::source::{Path, Seg, SourceMap, display_path};
+use crate::diagnostic::{Diagnostic, Source, Span, did_you_mean};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A parsed job file: its text, its data and where each piece of the data is in the text.
+#[derive(Debug)]
+pub struct Document {
+    pub source: Source,
+    pub value: Value,
+    pub map: SourceMap,
+}
+
+impl Document {
+    pub fn span(&self, path: &[Seg]) -> Option<Span> {
+        self.map.value_span(path)
+    }
+}
+
+/// Parses `text`; syntax errors, duplicate keys and a non-mapping top level are reported here.
+pub fn load(source: Source) -> Result<Document, Vec<Diagnostic>> {
+    let value: Value = match serde_yaml::from_str(&source.text) {
+        Ok(v) => v,
+        Err(e) => return Err(vec![syntax_error(&e)]),
+    };
+    let map = SourceMap::build(&source.text);
+    let mut diags: Vec<Diagnostic> = map
+        .duplicates
+        .iter()
+        .map(|d| {
+            Diagnostic::new(format!("duplicate key `{}`", d.key))
+                .at(Some(d.span))
+                .hint(format!(
+                    "`{}` is already set on line {}; keep one of them",
+                    d.key, d.first.line
+                ))
+        })
+        .collect();
+    match &value {
+        Value::Object(_) => {}
+        Value::Null => diags.push(
+            Diagnostic::new("the job file is empty")
+                .at(Some(Span { line: 1, col: 1, len: 0 }))
+                .hint("a job needs at least `name`, `sandbox`, `llm` and `steps`; see jobs/local.yaml"),
+        ),
+        other => diags.push(
+            Diagnostic::new(format!("a job file must be a mapping of keys, not {}", kind_of(other)))
+                .at(map.value_span(&[]).or(Some(Span { line: 1, col: 1, len: 1 })))
+                .hint("start with `name: my-job` on the first line"),
+        ),
+    }
+    if diags.is_empty() {
+        Ok(Document { source, value, map })
+    } else {
+        Err(diags)
+    }
+}
+
+fn syntax_error(e: &serde_yaml::Error) -> Diagnostic {
+    let text = e.to_string();
+    // serde_yaml appends the position in words; we draw it instead.
+    let message = text.split(" at line ").next().unwrap_or(&text).to_string();
+    let span = e.location().map(|l| Span {
+        line: l.line(),
+        col: l.column(),
+        len: 1,
+    });
+    let hint = if message.contains("cannot start any token") {
+        "YAML does not allow tabs for indentation or a leading `@`/`` ` ``; use spaces, and quote the value"
+    } else if message.contains("mapping values are not allowed") {
+        "a value containing `: ` must be quoted, e.g. message: \"a: b\""
+    } else {
+        "check the indentation and the quoting around here"
+    };
+    Diagnostic::new(format!("invalid YAML: {message}"))
+        .at(span)
+        .hint(hint)
+}
+
+pub fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// The value at `path`, if any.
+pub fn get<'a>(value: &'a Value, path: &[Seg]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |v, seg| match seg {
+        Seg::Key(k) => v.get(k),
+        Seg::Index(i) => v.get(i),
+    })
+}
+
+/// A mutable reference to the value at `path`, if any.
+pub fn get_mut<'a>(value: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
+    path.iter().try_fold(value, |v, seg| match seg {
+        Seg::Key(k) => v.get_mut(k),
+        Seg::Index(i) => v.get_mut(i),
+    })
+}
+
+fn remove(value: &mut Value, path: &[Seg]) -> bool {
+    let Some((last, parent)) = path.split_last() else {
+        return false;
+    };
+    match (get_mut(value, parent), last) {
+        (Some(Value::Object(m)), Seg::Key(k)) => m.shift_remove(k).is_some(),
+        (Some(Value::Array(a)), Seg::Index(i)) if *i < a.len() => {
+            // Keep indices stable for later errors: blank the item instead of shifting the rest.
+            a[*i] = Value::Null;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Deserializes `T` from `value` (which sits at `base` in the document), adding a diagnostic for every
+/// problem found. Unknown keys and bad values are removed and decoding retried, so several problems are
+/// reported at once; a missing required key ends the attempt.
+pub fn decode<T: DeserializeOwned>(
+    value: &Value,
+    base: &[Seg],
+    map: &SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let mut work = value.clone();
+    let mut removed: Vec<Path> = Vec::new();
+    let before = diags.len();
+    for _ in 0..64 {
+        let err = match serde_path_to_error::deserialize::<_, T>(&work) {
+            Ok(v) => return (diags.len() == before).then_some(v),
+            Err(e) => e,
+        };
+        let rel: Path = err
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        let message = err.inner().to_string();
+        let mut full: Path = base.to_vec();
+        full.extend(rel.iter().cloned());
+        if let Some(field) = between(&message, "missing field `", "`") {
+            let mut missing = rel.clone();
+            missing.push(Seg::Key(field.to_string()));
+            // A key we removed for being wrong is already reported; its absence is not news.
+            if !removed.contains(&missing) {
+                diags.push(missing_key(field, &full, map));
+            }
+            return None;
+        }
+        diags.push(describe(&message, &full, &work, &rel, map));
+        if rel.is_empty() || !remove(&mut work, &rel) {
+            return None;
+        }
+        removed.push(rel);
+    }
+    None
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = &s[s.find(start)? + start.len()..];
+    Some(&rest[..rest.find(end)?])
+}
+
+/// The backticked names after "expected" in a serde message.
+fn expected_names(message: &str) -> Vec<&str> {
+    let Some(idx) = message.find("expected") else {
+        return Vec::new();
+    };
+    message[idx..].split('`').skip(1).step_by(2).collect()
+}
+
+fn where_(path: &[Seg]) -> String {
+    match path.len() {
+        0 => "the job".to_string(),
+        _ => format!("`{}`", display_path(path)),
+    }
+}
+
+fn missing_key(field: &str, full: &[Seg], map: &SourceMap) -> Diagnostic {
+    let example = match field {
+        "name" => "name: my-job",
+        "sandbox" => "sandbox: { kind: local }",
+        "llm" => {
+            "llm: { model: \"${LLM_MODEL:-anthropic/claude-sonnet-4-5-20250929}\", api_key: \"${LLM_API_KEY}\" }"
+        }
+        "steps" => "steps:\n  - message: Say hello.",
+        "api_key" => "api_key: ${MY_API_KEY}",
+        "message" => "message: What to ask the agent",
+        _ => "",
+    };
+    let d = Diagnostic::new(format!("missing key `{field}` in {}", where_(full)))
+        .at(map.value_span(full));
+    if example.is_empty() {
+        d.hint(format!("add `{field}:` here"))
+    } else {
+        d.hint(format!("add it, e.g. `{example}`"))
+    }
+}
+
+fn describe(message: &str, full: &[Seg], work: &Value, rel: &[Seg], map: &SourceMap) -> Diagnostic {
+    if let Some(field) = between(message, "unknown field `", "`") {
+        let parent = &full[..full.len().saturating_sub(1)];
+        let names = expected_names(message);
+        let d = Diagnostic::new(format!("unknown key `{field}` in {}", where_(parent)))
+            .at(map.key_span(full));
+        return match did_you_mean(field, names.iter().copied()) {
+            Some(s) => d.hint(format!("did you mean `{s}`?")),
+            None if names.is_empty() => d.hint("remove it"),
+            None => d.hint(format!("the keys allowed here are: {}", names.join(", "))),
+        };
+    }
+    if let Some(variant) = between(message, "unknown variant `", "`") {
+        let names = expected_names(message);
+        let d = Diagnostic::new(format!(
+            "`{variant}` is not a valid value for {}",
+            where_(full)
+        ))
+        .at(map.value_span(full));
+        return match did_you_mean(variant, names.iter().copied()) {
+            Some(s) => d.hint(format!("did you mean `{s}`?")),
+            None => d.hint(format!("use one of: {}", names.join(", "))),
+        };
+    }
+    if message == LITERAL_SECRET_MESSAGE {
+        return Diagnostic::new(format!("{} must not hold a literal secret", where_(full)))
+            .at(map.value_span(full))
+            .redacted()
+            .hint("reference an environment variable instead, e.g. `api_key: ${LLM_API_KEY}`, and set it where ohrun runs");
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let (found, expected) = rest
+            .split_once(", expected ")
+            .unwrap_or((rest, "another type"));
+        let found = match super::parse::get(work, rel) {
+            Some(v @ (Value::Array(_) | Value::Object(_))) => kind_of(v).to_string(),
+            _ => found.to_string(),
+        };
+        return Diagnostic::new(format!(
+            "wrong type for {}: expected {expected}, found {found}",
+            where_(full)
+        ))
+        .at(map.value_span(full))
+        .hint(type_hint(expected));
+    }
+    if let Some(rest) = message.strip_prefix("invalid value: ") {
+        let (found, expected) = rest
+            .split_once(", expected ")
+            .unwrap_or((rest, "another value"));
+        return Diagnostic::new(format!("invalid value for {}: {found}", where_(full)))
+            .at(map.value_span(full))
+            .hint(format!("expected {expected}"));
+    }
+    if let Some(rest) = message.strip_prefix("invalid length ") {
+        return Diagnostic::new(format!("wrong number of items in {}: {rest}", where_(full)))
+            .at(map.value_span(full));
+    }
+    // Our own deserializers' messages (durations, money, matrix axes) are already user-facing.
+    Diagnostic::new(format!("invalid {}: {message}", where_(full)))
+        .at(map.value_span(full))
+        .hint(custom_hint(message))
+}
+
+fn type_hint(expected: &str) -> String {
+    if expected.contains("duration") {
+        "write a duration like `90s`, `5m` or `1h30m`".into()
+    } else if expected.contains("sequence") {
+        "write a list, one `- item` per line".into()
+    } else if expected.contains("a string") || expected.contains("message text") {
+        "quote the value to make it text".into()
+    } else if expected.contains("bool") {
+        "write `true` or `false`".into()
+    } else if expected.starts_with("u") || expected.starts_with("i") || expected.starts_with("f") {
+        "write a number without quotes".into()
+    } else {
+        format!("write {expected} here")
+    }
+}
+
+fn custom_hint(message: &str) -> String {
+    if message.contains("duration") || message.contains("unit") {
+        "durations look like `90s`, `5m`, `1h30m` or `250ms`".into()
+    } else if message.contains("dollars") || message.contains("decimal") {
+        "amounts are US dollars, like `2.50`".into()
+    } else {
+        "see `ohrun schema job` for what this key accepts".into()
+    }
+}

@@ -1,0 +1,16 @@
+//! JSON Schemas generated from the Rust types; `schemas/*.schema.json` are these, checked in.
+
+use crate::job::model::JobSpec;
+
+/// The schemas ohrun publishes, by the name `ohrun schema NAME` takes.
+pub const NAMES: [&str; 1] = ["job"];
+
+pub fn generate(name: &str) -> Option<String> {
+    let schema = match name {
+        "job" => schemars::schema_for!(JobSpec),
+        _ => return None,
+    };
+    let mut text = serde_json::to_string_pretty(&schema).ok()?;
+    text.push('\n');
+    Some(text)
+}
