@@ -30,12 +30,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>) -> Self {
-        Diagnostic {
-            message: message.into(),
-            span: None,
-            hint: None,
-            redact: false,
-        }
+        Diagnostic { message: message.into(), span: None, hint: None, redact: false }
     }
 
     pub fn at(mut self, span: Option<Span>) -> Self {
@@ -56,22 +51,10 @@ impl Diagnostic {
     /// Renders this diagnostic against `source` (the file its span points into).
     pub fn render(&self, source: &Source, style: Style) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{}: {}",
-            style.error("error"),
-            style.bold(&self.message)
-        );
+        let _ = writeln!(out, "{}: {}", style.error("error"), style.bold(&self.message));
         match self.span {
             Some(span) => {
-                let _ = writeln!(
-                    out,
-                    "  {} {}:{}:{}",
-                    style.dim("-->"),
-                    source.name,
-                    span.line,
-                    span.col
-                );
+                let _ = writeln!(out, "  {} {}:{}:{}", style.dim("-->"), source.name, span.line, span.col);
                 if let Some(line) = source.text.lines().nth(span.line.saturating_sub(1)) {
                     let gutter = span.line.to_string();
                     let pad = " ".repeat(gutter.len());
@@ -79,13 +62,7 @@ impl Diagnostic {
                     let _ = writeln!(out, "{pad} {}", style.dim("|"));
                     let _ = writeln!(out, "{} {} {shown}", style.dim(&gutter), style.dim("|"));
                     let carets = "^".repeat(len.max(1));
-                    let _ = writeln!(
-                        out,
-                        "{pad} {} {}{}",
-                        style.dim("|"),
-                        " ".repeat(col),
-                        style.error(&carets)
-                    );
+                    let _ = writeln!(out, "{pad} {} {}{}", style.dim("|"), " ".repeat(col), style.error(&carets));
                 }
             }
             None => {
@@ -142,23 +119,15 @@ impl Report {
             out.push('\n');
         }
         if self.diagnostics.len() > 1 {
-            let _ = writeln!(
-                out,
-                "{} {} errors in {}",
-                style.error("error:"),
-                self.diagnostics.len(),
-                self.source.name
-            );
+            let _ =
+                writeln!(out, "{} {} errors in {}", style.error("error:"), self.diagnostics.len(), self.source.name);
         }
         out
     }
 }
 
 /// The closest candidate by edit distance, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
@@ -167,22 +136,37 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+impl Source {
+    /// Byte offset of a span's start.
+    pub fn offset(&self, span: Span) -> Option<usize> {
+        let line_start =
+            if span.line <= 1 { 0 } else { self.text.match_indices('\n').nth(span.line - 2).map(|(i, _)| i + 1)? };
+        let line = &self.text[line_start..];
+        let col_bytes = line.char_indices().nth(span.col.saturating_sub(1)).map(|(i, _)| i).unwrap_or(line.len());
+        Some(line_start + col_bytes)
+    }
+
+    /// The span of `needle`'s first occurrence at or after `from`, if any.
+    pub fn find_after(&self, from: Span, needle: &str) -> Option<Span> {
+        let start = self.offset(from)?;
+        let at = start + self.text.get(start..)?.find(needle)?;
+        let before = &self.text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        let len = needle.lines().next().map(|l| l.chars().count()).unwrap_or(1);
+        Some(Span { line, col, len })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn caret_under_the_span() {
-        let source = Source {
-            name: "a.yaml".into(),
-            text: "name: x\nstpes: []\n".into(),
-        };
+        let source = Source { name: "a.yaml".into(), text: "name: x\nstpes: []\n".into() };
         let d = Diagnostic::new("unknown key `stpes`")
-            .at(Some(Span {
-                line: 2,
-                col: 1,
-                len: 5,
-            }))
+            .at(Some(Span { line: 2, col: 1, len: 5 }))
             .hint("did you mean `steps`?");
         let out = d.render(&source, Style::plain());
         assert_eq!(
@@ -193,17 +177,8 @@ mod tests {
 
     #[test]
     fn redacts_secret() {
-        let source = Source {
-            name: "a".into(),
-            text: "key: sk-live".into(),
-        };
-        let d = Diagnostic::new("x")
-            .at(Some(Span {
-                line: 1,
-                col: 6,
-                len: 7,
-            }))
-            .redacted();
+        let source = Source { name: "a".into(), text: "key: sk-live".into() };
+        let d = Diagnostic::new("x").at(Some(Span { line: 1, col: 6, len: 7 })).redacted();
         let out = d.render(&source, Style::plain());
         assert!(!out.contains("sk-live"), "{out}");
     }
@@ -212,46 +187,5 @@ mod tests {
     fn suggestions() {
         assert_eq!(did_you_mean("stpes", ["steps", "setup"]), Some("steps"));
         assert_eq!(did_you_mean("zzz", ["steps", "setup"]), None);
-    }
-}
-
-impl Source {
-    /// Byte offset of a span's start.
-    pub fn offset(&self, span: Span) -> Option<usize> {
-        let line_start = if span.line <= 1 {
-            0
-        } else {
-            self.text
-                .match_indices('\n')
-                .nth(span.line - 2)
-                .map(|(i, _)| i + 1)?
-        };
-        let line = &self.text[line_start..];
-        let col_bytes = line
-            .char_indices()
-            .nth(span.col.saturating_sub(1))
-            .map(|(i, _)| i)
-            .unwrap_or(line.len());
-        Some(line_start + col_bytes)
-    }
-
-    /// The span of `needle`'s first occurrence at or after `from`, if any.
-    pub fn find_after(&self, from: Span, needle: &str) -> Option<Span> {
-        let start = self.offset(from)?;
-        let at = start + self.text.get(start..)?.find(needle)?;
-        let before = &self.text[..at];
-        let line = before.matches('\n').count() + 1;
-        let col = before
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1;
-        let len = needle
-            .lines()
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(1);
-        Some(Span { line, col, len })
     }
 }

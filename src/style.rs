@@ -15,17 +15,11 @@ impl Style {
     /// Colour for stderr when it is a terminal and `NO_COLOR` is unset or empty (https://no-color.org).
     pub fn for_stderr() -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Style {
-            color: !no_color && std::io::stderr().is_terminal(),
-        }
+        Style { color: !no_color && std::io::stderr().is_terminal() }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
     }
 
     pub fn error(&self, t: &str) -> String {

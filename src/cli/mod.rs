@@ -56,10 +56,7 @@ pub struct JobArgs {
 
 impl JobArgs {
     pub fn plan_options(&self) -> crate::job::PlanOptions {
-        crate::job::PlanOptions {
-            vars: self.vars.clone(),
-            max_runs: self.max_runs,
-        }
+        crate::job::PlanOptions { vars: self.vars.clone(), max_runs: self.max_runs }
     }
 }
 
@@ -90,21 +87,13 @@ pub struct PlanArgs {
 fn with_implicit_run(mut args: Vec<String>) -> Vec<String> {
     let known: Vec<String> = Cli::command()
         .get_subcommands()
-        .flat_map(|c| {
-            std::iter::once(c.get_name().to_string()).chain(c.get_all_aliases().map(str::to_string))
-        })
+        .flat_map(|c| std::iter::once(c.get_name().to_string()).chain(c.get_all_aliases().map(str::to_string)))
         .chain(["help".to_string()])
         .collect();
-    if let Some(pos) = args
-        .iter()
-        .skip(1)
-        .position(|a| !a.starts_with('-'))
-        .map(|p| p + 1)
-    {
+    if let Some(pos) = args.iter().skip(1).position(|a| !a.starts_with('-')).map(|p| p + 1) {
         let first = &args[pos];
-        let looks_like_file = first.ends_with(".yaml")
-            || first.ends_with(".yml")
-            || std::path::Path::new(first).is_file();
+        let looks_like_file =
+            first.ends_with(".yaml") || first.ends_with(".yml") || std::path::Path::new(first).is_file();
         if !known.contains(first) && looks_like_file {
             args.insert(pos, "run".to_string());
         }
@@ -138,9 +127,7 @@ pub fn main() -> i32 {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
                 _ => ExitCode::USAGE,
             };
         }

@@ -12,10 +12,7 @@ pub fn run(args: &PlanArgs, style: Style) -> i32 {
         Ok(p) => p,
         Err(err) => {
             if args.json {
-                println!(
-                    "{}",
-                    json!({"file": args.file, "ok": false, "errors": job_error_json(&err)})
-                );
+                println!("{}", json!({"file": args.file, "ok": false, "errors": job_error_json(&err)}));
             } else {
                 print_job_error(&err, style);
             }
@@ -35,28 +32,13 @@ pub fn run(args: &PlanArgs, style: Style) -> i32 {
         let _ = serde_json::to_writer_pretty(&mut out, &doc);
         let _ = writeln!(out);
     } else {
-        let id_width = plan
-            .runs
-            .iter()
-            .map(|r| r.id.len())
-            .max()
-            .unwrap_or(2)
-            .max(2);
-        let _ = writeln!(
-            out,
-            "{:>5}  {:id_width$}  {:8}  {:>5}  MATRIX",
-            "#", "ID", "SANDBOX", "STEPS"
-        );
+        let id_width = plan.runs.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
+        let _ = writeln!(out, "{:>5}  {:id_width$}  {:8}  {:>5}  MATRIX", "#", "ID", "SANDBOX", "STEPS");
         for r in &plan.runs {
             let matrix = r
                 .matrix
                 .as_ref()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", scalar(v)))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", scalar(v))).collect::<Vec<_>>().join(" "))
                 .unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
@@ -68,12 +50,7 @@ pub fn run(args: &PlanArgs, style: Style) -> i32 {
             );
         }
         let n = plan.runs.len();
-        let _ = writeln!(
-            out,
-            "{n} run{} of job `{}`",
-            if n == 1 { "" } else { "s" },
-            plan.job_name
-        );
+        let _ = writeln!(out, "{n} run{} of job `{}`", if n == 1 { "" } else { "s" }, plan.job_name);
     }
     let _ = out.flush();
     ExitCode::SUCCESS

@@ -14,9 +14,7 @@ pub fn run(args: &ValidateArgs, style: Style) -> i32 {
         match plan_file(file, &opts) {
             Ok(plan) => {
                 if args.json {
-                    results.push(
-                        json!({"file": file, "ok": true, "runs": plan.runs.len(), "errors": []}),
-                    );
+                    results.push(json!({"file": file, "ok": true, "runs": plan.runs.len(), "errors": []}));
                 } else {
                     let runs = plan.runs.len();
                     eprintln!(
@@ -39,14 +37,7 @@ pub fn run(args: &ValidateArgs, style: Style) -> i32 {
         }
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&results).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&results).unwrap_or_default());
     }
-    if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::USAGE
-    }
+    if all_ok { ExitCode::SUCCESS } else { ExitCode::USAGE }
 }

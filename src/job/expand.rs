@@ -10,9 +10,7 @@ pub type Combo = IndexMap<String, Value>;
 
 /// Number of combinations before include/exclude, without building them (saturating).
 pub fn product_size(m: &Matrix) -> u128 {
-    m.axes
-        .values()
-        .fold(1u128, |acc, v| acc.saturating_mul(v.len() as u128))
+    m.axes.values().fold(1u128, |acc, v| acc.saturating_mul(v.len() as u128))
 }
 
 /// Expands the matrix. `exclude` removes combinations that match every key an entry gives. An `include`
@@ -36,11 +34,8 @@ pub fn expand(m: &Matrix) -> Vec<Combo> {
         combos.retain(|c| !m.exclude.iter().any(|ex| matches(c, ex)));
     }
     for inc in &m.include {
-        let on_axes: Combo = inc
-            .iter()
-            .filter(|(k, _)| m.axes.contains_key(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let on_axes: Combo =
+            inc.iter().filter(|(k, _)| m.axes.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut extended = false;
         for c in combos.iter_mut().filter(|c| matches(c, &on_axes)) {
             for (k, v) in inc.iter().filter(|(k, _)| !m.axes.contains_key(*k)) {
@@ -64,9 +59,7 @@ fn matches(combo: &Combo, pattern: &Combo) -> bool {
 pub fn run_id(job_name: &str, combo: Option<&Combo>) -> String {
     let name = slug(job_name, 64);
     let Some(combo) = combo else { return name };
-    let canonical = canonical_json(&Value::Object(
-        combo.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    ));
+    let canonical = canonical_json(&Value::Object(combo.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
     let digest = Sha256::digest(format!("{job_name}\n{canonical}").as_bytes());
     let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     let readable: Vec<String> = combo
@@ -79,21 +72,13 @@ pub fn run_id(job_name: &str, combo: Option<&Combo>) -> String {
         })
         .collect();
     let values = slug(&readable.join("-"), 48);
-    if values.is_empty() {
-        format!("{name}-{hash}")
-    } else {
-        format!("{name}-{values}-{hash}")
-    }
+    if values.is_empty() { format!("{name}-{hash}") } else { format!("{name}-{values}-{hash}") }
 }
 
 fn slug(s: &str, max: usize) -> String {
     let mut out = String::new();
     for c in s.chars() {
-        let c = if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
-            c.to_ascii_lowercase()
-        } else {
-            '-'
-        };
+        let c = if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c.to_ascii_lowercase() } else { '-' };
         if !(c == '-' && (out.is_empty() || out.ends_with('-'))) {
             out.push(c);
         }
@@ -108,16 +93,11 @@ pub fn canonical_json(v: &Value) -> String {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            let parts: Vec<String> = keys
-                .iter()
-                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical_json(&m[*k])))
-                .collect();
+            let parts: Vec<String> =
+                keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical_json(&m[*k]))).collect();
             format!("{{{}}}", parts.join(","))
         }
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
-        ),
+        Value::Array(a) => format!("[{}]", a.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
         other => other.to_string(),
     }
 }
@@ -143,10 +123,7 @@ mod tests {
         assert_eq!(combos[0].get("extra"), Some(&json!(true)));
         assert_eq!(combos[1].get("extra"), Some(&json!(true)));
         assert_eq!(combos[2].get("extra"), None);
-        assert_eq!(
-            combos[3],
-            serde_json::from_value::<Combo>(json!({"os": "c", "py": 9})).unwrap()
-        );
+        assert_eq!(combos[3], serde_json::from_value::<Combo>(json!({"os": "c", "py": 9})).unwrap());
         assert_eq!(product_size(&m), 4);
     }
 
@@ -157,11 +134,7 @@ mod tests {
         assert!(id.starts_with("multi-repo-octocat-hello-world-"), "{id}");
         assert_eq!(id, run_id("multi-repo", Some(&c)));
         let d: Combo = serde_json::from_value(json!({"repo": "octocat/hello-world"})).unwrap();
-        assert_ne!(
-            id,
-            run_id("multi-repo", Some(&d)),
-            "case differs, so the hash must"
-        );
+        assert_ne!(id, run_id("multi-repo", Some(&d)), "case differs, so the hash must");
         assert_eq!(run_id("facts", None), "facts");
     }
 }

@@ -348,13 +348,7 @@ pub struct LocalSandbox {
 
 impl Default for LocalSandbox {
     fn default() -> Self {
-        LocalSandbox {
-            command: None,
-            port: None,
-            working_dir: None,
-            env: IndexMap::new(),
-            init_timeout: d120(),
-        }
+        LocalSandbox { command: None, port: None, working_dir: None, env: IndexMap::new(), init_timeout: d120() }
     }
 }
 
@@ -438,13 +432,7 @@ impl AgentSpec {
 
 impl Default for AgentSpec {
     fn default() -> Self {
-        AgentSpec {
-            cli_mode: true,
-            tools: None,
-            system_prompt_extra: None,
-            max_iterations: 500,
-            condenser: true,
-        }
+        AgentSpec { cli_mode: true, tools: None, system_prompt_extra: None, max_iterations: 500, condenser: true }
     }
 }
 
@@ -581,8 +569,7 @@ impl<'de> Deserialize<'de> for Message {
                 Ok(Message::Inline(v.to_string()))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Message, A::Error> {
-                let MessageFile { file } =
-                    MessageFile::deserialize(MapAccessDeserializer::new(map))?;
+                let MessageFile { file } = MessageFile::deserialize(MapAccessDeserializer::new(map))?;
                 Ok(Message::File { file })
             }
         }
@@ -605,9 +592,7 @@ impl<'de> Deserialize<'de> for QuietFor {
         match v {
             Value::Bool(true) => Ok(QuietFor(Self::DEFAULT)),
             Value::Bool(false) => Ok(QuietFor(HumanDuration::secs(0))),
-            other => HumanDuration::deserialize(other)
-                .map(QuietFor)
-                .map_err(de::Error::custom),
+            other => HumanDuration::deserialize(other).map(QuietFor).map_err(de::Error::custom),
         }
     }
 }
@@ -671,9 +656,7 @@ impl ReportSpec {
 
 impl Default for ReportSpec {
     fn default() -> Self {
-        ReportSpec {
-            dir: Self::default_dir(),
-        }
+        ReportSpec { dir: Self::default_dir() }
     }
 }
 

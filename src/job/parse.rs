@@ -35,10 +35,7 @@ pub fn load(source: Source) -> Result<Document, Vec<Diagnostic>> {
         .map(|d| {
             Diagnostic::new(format!("duplicate key `{}`", d.key))
                 .at(Some(d.span))
-                .hint(format!(
-                    "`{}` is already set on line {}; keep one of them",
-                    d.key, d.first.line
-                ))
+                .hint(format!("`{}` is already set on line {}; keep one of them", d.key, d.first.line))
         })
         .collect();
     match &value {
@@ -54,32 +51,27 @@ pub fn load(source: Source) -> Result<Document, Vec<Diagnostic>> {
                 .hint("start with `name: my-job` on the first line"),
         ),
     }
-    if diags.is_empty() {
-        Ok(Document { source, value, map })
-    } else {
-        Err(diags)
-    }
+    if diags.is_empty() { Ok(Document { source, value, map }) } else { Err(diags) }
 }
 
 fn syntax_error(e: &serde_yaml::Error) -> Diagnostic {
     let text = e.to_string();
-    // serde_yaml appends the position in words; we draw it instead.
+    // serde_yaml appends the position in words; we draw it instead, and keep what it was parsing.
     let message = text.split(" at line ").next().unwrap_or(&text).to_string();
-    let span = e.location().map(|l| Span {
-        line: l.line(),
-        col: l.column(),
-        len: 1,
-    });
-    let hint = if message.contains("cannot start any token") {
-        "YAML does not allow tabs for indentation or a leading `@`/`` ` ``; use spaces, and quote the value"
+    let span = e.location().map(|l| Span { line: l.line(), col: l.column(), len: 1 });
+    let context = text
+        .split_once(", while ")
+        .map(|(_, c)| c.replace(" at line ", " that starts at line ").replace(" column ", ", column "));
+    let hint = if let Some(context) = context {
+        format!("this happened while {context}; check that it is closed and indented consistently")
+    } else if message.contains("cannot start any token") {
+        "YAML does not allow tabs for indentation or a leading `@`/`` ` ``; use spaces, and quote the value".to_string()
     } else if message.contains("mapping values are not allowed") {
-        "a value containing `: ` must be quoted, e.g. message: \"a: b\""
+        "a value containing `: ` must be quoted, e.g. message: \"a: b\"".to_string()
     } else {
-        "check the indentation and the quoting around here"
+        "check the indentation and the quoting around here".to_string()
     };
-    Diagnostic::new(format!("invalid YAML: {message}"))
-        .at(span)
-        .hint(hint)
+    Diagnostic::new(format!("invalid YAML: {message}")).at(span).hint(hint)
 }
 
 pub fn kind_of(v: &Value) -> &'static str {
@@ -116,11 +108,42 @@ fn remove(value: &mut Value, path: &[Seg]) -> bool {
     match (get_mut(value, parent), last) {
         (Some(Value::Object(m)), Seg::Key(k)) => m.shift_remove(k).is_some(),
         (Some(Value::Array(a)), Seg::Index(i)) if *i < a.len() => {
-            // Keep indices stable for later errors: blank the item instead of shifting the rest.
-            a[*i] = Value::Null;
+            a.remove(*i);
             true
         }
         _ => false,
+    }
+}
+
+/// List items removed so far, by the list's path in the original document, so that paths into the
+/// shrunken copy can be translated back to the user's file.
+#[derive(Default)]
+struct Removals {
+    items: Vec<(Path, usize)>,
+}
+
+impl Removals {
+    fn to_original(&self, work_path: &[Seg]) -> Path {
+        let mut out: Path = Vec::with_capacity(work_path.len());
+        for seg in work_path {
+            let seg = match seg {
+                Seg::Index(i) => {
+                    let mut removed: Vec<usize> =
+                        self.items.iter().filter(|(p, _)| *p == out).map(|(_, i)| *i).collect();
+                    removed.sort_unstable();
+                    let mut orig = *i;
+                    for r in removed {
+                        if r <= orig {
+                            orig += 1;
+                        }
+                    }
+                    Seg::Index(orig)
+                }
+                key => key.clone(),
+            };
+            out.push(seg);
+        }
+        out
     }
 }
 
@@ -133,8 +156,13 @@ pub fn decode<T: DeserializeOwned>(
     map: &SourceMap,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<T> {
+    // Fast path: a valid value needs no path tracking and no copy (plans can have 10,000s of runs).
+    if let Ok(v) = T::deserialize(value) {
+        return Some(v);
+    }
     let mut work = value.clone();
     let mut removed: Vec<Path> = Vec::new();
+    let mut removals = Removals::default();
     let before = diags.len();
     for _ in 0..64 {
         let err = match serde_path_to_error::deserialize::<_, T>(&work) {
@@ -152,10 +180,11 @@ pub fn decode<T: DeserializeOwned>(
             })
             .collect();
         let message = err.inner().to_string();
+        let original = removals.to_original(&rel);
         let mut full: Path = base.to_vec();
-        full.extend(rel.iter().cloned());
+        full.extend(original.iter().cloned());
         if let Some(field) = between(&message, "missing field `", "`") {
-            let mut missing = rel.clone();
+            let mut missing = original.clone();
             missing.push(Seg::Key(field.to_string()));
             // A key we removed for being wrong is already reported; its absence is not news.
             if !removed.contains(&missing) {
@@ -167,7 +196,10 @@ pub fn decode<T: DeserializeOwned>(
         if rel.is_empty() || !remove(&mut work, &rel) {
             return None;
         }
-        removed.push(rel);
+        if let Some((&Seg::Index(i), list)) = original.split_last() {
+            removals.items.push((list.to_vec(), i));
+        }
+        removed.push(original);
     }
     None
 }
@@ -196,16 +228,13 @@ fn missing_key(field: &str, full: &[Seg], map: &SourceMap) -> Diagnostic {
     let example = match field {
         "name" => "name: my-job",
         "sandbox" => "sandbox: { kind: local }",
-        "llm" => {
-            "llm: { model: \"${LLM_MODEL:-anthropic/claude-sonnet-4-5-20250929}\", api_key: \"${LLM_API_KEY}\" }"
-        }
-        "steps" => "steps:\n  - message: Say hello.",
+        "llm" => "llm: { model: \"${LLM_MODEL:-anthropic/claude-sonnet-4-5-20250929}\", api_key: \"${LLM_API_KEY}\" }",
+        "steps" => "steps: [{message: Say hello.}]",
         "api_key" => "api_key: ${MY_API_KEY}",
         "message" => "message: What to ask the agent",
         _ => "",
     };
-    let d = Diagnostic::new(format!("missing key `{field}` in {}", where_(full)))
-        .at(map.value_span(full));
+    let d = Diagnostic::new(format!("missing key `{field}` in {}", where_(full))).at(map.value_span(full));
     if example.is_empty() {
         d.hint(format!("add `{field}:` here"))
     } else {
@@ -217,8 +246,7 @@ fn describe(message: &str, full: &[Seg], work: &Value, rel: &[Seg], map: &Source
     if let Some(field) = between(message, "unknown field `", "`") {
         let parent = &full[..full.len().saturating_sub(1)];
         let names = expected_names(message);
-        let d = Diagnostic::new(format!("unknown key `{field}` in {}", where_(parent)))
-            .at(map.key_span(full));
+        let d = Diagnostic::new(format!("unknown key `{field}` in {}", where_(parent))).at(map.key_span(full));
         return match did_you_mean(field, names.iter().copied()) {
             Some(s) => d.hint(format!("did you mean `{s}`?")),
             None if names.is_empty() => d.hint("remove it"),
@@ -227,11 +255,8 @@ fn describe(message: &str, full: &[Seg], work: &Value, rel: &[Seg], map: &Source
     }
     if let Some(variant) = between(message, "unknown variant `", "`") {
         let names = expected_names(message);
-        let d = Diagnostic::new(format!(
-            "`{variant}` is not a valid value for {}",
-            where_(full)
-        ))
-        .at(map.value_span(full));
+        let d =
+            Diagnostic::new(format!("`{variant}` is not a valid value for {}", where_(full))).at(map.value_span(full));
         return match did_you_mean(variant, names.iter().copied()) {
             Some(s) => d.hint(format!("did you mean `{s}`?")),
             None => d.hint(format!("use one of: {}", names.join(", "))),
@@ -244,48 +269,51 @@ fn describe(message: &str, full: &[Seg], work: &Value, rel: &[Seg], map: &Source
             .hint("reference an environment variable instead, e.g. `api_key: ${LLM_API_KEY}`, and set it where ohrun runs");
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
-        let (found, expected) = rest
-            .split_once(", expected ")
-            .unwrap_or((rest, "another type"));
-        let found = match super::parse::get(work, rel) {
+        let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "another type"));
+        let expected = english_type(expected);
+        let found = match get(work, rel) {
             Some(v @ (Value::Array(_) | Value::Object(_))) => kind_of(v).to_string(),
             _ => found.to_string(),
         };
-        return Diagnostic::new(format!(
-            "wrong type for {}: expected {expected}, found {found}",
-            where_(full)
-        ))
-        .at(map.value_span(full))
-        .hint(type_hint(expected));
+        return Diagnostic::new(format!("wrong type for {}: expected {expected}, found {found}", where_(full)))
+            .at(map.value_span(full))
+            .hint(type_hint(&expected));
     }
     if let Some(rest) = message.strip_prefix("invalid value: ") {
-        let (found, expected) = rest
-            .split_once(", expected ")
-            .unwrap_or((rest, "another value"));
+        let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "another value"));
         return Diagnostic::new(format!("invalid value for {}: {found}", where_(full)))
             .at(map.value_span(full))
             .hint(format!("expected {expected}"));
     }
     if let Some(rest) = message.strip_prefix("invalid length ") {
-        return Diagnostic::new(format!("wrong number of items in {}: {rest}", where_(full)))
-            .at(map.value_span(full));
+        return Diagnostic::new(format!("wrong number of items in {}: {rest}", where_(full))).at(map.value_span(full));
     }
     // Our own deserializers' messages (durations, money, matrix axes) are already user-facing.
-    Diagnostic::new(format!("invalid {}: {message}", where_(full)))
-        .at(map.value_span(full))
-        .hint(custom_hint(message))
+    Diagnostic::new(format!("invalid {}: {message}", where_(full))).at(map.value_span(full)).hint(custom_hint(message))
+}
+
+/// serde names Rust types ("u32", "f64"); users think in "a whole number".
+fn english_type(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a sequence" => "a list".into(),
+        "a map" => "a mapping".into(),
+        other => other.to_string(),
+    }
 }
 
 fn type_hint(expected: &str) -> String {
     if expected.contains("duration") {
         "write a duration like `90s`, `5m` or `1h30m`".into()
-    } else if expected.contains("sequence") {
+    } else if expected.contains("list") {
         "write a list, one `- item` per line".into()
     } else if expected.contains("a string") || expected.contains("message text") {
         "quote the value to make it text".into()
     } else if expected.contains("bool") {
         "write `true` or `false`".into()
-    } else if expected.starts_with("u") || expected.starts_with("i") || expected.starts_with("f") {
+    } else if expected.contains("number") {
         "write a number without quotes".into()
     } else {
         format!("write {expected} here")

@@ -56,47 +56,28 @@ pub struct SourceMap {
 impl SourceMap {
     /// Builds the map; an unparsable text gives an empty map (serde_yaml reports the syntax error).
     pub fn build(text: &str) -> SourceMap {
-        let mut builder = Builder {
-            lines: text.lines().collect(),
-            ..Default::default()
-        };
+        let mut builder = Builder { lines: text.lines().collect(), ..Default::default() };
         let mut parser = Parser::new_from_str(text);
         if parser.load(&mut builder, false).is_err() {
             return SourceMap::default();
         }
-        SourceMap {
-            entries: builder.entries,
-            duplicates: builder.duplicates,
-        }
+        SourceMap { entries: builder.entries, duplicates: builder.duplicates }
     }
 
     /// The span of the value at `path`, or of its nearest ancestor that has one.
     pub fn value_span(&self, path: &[Seg]) -> Option<Span> {
-        (0..=path.len())
-            .rev()
-            .find_map(|n| self.entries.get(&path[..n]).and_then(|e| e.value))
+        (0..=path.len()).rev().find_map(|n| self.entries.get(&path[..n]).and_then(|e| e.value))
     }
 
     /// The span of the key at `path` (the key itself, not its value), else the value's.
     pub fn key_span(&self, path: &[Seg]) -> Option<Span> {
-        self.entries
-            .get(path)
-            .and_then(|e| e.key)
-            .or_else(|| self.value_span(path))
+        self.entries.get(path).and_then(|e| e.key).or_else(|| self.value_span(path))
     }
 }
 
 enum Frame {
-    Map {
-        path: Path,
-        key: Option<(String, Span)>,
-        seen: HashMap<String, Span>,
-        spanned: bool,
-    },
-    Seq {
-        path: Path,
-        next: usize,
-    },
+    Map { path: Path, key: Option<(String, Span)>, seen: HashMap<String, Span>, spanned: bool },
+    Seq { path: Path, next: usize },
 }
 
 #[derive(Default)]
@@ -112,34 +93,21 @@ impl Builder<'_> {
     fn scalar_span(&self, value: &str, style: TScalarStyle, mark: Marker) -> Span {
         let line = mark.line();
         let col = mark.col() + 1;
-        let rest: usize = self
-            .lines
-            .get(line.saturating_sub(1))
-            .map(|l| l.chars().count().saturating_sub(col - 1))
-            .unwrap_or(0);
+        let rest: usize =
+            self.lines.get(line.saturating_sub(1)).map(|l| l.chars().count().saturating_sub(col - 1)).unwrap_or(0);
         let len = match style {
             TScalarStyle::Plain => value.lines().next().map(|l| l.chars().count()).unwrap_or(0),
             TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => value.chars().count() + 2,
             _ => 1,
         };
-        Span {
-            line,
-            col,
-            len: len.min(rest.max(1)),
-        }
+        Span { line, col, len: len.min(rest.max(1)) }
     }
 
     /// Path of the node that starts now, and whether it is a map key.
     fn place(&mut self) -> Option<(Path, bool)> {
         match self.stack.last_mut()? {
-            Frame::Map {
-                path, key: None, ..
-            } => Some((path.clone(), true)),
-            Frame::Map {
-                path,
-                key: Some((k, _)),
-                ..
-            } => {
+            Frame::Map { path, key: None, .. } => Some((path.clone(), true)),
+            Frame::Map { path, key: Some((k, _)), .. } => {
                 let mut p = path.clone();
                 p.push(Seg::Key(k.clone()));
                 Some((p, false))
@@ -163,32 +131,17 @@ impl Builder<'_> {
             Some(k) if span.line != k.line && span.len == 0 => k,
             _ => span,
         };
-        self.entries.insert(
-            path,
-            Entry {
-                key: key_span,
-                value: Some(span),
-            },
-        );
+        self.entries.insert(path, Entry { key: key_span, value: Some(span) });
     }
 
     fn node(&mut self, value: Option<(&str, TScalarStyle)>, mark: Marker, opens: Option<bool>) {
-        let (path, is_key) = match self.place() {
-            Some(p) => p,
-            None => (Vec::new(), false),
-        };
+        let (path, is_key) = self.place().unwrap_or_default();
         if is_key {
             let (text, style) = value.unwrap_or(("", TScalarStyle::Plain));
             let span = self.scalar_span(text, style, mark);
             let mut first_key_of = None;
             let mut duplicate_of = None;
-            if let Some(Frame::Map {
-                key,
-                seen,
-                spanned,
-                path: map_path,
-            }) = self.stack.last_mut()
-            {
+            if let Some(Frame::Map { key, seen, spanned, path: map_path }) = self.stack.last_mut() {
                 if !*spanned {
                     *spanned = true;
                     first_key_of = Some(map_path.clone());
@@ -202,17 +155,13 @@ impl Builder<'_> {
                 *key = Some((text.to_string(), span));
             }
             if let Some(first) = duplicate_of {
-                self.duplicates.push(DuplicateKey {
-                    key: text.to_string(),
-                    span,
-                    first,
-                });
+                self.duplicates.push(DuplicateKey { key: text.to_string(), span, first });
             }
             // A block mapping's own marker lands after its first key; point at that key instead.
-            if let Some(e) = first_key_of.and_then(|p| self.entries.get_mut(&p)) {
-                if e.key.is_none_or(|k| k.line != span.line) {
-                    e.value = Some(span);
-                }
+            if let Some(e) = first_key_of.and_then(|p| self.entries.get_mut(&p))
+                && e.key.is_none_or(|k| k.line != span.line)
+            {
+                e.value = Some(span);
             }
             if let Some(is_map) = opens {
                 // A complex (non-scalar) key: tracked so the document stays balanced, never looked up.
@@ -222,11 +171,7 @@ impl Builder<'_> {
         }
         let span = match value {
             Some((text, style)) => self.scalar_span(text, style, mark),
-            None => Span {
-                line: mark.line(),
-                col: mark.col() + 1,
-                len: 1,
-            },
+            None => Span { line: mark.line(), col: mark.col() + 1, len: 1 },
         };
         self.record_value(path.clone(), span);
         if let Some(is_map) = opens {
@@ -236,12 +181,7 @@ impl Builder<'_> {
 
     fn push(&mut self, path: Path, is_map: bool) {
         self.stack.push(if is_map {
-            Frame::Map {
-                path,
-                key: None,
-                seen: HashMap::new(),
-                spanned: false,
-            }
+            Frame::Map { path, key: None, seen: HashMap::new(), spanned: false }
         } else {
             Frame::Seq { path, next: 0 }
         });
@@ -281,38 +221,14 @@ mod tests {
         let text = "name: x\nsteps:\n  - message: 'hi'\n    timeout: 5m\n";
         let map = SourceMap::build(text);
         let p = vec![key("steps"), Seg::Index(0), key("timeout")];
-        assert_eq!(
-            map.value_span(&p),
-            Some(Span {
-                line: 4,
-                col: 14,
-                len: 2
-            })
-        );
-        assert_eq!(
-            map.key_span(&p),
-            Some(Span {
-                line: 4,
-                col: 5,
-                len: 7
-            })
-        );
+        assert_eq!(map.value_span(&p), Some(Span { line: 4, col: 14, len: 2 }));
+        assert_eq!(map.key_span(&p), Some(Span { line: 4, col: 5, len: 7 }));
         let m = vec![key("steps"), Seg::Index(0), key("message")];
-        assert_eq!(
-            map.value_span(&m),
-            Some(Span {
-                line: 3,
-                col: 14,
-                len: 4
-            })
-        );
+        assert_eq!(map.value_span(&m), Some(Span { line: 3, col: 14, len: 4 }));
         assert_eq!(display_path(&p), "steps[0].timeout");
         // An unknown deeper path falls back to the nearest ancestor.
         let deeper = vec![key("steps"), Seg::Index(0), key("nope")];
-        assert_eq!(
-            map.value_span(&deeper),
-            map.value_span(&[key("steps"), Seg::Index(0)])
-        );
+        assert_eq!(map.value_span(&deeper), map.value_span(&[key("steps"), Seg::Index(0)]));
     }
 
     #[test]

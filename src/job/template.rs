@@ -28,18 +28,12 @@ impl Templates {
     pub fn compile(doc: &Document, diags: &mut Vec<Diagnostic>) -> Templates {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
-            .keep_trailing_newline(true)
-            .build()
-        {
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
             env.set_syntax(syntax);
         }
         let mut found = Vec::new();
         if let Value::Object(top) = &doc.value {
-            for (k, v) in top
-                .iter()
-                .filter(|(k, _)| !NOT_TEMPLATED.contains(&k.as_str()))
-            {
+            for (k, v) in top.iter().filter(|(k, _)| !NOT_TEMPLATED.contains(&k.as_str())) {
                 collect(v, &mut vec![Seg::Key(k.clone())], &mut found);
             }
         }
@@ -107,18 +101,9 @@ fn collect(v: &Value, path: &mut Path, out: &mut Vec<(Path, String)>) {
     }
 }
 
-fn template_error(
-    doc: &Document,
-    path: &[Seg],
-    text: &str,
-    e: &minijinja::Error,
-    names: &[&str],
-) -> Diagnostic {
+fn template_error(doc: &Document, path: &[Seg], text: &str, e: &minijinja::Error, names: &[&str]) -> Diagnostic {
     let value_span = doc.span(path);
-    let piece = e
-        .range()
-        .and_then(|r| text.get(r))
-        .filter(|p| !p.is_empty());
+    let piece = e.range().and_then(|r| text.get(r)).filter(|p| !p.is_empty());
     let span = match (value_span, piece) {
         (Some(at), Some(piece)) => doc.source.find_after(at, piece).or(value_span),
         _ => value_span,
@@ -127,20 +112,12 @@ fn template_error(
     match e.kind() {
         minijinja::ErrorKind::UndefinedError => {
             let expr = piece.unwrap_or("?").trim();
-            let root = expr
-                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .next()
-                .unwrap_or(expr);
+            let root = expr.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or(expr);
             let d = Diagnostic::new(format!("undefined template variable `{expr}`")).at(span);
             match did_you_mean(root, names.iter().copied()) {
                 Some(s) if s != root => d.hint(format!("did you mean `{s}`?")),
-                _ if names.contains(&root) => {
-                    d.hint(format!("`{root}` has no such attribute here"))
-                }
-                _ => d.hint(format!(
-                    "define it under `vars:` or as a matrix axis; known names: {}",
-                    names.join(", ")
-                )),
+                _ if names.contains(&root) => d.hint(format!("`{root}` has no such attribute here")),
+                _ => d.hint(format!("define it under `vars:` or as a matrix axis; known names: {}", names.join(", "))),
             }
         }
         minijinja::ErrorKind::SyntaxError | minijinja::ErrorKind::BadEscape => {

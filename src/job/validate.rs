@@ -17,10 +17,7 @@ fn path(parts: &[Seg]) -> Path {
 
 /// A job name becomes part of file names and run ids.
 pub fn check_name(name: &str, doc: &Document) -> Option<Diagnostic> {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     (!ok).then(|| {
         Diagnostic::new(format!("`{name}` is not a valid job name"))
             .at(doc.span(&[k("name")]))
@@ -31,23 +28,14 @@ pub fn check_name(name: &str, doc: &Document) -> Option<Diagnostic> {
 pub fn check(spec: &JobSpec, job_dir: &FsPath, doc: &Document) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut at = |p: Path, message: String, hint: &str| {
-        out.push(
-            Diagnostic::new(message)
-                .at(doc.span(&p))
-                .hint(hint.to_string()),
-        );
+        out.push(Diagnostic::new(message).at(doc.span(&p)).hint(hint.to_string()));
     };
 
     if spec.steps.is_empty() {
-        at(
-            path(&[k("steps")]),
-            "a job needs at least one step".into(),
-            "add `- message: ...` under `steps:`",
-        );
+        at(path(&[k("steps")]), "a job needs at least one step".into(), "add `- message: ...` under `steps:`");
     }
     let mut durations: Vec<(Path, HumanDuration)> = Vec::new();
-    let mut env_strings: Vec<(Path, &EnvString)> =
-        vec![(path(&[k("llm"), k("model")]), &spec.llm.model)];
+    let mut env_strings: Vec<(Path, &EnvString)> = vec![(path(&[k("llm"), k("model")]), &spec.llm.model)];
     if let Some(b) = &spec.llm.base_url {
         env_strings.push((path(&[k("llm"), k("base_url")]), b));
     }
@@ -55,11 +43,9 @@ pub fn check(spec: &JobSpec, job_dir: &FsPath, doc: &Document) -> Vec<Diagnostic
         let sp = |key: &str| path(&[k("steps"), Seg::Index(i), k(key)]);
         durations.push((sp("timeout"), step.timeout));
         match &step.message {
-            Message::Inline(text) if text.trim().is_empty() => at(
-                sp("message"),
-                format!("step {} has an empty message", i + 1),
-                "write what the agent should do",
-            ),
+            Message::Inline(text) if text.trim().is_empty() => {
+                at(sp("message"), format!("step {} has an empty message", i + 1), "write what the agent should do")
+            }
             Message::File { file } if !job_dir.join(file).is_file() => at(
                 path(&[k("steps"), Seg::Index(i), k("message"), k("file")]),
                 format!("message file `{file}` does not exist"),
@@ -150,11 +136,7 @@ pub fn check(spec: &JobSpec, job_dir: &FsPath, doc: &Document) -> Vec<Diagnostic
     }
     for (p, d) in durations {
         if d.0.is_zero() {
-            at(
-                p,
-                "a timeout of 0 would end before anything starts".into(),
-                "use a positive duration like `90s`",
-            );
+            at(p, "a timeout of 0 would end before anything starts".into(), "use a positive duration like `90s`");
         }
     }
     for (p, s) in env_strings {
@@ -175,14 +157,14 @@ pub fn check(spec: &JobSpec, job_dir: &FsPath, doc: &Document) -> Vec<Diagnostic
             );
         }
     }
-    if let Some(tools) = &spec.agent.tools {
-        if tools.is_empty() {
-            at(
-                path(&[k("agent"), k("tools")]),
-                "the agent has no tools".into(),
-                "remove `tools` to use the default agent's tools",
-            );
-        }
+    if let Some(tools) = &spec.agent.tools
+        && tools.is_empty()
+    {
+        at(
+            path(&[k("agent"), k("tools")]),
+            "the agent has no tools".into(),
+            "remove `tools` to use the default agent's tools",
+        );
     }
     if spec.limits.max_cost.is_some_and(|c| c.nanos == 0) {
         at(
@@ -192,20 +174,16 @@ pub fn check(spec: &JobSpec, job_dir: &FsPath, doc: &Document) -> Vec<Diagnostic
         );
     }
     if spec.report.dir.trim().is_empty() {
-        at(
-            path(&[k("report"), k("dir")]),
-            "the report directory is empty".into(),
-            "remove it to use the default",
-        );
+        at(path(&[k("report"), k("dir")]), "the report directory is empty".into(), "remove it to use the default");
     }
-    if let Some(r) = &spec.rehearsal {
-        if !job_dir.join(r).is_file() {
-            at(
-                path(&[k("rehearsal")]),
-                format!("rehearsal script `{r}` does not exist"),
-                "paths are relative to the job file's directory",
-            );
-        }
+    if let Some(r) = &spec.rehearsal
+        && !job_dir.join(r).is_file()
+    {
+        at(
+            path(&[k("rehearsal")]),
+            format!("rehearsal script `{r}` does not exist"),
+            "paths are relative to the job file's directory",
+        );
     }
     out
 }

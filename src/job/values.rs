@@ -27,19 +27,13 @@ impl HumanDuration {
         let mut total = Duration::ZERO;
         let mut rest = t;
         while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(rest.len());
+            let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
             if digits == 0 {
                 return Err(format!("`{t}` is not a duration"));
             }
-            let number: f64 = rest[..digits]
-                .parse()
-                .map_err(|_| format!("`{t}` is not a duration"))?;
+            let number: f64 = rest[..digits].parse().map_err(|_| format!("`{t}` is not a duration"))?;
             rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(rest.len());
+            let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
             let unit = rest[..unit_len].trim();
             rest = &rest[unit_len..];
             let factor = match unit {
@@ -67,7 +61,7 @@ impl HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             return write!(f, "{ms}ms");
         }
         let s = self.0.as_secs();
@@ -149,11 +143,7 @@ impl Usd {
         if frac.len() > 9 {
             return Err(format!("`{text}` has more than 9 decimal places"));
         }
-        let whole: u64 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| bad())?
-        };
+        let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
         let frac_nanos: u64 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
         whole
             .checked_mul(Self::SCALE)
@@ -172,11 +162,7 @@ impl fmt::Display for Usd {
         let whole = self.nanos / Self::SCALE;
         let frac = format!("{:09}", self.nanos % Self::SCALE);
         let frac = frac.trim_end_matches('0');
-        if frac.is_empty() {
-            write!(f, "{whole}")
-        } else {
-            write!(f, "{whole}.{frac}")
-        }
+        if frac.is_empty() { write!(f, "{whole}") } else { write!(f, "{whole}.{frac}") }
     }
 }
 
@@ -238,11 +224,7 @@ pub struct EnvString(pub String);
 #[derive(Debug, PartialEq, Eq)]
 pub enum EnvPart<'a> {
     Text(Cow<'a, str>),
-    Var {
-        name: &'a str,
-        default: Option<&'a str>,
-        required_message: Option<&'a str>,
-    },
+    Var { name: &'a str, default: Option<&'a str>, required_message: Option<&'a str> },
 }
 
 impl EnvString {
@@ -270,27 +252,23 @@ impl EnvString {
 
     /// Expands every reference with `lookup`; `Err` names the first variable that is required but unset.
     pub fn expand(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<String, EnvError> {
-        let parts = self
-            .parts()
-            .map_err(|(_, message)| EnvError::Malformed(message))?;
+        let parts = self.parts().map_err(|(_, message)| EnvError::Malformed(message))?;
         let mut out = String::new();
         for part in parts {
             match part {
                 EnvPart::Text(t) => out.push_str(&t),
-                EnvPart::Var {
-                    name,
-                    default,
-                    required_message,
-                } => match (lookup(name).filter(|v| !v.is_empty()), default) {
-                    (Some(v), _) => out.push_str(&v),
-                    (None, Some(d)) => out.push_str(d),
-                    (None, None) => {
-                        return Err(EnvError::Unset {
-                            name: name.to_string(),
-                            message: required_message.map(str::to_string),
-                        });
+                EnvPart::Var { name, default, required_message } => {
+                    match (lookup(name).filter(|v| !v.is_empty()), default) {
+                        (Some(v), _) => out.push_str(&v),
+                        (None, Some(d)) => out.push_str(d),
+                        (None, None) => {
+                            return Err(EnvError::Unset {
+                                name: name.to_string(),
+                                message: required_message.map(str::to_string),
+                            });
+                        }
                     }
-                },
+                }
             }
         }
         Ok(out)
@@ -300,24 +278,15 @@ impl EnvString {
 #[derive(Debug, PartialEq, Eq)]
 pub enum EnvError {
     Malformed(String),
-    Unset {
-        name: String,
-        message: Option<String>,
-    },
+    Unset { name: String, message: Option<String> },
 }
 
 impl fmt::Display for EnvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EnvError::Malformed(m) => f.write_str(m),
-            EnvError::Unset {
-                name,
-                message: Some(m),
-            } => write!(f, "environment variable {name} is not set: {m}"),
-            EnvError::Unset {
-                name,
-                message: None,
-            } => write!(f, "environment variable {name} is not set"),
+            EnvError::Unset { name, message: Some(m) } => write!(f, "environment variable {name} is not set: {m}"),
+            EnvError::Unset { name, message: None } => write!(f, "environment variable {name} is not set"),
         }
     }
 }
@@ -332,10 +301,7 @@ fn parse_env_parts(s: &str) -> Result<Vec<EnvPart<'_>>, (usize, String)> {
             text.push('$');
             i += 2;
         } else if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
-            let close = s[i..]
-                .find('}')
-                .map(|c| i + c)
-                .ok_or((i, "`${` is never closed with `}`".to_string()))?;
+            let close = s[i..].find('}').map(|c| i + c).ok_or((i, "`${` is never closed with `}`".to_string()))?;
             let inner = &s[i + 2..close];
             let (name, default, required_message) = if let Some((n, d)) = inner.split_once(":-") {
                 (n, Some(d), None)
@@ -350,11 +316,7 @@ fn parse_env_parts(s: &str) -> Result<Vec<EnvPart<'_>>, (usize, String)> {
             if !text.is_empty() {
                 parts.push(EnvPart::Text(Cow::Owned(std::mem::take(&mut text))));
             }
-            parts.push(EnvPart::Var {
-                name,
-                default,
-                required_message,
-            });
+            parts.push(EnvPart::Var { name, default, required_message });
             i = close + 1;
         } else {
             let next = s[i + 1..].find('$').map(|n| i + 1 + n).unwrap_or(s.len());
@@ -380,14 +342,8 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(
-            HumanDuration::parse("90s").unwrap(),
-            HumanDuration::secs(90)
-        );
-        assert_eq!(
-            HumanDuration::parse("1h30m").unwrap(),
-            HumanDuration::secs(5400)
-        );
+        assert_eq!(HumanDuration::parse("90s").unwrap(), HumanDuration::secs(90));
+        assert_eq!(HumanDuration::parse("1h30m").unwrap(), HumanDuration::secs(5400));
         assert_eq!(HumanDuration::parse("250ms").unwrap().0.as_millis(), 250);
         assert_eq!(HumanDuration::parse("12").unwrap(), HumanDuration::secs(12));
         assert!(HumanDuration::parse("5 parsecs").is_err());
@@ -414,9 +370,7 @@ mod tests {
         assert!(!EnvString("sk-123".into()).is_single_reference());
         assert!(EnvString("${1X}".into()).parts().is_err());
         assert!(EnvString("${X".into()).parts().is_err());
-        let err = EnvString("${K:?set it}".into())
-            .expand(|_| None)
-            .unwrap_err();
+        let err = EnvString("${K:?set it}".into()).expand(|_| None).unwrap_err();
         assert_eq!(err.to_string(), "environment variable K is not set: set it");
     }
 }
