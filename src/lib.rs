@@ -1,9 +1,16 @@
 //! ohrun runs OpenHands agent jobs declared in YAML. See README.md for the manual and
 //! docs/architecture.md for how the pieces fit.
 
+pub mod agent;
+pub mod backend;
 pub mod cli;
+pub mod console;
 pub mod diagnostic;
 pub mod exit_code;
 pub mod job;
+pub mod rehearse;
+pub mod report;
+pub mod runner;
 pub mod schema;
+pub mod settings;
 pub mod style;

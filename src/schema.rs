@@ -3,11 +3,12 @@
 use crate::job::model::JobSpec;
 
 /// The schemas ohrun publishes, by the name `ohrun schema NAME` takes.
-pub const NAMES: [&str; 1] = ["job"];
+pub const NAMES: [&str; 2] = ["job", "report"];
 
 pub fn generate(name: &str) -> Option<String> {
     let schema = match name {
         "job" => schemars::schema_for!(JobSpec),
+        "report" => schemars::schema_for!(crate::report::RunReport),
         _ => return None,
     };
     let mut text = serde_json::to_string_pretty(&schema).ok()?;

@@ -1,6 +1,8 @@
 //! The command line: argument types (clap derive) and dispatch to one module per subcommand.
 
 mod plan;
+mod run;
+mod setup;
 mod validate;
 
 use crate::exit_code::ExitCode;
@@ -11,6 +13,8 @@ use std::path::PathBuf;
 const EXAMPLES: &str = "\
 Examples:
   ohrun jobs/local.yaml                 run a job (short for `ohrun run jobs/local.yaml`)
+  ohrun run --rehearse jobs/local.yaml  run it with the scripted LLM: offline, no spend
+  ohrun setup local                     install the managed agent-server ahead of time
   ohrun validate jobs/*.yaml            check job files without running anything
   ohrun plan jobs/multi-repo.yaml       list the runs a job expands to
   ohrun plan jobs/multi-repo.yaml --var branch=dev --json
@@ -31,11 +35,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a job: provision, set up, talk to the agent step by step, report, clean up.
+    Run(RunArgs),
     /// Check job files: syntax, keys, types, templates, matrix. Runs nothing.
     Validate(ValidateArgs),
     /// Show the runs a job file expands to: id, sandbox, matrix values, steps. No network.
     Plan(PlanArgs),
-    /// Print a JSON Schema: `job` (job files).
+    /// Prepare a sandbox kind ahead of time: `local` installs the managed agent-server.
+    Setup {
+        #[arg(value_parser = ["local"])]
+        what: String,
+    },
+    /// Print a JSON Schema: `job` (job files) or `report` (run.json).
     Schema {
         #[arg(default_value = "job", value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
         name: String,
@@ -66,6 +77,20 @@ pub struct ValidateArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Job file.
+    pub file: PathBuf,
+    /// Replace the LLM with ohrun's scripted endpoint: the job's `rehearsal` script, or SCRIPT.
+    #[arg(long, value_name = "SCRIPT", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub rehearse: Option<String>,
+    /// Print the report (an array for several runs) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -133,8 +158,12 @@ pub fn main() -> i32 {
         }
     };
     init_tracing(cli.verbose, cli.quiet);
+    // One TLS provider for reqwest and the WebSocket client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let style = Style::for_stderr();
     match cli.command {
+        Command::Run(args) => run::run(&args, style, cli.quiet),
+        Command::Setup { .. } => setup::run_local(),
         Command::Validate(args) => validate::run(&args, style),
         Command::Plan(args) => plan::run(&args, style),
         Command::Schema { name } => match crate::schema::generate(&name) {

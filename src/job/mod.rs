@@ -122,6 +122,13 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
     if let Some(m) = &matrix {
         check_matrix(m, &vars, opts.max_runs, &doc, &mut diags);
     }
+    // The default report directory is a template too (`{{ run.id }}`); put it where templates are found.
+    if let Value::Object(top) = &mut doc.value {
+        let report = top.entry("report").or_insert_with(|| json!({}));
+        if let Value::Object(r) = report {
+            r.entry("dir").or_insert_with(|| json!(model::ReportSpec::default().dir));
+        }
+    }
     let templates = Templates::compile(&doc, &mut diags);
     if !diags.is_empty() || !var_reports.is_empty() {
         // Without a sound name, vars and matrix the runs cannot be built; still show the rest of the job's problems.

@@ -329,3 +329,11 @@ fn custom_hint(message: &str) -> String {
         "see `ohrun schema job` for what this key accepts".into()
     }
 }
+
+/// Parses a whole YAML file into `T` (used for files other than jobs, such as rehearsal scripts), with
+/// the same positioned errors.
+pub fn load_typed<T: DeserializeOwned>(source: Source) -> Result<T, Vec<Diagnostic>> {
+    let doc = load(source)?;
+    let mut diags = Vec::new();
+    decode(&doc.value, &[], &doc.map, &mut diags).ok_or(diags)
+}

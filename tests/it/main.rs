@@ -3,4 +3,5 @@
 mod golden;
 mod jobs;
 mod parser_fuzz;
+mod run_local;
 mod support;

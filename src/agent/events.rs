@@ -1,0 +1,163 @@
+//! The conversation's event WebSocket (`/sockets/events/{id}`, first-frame auth). A background task owns
+//! the socket and reconnects with backoff when it drops; the session is told about each reconnect so it
+//! can fill the gap from `events/search` (frames sent while disconnected are lost). Close codes 4001
+//! (auth) and 4004 (no such conversation) are final.
+
+use super::http::AgentClient;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+#[derive(Debug)]
+pub enum WsEvent {
+    /// One server event, as sent.
+    Frame(Value),
+    /// The socket dropped and is back: frames in between were lost.
+    Reconnected,
+    /// The socket is gone for good.
+    Closed(String),
+}
+
+pub struct EventSocket {
+    rx: mpsc::UnboundedReceiver<WsEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EventSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `http(s)://host/prefix` → `ws(s)://host/prefix/sockets/events/{cid}`, keeping any path prefix.
+pub fn socket_url(base: &str, cid: &str) -> String {
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_string()
+    };
+    format!("{}/sockets/events/{cid}", ws.trim_end_matches('/'))
+}
+
+impl EventSocket {
+    /// Connects and waits (up to `ready_timeout`) for the server's first frame, the subscribe-time
+    /// `full_state` snapshot, which is returned separately: it describes the past, not this run.
+    pub async fn connect(
+        client: &AgentClient,
+        cid: &str,
+        ready_timeout: Duration,
+    ) -> Result<(EventSocket, Value), String> {
+        let url = socket_url(client.base_url(), cid);
+        let key = client.session_key().map(str::to_string);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let task = tokio::spawn(socket_loop(url, key, tx, first_tx));
+        // Owned from here: an early return aborts the task.
+        let mut socket = EventSocket { rx: mpsc::unbounded_channel().1, task };
+        match tokio::time::timeout(ready_timeout, first_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => return Err("the event socket task ended".into()),
+            Err(_) => return Err(format!("no answer on the event socket within {}s", ready_timeout.as_secs())),
+        }
+        let first = match tokio::time::timeout(ready_timeout, rx.recv()).await {
+            Ok(Some(WsEvent::Frame(v))) => v,
+            Ok(Some(other)) => return Err(format!("unexpected first socket message: {other:?}")),
+            Ok(None) => return Err("the event socket closed before its first frame".into()),
+            Err(_) => return Err(format!("no state snapshot on the event socket within {}s", ready_timeout.as_secs())),
+        };
+        socket.rx = rx;
+        Ok((socket, first))
+    }
+
+    /// The next socket event; `None` once the task has ended and everything was read.
+    pub async fn recv(&mut self) -> Option<WsEvent> {
+        self.rx.recv().await
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(url: &str, key: Option<&str>) -> Result<Ws, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("cannot open {url}: {e}"))?;
+    if let Some(k) = key {
+        let auth = json!({"type": "auth", "session_api_key": k}).to_string();
+        ws.send(Message::text(auth)).await.map_err(|e| format!("cannot authenticate on {url}: {e}"))?;
+    }
+    Ok(ws)
+}
+
+async fn socket_loop(
+    url: String,
+    key: Option<String>,
+    tx: mpsc::UnboundedSender<WsEvent>,
+    first: tokio::sync::oneshot::Sender<Result<(), String>>,
+) {
+    let mut first = Some(first);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let mut ws = match open(&url, key.as_deref()).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                if let Some(f) = first.take() {
+                    let _ = f.send(Err(e));
+                    return;
+                }
+                tracing::debug!("event socket: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        match first.take() {
+            Some(f) => {
+                let _ = f.send(Ok(()));
+            }
+            None => {
+                tracing::info!("event socket reconnected");
+                if tx.send(WsEvent::Reconnected).is_err() {
+                    return;
+                }
+            }
+        }
+        backoff = Duration::from_millis(250);
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Text(text)) => match serde_json::from_str::<Value>(&text) {
+                    Ok(v) => {
+                        if tx.send(WsEvent::Frame(v)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!("event socket sent a frame that is not JSON: {e}"),
+                },
+                Ok(Message::Close(frame)) => {
+                    if let Some(f) = &frame {
+                        let code = u16::from(f.code);
+                        if code == 4001 || code == 4004 {
+                            let why = if code == 4001 { "authentication failed" } else { "conversation not found" };
+                            let _ =
+                                tx.send(WsEvent::Closed(format!("the server closed the event socket: {why} ({code})")));
+                            return;
+                        }
+                        if f.code == CloseCode::Normal {
+                            tracing::debug!("event socket closed normally");
+                        }
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("event socket error: {e}");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}

@@ -1,0 +1,598 @@
+//! One conversation with the default agent: setup commands, then each step until it is really done.
+//!
+//! The completion rule (wire reference §8): after `POST /run` has returned, the step is done at the first
+//! `full_state` snapshot whose `execution_status` is not `running` — the server flushes every event of the
+//! run to subscribers before that snapshot, so nothing is missing and no sleep is needed. A per-field
+//! `error`/`stuck` status ends it at once; `idle` and a per-field `finished` never do. While the socket is
+//! down, REST polling stands in (only `error`/`stuck` at once; other terminal states once seen twice). The
+//! event log is reconciled with `events/search` after reconnects and at the end, deduplicated by id.
+
+use super::events::{EventSocket, WsEvent};
+use super::http::AgentClient;
+use crate::job::model::{AgentSpec, JobSpec, Message, OnQuestion, Step};
+use crate::report::writer::{ReportWriter, now_rfc3339};
+use crate::report::{EndReason, SetupResult, StepError, StepReport, Totals};
+use crate::settings::RunSettings;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Why ohrun stopped waiting, other than the server's own verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Timeout,
+    Budget,
+    Interrupted,
+}
+
+/// Progress the session reports while it waits.
+pub trait Progress: Sync {
+    fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: f64);
+}
+
+pub struct Conversation<'a> {
+    pub client: &'a AgentClient,
+    pub id: String,
+    socket: Option<EventSocket>,
+    seen: HashSet<String>,
+    writer: &'a mut ReportWriter,
+    /// Events logged so far (each once).
+    pub event_count: usize,
+    /// The latest cost seen in a `stats` frame, for budgets and the live line.
+    live_cost: f64,
+    interrupt: watch::Receiver<u32>,
+}
+
+/// The run-level result of the conversation part.
+pub struct ConversationOutcome {
+    pub steps: Vec<StepReport>,
+    pub totals: Totals,
+}
+
+/// Runs the setup commands in order; stops at the first failure that is not allowed to fail.
+pub async fn run_setup(
+    client: &AgentClient,
+    spec: &JobSpec,
+    working_dir: &str,
+    on_result: &mut dyn FnMut(&SetupResult),
+) -> Result<Vec<SetupResult>, String> {
+    let mut results = Vec::new();
+    for cmd in &spec.setup {
+        let cwd = match &cmd.cwd {
+            Some(c) if c.starts_with('/') => c.clone(),
+            Some(c) => format!("{}/{c}", working_dir.trim_end_matches('/')),
+            None => working_dir.to_string(),
+        };
+        // The bash endpoint has no env field: export in the same shell, values quoted.
+        let exports: String = cmd.env.iter().map(|(k, v)| format!("export {k}={}; ", shell_quote(&v.0))).collect();
+        let started = Instant::now();
+        let out =
+            client.bash(&format!("{exports}{}", cmd.run), &cwd, cmd.timeout.0).await.map_err(|e| e.to_string())?;
+        let elapsed = started.elapsed();
+        let timed_out = out.exit_code == -1 && elapsed + Duration::from_millis(500) >= cmd.timeout.0;
+        let result = SetupResult {
+            command: cmd.run.clone(),
+            cwd,
+            exit_code: out.exit_code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            duration_ms: elapsed.as_millis() as u64,
+            timed_out,
+            allowed_to_fail: cmd.allow_failure,
+        };
+        on_result(&result);
+        let failed = result.exit_code != 0 && !cmd.allow_failure;
+        results.push(result);
+        if failed {
+            return Ok(results);
+        }
+    }
+    Ok(results)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The `agent` object of `get_default_agent(llm, cli_mode=...)`, with the job's LLM.
+pub fn agent_body(spec: &JobSpec, settings: &RunSettings) -> Value {
+    let llm = llm_body(settings, &settings.llm.usage_id);
+    let tools: Vec<Value> = match &spec.agent.tools {
+        Some(t) => t.iter().map(|name| json!({"name": name})).collect(),
+        None => AgentSpec::DEFAULT_TOOLS.iter().map(|name| json!({"name": name})).collect(),
+    };
+    let mut agent = json!({
+        "kind": "Agent",
+        "llm": llm,
+        "tools": tools,
+        "system_prompt_kwargs": {"cli_mode": spec.agent.cli_mode, "llm_security_analyzer": true},
+    });
+    if spec.agent.condenser {
+        agent["condenser"] = json!({
+            "kind": "LLMSummarizingCondenser",
+            "llm": llm_body(settings, "condenser"),
+            "max_size": 80,
+            "keep_first": 4,
+        });
+    }
+    if let Some(extra) = &spec.agent.system_prompt_extra {
+        agent["agent_context"] = json!({"system_message_suffix": extra});
+    }
+    agent
+}
+
+fn llm_body(settings: &RunSettings, usage_id: &str) -> Value {
+    let l = &settings.llm;
+    let mut llm = serde_json::Map::new();
+    for (k, v) in &l.options {
+        llm.insert(k.clone(), v.clone());
+    }
+    llm.insert("model".into(), json!(l.model));
+    llm.insert("usage_id".into(), json!(usage_id));
+    if let Some(k) = &l.api_key {
+        llm.insert("api_key".into(), json!(k));
+    }
+    if let Some(b) = &l.base_url {
+        llm.insert("base_url".into(), json!(b));
+    }
+    if let Some(p) = l.input_cost_per_token {
+        llm.insert("input_cost_per_token".into(), json!(p));
+    }
+    if let Some(p) = l.output_cost_per_token {
+        llm.insert("output_cost_per_token".into(), json!(p));
+    }
+    Value::Object(llm)
+}
+
+/// Σ accumulated cost and tokens over every usage id of a `stats` value, and the number of LLM calls.
+pub fn sum_stats(stats: &Value) -> Totals {
+    let mut t = Totals::default();
+    let Some(usage) = stats.get("usage_to_metrics").and_then(Value::as_object) else { return t };
+    for (usage_id, m) in usage {
+        let cost = m.get("accumulated_cost").and_then(Value::as_f64).unwrap_or(0.0);
+        t.cost += cost;
+        t.cost_by_usage.insert(usage_id.clone(), json!(cost));
+        if let Some(u) = m.get("accumulated_token_usage") {
+            let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+            t.tokens.prompt += n("prompt_tokens");
+            t.tokens.completion += n("completion_tokens");
+            t.tokens.cache_read += n("cache_read_tokens");
+            t.tokens.cache_write += n("cache_write_tokens");
+            t.tokens.reasoning += n("reasoning_tokens");
+        }
+        t.llm_calls += m.get("costs").and_then(Value::as_array).map(|c| c.len() as u64).unwrap_or(0);
+    }
+    t
+}
+
+impl<'a> Conversation<'a> {
+    /// Creates the conversation and subscribes to its events (the subscribe-time snapshot is stale).
+    pub async fn start(
+        client: &'a AgentClient,
+        spec: &JobSpec,
+        settings: &RunSettings,
+        working_dir: &str,
+        writer: &'a mut ReportWriter,
+        interrupt: watch::Receiver<u32>,
+    ) -> Result<Conversation<'a>, String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut body = json!({
+            "conversation_id": id,
+            "agent": agent_body(spec, settings),
+            "workspace": {"working_dir": working_dir, "kind": "LocalWorkspace"},
+            "max_iterations": spec.agent.max_iterations,
+            "stuck_detection": true,
+            "confirmation_policy": {"kind": "NeverConfirm"},
+            // Title generation is an extra LLM call that can be billed after the last step ended; off, every
+            // call belongs to a step and the reported cost is complete.
+            "autotitle": false,
+        });
+        if !settings.secrets.is_empty() {
+            body["secrets"] =
+                settings.secrets.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>().into();
+        }
+        client.create_conversation(&body).await.map_err(|e| format!("creating the conversation failed: {e}"))?;
+        let (socket, _stale) = EventSocket::connect(client, &id, Duration::from_secs(30)).await?;
+        let mut conv = Conversation {
+            client,
+            id,
+            socket: Some(socket),
+            seen: HashSet::new(),
+            writer,
+            event_count: 0,
+            live_cost: 0.0,
+            interrupt,
+        };
+        conv.reconcile().await;
+        Ok(conv)
+    }
+
+    /// Logs an event once (by id). `full_state` snapshots are transient and never persisted by the server,
+    /// so they are not part of the log.
+    fn log(&mut self, event: &Value) -> bool {
+        if is_full_state(event) {
+            return false;
+        }
+        let Some(id) = event.get("id").and_then(Value::as_str) else { return false };
+        if !self.seen.insert(id.to_string()) {
+            return false;
+        }
+        if let Err(e) = self.writer.event(event) {
+            tracing::warn!("cannot write the event log: {e}");
+        }
+        self.event_count += 1;
+        true
+    }
+
+    /// Fills gaps from `events/search`; returns the new events.
+    pub async fn reconcile(&mut self) -> Vec<Value> {
+        match self.client.all_events(&self.id).await {
+            Ok(events) => events.into_iter().filter(|e| self.log(e)).collect(),
+            Err(e) => {
+                tracing::warn!("reconciling events failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn stats(&self) -> Option<Totals> {
+        self.client.conversation(&self.id).await.ok().and_then(|c| c.get("stats").map(sum_stats))
+    }
+
+    /// Runs every step; a step that fails (error, stuck, timeout, budget, interrupt) ends the run there.
+    pub async fn run_steps(
+        &mut self,
+        spec: &JobSpec,
+        job_dir: &Path,
+        run_deadline: Option<Instant>,
+        max_cost: Option<f64>,
+        progress: &dyn Progress,
+    ) -> ConversationOutcome {
+        let mut steps = Vec::new();
+        let mut before = self.stats().await.unwrap_or_default();
+        let total = spec.steps.len();
+        for (i, step) in spec.steps.iter().enumerate() {
+            let text = message_text(&step.message, job_dir);
+            let mut report =
+                StepReport { index: i + 1, message: text.clone(), started_at: now_rfc3339(), ..Default::default() };
+            let started = Instant::now();
+            let events_before = self.event_count;
+            let (reason, status, error, final_message, replies, latency) =
+                self.run_step(step, &text, i, total, run_deadline, max_cost, progress).await;
+            report.ended_at = Some(now_rfc3339());
+            report.duration_ms = Some(started.elapsed().as_millis() as u64);
+            report.end_reason = reason;
+            report.execution_status = status;
+            report.error = error;
+            report.final_message = final_message;
+            report.replies = replies;
+            report.completion_latency_ms = latency;
+            report.event_count = self.event_count - events_before;
+            let after = self.stats().await.unwrap_or_else(|| before.clone());
+            report.cost = (after.cost - before.cost).max(0.0);
+            report.tokens = after.tokens.minus(before.tokens);
+            report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
+            before = after;
+            let ok = matches!(reason, EndReason::Finished) || (reason == EndReason::Question && report.error.is_none());
+            steps.push(report);
+            if !ok {
+                break;
+            }
+        }
+        for (i, step) in spec.steps.iter().enumerate().skip(steps.len()) {
+            steps.push(StepReport {
+                index: i + 1,
+                message: message_text(&step.message, job_dir),
+                end_reason: EndReason::NotRun,
+                ..Default::default()
+            });
+        }
+        // Late events (and late stats) are never lost: one last reconcile and the authoritative totals.
+        self.reconcile().await;
+        let mut totals = self.stats().await.unwrap_or(before);
+        totals.events = self.event_count;
+        ConversationOutcome { steps, totals }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_step(
+        &mut self,
+        step: &Step,
+        text: &str,
+        index: usize,
+        total: usize,
+        run_deadline: Option<Instant>,
+        max_cost: Option<f64>,
+        progress: &dyn Progress,
+    ) -> (EndReason, Option<String>, Option<StepError>, Option<String>, u32, Option<f64>) {
+        let started = Instant::now();
+        let step_deadline = started + step.timeout.0;
+        let deadline = run_deadline.map_or(step_deadline, |r| r.min(step_deadline));
+        let mut replies = 0u32;
+        let mut message = text.to_string();
+        loop {
+            let verdict = self.one_run(&message, index, total, started, deadline, max_cost, step, progress).await;
+            let final_message = self.final_message().await;
+            let question =
+                verdict.reason == EndReason::Finished && verdict.text_reply.as_deref().is_some_and(is_question);
+            if question {
+                if let OnQuestion::Reply { text, max_replies } = &step.on_question
+                    && replies < *max_replies
+                {
+                    replies += 1;
+                    message = text.clone();
+                    continue;
+                }
+                // `on_question: fail` makes the question an error of the step.
+                let error = matches!(step.on_question, OnQuestion::Fail).then(|| StepError {
+                    code: "QuestionForUser".into(),
+                    detail: verdict.text_reply.clone().unwrap_or_default(),
+                });
+                return (EndReason::Question, verdict.status, error, final_message, replies, verdict.latency_ms);
+            }
+            return (verdict.reason, verdict.status, verdict.error, final_message, replies, verdict.latency_ms);
+        }
+    }
+
+    /// The agent's last word for this step (its finish message or text reply), as the server has it.
+    async fn final_message(&self) -> Option<String> {
+        self.client.final_response(&self.id).await.ok().filter(|s| !s.is_empty())
+    }
+
+    /// Sends one message, starts a run and waits for its end.
+    #[allow(clippy::too_many_arguments)]
+    async fn one_run(
+        &mut self,
+        message: &str,
+        index: usize,
+        total: usize,
+        started: Instant,
+        deadline: Instant,
+        max_cost: Option<f64>,
+        step: &Step,
+        progress: &dyn Progress,
+    ) -> Verdict {
+        if let Err(e) = self.client.send_message(&self.id, message).await {
+            return Verdict::lost(format!("sending the message failed: {e}"));
+        }
+        if let Err(e) = self.client.run(&self.id).await {
+            return Verdict::lost(format!("starting the run failed: {e}"));
+        }
+        // Armed: from here on, a non-running snapshot means this run is over.
+        let mut stop: Option<Stop> = None;
+        let mut stop_deadline: Option<Instant> = None;
+        let mut last_error: Option<StepError> = None;
+        let mut text_reply: Option<String> = None;
+        let mut rest_terminal: Option<String> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let events_at_start = self.event_count;
+        let (status, latency) = loop {
+            if let Some(limit) = max_cost
+                && stop.is_none()
+                && self.live_cost > limit
+            {
+                stop = Some(Stop::Budget);
+                stop_deadline = Some(Instant::now() + step.max_wait.0);
+                let _ = self.client.interrupt(&self.id).await;
+            }
+            let wait_until = stop_deadline.unwrap_or(deadline);
+            let socket_alive = self.socket.is_some();
+            tokio::select! {
+                ev = recv(&mut self.socket), if socket_alive => match ev {
+                    Some(WsEvent::Frame(v)) => {
+                        let received = Instant::now();
+                        self.log(&v);
+                        track(&v, &mut last_error, &mut text_reply, &mut self.live_cost);
+                        if let Some(status) = terminal_status(&v) {
+                            let latency = received.elapsed().as_secs_f64() * 1000.0;
+                            break (status, Some(latency));
+                        }
+                    }
+                    Some(WsEvent::Reconnected) => {
+                        for v in self.reconcile().await {
+                            track(&v, &mut last_error, &mut text_reply, &mut self.live_cost);
+                        }
+                    }
+                    Some(WsEvent::Closed(why)) => {
+                        tracing::warn!("{why}; following the run over REST");
+                        self.socket = None;
+                    }
+                    None => self.socket = None,
+                },
+                _ = tick.tick() => {
+                    progress.step(index, total, started.elapsed(), self.event_count - events_at_start, self.live_cost);
+                    if self.socket.is_none() {
+                        // REST fallback: error/stuck at once, other terminal states once seen twice.
+                        if let Ok(info) = self.client.conversation(&self.id).await {
+                            let status = info.get("execution_status").and_then(Value::as_str).unwrap_or("").to_string();
+                            for v in self.reconcile().await {
+                                track(&v, &mut last_error, &mut text_reply, &mut self.live_cost);
+                            }
+                            if status == "error" || status == "stuck" {
+                                break (status, None);
+                            }
+                            if ["finished", "paused", "waiting_for_confirmation"].contains(&status.as_str()) {
+                                if rest_terminal.as_deref() == Some(status.as_str()) {
+                                    break (status, None);
+                                }
+                                rest_terminal = Some(status);
+                            } else {
+                                rest_terminal = None;
+                            }
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(wait_until.into()) => {
+                    if stop.is_some() {
+                        // The agent did not come to rest after the interrupt within max_wait.
+                        break ("running".to_string(), None);
+                    }
+                    stop = Some(Stop::Timeout);
+                    stop_deadline = Some(Instant::now() + step.max_wait.0);
+                    let _ = self.client.interrupt(&self.id).await;
+                },
+                _ = self.interrupt.changed() => {
+                    if stop.is_none() {
+                        stop = Some(Stop::Interrupted);
+                        stop_deadline = Some(Instant::now() + step.max_wait.0);
+                        let _ = self.client.interrupt(&self.id).await;
+                    }
+                },
+            }
+        };
+        if let Some(quiet) = step.quiet_for.map(|q| q.0.0).filter(|q| !q.is_zero()) {
+            self.drain_quiet(quiet, step.max_wait.0, &mut last_error, &mut text_reply).await;
+        }
+        let reason = match (stop, status.as_str()) {
+            (Some(Stop::Timeout), _) => EndReason::Timeout,
+            (Some(Stop::Budget), _) => EndReason::Budget,
+            (Some(Stop::Interrupted), _) => EndReason::Interrupted,
+            (None, "finished") => EndReason::Finished,
+            (None, "error") => EndReason::Error,
+            (None, "stuck") => EndReason::Stuck,
+            (None, _) => EndReason::Paused,
+        };
+        if reason == EndReason::Error && last_error.is_none() {
+            // The error event can trail the status frame over REST; look for it once more.
+            for v in self.reconcile().await {
+                track(&v, &mut last_error, &mut text_reply, &mut self.live_cost);
+            }
+        }
+        Verdict { reason, status: Some(status), error: last_error, text_reply, latency_ms: latency }
+    }
+
+    /// The opt-in quiet window: keep reading until no frame came for `quiet`, at most `max_wait`.
+    async fn drain_quiet(
+        &mut self,
+        quiet: Duration,
+        max_wait: Duration,
+        err: &mut Option<StepError>,
+        text: &mut Option<String>,
+    ) {
+        let hard = Instant::now() + max_wait;
+        while self.socket.is_some() {
+            let until = (Instant::now() + quiet).min(hard);
+            match tokio::time::timeout_at(until.into(), recv(&mut self.socket)).await {
+                Ok(Some(WsEvent::Frame(v))) => {
+                    self.log(&v);
+                    track(&v, err, text, &mut self.live_cost);
+                }
+                Ok(Some(WsEvent::Reconnected)) => {
+                    self.reconcile().await;
+                }
+                Ok(_) => self.socket = None,
+                Err(_) => return,
+            }
+            if Instant::now() >= hard {
+                return;
+            }
+        }
+    }
+
+    /// Deletes the conversation (its persisted data and terminal sessions).
+    pub async fn close(mut self) -> Result<(), String> {
+        self.socket = None;
+        self.client.delete_conversation(&self.id).await.map_err(|e| e.to_string())
+    }
+}
+
+struct Verdict {
+    reason: EndReason,
+    status: Option<String>,
+    error: Option<StepError>,
+    /// The agent's plain-text reply that ended its turn, if it ended with one.
+    text_reply: Option<String>,
+    latency_ms: Option<f64>,
+}
+
+impl Verdict {
+    fn lost(detail: String) -> Verdict {
+        Verdict {
+            reason: EndReason::Lost,
+            status: None,
+            error: Some(StepError { code: "ConnectionLost".into(), detail }),
+            text_reply: None,
+            latency_ms: None,
+        }
+    }
+}
+
+async fn recv(socket: &mut Option<EventSocket>) -> Option<WsEvent> {
+    match socket {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn is_full_state(v: &Value) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some("ConversationStateUpdateEvent")
+        && v.get("key").and_then(Value::as_str) == Some("full_state")
+}
+
+/// The status that ends a run, if this frame carries one.
+fn terminal_status(v: &Value) -> Option<String> {
+    if v.get("kind").and_then(Value::as_str) != Some("ConversationStateUpdateEvent") {
+        return None;
+    }
+    match v.get("key").and_then(Value::as_str) {
+        Some("full_state") => {
+            let status = v.get("value")?.get("execution_status")?.as_str()?;
+            (status != "running").then(|| status.to_string())
+        }
+        Some("execution_status") => {
+            let status = v.get("value")?.as_str()?;
+            (status == "error" || status == "stuck").then(|| status.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Remembers what the report needs from the stream: the last error, the agent's text reply, live cost.
+fn track(v: &Value, last_error: &mut Option<StepError>, text_reply: &mut Option<String>, live_cost: &mut f64) {
+    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        "ConversationErrorEvent" => {
+            *last_error = Some(StepError {
+                code: v.get("code").and_then(Value::as_str).unwrap_or("Error").to_string(),
+                detail: v.get("detail").and_then(Value::as_str).unwrap_or("").to_string(),
+            });
+        }
+        "MessageEvent" if v.get("source").and_then(Value::as_str) == Some("agent") => {
+            let text: String = v
+                .pointer("/llm_message/content")
+                .and_then(Value::as_array)
+                .map(|parts| {
+                    parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+                })
+                .unwrap_or_default();
+            *text_reply = Some(text);
+        }
+        "ActionEvent" => *text_reply = None,
+        "ConversationStateUpdateEvent" => {
+            let stats = match v.get("key").and_then(Value::as_str) {
+                Some("stats") => v.get("value"),
+                Some("full_state") => v.pointer("/value/stats"),
+                _ => None,
+            };
+            if let Some(s) = stats {
+                *live_cost = sum_stats(s).cost.max(*live_cost);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A plain-text turn that ends in a question asks the user something.
+fn is_question(text: &str) -> bool {
+    text.trim_end().ends_with('?')
+}
+
+pub fn message_text(message: &Message, job_dir: &Path) -> String {
+    match message {
+        Message::Inline(t) => t.clone(),
+        Message::File { file } => std::fs::read_to_string(job_dir.join(file)).unwrap_or_default(),
+    }
+}

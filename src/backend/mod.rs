@@ -1,0 +1,129 @@
+//! Sandboxes: where the agent-server runs. `provision` returns a ready server (healthy, version known);
+//! `release` gives it back according to the cleanup policy. Backends know nothing of YAML.
+
+pub mod install;
+pub mod local;
+
+use crate::agent::http::AgentClient;
+use crate::settings::SandboxSettings;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A ready agent-server.
+pub struct Provisioned {
+    pub client: AgentClient,
+    /// The agent's working directory, as the server sees it.
+    pub working_dir: String,
+    /// The provider's id (process id, container id, sandbox id).
+    pub id: Option<String>,
+    pub server_info: Value,
+    pub log_file: Option<String>,
+    pub provision_time: Duration,
+    handle: Handle,
+}
+
+enum Handle {
+    Local(local::LocalServer),
+    /// Attached to a server someone else runs: nothing to release.
+    Attached,
+}
+
+/// Why provisioning failed.
+#[derive(Debug)]
+pub struct ProvisionError {
+    pub message: String,
+    pub hint: Option<String>,
+    /// The last lines of the server's log, when there is one.
+    pub log_tail: Option<String>,
+}
+
+/// What release did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    Released,
+    Kept,
+    Attached,
+    Failed(String),
+}
+
+impl Provisioned {
+    pub fn server_version(&self) -> Option<String> {
+        self.server_info.get("version").and_then(Value::as_str).map(str::to_string)
+    }
+
+    pub fn usable_tools(&self) -> Option<Vec<String>> {
+        self.server_info
+            .get("usable_tools")
+            .and_then(Value::as_array)
+            .map(|t| t.iter().filter_map(Value::as_str).map(str::to_string).collect())
+    }
+
+    /// Stops or keeps the sandbox. A kept local server is detached: ohrun leaves it running.
+    pub async fn release(self, keep: bool) -> Released {
+        match self.handle {
+            Handle::Attached => Released::Attached,
+            Handle::Local(server) if keep => {
+                server.detach();
+                Released::Kept
+            }
+            Handle::Local(server) => match server.stop().await {
+                Ok(()) => Released::Released,
+                Err(e) => Released::Failed(e),
+            },
+        }
+    }
+
+    /// How to reach a kept sandbox, for the console.
+    pub fn attach_hint(&self) -> String {
+        format!("agent-server at {} (working dir {})", self.client.base_url(), self.working_dir)
+    }
+}
+
+/// Provisions the sandbox for one run; `report_dir` holds the run's files (workspace, server log).
+pub async fn provision(
+    settings: &SandboxSettings,
+    report_dir: &Path,
+    hide_env: &[String],
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Provisioned, ProvisionError> {
+    let started = Instant::now();
+    match settings {
+        SandboxSettings::Local { .. } => {
+            let (server, client, working_dir, info) = local::start(settings, report_dir, hide_env, progress).await?;
+            Ok(Provisioned {
+                client,
+                working_dir,
+                id: server.pid().map(|p| format!("pid:{p}")),
+                server_info: info,
+                log_file: Some(server.log_file().display().to_string()),
+                provision_time: started.elapsed(),
+                handle: Handle::Local(server),
+            })
+        }
+        SandboxSettings::Remote { url, session_key, working_dir, api_timeout } => {
+            let client = AgentClient::new(url, session_key.clone(), *api_timeout);
+            if !client.healthy().await {
+                return Err(ProvisionError {
+                    message: format!("the agent-server at {url} does not answer GET /health"),
+                    hint: Some("check that it runs and that `sandbox.url` is right".into()),
+                    log_tail: None,
+                });
+            }
+            let info = client.server_info().await.map_err(|e| ProvisionError {
+                message: e.to_string(),
+                hint: None,
+                log_tail: None,
+            })?;
+            Ok(Provisioned {
+                client,
+                working_dir: working_dir.clone(),
+                id: None,
+                server_info: info,
+                log_file: None,
+                provision_time: started.elapsed(),
+                handle: Handle::Attached,
+            })
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! What a person sees while jobs run. On a terminal (and not in CI) a live spinner line per step; else
+//! plain, stable lines. The mode is decided once, from facts passed in, so it is easy to test.
+
+use crate::agent::session::Progress;
+use crate::report::redact::Redactor;
+use crate::style::Style;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A live line that updates in place.
+    Live,
+    /// One line per event, nothing redrawn (CI logs, pipes).
+    Plain,
+    /// Errors only.
+    Quiet,
+}
+
+impl Mode {
+    /// Live only for a terminal outside CI; quiet wins over everything.
+    pub fn resolve(is_terminal: bool, is_ci: bool, quiet: bool) -> Mode {
+        match (quiet, is_terminal && !is_ci) {
+            (true, _) => Mode::Quiet,
+            (false, true) => Mode::Live,
+            (false, false) => Mode::Plain,
+        }
+    }
+}
+
+pub struct Console {
+    pub mode: Mode,
+    pub style: Style,
+    bar: Mutex<Option<ProgressBar>>,
+    redactor: Mutex<Redactor>,
+}
+
+impl Console {
+    pub fn new(quiet: bool) -> Console {
+        let is_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+        Console {
+            mode: Mode::resolve(std::io::stderr().is_terminal(), is_ci, quiet),
+            style: Style::for_stderr(),
+            bar: Mutex::new(None),
+            redactor: Mutex::new(Redactor::default()),
+        }
+    }
+
+    /// From now on, mask these secrets in everything printed.
+    pub fn set_redactor(&self, r: Redactor) {
+        *self.redactor.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    fn redact(&self, text: &str) -> String {
+        self.redactor.lock().unwrap_or_else(|e| e.into_inner()).apply(text).into_owned()
+    }
+
+    /// A line of progress (not shown with -q).
+    pub fn say(&self, line: &str) {
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        let line = self.redact(line);
+        match self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// A line that must be seen even with -q.
+    pub fn error(&self, line: &str) {
+        let line = self.redact(line);
+        match self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Starts (or changes) the live line; in plain mode prints it once.
+    pub fn activity(&self, message: &str) {
+        let message = self.redact(message);
+        match self.mode {
+            Mode::Live => {
+                let mut bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+                let b = bar.get_or_insert_with(|| {
+                    let b = ProgressBar::new_spinner();
+                    b.set_style(
+                        ProgressStyle::with_template("{spinner} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    b.enable_steady_tick(Duration::from_millis(120));
+                    b
+                });
+                b.set_message(message);
+            }
+            Mode::Plain => eprintln!("{message}"),
+            Mode::Quiet => {}
+        }
+    }
+
+    fn update(&self, message: String) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            bar.set_message(message);
+        }
+    }
+
+    /// Ends the live line.
+    pub fn clear(&self) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The live line of a step: what runs, elapsed time, events, cost so far.
+pub struct StepProgress<'a> {
+    pub console: &'a Console,
+    pub run_id: &'a str,
+}
+
+impl Progress for StepProgress<'_> {
+    fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: f64) {
+        if self.console.mode == Mode::Live {
+            self.console.update(format!(
+                "{} step {index}/{total} · {}s · {events} events · ${cost:.4}",
+                self.run_id,
+                elapsed.as_secs()
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mode;
+
+    #[test]
+    fn mode_decision_table() {
+        assert_eq!(Mode::resolve(true, false, false), Mode::Live);
+        assert_eq!(Mode::resolve(true, true, false), Mode::Plain);
+        assert_eq!(Mode::resolve(false, false, false), Mode::Plain);
+        assert_eq!(Mode::resolve(true, false, true), Mode::Quiet);
+    }
+}

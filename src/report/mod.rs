@@ -1,0 +1,8 @@
+//! What a run leaves behind: `run.json` (written atomically on every exit path) and `events.jsonl`
+//! (streamed as events arrive), with every secret value redacted.
+
+pub mod model;
+pub mod redact;
+pub mod writer;
+
+pub use model::*;

@@ -1,0 +1,210 @@
+//! The report of one run. `schemas/report.schema.json` is generated from these types.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Bumped when a field changes meaning or disappears.
+pub const REPORT_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct RunReport {
+    /// Version of this format.
+    pub format: u32,
+    pub ohrun_version: String,
+    pub job: JobInfo,
+    pub run: RunInfo,
+    /// True when the LLM was ohrun's scripted rehearsal endpoint, not a real provider.
+    pub rehearsal: bool,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub sandbox: SandboxInfo,
+    pub setup: Vec<SetupResult>,
+    pub conversation_id: Option<String>,
+    pub steps: Vec<StepReport>,
+    pub totals: Totals,
+    pub outcome: Outcome,
+    /// The event log, one server event per line, each once.
+    pub events_file: String,
+    /// Things the reader should know (for example: title generation was turned off).
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct JobInfo {
+    pub name: String,
+    pub file: String,
+    /// sha256 of the job file's bytes.
+    pub file_hash: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct RunInfo {
+    pub id: String,
+    /// 1-based position in the plan.
+    pub index: usize,
+    pub matrix: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct SandboxInfo {
+    /// cloud, runtime, docker, local or remote.
+    pub kind: String,
+    /// The provider's id for it (container id, sandbox id, process id, …).
+    pub id: Option<String>,
+    pub agent_server_url: Option<String>,
+    pub agent_server_version: Option<String>,
+    pub working_dir: Option<String>,
+    /// Where ohrun keeps the server's log, for local sandboxes.
+    pub log_file: Option<String>,
+    /// What happened at the end: released, kept, not_provisioned, release_failed, attached.
+    pub disposition: String,
+    pub release_error: Option<String>,
+    pub provision_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct SetupResult {
+    pub command: String,
+    pub cwd: String,
+    /// -1 when the command timed out or could not start.
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+    pub duration_ms: u64,
+    pub timed_out: bool,
+    pub allowed_to_fail: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct StepReport {
+    /// 1-based.
+    pub index: usize,
+    pub message: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub end_reason: EndReason,
+    /// The server's execution_status when the step ended.
+    pub execution_status: Option<String>,
+    /// Events received during this step.
+    pub event_count: usize,
+    /// Cost of this step in USD (the growth of the conversation's total).
+    pub cost: f64,
+    pub tokens: Tokens,
+    pub llm_calls: u64,
+    /// The agent's last message (its finish message or text reply).
+    pub final_message: Option<String>,
+    pub error: Option<StepError>,
+    /// Replies ohrun sent for `on_question: reply`.
+    pub replies: u32,
+    /// Milliseconds from the server's final state frame to ohrun deciding the step was done (quiet window
+    /// excluded).
+    pub completion_latency_ms: Option<f64>,
+}
+
+/// Why a step ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The agent finished (the server's final state after the run was `finished`).
+    Finished,
+    /// The agent ended its turn with a question for the user.
+    Question,
+    /// The run failed on the server (ConversationErrorEvent; see `error`).
+    Error,
+    /// The server's stuck detector stopped the agent.
+    Stuck,
+    /// The agent paused (or waits for a confirmation ohrun does not give).
+    Paused,
+    /// The step's `timeout` (or the run's `limits.timeout`) ran out.
+    Timeout,
+    /// `limits.max_cost` was reached.
+    Budget,
+    /// ohrun was interrupted (SIGINT/SIGTERM).
+    Interrupted,
+    /// The step never ran because an earlier one failed.
+    #[default]
+    NotRun,
+    /// The connection to the agent-server was lost for good.
+    Lost,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct StepError {
+    pub code: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Tokens {
+    pub prompt: u64,
+    pub completion: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub reasoning: u64,
+}
+
+impl Tokens {
+    pub fn minus(self, o: Tokens) -> Tokens {
+        Tokens {
+            prompt: self.prompt.saturating_sub(o.prompt),
+            completion: self.completion.saturating_sub(o.completion),
+            cache_read: self.cache_read.saturating_sub(o.cache_read),
+            cache_write: self.cache_write.saturating_sub(o.cache_write),
+            reasoning: self.reasoning.saturating_sub(o.reasoning),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Totals {
+    /// Σ accumulated_cost over every LLM of the conversation (agent, condenser, …), in USD.
+    pub cost: f64,
+    pub tokens: Tokens,
+    pub llm_calls: u64,
+    pub events: usize,
+    /// Cost per usage id (agent, condenser, …).
+    pub cost_by_usage: serde_json::Map<String, Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Outcome {
+    /// succeeded, failed, usage_error, infrastructure, budget, left_behind, interrupted.
+    pub class: OutcomeClass,
+    /// The process exit code this run alone would give.
+    pub exit_code: i32,
+    /// What went wrong, in a sentence.
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeClass {
+    #[default]
+    Succeeded,
+    Failed,
+    Budget,
+    UsageError,
+    Infrastructure,
+    LeftBehind,
+    Interrupted,
+}
+
+impl OutcomeClass {
+    pub fn exit_code(self, terminated: bool) -> i32 {
+        use crate::exit_code::ExitCode as E;
+        match self {
+            OutcomeClass::Succeeded => E::SUCCESS,
+            OutcomeClass::Failed => E::RUN_FAILED,
+            OutcomeClass::UsageError => E::USAGE,
+            OutcomeClass::Infrastructure => E::INFRA,
+            OutcomeClass::Budget => E::BUDGET,
+            OutcomeClass::LeftBehind => E::LEFT_BEHIND,
+            OutcomeClass::Interrupted if terminated => E::TERMINATED,
+            OutcomeClass::Interrupted => E::INTERRUPTED,
+        }
+    }
+}

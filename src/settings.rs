@@ -1,0 +1,178 @@
+//! A run's settings, resolved once from the rendered job and the environment, before anything is
+//! provisioned: every `${VAR}` is expanded here (a missing one is a usage error, exit 2), every secret
+//! value is registered with the redactor, and nothing downstream reads the environment again.
+
+use crate::job::model::{JobSpec, Sandbox};
+use crate::job::values::{EnvError, EnvString, HumanDuration};
+use crate::report::redact::Redactor;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct LlmSettings {
+    pub model: String,
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub usage_id: String,
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    pub options: serde_json::Map<String, Value>,
+}
+
+#[derive(Clone, Debug)]
+pub enum SandboxSettings {
+    Local {
+        command: Option<Vec<String>>,
+        port: Option<u16>,
+        working_dir: Option<PathBuf>,
+        env: Vec<(String, String)>,
+        init_timeout: Duration,
+    },
+    Remote {
+        url: String,
+        session_key: Option<String>,
+        working_dir: String,
+        api_timeout: Duration,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub llm: LlmSettings,
+    pub sandbox: SandboxSettings,
+    /// Values of `secrets:` variables, handed to the agent as conversation secrets.
+    pub secrets: Vec<(String, String)>,
+    /// Every variable name the job reads through a secret reference (kept out of child processes).
+    pub secret_names: Vec<String>,
+    pub redactor: Redactor,
+}
+
+/// The rehearsal endpoint replacing the job's LLM, if any.
+#[derive(Clone, Debug)]
+pub struct RehearsalLlm {
+    pub base_url: String,
+}
+
+/// Resolves `spec` against `env`; every problem is listed (one line each) so the user fixes them in one go.
+pub fn resolve(
+    spec: &JobSpec,
+    rehearsal: Option<&RehearsalLlm>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RunSettings, Vec<String>> {
+    let mut r = Resolver { env, problems: Vec::new(), redactor: Redactor::default(), secret_names: Vec::new() };
+    let llm = match rehearsal {
+        Some(reh) => LlmSettings {
+            model: crate::rehearse::MODEL.to_string(),
+            base_url: Some(reh.base_url.clone()),
+            api_key: Some("rehearsal".to_string()),
+            usage_id: spec.llm.usage_id.clone(),
+            input_cost_per_token: Some(
+                spec.llm
+                    .input_cost_per_token
+                    .map(|u| u.as_f64())
+                    .unwrap_or_else(|| crate::rehearse::DEFAULT_INPUT_COST_PER_TOKEN.parse().unwrap_or(0.0)),
+            ),
+            output_cost_per_token: Some(
+                spec.llm
+                    .output_cost_per_token
+                    .map(|u| u.as_f64())
+                    .unwrap_or_else(|| crate::rehearse::DEFAULT_OUTPUT_COST_PER_TOKEN.parse().unwrap_or(0.0)),
+            ),
+            options: spec.llm.options.clone(),
+        },
+        None => LlmSettings {
+            model: r.text(&spec.llm.model, "llm.model"),
+            base_url: r.optional(spec.llm.base_url.as_ref(), "llm.base_url"),
+            api_key: spec.llm.api_key.as_ref().and_then(|k| r.secret(&k.0, "llm.api_key")),
+            usage_id: spec.llm.usage_id.clone(),
+            input_cost_per_token: spec.llm.input_cost_per_token.map(|u| u.as_f64()),
+            output_cost_per_token: spec.llm.output_cost_per_token.map(|u| u.as_f64()),
+            options: spec.llm.options.clone(),
+        },
+    };
+    let sandbox = match &spec.sandbox {
+        Sandbox::Local(l) => SandboxSettings::Local {
+            command: l.command.clone(),
+            port: l.port,
+            working_dir: l.working_dir.as_ref().map(PathBuf::from),
+            env: l.env.iter().map(|(k, v)| (k.clone(), r.text(v, &format!("sandbox.env.{k}")))).collect(),
+            init_timeout: l.init_timeout.0,
+        },
+        Sandbox::Remote(rm) => SandboxSettings::Remote {
+            url: r.text(&rm.url, "sandbox.url"),
+            session_key: rm.session_key.as_ref().and_then(|k| r.secret(&k.0, "sandbox.session_key")),
+            working_dir: rm.working_dir.clone(),
+            api_timeout: rm.api_timeout.0,
+        },
+        other => {
+            r.problems.push(format!(
+                "sandbox kind `{}` cannot run in this version of ohrun yet; use `local` or `remote`",
+                other.kind()
+            ));
+            SandboxSettings::Remote {
+                url: String::new(),
+                session_key: None,
+                working_dir: String::new(),
+                api_timeout: HumanDuration::secs(60).0,
+            }
+        }
+    };
+    let mut secrets = Vec::new();
+    for name in &spec.secrets {
+        match (r.env)(name) {
+            Some(v) if !v.is_empty() => {
+                r.redactor.add(&v);
+                r.secret_names.push(name.clone());
+                secrets.push((name.clone(), v));
+            }
+            _ => r.problems.push(format!("environment variable {name} is not set (listed in `secrets`)")),
+        }
+    }
+    if !r.problems.is_empty() {
+        return Err(r.problems);
+    }
+    Ok(RunSettings { llm, sandbox, secrets, secret_names: r.secret_names, redactor: r.redactor })
+}
+
+struct Resolver<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<String>,
+    redactor: Redactor,
+    secret_names: Vec<String>,
+}
+
+impl Resolver<'_> {
+    fn text(&mut self, s: &EnvString, what: &str) -> String {
+        match s.expand(|n| (self.env)(n)) {
+            Ok(v) => v,
+            Err(EnvError::Unset { name, message }) => {
+                let extra = message.map(|m| format!(": {m}")).unwrap_or_default();
+                self.problems.push(format!("environment variable {name} is not set (needed by `{what}`){extra}"));
+                String::new()
+            }
+            Err(e) => {
+                self.problems.push(format!("`{what}`: {e}"));
+                String::new()
+            }
+        }
+    }
+
+    /// An optional value: unset or empty after expansion means absent.
+    fn optional(&mut self, s: Option<&EnvString>, what: &str) -> Option<String> {
+        s.map(|s| self.text(s, what)).filter(|v| !v.is_empty())
+    }
+
+    fn secret(&mut self, s: &EnvString, what: &str) -> Option<String> {
+        self.secret_names.extend(s.var_names().into_iter().map(str::to_string));
+        let v = self.text(s, what);
+        if v.is_empty() {
+            if !self.problems.iter().any(|p| p.contains(what)) {
+                self.problems.push(format!("`{what}` is empty"));
+            }
+            return None;
+        }
+        self.redactor.add(&v);
+        Some(v)
+    }
+}
