@@ -190,8 +190,13 @@ impl<'a> Conversation<'a> {
             "autotitle": false,
         });
         if !settings.secrets.is_empty() {
-            body["secrets"] =
-                settings.secrets.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>().into();
+            // 1.58 wants a SecretSource object per name (a plain string is refused with 422).
+            body["secrets"] = settings
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), json!({"kind": "StaticSecret", "value": v})))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
         }
         client.create_conversation(&body).await.map_err(|e| format!("creating the conversation failed: {e}"))?;
         let (socket, _stale) = EventSocket::connect(client, &id, Duration::from_secs(30)).await?;
@@ -594,5 +599,59 @@ pub fn message_text(message: &Message, job_dir: &Path) -> String {
     match message {
         Message::Inline(t) => t.clone(),
         Message::File { file } => std::fs::read_to_string(job_dir.join(file)).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(key: &str, value: Value) -> Value {
+        json!({"kind": "ConversationStateUpdateEvent", "id": "x", "key": key, "value": value})
+    }
+
+    #[test]
+    fn completion_rule() {
+        // The authoritative end: a non-running full_state.
+        assert_eq!(
+            terminal_status(&state("full_state", json!({"execution_status": "finished"}))).as_deref(),
+            Some("finished")
+        );
+        assert_eq!(
+            terminal_status(&state("full_state", json!({"execution_status": "paused"}))).as_deref(),
+            Some("paused")
+        );
+        assert_eq!(terminal_status(&state("full_state", json!({"execution_status": "running"}))), None);
+        // Per-field error and stuck end a step at once; finished and idle never do.
+        assert_eq!(terminal_status(&state("execution_status", json!("error"))).as_deref(), Some("error"));
+        assert_eq!(terminal_status(&state("execution_status", json!("stuck"))).as_deref(), Some("stuck"));
+        assert_eq!(terminal_status(&state("execution_status", json!("finished"))), None);
+        assert_eq!(terminal_status(&state("execution_status", json!("idle"))), None);
+        assert_eq!(terminal_status(&json!({"kind": "ActionEvent", "id": "y"})), None);
+    }
+
+    #[test]
+    fn costs_sum_every_usage_id() {
+        let stats = json!({"usage_to_metrics": {
+            "agent": {"accumulated_cost": 0.5, "accumulated_token_usage": {"prompt_tokens": 10, "completion_tokens": 2}, "costs": [{}, {}]},
+            "condenser": {"accumulated_cost": 0.25, "accumulated_token_usage": {"prompt_tokens": 5, "completion_tokens": 1, "cache_read_tokens": 3}, "costs": [{}]}
+        }});
+        let t = sum_stats(&stats);
+        assert_eq!(t.cost, 0.75);
+        assert_eq!(t.tokens.prompt, 15);
+        assert_eq!(t.tokens.cache_read, 3);
+        assert_eq!(t.llm_calls, 3);
+    }
+
+    #[test]
+    fn questions_and_errors_are_tracked() {
+        let (mut err, mut text, mut cost) = (None, None, 0.0);
+        let msg = json!({"kind": "MessageEvent", "source": "agent", "llm_message": {"content": [{"type": "text", "text": "Which one?"}]}});
+        track(&msg, &mut err, &mut text, &mut cost);
+        assert!(text.as_deref().is_some_and(is_question));
+        track(&json!({"kind": "ActionEvent"}), &mut err, &mut text, &mut cost);
+        assert!(text.is_none(), "a later tool call means the turn did not end with the question");
+        track(&json!({"kind": "ConversationErrorEvent", "code": "X", "detail": "d"}), &mut err, &mut text, &mut cost);
+        assert_eq!(err.map(|e| e.code), Some("X".into()));
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: argument types (clap derive) and dispatch to one module per subcommand.
 
 mod plan;
+mod rehearse;
 mod run;
 mod setup;
 mod validate;
@@ -46,6 +47,8 @@ pub enum Command {
         #[arg(value_parser = ["local"])]
         what: String,
     },
+    /// Serve the scripted LLM (a rehearsal script) on loopback until Ctrl-C; prints its base URL.
+    Rehearse(RehearseArgs),
     /// Print a JSON Schema: `job` (job files) or `report` (run.json).
     Schema {
         #[arg(default_value = "job", value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
@@ -95,6 +98,15 @@ pub struct RunArgs {
     pub json: bool,
     #[command(flatten)]
     pub job: JobArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RehearseArgs {
+    /// Rehearsal script (YAML); without one, every agent call is answered with `finish`.
+    pub script: Option<PathBuf>,
+    /// Port on 127.0.0.1 (0: any free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,6 +176,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => run::run(&args, style, cli.quiet),
         Command::Setup { .. } => setup::run_local(),
+        Command::Rehearse(args) => rehearse::run(&args),
         Command::Validate(args) => validate::run(&args, style),
         Command::Plan(args) => plan::run(&args, style),
         Command::Schema { name } => match crate::schema::generate(&name) {

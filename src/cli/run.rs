@@ -58,7 +58,7 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
     code
 }
 
-fn load_script(path: &std::path::Path) -> Result<Script, i32> {
+pub(super) fn load_script(path: &std::path::Path) -> Result<Script, i32> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         eprintln!("error: cannot read the rehearsal script {}: {e}", path.display());
         ExitCode::USAGE

@@ -54,7 +54,12 @@ pub struct CallCounts {
 impl Rehearsal {
     /// Starts the endpoint on `bind` (port chosen by the OS).
     pub async fn start(script: Script, bind: IpAddr) -> std::io::Result<Rehearsal> {
-        let listener = tokio::net::TcpListener::bind((bind, 0)).await?;
+        Self::start_on(script, bind, 0).await
+    }
+
+    /// Starts the endpoint on `bind:port` (0: any free port).
+    pub async fn start_on(script: Script, bind: IpAddr, port: u16) -> std::io::Result<Rehearsal> {
+        let listener = tokio::net::TcpListener::bind((bind, port)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared { script, counters: Mutex::new(Counters::default()) });
         let app = Router::new()

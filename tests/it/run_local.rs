@@ -417,3 +417,100 @@ fn sigint_during_a_step_interrupts_cleans_up_and_reports() {
     assert_eq!(report["sandbox"]["disposition"], "released");
     assert_no_server_left(&report);
 }
+
+#[test]
+fn a_run_that_reaches_its_budget_stops_with_exit_4() {
+    // Each call costs 1200*3e-6 + 80*15e-6 = $0.0048; the budget allows one call, the script wants five.
+    let script = "usage: {prompt_tokens: 1200, completion_tokens: 80}\nreplies:\n  - tool: terminal\n    args: {command: 'sleep 1; echo 1'}\n  - tool: terminal\n    args: {command: 'sleep 1; echo 2'}\n  - tool: terminal\n    args: {command: 'sleep 1; echo 3'}\n  - tool: terminal\n    args: {command: 'sleep 1; echo 4'}\n  - tool: finish\n    args: {message: done}\n";
+    let (code, report, stderr, _dir) =
+        run_local_job("budget", "limits:\n  max_cost: 0.005\n", Some(script), &["--rehearse"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert_eq!(report["steps"][0]["end_reason"], "budget");
+    assert_eq!(report["outcome"]["class"], "budget");
+    let calls = report["totals"]["llm_calls"].as_u64().unwrap();
+    assert!((2..5).contains(&calls), "stopped soon after crossing the budget, not at the end ({calls} calls)");
+    assert_eq!(report["sandbox"]["disposition"], "released");
+    assert_no_server_left(&report);
+}
+
+#[test]
+fn a_question_ends_the_step_or_fails_the_run_as_the_job_says() {
+    let script = "replies:\n  - text: Which branch should I use?\n  - tool: finish\n    args: {message: used main}\n";
+    let steps = "steps:\n  - message: Fix it.\n  - message: Now report.\n";
+    let (code, report, stderr, _dir) = run_local_job("question-end", steps, Some(script), &["--rehearse"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["steps"][0]["end_reason"], "question");
+    assert_eq!(report["steps"][0]["final_message"], "Which branch should I use?");
+    assert_eq!(report["steps"][1]["end_reason"], "finished");
+
+    let steps = "steps:\n  - message: Fix it.\n    on_question: fail\n  - message: Now report.\n";
+    let (code, report, stderr, _dir) = run_local_job("question-fail", steps, Some(script), &["--rehearse"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(report["steps"][0]["end_reason"], "question");
+    assert_eq!(report["steps"][0]["error"]["code"], "QuestionForUser");
+    assert_eq!(report["steps"][1]["end_reason"], "not_run");
+
+    let steps = "steps:\n  - message: Fix it.\n    on_question: {reply: {text: Use main.}}\n";
+    let (code, report, stderr, dir) = run_local_job("question-reply", steps, Some(script), &["--rehearse"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["steps"][0]["end_reason"], "finished");
+    assert_eq!(report["steps"][0]["replies"], 1);
+    let events = read_events(&dir.path().join("ohrun-reports/question-reply"));
+    assert!(events.iter().any(|e| e["source"] == "user" && e.to_string().contains("Use main.")));
+}
+
+#[test]
+fn secrets_never_reach_reports_logs_or_the_console() {
+    agent_server_command();
+    let dir = tempfile::tempdir().unwrap();
+    let llm_key = "sk-planted-llm-key-5f1e2d3c4b";
+    let token = "ghp_planted_token_9a8b7c6d5e";
+    // The scripted LLM as a separate server, reached like a real provider: with the job's key.
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        "replies:\n  - tool: terminal\n    args: {command: 'echo token=$MY_TOKEN; env | grep -c PLANTED || true'}\n  - tool: finish\n    args: {message: done}\n",
+    )
+    .unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_ohrun"))
+        .args(["rehearse", "script.yaml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut url).unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: secrets\nsandbox: {{kind: local}}\nllm:\n  model: openai/scripted\n  base_url: {}\n  api_key: ${{LLM_API_KEY}}\n  \
+             input_cost_per_token: 0.000001\n  output_cost_per_token: 0.000002\n  options: {{num_retries: 0}}\n\
+             secrets: [MY_TOKEN]\nsetup:\n  - echo key=$LLM_API_KEY token=$MY_TOKEN\nsteps:\n  - message: Use the token.\n",
+            url.trim()
+        ),
+    );
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("LLM_API_KEY", llm_key)
+        .env("MY_TOKEN", token)
+        .args(["-vv", "run", "--json"])
+        .args([&job])
+        .output();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report_dir = dir.path().join("ohrun-reports/secrets");
+    read_report(&report_dir);
+    for entry in std::fs::read_dir(&report_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(!text.contains(llm_key), "the LLM key is in {}", path.display());
+            assert!(!text.contains(token), "the token is in {}", path.display());
+        }
+    }
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!stream.contains(llm_key) && !stream.contains(token), "a secret reached the console");
+    }
+}
