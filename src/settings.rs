@@ -6,7 +6,7 @@ use crate::job::model::{JobSpec, Sandbox};
 use crate::job::values::{EnvError, EnvString, HumanDuration};
 use crate::report::redact::Redactor;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -29,6 +29,7 @@ pub enum SandboxSettings {
         env: Vec<(String, String)>,
         init_timeout: Duration,
     },
+    Docker(crate::backend::docker::DockerSettings),
     Remote {
         url: String,
         session_key: Option<String>,
@@ -57,6 +58,7 @@ pub struct RehearsalLlm {
 /// Resolves `spec` against `env`; every problem is listed (one line each) so the user fixes them in one go.
 pub fn resolve(
     spec: &JobSpec,
+    job_dir: &Path,
     rehearsal: Option<&RehearsalLlm>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RunSettings, Vec<String>> {
@@ -105,9 +107,45 @@ pub fn resolve(
             working_dir: rm.working_dir.clone(),
             api_timeout: rm.api_timeout.0,
         },
+        Sandbox::Docker(d) => {
+            let mut env: Vec<(String, String)> = Vec::new();
+            for name in &d.forward_env {
+                if let Some(v) = (r.env)(name).filter(|v| !v.is_empty()) {
+                    env.push((name.clone(), v));
+                }
+            }
+            env.extend(d.env.iter().map(|(k, v)| (k.clone(), r.text(v, &format!("sandbox.env.{k}")))));
+            let binds = d
+                .mounts
+                .iter()
+                .map(|m| {
+                    let host =
+                        if Path::new(&m.host).is_absolute() { PathBuf::from(&m.host) } else { job_dir.join(&m.host) };
+                    let host = std::fs::canonicalize(&host).unwrap_or(host);
+                    format!("{}:{}{}", host.display(), m.container, if m.read_only { ":ro" } else { "" })
+                })
+                .collect();
+            // The container must reach the LLM: one on loopback is only reachable through the host's network.
+            let network = d
+                .network
+                .clone()
+                .or_else(|| llm.base_url.as_deref().filter(|u| is_loopback_url(u)).map(|_| "host".to_string()));
+            SandboxSettings::Docker(crate::backend::docker::DockerSettings {
+                image: r.text(&d.image, "sandbox.image"),
+                command: d.command.clone(),
+                binds,
+                env,
+                platform: d.platform.clone(),
+                network,
+                memory_mb: d.memory_mb,
+                cpus: d.cpus,
+                init_timeout: d.init_timeout.0,
+                working_dir: d.working_dir.clone(),
+            })
+        }
         other => {
             r.problems.push(format!(
-                "sandbox kind `{}` cannot run in this version of ohrun yet; use `local` or `remote`",
+                "sandbox kind `{}` cannot run in this version of ohrun yet; use `local`, `docker` or `remote`",
                 other.kind()
             ));
             SandboxSettings::Remote {
@@ -133,6 +171,18 @@ pub fn resolve(
         return Err(r.problems);
     }
     Ok(RunSettings { llm, sandbox, secrets, secret_names: r.secret_names, redactor: r.redactor })
+}
+
+/// True for http(s) URLs whose host is 127.0.0.0/8, ::1 or localhost.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority)
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 struct Resolver<'a> {

@@ -1,6 +1,7 @@
 //! Sandboxes: where the agent-server runs. `provision` returns a ready server (healthy, version known);
 //! `release` gives it back according to the cleanup policy. Backends know nothing of YAML.
 
+pub mod docker;
 pub mod install;
 pub mod local;
 
@@ -25,6 +26,7 @@ pub struct Provisioned {
 
 enum Handle {
     Local(local::LocalServer),
+    Docker(docker::DockerContainer),
     /// Attached to a server someone else runs: nothing to release.
     Attached,
 }
@@ -71,18 +73,33 @@ impl Provisioned {
                 Ok(()) => Released::Released,
                 Err(e) => Released::Failed(e),
             },
+            Handle::Docker(_) if keep => Released::Kept,
+            Handle::Docker(container) => match container.remove().await {
+                Ok(()) => Released::Released,
+                Err(e) => Released::Failed(e),
+            },
         }
     }
 
     /// How to reach a kept sandbox, for the console.
     pub fn attach_hint(&self) -> String {
-        format!("agent-server at {} (working dir {})", self.client.base_url(), self.working_dir)
+        match &self.handle {
+            Handle::Docker(c) => format!(
+                "container {} (`docker exec -it {} bash`; agent-server at {}; remove it with `docker rm -f {}`)",
+                c.id,
+                &c.id[..c.id.len().min(12)],
+                self.client.base_url(),
+                &c.id[..c.id.len().min(12)]
+            ),
+            _ => format!("agent-server at {} (working dir {})", self.client.base_url(), self.working_dir),
+        }
     }
 }
 
 /// Provisions the sandbox for one run; `report_dir` holds the run's files (workspace, server log).
 pub async fn provision(
     settings: &SandboxSettings,
+    labels: &[(&str, &str)],
     report_dir: &Path,
     hide_env: &[String],
     progress: &(dyn Fn(&str) + Sync),
@@ -99,6 +116,18 @@ pub async fn provision(
                 log_file: Some(server.log_file().display().to_string()),
                 provision_time: started.elapsed(),
                 handle: Handle::Local(server),
+            })
+        }
+        SandboxSettings::Docker(d) => {
+            let (container, client, info) = docker::start(d, labels, progress).await?;
+            Ok(Provisioned {
+                client,
+                working_dir: d.working_dir.clone(),
+                id: Some(container.id.clone()),
+                server_info: info,
+                log_file: None,
+                provision_time: started.elapsed(),
+                handle: Handle::Docker(container),
             })
         }
         SandboxSettings::Remote { url, session_key, working_dir, api_timeout } => {

@@ -275,6 +275,9 @@ pub struct DockerSandbox {
     /// Agent-server image; the default is the one `scripts/build-agent-server-image.sh` builds.
     #[serde(default = "DockerSandbox::default_image")]
     pub image: EnvString,
+    /// Extra arguments for the agent-server (after `--host … --port …`), e.g. `[--import-modules, my.tools]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
     /// Host paths mounted into the container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
@@ -287,7 +290,9 @@ pub struct DockerSandbox {
     /// Image platform, e.g. `linux/amd64`; the engine's own when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
-    /// Docker network to attach to; the default bridge when absent.
+    /// Docker network: `host` shares the host's network (the server listens on 127.0.0.1 only), a name attaches
+    /// to that network; when absent, `host` if the LLM's base URL is on loopback (so the container can reach
+    /// it, e.g. a rehearsal), else the default bridge with the port published on 127.0.0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     /// Memory limit in MiB.

@@ -156,7 +156,7 @@ async fn attempt(
         None => None,
     };
     let reh_llm = rehearsal.as_ref().map(|r| RehearsalLlm { base_url: r.base_url("127.0.0.1") });
-    let settings: RunSettings = match settings::resolve(spec, reh_llm.as_ref(), &|n| std::env::var(n).ok()) {
+    let settings: RunSettings = match settings::resolve(spec, &job_dir, reh_llm.as_ref(), &|n| std::env::var(n).ok()) {
         Ok(s) => s,
         Err(problems) => {
             for p in &problems {
@@ -183,8 +183,13 @@ async fn attempt(
     console.activity(&format!("{prefix} provisioning the {} sandbox", spec.sandbox.kind()));
     let progress = |line: &str| console.say(&format!("{prefix} {line}"));
     let mut interrupt = signals.count.clone();
+    let labels = [
+        (backend::docker::LABEL_CREATED_BY, "ohrun"),
+        (backend::docker::LABEL_RUN_ID, run.id.as_str()),
+        (backend::docker::LABEL_JOB, plan.job_name.as_str()),
+    ];
     let provisioned = tokio::select! {
-        p = backend::provision(&settings.sandbox, report_dir, &settings.secret_names, &progress) => p,
+        p = backend::provision(&settings.sandbox, &labels, report_dir, &settings.secret_names, &progress) => p,
         _ = interrupt.changed() => return (OutcomeClass::Interrupted, Some("interrupted while provisioning".into()), redactor),
     };
     let sandbox = match provisioned {

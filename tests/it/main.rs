@@ -1,5 +1,6 @@
 //! One integration-test binary: every test drives the real `ohrun` executable.
 
+mod docker;
 mod golden;
 mod jobs;
 mod parser_fuzz;

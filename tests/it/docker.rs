@@ -1,0 +1,184 @@
+//! The docker sandbox on the real Docker engine, with the image `scripts/build-agent-server-image.sh`
+//! builds (`.ci/run` builds or reuses it). Without an engine these tests are skipped with a loud message;
+//! `.ci/run` fails earlier if the engine is missing, since CI machines have one.
+
+use crate::support::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+const IMAGE: &str = "ohrun/agent-server:1.58.2-python";
+
+fn docker(args: &[&str]) -> (bool, String) {
+    match Command::new("docker").args(args).output() {
+        Ok(o) => (o.status.success(), String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// False (after saying so loudly) when there is no engine or no image to test with.
+fn engine_ready() -> bool {
+    if !docker(&["info"]).0 {
+        eprintln!("\n*** SKIPPED: no Docker engine here; the docker sandbox tests did not run ***\n");
+        return false;
+    }
+    assert!(
+        docker(&["image", "inspect", IMAGE]).0,
+        "the engine runs but {IMAGE} is missing: run scripts/build-agent-server-image.sh (.ci/run does)"
+    );
+    true
+}
+
+/// Containers ohrun made for this run id.
+fn containers_of(run_id: &str) -> Vec<String> {
+    let (_, out) = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=dev.ohrun.created-by=ohrun",
+        "--filter",
+        &format!("label=dev.ohrun.run-id={run_id}"),
+    ]);
+    out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+fn job_text(name: &str, extra: &str) -> String {
+    format!("name: {name}\nsandbox:\n  kind: docker\n{extra}llm:\n  model: m\n")
+}
+
+#[test]
+fn seed_job_in_a_container() {
+    if !engine_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The container's workspace is a host directory, so the test can watch FACTS.txt come and go.
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::set_permissions(&ws, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "{}setup:\n  - echo 'Hello from a Docker sandbox!' && pwd && id -u\nsteps:\n  - message: Write 3 facts into FACTS.txt.\n  - message: Delete it.\nrehearsal: {}\n",
+            job_text(
+                "facts-docker",
+                &format!("  mounts:\n    - host: {}\n      container: /workspace\n", ws.display())
+            ),
+            repo_root().join("jobs/rehearsals/facts.yaml").display()
+        ),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, w) = (stop.clone(), ws.clone());
+    let watcher = std::thread::spawn(move || {
+        let mut most = 0;
+        while !s.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(t) = std::fs::read_to_string(w.join("FACTS.txt")) {
+                most = most.max(t.lines().count());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        most
+    });
+    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most = watcher.join().unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/facts-docker"));
+    assert_eq!(report["sandbox"]["kind"], "docker");
+    assert_eq!(report["sandbox"]["disposition"], "released");
+    assert_eq!(report["sandbox"]["agent_server_version"], "1.58.2");
+    let stdout = report["setup"][0]["stdout"].as_str().unwrap();
+    assert!(
+        stdout.contains("Hello from a Docker sandbox!\n/workspace\n10001"),
+        "runs in the container as uid 10001: {stdout}"
+    );
+    assert_eq!(most, 3, "FACTS.txt had 3 lines after step 1");
+    assert!(!ws.join("FACTS.txt").exists(), "FACTS.txt is gone after step 2");
+    assert!(report["totals"]["cost"].as_f64().unwrap() > 0.0);
+    for s in report["steps"].as_array().unwrap() {
+        assert_eq!(s["end_reason"], "finished");
+    }
+    assert!(containers_of("facts-docker").is_empty(), "the container is gone");
+}
+
+fn kept_container(cleanup: &str, script: &str, expected_code: i32) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.yaml"), script).unwrap();
+    let name = format!("kept-{}", cleanup.replace('_', "-"));
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "{}steps:\n  - message: hi\ncleanup: {cleanup}\nrehearsal: script.yaml\n",
+            job_text(&name, "  init_timeout: 120s\n")
+        ),
+    );
+    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+    let left = containers_of(&name);
+    for id in &left {
+        docker(&["rm", "-f", id]);
+    }
+    assert_eq!(out.code, expected_code, "{}", out.stderr);
+    assert_eq!(left.len(), 1, "one container is kept");
+    let report = read_report(&dir.path().join(format!("ohrun-reports/{name}")));
+    assert_eq!(report["sandbox"]["disposition"], "kept");
+    let id = report["sandbox"]["id"].as_str().unwrap();
+    assert!(left[0].starts_with(&id[..12]));
+    assert!(
+        out.stderr.contains(id) && out.stderr.contains("docker exec -it"),
+        "the console says how to attach:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn cleanup_never_keeps_the_container_and_prints_its_id() {
+    if engine_ready() {
+        kept_container("never", "replies: []\n", 0);
+    }
+}
+
+#[test]
+fn cleanup_on_success_keeps_a_failed_runs_container() {
+    if engine_ready() {
+        kept_container("on_success", "replies:\n  - error: {status: 400, message: no}\n", 1);
+    }
+}
+
+#[test]
+fn a_container_that_exits_at_start_is_exit_3_with_its_log() {
+    if !engine_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!("{}steps:\n  - message: hi\n", job_text("dies", "  command: [--no-such-flag]\n")),
+    );
+    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("exited with code"), "{}", out.stderr);
+    assert!(out.stderr.contains("--no-such-flag"), "the log tail shows why:\n{}", out.stderr);
+    assert!(containers_of("dies").is_empty(), "the dead container is removed");
+    let report: Value = read_report(&dir.path().join("ohrun-reports/dies"));
+    assert_eq!(report["outcome"]["class"], "infrastructure");
+}
+
+#[test]
+fn a_missing_image_names_the_build_script() {
+    if !engine_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!("{}steps:\n  - message: hi\n", job_text("no-image", "  image: ohrun/no-such-image:0\n")),
+    );
+    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("ohrun/no-such-image:0 is not on this Docker engine"), "{}", out.stderr);
+    assert!(out.stderr.contains("scripts/build-agent-server-image.sh"), "{}", out.stderr);
+}
