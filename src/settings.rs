@@ -3,7 +3,7 @@
 //! value is registered with the redactor, and nothing downstream reads the environment again.
 
 use crate::job::model::{JobSpec, Sandbox};
-use crate::job::values::{EnvError, EnvString, HumanDuration};
+use crate::job::values::{EnvError, EnvString};
 use crate::report::redact::Redactor;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,14 @@ pub enum SandboxSettings {
         init_timeout: Duration,
     },
     Docker(crate::backend::docker::DockerSettings),
+    Cloud {
+        settings: crate::backend::cloud::CloudSettings,
+        keep_alive: bool,
+    },
+    Runtime {
+        settings: crate::backend::runtime::RuntimeSettings,
+        keep_alive: bool,
+    },
     Remote {
         url: String,
         session_key: Option<String>,
@@ -143,16 +151,54 @@ pub fn resolve(
                 working_dir: d.working_dir.clone(),
             })
         }
-        other => {
-            r.problems.push(format!(
-                "sandbox kind `{}` cannot run in this version of ohrun yet; use `local`, `docker` or `remote`",
-                other.kind()
-            ));
-            SandboxSettings::Remote {
-                url: String::new(),
-                session_key: None,
-                working_dir: String::new(),
-                api_timeout: HumanDuration::secs(60).0,
+        Sandbox::Cloud(c) => {
+            let api_url = r.text(&c.api_url, "sandbox.api_url");
+            if let Err(e) = crate::backend::api::check_transport(&api_url, c.allow_insecure_http, "sandbox.api_url") {
+                r.problems.push(e);
+            }
+            let key_var = c.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default();
+            SandboxSettings::Cloud {
+                settings: crate::backend::cloud::CloudSettings {
+                    api_url,
+                    api_key: r.secret(&c.api_key.0, "sandbox.api_key").unwrap_or_default(),
+                    key_var,
+                    sandbox_spec_id: r.optional(c.sandbox_spec_id.as_ref(), "sandbox.sandbox_spec_id"),
+                    init_timeout: c.init_timeout.0,
+                    api_timeout: c.api_timeout.0,
+                    working_dir: c.working_dir.clone(),
+                },
+                keep_alive: c.keep_alive,
+            }
+        }
+        Sandbox::Runtime(rt) => {
+            let api_url = r.text(&rt.api_url, "sandbox.api_url");
+            if let Err(e) = crate::backend::api::check_transport(&api_url, rt.allow_insecure_http, "sandbox.api_url") {
+                r.problems.push(e);
+            }
+            let key_var = rt.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default();
+            let environment = rt
+                .forward_env
+                .iter()
+                .filter_map(|n| (r.env)(n).filter(|v| !v.is_empty()).map(|v| (n.clone(), v)))
+                .collect();
+            SandboxSettings::Runtime {
+                settings: crate::backend::runtime::RuntimeSettings {
+                    api_url,
+                    api_key: r.secret(&rt.api_key.0, "sandbox.api_key").unwrap_or_default(),
+                    key_var,
+                    image: r.text(&rt.image, "sandbox.image"),
+                    image_pull_policy: format!("{:?}", rt.image_pull_policy),
+                    session_id: rt.session_id.clone(),
+                    resource_factor: rt.resource_factor,
+                    runtime_class: rt.runtime_class.clone(),
+                    target_type: format!("{:?}", rt.target_type).to_lowercase(),
+                    environment,
+                    init_timeout: rt.init_timeout.0,
+                    api_timeout: rt.api_timeout.0,
+                    pause_on_close: rt.pause_on_close,
+                    working_dir: rt.working_dir.clone(),
+                },
+                keep_alive: rt.keep_alive,
             }
         }
     };

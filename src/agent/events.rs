@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 pub enum WsEvent {
     /// One server event, as sent.
     Frame(Value),
+    /// The socket dropped; ohrun is reconnecting (frames meanwhile are lost).
+    Disconnected,
     /// The socket dropped and is back: frames in between were lost.
     Reconnected,
     /// The socket is gone for good.
@@ -157,6 +159,9 @@ async fn socket_loop(
                     break;
                 }
             }
+        }
+        if tx.send(WsEvent::Disconnected).is_err() {
+            return;
         }
         tokio::time::sleep(backoff).await;
     }

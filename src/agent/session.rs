@@ -27,6 +27,24 @@ pub enum Stop {
     Interrupted,
 }
 
+/// Whether the sandbox is still there while a job runs (asked when the agent-server stops answering).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Alive,
+    /// It was paused by the provider and ohrun resumed it (once).
+    Resumed,
+    /// It is gone for good: why.
+    Gone(String),
+}
+
+/// Asks the sandbox's provider about it; backends implement this.
+pub trait SandboxProbe: Sync {
+    fn probe(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Probe> + Send + '_>>;
+}
+
+/// How many consecutive failed REST polls (one a second) make the server lost, when no probe says so sooner.
+const LOST_AFTER_FAILED_POLLS: u32 = 30;
+
 /// Progress the session reports while it waits.
 pub trait Progress: Sync {
     fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: f64);
@@ -254,6 +272,7 @@ impl<'a> Conversation<'a> {
         run_deadline: Option<Instant>,
         max_cost: Option<f64>,
         progress: &dyn Progress,
+        probe: &dyn SandboxProbe,
     ) -> ConversationOutcome {
         let mut steps = Vec::new();
         let mut before = self.stats().await.unwrap_or_default();
@@ -265,7 +284,7 @@ impl<'a> Conversation<'a> {
             let started = Instant::now();
             let events_before = self.event_count;
             let (reason, status, error, final_message, replies, latency) =
-                self.run_step(step, &text, i, total, run_deadline, max_cost, progress).await;
+                self.run_step(step, &text, i, total, run_deadline, max_cost, progress, probe).await;
             report.ended_at = Some(now_rfc3339());
             report.duration_ms = Some(started.elapsed().as_millis() as u64);
             report.end_reason = reason;
@@ -311,6 +330,7 @@ impl<'a> Conversation<'a> {
         run_deadline: Option<Instant>,
         max_cost: Option<f64>,
         progress: &dyn Progress,
+        probe: &dyn SandboxProbe,
     ) -> (EndReason, Option<String>, Option<StepError>, Option<String>, u32, Option<f64>) {
         let started = Instant::now();
         let step_deadline = started + step.timeout.0;
@@ -318,7 +338,8 @@ impl<'a> Conversation<'a> {
         let mut replies = 0u32;
         let mut message = text.to_string();
         loop {
-            let verdict = self.one_run(&message, index, total, started, deadline, max_cost, step, progress).await;
+            let verdict =
+                self.one_run(&message, index, total, started, deadline, max_cost, step, progress, probe).await;
             let final_message = self.final_message().await;
             let question =
                 verdict.reason == EndReason::Finished && verdict.text_reply.as_deref().is_some_and(is_question);
@@ -358,6 +379,7 @@ impl<'a> Conversation<'a> {
         max_cost: Option<f64>,
         step: &Step,
         progress: &dyn Progress,
+        probe: &dyn SandboxProbe,
     ) -> Verdict {
         if let Err(e) = self.client.send_message(&self.id, message).await {
             return Verdict::lost(format!("sending the message failed: {e}"));
@@ -371,6 +393,8 @@ impl<'a> Conversation<'a> {
         let mut last_error: Option<StepError> = None;
         let mut text_reply: Option<String> = None;
         let mut rest_terminal: Option<String> = None;
+        let mut socket_down = false;
+        let mut failed_polls = 0u32;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let events_at_start = self.event_count;
@@ -396,7 +420,9 @@ impl<'a> Conversation<'a> {
                             break (status, Some(latency));
                         }
                     }
+                    Some(WsEvent::Disconnected) => socket_down = true,
                     Some(WsEvent::Reconnected) => {
+                        socket_down = false;
                         for v in self.reconcile().await {
                             track(&v, &mut last_error, &mut text_reply, &mut self.live_cost);
                         }
@@ -409,9 +435,24 @@ impl<'a> Conversation<'a> {
                 },
                 _ = tick.tick() => {
                     progress.step(index, total, started.elapsed(), self.event_count - events_at_start, self.live_cost);
-                    if self.socket.is_none() {
+                    if self.socket.is_none() || socket_down {
                         // REST fallback: error/stuck at once, other terminal states once seen twice.
-                        if let Ok(info) = self.client.conversation(&self.id).await {
+                        let polled = self.client.conversation(&self.id).await;
+                        if polled.is_err() {
+                            // The server does not answer: ask its provider whether the sandbox still exists.
+                            failed_polls += 1;
+                            match probe.probe().await {
+                                Probe::Gone(why) => return Verdict::lost(why),
+                                Probe::Resumed => tracing::warn!("the sandbox was paused by its provider; resumed it"),
+                                Probe::Alive if failed_polls >= LOST_AFTER_FAILED_POLLS => {
+                                    return Verdict::lost(format!("the agent-server did not answer for {failed_polls} s"));
+                                }
+                                Probe::Alive => {}
+                            }
+                        } else {
+                            failed_polls = 0;
+                        }
+                        if let Ok(info) = polled {
                             let status = info.get("execution_status").and_then(Value::as_str).unwrap_or("").to_string();
                             for v in self.reconcile().await {
                                 track(&v, &mut last_error, &mut text_reply, &mut self.live_cost);
@@ -488,6 +529,7 @@ impl<'a> Conversation<'a> {
                 Ok(Some(WsEvent::Reconnected)) => {
                     self.reconcile().await;
                 }
+                Ok(Some(WsEvent::Disconnected)) => return,
                 Ok(_) => self.socket = None,
                 Err(_) => return,
             }

@@ -26,6 +26,14 @@ impl LocalServer {
         self.child.as_ref().and_then(|c| c.id())
     }
 
+    /// False once the server process has exited.
+    pub fn running(&self) -> bool {
+        self.pid().is_some_and(|pid| {
+            // SAFETY: signal 0 only checks that the process exists.
+            unsafe { libc::kill(pid as i32, 0) == 0 }
+        })
+    }
+
     pub fn log_file(&self) -> &Path {
         &self.log_file
     }

@@ -1,9 +1,12 @@
 //! Sandboxes: where the agent-server runs. `provision` returns a ready server (healthy, version known);
 //! `release` gives it back according to the cleanup policy. Backends know nothing of YAML.
 
+pub mod api;
+pub mod cloud;
 pub mod docker;
 pub mod install;
 pub mod local;
+pub mod runtime;
 
 use crate::agent::http::AgentClient;
 use crate::settings::SandboxSettings;
@@ -27,6 +30,14 @@ pub struct Provisioned {
 enum Handle {
     Local(local::LocalServer),
     Docker(docker::DockerContainer),
+    Cloud {
+        sandbox: cloud::CloudSandbox,
+        keep_alive: bool,
+    },
+    Runtime {
+        session: runtime::RuntimeSession,
+        keep_alive: bool,
+    },
     /// Attached to a server someone else runs: nothing to release.
     Attached,
 }
@@ -38,6 +49,14 @@ pub struct ProvisionError {
     pub hint: Option<String>,
     /// The last lines of the server's log, when there is one.
     pub log_tail: Option<String>,
+}
+
+pub use crate::agent::session::Probe;
+
+impl crate::agent::session::SandboxProbe for Provisioned {
+    fn probe(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Probe> + Send + '_>> {
+        Box::pin(Provisioned::probe(self))
+    }
 }
 
 /// What release did.
@@ -61,9 +80,40 @@ impl Provisioned {
             .map(|t| t.iter().filter_map(Value::as_str).map(str::to_string).collect())
     }
 
+    /// The provider's API client (Cloud, Runtime), whose retry log the report keeps.
+    pub fn provider_api(&self) -> Option<api::ProviderApi> {
+        match &self.handle {
+            Handle::Cloud { sandbox, .. } => Some(sandbox.api.clone()),
+            Handle::Runtime { session, .. } => Some(session.api.clone()),
+            _ => None,
+        }
+    }
+
+    /// Asks the provider whether the sandbox still exists (resuming a paused one once).
+    pub async fn probe(&self) -> Probe {
+        match &self.handle {
+            Handle::Cloud { sandbox, .. } => sandbox.probe().await,
+            Handle::Runtime { session, .. } => session.probe().await,
+            Handle::Local(server) if !server.running() => Probe::Gone("the agent-server process exited".into()),
+            _ => Probe::Alive,
+        }
+    }
+
     /// Stops or keeps the sandbox. A kept local server is detached: ohrun leaves it running.
     pub async fn release(self, keep: bool) -> Released {
         match self.handle {
+            Handle::Cloud { keep_alive, .. } | Handle::Runtime { keep_alive, .. } if keep || keep_alive => {
+                Released::Kept
+            }
+            Handle::Cloud { sandbox, .. } => match sandbox.delete().await {
+                Ok(()) => Released::Released,
+                Err(e) => Released::Failed(format!("sandbox {} may still exist: {e}", sandbox.id)),
+            },
+            Handle::Runtime { session, .. } => match session.release().await {
+                Ok(()) if session.created => Released::Released,
+                Ok(()) => Released::Attached,
+                Err(e) => Released::Failed(format!("runtime {} may still run: {e}", session.runtime_id)),
+            },
             Handle::Attached => Released::Attached,
             Handle::Local(server) if keep => {
                 server.detach();
@@ -91,6 +141,20 @@ impl Provisioned {
                 self.client.base_url(),
                 &c.id[..c.id.len().min(12)]
             ),
+            Handle::Cloud { sandbox, .. } => format!(
+                "Cloud sandbox {} (agent-server at {}; delete it with DELETE {}/api/v1/sandboxes/{})",
+                sandbox.id,
+                self.client.base_url(),
+                sandbox.api.base(),
+                sandbox.id
+            ),
+            Handle::Runtime { session, .. } => format!(
+                "runtime {} (session {}; agent-server at {}; stop it with POST {}/stop)",
+                session.runtime_id,
+                session.session_id,
+                self.client.base_url(),
+                session.api.base()
+            ),
             _ => format!("agent-server at {} (working dir {})", self.client.base_url(), self.working_dir),
         }
     }
@@ -116,6 +180,30 @@ pub async fn provision(
                 log_file: Some(server.log_file().display().to_string()),
                 provision_time: started.elapsed(),
                 handle: Handle::Local(server),
+            })
+        }
+        SandboxSettings::Cloud { settings: c, keep_alive } => {
+            let (sandbox, client, info) = cloud::start(c, progress).await?;
+            Ok(Provisioned {
+                client,
+                working_dir: c.working_dir.clone(),
+                id: Some(sandbox.id.clone()),
+                server_info: info,
+                log_file: None,
+                provision_time: started.elapsed(),
+                handle: Handle::Cloud { sandbox, keep_alive: *keep_alive },
+            })
+        }
+        SandboxSettings::Runtime { settings: r, keep_alive } => {
+            let (session, client, info) = runtime::start(r, progress).await?;
+            Ok(Provisioned {
+                client,
+                working_dir: r.working_dir.clone(),
+                id: Some(session.runtime_id.clone()),
+                server_info: info,
+                log_file: None,
+                provision_time: started.elapsed(),
+                handle: Handle::Runtime { session, keep_alive: *keep_alive },
             })
         }
         SandboxSettings::Docker(d) => {

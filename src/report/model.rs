@@ -63,6 +63,21 @@ pub struct SandboxInfo {
     pub disposition: String,
     pub release_error: Option<String>,
     pub provision_ms: Option<u64>,
+    /// Requests to the provider's API (Cloud, Runtime) that were retried, and why.
+    pub api_retries: Vec<ApiRetry>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ApiRetry {
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// Which attempt failed (1-based).
+    pub attempt: u32,
+    pub status: Option<u16>,
+    pub reason: String,
+    /// How long ohrun waited before the next attempt.
+    pub waited_ms: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]

@@ -229,8 +229,11 @@ async fn attempt(
     // Release according to the cleanup policy; a failed release is loud and wins the exit code.
     let keep = keeps(spec.cleanup, class);
     let hint = sandbox.attach_hint();
+    // Shared with the sandbox, so retries made while releasing it are recorded too.
+    let provider_api = sandbox.provider_api();
     console.activity(&format!("{prefix} releasing the sandbox"));
     let released = sandbox.release(keep).await;
+    report.sandbox.api_retries = provider_api.map(|a| a.retries()).unwrap_or_default();
     report.sandbox.disposition = match &released {
         Released::Released => "released",
         Released::Kept => "kept",
@@ -322,7 +325,7 @@ async fn converse(
     let progress = StepProgress { console, run_id: prefix };
     console.activity(&format!("{prefix} step 1/{}", spec.steps.len()));
     let max_cost = spec.limits.max_cost.map(|c| c.as_f64());
-    let outcome = conv.run_steps(spec, job_dir, run_deadline, max_cost, &progress).await;
+    let outcome = conv.run_steps(spec, job_dir, run_deadline, max_cost, &progress, sandbox).await;
     for s in outcome.steps.iter().filter(|s| s.end_reason != EndReason::NotRun) {
         console.say(&format!(
             "{prefix} step {}: {:?} · {} events · ${:.4} · {:.1}s",

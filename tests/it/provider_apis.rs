@@ -1,0 +1,232 @@
+//! `kind: cloud` and `kind: runtime` end to end: the real binary against emulators of the Cloud API and
+//! the Runtime API whose sandboxes are real agent-servers, with the scripted LLM. A recognisable key is
+//! planted in every test and must never appear in any output.
+
+use crate::emulators::{Api, Emulator, Faults};
+use crate::support::*;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+const CLOUD_KEY: &str = "ohrun-planted-cloud-key-7c1f0e";
+const RUNTIME_KEY: &str = "ohrun-planted-runtime-key-3a9b2d";
+
+struct Outcome {
+    code: i32,
+    stderr: String,
+    report: Value,
+    dir: tempfile::TempDir,
+}
+
+fn sandbox_yaml(api: &Api, url: &str, extra: &str) -> String {
+    match api {
+        Api::Cloud => format!("  kind: cloud\n  api_url: {url}\n  api_key: ${{OPENHANDS_CLOUD_API_KEY}}\n{extra}"),
+        Api::Runtime => format!(
+            "  kind: runtime\n  api_url: {url}\n  api_key: ${{RUNTIME_API_KEY}}\n  image: ghcr.io/openhands/agent-server:1.58.2-python\n{extra}"
+        ),
+    }
+}
+
+/// Runs a job on the emulator; the job's working dir is a temp dir (the emulated sandbox is this host).
+fn run(
+    api: Api,
+    emulator: &Emulator,
+    name: &str,
+    sandbox_extra: &str,
+    steps: &str,
+    script: &str,
+    key: &str,
+) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::write(dir.path().join("script.yaml"), script).unwrap();
+    let sandbox = sandbox_yaml(&api, &emulator.url, &format!("  working_dir: {}\n{sandbox_extra}", ws.display()));
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: {name}\nsandbox:\n{sandbox}llm:\n  model: m\nsetup:\n  - echo 'Hello from OpenHands Cloud sandbox!' && pwd\n{steps}rehearsal: script.yaml\n"
+        ),
+    );
+    let var = match api {
+        Api::Cloud => "OPENHANDS_CLOUD_API_KEY",
+        Api::Runtime => "RUNTIME_API_KEY",
+    };
+    let out =
+        Ohrun::new().current_dir(dir.path()).env(var, key).args(["-vv", "run", "--rehearse"]).args([&job]).output();
+    let report_dir = dir.path().join(format!("ohrun-reports/{name}"));
+    let report = read_report(&report_dir);
+    assert_no_secret(&report_dir, &out.stdout, &out.stderr);
+    Outcome { code: out.code, stderr: out.stderr, report, dir }
+}
+
+fn assert_no_secret(report_dir: &Path, stdout: &str, stderr: &str) {
+    for key in [CLOUD_KEY, RUNTIME_KEY] {
+        assert!(!stdout.contains(key) && !stderr.contains(key), "a planted key reached the console");
+        for entry in std::fs::read_dir(report_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                assert!(
+                    !std::fs::read_to_string(&path).unwrap_or_default().contains(key),
+                    "a planted key is in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+const SEED_STEPS: &str = "steps:\n  - message: Write 3 facts into FACTS.txt.\n  - message: Now delete that file.\n";
+
+fn seed_script() -> String {
+    std::fs::read_to_string(repo_root().join("jobs/rehearsals/facts.yaml")).unwrap()
+}
+
+fn assert_seed_ran(o: &Outcome, kind: &str) {
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let r = &o.report;
+    assert_eq!(r["sandbox"]["kind"], kind);
+    assert_eq!(r["sandbox"]["disposition"], "released");
+    assert_eq!(r["sandbox"]["agent_server_version"], "1.58.2");
+    assert!(r["setup"][0]["stdout"].as_str().unwrap().contains("Hello from OpenHands Cloud sandbox!"));
+    for s in r["steps"].as_array().unwrap() {
+        assert_eq!(s["end_reason"], "finished");
+    }
+    assert_eq!(r["steps"][0]["final_message"], "I wrote 3 facts about the project into FACTS.txt.");
+    assert!(r["totals"]["cost"].as_f64().unwrap() > 0.0);
+    let events = read_events(&o.dir.path().join(format!("ohrun-reports/{}", r["run"]["id"].as_str().unwrap())));
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len(), "events exactly once");
+    // FACTS.txt was written (wc -l reported 3 lines) and then deleted.
+    assert!(events.iter().any(|e| e["kind"] == "ObservationEvent" && e.to_string().contains("3 FACTS.txt")));
+    assert!(!o.dir.path().join("ws/FACTS.txt").exists());
+}
+
+#[test]
+fn seed_job_on_the_cloud_api() {
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults::default());
+    let o = run(Api::Cloud, &emu, "facts-cloud", "", SEED_STEPS, &seed_script(), CLOUD_KEY);
+    assert_seed_ran(&o, "cloud");
+    assert_eq!((emu.creates(), emu.deletes()), (1, 1), "exactly one create and one delete");
+    // Every Cloud call carried the Bearer key.
+    assert!(emu.shared.requests.lock().unwrap().iter().all(|(_, auth)| auth == &format!("Bearer {CLOUD_KEY}")));
+}
+
+#[test]
+fn seed_job_on_the_runtime_api() {
+    let emu = Emulator::start(Api::Runtime, RUNTIME_KEY, Faults::default());
+    let o = run(Api::Runtime, &emu, "facts-runtime", "", SEED_STEPS, &seed_script(), RUNTIME_KEY);
+    assert_seed_ran(&o, "runtime");
+    assert_eq!((emu.creates(), emu.deletes()), (1, 1), "exactly one start and one stop");
+    assert!(emu.shared.requests.lock().unwrap().iter().all(|(_, auth)| auth == RUNTIME_KEY));
+}
+
+#[test]
+fn keep_alive_leaves_the_sandbox_and_says_where_it_is() {
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults::default());
+    let o =
+        run(Api::Cloud, &emu, "kept", "  keep_alive: true\n", "steps:\n  - message: hi\n", "replies: []\n", CLOUD_KEY);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(emu.deletes(), 0);
+    assert_eq!(emu.statuses(), vec!["RUNNING".to_string()]);
+    assert_eq!(o.report["sandbox"]["disposition"], "kept");
+    let id = o.report["sandbox"]["id"].as_str().unwrap();
+    assert!(o.stderr.contains(&format!("kept the sandbox: Cloud sandbox {id}")), "{}", o.stderr);
+}
+
+#[test]
+fn init_timeout_is_exit_3_and_the_sandbox_is_still_deleted() {
+    let faults = Faults { start_delay: Duration::from_secs(60), ..Faults::default() };
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, faults);
+    let o =
+        run(Api::Cloud, &emu, "slow", "  init_timeout: 4s\n", "steps:\n  - message: hi\n", "replies: []\n", CLOUD_KEY);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(o.stderr.contains("did not become ready within init_timeout (4s)"), "{}", o.stderr);
+    assert_eq!((emu.creates(), emu.deletes()), (1, 1));
+    assert_eq!(o.report["outcome"]["class"], "infrastructure");
+}
+
+#[test]
+fn an_error_status_is_exit_3_and_the_runtime_is_stopped() {
+    let emu = Emulator::start(Api::Runtime, RUNTIME_KEY, Faults { go_error: true, ..Faults::default() });
+    let o = run(Api::Runtime, &emu, "broken", "", "steps:\n  - message: hi\n", "replies: []\n", RUNTIME_KEY);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(o.stderr.contains("emulated: the image failed"), "the pod logs are shown:\n{}", o.stderr);
+    assert_eq!(emu.deletes(), 1);
+}
+
+#[test]
+fn a_rejected_key_is_exit_3_with_a_hint_naming_the_variable() {
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults::default());
+    let o = run(
+        Api::Cloud,
+        &emu,
+        "bad-key",
+        "",
+        "steps:\n  - message: hi\n",
+        "replies: []\n",
+        "ohrun-planted-cloud-key-7c1f0e-but-wrong",
+    );
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(o.stderr.contains("401"), "{}", o.stderr);
+    assert!(o.stderr.contains("OPENHANDS_CLOUD_API_KEY"), "the hint names the variable:\n{}", o.stderr);
+    assert_eq!(emu.creates(), 0);
+}
+
+#[test]
+fn two_503s_then_success_are_retried_and_reported() {
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults { failing_creates: 2, ..Faults::default() });
+    let o = run(Api::Cloud, &emu, "busy", "", "steps:\n  - message: hi\n", "replies: []\n", CLOUD_KEY);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!((emu.creates(), emu.deletes()), (1, 1), "no duplicate sandbox");
+    let retries = o.report["sandbox"]["api_retries"].as_array().unwrap();
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    for r in retries {
+        assert_eq!(r["status"], 503);
+        assert_eq!(r["path"], "/api/v1/sandboxes");
+        assert!(r["waited_ms"].as_u64().unwrap() >= 1000, "Retry-After: 1 was honoured");
+    }
+}
+
+#[test]
+fn a_sandbox_that_goes_missing_mid_step_is_exit_3_with_a_report() {
+    let faults = Faults { missing_after: Some(Duration::from_secs(6)), ..Faults::default() };
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, faults);
+    let script = "replies:\n  - tool: finish\n    args: {message: never}\n    delay: 120s\n";
+    let o = run(Api::Cloud, &emu, "vanishing", "", "steps:\n  - message: Wait.\n    timeout: 5m\n", script, CLOUD_KEY);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert_eq!(o.report["steps"][0]["end_reason"], "lost");
+    assert!(o.report["steps"][0]["error"]["detail"].as_str().unwrap().contains("MISSING"), "{}", o.report["steps"][0]);
+    assert_eq!(o.report["outcome"]["class"], "infrastructure");
+}
+
+#[test]
+fn a_delete_that_keeps_failing_is_exit_5_naming_the_sandbox() {
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults { delete_status: Some(500), ..Faults::default() });
+    let o = run(Api::Cloud, &emu, "undeletable", "", "steps:\n  - message: hi\n", "replies: []\n", CLOUD_KEY);
+    assert_eq!(o.code, 5, "{}", o.stderr);
+    let id = o.report["sandbox"]["id"].as_str().unwrap();
+    assert!(o.stderr.contains(id), "the console names the sandbox:\n{}", o.stderr);
+    assert_eq!(o.report["sandbox"]["disposition"], "release_failed");
+    assert!(o.report["sandbox"]["api_retries"].as_array().unwrap().iter().any(|r| r["method"] == "DELETE"));
+}
+
+#[test]
+fn plain_http_to_a_remote_host_is_refused_before_sending_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: insecure\nsandbox:\n  kind: cloud\n  api_url: http://cloud.example.com\n  api_key: ${OPENHANDS_CLOUD_API_KEY}\nllm: {model: m}\nsteps:\n  - message: hi\n",
+    );
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("OPENHANDS_CLOUD_API_KEY", CLOUD_KEY)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("allow_insecure_http"), "{}", out.stderr);
+    assert!(!out.stderr.contains(CLOUD_KEY));
+}
