@@ -202,6 +202,22 @@ pub fn resolve(
             }
         }
     };
+    // The rehearsal endpoint listens on this machine's loopback: a sandbox elsewhere cannot reach it, and
+    // the agent would only retry until its LLM timeout. Say so now instead.
+    if rehearsal.is_some() {
+        let far = match &sandbox {
+            SandboxSettings::Cloud { settings, .. } => Some(settings.api_url.clone()),
+            SandboxSettings::Runtime { settings, .. } => Some(settings.api_url.clone()),
+            SandboxSettings::Remote { url, .. } => Some(url.clone()),
+            _ => None,
+        };
+        if let Some(url) = far.filter(|u| !u.is_empty() && !is_loopback_url(u)) {
+            r.problems.push(format!(
+                "--rehearse serves the scripted LLM on this machine's loopback, which a {} sandbox at {url} cannot reach; rehearse with `kind: local` or `kind: docker`",
+                spec.sandbox.kind()
+            ));
+        }
+    }
     let mut secrets = Vec::new();
     for name in &spec.secrets {
         match (r.env)(name) {

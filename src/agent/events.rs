@@ -55,10 +55,9 @@ impl EventSocket {
         ready_timeout: Duration,
     ) -> Result<(EventSocket, Value), String> {
         let url = socket_url(client.base_url(), cid);
-        let key = client.session_key().map(str::to_string);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-        let task = tokio::spawn(socket_loop(url, key, tx, first_tx));
+        let task = tokio::spawn(socket_loop(url, client.clone(), tx, first_tx));
         // Owned from here: an early return aborts the task.
         let mut socket = EventSocket { rx: mpsc::unbounded_channel().1, task };
         match tokio::time::timeout(ready_timeout, first_rx).await {
@@ -96,14 +95,15 @@ async fn open(url: &str, key: Option<&str>) -> Result<Ws, String> {
 
 async fn socket_loop(
     url: String,
-    key: Option<String>,
+    client: AgentClient,
     tx: mpsc::UnboundedSender<WsEvent>,
     first: tokio::sync::oneshot::Sender<Result<(), String>>,
 ) {
     let mut first = Some(first);
     let mut backoff = Duration::from_millis(250);
     loop {
-        let mut ws = match open(&url, key.as_deref()).await {
+        // The key is read on every attempt: a resumed sandbox may have a new one.
+        let mut ws = match open(&url, client.session_key().as_deref()).await {
             Ok(ws) => ws,
             Err(e) => {
                 if let Some(f) = first.take() {

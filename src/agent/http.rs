@@ -24,11 +24,12 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// A client for one agent-server.
+/// A client for one agent-server. Clones share the session key, which a provider may change when it
+/// resumes a sandbox.
 #[derive(Clone)]
 pub struct AgentClient {
     base: String,
-    key: Option<String>,
+    key: std::sync::Arc<std::sync::RwLock<Option<String>>>,
     http: reqwest::Client,
 }
 
@@ -49,15 +50,24 @@ impl AgentClient {
             .user_agent(concat!("ohrun/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a TLS backend is available");
-        AgentClient { base: base.trim_end_matches('/').to_string(), key, http }
+        AgentClient {
+            base: base.trim_end_matches('/').to_string(),
+            key: std::sync::Arc::new(std::sync::RwLock::new(key)),
+            http,
+        }
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
-    pub fn session_key(&self) -> Option<&str> {
-        self.key.as_deref()
+    pub fn session_key(&self) -> Option<String> {
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the session key (a resumed sandbox may get a new one).
+    pub fn set_session_key(&self, key: Option<String>) {
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
     fn url(&self, path: &str) -> String {
@@ -77,7 +87,7 @@ impl AgentClient {
             "DELETE" => self.http.delete(&url),
             _ => self.http.post(&url),
         };
-        if let Some(k) = &self.key {
+        if let Some(k) = self.session_key() {
             req = req.header("X-Session-API-Key", k);
         }
         if let Some(b) = body {

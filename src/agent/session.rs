@@ -42,6 +42,9 @@ pub trait SandboxProbe: Sync {
     fn probe(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Probe> + Send + '_>>;
 }
 
+/// How often (in 1 s ticks) the provider is asked about the sandbox while a step runs normally.
+const PROBE_EVERY_TICKS: u64 = 5;
+
 /// How many consecutive failed REST polls (one a second) make the server lost, when no probe says so sooner.
 const LOST_AFTER_FAILED_POLLS: u32 = 30;
 
@@ -394,6 +397,7 @@ impl<'a> Conversation<'a> {
         let mut text_reply: Option<String> = None;
         let mut rest_terminal: Option<String> = None;
         let mut socket_down = false;
+        let mut ticks = 0u64;
         let mut failed_polls = 0u32;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -435,6 +439,16 @@ impl<'a> Conversation<'a> {
                 },
                 _ = tick.tick() => {
                     progress.step(index, total, started.elapsed(), self.event_count - events_at_start, self.live_cost);
+                    ticks += 1;
+                    // A provider may pause a sandbox under a running job with every connection still open:
+                    // ask it now and then, not only when the server stops answering.
+                    if ticks % PROBE_EVERY_TICKS == 0 && !socket_down && self.socket.is_some() {
+                        match probe.probe().await {
+                            Probe::Gone(why) => return Verdict::lost(why),
+                            Probe::Resumed => tracing::warn!("the sandbox was paused by its provider; resumed it"),
+                            Probe::Alive => {}
+                        }
+                    }
                     if self.socket.is_none() || socket_down {
                         // REST fallback: error/stuck at once, other terminal states once seen twice.
                         let polled = self.client.conversation(&self.id).await;

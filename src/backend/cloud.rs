@@ -242,18 +242,38 @@ impl CloudSandbox {
         }
     }
 
-    /// Where the sandbox stands while a job runs; a server-paused sandbox is resumed once.
-    pub async fn probe(&self) -> Probe {
+    /// Where the sandbox stands while a job runs. A sandbox the provider paused is resumed once; ohrun
+    /// waits until it runs again and takes its (possibly new) session key.
+    pub async fn probe(&self, client: &AgentClient) -> Probe {
+        let status = |info: &Value| info.get("status").and_then(Value::as_str).unwrap_or("").to_string();
         match self.info(None).await {
             Ok(None) => Probe::Gone(format!("the Cloud API no longer knows sandbox {}", self.id)),
-            Ok(Some(info)) => match info.get("status").and_then(Value::as_str).unwrap_or("") {
+            Ok(Some(info)) => match status(&info).as_str() {
                 "MISSING" => Probe::Gone(format!("sandbox {} went MISSING", self.id)),
                 "ERROR" => Probe::Gone(format!("sandbox {} went into ERROR", self.id)),
-                "PAUSED" if !self.resumed.swap(true, Ordering::SeqCst) => match self.resume(None).await {
-                    Ok(()) => Probe::Resumed,
-                    Err(f) => Probe::Gone(format!("sandbox {} was paused and resuming it failed: {f}", self.id)),
-                },
-                "PAUSED" => Probe::Gone(format!("sandbox {} was paused again after ohrun resumed it once", self.id)),
+                "PAUSED" if self.resumed.swap(true, Ordering::SeqCst) => {
+                    Probe::Gone(format!("sandbox {} was paused again after ohrun resumed it once", self.id))
+                }
+                "PAUSED" => {
+                    tracing::warn!("sandbox {} was paused by the provider; resuming it", self.id);
+                    if let Err(f) = self.resume(None).await {
+                        return Probe::Gone(format!("sandbox {} was paused and resuming it failed: {f}", self.id));
+                    }
+                    let deadline = Instant::now() + Duration::from_secs(300);
+                    while Instant::now() < deadline {
+                        if let Ok(Some(info)) = self.info(Some(deadline)).await {
+                            if status(&info) == "RUNNING" {
+                                let key = info.get("session_api_key").and_then(Value::as_str).map(str::to_string);
+                                if key.is_some() {
+                                    client.set_session_key(key);
+                                }
+                                return Probe::Resumed;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Probe::Gone(format!("sandbox {} did not run again after it was resumed", self.id))
+                }
                 _ => Probe::Alive,
             },
             Err(_) => Probe::Alive, // the Cloud API itself is unreachable: no news about the sandbox

@@ -92,8 +92,8 @@ impl Provisioned {
     /// Asks the provider whether the sandbox still exists (resuming a paused one once).
     pub async fn probe(&self) -> Probe {
         match &self.handle {
-            Handle::Cloud { sandbox, .. } => sandbox.probe().await,
-            Handle::Runtime { session, .. } => session.probe().await,
+            Handle::Cloud { sandbox, .. } => sandbox.probe(&self.client).await,
+            Handle::Runtime { session, .. } => session.probe(&self.client).await,
             Handle::Local(server) if !server.running() => Probe::Gone("the agent-server process exited".into()),
             _ => Probe::Alive,
         }

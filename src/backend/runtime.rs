@@ -38,6 +38,7 @@ pub struct RuntimeSession {
     /// False when ohrun attached to a session someone else started: it is never stopped then.
     pub created: bool,
     pause_on_close: bool,
+    resumed: std::sync::atomic::AtomicBool,
 }
 
 fn error(message: String) -> ProvisionError {
@@ -86,7 +87,14 @@ pub async fn start(
     };
     let rid = runtime_id(&runtime)
         .ok_or_else(|| error(format!("the Runtime API sent no runtime id for {sid}: {runtime}")))?;
-    let session = RuntimeSession { api, session_id: sid, runtime_id: rid, created, pause_on_close: s.pause_on_close };
+    let session = RuntimeSession {
+        api,
+        session_id: sid,
+        runtime_id: rid,
+        created,
+        pause_on_close: s.pause_on_close,
+        resumed: Default::default(),
+    };
     if runtime.get("status").and_then(Value::as_str) == Some("paused") {
         session.call("/resume", Some(deadline)).await.map_err(fail)?;
     }
@@ -243,11 +251,26 @@ impl RuntimeSession {
         }
     }
 
-    pub async fn probe(&self) -> Probe {
+    /// Where the runtime stands while a job runs; one the provider paused is resumed once.
+    pub async fn probe(&self, client: &AgentClient) -> Probe {
         match lookup(&self.api, &self.session_id, None).await {
             Ok(None) => Probe::Gone(format!("runtime session {} is gone", self.session_id)),
             Ok(Some(v)) => match v.get("status").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase().as_str() {
                 "stopped" | "error" => Probe::Gone(format!("runtime {} stopped", self.runtime_id)),
+                "paused" if self.resumed.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+                    Probe::Gone(format!("runtime {} was paused again after ohrun resumed it once", self.runtime_id))
+                }
+                "paused" => match self.call("/resume", None).await {
+                    Ok(v) => {
+                        if let Some(key) = v.get("session_api_key").and_then(Value::as_str) {
+                            client.set_session_key(Some(key.to_string()));
+                        }
+                        Probe::Resumed
+                    }
+                    Err(f) => {
+                        Probe::Gone(format!("runtime {} was paused and resuming it failed: {f}", self.runtime_id))
+                    }
+                },
                 _ => Probe::Alive,
             },
             Err(_) => Probe::Alive,

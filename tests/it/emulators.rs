@@ -26,6 +26,9 @@ pub struct Faults {
     pub delete_status: Option<u16>,
     /// Kill the server and report MISSING this long after it became RUNNING.
     pub missing_after: Option<Duration>,
+    /// Freeze the server (SIGSTOP) and report PAUSED this long after it became RUNNING, once; resume
+    /// thaws it (SIGCONT).
+    pub pause_after: Option<Duration>,
 }
 
 pub struct Sandbox {
@@ -37,6 +40,16 @@ pub struct Sandbox {
     _state: tempfile::TempDir,
     running_since: Option<Instant>,
     created: Instant,
+    paused_once: bool,
+}
+
+impl Sandbox {
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: a signal to our own child process.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
 }
 
 impl Drop for Sandbox {
@@ -167,6 +180,15 @@ async fn monitor(shared: Arc<Shared>) {
                 s.running_since = Some(Instant::now());
             }
         }
+        if let Some(after) = faults.pause_after {
+            for s in shared.sandboxes.lock().unwrap().values_mut() {
+                if s.status == "RUNNING" && !s.paused_once && s.running_since.is_some_and(|t| t.elapsed() >= after) {
+                    s.signal(libc::SIGSTOP);
+                    s.status = "PAUSED".into();
+                    s.paused_once = true;
+                }
+            }
+        }
         if let Some(after) = faults.missing_after {
             for s in shared.sandboxes.lock().unwrap().values_mut() {
                 if s.status == "RUNNING" && s.running_since.is_some_and(|t| t.elapsed() >= after) {
@@ -206,6 +228,7 @@ fn spawn_sandbox(id: &str) -> Sandbox {
         _state: state,
         running_since: None,
         created: Instant::now(),
+        paused_once: false,
     }
 }
 
@@ -330,6 +353,7 @@ async fn cloud_resume(State(shared): State<Arc<Shared>>, headers: HeaderMap, Pat
 fn set_status(shared: &Shared, id: &str, status: &str) -> Response {
     match shared.sandboxes.lock().unwrap().get_mut(id) {
         Some(s) => {
+            s.signal(if status == "PAUSED" { libc::SIGSTOP } else { libc::SIGCONT });
             s.status = status.into();
             axum::Json(json!({"success": true})).into_response()
         }

@@ -230,3 +230,15 @@ fn plain_http_to_a_remote_host_is_refused_before_sending_the_key() {
     assert!(out.stderr.contains("allow_insecure_http"), "{}", out.stderr);
     assert!(!out.stderr.contains(CLOUD_KEY));
 }
+
+#[test]
+fn a_sandbox_paused_under_a_running_job_is_resumed_once_and_the_job_goes_on() {
+    let faults = Faults { pause_after: Some(Duration::from_secs(2)), ..Faults::default() };
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, faults);
+    let script = "replies:\n  - tool: terminal\n    args: {command: 'sleep 8; echo still here'}\n  - tool: finish\n    args: {message: survived the pause}\n";
+    let o = run(Api::Cloud, &emu, "paused", "", "steps:\n  - message: Work.\n", script, CLOUD_KEY);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.report["steps"][0]["final_message"], "survived the pause");
+    let resumes = emu.shared.requests.lock().unwrap().iter().filter(|(what, _)| what.ends_with("/resume")).count();
+    assert_eq!(resumes, 1, "resumed exactly once");
+}

@@ -514,3 +514,34 @@ fn secrets_never_reach_reports_logs_or_the_console() {
         assert!(!stream.contains(llm_key) && !stream.contains(token), "a secret reached the console");
     }
 }
+
+#[test]
+fn a_streaming_llm_works_end_to_end() {
+    let script = "replies:\n  - tool: terminal\n    args: {command: 'echo streamed > out.txt'}\n  - tool: finish\n    args: {message: streamed reply}\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.yaml"), script).unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: streaming\nsandbox: {kind: local}\nllm:\n  model: m\n  options: {num_retries: 0, stream: true}\nsteps:\n  - message: Stream it.\nrehearsal: script.yaml\n",
+    );
+    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/streaming"));
+    assert_eq!(report["steps"][0]["final_message"], "streamed reply");
+    assert_eq!(report["totals"]["llm_calls"], 2);
+    assert!(report["totals"]["cost"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn rehearsing_against_a_sandbox_that_cannot_reach_this_machine_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: far\nsandbox: {kind: remote, url: 'https://agents.example.com', working_dir: /w}\nllm: {model: m}\nsteps:\n  - message: hi\n",
+    );
+    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
+}
