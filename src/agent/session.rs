@@ -442,7 +442,7 @@ impl<'a> Conversation<'a> {
                     ticks += 1;
                     // A provider may pause a sandbox under a running job with every connection still open:
                     // ask it now and then, not only when the server stops answering.
-                    if ticks % PROBE_EVERY_TICKS == 0 && !socket_down && self.socket.is_some() {
+                    if ticks.is_multiple_of(PROBE_EVERY_TICKS) && !socket_down && self.socket.is_some() {
                         match probe.probe().await {
                             Probe::Gone(why) => return Verdict::lost(why),
                             Probe::Resumed => tracing::warn!("the sandbox was paused by its provider; resumed it"),

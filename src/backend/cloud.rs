@@ -261,14 +261,14 @@ impl CloudSandbox {
                     }
                     let deadline = Instant::now() + Duration::from_secs(300);
                     while Instant::now() < deadline {
-                        if let Ok(Some(info)) = self.info(Some(deadline)).await {
-                            if status(&info) == "RUNNING" {
-                                let key = info.get("session_api_key").and_then(Value::as_str).map(str::to_string);
-                                if key.is_some() {
-                                    client.set_session_key(key);
-                                }
-                                return Probe::Resumed;
+                        if let Ok(Some(info)) = self.info(Some(deadline)).await
+                            && status(&info) == "RUNNING"
+                        {
+                            let key = info.get("session_api_key").and_then(Value::as_str).map(str::to_string);
+                            if key.is_some() {
+                                client.set_session_key(key);
                             }
+                            return Probe::Resumed;
                         }
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }

@@ -545,3 +545,83 @@ fn rehearsing_against_a_sandbox_that_cannot_reach_this_machine_is_refused() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
 }
+
+/// A TCP proxy whose open connections can all be cut at once (new ones are still accepted).
+struct CuttableProxy {
+    port: u16,
+    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CuttableProxy {
+    fn start(upstream: String) -> CuttableProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let conns = open.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                conns.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CuttableProxy { port, open }
+    }
+
+    fn cut(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_dropped_event_socket_reconnects_and_loses_no_event() {
+    let server = ExternalServer::start();
+    let proxy = CuttableProxy::start(server.url.trim_start_matches("http://").to_string());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        "replies:\n  - tool: terminal\n    args: {command: 'sleep 6; echo one'}\n  - tool: terminal\n    args: {command: 'echo two'}\n  - tool: finish\n    args: {message: done after the cut}\n",
+    )
+    .unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: cut\nsandbox:\n  kind: remote\n  url: http://127.0.0.1:{}\n  session_key: ${{TEST_SESSION_KEY}}\n  working_dir: {}\nllm: {{model: m}}\nsteps:\n  - message: Work.\ncleanup: never\nrehearsal: script.yaml\n",
+            proxy.port,
+            dir.path().join("ws").display()
+        ),
+    );
+    let child = Ohrun::new()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &server.key)
+        .args(["-vv", "run", "--rehearse"])
+        .args([&job])
+        .spawn();
+    // Cut every connection while the agent's first command runs (its action is logged, its result not yet).
+    let events = dir.path().join("ohrun-reports/cut/events.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&events).unwrap_or_default().contains("\"ActionEvent\"") {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proxy.cut();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("event socket reconnected"), "the socket did drop and come back:\n{stderr}");
+    let report = read_report(&dir.path().join("ohrun-reports/cut"));
+    assert_eq!(report["steps"][0]["final_message"], "done after the cut");
+    let logged = ids(&read_events(&dir.path().join("ohrun-reports/cut")));
+    let on_server = ids(&server.events(report["conversation_id"].as_str().unwrap()));
+    assert_eq!(logged.iter().collect::<HashSet<_>>().len(), logged.len(), "an event was logged twice");
+    assert_eq!(logged.iter().collect::<HashSet<_>>(), on_server.iter().collect::<HashSet<_>>(), "an event was lost");
+}
