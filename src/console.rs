@@ -2,6 +2,7 @@
 //! plain, stable lines. The mode is decided once, from facts passed in, so it is easy to test.
 
 use crate::agent::session::Progress;
+use crate::report::StepReport;
 use crate::report::redact::Redactor;
 use crate::style::Style;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -121,6 +122,22 @@ pub struct StepProgress<'a> {
 }
 
 impl Progress for StepProgress<'_> {
+    fn step_done(&self, s: &StepReport, total: usize) {
+        let error = s.error.as_ref().map(|e| format!(" · {} {}", e.code, e.detail)).unwrap_or_default();
+        self.console.say(&format!(
+            "{} step {}/{total}: {} · {} events · ${:.4} · {:.1}s{error}",
+            self.run_id,
+            s.index,
+            s.end_reason.as_str(),
+            s.event_count,
+            s.cost,
+            s.duration_ms.unwrap_or(0) as f64 / 1000.0
+        ));
+        if s.index < total {
+            self.console.activity(&format!("{} step {}/{total}", self.run_id, s.index + 1));
+        }
+    }
+
     fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: f64) {
         if self.console.mode == Mode::Live {
             self.console.update(format!(

@@ -50,7 +50,10 @@ const LOST_AFTER_FAILED_POLLS: u32 = 30;
 
 /// Progress the session reports while it waits.
 pub trait Progress: Sync {
+    /// Every second while step `index` (1-based) of `total` runs.
     fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: f64);
+    /// When a step has ended.
+    fn step_done(&self, report: &StepReport, total: usize);
 }
 
 pub struct Conversation<'a> {
@@ -64,6 +67,8 @@ pub struct Conversation<'a> {
     /// The latest cost seen in a `stats` frame, for budgets and the live line.
     live_cost: f64,
     interrupt: watch::Receiver<u32>,
+    /// The server is gone: no more calls to it (each would only wait for its timeout).
+    lost: bool,
 }
 
 /// The run-level result of the conversation part.
@@ -230,6 +235,7 @@ impl<'a> Conversation<'a> {
             event_count: 0,
             live_cost: 0.0,
             interrupt,
+            lost: false,
         };
         conv.reconcile().await;
         Ok(conv)
@@ -252,8 +258,17 @@ impl<'a> Conversation<'a> {
         true
     }
 
+    fn lost(&mut self, why: String) -> Verdict {
+        self.lost = true;
+        self.socket = None;
+        Verdict::lost(why)
+    }
+
     /// Fills gaps from `events/search`; returns the new events.
     pub async fn reconcile(&mut self) -> Vec<Value> {
+        if self.lost {
+            return Vec::new();
+        }
         match self.client.all_events(&self.id).await {
             Ok(events) => events.into_iter().filter(|e| self.log(e)).collect(),
             Err(e) => {
@@ -264,6 +279,9 @@ impl<'a> Conversation<'a> {
     }
 
     async fn stats(&self) -> Option<Totals> {
+        if self.lost {
+            return None;
+        }
         self.client.conversation(&self.id).await.ok().and_then(|c| c.get("stats").map(sum_stats))
     }
 
@@ -302,6 +320,7 @@ impl<'a> Conversation<'a> {
             report.tokens = after.tokens.minus(before.tokens);
             report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
             before = after;
+            progress.step_done(&report, total);
             let ok = matches!(reason, EndReason::Finished) || (reason == EndReason::Question && report.error.is_none());
             steps.push(report);
             if !ok {
@@ -367,6 +386,9 @@ impl<'a> Conversation<'a> {
 
     /// The agent's last word for this step (its finish message or text reply), as the server has it.
     async fn final_message(&self) -> Option<String> {
+        if self.lost {
+            return None;
+        }
         self.client.final_response(&self.id).await.ok().filter(|s| !s.is_empty())
     }
 
@@ -384,11 +406,23 @@ impl<'a> Conversation<'a> {
         progress: &dyn Progress,
         probe: &dyn SandboxProbe,
     ) -> Verdict {
-        if let Err(e) = self.client.send_message(&self.id, message).await {
-            return Verdict::lost(format!("sending the message failed: {e}"));
-        }
-        if let Err(e) = self.client.run(&self.id).await {
-            return Verdict::lost(format!("starting the run failed: {e}"));
+        // If the server does not answer, ask its provider: a paused sandbox is resumed (once) and the message
+        // sent again; the message endpoint is safe to repeat only because a failed send stored nothing.
+        let mut resumed = false;
+        loop {
+            let sent = match self.client.send_message(&self.id, message).await {
+                Ok(()) => self.client.run(&self.id).await.map_err(|e| format!("starting the run failed: {e}")),
+                Err(e) => Err(format!("sending the message failed: {e}")),
+            };
+            match sent {
+                Ok(()) => break,
+                Err(e) if !resumed => match probe.probe().await {
+                    Probe::Resumed => resumed = true,
+                    Probe::Gone(why) => return self.lost(format!("{e}; {why}")),
+                    Probe::Alive => return self.lost(e),
+                },
+                Err(e) => return self.lost(e),
+            }
         }
         // Armed: from here on, a non-running snapshot means this run is over.
         let mut stop: Option<Stop> = None;
@@ -438,13 +472,13 @@ impl<'a> Conversation<'a> {
                     None => self.socket = None,
                 },
                 _ = tick.tick() => {
-                    progress.step(index, total, started.elapsed(), self.event_count - events_at_start, self.live_cost);
+                    progress.step(index + 1, total, started.elapsed(), self.event_count - events_at_start, self.live_cost);
                     ticks += 1;
                     // A provider may pause a sandbox under a running job with every connection still open:
                     // ask it now and then, not only when the server stops answering.
                     if ticks.is_multiple_of(PROBE_EVERY_TICKS) && !socket_down && self.socket.is_some() {
                         match probe.probe().await {
-                            Probe::Gone(why) => return Verdict::lost(why),
+                            Probe::Gone(why) => return self.lost(why),
                             Probe::Resumed => tracing::warn!("the sandbox was paused by its provider; resumed it"),
                             Probe::Alive => {}
                         }
@@ -456,10 +490,10 @@ impl<'a> Conversation<'a> {
                             // The server does not answer: ask its provider whether the sandbox still exists.
                             failed_polls += 1;
                             match probe.probe().await {
-                                Probe::Gone(why) => return Verdict::lost(why),
+                                Probe::Gone(why) => return self.lost(why),
                                 Probe::Resumed => tracing::warn!("the sandbox was paused by its provider; resumed it"),
                                 Probe::Alive if failed_polls >= LOST_AFTER_FAILED_POLLS => {
-                                    return Verdict::lost(format!("the agent-server did not answer for {failed_polls} s"));
+                                    return self.lost(format!("the agent-server did not answer for {failed_polls} s"));
                                 }
                                 Probe::Alive => {}
                             }
@@ -556,6 +590,9 @@ impl<'a> Conversation<'a> {
     /// Deletes the conversation (its persisted data and terminal sessions).
     pub async fn close(mut self) -> Result<(), String> {
         self.socket = None;
+        if self.lost {
+            return Err("the agent-server is gone".into());
+        }
         self.client.delete_conversation(&self.id).await.map_err(|e| e.to_string())
     }
 }

@@ -93,7 +93,22 @@ impl ProviderApi {
         self.retries.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn record_retry(&self, r: ApiRetry) {
+    /// Waits before retrying a request that failed with `f` (Retry-After if the server gave one, else
+    /// backoff) and records the retry.
+    pub async fn wait_before_retry(&self, method: &str, path: &str, attempt: u32, f: &ApiFailure) {
+        let wait = f.retry_after().unwrap_or_else(|| backoff(attempt));
+        self.record_retry(ApiRetry {
+            method: method.to_string(),
+            path: path.to_string(),
+            attempt,
+            status: f.status(),
+            reason: f.to_string(),
+            waited_ms: wait.as_millis() as u64,
+        });
+        tokio::time::sleep(wait).await;
+    }
+
+    fn record_retry(&self, r: ApiRetry) {
         tracing::info!("retrying {} {} after {} ms ({})", r.method, r.path, r.waited_ms, r.reason);
         self.retries.lock().unwrap_or_else(|e| e.into_inner()).push(r);
     }

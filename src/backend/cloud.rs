@@ -4,10 +4,9 @@
 //! sandbox is resumed once, the session key is re-read after every poll, only a sandbox ohrun created is
 //! ever deleted, and a failed delete is retried and then reported loudly with the sandbox id.
 
-use super::api::{ApiFailure, ProviderApi, backoff};
+use super::api::{ApiFailure, ProviderApi};
 use super::{Probe, ProvisionError};
 use crate::agent::http::AgentClient;
-use crate::report::ApiRetry;
 use reqwest::Method;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -99,16 +98,7 @@ pub async fn start(
                     progress(&format!("found sandbox {found}, created by the request that failed; using it"));
                     break found.clone();
                 }
-                let wait = f.retry_after().unwrap_or_else(|| backoff(attempt));
-                api.record_retry(ApiRetry {
-                    method: "POST".into(),
-                    path: "/api/v1/sandboxes".into(),
-                    attempt,
-                    status: f.status(),
-                    reason: f.to_string(),
-                    waited_ms: wait.as_millis() as u64,
-                });
-                tokio::time::sleep(wait).await;
+                api.wait_before_retry("POST", "/api/v1/sandboxes", attempt, &f).await;
             }
             Err(f) => return Err(error(f.to_string())),
         }

@@ -4,10 +4,9 @@
 //! session id is ours, so after an unclear failure ohrun asks for the session before starting again. A
 //! session ohrun did not start (an existing `session_id`) is never stopped.
 
-use super::api::{ApiFailure, ProviderApi, backoff};
+use super::api::{ApiFailure, ProviderApi};
 use super::{Probe, ProvisionError};
 use crate::agent::http::AgentClient;
-use crate::report::ApiRetry;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -156,16 +155,7 @@ async fn start_session(
                     progress(&format!("runtime session {sid} exists after all; using it"));
                     return Ok(v);
                 }
-                let wait = f.retry_after().unwrap_or_else(|| backoff(attempt));
-                api.record_retry(ApiRetry {
-                    method: "POST".into(),
-                    path: "/start".into(),
-                    attempt,
-                    status: f.status(),
-                    reason: f.to_string(),
-                    waited_ms: wait.as_millis() as u64,
-                });
-                tokio::time::sleep(wait).await;
+                api.wait_before_retry("POST", "/start", attempt, &f).await;
             }
             Err(f) => return Err(error(f.to_string())),
         }

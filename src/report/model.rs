@@ -147,6 +147,24 @@ pub enum EndReason {
     Lost,
 }
 
+impl EndReason {
+    /// The name used in reports and on the console.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Finished => "finished",
+            EndReason::Question => "question",
+            EndReason::Error => "error",
+            EndReason::Stuck => "stuck",
+            EndReason::Paused => "paused",
+            EndReason::Timeout => "timeout",
+            EndReason::Budget => "budget",
+            EndReason::Interrupted => "interrupted",
+            EndReason::NotRun => "not_run",
+            EndReason::Lost => "lost",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct StepError {
     pub code: String,

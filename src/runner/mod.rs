@@ -326,16 +326,6 @@ async fn converse(
     console.activity(&format!("{prefix} step 1/{}", spec.steps.len()));
     let max_cost = spec.limits.max_cost.map(|c| c.as_f64());
     let outcome = conv.run_steps(spec, job_dir, run_deadline, max_cost, &progress, sandbox).await;
-    for s in outcome.steps.iter().filter(|s| s.end_reason != EndReason::NotRun) {
-        console.say(&format!(
-            "{prefix} step {}: {:?} · {} events · ${:.4} · {:.1}s",
-            s.index,
-            s.end_reason,
-            s.event_count,
-            s.cost,
-            s.duration_ms.unwrap_or(0) as f64 / 1000.0
-        ));
-    }
     report.steps = outcome.steps;
     report.totals = outcome.totals;
     let (class, message) = classify(report);

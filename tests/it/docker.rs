@@ -146,21 +146,23 @@ fn cleanup_on_success_keeps_a_failed_runs_container() {
     }
 }
 
+/// Runs a one-step docker job that cannot start; returns (exit code, stderr, its report dir).
+fn failing_start(name: &str, sandbox_extra: &str) -> (i32, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(dir.path(), "job.yaml", &format!("{}steps:\n  - message: hi\n", job_text(name, sandbox_extra)));
+    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+    (out.code, out.stderr, dir)
+}
+
 #[test]
 fn a_container_that_exits_at_start_is_exit_3_with_its_log() {
     if !engine_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let job = write_job(
-        dir.path(),
-        "job.yaml",
-        &format!("{}steps:\n  - message: hi\n", job_text("dies", "  command: [--no-such-flag]\n")),
-    );
-    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
-    assert_eq!(out.code, 3, "{}", out.stderr);
-    assert!(out.stderr.contains("exited with code"), "{}", out.stderr);
-    assert!(out.stderr.contains("--no-such-flag"), "the log tail shows why:\n{}", out.stderr);
+    let (code, stderr, dir) = failing_start("dies", "  command: [--no-such-flag]\n");
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("exited with code"), "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "the log tail shows why:\n{stderr}");
     assert!(containers_of("dies").is_empty(), "the dead container is removed");
     let report: Value = read_report(&dir.path().join("ohrun-reports/dies"));
     assert_eq!(report["outcome"]["class"], "infrastructure");
@@ -171,14 +173,8 @@ fn a_missing_image_names_the_build_script() {
     if !engine_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let job = write_job(
-        dir.path(),
-        "job.yaml",
-        &format!("{}steps:\n  - message: hi\n", job_text("no-image", "  image: ohrun/no-such-image:0\n")),
-    );
-    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
-    assert_eq!(out.code, 3, "{}", out.stderr);
-    assert!(out.stderr.contains("ohrun/no-such-image:0 is not on this Docker engine"), "{}", out.stderr);
-    assert!(out.stderr.contains("scripts/build-agent-server-image.sh"), "{}", out.stderr);
+    let (code, stderr, _dir) = failing_start("no-image", "  image: ohrun/no-such-image:0\n");
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("ohrun/no-such-image:0 is not on this Docker engine"), "{stderr}");
+    assert!(stderr.contains("scripts/build-agent-server-image.sh"), "{stderr}");
 }

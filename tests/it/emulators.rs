@@ -3,7 +3,7 @@
 //! test: slow starts, ERROR, 503 with Retry-After on create, failing deletes, a sandbox that goes MISSING
 //! while a job runs. Every request is recorded with its auth header, so tests can check them.
 
-use crate::support::agent_server_command;
+use crate::support::{free_port, spawn_agent_server};
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -26,9 +26,6 @@ pub struct Faults {
     pub delete_status: Option<u16>,
     /// Kill the server and report MISSING this long after it became RUNNING.
     pub missing_after: Option<Duration>,
-    /// Freeze the server (SIGSTOP) and report PAUSED this long after it became RUNNING, once; resume
-    /// thaws it (SIGCONT).
-    pub pause_after: Option<Duration>,
 }
 
 pub struct Sandbox {
@@ -40,7 +37,6 @@ pub struct Sandbox {
     _state: tempfile::TempDir,
     running_since: Option<Instant>,
     created: Instant,
-    paused_once: bool,
 }
 
 impl Sandbox {
@@ -148,6 +144,14 @@ impl Emulator {
         *self.shared.deletes.lock().unwrap()
     }
 
+    /// The provider pauses every running sandbox now (the server process is frozen).
+    pub fn pause_running(&self) {
+        for s in self.shared.sandboxes.lock().unwrap().values_mut().filter(|s| s.status == "RUNNING") {
+            s.signal(libc::SIGSTOP);
+            s.status = "PAUSED".into();
+        }
+    }
+
     pub fn statuses(&self) -> Vec<String> {
         self.shared.sandboxes.lock().unwrap().values().map(|s| s.status.clone()).collect()
     }
@@ -180,15 +184,6 @@ async fn monitor(shared: Arc<Shared>) {
                 s.running_since = Some(Instant::now());
             }
         }
-        if let Some(after) = faults.pause_after {
-            for s in shared.sandboxes.lock().unwrap().values_mut() {
-                if s.status == "RUNNING" && !s.paused_once && s.running_since.is_some_and(|t| t.elapsed() >= after) {
-                    s.signal(libc::SIGSTOP);
-                    s.status = "PAUSED".into();
-                    s.paused_once = true;
-                }
-            }
-        }
         if let Some(after) = faults.missing_after {
             for s in shared.sandboxes.lock().unwrap().values_mut() {
                 if s.status == "RUNNING" && s.running_since.is_some_and(|t| t.elapsed() >= after) {
@@ -201,24 +196,10 @@ async fn monitor(shared: Arc<Shared>) {
 }
 
 fn spawn_sandbox(id: &str) -> Sandbox {
-    let command = agent_server_command();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let state = tempfile::tempdir().unwrap();
     let key = format!("emulated-session-{}", uuid::Uuid::new_v4().simple());
-    let log = std::fs::File::create(state.path().join("server.log")).unwrap();
-    let child = std::process::Command::new(&command[0])
-        .args(&command[1..])
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .current_dir(state.path())
-        .env("OH_SESSION_API_KEYS_0", &key)
-        .env("OH_ENABLE_VSCODE", "false")
-        .env("OH_ENABLE_BROWSER", "false")
-        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        .env("TMUX_TMPDIR", state.path())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = spawn_agent_server(port, &key, state.path());
     Sandbox {
         id: id.to_string(),
         status: "STARTING".into(),
@@ -228,7 +209,6 @@ fn spawn_sandbox(id: &str) -> Sandbox {
         _state: state,
         running_since: None,
         created: Instant::now(),
-        paused_once: false,
     }
 }
 

@@ -233,12 +233,41 @@ fn plain_http_to_a_remote_host_is_refused_before_sending_the_key() {
 
 #[test]
 fn a_sandbox_paused_under_a_running_job_is_resumed_once_and_the_job_goes_on() {
-    let faults = Faults { pause_after: Some(Duration::from_secs(2)), ..Faults::default() };
-    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, faults);
-    let script = "replies:\n  - tool: terminal\n    args: {command: 'sleep 8; echo still here'}\n  - tool: finish\n    args: {message: survived the pause}\n";
-    let o = run(Api::Cloud, &emu, "paused", "", "steps:\n  - message: Work.\n", script, CLOUD_KEY);
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    assert_eq!(o.report["steps"][0]["final_message"], "survived the pause");
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        "replies:\n  - tool: terminal\n    args: {command: 'sleep 3; echo still here'}\n  - tool: finish\n    args: {message: survived the pause}\n",
+    )
+    .unwrap();
+    let sandbox = sandbox_yaml(&Api::Cloud, &emu.url, &format!("  working_dir: {}\n", dir.path().join("ws").display()));
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: paused\nsandbox:\n{sandbox}llm: {{model: m}}\nsteps:\n  - message: Work.\nrehearsal: script.yaml\n"
+        ),
+    );
+    let child = Ohrun::new()
+        .current_dir(dir.path())
+        .env("OPENHANDS_CLOUD_API_KEY", CLOUD_KEY)
+        .args(["-vv", "run", "--rehearse"])
+        .args([&job])
+        .spawn();
+    // The provider pauses the sandbox while the agent's command runs: every connection stays open.
+    let events = dir.path().join("ohrun-reports/paused/events.jsonl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&events).unwrap_or_default().contains("\"ActionEvent\"") {
+        assert!(std::time::Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    emu.pause_running();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report = read_report(&dir.path().join("ohrun-reports/paused"));
+    assert_eq!(report["steps"][0]["final_message"], "survived the pause");
     let resumes = emu.shared.requests.lock().unwrap().iter().filter(|(what, _)| what.ends_with("/resume")).count();
     assert_eq!(resumes, 1, "resumed exactly once");
+    assert!(stderr.contains("resum"), "the console says so:\n{stderr}");
 }

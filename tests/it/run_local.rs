@@ -109,24 +109,10 @@ struct ExternalServer {
 
 impl ExternalServer {
     fn start() -> ExternalServer {
-        let command = agent_server_command();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let state = tempfile::tempdir().unwrap();
         let key = "remote-test-key-0123456789".to_string();
-        let log = std::fs::File::create(state.path().join("server.log")).unwrap();
-        let child = std::process::Command::new(&command[0])
-            .args(&command[1..])
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .current_dir(state.path())
-            .env("OH_SESSION_API_KEYS_0", &key)
-            .env("OH_ENABLE_VSCODE", "false")
-            .env("OH_ENABLE_BROWSER", "false")
-            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            .env("TMUX_TMPDIR", state.path())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn_agent_server(port, &key, state.path());
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(120);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

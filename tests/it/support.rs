@@ -143,3 +143,27 @@ pub fn write_job(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Starts a real agent-server on 127.0.0.1:`port` with session key `key`, its state (and log) in
+/// `state_dir`, the way a user or a provider would.
+pub fn spawn_agent_server(port: u16, key: &str, state_dir: &Path) -> std::process::Child {
+    let command = agent_server_command();
+    let log = std::fs::File::create(state_dir.join("server.log")).unwrap();
+    std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .current_dir(state_dir)
+        .env("OH_SESSION_API_KEYS_0", key)
+        .env("OH_ENABLE_VSCODE", "false")
+        .env("OH_ENABLE_BROWSER", "false")
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .env("TMUX_TMPDIR", state_dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
