@@ -20,8 +20,9 @@ pub struct Faults {
     pub start_delay: Duration,
     /// Go to ERROR (pod failed) instead of RUNNING.
     pub go_error: bool,
-    /// Answer this many creates with 503 and Retry-After: 1 (without creating anything).
+    /// Answer this many creates with `failing_status` (503 unless set) and Retry-After: 1, creating nothing.
     pub failing_creates: u32,
+    pub failing_status: Option<u16>,
     /// Answer every delete/stop with this status.
     pub delete_status: Option<u16>,
     /// Kill the server and report MISSING this long after it became RUNNING.
@@ -219,6 +220,12 @@ fn record(shared: &Shared, what: String, headers: &HeaderMap, header: &str) -> b
     auth == expected
 }
 
+/// A refused create: 503 (or the fault's status) with Retry-After: 1.
+fn busy(faults: &Faults) -> Response {
+    let status = StatusCode::from_u16(faults.failing_status.unwrap_or(503)).unwrap();
+    (status, [("retry-after", "1")], axum::Json(json!({"detail": "busy, try later"}))).into_response()
+}
+
 fn unauthorized() -> Response {
     (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "NoCredentialsError"}))).into_response()
 }
@@ -258,12 +265,7 @@ async fn cloud_create(State(shared): State<Arc<Shared>>, headers: HeaderMap, Raw
         let mut faults = shared.faults.lock().unwrap();
         if faults.failing_creates > 0 {
             faults.failing_creates -= 1;
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [("retry-after", "1")],
-                axum::Json(json!({"detail": "busy, try later"})),
-            )
-                .into_response();
+            return busy(&faults);
         }
     }
     *shared.creates.lock().unwrap() += 1;
@@ -387,8 +389,7 @@ async fn rt_start(
         let mut faults = shared.faults.lock().unwrap();
         if faults.failing_creates > 0 {
             faults.failing_creates -= 1;
-            return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], axum::Json(json!({"detail": "busy"})))
-                .into_response();
+            return busy(&faults);
         }
     }
     let Some(sid) = body.get("session_id").and_then(Value::as_str).map(str::to_string) else {

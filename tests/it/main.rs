@@ -6,5 +6,6 @@ mod golden;
 mod jobs;
 mod parser_fuzz;
 mod provider_apis;
+mod rehearse;
 mod run_local;
 mod support;

@@ -271,3 +271,17 @@ fn a_sandbox_paused_under_a_running_job_is_resumed_once_and_the_job_goes_on() {
     assert_eq!(resumes, 1, "resumed exactly once");
     assert!(stderr.contains("resum"), "the console says so:\n{stderr}");
 }
+
+#[test]
+fn a_429_on_start_is_retried_after_retry_after() {
+    let faults = Faults { failing_creates: 1, failing_status: Some(429), ..Faults::default() };
+    let emu = Emulator::start(Api::Runtime, RUNTIME_KEY, faults);
+    let o = run(Api::Runtime, &emu, "rate-limited", "", "steps:\n  - message: hi\n", "replies: []\n", RUNTIME_KEY);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!((emu.creates(), emu.deletes()), (1, 1));
+    let retries = o.report["sandbox"]["api_retries"].as_array().unwrap();
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    assert_eq!(retries[0]["status"], 429);
+    assert_eq!(retries[0]["path"], "/start");
+    assert!(retries[0]["waited_ms"].as_u64().unwrap() >= 1000);
+}

@@ -611,3 +611,30 @@ fn a_dropped_event_socket_reconnects_and_loses_no_event() {
     assert_eq!(logged.iter().collect::<HashSet<_>>().len(), logged.len(), "an event was logged twice");
     assert_eq!(logged.iter().collect::<HashSet<_>>(), on_server.iter().collect::<HashSet<_>>(), "an event was lost");
 }
+
+#[test]
+fn a_setup_command_that_runs_too_long_is_stopped_and_fails_the_run() {
+    let (code, report, stderr, _dir) =
+        run_local_job("setup-timeout", "setup:\n  - run: sleep 30\n    timeout: 2s\n", None, &["--rehearse"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(report["setup"][0]["exit_code"], -1);
+    assert_eq!(report["setup"][0]["timed_out"], true);
+    assert!(report["setup"][0]["duration_ms"].as_u64().unwrap() < 20_000);
+    assert_eq!(report["steps"][0]["end_reason"], "not_run");
+}
+
+#[test]
+fn without_a_suitable_python_the_managed_server_cannot_be_installed_and_ohrun_says_what_to_install() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Ohrun::new()
+        .env("OHRUN_HOME", home.path())
+        .env("HOME", home.path())
+        .env("PYENV_ROOT", home.path().join("no-pyenv"))
+        .env("PATH", home.path().join("no-bin"))
+        .env_remove("OHRUN_PYTHON")
+        .args(["setup", "local"])
+        .output();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("no Python 3.12 or newer"), "{}", out.stderr);
+    assert!(out.stderr.contains("install Python"), "{}", out.stderr);
+}
