@@ -7,13 +7,12 @@
 //! server listens on 127.0.0.1 only; otherwise it runs on the default bridge (or the job's `network`) with
 //! its port published on 127.0.0.1 only. Nothing is exposed beyond loopback either way.
 
-use super::ProvisionError;
+use super::{ProvisionError, free_port};
 use crate::agent::http::AgentClient;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -73,10 +72,6 @@ pub async fn connect() -> Result<Docker, ProvisionError> {
     let docker = docker.negotiate_version().await.map_err(|e| unreachable(e.to_string()))?;
     docker.ping().await.map_err(|e| unreachable(e.to_string()))?;
     Ok(docker)
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Creates, starts and health-checks the container.
@@ -256,19 +251,4 @@ pub async fn log_tail(docker: &Docker, id: &str, lines: usize) -> String {
         out.push_str(&chunk.to_string());
     }
     out.trim_end().to_string()
-}
-
-/// Containers ohrun created (by label), optionally for one run: for tests and clean-up.
-pub async fn list_labelled(docker: &Docker, run_id: Option<&str>) -> Vec<String> {
-    let mut label = vec![format!("{LABEL_CREATED_BY}=ohrun")];
-    if let Some(r) = run_id {
-        label.push(format!("{LABEL_RUN_ID}={r}"));
-    }
-    let filters = HashMap::from([("label".to_string(), label)]);
-    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-    docker
-        .list_containers(Some(options))
-        .await
-        .map(|cs| cs.into_iter().filter_map(|c| c.id).collect())
-        .unwrap_or_default()
 }

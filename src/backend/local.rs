@@ -3,8 +3,8 @@
 //! spawned; KillOnDrop covers every early return and panic. Its tmux sockets live in the server's own
 //! state directory, and any tmux server left there is killed after the stop.
 
-use super::ProvisionError;
 use super::install;
+use super::{ProvisionError, free_port};
 use crate::agent::http::AgentClient;
 use crate::settings::SandboxSettings;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop, ProcessGroup};
@@ -87,10 +87,6 @@ async fn kill_tmux_servers(state_dir: &Path) {
                 .await;
         }
     }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn random_key() -> String {

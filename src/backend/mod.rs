@@ -14,6 +14,11 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// A free TCP port on 127.0.0.1 (free now; the caller binds it soon after).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 /// A ready agent-server.
 pub struct Provisioned {
     pub client: AgentClient,

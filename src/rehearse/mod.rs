@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use script::{Reply, Script, Usage};
+use script::{Reply, Script};
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -72,10 +72,6 @@ impl Rehearsal {
         Ok(Rehearsal { addr, shared, task })
     }
 
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
     /// The base URL to give litellm, seen from `host`.
     pub fn base_url(&self, host: &str) -> String {
         format!("http://{host}:{}/v1", self.addr.port())
@@ -84,11 +80,6 @@ impl Rehearsal {
     pub fn calls(&self) -> CallCounts {
         let c = self.shared.counters.lock().unwrap_or_else(|e| e.into_inner());
         CallCounts { scripted: c.scripted_calls, side: c.side_calls, beyond_script: c.exhausted_calls }
-    }
-
-    /// The usage every call reports unless its reply says otherwise.
-    pub fn default_usage(&self) -> Usage {
-        self.shared.script.usage
     }
 }
 

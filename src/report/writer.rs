@@ -28,13 +28,9 @@ impl ReportWriter {
         writeln!(self.events, "{}", self.redactor.apply(&line))?;
         self.events.flush()
     }
-
-    /// Writes `run.json` atomically: readers see the old report or the new one, never half of one.
-    pub fn write(&self, report: &RunReport) -> std::io::Result<PathBuf> {
-        write_report(&self.dir, report, &self.redactor)
-    }
 }
 
+/// Writes `run.json` atomically: readers see the old report or the new one, never half of one.
 pub fn write_report(dir: &Path, report: &RunReport, redactor: &Redactor) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;

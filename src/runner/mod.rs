@@ -92,7 +92,7 @@ async fn execute(plan: &Plan, run: &PlannedRun, opts: &RunOptions, console: &Con
         .collect();
     let prefix = format!("[{}]", run.id);
     console.activity(&format!("{prefix} starting ({} sandbox)", spec.sandbox.kind()));
-    let outcome = attempt(plan, run, opts, console, signals, &report_dir, &mut report, &prefix).await;
+    let outcome = attempt(run, &job_dir, opts, console, signals, &report_dir, &mut report, &prefix).await;
     report.outcome =
         Outcome { class: outcome.0, exit_code: outcome.0.exit_code(signals.terminated()), message: outcome.1 };
     report.ended_at = Some(now_rfc3339());
@@ -128,8 +128,8 @@ type Attempt = (OutcomeClass, Option<String>, Redactor);
 
 #[allow(clippy::too_many_arguments)]
 async fn attempt(
-    plan: &Plan,
     run: &PlannedRun,
+    job_dir: &Path,
     opts: &RunOptions,
     console: &Console,
     signals: &Signals,
@@ -138,7 +138,6 @@ async fn attempt(
     prefix: &str,
 ) -> Attempt {
     let spec = &run.spec;
-    let job_dir = plan.file.parent().map(Path::to_path_buf).unwrap_or_default();
     let run_deadline = spec.limits.timeout.map(|t| Instant::now() + t.0);
 
     // The rehearsal endpoint, if any, lives as long as this run.
@@ -156,7 +155,7 @@ async fn attempt(
         None => None,
     };
     let reh_llm = rehearsal.as_ref().map(|r| RehearsalLlm { base_url: r.base_url("127.0.0.1") });
-    let settings: RunSettings = match settings::resolve(spec, &job_dir, reh_llm.as_ref(), &|n| std::env::var(n).ok()) {
+    let settings: RunSettings = match settings::resolve(spec, job_dir, reh_llm.as_ref(), &|n| std::env::var(n).ok()) {
         Ok(s) => s,
         Err(problems) => {
             for p in &problems {
@@ -183,10 +182,11 @@ async fn attempt(
     console.activity(&format!("{prefix} provisioning the {} sandbox", spec.sandbox.kind()));
     let progress = |line: &str| console.say(&format!("{prefix} {line}"));
     let mut interrupt = signals.count.clone();
+    let job_name = report.job.name.clone();
     let labels = [
         (backend::docker::LABEL_CREATED_BY, "ohrun"),
         (backend::docker::LABEL_RUN_ID, run.id.as_str()),
-        (backend::docker::LABEL_JOB, plan.job_name.as_str()),
+        (backend::docker::LABEL_JOB, job_name.as_str()),
     ];
     let provisioned = tokio::select! {
         p = backend::provision(&settings.sandbox, &labels, report_dir, &settings.secret_names, &progress) => p,
@@ -223,8 +223,7 @@ async fn attempt(
     ));
 
     let (class, message) =
-        converse(spec, &settings, &sandbox, &mut writer, report, console, signals, &job_dir, run_deadline, prefix)
-            .await;
+        converse(spec, &settings, &sandbox, &mut writer, report, console, signals, job_dir, run_deadline, prefix).await;
 
     // Release according to the cleanup policy; a failed release is loud and wins the exit code.
     let keep = keeps(spec.cleanup, class);
