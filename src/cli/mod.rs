@@ -49,7 +49,7 @@ pub enum Command {
     },
     /// Serve the scripted LLM (a rehearsal script) on loopback until Ctrl-C; prints its base URL.
     Rehearse(RehearseArgs),
-    /// Print a JSON Schema: `job` (job files) or `report` (run.json).
+    /// Print a JSON Schema: `job` (job files), `report` (run.json) or `rehearsal` (rehearsal scripts).
     Schema {
         #[arg(default_value = "job", value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
         name: String,

@@ -67,18 +67,49 @@ fn the_schema_rejects_what_the_parser_rejects() {
 }
 
 #[test]
-fn schema_has_not_drifted_from_the_types() {
-    let out = Ohrun::new().args(["schema", "job"]).output();
-    assert_eq!(out.code, 0);
-    let path = repo_root().join("schemas/job.schema.json");
-    if std::env::var_os("OHRUN_BLESS").is_some() {
-        std::fs::write(&path, &out.stdout).unwrap();
+fn schemas_have_not_drifted_from_the_types() {
+    for name in ["job", "report", "rehearsal"] {
+        let out = Ohrun::new().args(["schema", name]).output();
+        assert_eq!(out.code, 0);
+        let path = repo_root().join(format!("schemas/{name}.schema.json"));
+        if std::env::var_os("OHRUN_BLESS").is_some() {
+            std::fs::write(&path, &out.stdout).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == out.stdout,
+            "schemas/{name}.schema.json is stale: run `cargo run -- schema {name} > schemas/{name}.schema.json`"
+        );
     }
-    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        checked_in == out.stdout,
-        "schemas/job.schema.json is stale: run `cargo run -- schema job > schemas/job.schema.json`"
-    );
+}
+
+#[test]
+fn rehearsal_scripts_in_jobs_match_their_schema_and_parse() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("schemas/rehearsal.schema.json")).unwrap())
+            .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let dir = repo_root().join("jobs/rehearsals");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("# yaml-language-server: $schema=../../schemas/rehearsal.schema.json\n"),
+            "{} lacks the modeline",
+            path.display()
+        );
+        let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        assert!(validator.is_valid(&doc), "{} does not match the schema", path.display());
+        let source = ohrun::diagnostic::Source { name: path.display().to_string(), text };
+        assert!(
+            ohrun::job::parse::load_typed::<ohrun::rehearse::script::Script>(source).is_ok(),
+            "{} does not parse",
+            path.display()
+        );
+        count += 1;
+    }
+    assert!(count >= 1);
 }
 
 #[test]
