@@ -60,13 +60,8 @@ impl Console {
 
     /// A line of progress (not shown with -q).
     pub fn say(&self, line: &str) {
-        if self.mode == Mode::Quiet {
-            return;
-        }
-        let line = self.redact(line);
-        match self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+        if self.mode != Mode::Quiet {
+            self.error(line);
         }
     }
 

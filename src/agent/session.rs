@@ -285,7 +285,8 @@ impl<'a> Conversation<'a> {
         self.client.conversation(&self.id).await.ok().and_then(|c| c.get("stats").map(sum_stats))
     }
 
-    /// Runs every step; a step that fails (error, stuck, timeout, budget, interrupt) ends the run there.
+    /// Runs the steps in order and returns the reports of those that ran; a step that fails (error, stuck,
+    /// timeout, budget, interrupt) ends the run there.
     pub async fn run_steps(
         &mut self,
         spec: &JobSpec,
@@ -304,16 +305,9 @@ impl<'a> Conversation<'a> {
                 StepReport { index: i + 1, message: text.clone(), started_at: now_rfc3339(), ..Default::default() };
             let started = Instant::now();
             let events_before = self.event_count;
-            let (reason, status, error, final_message, replies, latency) =
-                self.run_step(step, &text, i, total, run_deadline, max_cost, progress, probe).await;
+            self.run_step(step, &text, &mut report, total, run_deadline, max_cost, progress, probe).await;
             report.ended_at = Some(now_rfc3339());
             report.duration_ms = Some(started.elapsed().as_millis() as u64);
-            report.end_reason = reason;
-            report.execution_status = status;
-            report.error = error;
-            report.final_message = final_message;
-            report.replies = replies;
-            report.completion_latency_ms = latency;
             report.event_count = self.event_count - events_before;
             let after = self.stats().await.unwrap_or_else(|| before.clone());
             report.cost = (after.cost - before.cost).max(0.0);
@@ -321,19 +315,12 @@ impl<'a> Conversation<'a> {
             report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
             before = after;
             progress.step_done(&report, total);
+            let reason = report.end_reason;
             let ok = matches!(reason, EndReason::Finished) || (reason == EndReason::Question && report.error.is_none());
             steps.push(report);
             if !ok {
                 break;
             }
-        }
-        for (i, step) in spec.steps.iter().enumerate().skip(steps.len()) {
-            steps.push(StepReport {
-                index: i + 1,
-                message: message_text(&step.message, job_dir),
-                end_reason: EndReason::NotRun,
-                ..Default::default()
-            });
         }
         // Late events (and late stats) are never lost: one last reconcile and the authoritative totals.
         self.reconcile().await;
@@ -347,40 +334,45 @@ impl<'a> Conversation<'a> {
         &mut self,
         step: &Step,
         text: &str,
-        index: usize,
+        report: &mut StepReport,
         total: usize,
         run_deadline: Option<Instant>,
         max_cost: Option<f64>,
         progress: &dyn Progress,
         probe: &dyn SandboxProbe,
-    ) -> (EndReason, Option<String>, Option<StepError>, Option<String>, u32, Option<f64>) {
+    ) {
         let started = Instant::now();
         let step_deadline = started + step.timeout.0;
         let deadline = run_deadline.map_or(step_deadline, |r| r.min(step_deadline));
-        let mut replies = 0u32;
+        let index = report.index - 1;
         let mut message = text.to_string();
         loop {
             let verdict =
                 self.one_run(&message, index, total, started, deadline, max_cost, step, progress, probe).await;
-            let final_message = self.final_message().await;
+            report.final_message = self.final_message().await;
+            report.execution_status = verdict.status.clone();
+            report.completion_latency_ms = verdict.latency_ms;
             let question =
                 verdict.reason == EndReason::Finished && verdict.text_reply.as_deref().is_some_and(is_question);
             if question {
                 if let OnQuestion::Reply { text, max_replies } = &step.on_question
-                    && replies < *max_replies
+                    && report.replies < *max_replies
                 {
-                    replies += 1;
+                    report.replies += 1;
                     message = text.clone();
                     continue;
                 }
                 // `on_question: fail` makes the question an error of the step.
-                let error = matches!(step.on_question, OnQuestion::Fail).then(|| StepError {
+                report.end_reason = EndReason::Question;
+                report.error = matches!(step.on_question, OnQuestion::Fail).then(|| StepError {
                     code: "QuestionForUser".into(),
                     detail: verdict.text_reply.clone().unwrap_or_default(),
                 });
-                return (EndReason::Question, verdict.status, error, final_message, replies, verdict.latency_ms);
+                return;
             }
-            return (verdict.reason, verdict.status, verdict.error, final_message, replies, verdict.latency_ms);
+            report.end_reason = verdict.reason;
+            report.error = verdict.error;
+            return;
         }
     }
 

@@ -165,6 +165,18 @@ impl EndReason {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::EndReason::*;
+
+    #[test]
+    fn end_reason_names_are_the_serialized_ones() {
+        for r in [Finished, Question, Error, Stuck, Paused, Timeout, Budget, Interrupted, NotRun, Lost] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct StepError {
     pub code: String,

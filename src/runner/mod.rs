@@ -325,7 +325,11 @@ async fn converse(
     console.activity(&format!("{prefix} step 1/{}", spec.steps.len()));
     let max_cost = spec.limits.max_cost.map(|c| c.as_f64());
     let outcome = conv.run_steps(spec, job_dir, run_deadline, max_cost, &progress, sandbox).await;
-    report.steps = outcome.steps;
+    // Steps that ran replace their `not_run` entries; the rest stay as they were listed.
+    for step in outcome.steps {
+        let i = step.index - 1;
+        report.steps[i] = step;
+    }
     report.totals = outcome.totals;
     let (class, message) = classify(report);
     // A kept sandbox keeps its conversation too, so it can be inspected or continued.
