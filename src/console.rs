@@ -1,9 +1,10 @@
 //! What a person sees while jobs run. On a terminal (and not in CI) a live spinner line per step; else
 //! plain, stable lines. The mode is decided once, from facts passed in, so it is easy to test.
 
-use crate::agent::session::Progress;
-use crate::report::StepReport;
-use crate::report::redact::Redactor;
+use crate::agent::conversation::Progress;
+use crate::money::Usd;
+use crate::report::redact;
+use crate::report::{EndReason, StepReport};
 use crate::style::Style;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -35,7 +36,6 @@ pub struct Console {
     pub mode: Mode,
     pub style: Style,
     bar: Mutex<Option<ProgressBar>>,
-    redactor: Mutex<Redactor>,
 }
 
 impl Console {
@@ -45,17 +45,11 @@ impl Console {
             mode: Mode::resolve(std::io::stderr().is_terminal(), is_ci, quiet),
             style: Style::for_stderr(),
             bar: Mutex::new(None),
-            redactor: Mutex::new(Redactor::default()),
         }
     }
 
-    /// From now on, mask these secrets in everything printed.
-    pub fn set_redactor(&self, r: Redactor) {
-        *self.redactor.lock().unwrap_or_else(|e| e.into_inner()) = r;
-    }
-
     fn redact(&self, text: &str) -> String {
-        self.redactor.lock().unwrap_or_else(|e| e.into_inner()).apply(text).into_owned()
+        redact::apply(text).into_owned()
     }
 
     /// A line of progress (not shown with -q).
@@ -110,17 +104,28 @@ impl Console {
     }
 }
 
+/// Prints `text` on stdout (a `--json` document), through the redactor like everything else.
+pub fn print_stdout(text: &str) {
+    println!("{}", redact::apply(text));
+}
+
+/// `code: detail`, or just the code when there is no detail (no stray `: `).
+pub fn code_and_detail(code: &str, detail: &str) -> String {
+    if detail.trim().is_empty() { code.to_string() } else { format!("{code}: {detail}") }
+}
+
 /// The live line of a step: what runs, elapsed time, events, cost so far.
 pub struct StepProgress<'a> {
     pub console: &'a Console,
     pub run_id: &'a str,
+    pub cancel: &'a crate::cancel::Cancel,
 }
 
 impl Progress for StepProgress<'_> {
     fn step_done(&self, s: &StepReport, total: usize) {
-        let error = s.error.as_ref().map(|e| format!(" · {} {}", e.code, e.detail)).unwrap_or_default();
+        let error = s.error.as_ref().map(|e| format!(" · {}", code_and_detail(&e.code, &e.detail))).unwrap_or_default();
         self.console.say(&format!(
-            "{} step {}/{total}: {} · {} events · ${:.4} · {:.1}s{error}",
+            "{} step {}/{total}: {} · {} events · ${} · {:.1}s{error}",
             self.run_id,
             s.index,
             s.end_reason.as_str(),
@@ -128,15 +133,17 @@ impl Progress for StepProgress<'_> {
             s.cost,
             s.duration_ms.unwrap_or(0) as f64 / 1000.0
         ));
-        if s.index < total {
+        // The next step is announced only if it will run.
+        let goes_on = s.end_reason == EndReason::Finished || (s.end_reason == EndReason::Question && s.error.is_none());
+        if s.index < total && goes_on && !self.cancel.is_set() {
             self.console.activity(&format!("{} step {}/{total}", self.run_id, s.index + 1));
         }
     }
 
-    fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: f64) {
+    fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: Usd) {
         if self.console.mode == Mode::Live {
             self.console.update(format!(
-                "{} step {index}/{total} · {}s · {events} events · ${cost:.4}",
+                "{} step {index}/{total} · {}s · {events} events · ${cost}",
                 self.run_id,
                 elapsed.as_secs()
             ));

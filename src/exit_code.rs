@@ -1,4 +1,7 @@
-//! ohrun's exit codes: one namespace, each documented, never reused. README and `--help` list them.
+//! ohrun's exit codes: one namespace, each documented, never reused, and the one place that maps a run's
+//! outcome class to its code. README and `--help` list them.
+
+use crate::report::OutcomeClass;
 
 /// The exit codes of `ohrun`.
 pub struct ExitCode;
@@ -11,7 +14,8 @@ impl ExitCode {
     pub const RUN_FAILED: i32 = 1;
     /// The job file or the command line is wrong; nothing was started.
     pub const USAGE: i32 = 2;
-    /// Infrastructure: the sandbox could not be provisioned, or an API or the network failed.
+    /// Infrastructure: the sandbox could not be provisioned, an API or the network failed, or the report
+    /// could not be written.
     pub const INFRA: i32 = 3;
     /// A run stopped because it reached its budget (`limits.max_cost`).
     pub const BUDGET: i32 = 4;
@@ -22,14 +26,29 @@ impl ExitCode {
     /// Terminated by SIGTERM.
     pub const TERMINATED: i32 = 143;
 
+    /// The code of a run with this outcome; `terminated` tells SIGTERM from SIGINT.
+    pub fn for_class(class: OutcomeClass, terminated: bool) -> i32 {
+        match class {
+            OutcomeClass::Succeeded => Self::SUCCESS,
+            OutcomeClass::Failed => Self::RUN_FAILED,
+            OutcomeClass::UsageError => Self::USAGE,
+            OutcomeClass::Infrastructure => Self::INFRA,
+            OutcomeClass::Budget => Self::BUDGET,
+            OutcomeClass::LeftBehind => Self::LEFT_BEHIND,
+            OutcomeClass::Interrupted if terminated => Self::TERMINATED,
+            OutcomeClass::Interrupted => Self::INTERRUPTED,
+        }
+    }
+
     /// The table printed in `--help` and kept in README.md.
     pub const TABLE: &'static str = "\
 Exit codes:
   0    every run succeeded (validate/plan: every file is valid)
   1    a run failed: agent error, step timeout, failed setup command
   2    the job file or the command line is wrong; nothing was started
-  3    infrastructure: provisioning, an API or the network failed
+  3    infrastructure: provisioning, an API or the network failed, or the report could not be written
   4    a run reached its budget (limits.max_cost)
   5    a sandbox could not be released and may still be running
-  130  interrupted (SIGINT); 143 terminated (SIGTERM)";
+  130  interrupted (SIGINT); 143 terminated (SIGTERM)
+With several runs the most serious decides: 5, then 130/143, 3, 2, 4, 1, 0.";
 }

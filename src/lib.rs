@@ -3,11 +3,14 @@
 
 pub mod agent;
 pub mod backend;
+pub mod cancel;
 pub mod cli;
 pub mod console;
 pub mod diagnostic;
+pub mod error;
 pub mod exit_code;
 pub mod job;
+pub mod money;
 pub mod rehearse;
 pub mod report;
 pub mod runner;

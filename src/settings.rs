@@ -1,13 +1,20 @@
 //! A run's settings, resolved once from the rendered job and the environment, before anything is
 //! provisioned: every `${VAR}` is expanded here (a missing one is a usage error, exit 2), every secret
-//! value is registered with the redactor, and nothing downstream reads the environment again.
+//! value is registered with the redactor, and nothing downstream reads the environment again. Each
+//! backend owns its settings type; this module only assembles them.
 
+use crate::backend;
+use crate::backend::cloud::CloudSettings;
+use crate::backend::docker::DockerSettings;
+use crate::backend::local::LocalSettings;
+use crate::backend::provider::{check_transport, is_loopback_url};
+use crate::backend::remote::RemoteSettings;
+use crate::backend::runtime::RuntimeSettings;
 use crate::job::model::{JobSpec, Sandbox};
 use crate::job::values::{EnvError, EnvString};
-use crate::report::redact::Redactor;
+use crate::report::redact;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct LlmSettings {
@@ -20,41 +27,26 @@ pub struct LlmSettings {
     pub options: serde_json::Map<String, Value>,
 }
 
+/// A setup command with its `${VAR}`s expanded.
 #[derive(Clone, Debug)]
-pub enum SandboxSettings {
-    Local {
-        command: Option<Vec<String>>,
-        port: Option<u16>,
-        working_dir: Option<PathBuf>,
-        env: Vec<(String, String)>,
-        init_timeout: Duration,
-    },
-    Docker(crate::backend::docker::DockerSettings),
-    Cloud {
-        settings: crate::backend::cloud::CloudSettings,
-        keep_alive: bool,
-    },
-    Runtime {
-        settings: crate::backend::runtime::RuntimeSettings,
-        keep_alive: bool,
-    },
-    Remote {
-        url: String,
-        session_key: Option<String>,
-        working_dir: String,
-        api_timeout: Duration,
-    },
+pub struct SetupCommand {
+    pub run: String,
+    /// Relative to the sandbox's working directory unless absolute.
+    pub cwd: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout: std::time::Duration,
+    pub allow_failure: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct RunSettings {
     pub llm: LlmSettings,
-    pub sandbox: SandboxSettings,
+    pub sandbox: backend::Settings,
+    pub setup: Vec<SetupCommand>,
     /// Values of `secrets:` variables, handed to the agent as conversation secrets.
     pub secrets: Vec<(String, String)>,
     /// Every variable name the job reads through a secret reference (kept out of child processes).
     pub secret_names: Vec<String>,
-    pub redactor: Redactor,
 }
 
 /// The rehearsal endpoint replacing the job's LLM, if any.
@@ -63,198 +55,194 @@ pub struct RehearsalLlm {
     pub base_url: String,
 }
 
-/// Resolves `spec` against `env`; every problem is listed (one line each) so the user fixes them in one go.
+/// Everything wrong with a run's settings, one line each, so the user fixes them in one go.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", problems.join("; "))]
+pub struct Problems {
+    pub problems: Vec<String>,
+}
+
+/// The report directory of a run: `report.dir` with its `${VAR}`s expanded.
+pub fn report_dir(spec: &JobSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, Problems> {
+    let mut r = Resolver::new(env);
+    let dir = r.text(&spec.report.dir, "report.dir");
+    r.finish(PathBuf::from(dir))
+}
+
+/// Resolves `spec` against `env`.
 pub fn resolve(
     spec: &JobSpec,
     job_dir: &Path,
     rehearsal: Option<&RehearsalLlm>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<RunSettings, Vec<String>> {
-    let mut r = Resolver { env, problems: Vec::new(), redactor: Redactor::default(), secret_names: Vec::new() };
-    let llm = match rehearsal {
-        Some(reh) => LlmSettings {
-            model: crate::rehearse::MODEL.to_string(),
-            base_url: Some(reh.base_url.clone()),
-            api_key: Some("rehearsal".to_string()),
-            usage_id: spec.llm.usage_id.clone(),
-            input_cost_per_token: Some(
-                spec.llm
-                    .input_cost_per_token
-                    .map(|u| u.as_f64())
-                    .unwrap_or_else(|| crate::rehearse::DEFAULT_INPUT_COST_PER_TOKEN.parse().unwrap_or(0.0)),
-            ),
-            output_cost_per_token: Some(
-                spec.llm
-                    .output_cost_per_token
-                    .map(|u| u.as_f64())
-                    .unwrap_or_else(|| crate::rehearse::DEFAULT_OUTPUT_COST_PER_TOKEN.parse().unwrap_or(0.0)),
-            ),
-            options: spec.llm.options.clone(),
-        },
-        None => LlmSettings {
-            model: r.text(&spec.llm.model, "llm.model"),
-            base_url: r.optional(spec.llm.base_url.as_ref(), "llm.base_url"),
-            api_key: spec.llm.api_key.as_ref().and_then(|k| r.secret(&k.0, "llm.api_key")),
-            usage_id: spec.llm.usage_id.clone(),
-            input_cost_per_token: spec.llm.input_cost_per_token.map(|u| u.as_f64()),
-            output_cost_per_token: spec.llm.output_cost_per_token.map(|u| u.as_f64()),
-            options: spec.llm.options.clone(),
-        },
-    };
-    let sandbox = match &spec.sandbox {
-        Sandbox::Local(l) => SandboxSettings::Local {
-            command: l.command.clone(),
-            port: l.port,
-            working_dir: l.working_dir.as_ref().map(PathBuf::from),
-            env: l.env.iter().map(|(k, v)| (k.clone(), r.text(v, &format!("sandbox.env.{k}")))).collect(),
-            init_timeout: l.init_timeout.0,
-        },
-        Sandbox::Remote(rm) => SandboxSettings::Remote {
-            url: r.text(&rm.url, "sandbox.url"),
-            session_key: rm.session_key.as_ref().and_then(|k| r.secret(&k.0, "sandbox.session_key")),
-            working_dir: rm.working_dir.clone(),
-            api_timeout: rm.api_timeout.0,
-        },
-        Sandbox::Docker(d) => {
-            let mut env: Vec<(String, String)> = Vec::new();
-            for name in &d.forward_env {
-                if let Some(v) = (r.env)(name).filter(|v| !v.is_empty()) {
-                    env.push((name.clone(), v));
-                }
-            }
-            env.extend(d.env.iter().map(|(k, v)| (k.clone(), r.text(v, &format!("sandbox.env.{k}")))));
-            let binds = d
-                .mounts
-                .iter()
-                .map(|m| {
-                    let host =
-                        if Path::new(&m.host).is_absolute() { PathBuf::from(&m.host) } else { job_dir.join(&m.host) };
-                    let host = std::fs::canonicalize(&host).unwrap_or(host);
-                    format!("{}:{}{}", host.display(), m.container, if m.read_only { ":ro" } else { "" })
-                })
-                .collect();
-            // The container must reach the LLM: one on loopback is only reachable through the host's network.
-            let network = d
-                .network
-                .clone()
-                .or_else(|| llm.base_url.as_deref().filter(|u| is_loopback_url(u)).map(|_| "host".to_string()));
-            SandboxSettings::Docker(crate::backend::docker::DockerSettings {
-                image: r.text(&d.image, "sandbox.image"),
-                command: d.command.clone(),
-                binds,
-                env,
-                platform: d.platform.clone(),
-                network,
-                memory_mb: d.memory_mb,
-                cpus: d.cpus,
-                init_timeout: d.init_timeout.0,
-                working_dir: d.working_dir.clone(),
-            })
-        }
-        Sandbox::Cloud(c) => {
-            let api_url = r.text(&c.api_url, "sandbox.api_url");
-            if let Err(e) = crate::backend::api::check_transport(&api_url, c.allow_insecure_http, "sandbox.api_url") {
-                r.problems.push(e);
-            }
-            let key_var = c.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default();
-            SandboxSettings::Cloud {
-                settings: crate::backend::cloud::CloudSettings {
-                    api_url,
-                    api_key: r.secret(&c.api_key.0, "sandbox.api_key").unwrap_or_default(),
-                    key_var,
-                    sandbox_spec_id: r.optional(c.sandbox_spec_id.as_ref(), "sandbox.sandbox_spec_id"),
-                    init_timeout: c.init_timeout.0,
-                    api_timeout: c.api_timeout.0,
-                    working_dir: c.working_dir.clone(),
-                },
-                keep_alive: c.keep_alive,
-            }
-        }
-        Sandbox::Runtime(rt) => {
-            let api_url = r.text(&rt.api_url, "sandbox.api_url");
-            if let Err(e) = crate::backend::api::check_transport(&api_url, rt.allow_insecure_http, "sandbox.api_url") {
-                r.problems.push(e);
-            }
-            let key_var = rt.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default();
-            let environment = rt
-                .forward_env
-                .iter()
-                .filter_map(|n| (r.env)(n).filter(|v| !v.is_empty()).map(|v| (n.clone(), v)))
-                .collect();
-            SandboxSettings::Runtime {
-                settings: crate::backend::runtime::RuntimeSettings {
-                    api_url,
-                    api_key: r.secret(&rt.api_key.0, "sandbox.api_key").unwrap_or_default(),
-                    key_var,
-                    image: r.text(&rt.image, "sandbox.image"),
-                    image_pull_policy: format!("{:?}", rt.image_pull_policy),
-                    session_id: rt.session_id.clone(),
-                    resource_factor: rt.resource_factor,
-                    runtime_class: rt.runtime_class.clone(),
-                    target_type: format!("{:?}", rt.target_type).to_lowercase(),
-                    environment,
-                    init_timeout: rt.init_timeout.0,
-                    api_timeout: rt.api_timeout.0,
-                    pause_on_close: rt.pause_on_close,
-                    working_dir: rt.working_dir.clone(),
-                },
-                keep_alive: rt.keep_alive,
-            }
-        }
-    };
-    // The rehearsal endpoint listens on this machine's loopback: a sandbox elsewhere cannot reach it, and
-    // the agent would only retry until its LLM timeout. Say so now instead.
+) -> Result<RunSettings, Problems> {
+    let mut r = Resolver::new(env);
+    let llm = llm(spec, rehearsal, &mut r);
+    let sandbox = sandbox(&spec.sandbox, job_dir, &llm, &mut r);
     if rehearsal.is_some() {
-        let far = match &sandbox {
-            SandboxSettings::Cloud { settings, .. } => Some(settings.api_url.clone()),
-            SandboxSettings::Runtime { settings, .. } => Some(settings.api_url.clone()),
-            SandboxSettings::Remote { url, .. } => Some(url.clone()),
-            _ => None,
-        };
-        if let Some(url) = far.filter(|u| !u.is_empty() && !is_loopback_url(u)) {
-            r.problems.push(format!(
-                "--rehearse serves the scripted LLM on this machine's loopback, which a {} sandbox at {url} cannot reach; rehearse with `kind: local` or `kind: docker`",
-                spec.sandbox.kind()
-            ));
-        }
+        refuse_far_rehearsal(&sandbox, spec.sandbox.kind(), &mut r);
     }
+    let setup = spec
+        .setup
+        .iter()
+        .enumerate()
+        .map(|(i, cmd)| SetupCommand {
+            run: cmd.run.clone(),
+            cwd: cmd.cwd.as_ref().map(|c| r.text(c, &format!("setup[{i}].cwd"))),
+            env: r.env_map(&cmd.env, &format!("setup[{i}].env")),
+            timeout: cmd.timeout.0,
+            allow_failure: cmd.allow_failure,
+        })
+        .collect();
     let mut secrets = Vec::new();
     for name in &spec.secrets {
         match (r.env)(name) {
             Some(v) if !v.is_empty() => {
-                r.redactor.add(&v);
+                redact::register(&v);
                 r.secret_names.push(name.clone());
                 secrets.push((name.clone(), v));
             }
             _ => r.problems.push(format!("environment variable {name} is not set (listed in `secrets`)")),
         }
     }
-    if !r.problems.is_empty() {
-        return Err(r.problems);
-    }
-    Ok(RunSettings { llm, sandbox, secrets, secret_names: r.secret_names, redactor: r.redactor })
+    let secret_names = std::mem::take(&mut r.secret_names);
+    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names })
 }
 
-/// True for http(s) URLs whose host is 127.0.0.0/8, ::1 or localhost.
-pub fn is_loopback_url(url: &str) -> bool {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority)
+fn llm(spec: &JobSpec, rehearsal: Option<&RehearsalLlm>, r: &mut Resolver) -> LlmSettings {
+    let l = &spec.llm;
+    // The key is a secret whether or not a rehearsal replaces the LLM: its variable stays out of every
+    // process ohrun starts and its value out of every output.
+    let api_key = l.api_key.as_ref().and_then(|k| match rehearsal {
+        Some(_) => r.secret_if_set(&k.0),
+        None => r.secret(&k.0, "llm.api_key"),
+    });
+    let price = |own: Option<crate::money::Usd>, default: &str| {
+        own.map(|u| u.as_f64()).or_else(|| rehearsal.map(|_| default.parse().unwrap_or(0.0)))
     };
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    LlmSettings {
+        model: match rehearsal {
+            Some(_) => crate::rehearse::MODEL.to_string(),
+            None => r.text(&l.model, "llm.model"),
+        },
+        base_url: match rehearsal {
+            Some(reh) => Some(reh.base_url.clone()),
+            None => r.optional(l.base_url.as_ref(), "llm.base_url"),
+        },
+        api_key: if rehearsal.is_some() { Some("rehearsal".to_string()) } else { api_key },
+        usage_id: l.usage_id.clone(),
+        input_cost_per_token: price(l.input_cost_per_token, crate::rehearse::DEFAULT_INPUT_COST_PER_TOKEN),
+        output_cost_per_token: price(l.output_cost_per_token, crate::rehearse::DEFAULT_OUTPUT_COST_PER_TOKEN),
+        options: l.options.clone(),
+    }
+}
+
+fn sandbox(spec: &Sandbox, job_dir: &Path, llm: &LlmSettings, r: &mut Resolver) -> backend::Settings {
+    match spec {
+        Sandbox::Local(l) => backend::Settings::Local(LocalSettings {
+            command: l.command.as_ref().map(|c| r.list(c, "sandbox.command")),
+            port: l.port,
+            working_dir: l.working_dir.as_ref().map(|w| PathBuf::from(r.text(w, "sandbox.working_dir"))),
+            env: r.env_map(&l.env, "sandbox.env"),
+            init_timeout: l.init_timeout.0,
+        }),
+        Sandbox::Remote(rm) => {
+            let key_var = rm.session_key.as_ref().and_then(|k| k.0.var_names().first().map(|s| s.to_string()));
+            backend::Settings::Remote(RemoteSettings {
+                url: r.text(&rm.url, "sandbox.url"),
+                session_key: rm.session_key.as_ref().and_then(|k| r.secret(&k.0, "sandbox.session_key")),
+                key_var,
+                working_dir: r.text(&rm.working_dir, "sandbox.working_dir"),
+                api_timeout: rm.api_timeout.0,
+            })
+        }
+        Sandbox::Docker(d) => {
+            let mut env = r.forwarded(&d.forward_env);
+            env.extend(r.env_map(&d.env, "sandbox.env"));
+            let binds = d
+                .mounts
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let host = PathBuf::from(r.text(&m.host, &format!("sandbox.mounts[{i}].host")));
+                    let host = if host.is_absolute() { host } else { job_dir.join(host) };
+                    let host = std::fs::canonicalize(&host).unwrap_or(host);
+                    let container = r.text(&m.container, &format!("sandbox.mounts[{i}].container"));
+                    format!("{}:{container}{}", host.display(), if m.read_only { ":ro" } else { "" })
+                })
+                .collect();
+            // The container must reach the LLM: one on loopback is only reachable through the host's network.
+            let network = r
+                .optional(d.network.as_ref(), "sandbox.network")
+                .or_else(|| llm.base_url.as_deref().filter(|u| is_loopback_url(u)).map(|_| "host".to_string()));
+            backend::Settings::Docker(DockerSettings {
+                image: r.text(&d.image, "sandbox.image"),
+                command: d.command.as_ref().map(|c| r.list(c, "sandbox.command")),
+                binds,
+                env,
+                platform: r.optional(d.platform.as_ref(), "sandbox.platform"),
+                network,
+                memory_mb: d.memory_mb,
+                cpus: d.cpus,
+                init_timeout: d.init_timeout.0,
+                working_dir: r.text(&d.working_dir, "sandbox.working_dir"),
+            })
+        }
+        Sandbox::Cloud(c) => backend::Settings::Cloud(CloudSettings {
+            api_url: r.url(&c.api_url, c.allow_insecure_http),
+            key_var: c.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default(),
+            api_key: r.secret(&c.api_key.0, "sandbox.api_key").unwrap_or_default(),
+            sandbox_spec_id: r.optional(c.sandbox_spec_id.as_ref(), "sandbox.sandbox_spec_id"),
+            init_timeout: c.init_timeout.0,
+            api_timeout: c.api_timeout.0,
+            working_dir: r.text(&c.working_dir, "sandbox.working_dir"),
+            keep_alive: c.keep_alive,
+        }),
+        Sandbox::Runtime(rt) => backend::Settings::Runtime(RuntimeSettings {
+            api_url: r.url(&rt.api_url, rt.allow_insecure_http),
+            key_var: rt.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default(),
+            api_key: r.secret(&rt.api_key.0, "sandbox.api_key").unwrap_or_default(),
+            image: r.text(&rt.image, "sandbox.image"),
+            image_pull_policy: format!("{:?}", rt.image_pull_policy),
+            session_id: r.optional(rt.session_id.as_ref(), "sandbox.session_id"),
+            resource_factor: rt.resource_factor,
+            runtime_class: r.optional(rt.runtime_class.as_ref(), "sandbox.runtime_class"),
+            target_type: format!("{:?}", rt.target_type).to_lowercase(),
+            environment: r.forwarded(&rt.forward_env),
+            init_timeout: rt.init_timeout.0,
+            api_timeout: rt.api_timeout.0,
+            pause_on_close: rt.pause_on_close,
+            working_dir: r.text(&rt.working_dir, "sandbox.working_dir"),
+            keep_alive: rt.keep_alive,
+        }),
+    }
+}
+
+/// The rehearsal endpoint listens on this machine's loopback: a sandbox elsewhere cannot reach it, and
+/// the agent would only retry until its LLM timeout. Say so now instead.
+fn refuse_far_rehearsal(sandbox: &backend::Settings, kind: &str, r: &mut Resolver) {
+    if let Some(url) = sandbox.far_url().filter(|u| !u.is_empty() && !is_loopback_url(u)) {
+        r.problems.push(format!(
+            "--rehearse serves the scripted LLM on this machine's loopback, which a {kind} sandbox at {url} cannot reach; rehearse with `kind: local` or `kind: docker`"
+        ));
+    }
 }
 
 struct Resolver<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<String>,
-    redactor: Redactor,
     secret_names: Vec<String>,
 }
 
-impl Resolver<'_> {
+impl<'a> Resolver<'a> {
+    fn new(env: &'a dyn Fn(&str) -> Option<String>) -> Resolver<'a> {
+        Resolver { env, problems: Vec::new(), secret_names: Vec::new() }
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, Problems> {
+        if self.problems.is_empty() { Ok(value) } else { Err(Problems { problems: self.problems }) }
+    }
+
     fn text(&mut self, s: &EnvString, what: &str) -> String {
         match s.expand(|n| (self.env)(n)) {
             Ok(v) => v,
@@ -275,6 +263,22 @@ impl Resolver<'_> {
         s.map(|s| self.text(s, what)).filter(|v| !v.is_empty())
     }
 
+    fn list(&mut self, items: &[EnvString], what: &str) -> Vec<String> {
+        items.iter().enumerate().map(|(i, s)| self.text(s, &format!("{what}[{i}]"))).collect()
+    }
+
+    /// A provider URL, refused when it would carry a key over plain http to a far host.
+    fn url(&mut self, s: &EnvString, allow_insecure_http: bool) -> String {
+        let url = self.text(s, "sandbox.api_url");
+        if !url.is_empty()
+            && let Err(e) = check_transport(&url, allow_insecure_http, "sandbox.api_url")
+        {
+            self.problems.push(e);
+        }
+        url
+    }
+
+    /// A required secret: its value is registered with the redactor and its variables kept from children.
     fn secret(&mut self, s: &EnvString, what: &str) -> Option<String> {
         self.secret_names.extend(s.var_names().into_iter().map(str::to_string));
         let v = self.text(s, what);
@@ -284,7 +288,94 @@ impl Resolver<'_> {
             }
             return None;
         }
-        self.redactor.add(&v);
+        redact::register(&v);
         Some(v)
+    }
+
+    /// A secret nobody needs now (the LLM key during a rehearsal): still kept secret if it is set.
+    fn secret_if_set(&mut self, s: &EnvString) -> Option<String> {
+        self.secret_names.extend(s.var_names().into_iter().map(str::to_string));
+        let v = s.expand(|n| (self.env)(n)).ok().filter(|v| !v.is_empty())?;
+        redact::register(&v);
+        Some(v)
+    }
+
+    /// An `env:` map. Values that come from the environment (`${TOKEN}`) are treated as secrets: such a
+    /// map is how a job hands a token to a command or a server.
+    fn env_map(&mut self, map: &indexmap::IndexMap<String, EnvString>, what: &str) -> Vec<(String, String)> {
+        map.iter()
+            .map(|(k, v)| {
+                for name in v.var_names() {
+                    if let Some(value) = (self.env)(name) {
+                        redact::register(&value);
+                    }
+                }
+                (k.clone(), self.text(v, &format!("{what}.{k}")))
+            })
+            .collect()
+    }
+
+    /// `forward_env`: host variables copied into the sandbox, all treated as secrets.
+    fn forwarded(&mut self, names: &[String]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .filter_map(|n| {
+                let v = (self.env)(n).filter(|v| !v.is_empty())?;
+                redact::register(&v);
+                Some((n.clone(), v))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> JobSpec {
+        let (_, runs) = crate::job::plan_text(
+            crate::diagnostic::Source { name: "t.yaml".into(), text: yaml.into() },
+            Path::new("."),
+            &Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        runs.into_iter().next().unwrap().spec
+    }
+
+    #[test]
+    fn every_path_field_expands_environment_references() {
+        let s = spec(
+            "name: t\nsandbox: {kind: local, working_dir: '${W}/ws', env: {TOKEN: '${TOK}'}}\nllm: {model: m}\n\
+             setup:\n  - run: echo hi\n    cwd: '${SUB:-sub}'\n    env: {A: '${TOK}'}\nsteps:\n  - message: hi\nreport: {dir: '${OUT}/r'}\n",
+        );
+        let env = |n: &str| match n {
+            "W" => Some("/tmp/w".to_string()),
+            "TOK" => Some("tok-value-123".to_string()),
+            "OUT" => Some("/tmp/out".to_string()),
+            _ => None,
+        };
+        let settings = resolve(&s, Path::new("."), None, &env).unwrap();
+        let backend::Settings::Local(local) = &settings.sandbox else { panic!() };
+        assert_eq!(local.working_dir.as_deref(), Some(Path::new("/tmp/w/ws")));
+        assert_eq!(local.env, vec![("TOKEN".to_string(), "tok-value-123".to_string())]);
+        assert_eq!(settings.setup[0].cwd.as_deref(), Some("sub"));
+        assert_eq!(settings.setup[0].env, vec![("A".to_string(), "tok-value-123".to_string())]);
+        assert_eq!(report_dir(&s, &env).unwrap(), PathBuf::from("/tmp/out/r"));
+        // A value that came from the environment is a secret.
+        assert_eq!(redact::apply("x tok-value-123 y"), "x *** y");
+        let missing = report_dir(&s, &|_| None).unwrap_err();
+        assert!(missing.problems[0].contains("OUT"), "{missing}");
+    }
+
+    #[test]
+    fn the_llm_key_stays_secret_in_a_rehearsal() {
+        let s = spec("name: t\nsandbox: {kind: local}\nllm: {model: m, api_key: '${KEY}'}\nsteps:\n  - message: hi\n");
+        let env = |n: &str| (n == "KEY").then(|| "rehearsal-key-not-needed".to_string());
+        let reh = RehearsalLlm { base_url: "http://127.0.0.1:9/v1".into() };
+        let settings = resolve(&s, Path::new("."), Some(&reh), &env).unwrap();
+        assert!(settings.secret_names.contains(&"KEY".to_string()));
+        assert_eq!(redact::apply("rehearsal-key-not-needed"), "***");
+        // Unset is fine in a rehearsal.
+        assert!(resolve(&s, Path::new("."), Some(&reh), &|_| None).is_ok());
     }
 }

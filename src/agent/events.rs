@@ -1,12 +1,14 @@
 //! The conversation's event WebSocket (`/sockets/events/{id}`, first-frame auth). A background task owns
 //! the socket and reconnects with backoff when it drops; the session is told about each reconnect so it
 //! can fill the gap from `events/search` (frames sent while disconnected are lost). Close codes 4001
-//! (auth) and 4004 (no such conversation) are final.
+//! (auth) and 4004 (no such conversation) are final. Every frame is stamped with the moment the task read
+//! it off the socket, and the first frame of each connection is marked as the subscribe-time snapshot:
+//! the session needs both to tell the end of a run from an old state.
 
 use super::http::AgentClient;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -14,13 +16,22 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 #[derive(Debug)]
 pub enum WsEvent {
     /// One server event, as sent.
-    Frame(Value),
+    Frame(Frame),
     /// The socket dropped; ohrun is reconnecting (frames meanwhile are lost).
     Disconnected,
     /// The socket dropped and is back: frames in between were lost.
     Reconnected,
     /// The socket is gone for good.
     Closed(String),
+}
+
+#[derive(Debug)]
+pub struct Frame {
+    pub event: Value,
+    /// When the reader task read it off the socket.
+    pub received: Instant,
+    /// The first frame of a (re)connection: the `full_state` snapshot of the state at subscription.
+    pub snapshot: bool,
 }
 
 pub struct EventSocket {
@@ -67,7 +78,7 @@ impl EventSocket {
             Err(_) => return Err(format!("no answer on the event socket within {}s", ready_timeout.as_secs())),
         }
         let first = match tokio::time::timeout(ready_timeout, rx.recv()).await {
-            Ok(Some(WsEvent::Frame(v))) => v,
+            Ok(Some(WsEvent::Frame(f))) => f.event,
             Ok(Some(other)) => return Err(format!("unexpected first socket message: {other:?}")),
             Ok(None) => return Err("the event socket closed before its first frame".into()),
             Err(_) => return Err(format!("no state snapshot on the event socket within {}s", ready_timeout.as_secs())),
@@ -79,6 +90,11 @@ impl EventSocket {
     /// The next socket event; `None` once the task has ended and everything was read.
     pub async fn recv(&mut self) -> Option<WsEvent> {
         self.rx.recv().await
+    }
+
+    /// A socket event already received, without waiting.
+    pub fn try_recv(&mut self) -> Option<WsEvent> {
+        self.rx.try_recv().ok()
     }
 }
 
@@ -128,11 +144,14 @@ async fn socket_loop(
             }
         }
         backoff = Duration::from_millis(250);
+        let mut snapshot = true;
         while let Some(msg) = ws.next().await {
             match msg {
                 Ok(Message::Text(text)) => match serde_json::from_str::<Value>(&text) {
-                    Ok(v) => {
-                        if tx.send(WsEvent::Frame(v)).is_err() {
+                    Ok(event) => {
+                        let frame = Frame { event, received: Instant::now(), snapshot };
+                        snapshot = false;
+                        if tx.send(WsEvent::Frame(frame)).is_err() {
                             return;
                         }
                     }

@@ -28,33 +28,28 @@ impl std::error::Error for ApiError {}
 /// resumes a sandbox.
 #[derive(Clone)]
 pub struct AgentClient {
+    /// The base URL as given (no trailing slash), for messages and the socket URL.
     base: String,
+    /// The same with a trailing slash, so that joining keeps any path prefix.
+    base_url: reqwest::Url,
     key: std::sync::Arc<std::sync::RwLock<Option<String>>>,
     http: reqwest::Client,
-}
-
-/// The output of a shell command run through the bash endpoint.
-#[derive(Debug, Clone)]
-pub struct BashResult {
-    pub exit_code: i64,
-    pub stdout: String,
-    pub stderr: String,
 }
 
 impl AgentClient {
     /// `request_timeout` bounds each request (long-running calls pass their own).
     pub fn new(base: &str, key: Option<String>, request_timeout: Duration) -> AgentClient {
+        let base = base.trim_end_matches('/').to_string();
+        // An unparseable base makes every request fail with a clear message rather than panic here.
+        let base_url = reqwest::Url::parse(&format!("{base}/"))
+            .unwrap_or_else(|_| reqwest::Url::parse("http://invalid.invalid/").expect("a URL"));
         let http = reqwest::Client::builder()
             .timeout(request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("ohrun/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a TLS backend is available");
-        AgentClient {
-            base: base.trim_end_matches('/').to_string(),
-            key: std::sync::Arc::new(std::sync::RwLock::new(key)),
-            http,
-        }
+        AgentClient { base, base_url, key: std::sync::Arc::new(std::sync::RwLock::new(key)), http }
     }
 
     pub fn base_url(&self) -> &str {
@@ -70,22 +65,30 @@ impl AgentClient {
         *self.key.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// `path` (e.g. `/api/conversations/{cid}/events/search`) with encoded query pairs.
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> reqwest::Url {
+        let mut url = self.base_url.join(path.trim_start_matches('/')).unwrap_or_else(|_| self.base_url.clone());
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
     }
 
     async fn send(
         &self,
         method: &'static str,
         path: &str,
+        query: &[(&str, &str)],
         body: Option<&Value>,
         timeout: Option<Duration>,
     ) -> Result<(u16, Value), ApiError> {
-        let url = self.url(path);
+        let target = self.url(path, query);
+        let url = format!("{}{path}", self.base);
+        tracing::debug!("{method} {url}");
         let mut req = match method {
-            "GET" => self.http.get(&url),
-            "DELETE" => self.http.delete(&url),
-            _ => self.http.post(&url),
+            "GET" => self.http.get(target),
+            "DELETE" => self.http.delete(target),
+            _ => self.http.post(target),
         };
         if let Some(k) = self.session_key() {
             req = req.header("X-Session-API-Key", k);
@@ -121,36 +124,52 @@ impl AgentClient {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<Value, ApiError> {
-        self.send("GET", path, None, None).await.map(|(_, v)| v)
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, ApiError> {
+        self.send("GET", path, query, None, None).await.map(|(_, v)| v)
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
-        self.send("POST", path, Some(body), None).await.map(|(_, v)| v)
+        self.send("POST", path, &[], Some(body), None).await.map(|(_, v)| v)
     }
 
     /// `GET /health`, without auth and with a short timeout: true when the server answers 2xx.
     pub async fn healthy(&self) -> bool {
-        let url = self.url("/health");
-        matches!(self.http.get(&url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
+        let url = self.url("/health", &[]);
+        matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// `GET /api/conversations/count`: a cheap call that needs the session key.
+    pub async fn conversation_count(&self) -> Result<Value, ApiError> {
+        self.get("/api/conversations/count", &[]).await
     }
 
     pub async fn server_info(&self) -> Result<Value, ApiError> {
-        self.get("/server_info").await
+        self.get("/server_info", &[]).await
     }
 
-    /// Runs a shell command and waits for it (`/bin/sh -c` in `cwd`); exit code -1 on timeout.
-    pub async fn bash(&self, command: &str, cwd: &str, timeout: Duration) -> Result<BashResult, ApiError> {
-        let secs = timeout.as_secs().max(1);
-        let body = json!({"command": command, "cwd": cwd, "timeout": secs});
-        let (_, v) = self
-            .send("POST", "/api/bash/execute_bash_command", Some(&body), Some(Duration::from_secs(secs + 30)))
-            .await?;
-        Ok(BashResult {
-            exit_code: v.get("exit_code").and_then(Value::as_i64).unwrap_or(-1),
-            stdout: v.get("stdout").and_then(Value::as_str).unwrap_or_default().to_string(),
-            stderr: v.get("stderr").and_then(Value::as_str).unwrap_or_default().to_string(),
-        })
+    /// Starts a shell command (`/bin/sh -c` in `cwd`, killed by the server after `timeout`); returns its id.
+    pub async fn start_bash(&self, command: &str, cwd: &str, timeout: Duration) -> Result<String, ApiError> {
+        let body = json!({"command": command, "cwd": cwd, "timeout": timeout.as_secs().max(1)});
+        let v = self.post("/api/bash/start_bash_command", &body).await?;
+        Ok(v.get("id").and_then(Value::as_str).unwrap_or_default().to_string())
+    }
+
+    /// The output chunks of command `id` after chunk `after` (-1: all), in order; the last one carries
+    /// `exit_code` once the command has ended.
+    pub async fn bash_output(&self, id: &str, after: i64) -> Result<Vec<Value>, ApiError> {
+        let after = after.to_string();
+        let mut query =
+            vec![("kind__eq", "BashOutput"), ("command_id__eq", id), ("sort_order", "TIMESTAMP"), ("limit", "100")];
+        if after != "-1" {
+            query.push(("order__gt", &after));
+        }
+        let v = self.get("/api/bash/bash_events/search", &query).await?;
+        Ok(v.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
+    }
+
+    /// Stops command `id` (TERM, then KILL, to its process group).
+    pub async fn stop_bash(&self, id: &str) -> Result<(), ApiError> {
+        self.post(&format!("/api/bash/bash_commands/{id}/stop"), &json!({})).await.map(|_| ())
     }
 
     pub async fn create_conversation(&self, body: &Value) -> Result<Value, ApiError> {
@@ -158,7 +177,7 @@ impl AgentClient {
     }
 
     pub async fn conversation(&self, cid: &str) -> Result<Value, ApiError> {
-        self.get(&format!("/api/conversations/{cid}")).await
+        self.get(&format!("/api/conversations/{cid}"), &[]).await
     }
 
     pub async fn send_message(&self, cid: &str, text: &str) -> Result<(), ApiError> {
@@ -168,7 +187,7 @@ impl AgentClient {
 
     /// Starts a run; a 409 (already running) counts as started.
     pub async fn run(&self, cid: &str) -> Result<(), ApiError> {
-        match self.send("POST", &format!("/api/conversations/{cid}/run"), Some(&json!({})), None).await {
+        match self.send("POST", &format!("/api/conversations/{cid}/run"), &[], Some(&json!({})), None).await {
             Ok(_) => Ok(()),
             Err(e) if e.status == Some(409) => Ok(()),
             Err(e) => Err(e),
@@ -180,26 +199,42 @@ impl AgentClient {
         self.post(&format!("/api/conversations/{cid}/interrupt"), &json!({})).await.map(|_| ())
     }
 
-    /// The text of the agent's last finish action or message.
-    pub async fn final_response(&self, cid: &str) -> Result<String, ApiError> {
-        let v = self.get(&format!("/api/conversations/{cid}/agent_final_response")).await?;
-        Ok(v.get("response").and_then(Value::as_str).unwrap_or_default().to_string())
-    }
-
     pub async fn delete_conversation(&self, cid: &str) -> Result<(), ApiError> {
-        self.send("DELETE", &format!("/api/conversations/{cid}"), None, None).await.map(|_| ())
+        self.send("DELETE", &format!("/api/conversations/{cid}"), &[], None, None).await.map(|_| ())
     }
 
-    /// Every persisted event of the conversation, oldest first (all pages).
-    pub async fn all_events(&self, cid: &str) -> Result<Vec<Value>, ApiError> {
+    /// The persisted events of the conversation, oldest first (all pages); with `since` (an event
+    /// timestamp as the server wrote it) only those at or after it: a reconcile fetches what is new, not
+    /// the whole log again.
+    pub async fn events(&self, cid: &str, since: Option<&str>) -> Result<Vec<Value>, ApiError> {
+        self.search_events(cid, since, &[]).await
+    }
+
+    /// The user messages stored since `since`: how ohrun tells whether a message whose POST failed
+    /// unclearly was stored after all.
+    pub async fn user_messages(&self, cid: &str, since: Option<&str>) -> Result<Vec<Value>, ApiError> {
+        self.search_events(cid, since, &[("kind", "MessageEvent"), ("source", "user")]).await
+    }
+
+    async fn search_events(
+        &self,
+        cid: &str,
+        since: Option<&str>,
+        filter: &[(&str, &str)],
+    ) -> Result<Vec<Value>, ApiError> {
+        let path = format!("/api/conversations/{cid}/events/search");
         let mut out = Vec::new();
         let mut page: Option<String> = None;
         loop {
-            let mut path = format!("/api/conversations/{cid}/events/search?limit=100");
-            if let Some(p) = &page {
-                path.push_str(&format!("&page_id={p}"));
+            let mut query: Vec<(&str, &str)> = vec![("limit", "100")];
+            query.extend_from_slice(filter);
+            if let Some(ts) = since {
+                query.push(("timestamp__gte", ts));
             }
-            let v = self.get(&path).await?;
+            if let Some(p) = &page {
+                query.push(("page_id", p));
+            }
+            let v = self.get(&path, &query).await?;
             if let Some(items) = v.get("items").and_then(Value::as_array) {
                 out.extend(items.iter().cloned());
             }

@@ -1,6 +1,45 @@
-//! Talking to an agent-server: REST (`http`), the event WebSocket (`events`), and the session that runs
-//! setup commands and steps with the completion rule (`session`).
+//! Talking to an agent-server: REST (`http`), the event WebSocket (`events`), the setup commands
+//! (`setup`), the conversation (`conversation`) and the wait for each step's end (`step`).
 
+pub mod conversation;
 pub mod events;
 pub mod http;
-pub mod session;
+pub mod request;
+pub mod setup;
+pub mod stats;
+mod step;
+
+pub use step::{Limits, REST_GRACE};
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Whether the sandbox is still there while a job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Alive,
+    /// It was paused by the provider and ohrun resumed it (once).
+    Resumed,
+    /// It is gone for good: why.
+    Gone(String),
+}
+
+/// Asks the sandbox's provider about it (every backend answers this).
+pub trait SandboxProbe: Send + Sync {
+    fn probe(&self) -> BoxFuture<'_, Probe>;
+}
+
+/// Why the conversation part of a run could not go on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Api(#[from] http::ApiError),
+    /// The event socket could not be opened or authenticated.
+    #[error("{0}")]
+    Socket(String),
+    /// ohrun was asked to stop.
+    #[error("interrupted")]
+    Interrupted,
+}

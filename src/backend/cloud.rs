@@ -1,17 +1,25 @@
 //! `kind: cloud`: OpenHands Cloud (the SDK's OpenHandsCloudWorkspace), keeping its protocol but not its
-//! flaws: `init_timeout` bounds the whole provisioning (create, wait until RUNNING, health), creation is
-//! never blindly repeated (after an unclear failure ohrun looks for the sandbox it may have made), a paused
-//! sandbox is resumed once, the session key is re-read after every poll, only a sandbox ohrun created is
-//! ever deleted, and a failed delete is retried and then reported loudly with the sandbox id.
+//! flaws: `init_timeout` bounds the whole provisioning (create, wait until RUNNING, health); a create is
+//! never blindly repeated, and never adopts a sandbox it cannot be sure is its own (after an unclear
+//! failure, new sandboxes in the account are reported as candidates, not used); within one process creates
+//! are serialized, so parallel runs cannot mistake each other's sandboxes; a paused sandbox is resumed
+//! once; the session key is re-read after every resume; only a sandbox ohrun created is ever deleted; and
+//! a failed delete is retried and then reported with the sandbox id.
 
-use super::api::{ApiFailure, ProviderApi};
-use super::{Probe, ProvisionError};
+use super::provider::{self, ApiFailure, Found, Poll, ProviderApi};
+use super::{Backend, BoxFuture, Context, Error, ErrorKind, Probe, Ready, Record, Released, SandboxProbe};
 use crate::agent::http::AgentClient;
 use reqwest::Method;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+const API: &str = "Cloud API";
+
+/// Held from listing the account's sandboxes to the end of a create, so two runs of one process never
+/// mistake each other's new sandbox for their own.
+static CREATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Clone, Debug)]
 pub struct CloudSettings {
@@ -23,24 +31,213 @@ pub struct CloudSettings {
     pub init_timeout: Duration,
     pub api_timeout: Duration,
     pub working_dir: String,
+    pub keep_alive: bool,
 }
 
-pub struct CloudSandbox {
-    pub api: ProviderApi,
-    pub id: String,
+pub struct Cloud {
+    settings: CloudSettings,
+    api: Option<ProviderApi>,
+    /// The sandbox, from the moment the create answered.
+    id: Option<String>,
+    candidates: Vec<String>,
     resumed: AtomicBool,
+    client: Option<AgentClient>,
+    released: bool,
 }
 
-fn auth_error(f: &ApiFailure, key_var: &str) -> ProvisionError {
-    ProvisionError {
-        message: f.to_string(),
-        hint: Some(format!("check the Cloud API key in {key_var} (and `sandbox.api_url`)")),
-        log_tail: None,
+impl Cloud {
+    pub fn new(settings: CloudSettings) -> Cloud {
+        Cloud {
+            settings,
+            api: None,
+            id: None,
+            candidates: Vec::new(),
+            resumed: AtomicBool::new(false),
+            client: None,
+            released: false,
+        }
+    }
+
+    async fn start(&mut self, ctx: &Context<'_>) -> Result<Ready, Error> {
+        let s = self.settings.clone();
+        let deadline = ctx.deadline(s.init_timeout);
+        let api = ProviderApi::new(&s.api_url, "Authorization", format!("Bearer {}", s.api_key), s.api_timeout)?;
+        self.api = Some(api.clone());
+        let id = match self.create(&api, deadline, ctx).await {
+            Ok(id) => id,
+            Err(e) => {
+                if let ErrorKind::Unsure(c) = &e.kind {
+                    self.candidates = c.clone();
+                }
+                return Err(e);
+            }
+        };
+        self.id = Some(id.clone());
+        (ctx.progress)(&format!("created sandbox {id}; waiting until it runs"));
+        let mut cancel = ctx.cancel.clone();
+        let unknown = std::sync::atomic::AtomicU32::new(0);
+        let (client, server_info) =
+            provider::poll_until(deadline, &mut cancel, ctx.limit(s.init_timeout), &format!("sandbox {id}"), || {
+                self.look(&api, &id, deadline, &unknown)
+            })
+            .await?;
+        self.client = Some(client.clone());
+        Ok(Ready { client, working_dir: s.working_dir, server_info })
+    }
+
+    async fn create(&self, api: &ProviderApi, deadline: Instant, ctx: &Context<'_>) -> Result<String, Error> {
+        let query: Vec<(&str, &str)> =
+            self.settings.sandbox_spec_id.iter().map(|spec| ("sandbox_spec_id", spec.as_str())).collect();
+        let url = api.url("api/v1/sandboxes", &query);
+        let _serialized = CREATE.lock().await;
+        // What existed before, so that after an unclear failure (5xx, timeout) we can tell whether our
+        // create may have gone through. None: the server cannot list, so we cannot tell.
+        let before = sandbox_ids(api, deadline).await;
+        let mut cancel = ctx.cancel.clone();
+        let created = provider::create_never_blind(
+            api,
+            url,
+            None,
+            deadline,
+            &mut cancel,
+            &self.settings.key_var,
+            API,
+            || async {
+                let (Some(old), Some(now)) = (&before, sandbox_ids(api, deadline).await) else {
+                    return Found::Unsure(Vec::new());
+                };
+                let mut new: Vec<String> = now.difference(old).cloned().collect();
+                new.sort();
+                if new.is_empty() { Found::Nothing } else { Found::Unsure(new) }
+            },
+        )
+        .await?;
+        created
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Error::failed(format!("the Cloud API created a sandbox but sent no id: {created}")))
+    }
+
+    /// One look at the starting sandbox: ready (its agent-server answers), still starting, or failed.
+    async fn look(
+        &self,
+        api: &ProviderApi,
+        id: &str,
+        deadline: Instant,
+        unknown: &std::sync::atomic::AtomicU32,
+    ) -> Result<Poll<(AgentClient, Value)>, Error> {
+        let info = info(api, id, Some(deadline)).await.map_err(|f| f.into_error(&self.settings.key_var, API))?;
+        let Some(info) = info else {
+            if unknown.fetch_add(1, Ordering::SeqCst) + 1 >= 5 {
+                return Err(Error::failed(format!("the Cloud API no longer knows sandbox {id}")));
+            }
+            return Ok(Poll::Waiting);
+        };
+        let detail = info.get("status_detail").and_then(Value::as_str).map(|d| format!(": {d}")).unwrap_or_default();
+        match status(&info) {
+            "RUNNING" => {
+                let Some(url) = agent_server_url(&info) else {
+                    return Err(Error::failed(format!("sandbox {id} is RUNNING but exposes no AGENT_SERVER URL")));
+                };
+                let key = info.get("session_api_key").and_then(Value::as_str).map(str::to_string);
+                if let Some(k) = &key {
+                    crate::report::redact::register(k);
+                }
+                let client = AgentClient::new(&url, key, self.settings.api_timeout);
+                if !client.healthy().await {
+                    return Ok(Poll::Waiting);
+                }
+                let server_info = client.server_info().await?;
+                Ok(Poll::Ready((client, server_info)))
+            }
+            "PAUSED" if !self.resumed.swap(true, Ordering::SeqCst) => {
+                resume(api, id, Some(deadline)).await.map_err(|f| f.into_error(&self.settings.key_var, API))?;
+                Ok(Poll::Waiting)
+            }
+            "ERROR" => Err(Error::failed(format!("sandbox {id} is in ERROR{detail}"))),
+            "MISSING" => Err(Error::failed(format!("sandbox {id} is MISSING (deleted?){detail}"))),
+            _ => Ok(Poll::Waiting), // STARTING, or a status newer than this client
+        }
+    }
+
+    /// Deletes the sandbox; the id goes in the path and in `?sandbox_id=`, which every server version accepts.
+    async fn delete(&self, api: &ProviderApi, id: &str) -> Result<(), String> {
+        let url = api.url(&format!("api/v1/sandboxes/{id}"), &[("sandbox_id", id)]);
+        let deadline = Some(Instant::now() + Duration::from_secs(120));
+        match api.call(Method::DELETE, url, None, true, deadline).await {
+            Ok(_) => Ok(()),
+            Err(f) if f.is_not_found() => Ok(()),
+            Err(f) => Err(format!("sandbox {id} may still exist: {f}")),
+        }
+    }
+
+    /// Where the sandbox stands while a job runs. A sandbox the provider paused is resumed once; ohrun
+    /// waits until it runs again and takes its (possibly new) session key.
+    async fn probe_now(&self) -> Probe {
+        let (Some(api), Some(id)) = (&self.api, &self.id) else { return Probe::Alive };
+        match info(api, id, None).await {
+            Ok(None) => Probe::Gone(format!("the Cloud API no longer knows sandbox {id}")),
+            Ok(Some(i)) => match status(&i) {
+                "MISSING" => Probe::Gone(format!("sandbox {id} went MISSING")),
+                "ERROR" => Probe::Gone(format!("sandbox {id} went into ERROR")),
+                "PAUSED" if self.resumed.swap(true, Ordering::SeqCst) => {
+                    Probe::Gone(format!("sandbox {id} was paused again after ohrun resumed it once"))
+                }
+                "PAUSED" => self.resume_paused(api, id).await,
+                _ => Probe::Alive,
+            },
+            Err(_) => Probe::Alive, // the Cloud API itself is unreachable: no news about the sandbox
+        }
+    }
+
+    async fn resume_paused(&self, api: &ProviderApi, id: &str) -> Probe {
+        tracing::warn!("sandbox {id} was paused by the provider; resuming it");
+        if let Err(f) = resume(api, id, None).await {
+            return Probe::Gone(format!("sandbox {id} was paused and resuming it failed: {f}"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            if let Ok(Some(i)) = info(api, id, Some(deadline)).await
+                && status(&i) == "RUNNING"
+            {
+                if let (Some(key), Some(client)) = (i.get("session_api_key").and_then(Value::as_str), &self.client) {
+                    crate::report::redact::register(key);
+                    client.set_session_key(Some(key.to_string()));
+                }
+                return Probe::Resumed;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Probe::Gone(format!("sandbox {id} did not run again after it was resumed"))
     }
 }
 
-fn error(message: String) -> ProvisionError {
-    ProvisionError { message, hint: None, log_tail: None }
+fn status(info: &Value) -> &str {
+    info.get("status").and_then(Value::as_str).unwrap_or("")
+}
+
+fn agent_server_url(info: &Value) -> Option<String> {
+    info.get("exposed_urls")?
+        .as_array()?
+        .iter()
+        .find(|u| u.get("name").and_then(Value::as_str) == Some("AGENT_SERVER"))?
+        .get("url")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The sandbox's current record (`GET /api/v1/sandboxes?id=`), or None when the server does not know it.
+async fn info(api: &ProviderApi, id: &str, deadline: Option<Instant>) -> Result<Option<Value>, ApiFailure> {
+    let v = api.call(Method::GET, api.url("api/v1/sandboxes", &[("id", id)]), None, true, deadline).await?;
+    Ok(v.as_array().and_then(|a| a.first()).filter(|x| !x.is_null()).cloned())
+}
+
+async fn resume(api: &ProviderApi, id: &str, deadline: Option<Instant>) -> Result<(), ApiFailure> {
+    tracing::info!("resuming paused sandbox {id}");
+    api.call(Method::POST, api.url(&format!("api/v1/sandboxes/{id}/resume"), &[]), None, true, deadline)
+        .await
+        .map(|_| ())
 }
 
 /// Ids of the sandboxes the account has now (all pages), or None if the server cannot list them.
@@ -48,11 +245,12 @@ async fn sandbox_ids(api: &ProviderApi, deadline: Instant) -> Option<HashSet<Str
     let mut ids = HashSet::new();
     let mut page: Option<String> = None;
     for _ in 0..50 {
-        let path = match &page {
-            Some(p) => format!("/api/v1/sandboxes/search?limit=100&page_id={p}"),
-            None => "/api/v1/sandboxes/search?limit=100".to_string(),
-        };
-        let v = api.call(Method::GET, &path, None, true, Some(deadline)).await.ok()?;
+        let mut query = vec![("limit", "100")];
+        if let Some(p) = &page {
+            query.push(("page_id", p.as_str()));
+        }
+        let v =
+            api.call(Method::GET, api.url("api/v1/sandboxes/search", &query), None, true, Some(deadline)).await.ok()?;
         for item in v.get("items").and_then(Value::as_array)? {
             if let Some(id) = item.get("id").and_then(Value::as_str) {
                 ids.insert(id.to_string());
@@ -66,207 +264,55 @@ async fn sandbox_ids(api: &ProviderApi, deadline: Instant) -> Option<HashSet<Str
     Some(ids)
 }
 
-/// Creates the sandbox and waits until its agent-server answers. On failure after creation, the sandbox
-/// is deleted before the error is returned.
-pub async fn start(
-    s: &CloudSettings,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<(CloudSandbox, AgentClient, Value), ProvisionError> {
-    let deadline = Instant::now() + s.init_timeout;
-    let api = ProviderApi::new(&s.api_url, "Authorization", format!("Bearer {}", s.api_key), s.api_timeout);
-    let create_path = match &s.sandbox_spec_id {
-        Some(spec) => format!("/api/v1/sandboxes?sandbox_spec_id={}", urlencode(spec)),
-        None => "/api/v1/sandboxes".to_string(),
-    };
-    // What existed before, so that after an unclear failure (5xx, timeout) we can tell whether our
-    // create went through before trying again. None: the server cannot list, so we cannot tell.
-    let before = sandbox_ids(&api, deadline).await;
-    let mut attempt = 0;
-    let id = loop {
-        attempt += 1;
-        match api.call(Method::POST, &create_path, None, false, Some(deadline)).await {
-            Ok(v) => match v.get("id").and_then(Value::as_str) {
-                Some(id) => break id.to_string(),
-                None => return Err(error(format!("the Cloud API created a sandbox but sent no id: {v}"))),
-            },
-            Err(f @ ApiFailure::Auth { .. }) => return Err(auth_error(&f, &s.key_var)),
-            Err(f) if f.is_transient() && Instant::now() < deadline && attempt < 6 => {
-                let (Some(old), Some(now)) = (&before, sandbox_ids(&api, deadline).await) else {
-                    return Err(error(format!("{f}; not retrying: the sandbox may exist and cannot be looked up")));
-                };
-                if let Some(found) = now.difference(old).next() {
-                    progress(&format!("found sandbox {found}, created by the request that failed; using it"));
-                    break found.clone();
-                }
-                api.wait_before_retry("POST", "/api/v1/sandboxes", attempt, &f).await;
-            }
-            Err(f) => return Err(error(f.to_string())),
-        }
-    };
-    progress(&format!("created sandbox {id}; waiting until it runs"));
-    let sandbox = CloudSandbox { api, id, resumed: AtomicBool::new(false) };
-    match sandbox.wait_running(deadline, s).await {
-        Ok((client, info)) => Ok((sandbox, client, info)),
-        Err(e) => {
-            if let Err(d) = sandbox.delete().await {
-                tracing::error!("{d}");
-                return Err(ProvisionError {
-                    message: format!("{}; and deleting sandbox {} failed: {d}", e.message, sandbox.id),
-                    ..e
-                });
-            }
-            Err(e)
-        }
+impl Backend for Cloud {
+    fn kind(&self) -> &'static str {
+        "cloud"
     }
-}
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
+    fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
+        Box::pin(self.start(ctx))
+    }
+
+    fn release(&mut self, keep: bool) -> BoxFuture<'_, Released> {
+        Box::pin(async move {
+            let (Some(api), Some(id)) = (self.api.clone(), self.id.clone()) else { return Released::NothingToRelease };
+            if self.released {
+                return Released::Released;
+            }
+            if keep || self.settings.keep_alive {
+                return Released::Kept;
+            }
+            match self.delete(&api, &id).await {
+                Ok(()) => {
+                    self.released = true;
+                    Released::Released
+                }
+                Err(e) => Released::Failed(e),
             }
         })
-        .collect()
+    }
+
+    fn attach_hint(&self, working_dir: &str) -> String {
+        let id = self.id.as_deref().unwrap_or_default();
+        let url = self.client.as_ref().map(|c| c.base_url().to_string()).unwrap_or_default();
+        let api = self.api.as_ref().map(|a| a.base().to_string()).unwrap_or_default();
+        format!(
+            "Cloud sandbox {id} (agent-server at {url}, working dir {working_dir}; delete it with DELETE {api}/api/v1/sandboxes/{id})"
+        )
+    }
+
+    fn record(&self) -> Record {
+        Record {
+            id: self.id.clone(),
+            api_retries: self.api.as_ref().map(|a| a.retries()).unwrap_or_default(),
+            candidates: self.candidates.clone(),
+            ..Record::default()
+        }
+    }
 }
 
-impl CloudSandbox {
-    /// The sandbox's current record (`GET /api/v1/sandboxes?id=`), or None when the server does not know it.
-    async fn info(&self, deadline: Option<Instant>) -> Result<Option<Value>, ApiFailure> {
-        let v = self
-            .api
-            .call(Method::GET, &format!("/api/v1/sandboxes?id={}", urlencode(&self.id)), None, true, deadline)
-            .await?;
-        Ok(v.as_array().and_then(|a| a.first()).filter(|x| !x.is_null()).cloned())
-    }
-
-    async fn wait_running(&self, deadline: Instant, s: &CloudSettings) -> Result<(AgentClient, Value), ProvisionError> {
-        let mut interval = Duration::from_millis(250);
-        let mut unknown = 0;
-        loop {
-            if Instant::now() >= deadline {
-                return Err(ProvisionError {
-                    message: format!(
-                        "sandbox {} did not become ready within init_timeout ({}s)",
-                        self.id,
-                        s.init_timeout.as_secs()
-                    ),
-                    hint: Some("raise `sandbox.init_timeout`".into()),
-                    log_tail: None,
-                });
-            }
-            let info = match self.info(Some(deadline)).await {
-                Ok(i) => i,
-                Err(f @ ApiFailure::Auth { .. }) => return Err(auth_error(&f, &s.key_var)),
-                Err(f) => return Err(error(f.to_string())),
-            };
-            let status = info.as_ref().and_then(|i| i.get("status")).and_then(Value::as_str).unwrap_or("").to_string();
-            let detail = info
-                .as_ref()
-                .and_then(|i| i.get("status_detail"))
-                .and_then(Value::as_str)
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default();
-            match status.as_str() {
-                "" if info.is_none() => {
-                    unknown += 1;
-                    if unknown >= 5 {
-                        return Err(error(format!("the Cloud API no longer knows sandbox {}", self.id)));
-                    }
-                }
-                "RUNNING" => {
-                    let info = info.unwrap_or_default();
-                    let url = info
-                        .get("exposed_urls")
-                        .and_then(Value::as_array)
-                        .and_then(|urls| {
-                            urls.iter().find(|u| u.get("name").and_then(Value::as_str) == Some("AGENT_SERVER"))
-                        })
-                        .and_then(|u| u.get("url"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    let Some(url) = url else {
-                        return Err(error(format!("sandbox {} is RUNNING but exposes no AGENT_SERVER URL", self.id)));
-                    };
-                    let key = info.get("session_api_key").and_then(Value::as_str).map(str::to_string);
-                    let client = AgentClient::new(&url, key, s.api_timeout);
-                    if client.healthy().await {
-                        let server_info = client.server_info().await.map_err(|e| error(e.to_string()))?;
-                        return Ok((client, server_info));
-                    }
-                }
-                "PAUSED" if !self.resumed.swap(true, Ordering::SeqCst) => {
-                    self.resume(Some(deadline)).await.map_err(|f| error(f.to_string()))?;
-                }
-                "ERROR" => return Err(error(format!("sandbox {} is in ERROR{detail}", self.id))),
-                "MISSING" => return Err(error(format!("sandbox {} is MISSING (deleted?){detail}", self.id))),
-                _ => {} // STARTING, or a status newer than this client
-            }
-            tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
-            interval = (interval * 3 / 2).min(Duration::from_secs(5));
-        }
-    }
-
-    async fn resume(&self, deadline: Option<Instant>) -> Result<(), ApiFailure> {
-        tracing::info!("resuming paused sandbox {}", self.id);
-        self.api
-            .call(Method::POST, &format!("/api/v1/sandboxes/{}/resume", urlencode(&self.id)), None, true, deadline)
-            .await
-            .map(|_| ())
-    }
-
-    /// Deletes the sandbox; the id goes in the path and in `?sandbox_id=`, which every server version accepts.
-    pub async fn delete(&self) -> Result<(), String> {
-        let id = urlencode(&self.id);
-        let deadline = Some(Instant::now() + Duration::from_secs(120));
-        match self
-            .api
-            .call(Method::DELETE, &format!("/api/v1/sandboxes/{id}?sandbox_id={id}"), None, true, deadline)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(ApiFailure::Status { status: 404, .. }) => Ok(()),
-            Err(f) => Err(f.to_string()),
-        }
-    }
-
-    /// Where the sandbox stands while a job runs. A sandbox the provider paused is resumed once; ohrun
-    /// waits until it runs again and takes its (possibly new) session key.
-    pub async fn probe(&self, client: &AgentClient) -> Probe {
-        let status = |info: &Value| info.get("status").and_then(Value::as_str).unwrap_or("").to_string();
-        match self.info(None).await {
-            Ok(None) => Probe::Gone(format!("the Cloud API no longer knows sandbox {}", self.id)),
-            Ok(Some(info)) => match status(&info).as_str() {
-                "MISSING" => Probe::Gone(format!("sandbox {} went MISSING", self.id)),
-                "ERROR" => Probe::Gone(format!("sandbox {} went into ERROR", self.id)),
-                "PAUSED" if self.resumed.swap(true, Ordering::SeqCst) => {
-                    Probe::Gone(format!("sandbox {} was paused again after ohrun resumed it once", self.id))
-                }
-                "PAUSED" => {
-                    tracing::warn!("sandbox {} was paused by the provider; resuming it", self.id);
-                    if let Err(f) = self.resume(None).await {
-                        return Probe::Gone(format!("sandbox {} was paused and resuming it failed: {f}", self.id));
-                    }
-                    let deadline = Instant::now() + Duration::from_secs(300);
-                    while Instant::now() < deadline {
-                        if let Ok(Some(info)) = self.info(Some(deadline)).await
-                            && status(&info) == "RUNNING"
-                        {
-                            let key = info.get("session_api_key").and_then(Value::as_str).map(str::to_string);
-                            if key.is_some() {
-                                client.set_session_key(key);
-                            }
-                            return Probe::Resumed;
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Probe::Gone(format!("sandbox {} did not run again after it was resumed", self.id))
-                }
-                _ => Probe::Alive,
-            },
-            Err(_) => Probe::Alive, // the Cloud API itself is unreachable: no news about the sandbox
-        }
+impl SandboxProbe for Cloud {
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(self.probe_now())
     }
 }

@@ -1,13 +1,18 @@
 //! `kind: docker`: a container of the agent-server image on the local Docker engine, through the Engine
 //! API (bollard; no docker CLI). The container is labelled (created-by, run id, job) so it can always be
-//! found again, gets a random session key, and is stopped and removed on release.
+//! found again, gets a random session key, and is stopped and removed on release; a removal that fails is
+//! reported, never ignored. The default image is built on first use (`image.rs`); an image the job names
+//! must exist.
 //!
 //! Networking: the LLM must be reachable from inside the container. When the LLM's base URL is on
 //! loopback (the rehearsal endpoint, a local model server) the container shares the host's network and the
 //! server listens on 127.0.0.1 only; otherwise it runs on the default bridge (or the job's `network`) with
 //! its port published on 127.0.0.1 only. Nothing is exposed beyond loopback either way.
 
-use super::{ProvisionError, free_port};
+use super::{
+    Backend, BoxFuture, Context, Error, ErrorKind, Probe, Ready, Record, Released, SandboxProbe, free_port, health,
+    image,
+};
 use crate::agent::http::AgentClient;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
@@ -15,9 +20,8 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use serde_json::Value;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const LABEL_CREATED_BY: &str = "dev.ohrun.created-by";
 pub const LABEL_RUN_ID: &str = "dev.ohrun.run-id";
@@ -42,31 +46,24 @@ pub struct DockerSettings {
     pub working_dir: String,
 }
 
-pub struct DockerContainer {
-    docker: Docker,
-    pub id: String,
-}
-
-impl DockerContainer {
-    /// Stops (10 s grace) and removes the container.
-    pub async fn remove(self) -> Result<(), String> {
-        let _ = self.docker.stop_container(&self.id, Some(StopContainerOptionsBuilder::default().t(10).build())).await;
-        self.docker
-            .remove_container(&self.id, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
-            .await
-            .map_err(|e| format!("removing container {} failed: {e}", short(&self.id)))
-    }
+pub struct DockerBackend {
+    settings: DockerSettings,
+    docker: Option<Docker>,
+    /// The container, from the moment it was created until it is removed.
+    container: Option<String>,
+    /// Its id, kept after removal for the report.
+    id: Option<String>,
+    client: Option<AgentClient>,
 }
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-pub async fn connect() -> Result<Docker, ProvisionError> {
-    let unreachable = |e: String| ProvisionError {
-        message: format!("the Docker engine is not reachable: {e}"),
-        hint: Some("start the engine (e.g. `systemctl start docker`) or point DOCKER_HOST at it".into()),
-        log_tail: None,
+pub async fn connect() -> Result<Docker, Error> {
+    let unreachable = |e: String| {
+        Error::failed(format!("the Docker engine is not reachable: {e}"))
+            .hint("start the engine (e.g. `systemctl start docker`) or point DOCKER_HOST at it")
     };
     let docker = Docker::connect_with_local_defaults().map_err(|e| unreachable(e.to_string()))?;
     let docker = docker.negotiate_version().await.map_err(|e| unreachable(e.to_string()))?;
@@ -74,84 +71,134 @@ pub async fn connect() -> Result<Docker, ProvisionError> {
     Ok(docker)
 }
 
-/// Creates, starts and health-checks the container.
-pub async fn start(
-    settings: &DockerSettings,
-    labels: &[(&str, &str)],
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<(DockerContainer, AgentClient, Value), ProvisionError> {
-    let docker = connect().await?;
-    let infra = |message: String, hint: Option<String>| ProvisionError { message, hint, log_tail: None };
-    if let Err(e) = docker.inspect_image(&settings.image).await {
-        let missing = matches!(&e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. });
-        return Err(if missing {
-            infra(
-                format!("the image {} is not on this Docker engine", settings.image),
-                Some(format!(
-                    "build it offline with scripts/build-agent-server-image.sh{}, or `docker pull ghcr.io/openhands/agent-server:1.58.2-python` where a registry is reachable and set `sandbox.image`",
-                    if settings.image == crate::job::model::DockerSandbox::DEFAULT_IMAGE {
-                        ""
-                    } else {
-                        " (it builds the default image)"
-                    }
-                )),
-            )
-        } else {
-            infra(format!("inspecting the image {} failed: {e}", settings.image), None)
-        });
+impl DockerBackend {
+    pub fn new(settings: DockerSettings) -> DockerBackend {
+        DockerBackend { settings, docker: None, container: None, id: None, client: None }
     }
-    let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    let host_network = settings.network.as_deref() == Some("host");
-    // A published port can be taken between choosing it and starting the container: try a few.
-    let mut last_error = String::new();
-    for _attempt in 0..3 {
-        let port = free_port().map_err(|e| infra(format!("no free port on 127.0.0.1: {e}"), None))?;
-        let body = container_body(settings, labels, &key, port, host_network);
-        let name = format!(
-            "ohrun-{}-{}",
-            labels.iter().find(|(k, _)| *k == LABEL_RUN_ID).map(|(_, v)| *v).unwrap_or("run"),
-            &uuid::Uuid::new_v4().simple().to_string()[..6]
-        );
-        let name: String = name
+
+    async fn start(&mut self, ctx: &Context<'_>) -> Result<Ready, Error> {
+        let docker = connect().await?;
+        self.docker = Some(docker.clone());
+        let mut cancel = ctx.cancel.clone();
+        image::ensure(&docker, &self.settings.image, ctx.progress, &mut cancel).await?;
+        let key = super::random_key();
+        let host_network = self.settings.network.as_deref() == Some("host");
+        // A published port can be taken between choosing it and starting the container: try a few.
+        let mut last_error = String::new();
+        for _attempt in 0..3 {
+            let port = free_port()?;
+            let id = self.create(&docker, ctx, &key, port, host_network).await?;
+            if let Err(e) = docker.start_container(&id, None).await {
+                last_error = e.to_string();
+                if let Err(removal) = self.remove().await {
+                    return Err(Error::failed(format!("starting the container failed: {last_error}; {removal}")));
+                }
+                if last_error.contains("port is already allocated") || last_error.contains("address already in use") {
+                    continue;
+                }
+                return Err(Error::failed(format!("starting the container failed: {last_error}")));
+            }
+            (ctx.progress)(&format!("container {} started from {}", short(&id), self.settings.image));
+            let client =
+                AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key.clone()), Duration::from_secs(60));
+            self.wait_healthy(&docker, &id, &client, ctx).await?;
+            let server_info = client.server_info().await?;
+            self.client = Some(client.clone());
+            return Ok(Ready { client, working_dir: self.settings.working_dir.clone(), server_info });
+        }
+        Err(Error::failed(format!("starting the container failed: {last_error}"))
+            .hint("free ports on 127.0.0.1 are scarce"))
+    }
+
+    /// Creates the container and records it at once, so that it is released whatever happens next.
+    async fn create(
+        &mut self,
+        docker: &Docker,
+        ctx: &Context<'_>,
+        key: &str,
+        port: u16,
+        host_network: bool,
+    ) -> Result<String, Error> {
+        let labels = [(LABEL_CREATED_BY, "ohrun"), (LABEL_RUN_ID, ctx.run_id), (LABEL_JOB, ctx.job)];
+        let body = container_body(&self.settings, &labels, key, port, host_network);
+        let name: String = format!("ohrun-{}-{}", ctx.run_id, &uuid::Uuid::new_v4().simple().to_string()[..6])
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' })
             .take(120)
             .collect();
         let mut options = CreateContainerOptionsBuilder::default().name(&name);
-        if let Some(p) = &settings.platform {
+        if let Some(p) = &self.settings.platform {
             options = options.platform(p);
         }
         let created = docker
             .create_container(Some(options.build()), body)
             .await
-            .map_err(|e| infra(format!("creating the container failed: {e}"), None))?;
-        let container = DockerContainer { docker: docker.clone(), id: created.id.clone() };
-        if let Err(e) = docker.start_container(&created.id, None).await {
-            last_error = e.to_string();
-            let _ = container.remove().await;
-            if last_error.contains("port is already allocated") || last_error.contains("address already in use") {
-                continue;
-            }
-            return Err(infra(format!("starting the container failed: {last_error}"), None));
-        }
-        progress(&format!("container {} started from {}", short(&created.id), settings.image));
-        let base = format!("http://127.0.0.1:{port}");
-        let client = AgentClient::new(&base, Some(key.clone()), Duration::from_secs(60));
-        return match wait_healthy(&container, &client, settings.init_timeout).await {
-            Ok(()) => {
-                let info = client.server_info().await.map_err(|e| infra(e.to_string(), None))?;
-                Ok((container, client, info))
-            }
-            Err(e) => {
-                let _ = container.remove().await;
-                Err(e)
-            }
-        };
+            .map_err(|e| Error::failed(format!("creating the container failed: {e}")))?;
+        self.container = Some(created.id.clone());
+        self.id = Some(created.id.clone());
+        Ok(created.id)
     }
-    Err(infra(
-        format!("starting the container failed: {last_error}"),
-        Some("free ports on 127.0.0.1 are scarce".into()),
-    ))
+
+    async fn wait_healthy(
+        &self,
+        docker: &Docker,
+        id: &str,
+        client: &AgentClient,
+        ctx: &Context<'_>,
+    ) -> Result<(), Error> {
+        let mut cancel = ctx.cancel.clone();
+        let (limit, raise) = ctx.limit(self.settings.init_timeout);
+        health::wait(
+            client,
+            ctx.deadline(self.settings.init_timeout),
+            &mut cancel,
+            || async {
+                let state = docker.inspect_container(id, None).await.ok().and_then(|i| i.state);
+                if state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+                    return None;
+                }
+                let code = state.as_ref().and_then(|s| s.exit_code).unwrap_or(-1);
+                let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+                let why = if oom { " (killed: out of memory; raise `sandbox.memory_mb`)" } else { "" };
+                Some(
+                    Error::failed(format!(
+                        "container {} exited with code {code} before the agent-server became healthy{why}",
+                        short(id)
+                    ))
+                    .hint("check the image and `sandbox.command`; the container's last log lines are below")
+                    .log_tail(log_tail(docker, id, 20).await),
+                )
+            },
+            || async {
+                Error::failed(format!("the agent-server in container {} was not healthy within {limit}", short(id)))
+                    .hint(raise)
+                    .log_tail(log_tail(docker, id, 20).await)
+            },
+        )
+        .await
+    }
+
+    /// Stops (10 s grace) and removes the container; it stays recorded if that fails.
+    async fn remove(&mut self) -> Result<(), String> {
+        let (Some(docker), Some(id)) = (&self.docker, self.container.clone()) else { return Ok(()) };
+        if let Err(e) = docker.stop_container(&id, Some(StopContainerOptionsBuilder::default().t(10).build())).await {
+            tracing::debug!("stopping container {} failed (removing it anyway): {e}", short(&id));
+        }
+        match docker
+            .remove_container(&id, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
+            .await
+        {
+            Ok(()) => {
+                self.container = None;
+                Ok(())
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                self.container = None;
+                Ok(())
+            }
+            Err(e) => Err(format!("removing container {} failed: {e}", short(&id))),
+        }
+    }
 }
 
 fn container_body(
@@ -201,48 +248,6 @@ fn container_body(
     }
 }
 
-/// Polls /health until `timeout`, failing fast (with the container's last log lines) if it stops.
-async fn wait_healthy(
-    container: &DockerContainer,
-    client: &AgentClient,
-    timeout: Duration,
-) -> Result<(), ProvisionError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let state = container.docker.inspect_container(&container.id, None).await.ok().and_then(|i| i.state);
-        let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
-        if !running {
-            let code = state.as_ref().and_then(|s| s.exit_code).unwrap_or(-1);
-            let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
-            let why =
-                if oom { " (killed: out of memory; raise `sandbox.memory_mb`)".to_string() } else { String::new() };
-            return Err(ProvisionError {
-                message: format!(
-                    "container {} exited with code {code} before the agent-server became healthy{why}",
-                    short(&container.id)
-                ),
-                hint: Some("check the image and `sandbox.command`; the container's last log lines are below".into()),
-                log_tail: Some(log_tail(&container.docker, &container.id, 20).await),
-            });
-        }
-        if client.healthy().await {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(ProvisionError {
-                message: format!(
-                    "the agent-server in container {} was not healthy within {}s",
-                    short(&container.id),
-                    timeout.as_secs()
-                ),
-                hint: Some("raise `sandbox.init_timeout`".into()),
-                log_tail: Some(log_tail(&container.docker, &container.id, 20).await),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 pub async fn log_tail(docker: &Docker, id: &str, lines: usize) -> String {
     let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
     let mut stream = docker.logs(id, Some(options));
@@ -251,4 +256,66 @@ pub async fn log_tail(docker: &Docker, id: &str, lines: usize) -> String {
         out.push_str(&chunk.to_string());
     }
     out.trim_end().to_string()
+}
+
+impl Backend for DockerBackend {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
+        Box::pin(self.start(ctx))
+    }
+
+    fn release(&mut self, keep: bool) -> BoxFuture<'_, Released> {
+        Box::pin(async move {
+            if self.container.is_none() {
+                return Released::NothingToRelease;
+            }
+            if keep && self.client.is_some() {
+                return Released::Kept;
+            }
+            match self.remove().await {
+                Ok(()) => Released::Released,
+                Err(e) => Released::Failed(e),
+            }
+        })
+    }
+
+    fn attach_hint(&self, working_dir: &str) -> String {
+        let id = self.id.as_deref().unwrap_or_default();
+        let url = self.client.as_ref().map(|c| c.base_url().to_string()).unwrap_or_default();
+        format!(
+            "container {id} (`docker exec -it -w {working_dir} {} bash`; agent-server at {url}; remove it with `docker rm -f {}`)",
+            short(id),
+            short(id)
+        )
+    }
+
+    fn record(&self) -> Record {
+        Record { id: self.id.clone(), ..Record::default() }
+    }
+}
+
+impl From<bollard::errors::Error> for Error {
+    fn from(e: bollard::errors::Error) -> Error {
+        Error::new(ErrorKind::Failed, format!("the Docker engine refused: {e}"))
+    }
+}
+
+impl SandboxProbe for DockerBackend {
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(async move {
+            let (Some(docker), Some(id)) = (&self.docker, &self.container) else { return Probe::Alive };
+            match docker.inspect_container(id, None).await {
+                Ok(i) if i.state.as_ref().and_then(|s| s.running) == Some(false) => {
+                    Probe::Gone(format!("container {} stopped", short(id)))
+                }
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                    Probe::Gone(format!("container {} no longer exists", short(id)))
+                }
+                _ => Probe::Alive,
+            }
+        })
+    }
 }

@@ -1,57 +1,198 @@
 //! `kind: local`: an agent-server process that ohrun starts, supervises and stops. The server leads its
 //! own process group, so stopping it (TERM, then KILL after a grace period) reaches everything it
-//! spawned; KillOnDrop covers every early return and panic. Its tmux sockets live in the server's own
-//! state directory, and any tmux server left there is killed after the stop.
+//! spawned; KillOnDrop covers every early return and panic. Its output goes through the redactor into
+//! `agent-server.log` in the run's report directory. Its tmux sockets live in the server's own state
+//! directory, and any tmux server left there is killed after the stop. A crash is seen at once: the probe
+//! reaps the child (a zombie is not alive).
 
-use super::install;
-use super::{ProvisionError, free_port};
+use super::{
+    Backend, BoxFuture, Context, Error, Probe, Ready, Record, Released, SandboxProbe, free_port, health, install,
+};
 use crate::agent::http::AgentClient;
-use crate::settings::SandboxSettings;
+use crate::report::redact::RedactingWriter;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop, ProcessGroup};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// How long the server gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-pub struct LocalServer {
-    child: Option<Box<dyn ChildWrapper>>,
-    state_dir: Option<tempfile::TempDir>,
-    log_file: PathBuf,
+#[derive(Clone, Debug)]
+pub struct LocalSettings {
+    pub command: Option<Vec<String>>,
+    pub port: Option<u16>,
+    /// The agent's working directory; `workspace/` in the run's report directory when None.
+    pub working_dir: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub init_timeout: Duration,
 }
 
-impl LocalServer {
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(|c| c.id())
+pub struct Local {
+    settings: LocalSettings,
+    server: Option<Server>,
+    client: Option<AgentClient>,
+    log_file: Option<PathBuf>,
+    /// Kept after release, for the report.
+    pid: Option<u32>,
+}
+
+struct Server {
+    child: Mutex<Box<dyn ChildWrapper>>,
+    pid: u32,
+    state_dir: tempfile::TempDir,
+    report_dir: PathBuf,
+}
+
+impl Local {
+    pub fn new(settings: LocalSettings) -> Local {
+        Local { settings, server: None, client: None, log_file: None, pid: None }
     }
 
-    /// False once the server process has exited.
-    pub fn running(&self) -> bool {
-        self.pid().is_some_and(|pid| {
-            // SAFETY: signal 0 only checks that the process exists.
-            unsafe { libc::kill(pid as i32, 0) == 0 }
-        })
+    async fn start(&mut self, ctx: &Context<'_>) -> Result<Ready, Error> {
+        let mut cancel = ctx.cancel.clone();
+        let command = match &self.settings.command {
+            Some(c) => c.clone(),
+            None => install::ensure_installed(ctx.progress, &mut cancel).await?,
+        };
+        let port = match self.settings.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let workspace = self.workspace(ctx.report_dir)?;
+        let log_file = ctx.report_dir.join("agent-server.log");
+        self.log_file = Some(log_file.clone());
+        let key = super::random_key();
+        let state_dir = tempfile::Builder::new()
+            .prefix("ohrun-agent-server-")
+            .tempdir()
+            .map_err(|e| Error::failed(format!("cannot create a state directory: {e}")).hint("check TMPDIR"))?;
+        let mut child = spawn(&command, port, &key, state_dir.path(), &self.settings.env, ctx.hide_env)?;
+        copy_output(&mut child, &log_file)?;
+        let pid = child.id().unwrap_or_default();
+        self.pid = Some(pid);
+        tracing::info!("started the agent-server (pid {pid}) on port {port}");
+        self.server =
+            Some(Server { child: Mutex::new(child), pid, state_dir, report_dir: ctx.report_dir.to_path_buf() });
+        let client = AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key), Duration::from_secs(60));
+        let deadline = ctx.deadline(self.settings.init_timeout);
+        let (limit, raise) = ctx.limit(self.settings.init_timeout);
+        let tail_of = log_file.clone();
+        health::wait(
+            &client,
+            deadline,
+            &mut cancel,
+            || async {
+                self.exited().map(|status| {
+                    Error::failed(format!("the agent-server exited ({status}) before it became healthy"))
+                        .hint(format!("its log is {}", log_file.display()))
+                        .log_tail(tail(&log_file, 20))
+                })
+            },
+            || async move {
+                Error::failed(format!("the agent-server was not healthy within {limit}"))
+                    .hint(format!("{raise}, or look at its log"))
+                    .log_tail(tail(&tail_of, 20))
+            },
+        )
+        .await?;
+        let server_info = client.server_info().await?;
+        self.client = Some(client.clone());
+        Ok(Ready { client, working_dir: workspace.display().to_string(), server_info })
     }
 
-    pub fn log_file(&self) -> &Path {
-        &self.log_file
+    /// The configured working directory, or a fresh `workspace/` beside the run's report (the runner has
+    /// made sure that report directory belongs to this run, so an old workspace there is this run's own).
+    fn workspace(&self, report_dir: &Path) -> Result<PathBuf, Error> {
+        let workspace = match &self.settings.working_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = report_dir.join("workspace");
+                let _ = std::fs::remove_dir_all(&dir);
+                dir
+            }
+        };
+        std::fs::create_dir_all(&workspace).map_err(|e| {
+            Error::failed(format!("cannot create the workspace {}: {e}", workspace.display())).hint("check permissions")
+        })?;
+        Ok(std::fs::canonicalize(&workspace).unwrap_or(workspace))
     }
 
-    /// Leaves the server running (cleanup policy said keep): no kill on drop, state dir kept.
-    pub fn detach(mut self) {
-        if let Some(child) = self.child.take() {
-            // Dropping only the wrappers would kill it; leak the handle on purpose.
-            std::mem::forget(child);
+    /// The exit status, once the server process has exited (reaping it).
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        let server = self.server.as_ref()?;
+        server.child.lock().unwrap_or_else(|e| e.into_inner()).try_wait().ok().flatten()
+    }
+}
+
+fn spawn(
+    command: &[String],
+    port: u16,
+    key: &str,
+    state_dir: &Path,
+    env: &[(String, String)],
+    hide_env: &[String],
+) -> Result<Box<dyn ChildWrapper>, Error> {
+    let mut cmd = CommandWrap::with_new(&command[0], |c| {
+        c.args(&command[1..])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .current_dir(state_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for name in hide_env {
+            c.env_remove(name);
         }
-        if let Some(dir) = self.state_dir.take() {
-            let _ = dir.keep();
+        c.env("OH_SESSION_API_KEYS_0", key)
+            .env("OH_ENABLE_VSCODE", "false")
+            .env("OH_ENABLE_BROWSER", "false")
+            .env("OH_CONVERSATIONS_PATH", state_dir.join("conversations"))
+            .env("OH_BASH_EVENTS_DIR", state_dir.join("bash_events"))
+            .env("TMUX_TMPDIR", state_dir.join("tmux"))
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .env("OPENHANDS_SUPPRESS_BANNER", "1");
+        for (k, v) in env {
+            c.env(k, v);
         }
-    }
+    });
+    let _ = std::fs::create_dir_all(state_dir.join("tmux"));
+    cmd.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
+    cmd.spawn().map_err(|e| {
+        Error::failed(format!("cannot start the agent-server `{}`: {e}", command.join(" ")))
+            .hint("check `sandbox.command`, or run `ohrun setup local` to install the managed server")
+    })
+}
 
-    /// TERM to the whole process group, KILL after the grace period, reap, then clean the state dir.
-    pub async fn stop(mut self) -> Result<(), String> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+/// Copies the server's stdout and stderr, redacted, into `log_file` until the process closes them.
+fn copy_output(child: &mut Box<dyn ChildWrapper>, log_file: &Path) -> Result<(), Error> {
+    let file = std::fs::File::create(log_file)
+        .map_err(|e| Error::failed(format!("cannot create {}: {e}", log_file.display())).hint("check permissions"))?;
+    let log = std::sync::Arc::new(Mutex::new(RedactingWriter::new(file)));
+    let streams: [Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>; 2] = [
+        child.stdout().take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child.stderr().take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let log = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stream);
+            let mut line = Vec::new();
+            while lines.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) {
+                let mut w = log.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = std::io::Write::write_all(&mut *w, &line);
+                let _ = std::io::Write::flush(&mut *w);
+                line.clear();
+            }
+        });
+    }
+    Ok(())
+}
+
+impl Server {
+    /// TERM to the whole process group, KILL after the grace period, reap, then the tmux servers.
+    async fn stop(self) -> Result<(), String> {
+        let mut child = self.child.into_inner().unwrap_or_else(|e| e.into_inner());
         let _ = child.signal(libc::SIGTERM);
         let result = match tokio::time::timeout(STOP_GRACE, child.wait()).await {
             Ok(Ok(_)) => Ok(()),
@@ -61,14 +202,20 @@ impl LocalServer {
                 let _ = child.start_kill();
                 match tokio::time::timeout(STOP_GRACE, child.wait()).await {
                     Ok(Ok(_)) => Ok(()),
-                    _ => Err("the agent-server did not die after SIGKILL".into()),
+                    _ => Err(format!("the agent-server (pid {}) did not die after SIGKILL", self.pid)),
                 }
             }
         };
-        if let Some(dir) = self.state_dir.take() {
-            kill_tmux_servers(dir.path()).await;
-        }
+        kill_tmux_servers(self.state_dir.path()).await;
         result
+    }
+
+    /// Leaves the server running: no kill on drop, state kept; its session key goes into a private file.
+    fn detach(self) -> PathBuf {
+        let key_file = self.report_dir.join("agent-server.key");
+        std::mem::forget(self.child.into_inner().unwrap_or_else(|e| e.into_inner()));
+        let _ = self.state_dir.keep();
+        key_file
     }
 }
 
@@ -89,120 +236,69 @@ async fn kill_tmux_servers(state_dir: &Path) {
     }
 }
 
-fn random_key() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
-}
-
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Starts the server and waits until it is healthy.
-pub async fn start(
-    settings: &SandboxSettings,
-    report_dir: &Path,
-    hide_env: &[String],
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<(LocalServer, AgentClient, String, Value), ProvisionError> {
-    let SandboxSettings::Local { command, port, working_dir, env, init_timeout } = settings else {
-        unreachable!("local::start is only called for local sandboxes")
-    };
-    let infra = |message: String, hint: &str| ProvisionError { message, hint: Some(hint.to_string()), log_tail: None };
-    let command =
-        match command {
-            Some(c) => c.clone(),
-            None => {
-                let progress_line = |l: &str| progress(l);
-                tokio::task::block_in_place(|| install::ensure_installed(&progress_line))
-                    .map_err(|e| ProvisionError { message: e.message, hint: Some(e.hint), log_tail: None })?
-            }
-        };
-    let port = match port {
-        Some(p) => *p,
-        None => free_port().map_err(|e| infra(format!("no free port on 127.0.0.1: {e}"), "check local networking"))?,
-    };
-    let key = random_key();
-    let state_dir = tempfile::Builder::new()
-        .prefix("ohrun-agent-server-")
-        .tempdir()
-        .map_err(|e| infra(format!("cannot create a state directory: {e}"), "check TMPDIR"))?;
-    let workspace = match working_dir {
-        Some(dir) => dir.clone(),
-        None => {
-            // A fresh directory per run, beside its report, so the agent's work is easy to find.
-            let dir = report_dir.join("workspace");
-            let _ = std::fs::remove_dir_all(&dir);
-            dir
-        }
-    };
-    std::fs::create_dir_all(&workspace)
-        .map_err(|e| infra(format!("cannot create the workspace {}: {e}", workspace.display()), "check permissions"))?;
-    let workspace = std::fs::canonicalize(&workspace).unwrap_or(workspace);
-    let log_file = report_dir.join("agent-server.log");
-    let log = std::fs::File::create(&log_file)
-        .map_err(|e| infra(format!("cannot create {}: {e}", log_file.display()), "check permissions"))?;
-    let log_err = log.try_clone().map_err(|e| infra(e.to_string(), "check permissions"))?;
+/// Writes the session key of a kept server where only the user can read it.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())
+}
 
-    let mut cmd = CommandWrap::with_new(&command[0], |c| {
-        c.args(&command[1..])
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .current_dir(state_dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        for name in hide_env {
-            c.env_remove(name);
-        }
-        c.env("OH_SESSION_API_KEYS_0", &key)
-            .env("OH_ENABLE_VSCODE", "false")
-            .env("OH_ENABLE_BROWSER", "false")
-            .env("OH_CONVERSATIONS_PATH", state_dir.path().join("conversations"))
-            .env("OH_BASH_EVENTS_DIR", state_dir.path().join("bash_events"))
-            .env("TMUX_TMPDIR", state_dir.path().join("tmux"))
-            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            .env("OPENHANDS_SUPPRESS_BANNER", "1");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-    });
-    let _ = std::fs::create_dir_all(state_dir.path().join("tmux"));
-    cmd.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
-    let child = cmd.spawn().map_err(|e| ProvisionError {
-        message: format!("cannot start the agent-server `{}`: {e}", command.join(" ")),
-        hint: Some("check `sandbox.command`, or run `ohrun setup local` to install the managed server".into()),
-        log_tail: None,
-    })?;
-    let mut server = LocalServer { child: Some(child), state_dir: Some(state_dir), log_file: log_file.clone() };
-    let base = format!("http://127.0.0.1:{port}");
-    let client = AgentClient::new(&base, Some(key), Duration::from_secs(60));
-    let deadline = Instant::now() + *init_timeout;
-    loop {
-        if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            return Err(ProvisionError {
-                message: format!("the agent-server exited ({status}) before it became healthy"),
-                hint: Some(format!("its log is {}", log_file.display())),
-                log_tail: Some(tail(&log_file, 20)),
-            });
-        }
-        if client.healthy().await {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let _ = server.stop().await;
-            return Err(ProvisionError {
-                message: format!("the agent-server was not healthy within {}s", init_timeout.as_secs()),
-                hint: Some("raise `sandbox.init_timeout`, or look at its log".into()),
-                log_tail: Some(tail(&log_file, 20)),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+impl Backend for Local {
+    fn kind(&self) -> &'static str {
+        "local"
     }
-    let info = client.server_info().await.map_err(|e| ProvisionError {
-        message: e.to_string(),
-        hint: None,
-        log_tail: None,
-    })?;
-    Ok((server, client, workspace.display().to_string(), info))
+
+    fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
+        Box::pin(self.start(ctx))
+    }
+
+    fn release(&mut self, keep: bool) -> BoxFuture<'_, Released> {
+        Box::pin(async move {
+            let Some(server) = self.server.take() else { return Released::NothingToRelease };
+            if keep && self.client.is_some() {
+                let key = self.client.as_ref().and_then(|c| c.session_key()).unwrap_or_default();
+                let key_file = server.detach();
+                if let Err(e) = write_private(&key_file, &key) {
+                    tracing::warn!("cannot write {}: {e}", key_file.display());
+                }
+                return Released::Kept;
+            }
+            match server.stop().await {
+                Ok(()) => Released::Released,
+                Err(e) => Released::Failed(e),
+            }
+        })
+    }
+
+    fn attach_hint(&self, working_dir: &str) -> String {
+        let url = self.client.as_ref().map(|c| c.base_url().to_string()).unwrap_or_default();
+        let pid = self.pid.unwrap_or_default();
+        let key_file = self.log_file.as_ref().and_then(|l| l.parent()).map(|d| d.join("agent-server.key"));
+        format!(
+            "agent-server at {url} (working dir {working_dir}; session key in {}, sent as X-Session-API-Key; stop it with `kill -TERM -- -{pid}`)",
+            key_file.map(|k| k.display().to_string()).unwrap_or_default()
+        )
+    }
+
+    fn record(&self) -> Record {
+        Record { id: self.pid.map(|p| format!("pid:{p}")), log_file: self.log_file.clone(), ..Record::default() }
+    }
+}
+
+impl SandboxProbe for Local {
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(async move {
+            match self.exited() {
+                Some(status) => Probe::Gone(format!("the agent-server process exited ({status})")),
+                None => Probe::Alive,
+            }
+        })
+    }
 }

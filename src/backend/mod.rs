@@ -1,79 +1,69 @@
-//! Sandboxes: where the agent-server runs. `provision` returns a ready server (healthy, version known);
-//! `release` gives it back according to the cleanup policy. Backends know nothing of YAML.
+//! Sandboxes: where the agent-server runs. One [`Backend`] per kind (local process, Docker container,
+//! Cloud sandbox, Runtime API session, a server that already runs). A backend is created from its settings
+//! before anything exists and lives as long as the run: `provision` records what it creates in the
+//! backend the moment it exists, so `release` can give it back whether provisioning finished, failed or
+//! was interrupted. Backends know nothing of YAML.
 
-pub mod api;
 pub mod cloud;
 pub mod docker;
+mod health;
+pub mod image;
 pub mod install;
 pub mod local;
+pub mod provider;
+pub mod remote;
 pub mod runtime;
 
 use crate::agent::http::AgentClient;
-use crate::settings::SandboxSettings;
+pub use crate::agent::{BoxFuture, Probe, SandboxProbe};
+use crate::cancel::Cancel;
+use crate::report::ApiRetry;
 use serde_json::Value;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-/// A free TCP port on 127.0.0.1 (free now; the caller binds it soon after).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Each kind's settings, resolved from the job and the environment (by `settings.rs`).
+#[derive(Clone, Debug)]
+pub enum Settings {
+    Local(local::LocalSettings),
+    Docker(docker::DockerSettings),
+    Cloud(cloud::CloudSettings),
+    Runtime(runtime::RuntimeSettings),
+    Remote(remote::RemoteSettings),
 }
 
-/// A ready agent-server.
-pub struct Provisioned {
-    pub client: AgentClient,
-    /// The agent's working directory, as the server sees it.
-    pub working_dir: String,
-    /// The provider's id (process id, container id, sandbox id).
-    pub id: Option<String>,
-    pub server_info: Value,
-    pub log_file: Option<String>,
-    pub provision_time: Duration,
-    handle: Handle,
-}
+impl Settings {
+    /// The agent-server URL ohrun will talk to when the settings name one (remote), or the provider's API.
+    pub fn far_url(&self) -> Option<&str> {
+        match self {
+            Settings::Cloud(c) => Some(&c.api_url),
+            Settings::Runtime(r) => Some(&r.api_url),
+            Settings::Remote(r) => Some(&r.url),
+            Settings::Local(_) | Settings::Docker(_) => None,
+        }
+    }
 
-enum Handle {
-    Local(local::LocalServer),
-    Docker(docker::DockerContainer),
-    Cloud {
-        sandbox: cloud::CloudSandbox,
-        keep_alive: bool,
-    },
-    Runtime {
-        session: runtime::RuntimeSession,
-        keep_alive: bool,
-    },
-    /// Attached to a server someone else runs: nothing to release.
-    Attached,
-}
-
-/// Why provisioning failed.
-#[derive(Debug)]
-pub struct ProvisionError {
-    pub message: String,
-    pub hint: Option<String>,
-    /// The last lines of the server's log, when there is one.
-    pub log_tail: Option<String>,
-}
-
-pub use crate::agent::session::Probe;
-
-impl crate::agent::session::SandboxProbe for Provisioned {
-    fn probe(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Probe> + Send + '_>> {
-        Box::pin(Provisioned::probe(self))
+    /// The backend for these settings; nothing is created yet.
+    pub fn backend(self) -> Box<dyn Backend> {
+        match self {
+            Settings::Local(s) => Box::new(local::Local::new(s)),
+            Settings::Docker(s) => Box::new(docker::DockerBackend::new(s)),
+            Settings::Cloud(s) => Box::new(cloud::Cloud::new(s)),
+            Settings::Runtime(s) => Box::new(runtime::Runtime::new(s)),
+            Settings::Remote(s) => Box::new(remote::Remote::new(s)),
+        }
     }
 }
 
-/// What release did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Released {
-    Released,
-    Kept,
-    Attached,
-    Failed(String),
+/// A ready agent-server.
+pub struct Ready {
+    pub client: AgentClient,
+    /// The agent's working directory, as the server sees it.
+    pub working_dir: String,
+    pub server_info: Value,
 }
 
-impl Provisioned {
+impl Ready {
     pub fn server_version(&self) -> Option<String> {
         self.server_info.get("version").and_then(Value::as_str).map(str::to_string)
     }
@@ -84,168 +74,170 @@ impl Provisioned {
             .and_then(Value::as_array)
             .map(|t| t.iter().filter_map(Value::as_str).map(str::to_string).collect())
     }
+}
 
-    /// The provider's API client (Cloud, Runtime), whose retry log the report keeps.
-    pub fn provider_api(&self) -> Option<api::ProviderApi> {
-        match &self.handle {
-            Handle::Cloud { sandbox, .. } => Some(sandbox.api.clone()),
-            Handle::Runtime { session, .. } => Some(session.api.clone()),
-            _ => None,
-        }
+/// What provisioning needs from the run.
+pub struct Context<'a> {
+    pub run_id: &'a str,
+    pub job: &'a str,
+    /// The run's report directory (workspace and server log of a local sandbox go there).
+    pub report_dir: &'a Path,
+    /// Environment variables never passed to a process ohrun starts (secrets).
+    pub hide_env: &'a [String],
+    /// The run's own deadline (`limits.timeout`), which also bounds provisioning.
+    pub run_deadline: Option<Instant>,
+    pub cancel: Cancel,
+    pub progress: &'a (dyn Fn(&str) + Sync),
+}
+
+impl Context<'_> {
+    /// The earlier of `now + init_timeout` and the run's deadline.
+    pub fn deadline(&self, init_timeout: std::time::Duration) -> Instant {
+        let own = Instant::now() + init_timeout;
+        self.run_deadline.map_or(own, |r| r.min(own))
     }
 
-    /// Asks the provider whether the sandbox still exists (resuming a paused one once).
-    pub async fn probe(&self) -> Probe {
-        match &self.handle {
-            Handle::Cloud { sandbox, .. } => sandbox.probe(&self.client).await,
-            Handle::Runtime { session, .. } => session.probe(&self.client).await,
-            Handle::Local(server) if !server.running() => Probe::Gone("the agent-server process exited".into()),
-            _ => Probe::Alive,
-        }
-    }
-
-    /// Stops or keeps the sandbox. A kept local server is detached: ohrun leaves it running.
-    pub async fn release(self, keep: bool) -> Released {
-        match self.handle {
-            Handle::Cloud { keep_alive, .. } | Handle::Runtime { keep_alive, .. } if keep || keep_alive => {
-                Released::Kept
+    /// Which limit a provisioning that ran out of time hit, for the message and its hint.
+    pub fn limit(&self, init_timeout: std::time::Duration) -> (String, &'static str) {
+        match self.run_deadline {
+            Some(r) if r <= Instant::now() + init_timeout => {
+                ("the run's limits.timeout".into(), "raise `limits.timeout`")
             }
-            Handle::Cloud { sandbox, .. } => match sandbox.delete().await {
-                Ok(()) => Released::Released,
-                Err(e) => Released::Failed(format!("sandbox {} may still exist: {e}", sandbox.id)),
-            },
-            Handle::Runtime { session, .. } => match session.release().await {
-                Ok(()) if session.created => Released::Released,
-                Ok(()) => Released::Attached,
-                Err(e) => Released::Failed(format!("runtime {} may still run: {e}", session.runtime_id)),
-            },
-            Handle::Attached => Released::Attached,
-            Handle::Local(server) if keep => {
-                server.detach();
-                Released::Kept
+            _ => {
+                (format!("init_timeout ({})", humantime::format_duration(init_timeout)), "raise `sandbox.init_timeout`")
             }
-            Handle::Local(server) => match server.stop().await {
-                Ok(()) => Released::Released,
-                Err(e) => Released::Failed(e),
-            },
-            Handle::Docker(_) if keep => Released::Kept,
-            Handle::Docker(container) => match container.remove().await {
-                Ok(()) => Released::Released,
-                Err(e) => Released::Failed(e),
-            },
-        }
-    }
-
-    /// How to reach a kept sandbox, for the console.
-    pub fn attach_hint(&self) -> String {
-        match &self.handle {
-            Handle::Docker(c) => format!(
-                "container {} (`docker exec -it {} bash`; agent-server at {}; remove it with `docker rm -f {}`)",
-                c.id,
-                &c.id[..c.id.len().min(12)],
-                self.client.base_url(),
-                &c.id[..c.id.len().min(12)]
-            ),
-            Handle::Cloud { sandbox, .. } => format!(
-                "Cloud sandbox {} (agent-server at {}; delete it with DELETE {}/api/v1/sandboxes/{})",
-                sandbox.id,
-                self.client.base_url(),
-                sandbox.api.base(),
-                sandbox.id
-            ),
-            Handle::Runtime { session, .. } => format!(
-                "runtime {} (session {}; agent-server at {}; stop it with POST {}/stop)",
-                session.runtime_id,
-                session.session_id,
-                self.client.base_url(),
-                session.api.base()
-            ),
-            _ => format!("agent-server at {} (working dir {})", self.client.base_url(), self.working_dir),
         }
     }
 }
 
-/// Provisions the sandbox for one run; `report_dir` holds the run's files (workspace, server log).
-pub async fn provision(
-    settings: &SandboxSettings,
-    labels: &[(&str, &str)],
-    report_dir: &Path,
-    hide_env: &[String],
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<Provisioned, ProvisionError> {
-    let started = Instant::now();
-    match settings {
-        SandboxSettings::Local { .. } => {
-            let (server, client, working_dir, info) = local::start(settings, report_dir, hide_env, progress).await?;
-            Ok(Provisioned {
-                client,
-                working_dir,
-                id: server.pid().map(|p| format!("pid:{p}")),
-                server_info: info,
-                log_file: Some(server.log_file().display().to_string()),
-                provision_time: started.elapsed(),
-                handle: Handle::Local(server),
-            })
-        }
-        SandboxSettings::Cloud { settings: c, keep_alive } => {
-            let (sandbox, client, info) = cloud::start(c, progress).await?;
-            Ok(Provisioned {
-                client,
-                working_dir: c.working_dir.clone(),
-                id: Some(sandbox.id.clone()),
-                server_info: info,
-                log_file: None,
-                provision_time: started.elapsed(),
-                handle: Handle::Cloud { sandbox, keep_alive: *keep_alive },
-            })
-        }
-        SandboxSettings::Runtime { settings: r, keep_alive } => {
-            let (session, client, info) = runtime::start(r, progress).await?;
-            Ok(Provisioned {
-                client,
-                working_dir: r.working_dir.clone(),
-                id: Some(session.runtime_id.clone()),
-                server_info: info,
-                log_file: None,
-                provision_time: started.elapsed(),
-                handle: Handle::Runtime { session, keep_alive: *keep_alive },
-            })
-        }
-        SandboxSettings::Docker(d) => {
-            let (container, client, info) = docker::start(d, labels, progress).await?;
-            Ok(Provisioned {
-                client,
-                working_dir: d.working_dir.clone(),
-                id: Some(container.id.clone()),
-                server_info: info,
-                log_file: None,
-                provision_time: started.elapsed(),
-                handle: Handle::Docker(container),
-            })
-        }
-        SandboxSettings::Remote { url, session_key, working_dir, api_timeout } => {
-            let client = AgentClient::new(url, session_key.clone(), *api_timeout);
-            if !client.healthy().await {
-                return Err(ProvisionError {
-                    message: format!("the agent-server at {url} does not answer GET /health"),
-                    hint: Some("check that it runs and that `sandbox.url` is right".into()),
-                    log_tail: None,
-                });
-            }
-            let info = client.server_info().await.map_err(|e| ProvisionError {
-                message: e.to_string(),
-                hint: None,
-                log_tail: None,
-            })?;
-            Ok(Provisioned {
-                client,
-                working_dir: working_dir.clone(),
-                id: None,
-                server_info: info,
-                log_file: None,
-                provision_time: started.elapsed(),
-                handle: Handle::Attached,
-            })
+/// What the report says about the sandbox, readable at any time (also after a failed provisioning).
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    /// The provider's id (process id, container id, sandbox id), once it exists.
+    pub id: Option<String>,
+    pub log_file: Option<PathBuf>,
+    pub api_retries: Vec<ApiRetry>,
+    pub candidates: Vec<String>,
+}
+
+/// What release did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    Released,
+    Kept,
+    /// Someone else's server (remote, or a Runtime session ohrun attached to): left as it was.
+    Attached,
+    /// Nothing had been created.
+    NothingToRelease,
+    Failed(String),
+}
+
+impl Released {
+    /// The report's `sandbox.disposition`.
+    pub fn disposition(&self) -> &'static str {
+        match self {
+            Released::Released => "released",
+            Released::Kept => "kept",
+            Released::Attached => "attached",
+            Released::NothingToRelease => "not_provisioned",
+            Released::Failed(_) => "release_failed",
         }
     }
+}
+
+/// One kind of sandbox. `probe` (from [`SandboxProbe`]) asks whether it still exists while a job runs,
+/// and resumes one the provider paused, once.
+pub trait Backend: SandboxProbe {
+    fn kind(&self) -> &'static str;
+
+    /// Creates the sandbox and waits until its agent-server answers. Checks `ctx.cancel` at every wait
+    /// and returns `Interrupted` there; never abandons a request half-way.
+    fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>>;
+
+    /// Gives back whatever was created (or keeps it when `keep`).
+    fn release(&mut self, keep: bool) -> BoxFuture<'_, Released>;
+
+    /// How to reach a kept sandbox, for the console.
+    fn attach_hint(&self, working_dir: &str) -> String;
+
+    fn record(&self) -> Record;
+}
+
+/// Why provisioning did not give a ready server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// It failed, and trying again as it is would fail again (a bad image, a refused key).
+    Failed,
+    /// A provider or the network failed in a way that may pass (5xx, 429, unreachable).
+    Transient,
+    /// The sandbox did not become ready in time.
+    NotReady,
+    /// A create may have made a sandbox ohrun could not identify: these candidates may be left behind.
+    Unsure(Vec<String>),
+    /// ohrun was asked to stop.
+    Interrupted,
+}
+
+impl ErrorKind {
+    /// True when provisioning stopped because ohrun was asked to.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, ErrorKind::Interrupted)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+    /// The last lines of the server's log, when there is one.
+    pub log_tail: Option<String>,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error { kind, message: message.into(), hint: None, log_tail: None }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Failed, message)
+    }
+
+    pub fn interrupted() -> Error {
+        Error::new(ErrorKind::Interrupted, "interrupted while provisioning")
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn log_tail(mut self, tail: impl Into<String>) -> Error {
+        let tail = tail.into();
+        self.log_tail = (!tail.trim().is_empty()).then_some(tail);
+        self
+    }
+}
+
+impl From<crate::agent::http::ApiError> for Error {
+    fn from(e: crate::agent::http::ApiError) -> Error {
+        let kind = if e.status.is_none_or(|s| s == 429 || s >= 500) { ErrorKind::Transient } else { ErrorKind::Failed };
+        Error::new(kind, e.to_string())
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free now; the caller binds it soon after).
+fn free_port() -> Result<u16, Error> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::failed(format!("no free port on 127.0.0.1: {e}")).hint("check local networking"))
+}
+
+/// A random session key for a server ohrun starts.
+fn random_key() -> String {
+    let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    crate::report::redact::register(&key);
+    key
 }

@@ -4,12 +4,15 @@
 //! session id is ours, so after an unclear failure ohrun asks for the session before starting again. A
 //! session ohrun did not start (an existing `session_id`) is never stopped.
 
-use super::api::{ApiFailure, ProviderApi};
-use super::{Probe, ProvisionError};
+use super::provider::{self, ApiFailure, Found, Poll, ProviderApi};
+use super::{Backend, BoxFuture, Context, Error, Probe, Ready, Record, Released, SandboxProbe};
 use crate::agent::http::AgentClient;
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+const API: &str = "Runtime API";
 
 #[derive(Clone, Debug)]
 pub struct RuntimeSettings {
@@ -28,35 +31,26 @@ pub struct RuntimeSettings {
     pub api_timeout: Duration,
     pub pause_on_close: bool,
     pub working_dir: String,
+    pub keep_alive: bool,
 }
 
-pub struct RuntimeSession {
-    pub api: ProviderApi,
-    pub session_id: String,
-    pub runtime_id: String,
-    /// False when ohrun attached to a session someone else started: it is never stopped then.
-    pub created: bool,
-    pause_on_close: bool,
-    resumed: std::sync::atomic::AtomicBool,
-}
-
-fn error(message: String) -> ProvisionError {
-    ProvisionError { message, hint: None, log_tail: None }
-}
-
-fn auth_error(f: &ApiFailure, key_var: &str) -> ProvisionError {
-    ProvisionError {
-        message: f.to_string(),
-        hint: Some(format!("check the Runtime API key in {key_var} (and `sandbox.api_url`)")),
-        log_tail: None,
-    }
+pub struct Runtime {
+    settings: RuntimeSettings,
+    api: Option<ProviderApi>,
+    session_id: Option<String>,
+    runtime_id: Option<String>,
+    /// True once ohrun asked to start the session (it may exist even if the answer was lost).
+    started: bool,
+    resumed: AtomicBool,
+    client: Option<AgentClient>,
+    released: bool,
 }
 
 /// `GET /sessions/{id}`: Some(runtime) or None for 404.
 async fn lookup(api: &ProviderApi, sid: &str, deadline: Option<Instant>) -> Result<Option<Value>, ApiFailure> {
-    match api.call(Method::GET, &format!("/sessions/{sid}"), None, true, deadline).await {
+    match api.call(Method::GET, api.url(&format!("sessions/{sid}"), &[]), None, true, deadline).await {
         Ok(v) => Ok(Some(v)),
-        Err(ApiFailure::Status { status: 404, .. }) => Ok(None),
+        Err(f) if f.is_not_found() => Ok(None),
         Err(f) => Err(f),
     }
 }
@@ -65,205 +59,270 @@ fn runtime_id(v: &Value) -> Option<String> {
     v.get("runtime_id").or_else(|| v.get("id")).and_then(Value::as_str).map(str::to_string)
 }
 
-pub async fn start(
-    s: &RuntimeSettings,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<(RuntimeSession, AgentClient, Value), ProvisionError> {
-    let deadline = Instant::now() + s.init_timeout;
-    let api = ProviderApi::new(&s.api_url, "X-API-Key", s.api_key.clone(), s.api_timeout);
-    let sid = s.session_id.clone().unwrap_or_else(|| format!("ohrun-{}", uuid::Uuid::new_v4().simple()));
-    let fail = |f: ApiFailure| {
-        if matches!(f, ApiFailure::Auth { .. }) { auth_error(&f, &s.key_var) } else { error(f.to_string()) }
-    };
-
-    let existing = lookup(&api, &sid, Some(deadline)).await.map_err(fail)?;
-    let (runtime, created) = match existing {
-        Some(v) if matches!(v.get("status").and_then(Value::as_str), Some("running") | Some("paused")) => {
-            progress(&format!("attaching to the existing runtime session {sid}"));
-            (v, false)
-        }
-        _ => (start_session(&api, s, &sid, deadline, progress).await?, true),
-    };
-    let rid = runtime_id(&runtime)
-        .ok_or_else(|| error(format!("the Runtime API sent no runtime id for {sid}: {runtime}")))?;
-    let session = RuntimeSession {
-        api,
-        session_id: sid,
-        runtime_id: rid,
-        created,
-        pause_on_close: s.pause_on_close,
-        resumed: Default::default(),
-    };
-    if runtime.get("status").and_then(Value::as_str) == Some("paused") {
-        session.call("/resume", Some(deadline)).await.map_err(fail)?;
-    }
-    match session.wait_ready(deadline, s).await {
-        Ok((client, info)) => Ok((session, client, info)),
-        Err(e) => {
-            if session.created
-                && let Err(d) = session.release().await
-            {
-                return Err(ProvisionError {
-                    message: format!("{}; and stopping runtime {} failed: {d}", e.message, session.runtime_id),
-                    ..e
-                });
-            }
-            Err(e)
-        }
-    }
+fn lower(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_ascii_lowercase()
 }
 
-async fn start_session(
-    api: &ProviderApi,
-    s: &RuntimeSettings,
-    sid: &str,
-    deadline: Instant,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<Value, ProvisionError> {
-    let command = match s.target_type.as_str() {
-        "source" => "/agent-server/.venv/bin/python -m openhands.agent_server --port 60000",
-        _ => "/usr/local/bin/openhands-agent-server --port 60000",
-    };
-    let mut body = json!({
-        "image": s.image,
-        "command": command,
-        "working_dir": "/",
-        "environment": s.environment.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        "session_id": sid,
-        "run_as_user": 10001,
-        "fs_group": 10001,
-        "image_pull_policy": s.image_pull_policy,
-    });
-    if let Some(class) = &s.runtime_class {
-        body["runtime_class"] = json!(class);
-    }
-    if s.resource_factor != 1 {
-        body["resource_factor"] = json!(s.resource_factor);
-    }
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match api.call(Method::POST, "/start", Some(&body), false, Some(deadline)).await {
-            Ok(v) => {
-                progress(&format!("started runtime session {sid}; waiting until it is ready"));
-                return Ok(v);
-            }
-            Err(f @ ApiFailure::Auth { .. }) => return Err(auth_error(&f, &s.key_var)),
-            Err(f) if f.is_transient() && Instant::now() < deadline && attempt < 6 => {
-                // The session id is ours: if the failed request started it after all, use it.
-                if let Ok(Some(v)) = lookup(api, sid, Some(deadline)).await {
-                    progress(&format!("runtime session {sid} exists after all; using it"));
-                    return Ok(v);
-                }
-                api.wait_before_retry("POST", "/start", attempt, &f).await;
-            }
-            Err(f) => return Err(error(f.to_string())),
+impl Runtime {
+    pub fn new(settings: RuntimeSettings) -> Runtime {
+        Runtime {
+            settings,
+            api: None,
+            session_id: None,
+            runtime_id: None,
+            started: false,
+            resumed: AtomicBool::new(false),
+            client: None,
+            released: false,
         }
     }
-}
 
-impl RuntimeSession {
-    async fn call(&self, path: &str, deadline: Option<Instant>) -> Result<Value, ApiFailure> {
-        self.api.call(Method::POST, path, Some(&json!({"runtime_id": self.runtime_id})), true, deadline).await
+    fn fail(&self, f: ApiFailure) -> Error {
+        f.into_error(&self.settings.key_var, API)
     }
 
-    async fn wait_ready(&self, deadline: Instant, s: &RuntimeSettings) -> Result<(AgentClient, Value), ProvisionError> {
-        let mut interval = Duration::from_millis(250);
-        loop {
-            if Instant::now() >= deadline {
-                return Err(ProvisionError {
-                    message: format!(
-                        "runtime {} was not ready within init_timeout ({}s)",
-                        self.runtime_id,
-                        s.init_timeout.as_secs()
-                    ),
-                    hint: Some("raise `sandbox.init_timeout`".into()),
-                    log_tail: None,
-                });
+    async fn start(&mut self, ctx: &Context<'_>) -> Result<Ready, Error> {
+        let s = self.settings.clone();
+        let deadline = ctx.deadline(s.init_timeout);
+        let api = ProviderApi::new(&s.api_url, "X-API-Key", s.api_key.clone(), s.api_timeout)?;
+        self.api = Some(api.clone());
+        let sid = s.session_id.clone().unwrap_or_else(|| format!("ohrun-{}", uuid::Uuid::new_v4().simple()));
+        self.session_id = Some(sid.clone());
+        let runtime = match lookup(&api, &sid, Some(deadline)).await.map_err(|f| self.fail(f))? {
+            Some(v) if matches!(lower(&v, "status").as_str(), "running" | "paused") => {
+                (ctx.progress)(&format!("attaching to the existing runtime session {sid}"));
+                v
             }
-            let v = match lookup(&self.api, &self.session_id, Some(deadline)).await {
-                Ok(Some(v)) => v,
-                Ok(None) => return Err(error(format!("runtime session {} vanished while starting", self.session_id))),
-                Err(f @ ApiFailure::Auth { .. }) => return Err(auth_error(&f, &s.key_var)),
-                Err(f) => return Err(error(f.to_string())),
-            };
-            // `pod_status` may be null (not yet), lower case or Kubernetes-style.
-            let pod = v.get("pod_status").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
-            let status = v.get("status").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
-            let logs = v.get("pod_logs").and_then(Value::as_str).filter(|l| !l.is_empty()).map(str::to_string);
-            match (pod.as_str(), status.as_str()) {
-                ("failed" | "unknown", _) | (_, "error") => {
-                    return Err(ProvisionError {
-                        message: format!("runtime {} failed to start (pod {pod}, status {status})", self.runtime_id),
-                        hint: Some("check the image and its command".into()),
-                        log_tail: logs,
-                    });
-                }
-                ("crashloopbackoff", _) => {
-                    return Err(ProvisionError {
-                        message: format!(
-                            "runtime {} crashed and is restarting (possibly out of memory)",
-                            self.runtime_id
-                        ),
-                        hint: Some("raise `sandbox.resource_factor`".into()),
-                        log_tail: logs,
-                    });
-                }
-                (_, "stopped") => return Err(error(format!("runtime {} stopped while starting", self.runtime_id))),
-                ("ready", _) => {
-                    let url = v
-                        .get("url")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| error(format!("runtime {} is ready but has no url", self.runtime_id)))?;
-                    let key = v.get("session_api_key").and_then(Value::as_str).map(str::to_string);
-                    let client = AgentClient::new(url, key, s.api_timeout);
-                    if client.healthy().await {
-                        let info = client.server_info().await.map_err(|e| error(e.to_string()))?;
-                        return Ok((client, info));
+            _ => {
+                self.started = true;
+                let v = self.start_session(&api, &sid, deadline, ctx).await?;
+                (ctx.progress)(&format!("started runtime session {sid}; waiting until it is ready"));
+                v
+            }
+        };
+        let rid = runtime_id(&runtime)
+            .ok_or_else(|| Error::failed(format!("the Runtime API sent no runtime id for {sid}: {runtime}")))?;
+        self.runtime_id = Some(rid.clone());
+        if lower(&runtime, "status") == "paused" {
+            self.call(&api, "resume", Some(deadline)).await.map_err(|f| self.fail(f))?;
+        }
+        let mut cancel = ctx.cancel.clone();
+        let (client, server_info) =
+            provider::poll_until(deadline, &mut cancel, ctx.limit(s.init_timeout), &format!("runtime {rid}"), || {
+                self.look(&api, &sid, &rid, deadline)
+            })
+            .await?;
+        self.client = Some(client.clone());
+        Ok(Ready { client, working_dir: s.working_dir, server_info })
+    }
+
+    async fn start_session(
+        &self,
+        api: &ProviderApi,
+        sid: &str,
+        deadline: Instant,
+        ctx: &Context<'_>,
+    ) -> Result<Value, Error> {
+        let s = &self.settings;
+        let command = match s.target_type.as_str() {
+            "source" => "/agent-server/.venv/bin/python -m openhands.agent_server --port 60000",
+            _ => "/usr/local/bin/openhands-agent-server --port 60000",
+        };
+        let mut body = json!({
+            "image": s.image,
+            "command": command,
+            "working_dir": "/",
+            "environment": s.environment.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "session_id": sid,
+            "run_as_user": 10001,
+            "fs_group": 10001,
+            "image_pull_policy": s.image_pull_policy,
+        });
+        if let Some(class) = &s.runtime_class {
+            body["runtime_class"] = json!(class);
+        }
+        if s.resource_factor != 1 {
+            body["resource_factor"] = json!(s.resource_factor);
+        }
+        let mut cancel = ctx.cancel.clone();
+        // The session id is ours: if the failed request started it after all, that session is ours.
+        provider::create_never_blind(
+            api,
+            api.url("start", &[]),
+            Some(&body),
+            deadline,
+            &mut cancel,
+            &s.key_var,
+            API,
+            || async {
+                match lookup(api, sid, Some(deadline)).await {
+                    Ok(Some(v)) => {
+                        (ctx.progress)(&format!("runtime session {sid} exists after all; using it"));
+                        Found::Ours(v)
                     }
+                    Ok(None) => Found::Nothing,
+                    Err(_) => Found::Unsure(vec![sid.to_string()]),
                 }
-                _ => {} // pending, running (the pod may still be starting), not found, null
+            },
+        )
+        .await
+    }
+
+    /// One look at the starting runtime.
+    async fn look(
+        &self,
+        api: &ProviderApi,
+        sid: &str,
+        rid: &str,
+        deadline: Instant,
+    ) -> Result<Poll<(AgentClient, Value)>, Error> {
+        let v = match lookup(api, sid, Some(deadline)).await.map_err(|f| self.fail(f))? {
+            Some(v) => v,
+            None => return Err(Error::failed(format!("runtime session {sid} vanished while starting"))),
+        };
+        // `pod_status` may be null (not yet), lower case or Kubernetes-style.
+        let (pod, status) = (lower(&v, "pod_status"), lower(&v, "status"));
+        let logs = v.get("pod_logs").and_then(Value::as_str).unwrap_or_default().to_string();
+        match (pod.as_str(), status.as_str()) {
+            ("failed" | "unknown", _) | (_, "error") => {
+                Err(Error::failed(format!("runtime {rid} failed to start (pod {pod}, status {status})"))
+                    .hint("check the image and its command")
+                    .log_tail(logs))
             }
-            tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
-            interval = (interval * 3 / 2).min(Duration::from_secs(5));
+            ("crashloopbackoff", _) => {
+                Err(Error::failed(format!("runtime {rid} crashed and is restarting (possibly out of memory)"))
+                    .hint("raise `sandbox.resource_factor`")
+                    .log_tail(logs))
+            }
+            (_, "stopped") => Err(Error::failed(format!("runtime {rid} stopped while starting"))),
+            ("ready", _) => {
+                let url = v
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::failed(format!("runtime {rid} is ready but has no url")))?;
+                let key = v.get("session_api_key").and_then(Value::as_str).map(str::to_string);
+                if let Some(k) = &key {
+                    crate::report::redact::register(k);
+                }
+                let client = AgentClient::new(url, key, self.settings.api_timeout);
+                if !client.healthy().await {
+                    return Ok(Poll::Waiting);
+                }
+                let server_info = client.server_info().await?;
+                Ok(Poll::Ready((client, server_info)))
+            }
+            _ => Ok(Poll::Waiting), // pending, running (the pod may still be starting), not found, null
         }
     }
 
-    /// Stops (or pauses) a session ohrun started; one it attached to is left alone.
-    pub async fn release(&self) -> Result<(), String> {
-        if !self.created {
-            return Ok(());
+    async fn call(&self, api: &ProviderApi, what: &str, deadline: Option<Instant>) -> Result<Value, ApiFailure> {
+        let rid = self.runtime_id.clone().unwrap_or_default();
+        api.call(Method::POST, api.url(what, &[]), Some(&json!({"runtime_id": rid})), true, deadline).await
+    }
+
+    /// Stops (or pauses) a session ohrun started; when its answer to `/start` was lost, the runtime id is
+    /// looked up first.
+    async fn stop(&mut self, api: &ProviderApi) -> Result<(), String> {
+        let deadline = Some(Instant::now() + Duration::from_secs(120));
+        if self.runtime_id.is_none()
+            && let Some(sid) = &self.session_id
+        {
+            match lookup(api, sid, deadline).await {
+                Ok(Some(v)) => self.runtime_id = runtime_id(&v),
+                Ok(None) => return Ok(()),
+                Err(f) => return Err(format!("runtime session {sid} may still run: {f}")),
+            }
         }
-        let path = if self.pause_on_close { "/pause" } else { "/stop" };
-        match self.call(path, Some(Instant::now() + Duration::from_secs(120))).await {
-            Ok(_) | Err(ApiFailure::Status { status: 404, .. }) => Ok(()),
-            Err(f) => Err(f.to_string()),
+        let what = if self.settings.pause_on_close { "pause" } else { "stop" };
+        match self.call(api, what, deadline).await {
+            Ok(_) => Ok(()),
+            Err(f) if f.is_not_found() => Ok(()),
+            Err(f) => Err(format!("runtime {} may still run: {f}", self.runtime_id.as_deref().unwrap_or_default())),
         }
     }
 
     /// Where the runtime stands while a job runs; one the provider paused is resumed once.
-    pub async fn probe(&self, client: &AgentClient) -> Probe {
-        match lookup(&self.api, &self.session_id, None).await {
-            Ok(None) => Probe::Gone(format!("runtime session {} is gone", self.session_id)),
-            Ok(Some(v)) => match v.get("status").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase().as_str() {
-                "stopped" | "error" => Probe::Gone(format!("runtime {} stopped", self.runtime_id)),
-                "paused" if self.resumed.swap(true, std::sync::atomic::Ordering::SeqCst) => {
-                    Probe::Gone(format!("runtime {} was paused again after ohrun resumed it once", self.runtime_id))
+    async fn probe_now(&self) -> Probe {
+        let (Some(api), Some(sid)) = (&self.api, &self.session_id) else { return Probe::Alive };
+        let rid = self.runtime_id.as_deref().unwrap_or_default();
+        match lookup(api, sid, None).await {
+            Ok(None) => Probe::Gone(format!("runtime session {sid} is gone")),
+            Ok(Some(v)) => match lower(&v, "status").as_str() {
+                "stopped" | "error" => Probe::Gone(format!("runtime {rid} stopped")),
+                "paused" if self.resumed.swap(true, Ordering::SeqCst) => {
+                    Probe::Gone(format!("runtime {rid} was paused again after ohrun resumed it once"))
                 }
-                "paused" => match self.call("/resume", None).await {
+                "paused" => match self.call(api, "resume", None).await {
                     Ok(v) => {
-                        if let Some(key) = v.get("session_api_key").and_then(Value::as_str) {
+                        if let (Some(key), Some(client)) =
+                            (v.get("session_api_key").and_then(Value::as_str), &self.client)
+                        {
+                            crate::report::redact::register(key);
                             client.set_session_key(Some(key.to_string()));
                         }
                         Probe::Resumed
                     }
-                    Err(f) => {
-                        Probe::Gone(format!("runtime {} was paused and resuming it failed: {f}", self.runtime_id))
-                    }
+                    Err(f) => Probe::Gone(format!("runtime {rid} was paused and resuming it failed: {f}")),
                 },
                 _ => Probe::Alive,
             },
             Err(_) => Probe::Alive,
         }
+    }
+}
+
+impl Backend for Runtime {
+    fn kind(&self) -> &'static str {
+        "runtime"
+    }
+
+    fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
+        Box::pin(self.start(ctx))
+    }
+
+    fn release(&mut self, keep: bool) -> BoxFuture<'_, Released> {
+        Box::pin(async move {
+            let Some(api) = self.api.clone() else { return Released::NothingToRelease };
+            if !self.started {
+                return if self.runtime_id.is_some() { Released::Attached } else { Released::NothingToRelease };
+            }
+            if self.released {
+                return Released::Released;
+            }
+            if keep || self.settings.keep_alive {
+                return Released::Kept;
+            }
+            match self.stop(&api).await {
+                Ok(()) => {
+                    self.released = true;
+                    Released::Released
+                }
+                Err(e) => Released::Failed(e),
+            }
+        })
+    }
+
+    fn attach_hint(&self, working_dir: &str) -> String {
+        let url = self.client.as_ref().map(|c| c.base_url().to_string()).unwrap_or_default();
+        let api = self.api.as_ref().map(|a| a.base().to_string()).unwrap_or_default();
+        format!(
+            "runtime {} (session {}; agent-server at {url}, working dir {working_dir}; stop it with POST {api}/stop)",
+            self.runtime_id.as_deref().unwrap_or_default(),
+            self.session_id.as_deref().unwrap_or_default()
+        )
+    }
+
+    fn record(&self) -> Record {
+        Record {
+            id: self.runtime_id.clone().or_else(|| self.started.then(|| self.session_id.clone()).flatten()),
+            api_retries: self.api.as_ref().map(|a| a.retries()).unwrap_or_default(),
+            ..Record::default()
+        }
+    }
+}
+
+impl SandboxProbe for Runtime {
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(self.probe_now())
     }
 }

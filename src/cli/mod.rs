@@ -16,6 +16,7 @@ Examples:
   ohrun jobs/local.yaml                 run a job (short for `ohrun run jobs/local.yaml`)
   ohrun run --rehearse jobs/local.yaml  run it with the scripted LLM: offline, no spend
   ohrun setup local                     install the managed agent-server ahead of time
+  ohrun setup docker                    build the default agent-server image ahead of time
   ohrun validate jobs/*.yaml            check job files without running anything
   ohrun plan jobs/multi-repo.yaml       list the runs a job expands to
   ohrun plan jobs/multi-repo.yaml --var branch=dev --json
@@ -24,7 +25,8 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "ohrun", version, about = "Run OpenHands agent jobs declared in YAML.", after_help = format!("{EXAMPLES}\n\n{}", ExitCode::TABLE))]
 pub struct Cli {
-    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    /// More log output: -v what ohrun does (provisioning, retries), -vv every request, -vvv everything;
+    /// RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Only errors.
@@ -42,9 +44,10 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show the runs a job file expands to: id, sandbox, matrix values, steps. No network.
     Plan(PlanArgs),
-    /// Prepare a sandbox kind ahead of time: `local` installs the managed agent-server.
+    /// Prepare a sandbox kind ahead of time: `local` installs the managed agent-server, `docker` builds
+    /// the default agent-server image. Both happen on first use otherwise.
     Setup {
-        #[arg(value_parser = ["local"])]
+        #[arg(value_parser = ["local", "docker"])]
         what: String,
     },
     /// Serve the scripted LLM (a rehearsal script) on loopback until Ctrl-C; prints its base URL.
@@ -148,9 +151,11 @@ fn init_tracing(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ohrun={level}")));
+    // Logs go through the redactor like every other byte ohrun writes.
+    let writer = || crate::report::redact::RedactingWriter::new(std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(Style::for_stderr() != Style::plain())
         .without_time()
         .try_init();
@@ -175,9 +180,9 @@ pub fn main() -> i32 {
     let style = Style::for_stderr();
     match cli.command {
         Command::Run(args) => run::run(&args, style, cli.quiet),
-        Command::Setup { .. } => setup::run_local(),
+        Command::Setup { what } => setup::run(&what),
         Command::Rehearse(args) => rehearse::run(&args),
-        Command::Validate(args) => validate::run(&args, style),
+        Command::Validate(args) => validate::run(&args, style, cli.quiet),
         Command::Plan(args) => plan::run(&args, style),
         Command::Schema { name } => match crate::schema::generate(&name) {
             Some(text) => {
@@ -191,6 +196,14 @@ pub fn main() -> i32 {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// The async runtime of the commands that need one (two workers: this is a client on small machines).
+fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::INFRA
+    })
 }
 
 /// Prints a job file's problems to stderr.

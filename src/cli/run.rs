@@ -1,7 +1,7 @@
 //! `ohrun run FILE` (or just `ohrun FILE`): plan the job, then run every run of it in turn.
 
 use super::{RunArgs, print_job_error};
-use crate::console::Console;
+use crate::console::{Console, print_stdout};
 use crate::exit_code::ExitCode;
 use crate::job::{parse, plan_file};
 use crate::rehearse::script::Script;
@@ -36,12 +36,9 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
             }
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match super::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::INFRA;
-        }
+        Err(code) => return code,
     };
     let console = Console::new(quiet);
     let (results, code) = runtime.block_on(async {
@@ -51,7 +48,7 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
     if args.json {
         let reports: Vec<&crate::report::RunReport> = results.iter().map(|r| &r.report).collect();
         let value = if reports.len() == 1 { serde_json::to_value(reports[0]) } else { serde_json::to_value(&reports) };
-        println!("{}", serde_json::to_string_pretty(&value.unwrap_or_default()).unwrap_or_default());
+        print_stdout(&serde_json::to_string_pretty(&value.unwrap_or_default()).unwrap_or_default());
     }
     // Don't wait for stray tasks (a socket mid-reconnect): everything owned was released above.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -6,7 +6,7 @@ use crate::job::plan_file;
 use crate::style::Style;
 use serde_json::json;
 
-pub fn run(args: &ValidateArgs, style: Style) -> i32 {
+pub fn run(args: &ValidateArgs, style: Style, quiet: bool) -> i32 {
     let opts = args.job.plan_options();
     let mut all_ok = true;
     let mut results = Vec::new();
@@ -15,7 +15,7 @@ pub fn run(args: &ValidateArgs, style: Style) -> i32 {
             Ok(plan) => {
                 if args.json {
                     results.push(json!({"file": file, "ok": true, "runs": plan.runs.len(), "errors": []}));
-                } else {
+                } else if !quiet {
                     let runs = plan.runs.len();
                     eprintln!(
                         "{} {} ({} run{})",

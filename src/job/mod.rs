@@ -106,29 +106,7 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
     };
     let mut diags = Vec::new();
     let var_reports = apply_var_overrides(&mut doc, &opts.vars);
-
-    // The parts that shape the plan are decoded first and never templated.
-    let top = doc.value.clone();
-    let job_name: Option<String> = match top.get("name") {
-        Some(v) => decode(v, &[key("name")], &doc.map, &mut diags),
-        None => None, // reported with the whole job below
-    };
-    if let Some(d) = job_name.as_deref().and_then(|n| validate::check_name(n, &doc)) {
-        diags.push(d);
-    }
-    let vars: IndexMap<String, Value> =
-        top.get("vars").and_then(|v| decode(v, &[key("vars")], &doc.map, &mut diags)).unwrap_or_default();
-    let matrix: Option<Matrix> = top.get("matrix").and_then(|v| decode(v, &[key("matrix")], &doc.map, &mut diags));
-    if let Some(m) = &matrix {
-        check_matrix(m, &vars, opts.max_runs, &doc, &mut diags);
-    }
-    // The default report directory is a template too (`{{ run.id }}`); put it where templates are found.
-    if let Value::Object(top) = &mut doc.value {
-        let report = top.entry("report").or_insert_with(|| json!({}));
-        if let Value::Object(r) = report {
-            r.entry("dir").or_insert_with(|| json!(model::ReportSpec::default().dir));
-        }
-    }
+    let header = read_header(&mut doc, opts, &mut diags);
     let templates = Templates::compile(&doc, &mut diags);
     if !diags.is_empty() || !var_reports.is_empty() {
         // Without a sound name, vars and matrix the runs cannot be built; still show the rest of the job's problems.
@@ -139,31 +117,83 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
         }
         return Err(errors(doc.source, diags, var_reports));
     }
+    let runs = expand_runs(&header, &templates, &doc, job_dir, &mut diags);
+    if diags.is_empty() {
+        check_report_dirs(&runs, &doc, &mut diags);
+    }
+    if !diags.is_empty() {
+        return Err(errors(doc.source, diags, var_reports));
+    }
+    Ok((header.job_name, runs))
+}
 
-    let job_name = job_name.unwrap_or_default();
-    let combos: Vec<Option<Combo>> = match &matrix {
-        Some(m) => expand::expand(m).into_iter().map(Some).collect(),
-        None => vec![None],
+/// The parts of a job that shape the plan: decoded first and never templated.
+struct Header {
+    job_name: String,
+    vars: IndexMap<String, Value>,
+    matrix: Option<Matrix>,
+}
+
+fn read_header(doc: &mut Document, opts: &PlanOptions, diags: &mut Vec<Diagnostic>) -> Header {
+    let top = doc.value.clone();
+    let job_name: Option<String> = match top.get("name") {
+        Some(v) => decode(v, &[key("name")], &doc.map, diags),
+        None => None, // reported with the whole job
     };
+    if let Some(d) = job_name.as_deref().and_then(|n| validate::check_name(n, doc)) {
+        diags.push(d);
+    }
+    let vars: IndexMap<String, Value> =
+        top.get("vars").and_then(|v| decode(v, &[key("vars")], &doc.map, diags)).unwrap_or_default();
+    let matrix: Option<Matrix> = top.get("matrix").and_then(|v| decode(v, &[key("matrix")], &doc.map, diags));
+    if let Some(m) = &matrix {
+        check_matrix(m, &vars, opts.max_runs, doc, diags);
+    }
+    // The default report directory is a template too (`{{ run.id }}`); put it where templates are found.
+    if let Value::Object(top) = &mut doc.value {
+        let report = top.entry("report").or_insert_with(|| json!({}));
+        if let Value::Object(r) = report {
+            r.entry("dir").or_insert_with(|| json!(model::ReportSpec::DEFAULT_DIR));
+        }
+    }
+    Header { job_name: job_name.unwrap_or_default(), vars, matrix }
+}
+
+/// What every run's templates see (vars, the environment minus secrets, the job) and the names in it.
+fn template_base(header: &Header, doc: &Document) -> (minijinja::Value, Vec<String>) {
     let secret_names = referenced_env_names(&doc.value);
     let env: serde_json::Map<String, Value> =
         std::env::vars().filter(|(k, _)| !secret_names.contains(k)).map(|(k, v)| (k, Value::String(v))).collect();
-    let mut context_names: Vec<String> = vars.keys().cloned().collect();
-    if let Some(m) = &matrix {
-        context_names.extend(m.axes.keys().cloned());
-        context_names.extend(m.include.iter().flat_map(|i| i.keys().cloned()));
+    let mut names: Vec<String> = header.vars.keys().cloned().collect();
+    if let Some(m) = &header.matrix {
+        names.extend(m.axes.keys().cloned());
+        names.extend(m.include.iter().flat_map(|i| i.keys().cloned()));
     }
-    context_names.extend(template::RESERVED.iter().map(|s| s.to_string()));
-    context_names.dedup();
+    names.extend(template::RESERVED.iter().map(|s| s.to_string()));
+    names.dedup();
     let mut top_level = serde_json::Map::new();
-    for (k, v) in &vars {
+    for (k, v) in &header.vars {
         top_level.insert(k.clone(), v.clone());
     }
-    top_level.insert("vars".into(), Value::Object(vars.clone().into_iter().collect()));
+    top_level.insert("vars".into(), Value::Object(header.vars.clone().into_iter().collect()));
     top_level.insert("env".into(), Value::Object(env));
-    top_level.insert("job".into(), json!({"name": job_name, "file": doc.source.name}));
-    let base = minijinja::Value::from(minijinja::value::Serde(&top_level));
+    top_level.insert("job".into(), json!({"name": header.job_name, "file": doc.source.name}));
+    (minijinja::Value::from(minijinja::value::Serde(&top_level)), names)
+}
 
+/// Every matrix combination rendered, decoded and checked, with its stable id.
+fn expand_runs(
+    header: &Header,
+    templates: &Templates,
+    doc: &Document,
+    job_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<PlannedRun> {
+    let combos: Vec<Option<Combo>> = match &header.matrix {
+        Some(m) => expand::expand(m).into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    let (base, context_names) = template_base(header, doc);
     // Each run carries its own matrix values; the axes themselves would only be copied and decoded again
     // for every run (200 values, 10,000 times, in the benchmark).
     let mut per_run = doc.value.clone();
@@ -175,7 +205,7 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
     let mut seen_ids = std::collections::HashMap::new();
     let mut untemplated: Option<JobSpec> = None;
     for (i, combo) in combos.into_iter().enumerate() {
-        let mut id = expand::run_id(&job_name, combo.as_ref());
+        let mut id = expand::run_id(&header.job_name, combo.as_ref());
         let n = seen_ids.entry(id.clone()).or_insert(0usize);
         *n += 1;
         if *n > 1 {
@@ -183,7 +213,7 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
         }
         let spec = if templates.is_empty() {
             if untemplated.is_none() {
-                untemplated = build_spec(per_run.clone(), &doc, job_dir, &mut diags);
+                untemplated = build_spec(per_run.clone(), doc, job_dir, diags);
             }
             untemplated.clone()
         } else {
@@ -197,10 +227,10 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
             let ctx = minijinja::value::merge_maps([own, matrix_value, base.clone()]);
             let mut value = per_run.clone();
             let before = diags.len();
-            templates.render_into(&mut value, &ctx, &doc, &context_names, &mut diags);
-            if diags.len() == before { build_spec(value, &doc, job_dir, &mut diags) } else { None }
+            templates.render_into(&mut value, &ctx, doc, &context_names, diags);
+            if diags.len() == before { build_spec(value, doc, job_dir, diags) } else { None }
         };
-        dedupe(&mut diags);
+        dedupe(diags);
         if diags.len() >= MAX_DIAGNOSTICS {
             break;
         }
@@ -208,10 +238,32 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
             runs.push(PlannedRun { index: i + 1, id, matrix: combo, spec });
         }
     }
-    if !diags.is_empty() {
-        return Err(errors(doc.source, diags, var_reports));
+    runs
+}
+
+/// Two runs of one plan never share a report directory: the second would overwrite the first's evidence.
+/// Directories are compared as rendered; `${VAR}`s are the same for every run of one invocation.
+fn check_report_dirs(runs: &[PlannedRun], doc: &Document, diags: &mut Vec<Diagnostic>) {
+    let mut by_dir: IndexMap<&str, Vec<&str>> = IndexMap::new();
+    for r in runs {
+        by_dir.entry(r.spec.report.dir.0.trim_end_matches('/')).or_default().push(&r.id);
     }
-    Ok((job_name, runs))
+    for (dir, ids) in by_dir.into_iter().filter(|(_, ids)| ids.len() > 1) {
+        let shown: Vec<&str> = ids.iter().take(4).copied().collect();
+        let more = if ids.len() > 4 { format!(" and {} more", ids.len() - 4) } else { String::new() };
+        diags.push(
+            Diagnostic::new(format!(
+                "{} runs would share the report directory `{dir}`: {}{more}",
+                ids.len(),
+                shown.join(", ")
+            ))
+            .at(doc.span(&[key("report"), key("dir")]).or_else(|| doc.map.key_span(&[key("matrix")])))
+            .hint("make it differ per run, e.g. `report: {dir: \"ohrun-reports/{{ run.id }}\"}`"),
+        );
+        if diags.len() >= MAX_DIAGNOSTICS {
+            return;
+        }
+    }
 }
 
 fn errors(source: Source, diags: Vec<Diagnostic>, mut var_reports: Vec<Report>) -> JobError {

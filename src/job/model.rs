@@ -179,7 +179,7 @@ pub struct CloudSandbox {
     pub keep_alive: bool,
     /// Working directory of the agent inside the sandbox.
     #[serde(default = "CloudSandbox::default_working_dir")]
-    pub working_dir: String,
+    pub working_dir: EnvString,
     /// Allow sending the key over plain http to a host that is not loopback.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_insecure_http: bool,
@@ -189,8 +189,8 @@ impl CloudSandbox {
     fn default_api_url() -> EnvString {
         EnvString("https://app.all-hands.dev".into())
     }
-    fn default_working_dir() -> String {
-        "/workspace/project".into()
+    fn default_working_dir() -> EnvString {
+        EnvString("/workspace/project".into())
     }
 }
 
@@ -206,15 +206,15 @@ pub struct RuntimeSandbox {
     /// `IfNotPresent` (default), `Always` or `Never`.
     #[serde(default)]
     pub image_pull_policy: PullPolicy,
-    /// Session id to create or re-attach to; a fresh `agent-server-<uuid>` when absent.
+    /// Session id to create or re-attach to; a fresh `ohrun-<uuid>` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
+    pub session_id: Option<EnvString>,
     /// Resource factor: 1, 2, 4 or 8.
     #[serde(default = "RuntimeSandbox::default_resource_factor")]
     pub resource_factor: u8,
     /// Runtime class; `null` to leave it to the server.
     #[serde(default = "RuntimeSandbox::default_runtime_class")]
-    pub runtime_class: Option<String>,
+    pub runtime_class: Option<EnvString>,
     /// `binary` (the image's /usr/local/bin/openhands-agent-server) or `source`.
     #[serde(default)]
     pub target_type: TargetType,
@@ -235,7 +235,7 @@ pub struct RuntimeSandbox {
     pub pause_on_close: bool,
     /// Working directory of the agent inside the sandbox.
     #[serde(default = "RuntimeSandbox::default_working_dir")]
-    pub working_dir: String,
+    pub working_dir: EnvString,
     /// Allow sending the key over plain http to a host that is not loopback.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_insecure_http: bool,
@@ -245,11 +245,11 @@ impl RuntimeSandbox {
     fn default_resource_factor() -> u8 {
         1
     }
-    fn default_runtime_class() -> Option<String> {
-        Some("sysbox-runc".into())
+    fn default_runtime_class() -> Option<EnvString> {
+        Some(EnvString("sysbox-runc".into()))
     }
-    fn default_working_dir() -> String {
-        "/workspace".into()
+    fn default_working_dir() -> EnvString {
+        EnvString("/workspace".into())
     }
 }
 
@@ -272,12 +272,12 @@ pub enum TargetType {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DockerSandbox {
-    /// Agent-server image; the default is the one `scripts/build-agent-server-image.sh` builds.
+    /// Agent-server image; the default is ohrun's own, which it builds offline when missing (`ohrun setup docker`).
     #[serde(default = "DockerSandbox::default_image")]
     pub image: EnvString,
     /// Extra arguments for the agent-server (after `--host … --port …`), e.g. `[--import-modules, my.tools]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
+    pub command: Option<Vec<EnvString>>,
     /// Host paths mounted into the container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
@@ -289,12 +289,12 @@ pub struct DockerSandbox {
     pub env: IndexMap<String, EnvString>,
     /// Image platform, e.g. `linux/amd64`; the engine's own when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<String>,
+    pub platform: Option<EnvString>,
     /// Docker network: `host` shares the host's network (the server listens on 127.0.0.1 only), a name attaches
     /// to that network; when absent, `host` if the LLM's base URL is on loopback (so the container can reach
     /// it, e.g. a rehearsal), else the default bridge with the port published on 127.0.0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
+    pub network: Option<EnvString>,
     /// Memory limit in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
@@ -306,7 +306,7 @@ pub struct DockerSandbox {
     pub init_timeout: HumanDuration,
     /// Working directory of the agent inside the container.
     #[serde(default = "DockerSandbox::default_working_dir")]
-    pub working_dir: String,
+    pub working_dir: EnvString,
 }
 
 impl DockerSandbox {
@@ -314,8 +314,8 @@ impl DockerSandbox {
     fn default_image() -> EnvString {
         EnvString(Self::DEFAULT_IMAGE.into())
     }
-    fn default_working_dir() -> String {
-        "/workspace".into()
+    fn default_working_dir() -> EnvString {
+        EnvString("/workspace".into())
     }
 }
 
@@ -323,9 +323,9 @@ impl DockerSandbox {
 #[serde(deny_unknown_fields)]
 pub struct Mount {
     /// Host path (relative paths are relative to the job file).
-    pub host: String,
+    pub host: EnvString,
     /// Path inside the container.
-    pub container: String,
+    pub container: EnvString,
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_only: bool,
 }
@@ -336,13 +336,13 @@ pub struct LocalSandbox {
     /// Command that starts the agent-server (ohrun adds `--host` and `--port`); by default ohrun uses the
     /// venv it manages (`ohrun setup local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
+    pub command: Option<Vec<EnvString>>,
     /// Port to listen on; a free one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// The agent's working directory; a fresh directory per run when absent.
+    /// The agent's working directory; a fresh `workspace/` in the run's report directory when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<String>,
+    pub working_dir: Option<EnvString>,
     /// Extra environment for the server process.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub env: IndexMap<String, EnvString>,
@@ -366,7 +366,7 @@ pub struct RemoteSandbox {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key: Option<SecretRef>,
     /// The agent's working directory on that server.
-    pub working_dir: String,
+    pub working_dir: EnvString,
     /// Bounds every request to the server.
     #[serde(default = "d60")]
     pub api_timeout: HumanDuration,
@@ -427,6 +427,29 @@ pub struct AgentSpec {
 
 impl AgentSpec {
     pub const DEFAULT_TOOLS: [&'static str; 3] = ["terminal", "file_editor", "task_tracker"];
+    /// The tools ohrun's own agent-server has (`/server_info` `usable_tools`, browser off, plus the browser
+    /// tool set a server with a browser adds): names outside it are refused before anything starts.
+    pub const KNOWN_TOOLS: [&'static str; 18] = [
+        "terminal",
+        "file_editor",
+        "task_tracker",
+        "browser_tool_set",
+        "ClassifyAndSwitchLLMTool",
+        "ask_oracle",
+        "task_tool_set",
+        "task",
+        "workflow_tool_set",
+        "workflow",
+        "start_child_conversation",
+        "edit",
+        "list_directory",
+        "read_file",
+        "write_file",
+        "glob",
+        "grep",
+        "planning_file_editor",
+    ];
+    pub const KNOWN_TOOLS_VERSION: &'static str = "1.58.2";
     fn default_cli_mode() -> bool {
         true
     }
@@ -449,11 +472,11 @@ pub struct SetupCommand {
     pub run: String,
     /// Directory to run in, relative to the sandbox's working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<String>,
+    pub cwd: Option<EnvString>,
     /// Longest the command may run.
     #[serde(default = "SetupCommand::default_timeout")]
     pub timeout: HumanDuration,
-    /// Environment for this command.
+    /// Environment for this command (values may refer to ohrun's environment: `${TOKEN}`).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub env: IndexMap<String, EnvString>,
     /// A non-zero exit does not fail the run.
@@ -648,14 +671,16 @@ pub enum CleanupPolicy {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportSpec {
-    /// Directory of each run's `run.json` and `events.jsonl` (templated; relative to the working directory).
+    /// Directory of each run's `run.json` and `events.jsonl` (templated, `${VAR}` expanded; relative to the
+    /// current directory). Must differ between the runs of a matrix.
     #[serde(default = "ReportSpec::default_dir")]
-    pub dir: String,
+    pub dir: EnvString,
 }
 
 impl ReportSpec {
-    fn default_dir() -> String {
-        "ohrun-reports/{{ run.id }}".into()
+    pub const DEFAULT_DIR: &'static str = "ohrun-reports/{{ run.id }}";
+    fn default_dir() -> EnvString {
+        EnvString(Self::DEFAULT_DIR.into())
     }
 }
 

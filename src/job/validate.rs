@@ -1,6 +1,6 @@
 //! Checks that need the whole typed job (or the file system), each pointing back at its key.
 
-use super::model::{JobSpec, Message, Sandbox};
+use super::model::{AgentSpec, JobSpec, Message, Sandbox};
 use super::parse::Document;
 use super::source::{Path, Seg};
 use super::values::{EnvString, HumanDuration, is_env_name};
@@ -26,164 +26,292 @@ pub fn check_name(name: &str, doc: &Document) -> Option<Diagnostic> {
 }
 
 pub fn check(spec: &JobSpec, job_dir: &FsPath, doc: &Document) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
-    let mut at = |p: Path, message: String, hint: &str| {
-        out.push(Diagnostic::new(message).at(doc.span(&p)).hint(hint.to_string()));
-    };
+    let mut c = Checker { doc, out: Vec::new(), durations: Vec::new(), env_strings: Vec::new() };
+    c.steps(spec, job_dir);
+    c.setup(spec);
+    c.sandbox(&spec.sandbox);
+    c.llm_and_agent(spec);
+    c.limits_report_secrets(spec, job_dir);
+    c.finish()
+}
 
-    if spec.steps.is_empty() {
-        at(path(&[k("steps")]), "a job needs at least one step".into(), "add `- message: ...` under `steps:`");
+/// Collects problems, and the durations and `${VAR}` strings to check once at the end.
+struct Checker<'d> {
+    doc: &'d Document,
+    out: Vec<Diagnostic>,
+    durations: Vec<(Path, HumanDuration)>,
+    env_strings: Vec<(Path, EnvString)>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, p: Path, message: String, hint: &str) {
+        self.out.push(Diagnostic::new(message).at(self.doc.span(&p)).hint(hint.to_string()));
     }
-    let mut durations: Vec<(Path, HumanDuration)> = Vec::new();
-    let mut env_strings: Vec<(Path, &EnvString)> = vec![(path(&[k("llm"), k("model")]), &spec.llm.model)];
-    if let Some(b) = &spec.llm.base_url {
-        env_strings.push((path(&[k("llm"), k("base_url")]), b));
+
+    fn env(&mut self, p: Path, s: &EnvString) {
+        self.env_strings.push((p, s.clone()));
     }
-    for (i, step) in spec.steps.iter().enumerate() {
-        let sp = |key: &str| path(&[k("steps"), Seg::Index(i), k(key)]);
-        durations.push((sp("timeout"), step.timeout));
-        match &step.message {
-            Message::Inline(text) if text.trim().is_empty() => {
-                at(sp("message"), format!("step {} has an empty message", i + 1), "write what the agent should do")
-            }
-            Message::File { file } if !job_dir.join(file).is_file() => at(
-                path(&[k("steps"), Seg::Index(i), k("message"), k("file")]),
-                format!("message file `{file}` does not exist"),
-                "paths are relative to the job file's directory",
-            ),
-            _ => {}
+
+    fn steps(&mut self, spec: &JobSpec, job_dir: &FsPath) {
+        if spec.steps.is_empty() {
+            self.at(path(&[k("steps")]), "a job needs at least one step".into(), "add `- message: ...` under `steps:`");
         }
-    }
-    for (i, cmd) in spec.setup.iter().enumerate() {
-        let sp = |key: &str| path(&[k("setup"), Seg::Index(i), k(key)]);
-        durations.push((sp("timeout"), cmd.timeout));
-        if cmd.run.trim().is_empty() {
-            at(
-                path(&[k("setup"), Seg::Index(i)]),
-                format!("setup command {} is empty", i + 1),
-                "remove it or write a command",
-            );
-        }
-        for (name, v) in &cmd.env {
-            env_strings.push((sp("env").into_iter().chain([k(name)]).collect(), v));
-        }
-    }
-    let sb = |key: &str| path(&[k("sandbox"), k(key)]);
-    match &spec.sandbox {
-        Sandbox::Cloud(c) => {
-            durations.push((sb("init_timeout"), c.init_timeout));
-            durations.push((sb("api_timeout"), c.api_timeout));
-            env_strings.push((sb("api_url"), &c.api_url));
-            if let Some(s) = &c.sandbox_spec_id {
-                env_strings.push((sb("sandbox_spec_id"), s));
+        for (i, step) in spec.steps.iter().enumerate() {
+            let sp = |key: &str| path(&[k("steps"), Seg::Index(i), k(key)]);
+            self.durations.push((sp("timeout"), step.timeout));
+            match &step.message {
+                Message::Inline(text) if text.trim().is_empty() => self.at(
+                    sp("message"),
+                    format!("step {} has an empty message", i + 1),
+                    "write what the agent should do",
+                ),
+                Message::File { file } if !job_dir.join(file).is_file() => self.at(
+                    path(&[k("steps"), Seg::Index(i), k("message"), k("file")]),
+                    format!("message file `{file}` does not exist"),
+                    "paths are relative to the job file's directory",
+                ),
+                _ => {}
             }
         }
-        Sandbox::Runtime(r) => {
-            durations.push((sb("init_timeout"), r.init_timeout));
-            durations.push((sb("api_timeout"), r.api_timeout));
-            env_strings.push((sb("api_url"), &r.api_url));
-            env_strings.push((sb("image"), &r.image));
-            if ![1, 2, 4, 8].contains(&r.resource_factor) {
-                at(
-                    sb("resource_factor"),
-                    format!("resource_factor {} is not supported", r.resource_factor),
-                    "use 1, 2, 4 or 8",
+    }
+
+    fn setup(&mut self, spec: &JobSpec) {
+        for (i, cmd) in spec.setup.iter().enumerate() {
+            let sp = |key: &str| path(&[k("setup"), Seg::Index(i), k(key)]);
+            self.durations.push((sp("timeout"), cmd.timeout));
+            if cmd.run.trim().is_empty() {
+                self.at(
+                    path(&[k("setup"), Seg::Index(i)]),
+                    format!("setup command {} is empty", i + 1),
+                    "remove it or write a command",
                 );
             }
-            for (i, name) in r.forward_env.iter().enumerate() {
-                if !is_env_name(name) {
-                    at(
-                        path(&[k("sandbox"), k("forward_env"), Seg::Index(i)]),
-                        format!("`{name}` is not an environment variable name"),
-                        "use letters, digits and `_`",
-                    );
-                }
+            if let Some(cwd) = &cmd.cwd {
+                self.env(sp("cwd"), cwd);
+            }
+            for (name, v) in &cmd.env {
+                self.env(sp("env").into_iter().chain([k(name)]).collect(), v);
             }
         }
-        Sandbox::Docker(d) => {
-            durations.push((sb("init_timeout"), d.init_timeout));
-            env_strings.push((sb("image"), &d.image));
-            for (name, v) in &d.env {
-                env_strings.push((path(&[k("sandbox"), k("env"), k(name)]), v));
-            }
-            for (i, m) in d.mounts.iter().enumerate() {
-                if !m.container.starts_with('/') {
-                    at(
-                        path(&[k("sandbox"), k("mounts"), Seg::Index(i), k("container")]),
-                        format!("container path `{}` is not absolute", m.container),
-                        "write it like `/workspace/repo`",
-                    );
+    }
+
+    fn sandbox(&mut self, sandbox: &Sandbox) {
+        let sb = |key: &str| path(&[k("sandbox"), k(key)]);
+        match sandbox {
+            Sandbox::Cloud(c) => {
+                self.durations.extend([(sb("init_timeout"), c.init_timeout), (sb("api_timeout"), c.api_timeout)]);
+                self.env(sb("api_url"), &c.api_url);
+                self.env(sb("working_dir"), &c.working_dir);
+                if let Some(s) = &c.sandbox_spec_id {
+                    self.env(sb("sandbox_spec_id"), s);
                 }
             }
-        }
-        Sandbox::Local(l) => {
-            durations.push((sb("init_timeout"), l.init_timeout));
-            for (name, v) in &l.env {
-                env_strings.push((path(&[k("sandbox"), k("env"), k(name)]), v));
+            Sandbox::Runtime(r) => self.runtime(r),
+            Sandbox::Docker(d) => self.docker(d),
+            Sandbox::Local(l) => {
+                self.durations.push((sb("init_timeout"), l.init_timeout));
+                for (name, v) in &l.env {
+                    self.env(path(&[k("sandbox"), k("env"), k(name)]), v);
+                }
+                if let Some(w) = &l.working_dir {
+                    self.env(sb("working_dir"), w);
+                }
+                match &l.command {
+                    Some(c) if c.is_empty() => self.at(
+                        sb("command"),
+                        "`command` is empty".into(),
+                        "remove it to let ohrun manage the agent-server, or name the program",
+                    ),
+                    Some(c) => self.env_list(&[k("sandbox"), k("command")], c),
+                    None => {}
+                }
             }
-            if l.command.as_ref().is_some_and(|c| c.is_empty()) {
-                at(
-                    sb("command"),
-                    "`command` is empty".into(),
-                    "remove it to let ohrun manage the agent-server, or name the program",
+            Sandbox::Remote(r) => {
+                self.durations.push((sb("api_timeout"), r.api_timeout));
+                self.env(sb("url"), &r.url);
+                self.env(sb("working_dir"), &r.working_dir);
+            }
+        }
+    }
+
+    fn env_list(&mut self, base: &[Seg], items: &[EnvString]) {
+        for (i, item) in items.iter().enumerate() {
+            self.env(base.iter().cloned().chain([Seg::Index(i)]).collect(), item);
+        }
+    }
+
+    fn runtime(&mut self, r: &super::model::RuntimeSandbox) {
+        let sb = |key: &str| path(&[k("sandbox"), k(key)]);
+        self.durations.extend([(sb("init_timeout"), r.init_timeout), (sb("api_timeout"), r.api_timeout)]);
+        for (key, v) in [
+            ("image", Some(&r.image)),
+            ("session_id", r.session_id.as_ref()),
+            ("runtime_class", r.runtime_class.as_ref()),
+        ] {
+            if let Some(v) = v {
+                self.env(sb(key), v);
+            }
+        }
+        self.env(sb("api_url"), &r.api_url);
+        self.env(sb("working_dir"), &r.working_dir);
+        if ![1, 2, 4, 8].contains(&r.resource_factor) {
+            self.at(
+                sb("resource_factor"),
+                format!("resource_factor {} is not supported", r.resource_factor),
+                "use 1, 2, 4 or 8",
+            );
+        }
+        self.env_names(&[k("sandbox"), k("forward_env")], &r.forward_env);
+    }
+
+    fn docker(&mut self, d: &super::model::DockerSandbox) {
+        let sb = |key: &str| path(&[k("sandbox"), k(key)]);
+        self.durations.push((sb("init_timeout"), d.init_timeout));
+        self.env(sb("image"), &d.image);
+        self.env(sb("working_dir"), &d.working_dir);
+        for (key, v) in [("platform", d.platform.as_ref()), ("network", d.network.as_ref())] {
+            if let Some(v) = v {
+                self.env(sb(key), v);
+            }
+        }
+        if let Some(c) = &d.command {
+            self.env_list(&[k("sandbox"), k("command")], c);
+        }
+        for (name, v) in &d.env {
+            self.env(path(&[k("sandbox"), k("env"), k(name)]), v);
+        }
+        for (i, m) in d.mounts.iter().enumerate() {
+            let mp = |key: &str| path(&[k("sandbox"), k("mounts"), Seg::Index(i), k(key)]);
+            self.env(mp("host"), &m.host);
+            self.env(mp("container"), &m.container);
+            if !m.container.0.starts_with('/') && !m.container.0.starts_with("${") {
+                self.at(
+                    mp("container"),
+                    format!("container path `{}` is not absolute", m.container.0),
+                    "write it like `/workspace/repo`",
                 );
             }
         }
-        Sandbox::Remote(r) => {
-            durations.push((sb("api_timeout"), r.api_timeout));
-            env_strings.push((sb("url"), &r.url));
+        self.env_names(&[k("sandbox"), k("forward_env")], &d.forward_env);
+    }
+
+    fn env_names(&mut self, base: &[Seg], names: &[String]) {
+        for (i, name) in names.iter().enumerate() {
+            if !is_env_name(name) {
+                self.at(
+                    base.iter().cloned().chain([Seg::Index(i)]).collect(),
+                    format!("`{name}` is not an environment variable name"),
+                    "list the names of variables, e.g. `- GITHUB_TOKEN`, not their values",
+                );
+            }
         }
     }
-    for (p, d) in durations {
-        if d.0.is_zero() {
-            at(p, "a timeout of 0 would end before anything starts".into(), "use a positive duration like `90s`");
+
+    fn llm_and_agent(&mut self, spec: &JobSpec) {
+        self.env(path(&[k("llm"), k("model")]), &spec.llm.model);
+        if let Some(b) = &spec.llm.base_url {
+            self.env(path(&[k("llm"), k("base_url")]), b);
         }
-    }
-    for (p, s) in env_strings {
-        if let Err((_, message)) = s.parts() {
-            at(
-                p,
-                message,
-                "environment references look like `${NAME}` or `${NAME:-default}`; write `$$` for a literal `$`",
+        self.literal(path(&[k("llm"), k("usage_id")]), &spec.llm.usage_id);
+        let Some(tools) = &spec.agent.tools else { return };
+        if tools.is_empty() {
+            self.at(
+                path(&[k("agent"), k("tools")]),
+                "the agent has no tools".into(),
+                "remove `tools` to use the default agent's tools",
             );
         }
-    }
-    for (i, name) in spec.secrets.iter().enumerate() {
-        if !is_env_name(name) {
-            at(
-                path(&[k("secrets"), Seg::Index(i)]),
-                format!("`{name}` is not an environment variable name"),
-                "list the names of variables, e.g. `- GITHUB_TOKEN`, not their values",
-            );
+        for (i, tool) in tools.iter().enumerate() {
+            let at = path(&[k("agent"), k("tools"), Seg::Index(i)]);
+            self.literal(at.clone(), tool);
+            // ohrun's own server has a known set of tools; another server may have more.
+            if uses_managed_server(&spec.sandbox) && !AgentSpec::KNOWN_TOOLS.contains(&tool.as_str()) {
+                let hint = match crate::diagnostic::did_you_mean(tool, AgentSpec::KNOWN_TOOLS) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "the agent-server {} has: {}",
+                        AgentSpec::KNOWN_TOOLS_VERSION,
+                        AgentSpec::KNOWN_TOOLS.join(", ")
+                    ),
+                };
+                self.at(at, format!("unknown tool `{tool}`"), &hint);
+            }
         }
     }
-    if let Some(tools) = &spec.agent.tools
-        && tools.is_empty()
-    {
-        at(
-            path(&[k("agent"), k("tools")]),
-            "the agent has no tools".into(),
-            "remove `tools` to use the default agent's tools",
-        );
+
+    /// A field ohrun uses as written: a `${VAR}` in it would be kept literally, so it is refused.
+    fn literal(&mut self, p: Path, value: &str) {
+        if value.contains("${") {
+            let what = p
+                .iter()
+                .map(|s| match s {
+                    Seg::Key(k) => k.clone(),
+                    Seg::Index(i) => format!("[{i}]"),
+                })
+                .collect::<Vec<_>>()
+                .join(".")
+                .replace(".[", "[");
+            self.at(p, format!("`${{…}}` is not expanded in `{what}`"), "write the value itself; environment references work in paths, URLs, names and `env:` values (see README)");
+        }
     }
-    if spec.limits.max_cost.is_some_and(|c| c.nanos == 0) {
-        at(
-            path(&[k("limits"), k("max_cost")]),
-            "a budget of 0 allows no LLM call".into(),
-            "set a positive amount like `2.50`, or remove it",
-        );
+
+    fn limits_report_secrets(&mut self, spec: &JobSpec, job_dir: &FsPath) {
+        if spec.limits.max_cost.is_some_and(|c| c.nanos == 0) {
+            self.at(
+                path(&[k("limits"), k("max_cost")]),
+                "a budget of 0 allows no LLM call".into(),
+                "set a positive amount like `2.50`, or remove it",
+            );
+        }
+        if spec.report.dir.0.trim().is_empty() {
+            self.at(
+                path(&[k("report"), k("dir")]),
+                "the report directory is empty".into(),
+                "remove it to use the default",
+            );
+        }
+        self.env(path(&[k("report"), k("dir")]), &spec.report.dir);
+        self.env_names(&[k("secrets")], &spec.secrets);
+        if let Some(r) = &spec.rehearsal {
+            self.literal(path(&[k("rehearsal")]), r);
+            if !r.contains("${") && !job_dir.join(r).is_file() {
+                self.at(
+                    path(&[k("rehearsal")]),
+                    format!("rehearsal script `{r}` does not exist"),
+                    "paths are relative to the job file's directory",
+                );
+            }
+        }
     }
-    if spec.report.dir.trim().is_empty() {
-        at(path(&[k("report"), k("dir")]), "the report directory is empty".into(), "remove it to use the default");
+
+    fn finish(mut self) -> Vec<Diagnostic> {
+        for (p, d) in std::mem::take(&mut self.durations) {
+            if d.0.is_zero() {
+                self.at(
+                    p,
+                    "a timeout of 0 would end before anything starts".into(),
+                    "use a positive duration like `90s`",
+                );
+            }
+        }
+        for (p, s) in std::mem::take(&mut self.env_strings) {
+            if let Err((_, message)) = s.parts() {
+                self.at(
+                    p,
+                    message,
+                    "environment references look like `${NAME}` or `${NAME:-default}`; write `$$` for a literal `$`",
+                );
+            }
+        }
+        self.out
     }
-    if let Some(r) = &spec.rehearsal
-        && !job_dir.join(r).is_file()
-    {
-        at(
-            path(&[k("rehearsal")]),
-            format!("rehearsal script `{r}` does not exist"),
-            "paths are relative to the job file's directory",
-        );
+}
+
+/// True when the sandbox runs ohrun's own agent-server (whose tools are known before it starts).
+fn uses_managed_server(sandbox: &Sandbox) -> bool {
+    match sandbox {
+        Sandbox::Local(l) => l.command.is_none(),
+        Sandbox::Docker(d) => d.command.is_none() && d.image.0 == crate::backend::image::DEFAULT_IMAGE,
+        _ => false,
     }
-    out
 }

@@ -16,6 +16,7 @@ impl HumanDuration {
         HumanDuration(Duration::from_secs(s))
     }
 
+    /// A bare number is seconds; anything else is humantime's syntax (`90s`, `5m`, `1h30m`, `2 days`).
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
         if t.is_empty() {
@@ -24,30 +25,13 @@ impl HumanDuration {
         if let Ok(secs) = t.parse::<f64>() {
             return Self::from_secs_f64(secs, t);
         }
-        let mut total = Duration::ZERO;
-        let mut rest = t;
-        while !rest.is_empty() {
-            let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-            if digits == 0 {
-                return Err(format!("`{t}` is not a duration"));
+        humantime::parse_duration(t).map(HumanDuration).map_err(|e| match e {
+            humantime::DurationError::UnknownUnit { unit, .. } => format!("`{unit}` is not a duration unit"),
+            humantime::DurationError::NumberExpected(_) | humantime::DurationError::InvalidCharacter(_) => {
+                format!("`{t}` is not a duration")
             }
-            let number: f64 = rest[..digits].parse().map_err(|_| format!("`{t}` is not a duration"))?;
-            rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-            let unit = rest[..unit_len].trim();
-            rest = &rest[unit_len..];
-            let factor = match unit {
-                "ms" => 0.001,
-                "s" | "sec" | "secs" => 1.0,
-                "m" | "min" | "mins" => 60.0,
-                "h" | "hr" | "hours" => 3600.0,
-                "d" | "days" => 86400.0,
-                "" => return Err(format!("`{t}` needs a unit after {number}")),
-                other => return Err(format!("`{other}` is not a duration unit")),
-            };
-            total += Self::from_secs_f64(number * factor, t)?.0;
-        }
-        Ok(HumanDuration(total))
+            other => format!("`{t}`: {other}"),
+        })
     }
 
     fn from_secs_f64(secs: f64, text: &str) -> Result<Self, String> {
@@ -60,17 +44,10 @@ impl HumanDuration {
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if !ms.is_multiple_of(1000) {
-            return write!(f, "{ms}ms");
+        if self.0.is_zero() {
+            return f.write_str("0s");
         }
-        let s = self.0.as_secs();
-        match s {
-            0 => write!(f, "0s"),
-            s if s % 3600 == 0 => write!(f, "{}h", s / 3600),
-            s if s % 60 == 0 => write!(f, "{}m", s / 60),
-            s => write!(f, "{s}s"),
-        }
+        write!(f, "{}", humantime::format_duration(self.0))
     }
 }
 
@@ -120,98 +97,7 @@ impl JsonSchema for HumanDuration {
     }
 }
 
-/// An amount of US dollars, kept exactly as nano-dollars so that `0.1 + 0.2` is `0.3` and a per-token price
-/// of `0.000003` loses nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Usd {
-    pub nanos: u64,
-}
-
-impl Usd {
-    const SCALE: u64 = 1_000_000_000;
-
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let t = text.trim().trim_start_matches('$').trim();
-        let bad = || format!("`{text}` is not an amount of dollars (write it like 2.50)");
-        let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
-        if whole.is_empty() && frac.is_empty()
-            || !whole.chars().all(|c| c.is_ascii_digit())
-            || !frac.chars().all(|c| c.is_ascii_digit())
-        {
-            return Err(bad());
-        }
-        if frac.len() > 9 {
-            return Err(format!("`{text}` has more than 9 decimal places"));
-        }
-        let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-        let frac_nanos: u64 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
-        whole
-            .checked_mul(Self::SCALE)
-            .and_then(|w| w.checked_add(frac_nanos))
-            .map(|nanos| Usd { nanos })
-            .ok_or_else(|| format!("`{text}` is too large"))
-    }
-
-    pub fn as_f64(self) -> f64 {
-        self.nanos as f64 / Self::SCALE as f64
-    }
-}
-
-impl fmt::Display for Usd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let whole = self.nanos / Self::SCALE;
-        let frac = format!("{:09}", self.nanos % Self::SCALE);
-        let frac = frac.trim_end_matches('0');
-        if frac.is_empty() { write!(f, "{whole}") } else { write!(f, "{whole}.{frac}") }
-    }
-}
-
-impl Serialize for Usd {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Usd {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = Usd;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an amount of dollars such as 2.50")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Usd::parse(&v.to_string()).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Usd::parse(&v.to_string()).map_err(E::custom)
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                // Shortest round-trip form, so 0.000003 stays 0.000003.
-                Usd::parse(&format!("{v}")).map_err(E::custom)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Usd::parse(v).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl JsonSchema for Usd {
-    fn schema_name() -> Cow<'static, str> {
-        "Usd".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "US dollars, exact to 9 decimal places: 2.5, \"0.000003\", \"$10\".",
-            "anyOf": [
-                {"type": "string", "pattern": "^\\s*\\$?\\s*([0-9]+(\\.[0-9]{0,9})?|\\.[0-9]{1,9})\\s*$"},
-                {"type": "number", "minimum": 0}
-            ]
-        })
-    }
-}
+pub use crate::money::Usd;
 
 /// A string that may refer to environment variables: `${NAME}`, `${NAME:-default}` (default when unset or
 /// empty) and `${NAME:?message}` (an error naming the variable when unset). `$$` is a literal `$`.
@@ -349,16 +235,8 @@ mod tests {
         assert!(HumanDuration::parse("5 parsecs").is_err());
         assert!(HumanDuration::parse("m").is_err());
         assert!(HumanDuration::parse("5").is_ok());
-        assert_eq!(HumanDuration::secs(5400).to_string(), "90m");
-    }
-
-    #[test]
-    fn money() {
-        assert_eq!(Usd::parse("0.000003").unwrap().nanos, 3000);
-        assert_eq!(Usd::parse("$2.5").unwrap().to_string(), "2.5");
-        assert!(Usd::parse("-1").is_err());
-        assert!(Usd::parse("1.0000000001").is_err());
-        assert!(Usd::parse("99999999999999999").is_err());
+        assert_eq!(HumanDuration::secs(5400).to_string(), "1h 30m");
+        assert_eq!(HumanDuration::parse(&HumanDuration::secs(5400).to_string()).unwrap(), HumanDuration::secs(5400));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The report of one run. `schemas/report.schema.json` is generated from these types.
 
+use crate::money::Usd;
+use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,6 +32,8 @@ pub struct RunReport {
     pub events_file: String,
     /// Things the reader should know (for example: title generation was turned off).
     pub notes: Vec<String>,
+    /// Things that may make this run differ from what was tested (for example: another agent-server version).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -65,6 +69,9 @@ pub struct SandboxInfo {
     pub provision_ms: Option<u64>,
     /// Requests to the provider's API (Cloud, Runtime) that were retried, and why.
     pub api_retries: Vec<ApiRetry>,
+    /// Sandboxes that a failed create request may have made but that ohrun could not be sure were its
+    /// own, so it neither used nor deleted them (Cloud).
+    pub candidates: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -91,6 +98,8 @@ pub struct SetupResult {
     pub duration_ms: u64,
     pub timed_out: bool,
     pub allowed_to_fail: bool,
+    /// ohrun was interrupted while the command ran (its output is what had come back by then, if anything).
+    pub interrupted: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -107,7 +116,7 @@ pub struct StepReport {
     /// Events received during this step.
     pub event_count: usize,
     /// Cost of this step in USD (the growth of the conversation's total).
-    pub cost: f64,
+    pub cost: Usd,
     pub tokens: Tokens,
     pub llm_calls: u64,
     /// The agent's last message (its finish message or text reply).
@@ -115,8 +124,8 @@ pub struct StepReport {
     pub error: Option<StepError>,
     /// Replies ohrun sent for `on_question: reply`.
     pub replies: u32,
-    /// Milliseconds from the server's final state frame to ohrun deciding the step was done (quiet window
-    /// excluded).
+    /// Milliseconds from the moment the server's final state frame was read off the socket to ohrun
+    /// deciding the step was done (quiet window excluded).
     pub completion_latency_ms: Option<f64>,
 }
 
@@ -207,12 +216,12 @@ impl Tokens {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Totals {
     /// Σ accumulated_cost over every LLM of the conversation (agent, condenser, …), in USD.
-    pub cost: f64,
+    pub cost: Usd,
     pub tokens: Tokens,
     pub llm_calls: u64,
     pub events: usize,
     /// Cost per usage id (agent, condenser, …).
-    pub cost_by_usage: serde_json::Map<String, Value>,
+    pub cost_by_usage: IndexMap<String, Usd>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -225,6 +234,8 @@ pub struct Outcome {
     pub message: Option<String>,
 }
 
+/// How a run ended, ordered from least to most serious: with several runs, the most serious decides
+/// the exit code. A sandbox that may be left behind outranks everything, an interruption included.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeClass {
@@ -234,22 +245,6 @@ pub enum OutcomeClass {
     Budget,
     UsageError,
     Infrastructure,
-    LeftBehind,
     Interrupted,
-}
-
-impl OutcomeClass {
-    pub fn exit_code(self, terminated: bool) -> i32 {
-        use crate::exit_code::ExitCode as E;
-        match self {
-            OutcomeClass::Succeeded => E::SUCCESS,
-            OutcomeClass::Failed => E::RUN_FAILED,
-            OutcomeClass::UsageError => E::USAGE,
-            OutcomeClass::Infrastructure => E::INFRA,
-            OutcomeClass::Budget => E::BUDGET,
-            OutcomeClass::LeftBehind => E::LEFT_BEHIND,
-            OutcomeClass::Interrupted if terminated => E::TERMINATED,
-            OutcomeClass::Interrupted => E::INTERRUPTED,
-        }
-    }
+    LeftBehind,
 }

@@ -1,44 +1,133 @@
-//! Secret values never reach a log, a report or the console: every text ohrun writes passes here.
+//! The one choke point for secrets: every byte ohrun writes — console lines, tracing logs, `--json` on
+//! stdout, run.json, events.jsonl, the copied agent-server log — passes through [`apply`]. Values are
+//! registered process-wide as soon as they are resolved (a key, a `secrets:` value, a forwarded or
+//! referenced environment variable), so a text written later can never miss one. Each value is matched
+//! as written and in its JSON-escaped form (a value with a quote or a backslash looks different inside
+//! run.json).
 
 use std::borrow::Cow;
-
-#[derive(Clone, Debug, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
+use std::sync::RwLock;
 
 pub const MASK: &str = "***";
 
-impl Redactor {
-    /// Adds a secret value; values shorter than 4 characters are not treated as secrets (they would
-    /// mask ordinary text everywhere).
-    pub fn add(&mut self, value: &str) {
-        if value.len() >= 4 && !self.secrets.iter().any(|s| s == value) {
-            self.secrets.push(value.to_string());
-            // Longest first, so a secret containing another is masked whole.
-            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+/// Values shorter than this are not treated as secrets: they would mask ordinary text everywhere.
+const MIN_LEN: usize = 4;
+
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Registers a secret value (and its JSON-escaped form) for every later write.
+pub fn register(value: &str) {
+    if value.len() < MIN_LEN {
+        return;
+    }
+    let escaped = serde_json::to_string(value).unwrap_or_default();
+    let escaped = escaped.trim_matches('"').to_string();
+    let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    for v in [value.to_string(), escaped] {
+        if !secrets.contains(&v) {
+            secrets.push(v);
         }
     }
+    // Longest first, so a secret that contains another is masked whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
 
-    pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        if !self.secrets.iter().any(|s| text.contains(s.as_str())) {
-            return Cow::Borrowed(text);
+/// `text` with every registered secret masked.
+pub fn apply(text: &str) -> Cow<'_, str> {
+    if disabled_for_tests() {
+        return Cow::Borrowed(text);
+    }
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    if !secrets.iter().any(|s| text.contains(s.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for s in secrets.iter() {
+        out = out.replace(s.as_str(), MASK);
+    }
+    Cow::Owned(out)
+}
+
+/// Debug builds only: `OHRUN_TEST_UNREDACTED=1` switches redaction off, so that the secrets tests can
+/// prove they would see a leak. Release builds have no such switch.
+fn disabled_for_tests() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OFF.get_or_init(|| std::env::var("OHRUN_TEST_UNREDACTED").is_ok_and(|v| v == "1"))
+    }
+    #[cfg(not(debug_assertions))]
+    false
+}
+
+/// A writer that masks secrets line by line before passing text on (for the tracing subscriber and the
+/// agent-server's log). Text is held until a newline, so a secret split across two writes is still seen
+/// whole.
+pub struct RedactingWriter<W: std::io::Write> {
+    inner: W,
+    pending: Vec<u8>,
+}
+
+impl<W: std::io::Write> RedactingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        RedactingWriter { inner, pending: Vec::new() }
+    }
+
+    fn write_lines(&mut self, all: bool) -> std::io::Result<()> {
+        let cut =
+            if all { self.pending.len() } else { self.pending.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
+        if cut == 0 {
+            return Ok(());
         }
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            out = out.replace(s.as_str(), MASK);
-        }
-        Cow::Owned(out)
+        let chunk: Vec<u8> = self.pending.drain(..cut).collect();
+        let text = String::from_utf8_lossy(&chunk);
+        self.inner.write_all(apply(&text).as_bytes())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        self.write_lines(false)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.write_lines(true)?;
+        self.inner.flush()
+    }
+}
+
+impl<W: std::io::Write> Drop for RedactingWriter<W> {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::io::Write;
+
     #[test]
-    fn masks_every_occurrence() {
-        let mut r = super::Redactor::default();
-        r.add("sk-abcdef");
-        r.add("ab");
-        assert_eq!(r.apply("key=sk-abcdef, again sk-abcdef; ab"), "key=***, again ***; ab");
+    fn masks_every_occurrence_and_the_json_escaped_form() {
+        register("sk-abcdef");
+        register("ab");
+        register("pa\"ss\\word");
+        assert_eq!(apply("key=sk-abcdef, again sk-abcdef; ab"), "key=***, again ***; ab");
+        let json = serde_json::to_string(&serde_json::json!({"v": "pa\"ss\\word"})).unwrap();
+        assert_eq!(apply(&json), r#"{"v":"***"}"#);
+    }
+
+    #[test]
+    fn a_secret_split_across_writes_is_still_masked() {
+        register("split-secret-value");
+        let mut out = Vec::new();
+        {
+            let mut w = RedactingWriter::new(&mut out);
+            w.write_all(b"one split-sec").unwrap();
+            w.write_all(b"ret-value two\nthree").unwrap();
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), "one *** two\nthree");
     }
 }

@@ -1,49 +1,88 @@
-//! Writing reports: `run.json` atomically (temp file + rename), `events.jsonl` appended as events come.
+//! Writing reports: `run.json` atomically (temp file + rename), `events.jsonl` appended as events come,
+//! both through the redactor. Report directories are private to the user (they hold agent output), and
+//! a directory that cannot be written is found before anything is provisioned.
 
 use super::model::RunReport;
-use super::redact::Redactor;
+use super::redact;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-pub struct ReportWriter {
-    pub dir: PathBuf,
-    events: std::io::BufWriter<std::fs::File>,
-    redactor: Redactor,
-}
 
 pub const RUN_FILE: &str = "run.json";
 pub const EVENTS_FILE: &str = "events.jsonl";
 
+pub struct ReportWriter {
+    events: std::io::BufWriter<std::fs::File>,
+    events_path: PathBuf,
+}
+
+/// Creates `dir` (and its parents) private to the user.
+pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)
+}
+
 impl ReportWriter {
-    /// Creates the report directory and a fresh, empty event log.
-    pub fn create(dir: &Path, redactor: Redactor) -> std::io::Result<ReportWriter> {
-        std::fs::create_dir_all(dir)?;
-        let events = std::fs::File::create(dir.join(EVENTS_FILE))?;
-        Ok(ReportWriter { dir: dir.to_path_buf(), events: std::io::BufWriter::new(events), redactor })
+    /// Creates the report directory and a fresh, empty event log; fails when either cannot be written.
+    pub fn create(dir: &Path) -> std::io::Result<ReportWriter> {
+        create_dir(dir)?;
+        let events_path = dir.join(EVENTS_FILE);
+        let events = create_private(&events_path)?;
+        Ok(ReportWriter { events: std::io::BufWriter::new(events), events_path })
+    }
+
+    pub fn events_path(&self) -> &Path {
+        &self.events_path
     }
 
     /// Appends one event, as the server sent it (secrets masked), and flushes so a crash loses nothing.
     pub fn event(&mut self, event: &serde_json::Value) -> std::io::Result<()> {
         let line = serde_json::to_string(event).unwrap_or_default();
-        writeln!(self.events, "{}", self.redactor.apply(&line))?;
+        writeln!(self.events, "{}", redact::apply(&line))?;
         self.events.flush()
     }
 }
 
-/// Writes `run.json` atomically: readers see the old report or the new one, never half of one.
-pub fn write_report(dir: &Path, report: &RunReport, redactor: &Redactor) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+/// Checks that `dir` can take the report before anything is started: creates it and writes (and
+/// removes) a probe file.
+pub fn check_writable(dir: &Path) -> std::io::Result<()> {
+    create_dir(dir)?;
+    let probe = dir.join(format!(".ohrun-probe-{}", std::process::id()));
+    let result = create_private(&probe).and_then(|mut f| {
+        f.write_all(b"ohrun")?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    result
+}
+
+/// Writes `run.json` atomically: readers see the old report or the new one, never half of one. A failed
+/// write leaves no temporary file behind.
+pub fn write_report(dir: &Path, report: &RunReport) -> std::io::Result<PathBuf> {
+    create_dir(dir)?;
     let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     let path = dir.join(RUN_FILE);
     let tmp = dir.join(format!(".{RUN_FILE}.{}.tmp", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(redactor.apply(&text).as_bytes())?;
+    let written = create_private(&tmp).and_then(|mut f| {
+        f.write_all(redact::apply(&text).as_bytes())?;
         f.write_all(b"\n")?;
-        f.sync_all()?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, &path)?;
     Ok(path)
+}
+
+/// The run id of the report already in `dir`, if any: a run must not overwrite another run's evidence.
+pub fn existing_run_id(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(RUN_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.pointer("/run/id")?.as_str().map(str::to_string)
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.

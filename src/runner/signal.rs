@@ -38,6 +38,11 @@ impl Signals {
         Signals { count: rx, terminated }
     }
 
+    /// The cancellation signal long operations check.
+    pub fn cancel(&self) -> crate::cancel::Cancel {
+        crate::cancel::Cancel::new(self.count.clone())
+    }
+
     pub fn interrupted(&self) -> bool {
         *self.count.borrow() > 0
     }

@@ -27,6 +27,10 @@ pub struct Faults {
     pub delete_status: Option<u16>,
     /// Kill the server and report MISSING this long after it became RUNNING.
     pub missing_after: Option<Duration>,
+    /// Create the sandbox but answer this many creates with 503 anyway (the answer is lost).
+    pub lost_creates: u32,
+    /// Once a sandbox runs, answer each `GET /api/v1/sandboxes?id=` only after this long.
+    pub slow_lookups: Option<Duration>,
 }
 
 pub struct Sandbox {
@@ -92,6 +96,7 @@ impl Drop for Emulator {
     }
 }
 
+#[derive(Clone)]
 pub enum Api {
     Cloud,
     Runtime,
@@ -200,7 +205,7 @@ fn spawn_sandbox(id: &str) -> Sandbox {
     let port = free_port();
     let state = tempfile::tempdir().unwrap();
     let key = format!("emulated-session-{}", uuid::Uuid::new_v4().simple());
-    let child = spawn_agent_server(port, &key, state.path());
+    let child = spawn_agent_server(port, &key, state.path(), &[]);
     Sandbox {
         id: id.to_string(),
         status: "STARTING".into(),
@@ -273,12 +278,22 @@ async fn cloud_create(State(shared): State<Arc<Shared>>, headers: HeaderMap, Raw
     let sandbox = spawn_sandbox(&id);
     let info = cloud_info(&sandbox);
     shared.sandboxes.lock().unwrap().insert(id, sandbox);
+    let mut faults = shared.faults.lock().unwrap();
+    if faults.lost_creates > 0 {
+        faults.lost_creates -= 1;
+        return busy(&faults);
+    }
     axum::Json(info).into_response()
 }
 
 async fn cloud_get(State(shared): State<Arc<Shared>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     if !record(&shared, "GET /api/v1/sandboxes".into(), &headers, "authorization") {
         return unauthorized();
+    }
+    let slow = shared.faults.lock().unwrap().slow_lookups;
+    let running = shared.sandboxes.lock().unwrap().values().any(|s| s.status == "RUNNING");
+    if let Some(delay) = slow.filter(|_| running) {
+        tokio::time::sleep(delay).await;
     }
     let boxes = shared.sandboxes.lock().unwrap();
     let items: Vec<Value> =

@@ -3,9 +3,15 @@
 mod docker;
 mod emulators;
 mod golden;
+mod job_files;
 mod jobs;
+mod leaks;
 mod parser_fuzz;
+mod protocol;
 mod provider_apis;
+mod proxy;
 mod rehearse;
 mod run_local;
+mod secrets;
+mod server;
 mod support;

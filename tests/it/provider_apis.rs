@@ -285,3 +285,150 @@ fn a_429_on_start_is_retried_after_retry_after() {
     assert_eq!(retries[0]["path"], "/start");
     assert!(retries[0]["waited_ms"].as_u64().unwrap() >= 1000);
 }
+
+/// Starts a job on the emulator in the background; returns the child and its temp dir.
+fn spawn(
+    api: Api,
+    emulator: &Emulator,
+    name: &str,
+    sandbox_extra: &str,
+    extra: &str,
+    script: &str,
+) -> (std::process::Child, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.yaml"), script).unwrap();
+    let var = match api {
+        Api::Cloud => "OPENHANDS_CLOUD_API_KEY",
+        Api::Runtime => "RUNTIME_API_KEY",
+    };
+    let key = match api {
+        Api::Cloud => CLOUD_KEY,
+        Api::Runtime => RUNTIME_KEY,
+    };
+    let sandbox = sandbox_yaml(
+        &api,
+        &emulator.url,
+        &format!("  working_dir: {}\n{sandbox_extra}", dir.path().join("ws").display()),
+    );
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!("name: {name}\nsandbox:\n{sandbox}llm: {{model: m}}\n{extra}rehearsal: script.yaml\n"),
+    );
+    let child = Ohrun::new().current_dir(dir.path()).env(var, key).args(["run", "--rehearse"]).args([&job]).spawn();
+    (child, dir)
+}
+
+fn sigint_while_starting(api: Api, name: &str) {
+    let emu = Emulator::start(
+        api.clone(),
+        match api {
+            Api::Cloud => CLOUD_KEY,
+            Api::Runtime => RUNTIME_KEY,
+        },
+        Faults { start_delay: Duration::from_secs(60), ..Faults::default() },
+    );
+    let (child, dir) = spawn(api, &emu, name, "", "steps:\n  - message: hi\n", "replies: []\n");
+    wait_until(Duration::from_secs(30), "the sandbox was created", || emu.creates() == 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = std::time::Instant::now();
+    signal(&child, libc::SIGINT);
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(signalled.elapsed() < Duration::from_secs(20), "took {:?} to stop", signalled.elapsed());
+    assert_eq!(emu.deletes(), 1, "the sandbox that was starting was released");
+    let report = read_report(&dir.path().join(format!("ohrun-reports/{name}")));
+    assert_eq!(report["outcome"]["class"], "interrupted");
+    assert!(report["sandbox"]["id"].as_str().is_some(), "its id is in run.json: {}", report["sandbox"]);
+    assert_eq!(report["sandbox"]["disposition"], "released");
+    assert_no_secret(&dir.path().join(format!("ohrun-reports/{name}")), &out.stdout, &out.stderr);
+}
+
+#[test]
+fn sigint_while_a_cloud_sandbox_starts_deletes_it() {
+    sigint_while_starting(Api::Cloud, "cloud-sigint");
+}
+
+#[test]
+fn sigint_while_a_runtime_starts_stops_it() {
+    sigint_while_starting(Api::Runtime, "runtime-sigint");
+}
+
+#[test]
+fn a_failed_provisioning_keeps_the_sandbox_id_and_every_retry_in_the_report() {
+    let faults = Faults { failing_creates: 2, go_error: true, ..Faults::default() };
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, faults);
+    let o = run(Api::Cloud, &emu, "failed-start", "", "steps:\n  - message: hi\n", "replies: []\n", CLOUD_KEY);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(o.report["sandbox"]["id"].as_str().is_some_and(|id| id.starts_with("sbx")), "{}", o.report["sandbox"]);
+    assert_eq!(o.report["sandbox"]["api_retries"].as_array().unwrap().len(), 2, "{}", o.report["sandbox"]);
+    assert_eq!(o.report["sandbox"]["disposition"], "released");
+    assert_eq!(emu.deletes(), 1);
+}
+
+#[test]
+fn a_failed_release_after_a_failed_provisioning_is_exit_5_with_the_id() {
+    let faults = Faults { go_error: true, delete_status: Some(500), ..Faults::default() };
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, faults);
+    let o = run(Api::Cloud, &emu, "left-behind", "", "steps:\n  - message: hi\n", "replies: []\n", CLOUD_KEY);
+    assert_eq!(o.code, 5, "5 outranks 3:\n{}", o.stderr);
+    let id = o.report["sandbox"]["id"].as_str().expect("the id is recorded");
+    assert!(o.stderr.contains(id), "the console names the sandbox:\n{}", o.stderr);
+    assert_eq!(o.report["sandbox"]["disposition"], "release_failed");
+    assert_eq!(o.report["outcome"]["class"], "left_behind");
+}
+
+#[test]
+fn a_create_whose_answer_is_lost_is_never_adopted_and_its_candidate_is_reported() {
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults { lost_creates: 1, ..Faults::default() });
+    let o = run(Api::Cloud, &emu, "unsure", "", "steps:\n  - message: hi\n", "replies: []\n", CLOUD_KEY);
+    assert_eq!(o.code, 5, "a sandbox may be left behind:\n{}", o.stderr);
+    assert_eq!(emu.creates(), 1, "ohrun did not create a second sandbox");
+    assert_eq!(emu.deletes(), 0, "nor did it delete one it cannot be sure is its own");
+    let candidates: Vec<String> =
+        o.report["sandbox"]["candidates"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let existing: Vec<String> = emu.shared.sandboxes.lock().unwrap().keys().cloned().collect();
+    assert_eq!(candidates, existing, "the candidate is reported");
+    assert!(o.stderr.contains(&existing[0]), "{}", o.stderr);
+    assert!(o.report["sandbox"]["id"].is_null(), "it was not adopted");
+}
+
+#[test]
+fn limits_timeout_bounds_provisioning_too() {
+    let emu =
+        Emulator::start(Api::Cloud, CLOUD_KEY, Faults { start_delay: Duration::from_secs(60), ..Faults::default() });
+    let started = std::time::Instant::now();
+    let o = run(
+        Api::Cloud,
+        &emu,
+        "run-timeout",
+        "  init_timeout: 300s\n",
+        "limits: {timeout: 4s}\nsteps:\n  - message: hi\n",
+        "replies: []\n",
+        CLOUD_KEY,
+    );
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(started.elapsed() < Duration::from_secs(30), "the run's 4 s were not enforced ({:?})", started.elapsed());
+    assert!(o.stderr.contains("limits.timeout"), "{}", o.stderr);
+    assert_eq!(emu.deletes(), 1);
+}
+
+#[test]
+fn ctrl_c_is_served_while_a_provider_probe_hangs() {
+    let faults = Faults { slow_lookups: Some(Duration::from_secs(40)), ..Faults::default() };
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, faults);
+    let script = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 60s\n";
+    let (child, dir) =
+        spawn(Api::Cloud, &emu, "probe-hangs", "  init_timeout: 120s\n", "steps:\n  - message: Wait.\n", script);
+    let events = dir.path().join("ohrun-reports/probe-hangs/events.jsonl");
+    wait_until(Duration::from_secs(120), "the step started", || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
+    });
+    // The first probe (after 5 s) is now waiting on a provider that takes 40 s to answer.
+    std::thread::sleep(Duration::from_secs(7));
+    let signalled = std::time::Instant::now();
+    signal(&child, libc::SIGINT);
+    let out = wait_output(child, Duration::from_secs(90));
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(signalled.elapsed() < Duration::from_secs(15), "Ctrl-C waited for the probe: {:?}", signalled.elapsed());
+}

@@ -1,22 +1,37 @@
 //! A small builder around the real `ohrun` binary, and helpers for the end-to-end tests.
+//!
+//! What the tests need, ohrun gets itself: the managed agent-server venv is installed on first use
+//! (`ohrun setup local`, locked, so parallel tests install once) and the default Docker image is built by
+//! the first docker test that needs it. Every process a test starts is bounded by a timeout.
+//!
+//! `OHRUN_TEST_BIN` runs the tests against another ohrun binary (an older build, to watch a test fail).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long one ohrun invocation may take in a test unless the test says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+pub fn ohrun_bin() -> PathBuf {
+    std::env::var_os("OHRUN_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ohrun")))
+}
+
 pub struct Ohrun {
     cmd: Command,
+    timeout: Duration,
 }
 
 impl Ohrun {
     pub fn new() -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ohrun"));
+        let mut cmd = Command::new(ohrun_bin());
         cmd.current_dir(repo_root()).env("NO_COLOR", "1").env_remove("RUST_LOG").env("CI", "true");
-        Ohrun { cmd }
+        Ohrun { cmd, timeout: DEFAULT_TIMEOUT }
     }
 
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Self {
@@ -39,21 +54,55 @@ impl Ohrun {
         self
     }
 
-    pub fn output(mut self) -> Result {
-        let out: Output = self.cmd.output().expect("ohrun runs");
-        Result {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
     }
 
-    pub fn spawn(mut self) -> std::process::Child {
-        self.cmd
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("ohrun starts")
+    /// Runs to the end (killed and failing the test after the timeout).
+    pub fn output(self) -> Result {
+        let timeout = self.timeout;
+        let child = self.spawn();
+        wait_output(child, timeout)
+    }
+
+    pub fn spawn(mut self) -> Child {
+        self.cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("ohrun starts")
+    }
+}
+
+/// Waits for a spawned ohrun, killing it (and failing) after `timeout`; the output is read meanwhile so
+/// a full pipe never stalls it.
+pub fn wait_output(mut child: Child, timeout: Duration) -> Result {
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err.join().unwrap_or_default();
+            panic!("ohrun did not finish within {timeout:?}; stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Result {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     }
 }
 
@@ -71,19 +120,21 @@ impl Result {
     }
 }
 
-/// The managed agent-server command (`.ci/run` installs it with `ohrun setup local`).
+/// The managed agent-server command, installed on first use by `ohrun setup local` (as a user's first
+/// `ohrun run` would).
 pub fn agent_server_command() -> Vec<String> {
-    let venv = dirs_cache().join("agent-server-1.58.2");
-    let python = venv.join("bin/python");
-    assert!(
-        venv.join(".complete").is_file(),
-        "the managed agent-server is not installed at {}: run `cargo run -- setup local` first",
-        venv.display()
-    );
-    vec![python.display().to_string(), "-m".into(), "openhands.agent_server".into()]
+    static INSTALLED: OnceLock<Vec<String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let out = Ohrun::new().args(["setup", "local"]).timeout(Duration::from_secs(900)).output();
+            assert_eq!(out.code, 0, "`ohrun setup local` failed:\n{}", out.stderr);
+            let venv = ohrun_home().join("agent-server-1.58.2");
+            vec![venv.join("bin/python").display().to_string(), "-m".into(), "openhands.agent_server".into()]
+        })
+        .clone()
 }
 
-fn dirs_cache() -> PathBuf {
+pub fn ohrun_home() -> PathBuf {
     std::env::var_os("OHRUN_HOME").map(PathBuf::from).unwrap_or_else(|| {
         let base = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
@@ -92,11 +143,14 @@ fn dirs_cache() -> PathBuf {
     })
 }
 
-/// Reads and schema-checks a run report.
+/// Reads and schema-checks a run report (only the format check is skipped under `OHRUN_TEST_BIN`).
 pub fn read_report(dir: &Path) -> serde_json::Value {
     let text =
         std::fs::read_to_string(dir.join("run.json")).unwrap_or_else(|e| panic!("{}/run.json: {e}", dir.display()));
     let report: serde_json::Value = serde_json::from_str(&text).expect("run.json is JSON");
+    if std::env::var_os("OHRUN_TEST_BIN").is_some() {
+        return report; // another build writes its own format: only its behaviour is under test
+    }
     let schema: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(repo_root().join("schemas/report.schema.json")).unwrap())
             .unwrap();
@@ -115,10 +169,12 @@ pub fn read_events(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// True while a process with this pid exists.
+/// True while a process with this pid exists and is not a zombie.
 pub fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name in parentheses: `pid (comm) S ...`.
+    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next().unwrap_or('?'));
+    matches!(state, Some(s) if s != 'Z' && s != 'X')
 }
 
 /// The pid ohrun recorded for a local sandbox.
@@ -129,7 +185,10 @@ pub fn sandbox_pid(report: &serde_json::Value) -> Option<i32> {
 /// Asserts no process of the sandbox remains (its whole process group).
 pub fn assert_no_server_left(report: &serde_json::Value) {
     if let Some(pid) = sandbox_pid(report) {
-        std::thread::sleep(Duration::from_millis(100));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert!(!process_alive(pid), "the agent-server (pid {pid}) is still running");
         // SAFETY: signal 0 to the process group only checks for existence.
         let group_alive = unsafe { libc::kill(-pid, 0) == 0 };
@@ -146,11 +205,11 @@ pub fn write_job(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// Starts a real agent-server on 127.0.0.1:`port` with session key `key`, its state (and log) in
 /// `state_dir`, the way a user or a provider would.
-pub fn spawn_agent_server(port: u16, key: &str, state_dir: &Path) -> std::process::Child {
+pub fn spawn_agent_server(port: u16, key: &str, state_dir: &Path, extra_env: &[(&str, &str)]) -> Child {
     let command = agent_server_command();
     let log = std::fs::File::create(state_dir.join("server.log")).unwrap();
-    std::process::Command::new(&command[0])
-        .args(&command[1..])
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .current_dir(state_dir)
         .env("OH_SESSION_API_KEYS_0", key)
@@ -158,12 +217,45 @@ pub fn spawn_agent_server(port: u16, key: &str, state_dir: &Path) -> std::proces
         .env("OH_ENABLE_BROWSER", "false")
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         .env("TMUX_TMPDIR", state_dir)
+        .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+        .stderr(log);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
 }
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits (polling every 50 ms, at most `timeout`) until `cond` holds; fails the test with `what` otherwise.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends `sig` to a child process.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Every file under `dir` (recursively) with its text, for leak checks.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    out
 }

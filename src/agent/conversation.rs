@@ -1,0 +1,280 @@
+//! One conversation with the default agent: create it, follow its events, run each step until it is
+//! really done (`step.rs`), reconcile the event log, read the costs, delete it.
+//!
+//! Every event is logged once (deduplicated by id) as the server sent it. Reconciles ask `events/search`
+//! only for what is new (`timestamp__gte` the newest event logged, or the last one before a socket gap).
+
+use super::events::{EventSocket, WsEvent};
+use super::http::AgentClient;
+use super::stats::sum_stats;
+use super::step::{Limits, Verdict};
+use super::{Error, SandboxProbe};
+use crate::cancel::Cancel;
+use crate::job::model::{JobSpec, Message, OnQuestion, Step};
+use crate::money::Usd;
+use crate::report::writer::{ReportWriter, now_rfc3339};
+use crate::report::{EndReason, StepError, StepReport, Totals};
+use crate::settings::RunSettings;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Progress the conversation reports while it waits.
+pub trait Progress: Sync {
+    /// Every second while step `index` (1-based) of `total` runs.
+    fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: Usd);
+    /// When a step has ended.
+    fn step_done(&self, report: &StepReport, total: usize);
+}
+
+pub struct Conversation<'a> {
+    pub client: &'a AgentClient,
+    pub id: String,
+    pub(super) socket: Option<EventSocket>,
+    seen: HashSet<String>,
+    writer: &'a mut ReportWriter,
+    /// Events logged so far (each once).
+    pub event_count: usize,
+    /// The newest event timestamp logged, as the server wrote it.
+    pub(super) last_ts: Option<String>,
+    /// The latest cost seen in a `stats` frame, for budgets and the live line.
+    pub(super) live_cost: Usd,
+    pub(super) cancel: Cancel,
+    /// The server is gone: no more calls to it (each would only wait for its timeout).
+    pub(super) lost: bool,
+    /// The first event that could not be written to events.jsonl: the evidence is incomplete.
+    pub evidence_error: Option<String>,
+}
+
+/// The conversation part of a run.
+pub struct Outcome {
+    pub steps: Vec<StepReport>,
+    pub totals: Totals,
+}
+
+impl<'a> Conversation<'a> {
+    /// Creates the conversation and subscribes to its events (the subscribe-time snapshot is stale).
+    pub async fn start(
+        client: &'a AgentClient,
+        spec: &JobSpec,
+        settings: &RunSettings,
+        working_dir: &str,
+        writer: &'a mut ReportWriter,
+        cancel: Cancel,
+    ) -> Result<Conversation<'a>, Error> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let body = super::request::conversation_body(&id, spec, settings, working_dir);
+        client.create_conversation(&body).await?;
+        let (socket, _stale) =
+            EventSocket::connect(client, &id, Duration::from_secs(30)).await.map_err(Error::Socket)?;
+        tracing::info!("conversation {id} created; following its events");
+        let mut conv = Conversation {
+            client,
+            id,
+            socket: Some(socket),
+            seen: HashSet::new(),
+            writer,
+            event_count: 0,
+            last_ts: None,
+            live_cost: Usd::ZERO,
+            cancel,
+            lost: false,
+            evidence_error: None,
+        };
+        conv.reconcile(None).await;
+        Ok(conv)
+    }
+
+    /// Logs an event once (by id). `full_state` snapshots are transient and never persisted by the server,
+    /// so they are not part of the log.
+    pub(super) fn log(&mut self, event: &Value) -> bool {
+        if is_full_state(event) {
+            return false;
+        }
+        let Some(id) = event.get("id").and_then(Value::as_str) else { return false };
+        if !self.seen.insert(id.to_string()) {
+            return false;
+        }
+        if let Some(ts) = event.get("timestamp").and_then(Value::as_str)
+            && self.last_ts.as_deref().is_none_or(|last| ts > last)
+        {
+            self.last_ts = Some(ts.to_string());
+        }
+        if let Err(e) = self.writer.event(event)
+            && self.evidence_error.is_none()
+        {
+            tracing::error!("cannot write the event log: {e}");
+            self.evidence_error = Some(format!("cannot write {}: {e}", self.writer.events_path().display()));
+        }
+        self.event_count += 1;
+        true
+    }
+
+    /// Logs the events not seen yet and returns them.
+    pub(super) fn absorb(&mut self, events: Vec<Value>) -> Vec<Value> {
+        events.into_iter().filter(|e| self.log(e)).collect()
+    }
+
+    /// Fills gaps from `events/search` (everything at or after `since`); returns the new events.
+    pub(super) async fn reconcile(&mut self, since: Option<String>) -> Vec<Value> {
+        if self.lost {
+            return Vec::new();
+        }
+        match self.client.events(&self.id, since.as_deref()).await {
+            Ok(events) => self.absorb(events),
+            Err(e) => {
+                tracing::warn!("reconciling events failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Takes in what arrived on the socket before the next run starts: late events of the last run and
+    /// the snapshot of a reconnect. They are logged, never taken as the end of the next run. Returns where
+    /// a socket gap began, if there was one (the caller reconciles from there).
+    pub(super) fn drain_queued(&mut self) -> Option<Option<String>> {
+        let mut gap = None;
+        while let Some(ev) = self.socket.as_mut().and_then(|s| s.try_recv()) {
+            match ev {
+                WsEvent::Frame(f) => {
+                    self.log(&f.event);
+                }
+                WsEvent::Disconnected => {
+                    gap.get_or_insert_with(|| self.last_ts.clone());
+                }
+                WsEvent::Reconnected => {}
+                WsEvent::Closed(why) => {
+                    tracing::warn!("{why}; following the conversation over REST");
+                    self.socket = None;
+                }
+            }
+        }
+        gap
+    }
+
+    async fn stats(&self) -> Option<Totals> {
+        if self.lost {
+            return None;
+        }
+        self.client.conversation(&self.id).await.ok().and_then(|c| c.get("stats").map(sum_stats))
+    }
+
+    /// Runs the steps in order and returns the reports of those that ran; a step that fails (error, stuck,
+    /// timeout, budget, interrupt) ends the run there.
+    pub async fn run_steps(
+        &mut self,
+        spec: &JobSpec,
+        job_dir: &Path,
+        limits: &Limits,
+        progress: &dyn Progress,
+        probe: &dyn SandboxProbe,
+    ) -> Outcome {
+        let mut steps = Vec::new();
+        let mut before = self.stats().await.unwrap_or_default();
+        let total = spec.steps.len();
+        for (i, step) in spec.steps.iter().enumerate() {
+            let text = message_text(&step.message, job_dir);
+            let mut report =
+                StepReport { index: i + 1, message: text.clone(), started_at: now_rfc3339(), ..Default::default() };
+            let started = Instant::now();
+            let events_before = self.event_count;
+            self.run_step(step, &text, &mut report, total, limits, progress, probe).await;
+            report.ended_at = Some(now_rfc3339());
+            report.duration_ms = Some(started.elapsed().as_millis() as u64);
+            report.event_count = self.event_count - events_before;
+            let after = self.stats().await.unwrap_or_else(|| before.clone());
+            report.cost = after.cost.saturating_sub(before.cost);
+            report.tokens = after.tokens.minus(before.tokens);
+            report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
+            before = after;
+            progress.step_done(&report, total);
+            let reason = report.end_reason;
+            let ok = matches!(reason, EndReason::Finished) || (reason == EndReason::Question && report.error.is_none());
+            steps.push(report);
+            if !ok || self.cancel.is_set() {
+                break;
+            }
+        }
+        // Late events (and late stats) are never lost: one last reconcile and the authoritative totals.
+        let since = self.last_ts.clone();
+        self.reconcile(since).await;
+        let mut totals = self.stats().await.unwrap_or(before);
+        totals.events = self.event_count;
+        Outcome { steps, totals }
+    }
+
+    /// One step: its message, then the agent's runs until it is done (answering questions when the job
+    /// says so).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_step(
+        &mut self,
+        step: &Step,
+        text: &str,
+        report: &mut StepReport,
+        total: usize,
+        limits: &Limits,
+        progress: &dyn Progress,
+        probe: &dyn SandboxProbe,
+    ) {
+        let started = Instant::now();
+        let step_deadline = started + step.timeout.0;
+        let deadline = limits.run_deadline.map_or(step_deadline, |r| r.min(step_deadline));
+        let ctx =
+            super::step::StepContext { index: report.index, total, started, deadline, step, limits, progress, probe };
+        let mut message = text.to_string();
+        loop {
+            let verdict: Verdict = self.one_run(&message, &ctx).await;
+            report.final_message = verdict.final_message.clone().or(report.final_message.take());
+            report.execution_status = verdict.status.clone();
+            report.completion_latency_ms = verdict.latency_ms;
+            let question =
+                verdict.reason == EndReason::Finished && verdict.text_reply.as_deref().is_some_and(is_question);
+            if !question {
+                report.end_reason = verdict.reason;
+                report.error = verdict.error;
+                return;
+            }
+            if let OnQuestion::Reply { text, max_replies } = &step.on_question
+                && report.replies < *max_replies
+            {
+                report.replies += 1;
+                message = text.clone();
+                continue;
+            }
+            // `on_question: fail` makes the question an error of the step.
+            report.end_reason = EndReason::Question;
+            report.error = matches!(step.on_question, OnQuestion::Fail).then(|| StepError {
+                code: "QuestionForUser".into(),
+                detail: verdict.text_reply.clone().unwrap_or_default(),
+            });
+            return;
+        }
+    }
+
+    /// Deletes the conversation (its persisted data and terminal sessions).
+    pub async fn close(mut self) -> Result<(), Error> {
+        self.socket = None;
+        if self.lost {
+            return Ok(());
+        }
+        self.client.delete_conversation(&self.id).await.map_err(Error::from)
+    }
+}
+
+pub(super) fn is_full_state(v: &Value) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some("ConversationStateUpdateEvent")
+        && v.get("key").and_then(Value::as_str) == Some("full_state")
+}
+
+/// A plain-text turn that ends in a question asks the user something.
+fn is_question(text: &str) -> bool {
+    text.trim_end().ends_with('?')
+}
+
+pub fn message_text(message: &Message, job_dir: &Path) -> String {
+    match message {
+        Message::Inline(t) => t.clone(),
+        Message::File { file } => std::fs::read_to_string(job_dir.join(file)).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,640 @@
+//! One run of the agent within a step: send the message (at most once), start the run, and wait until it
+//! is really over.
+//!
+//! The completion rule (wire reference §8): after `POST /run` has returned, the run is over at the first
+//! live `full_state` snapshot whose `execution_status` is not `running` — the server flushes every event of
+//! the run to subscribers before that snapshot, so nothing is missing and no sleep is needed. A per-field
+//! `error`/`stuck` status ends it at once; `idle` and a per-field `finished` never do. Frames read off the
+//! socket before `/run` returned never end the run, nor does the snapshot a reconnect starts with unless
+//! it shows the run over (and then only after the gap is filled from `events/search`). While the socket
+//! is down, REST polling stands in: `error`/`stuck` at once, other terminal states only once REST has said
+//! so for [`REST_GRACE`] (REST lags the socket).
+//!
+//! Nothing slow runs inside the loop itself: provider probes, REST polls, reconciles and the interrupt
+//! call are futures the loop polls beside the socket, the deadline and Ctrl-C.
+
+use super::conversation::{Conversation, Progress, is_full_state};
+use super::http::ApiError;
+use super::{BoxFuture, Probe, SandboxProbe};
+use crate::job::model::Step;
+use crate::money::Usd;
+use crate::report::{EndReason, StepError};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// How often (in 1 s ticks) the provider is asked about the sandbox while a step runs normally.
+const PROBE_EVERY_TICKS: u64 = 5;
+/// How many consecutive failed REST polls (one a second) make the server lost, when no probe says so sooner.
+const LOST_AFTER_FAILED_POLLS: u32 = 30;
+/// How long REST must report a terminal status before it is believed without the socket (the SDK's 30 s).
+pub const REST_GRACE: Duration = Duration::from_secs(30);
+/// How often a message or a run is tried when the server answers unclearly or is busy.
+const SEND_ATTEMPTS: u32 = 5;
+
+/// Limits that apply to every step of a run.
+pub struct Limits {
+    pub run_deadline: Option<Instant>,
+    pub max_cost: Option<Usd>,
+}
+
+pub(super) struct StepContext<'a> {
+    pub index: usize,
+    pub total: usize,
+    pub started: Instant,
+    pub deadline: Instant,
+    pub step: &'a Step,
+    pub limits: &'a Limits,
+    pub progress: &'a dyn Progress,
+    pub probe: &'a dyn SandboxProbe,
+}
+
+/// Why ohrun stopped waiting, other than the server's own verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Timeout,
+    Budget,
+    Interrupted,
+}
+
+pub(super) struct Verdict {
+    pub reason: EndReason,
+    pub status: Option<String>,
+    pub error: Option<StepError>,
+    /// The agent's plain-text reply that ended its turn, if it ended with one.
+    pub text_reply: Option<String>,
+    /// The agent's last word in this run (its finish message or text reply).
+    pub final_message: Option<String>,
+    pub latency_ms: Option<f64>,
+}
+
+impl Verdict {
+    fn failed(reason: EndReason, code: &str, detail: String) -> Verdict {
+        Verdict {
+            reason,
+            status: None,
+            error: Some(StepError { code: code.into(), detail }),
+            text_reply: None,
+            final_message: None,
+            latency_ms: None,
+        }
+    }
+}
+
+/// What the stream said about this run so far.
+#[derive(Default)]
+struct Tracker {
+    last_error: Option<StepError>,
+    text_reply: Option<String>,
+    final_message: Option<String>,
+}
+
+impl Tracker {
+    fn track(&mut self, v: &Value, live_cost: &mut Usd) {
+        match v.get("kind").and_then(Value::as_str).unwrap_or("") {
+            "ConversationErrorEvent" => {
+                self.last_error = Some(StepError {
+                    code: v.get("code").and_then(Value::as_str).unwrap_or("Error").to_string(),
+                    detail: v.get("detail").and_then(Value::as_str).unwrap_or("").to_string(),
+                });
+            }
+            "MessageEvent" if v.get("source").and_then(Value::as_str) == Some("agent") => {
+                let text: String = v
+                    .pointer("/llm_message/content")
+                    .and_then(Value::as_array)
+                    .map(|parts| {
+                        parts
+                            .iter()
+                            .filter_map(|p| p.get("text").and_then(Value::as_str))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default();
+                self.final_message = Some(text.clone()).filter(|t| !t.is_empty());
+                self.text_reply = Some(text);
+            }
+            "ActionEvent" => {
+                self.text_reply = None;
+                if v.get("tool_name").and_then(Value::as_str) == Some("finish")
+                    && let Some(m) = v.pointer("/action/message").and_then(Value::as_str)
+                {
+                    self.final_message = Some(m.to_string());
+                }
+            }
+            "ConversationStateUpdateEvent" => {
+                let stats = match v.get("key").and_then(Value::as_str) {
+                    Some("stats") => v.get("value"),
+                    Some("full_state") => v.pointer("/value/stats"),
+                    _ => None,
+                };
+                if let Some(s) = stats {
+                    *live_cost = super::stats::sum_stats(s).cost.max(*live_cost);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The status that ends a run, if this live frame carries one.
+fn terminal_status(v: &Value) -> Option<String> {
+    if v.get("kind").and_then(Value::as_str) != Some("ConversationStateUpdateEvent") {
+        return None;
+    }
+    match v.get("key").and_then(Value::as_str) {
+        Some("full_state") => {
+            let status = v.get("value")?.get("execution_status")?.as_str()?;
+            (status != "running").then(|| status.to_string())
+        }
+        Some("execution_status") => {
+            let status = v.get("value")?.as_str()?;
+            (status == "error" || status == "stuck").then(|| status.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// The status a reconnect's snapshot shows, when it shows the run over (`idle` is before a run).
+fn snapshot_terminal(v: &Value) -> Option<String> {
+    let status = v.pointer("/value/execution_status")?.as_str()?;
+    (is_full_state(v) && !matches!(status, "running" | "idle")).then(|| status.to_string())
+}
+
+/// Polls an optional future; pends forever when there is none (so a `select!` branch stays quiet).
+async fn maybe<T>(f: &mut Option<BoxFuture<'_, T>>) -> T {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv(socket: &mut Option<super::events::EventSocket>) -> Option<super::events::WsEvent> {
+    match socket {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One REST poll while the socket is down: the conversation's status and the events since the gap.
+type Polled = (Result<Value, ApiError>, Result<Vec<Value>, ApiError>);
+
+/// The state of the wait for one run's end.
+struct Wait<'p> {
+    armed: Instant,
+    tracker: Tracker,
+    stop: Option<Stop>,
+    stop_deadline: Option<Instant>,
+    socket_down: bool,
+    /// Where the current socket gap began (the newest event logged before it), until it is filled.
+    gap_since: Option<Option<String>>,
+    /// A terminal status REST has reported, and since when.
+    rest_terminal: Option<(String, Instant)>,
+    /// The run is over (status, when the deciding frame was read); waiting only for a reconcile.
+    over: Option<(String, Option<Instant>)>,
+    failed_polls: u32,
+    ticks: u64,
+    probe: Option<BoxFuture<'p, Probe>>,
+    poll: Option<BoxFuture<'static, Polled>>,
+    reconcile: Option<BoxFuture<'static, Result<Vec<Value>, ApiError>>>,
+    reconcile_again: bool,
+    interrupt: Option<BoxFuture<'static, ()>>,
+}
+
+impl Conversation<'_> {
+    /// Sends `message`, starts a run and waits for its end.
+    pub(super) async fn one_run(&mut self, message: &str, ctx: &StepContext<'_>) -> Verdict {
+        if let Some(since) = self.drain_queued() {
+            self.reconcile(since).await;
+        }
+        if let Err(v) = self.send_once(message, ctx).await {
+            return v;
+        }
+        if let Err(v) = self.start_run(ctx).await {
+            return v;
+        }
+        tracing::info!("step {}: message sent, run started", ctx.index);
+        let verdict = self.wait_for_end(Instant::now(), ctx).await;
+        tracing::info!("step {}: the run ended ({})", ctx.index, verdict.reason.as_str());
+        verdict
+    }
+
+    fn lost_verdict(&mut self, why: String) -> Verdict {
+        self.lost = true;
+        self.socket = None;
+        Verdict::failed(EndReason::Lost, "ConnectionLost", why)
+    }
+
+    /// Sends the message exactly once. A 429 means it was stored (only the run was refused); after an
+    /// unclear failure (no answer, 5xx) ohrun looks for it among the stored user messages before it sends
+    /// again, so a retry, a provider's pause and resume, or a lost answer never sends it twice.
+    async fn send_once(&mut self, message: &str, ctx: &StepContext<'_>) -> Result<(), Verdict> {
+        let since = self.last_ts.clone();
+        let known: Vec<String> = self.user_message_ids(since.as_deref()).await.unwrap_or_default();
+        let mut why = String::new();
+        for attempt in 1..=SEND_ATTEMPTS {
+            match self.client.send_message(&self.id, message).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.status == Some(429) => return Ok(()),
+                Err(e) if e.status.is_some_and(|s| s < 500) => {
+                    return Err(Verdict::failed(
+                        EndReason::Error,
+                        "MessageRefused",
+                        format!("sending the message failed: {e}"),
+                    ));
+                }
+                Err(e) => why = format!("sending the message failed: {e}"),
+            }
+            match self.user_message_ids(since.as_deref()).await {
+                Ok(now) if now.iter().any(|id| !known.contains(id)) => return Ok(()),
+                Ok(_) => {}
+                Err(_) => self.ask_provider(ctx, &why).await?,
+            }
+            self.pause_before_retry(attempt).await?;
+        }
+        Err(self.lost_verdict(why))
+    }
+
+    /// The ids of the user messages stored since `since`.
+    async fn user_message_ids(&self, since: Option<&str>) -> Result<Vec<String>, ApiError> {
+        let events = self.client.user_messages(&self.id, since).await?;
+        Ok(events.iter().filter_map(|e| e.get("id").and_then(Value::as_str)).map(str::to_string).collect())
+    }
+
+    /// Starts the run; 429 (busy), 5xx and no answer are retried (a repeated `/run` on a started run is a
+    /// harmless 409), never by sending the message again.
+    async fn start_run(&mut self, ctx: &StepContext<'_>) -> Result<(), Verdict> {
+        let mut why = String::new();
+        for attempt in 1..=SEND_ATTEMPTS {
+            match self.client.run(&self.id).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.status.is_some_and(|s| s != 429 && s < 500) => {
+                    return Err(Verdict::failed(
+                        EndReason::Error,
+                        "RunRefused",
+                        format!("starting the run failed: {e}"),
+                    ));
+                }
+                Err(e) => {
+                    why = format!("starting the run failed: {e}");
+                    if e.status.is_none() {
+                        self.ask_provider(ctx, &why).await?;
+                    }
+                }
+            }
+            self.pause_before_retry(attempt).await?;
+        }
+        Err(self.lost_verdict(why))
+    }
+
+    /// The server does not answer: is the sandbox still there? (A paused one is resumed.)
+    async fn ask_provider(&mut self, ctx: &StepContext<'_>, why: &str) -> Result<(), Verdict> {
+        match ctx.probe.probe().await {
+            Probe::Gone(gone) => Err(self.lost_verdict(format!("{why}; {gone}"))),
+            Probe::Resumed => {
+                tracing::warn!("the sandbox was paused by its provider; resumed it");
+                Ok(())
+            }
+            Probe::Alive => Ok(()),
+        }
+    }
+
+    async fn pause_before_retry(&mut self, attempt: u32) -> Result<(), Verdict> {
+        if self.cancel.sleep(crate::backend::provider::backoff(attempt)).await {
+            return Err(Verdict::failed(
+                EndReason::Interrupted,
+                "Interrupted",
+                "interrupted before the run started".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The wait: socket frames, ticks (progress, probes, REST polls while the socket is down), the
+    /// deadline and Ctrl-C, with the slow calls in flight beside them.
+    async fn wait_for_end(&mut self, armed: Instant, ctx: &StepContext<'_>) -> Verdict {
+        let mut w = Wait {
+            armed,
+            tracker: Tracker::default(),
+            stop: None,
+            stop_deadline: None,
+            socket_down: self.socket.is_none(),
+            gap_since: None,
+            rest_terminal: None,
+            over: None,
+            failed_polls: 0,
+            ticks: 0,
+            probe: None,
+            poll: None,
+            reconcile: None,
+            reconcile_again: false,
+            interrupt: None,
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cancel = self.cancel.clone();
+        let (status, decided) = loop {
+            if let Some(over) = w.over.take() {
+                if w.reconcile.is_none() {
+                    break over;
+                }
+                w.over = Some(over);
+            }
+            self.check_limits(&mut w, ctx);
+            let wait_until = w.stop_deadline.unwrap_or(ctx.deadline);
+            let socket_open = self.socket.is_some();
+            tokio::select! {
+                ev = recv(&mut self.socket), if socket_open => self.on_socket(ev, &mut w),
+                p = maybe(&mut w.probe), if w.probe.is_some() => {
+                    w.probe = None;
+                    match p {
+                        Probe::Gone(why) => return self.lost_verdict(why),
+                        Probe::Resumed => tracing::warn!("the sandbox was paused by its provider; resumed it"),
+                        Probe::Alive => {}
+                    }
+                    if w.failed_polls >= LOST_AFTER_FAILED_POLLS {
+                        return self.lost_verdict(format!("the agent-server did not answer for {} s", w.failed_polls));
+                    }
+                }
+                polled = maybe(&mut w.poll), if w.poll.is_some() => {
+                    w.poll = None;
+                    self.on_poll(polled, &mut w, ctx.probe);
+                }
+                events = maybe(&mut w.reconcile), if w.reconcile.is_some() => {
+                    w.reconcile = None;
+                    self.on_reconciled(events, &mut w);
+                }
+                _ = maybe(&mut w.interrupt), if w.interrupt.is_some() => w.interrupt = None,
+                _ = tick.tick() => self.on_tick(&mut w, ctx),
+                _ = tokio::time::sleep_until(wait_until.into()) => {
+                    if w.stop.is_some() {
+                        // The agent did not come to rest within max_wait after the interrupt.
+                        break ("running".to_string(), None);
+                    }
+                    self.stop(&mut w, Stop::Timeout, ctx.step);
+                }
+                _ = cancel.wait(), if w.stop.is_none() => self.stop(&mut w, Stop::Interrupted, ctx.step),
+            }
+        };
+        let latency_ms = decided.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+        self.verdict(status, latency_ms, w.stop, w.tracker, ctx.step).await
+    }
+
+    /// The budget: stop the agent once the run has spent its money.
+    fn check_limits(&mut self, w: &mut Wait<'_>, ctx: &StepContext<'_>) {
+        if w.stop.is_none() && ctx.limits.max_cost.is_some_and(|limit| self.live_cost > limit) {
+            self.stop(w, Stop::Budget, ctx.step);
+        }
+    }
+
+    /// Interrupts the agent (without waiting for the call) and gives it `max_wait` to come to rest.
+    fn stop(&mut self, w: &mut Wait<'_>, why: Stop, step: &Step) {
+        w.stop = Some(why);
+        w.stop_deadline = Some(Instant::now() + step.max_wait.0);
+        if self.lost {
+            return;
+        }
+        let (client, id) = (self.client.clone(), self.id.clone());
+        w.interrupt = Some(Box::pin(async move {
+            if let Err(e) = client.interrupt(&id).await {
+                tracing::warn!("interrupting the agent failed: {e}");
+            }
+        }));
+    }
+
+    fn on_socket(&mut self, ev: Option<super::events::WsEvent>, w: &mut Wait<'_>) {
+        use super::events::WsEvent;
+        match ev {
+            Some(WsEvent::Frame(f)) => {
+                let after_arming = f.received >= w.armed;
+                if f.snapshot {
+                    // The state at (re)subscription: the run's end only if it shows it over, and only once
+                    // the gap before it is filled.
+                    if let Some(status) = snapshot_terminal(&f.event).filter(|_| after_arming) {
+                        w.over = Some((status, Some(f.received)));
+                    }
+                    return;
+                }
+                self.log(&f.event);
+                w.tracker.track(&f.event, &mut self.live_cost);
+                if after_arming && let Some(status) = terminal_status(&f.event) {
+                    w.over = Some((status, Some(f.received)));
+                }
+            }
+            Some(WsEvent::Disconnected) => {
+                w.socket_down = true;
+                w.gap_since.get_or_insert_with(|| self.last_ts.clone());
+            }
+            Some(WsEvent::Reconnected) => {
+                w.socket_down = false;
+                self.start_reconcile(w);
+            }
+            Some(WsEvent::Closed(why)) => {
+                tracing::warn!("{why}; following the run over REST");
+                self.socket = None;
+                w.socket_down = true;
+                w.gap_since.get_or_insert_with(|| self.last_ts.clone());
+            }
+            None => {
+                self.socket = None;
+                w.socket_down = true;
+                w.gap_since.get_or_insert_with(|| self.last_ts.clone());
+            }
+        }
+    }
+
+    /// Fills the socket gap from `events/search`, from where it began.
+    fn start_reconcile(&mut self, w: &mut Wait<'_>) {
+        if w.reconcile.is_some() {
+            w.reconcile_again = true;
+            return;
+        }
+        let since = w.gap_since.take().unwrap_or_else(|| self.last_ts.clone());
+        let (client, id) = (self.client.clone(), self.id.clone());
+        w.reconcile = Some(Box::pin(async move { client.events(&id, since.as_deref()).await }));
+    }
+
+    fn on_reconciled(&mut self, events: Result<Vec<Value>, ApiError>, w: &mut Wait<'_>) {
+        match events {
+            Ok(events) => {
+                for v in self.absorb(events) {
+                    w.tracker.track(&v, &mut self.live_cost);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("reconciling events failed: {e}");
+                w.reconcile_again = true;
+            }
+        }
+        if std::mem::take(&mut w.reconcile_again) {
+            self.start_reconcile(w);
+        }
+    }
+
+    fn on_tick<'a>(&mut self, w: &mut Wait<'a>, ctx: &StepContext<'a>) {
+        let events = self.event_count;
+        ctx.progress.step(ctx.index, ctx.total, ctx.started.elapsed(), events, self.live_cost);
+        w.ticks += 1;
+        // A provider may pause a sandbox under a running job with every connection still open: ask it now
+        // and then, not only when the server stops answering.
+        if w.ticks.is_multiple_of(PROBE_EVERY_TICKS) && !w.socket_down && w.probe.is_none() && !self.lost {
+            w.probe = Some(ctx.probe.probe());
+        }
+        if w.socket_down && w.poll.is_none() && !self.lost {
+            let since = w.gap_since.clone().unwrap_or_else(|| self.last_ts.clone());
+            let (client, id) = (self.client.clone(), self.id.clone());
+            w.poll = Some(Box::pin(async move {
+                let info = client.conversation(&id).await;
+                let events = client.events(&id, since.as_deref()).await;
+                (info, events)
+            }));
+        }
+    }
+
+    /// A REST poll came back: its events fill the gap; its status ends the run only for `error`/`stuck`
+    /// or once it has held for [`REST_GRACE`].
+    fn on_poll<'p>(&mut self, polled: Polled, w: &mut Wait<'p>, probe: &'p dyn SandboxProbe) {
+        let (info, events) = polled;
+        let Ok(info) = info else {
+            // The server does not answer: ask its provider whether the sandbox still exists.
+            w.failed_polls += 1;
+            if w.probe.is_none() {
+                w.probe = Some(probe.probe());
+            }
+            return;
+        };
+        w.failed_polls = 0;
+        if let Ok(events) = events {
+            for v in self.absorb(events) {
+                w.tracker.track(&v, &mut self.live_cost);
+            }
+            if w.socket_down {
+                w.gap_since = Some(self.last_ts.clone());
+            }
+        }
+        let status = info.get("execution_status").and_then(Value::as_str).unwrap_or("").to_string();
+        match status.as_str() {
+            "error" | "stuck" => w.over = Some((status, None)),
+            "finished" | "paused" | "waiting_for_confirmation" => match &w.rest_terminal {
+                Some((seen, since)) if *seen == status && since.elapsed() >= REST_GRACE => {
+                    w.over = Some((status, None))
+                }
+                Some((seen, _)) if *seen == status => {}
+                _ => w.rest_terminal = Some((status, Instant::now())),
+            },
+            _ => w.rest_terminal = None,
+        }
+    }
+
+    async fn verdict(
+        &mut self,
+        status: String,
+        latency_ms: Option<f64>,
+        stop: Option<Stop>,
+        mut tracker: Tracker,
+        step: &Step,
+    ) -> Verdict {
+        if let Some(quiet) = step.quiet_for.map(|q| q.0.0).filter(|q| !q.is_zero()) {
+            self.drain_quiet(quiet, step.max_wait.0, &mut tracker).await;
+        }
+        let reason = match (stop, status.as_str()) {
+            (Some(Stop::Timeout), _) => EndReason::Timeout,
+            (Some(Stop::Budget), _) => EndReason::Budget,
+            (Some(Stop::Interrupted), _) => EndReason::Interrupted,
+            (None, "finished") => EndReason::Finished,
+            (None, "error") => EndReason::Error,
+            (None, "stuck") => EndReason::Stuck,
+            (None, _) => EndReason::Paused,
+        };
+        if reason == EndReason::Error && tracker.last_error.is_none() {
+            // The error event can trail the status frame over REST; look for it once more.
+            let since = self.last_ts.clone();
+            for v in self.reconcile(since).await {
+                tracker.track(&v, &mut self.live_cost);
+            }
+        }
+        Verdict {
+            reason,
+            status: Some(status),
+            error: tracker.last_error,
+            text_reply: tracker.text_reply,
+            final_message: tracker.final_message,
+            latency_ms,
+        }
+    }
+
+    /// The opt-in quiet window: keep reading until no frame came for `quiet`, at most `max_wait`.
+    async fn drain_quiet(&mut self, quiet: Duration, max_wait: Duration, tracker: &mut Tracker) {
+        use super::events::WsEvent;
+        let hard = Instant::now() + max_wait;
+        while self.socket.is_some() && Instant::now() < hard {
+            let until = (Instant::now() + quiet).min(hard);
+            match tokio::time::timeout_at(until.into(), recv(&mut self.socket)).await {
+                Ok(Some(WsEvent::Frame(f))) => {
+                    if self.log(&f.event) {
+                        tracker.track(&f.event, &mut self.live_cost);
+                    }
+                }
+                Ok(Some(WsEvent::Reconnected)) => {
+                    let since = self.last_ts.clone();
+                    self.reconcile(since).await;
+                }
+                Ok(Some(WsEvent::Disconnected)) | Err(_) => return,
+                Ok(_) => self.socket = None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state(key: &str, value: Value) -> Value {
+        json!({"kind": "ConversationStateUpdateEvent", "id": "x", "key": key, "value": value})
+    }
+
+    #[test]
+    fn completion_rule() {
+        // The authoritative end: a non-running full_state.
+        assert_eq!(
+            terminal_status(&state("full_state", json!({"execution_status": "finished"}))).as_deref(),
+            Some("finished")
+        );
+        assert_eq!(
+            terminal_status(&state("full_state", json!({"execution_status": "paused"}))).as_deref(),
+            Some("paused")
+        );
+        assert_eq!(terminal_status(&state("full_state", json!({"execution_status": "running"}))), None);
+        // Per-field error and stuck end a step at once; finished and idle never do.
+        assert_eq!(terminal_status(&state("execution_status", json!("error"))).as_deref(), Some("error"));
+        assert_eq!(terminal_status(&state("execution_status", json!("stuck"))).as_deref(), Some("stuck"));
+        assert_eq!(terminal_status(&state("execution_status", json!("finished"))), None);
+        assert_eq!(terminal_status(&state("execution_status", json!("idle"))), None);
+        assert_eq!(terminal_status(&json!({"kind": "ActionEvent", "id": "y"})), None);
+    }
+
+    #[test]
+    fn a_reconnect_snapshot_ends_a_run_only_when_it_shows_it_over() {
+        assert_eq!(snapshot_terminal(&state("full_state", json!({"execution_status": "idle"}))), None);
+        assert_eq!(snapshot_terminal(&state("full_state", json!({"execution_status": "running"}))), None);
+        assert_eq!(
+            snapshot_terminal(&state("full_state", json!({"execution_status": "finished"}))).as_deref(),
+            Some("finished")
+        );
+    }
+
+    #[test]
+    fn questions_errors_and_final_messages_are_tracked() {
+        let mut t = Tracker::default();
+        let mut cost = Usd::ZERO;
+        let msg = json!({"kind": "MessageEvent", "source": "agent", "llm_message": {"content": [{"type": "text", "text": "Which one?"}]}});
+        t.track(&msg, &mut cost);
+        assert_eq!(t.text_reply.as_deref(), Some("Which one?"));
+        assert_eq!(t.final_message.as_deref(), Some("Which one?"));
+        t.track(&json!({"kind": "ActionEvent", "tool_name": "finish", "action": {"message": "done"}}), &mut cost);
+        assert!(t.text_reply.is_none(), "a later tool call means the turn did not end with the question");
+        assert_eq!(t.final_message.as_deref(), Some("done"));
+        t.track(&json!({"kind": "ConversationErrorEvent", "code": "X", "detail": "d"}), &mut cost);
+        assert_eq!(t.last_error.map(|e| e.code), Some("X".into()));
+    }
+}

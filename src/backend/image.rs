@@ -1,0 +1,318 @@
+//! The agent-server image of `kind: docker`, built offline on this machine when it is missing (on first
+//! use, or by `ohrun setup docker`): a Debian root filesystem (debootstrap), imported into the engine,
+//! with a venv holding exactly the packages of `agent-server.lock` (installed with uv when ohrun has it,
+//! else pip), tmux and git; it runs like the official image (tini, uid 10001, WORKDIR /, /workspace,
+//! `--host 0.0.0.0 --port 8000`). The build's inputs are hashed into the label `dev.ohrun.inputs`, so a
+//! changed lock or recipe rebuilds it. A file lock keeps two ohrun processes from building at once. Where
+//! a registry is reachable, the official `ghcr.io/openhands/agent-server:<version>-python` works too,
+//! named in `sandbox.image`.
+
+use super::install::{self, AGENT_SERVER_VERSION, FileLock};
+use super::{Error, ErrorKind};
+use crate::cancel::Cancel;
+use bollard::Docker;
+use bollard::models::{ContainerConfig, ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The image `kind: docker` uses unless the job names another.
+pub const DEFAULT_IMAGE: &str = "ohrun/agent-server:1.58.2-python";
+const LABEL_INPUTS: &str = "dev.ohrun.inputs";
+const SUITE: &str = "trixie";
+const PACKAGES: &str = "python3,python3-venv,tmux,git,ca-certificates,tini,procps,bash,coreutils";
+/// Bumped when the recipe below changes in a way the hashed inputs do not show.
+const RECIPE: &str = "2";
+
+fn mirror() -> String {
+    std::env::var("DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into())
+}
+
+/// What the image is built from; any change rebuilds it.
+fn inputs() -> String {
+    let text = format!("{RECIPE} {AGENT_SERVER_VERSION} {SUITE} {PACKAGES} {}\n{}", mirror(), install::LOCK);
+    Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The labels of `image`, or None when the engine does not have it.
+async fn labels(docker: &Docker, image: &str) -> Result<Option<std::collections::HashMap<String, String>>, Error> {
+    match docker.inspect_image(image).await {
+        Ok(i) => Ok(Some(i.config.and_then(|c| c.labels).unwrap_or_default())),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(e) => Err(Error::failed(format!("inspecting the image {image} failed: {e}"))),
+    }
+}
+
+/// Makes sure `image` is on the engine: the default image is built when missing or out of date; any other
+/// image must be there already.
+pub async fn ensure(
+    docker: &Docker,
+    image: &str,
+    progress: &(dyn Fn(&str) + Sync),
+    cancel: &mut Cancel,
+) -> Result<(), Error> {
+    let found = labels(docker, image).await?;
+    if image != DEFAULT_IMAGE {
+        return match found {
+            Some(_) => Ok(()),
+            None => Err(Error::failed(format!("the image {image} is not on this Docker engine")).hint(format!(
+                "pull or build it (e.g. `docker pull {image}` where a registry is reachable), or remove `sandbox.image` to use ohrun's own image, which it builds offline"
+            ))),
+        };
+    }
+    let wanted = inputs();
+    if found.as_ref().and_then(|l| l.get(LABEL_INPUTS)) == Some(&wanted) {
+        return Ok(());
+    }
+    let home = install::home();
+    std::fs::create_dir_all(&home).map_err(|e| Error::failed(format!("cannot create {}: {e}", home.display())))?;
+    let _lock =
+        FileLock::acquire(&home.join("image-build.lock"), "building the agent-server image", progress, cancel).await?;
+    if labels(docker, image).await?.as_ref().and_then(|l| l.get(LABEL_INPUTS)) == Some(&wanted) {
+        return Ok(()); // another ohrun built it while we waited
+    }
+    let why = if found.is_some() { "is out of date" } else { "is not on this Docker engine yet" };
+    progress(&format!("the image {image} {why}: building it now, offline (a few minutes, once)"));
+    let started = std::time::Instant::now();
+    build(docker, image, &wanted, progress, cancel).await?;
+    progress(&format!("built {image} in {:.0}s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+async fn build(
+    docker: &Docker,
+    tag: &str,
+    inputs: &str,
+    progress: &(dyn Fn(&str) + Sync),
+    cancel: &mut Cancel,
+) -> Result<(), Error> {
+    let work = install::home().join("image-build");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| Error::failed(format!("cannot create {}: {e}", work.display())))?;
+    let rootfs = work.join("rootfs");
+    debootstrap(&rootfs, progress, cancel).await?;
+    let base = format!("ohrun/agent-server-base:{inputs}");
+    progress(&format!("importing the root filesystem as {base}"));
+    import(docker, &rootfs, &base).await?;
+    let _ = std::fs::remove_dir_all(&rootfs);
+    let result = install_server(docker, &base, &work, tag, inputs, progress, cancel).await;
+    let _ = docker.remove_image(&base, Some(RemoveImageOptionsBuilder::default().force(true).build()), None).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+/// A minimal Debian with Python, tmux and git, in `rootfs`. debootstrap's downloads are cached in ohrun's
+/// cache, so a rebuild does not fetch them again.
+async fn debootstrap(rootfs: &Path, progress: &(dyn Fn(&str) + Sync), cancel: &mut Cancel) -> Result<(), Error> {
+    if which("debootstrap").is_none() {
+        if which("apt-get").is_some() && unsafe { libc::geteuid() } == 0 {
+            progress("installing debootstrap with apt-get");
+            install::run(tokio::process::Command::new("apt-get").args(["update", "-qq"]), progress, cancel).await?;
+            install::run(
+                tokio::process::Command::new("apt-get").args(["install", "-y", "-qq", "debootstrap"]),
+                progress,
+                cancel,
+            )
+            .await?;
+        } else {
+            return Err(Error::failed("building the agent-server image needs debootstrap, which is not installed")
+                .hint("install it (`sudo apt-get install debootstrap`) and run `sudo ohrun setup docker`, or name an image you have in `sandbox.image`"));
+        }
+    }
+    let cache = install::home().join("debootstrap-cache");
+    std::fs::create_dir_all(&cache).map_err(|e| Error::failed(format!("cannot create {}: {e}", cache.display())))?;
+    progress(&format!("debootstrap {SUITE} from {} (Python 3, tmux, git)", mirror()));
+    install::run(
+        tokio::process::Command::new("debootstrap")
+            .arg("--variant=minbase")
+            .arg(format!("--include={PACKAGES}"))
+            .arg(format!("--cache-dir={}", cache.display()))
+            .arg(SUITE)
+            .arg(rootfs)
+            .arg(mirror()),
+        progress,
+        cancel,
+    )
+    .await
+    .map_err(|e| {
+        if e.kind.is_interrupted() {
+            e
+        } else {
+            e.hint("debootstrap needs root and a reachable Debian mirror (DEBIAN_MIRROR)")
+        }
+    })?;
+    for dir in ["var/lib/apt/lists", "usr/share/doc", "usr/share/man", "var/cache/apt/archives"] {
+        let _ = std::fs::remove_dir_all(rootfs.join(dir));
+    }
+    Ok(())
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// `docker import`: the root filesystem, streamed as a tar archive, becomes image `tag`.
+async fn import(docker: &Docker, rootfs: &Path, tag: &str) -> Result<(), Error> {
+    let mut tar = tokio::process::Command::new("tar")
+        .arg("-C")
+        .arg(rootfs)
+        .args(["--numeric-owner", "-c", "."])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::failed(format!("cannot run tar: {e}")))?;
+    let stdout = tar.stdout.take().expect("piped");
+    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(stdout));
+    let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+    let options = CreateImageOptionsBuilder::default().from_src("-").repo(repo).tag(version).build();
+    let mut stream = docker.create_image(Some(options), Some(body), None);
+    while let Some(item) = stream.next().await {
+        item.map_err(|e| Error::failed(format!("importing the root filesystem failed: {e}")))?;
+    }
+    let status = tar.wait().await.map_err(|e| Error::failed(format!("tar failed: {e}")))?;
+    if !status.success() {
+        return Err(Error::failed(format!("tar of the root filesystem failed ({status})")));
+    }
+    Ok(())
+}
+
+/// The script run once in the builder container: the venv from the lock, the user, the workspace.
+const INSTALL_SCRIPT: &str = r#"
+python3 -m venv /opt/agent-server
+if [ -x /opt/ohrun-uv ]; then
+  /opt/ohrun-uv pip install --no-cache --no-deps --compile-bytecode -p /opt/agent-server -r /opt/ohrun-agent-server.lock
+else
+  /opt/agent-server/bin/pip install --no-cache-dir --no-deps --disable-pip-version-check -r /opt/ohrun-agent-server.lock
+fi
+groupadd -g 10001 openhands
+useradd -u 10001 -g 10001 -m -s /bin/bash openhands
+mkdir -p /workspace/project
+chown -R 10001:10001 /workspace
+/opt/agent-server/bin/python -c 'import openhands.agent_server'
+"#;
+
+/// Runs the install in a container from `base` on the host's network (it needs PyPI, through the host's CA
+/// bundle where a network intercepts TLS) and commits the result as `tag`.
+#[allow(clippy::too_many_arguments)]
+async fn install_server(
+    docker: &Docker,
+    base: &str,
+    work: &Path,
+    tag: &str,
+    inputs: &str,
+    progress: &(dyn Fn(&str) + Sync),
+    cancel: &mut Cancel,
+) -> Result<(), Error> {
+    let lock = work.join("agent-server.lock");
+    std::fs::write(&lock, install::LOCK).map_err(|e| Error::failed(format!("cannot write {}: {e}", lock.display())))?;
+    let mut binds = vec![format!("{}:/opt/ohrun-agent-server.lock:ro", lock.display())];
+    match install::uv_for_image(progress, cancel).await {
+        Some(uv) => binds.push(format!("{}:/opt/ohrun-uv:ro", uv.display())),
+        None => progress("installing with pip in the image (uv is not available here)"),
+    }
+    let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let mut env = Vec::new();
+    if ca.is_file() {
+        binds.push(format!("{}:/opt/ohrun-host-ca.crt:ro", ca.display()));
+        env.extend(["PIP_CERT=/opt/ohrun-host-ca.crt".to_string(), "SSL_CERT_FILE=/opt/ohrun-host-ca.crt".to_string()]);
+    }
+    let body = ContainerCreateBody {
+        image: Some(base.to_string()),
+        cmd: Some(vec!["/bin/sh".into(), "-ec".into(), INSTALL_SCRIPT.into()]),
+        env: Some(env),
+        host_config: Some(HostConfig { binds: Some(binds), network_mode: Some("host".into()), ..Default::default() }),
+        ..Default::default()
+    };
+    let name = format!("ohrun-image-build-{}", std::process::id());
+    let builder = docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
+        .await
+        .map_err(|e| Error::failed(format!("creating the build container failed: {e}")))?;
+    progress(&format!(
+        "installing {} pinned packages in the image",
+        install::LOCK.lines().filter(|l| l.contains("==")).count()
+    ));
+    let result = run_and_commit(docker, &builder.id, tag, inputs, cancel).await;
+    let _ =
+        docker.remove_container(&builder.id, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await;
+    result
+}
+
+async fn run_and_commit(docker: &Docker, id: &str, tag: &str, inputs: &str, cancel: &mut Cancel) -> Result<(), Error> {
+    docker
+        .start_container(id, None)
+        .await
+        .map_err(|e| Error::failed(format!("starting the build container failed: {e}")))?;
+    let mut wait = docker.wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+    let code = tokio::select! {
+        r = wait.next() => match r {
+            Some(Ok(w)) => w.status_code,
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(e)) => return Err(Error::failed(format!("waiting for the build container failed: {e}"))),
+            None => -1,
+        },
+        _ = cancel.wait() => return Err(Error::interrupted()),
+    };
+    if code != 0 {
+        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("30").build();
+        let tail: Vec<String> =
+            docker.logs(id, Some(options)).filter_map(|c| async { c.ok().map(|c| c.to_string()) }).collect().await;
+        return Err(Error::new(
+            ErrorKind::Failed,
+            format!("installing the agent-server in the image failed (exit {code})"),
+        )
+        .log_tail(tail.concat())
+        .hint("PyPI must be reachable from this machine"));
+    }
+    let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+    let config = ContainerConfig {
+        entrypoint: Some(
+            ["/usr/bin/tini", "--", "/opt/agent-server/bin/python", "-m", "openhands.agent_server"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        cmd: Some(["--host", "0.0.0.0", "--port", "8000"].map(String::from).to_vec()),
+        working_dir: Some("/".into()),
+        user: Some("10001".into()),
+        exposed_ports: Some(vec!["8000/tcp".into()]),
+        env: Some(
+            [
+                "PATH=/opt/agent-server/bin:/usr/local/bin:/usr/bin:/bin",
+                "LC_ALL=C.UTF-8",
+                "HOME=/home/openhands",
+                "LOG_JSON=true",
+                "OH_ENABLE_VNC=false",
+                "OH_ENABLE_VSCODE=false",
+                "OH_ENABLE_BROWSER=false",
+                "LITELLM_LOCAL_MODEL_COST_MAP=True",
+                "OPENHANDS_SUPPRESS_BANNER=1",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        labels: Some(
+            [
+                (LABEL_INPUTS.to_string(), inputs.to_string()),
+                ("dev.ohrun.agent-server-version".to_string(), AGENT_SERVER_VERSION.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+        ..Default::default()
+    };
+    let options = CommitContainerOptionsBuilder::default().container(id).repo(repo).tag(version).build();
+    docker
+        .commit_container(options, config)
+        .await
+        .map_err(|e| Error::failed(format!("committing the image failed: {e}")))?;
+    Ok(())
+}

@@ -1,0 +1,347 @@
+//! What the two remote providers (Cloud API, Runtime API) share: one HTTP client that bounds every
+//! request by `api_timeout`, retries when that is safe (idempotent requests, or any request the server
+//! refused with 429 before acting), honours Retry-After and records every retry for the report; the
+//! polling loop that waits for a sandbox to be ready; and "never create blindly": after an unclear failure
+//! of a create request, look for what it may have made before trying again. Keys travel only in headers.
+
+use super::{Error, ErrorKind};
+use crate::cancel::Cancel;
+use crate::report::ApiRetry;
+use reqwest::{Method, Url};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MAX_ATTEMPTS: u32 = 6;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiFailure {
+    /// 401/403: the key is wrong or missing.
+    #[error("{what} was refused with {status}: the API key is not accepted")]
+    Auth { status: u16, what: String },
+    /// Any other HTTP error, after retries.
+    #[error("{what} answered {status}: {detail}")]
+    Status { status: u16, what: String, detail: String, retry_after: Option<Duration> },
+    /// No answer (connection refused, timeout), after retries.
+    #[error("{what} failed: {detail}")]
+    Transport { what: String, detail: String },
+}
+
+impl ApiFailure {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiFailure::Auth { status, .. } | ApiFailure::Status { status, .. } => Some(*status),
+            ApiFailure::Transport { .. } => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiFailure::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Worth another try later (the server was busy or unreachable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiFailure::Status { status, .. } => *status == 429 || *status >= 500,
+            ApiFailure::Transport { .. } => true,
+            ApiFailure::Auth { .. } => false,
+        }
+    }
+
+    /// Refused before the server did anything (429): safe to repeat even a create.
+    fn refused_before_acting(&self) -> bool {
+        matches!(self, ApiFailure::Status { status: 429, .. })
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ApiFailure::Status { status: 404, .. })
+    }
+
+    /// The backend error for this failure; a refused key gets a hint naming where it came from.
+    pub fn into_error(self, key_var: &str, api: &str) -> Error {
+        let kind = if self.is_transient() { ErrorKind::Transient } else { ErrorKind::Failed };
+        match &self {
+            ApiFailure::Auth { .. } => Error::new(ErrorKind::Failed, self.to_string())
+                .hint(format!("check the {api} key in {key_var} (and `sandbox.api_url`)")),
+            _ => Error::new(kind, self.to_string()),
+        }
+    }
+}
+
+/// A provider's API: base URL, auth header and the log of retries (shared by clones).
+#[derive(Clone)]
+pub struct ProviderApi {
+    base: Url,
+    http: reqwest::Client,
+    auth_header: &'static str,
+    auth_value: String,
+    retries: Arc<Mutex<Vec<ApiRetry>>>,
+}
+
+impl ProviderApi {
+    pub fn new(base: &str, auth_header: &'static str, auth_value: String, timeout: Duration) -> Result<Self, Error> {
+        let mut base = Url::parse(base).map_err(|e| {
+            Error::new(ErrorKind::Failed, format!("`{base}` is not a URL: {e}")).hint("check `sandbox.api_url`")
+        })?;
+        // A trailing slash makes `join` keep any path prefix (`https://host/prefix/`).
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("ohrun/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Failed, format!("cannot build an HTTP client: {e}")))?;
+        Ok(ProviderApi { base, http, auth_header, auth_value, retries: Arc::default() })
+    }
+
+    /// The base URL as given (no trailing slash), for messages.
+    pub fn base(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// `path` (relative, e.g. `api/v1/sandboxes`) with query pairs, properly encoded.
+    pub fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.join(path.trim_start_matches('/')).unwrap_or_else(|_| self.base.clone());
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// The retries so far, for the report.
+    pub fn retries(&self) -> Vec<ApiRetry> {
+        self.retries.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record_retry(&self, method: &Method, url: &Url, attempt: u32, failure: &ApiFailure, wait: Duration) {
+        let r = ApiRetry {
+            method: method.to_string(),
+            path: url.path().to_string(),
+            attempt,
+            status: failure.status(),
+            reason: failure.to_string(),
+            waited_ms: wait.as_millis() as u64,
+        };
+        tracing::info!("retrying {} {} after {} ms ({})", r.method, r.path, r.waited_ms, r.reason);
+        self.retries.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+    }
+
+    /// Waits before another attempt of a request that failed with `f` (Retry-After, else backoff), and
+    /// records it. False when the wait would pass `deadline` or ohrun was cancelled meanwhile.
+    pub async fn wait_before_retry(
+        &self,
+        method: &Method,
+        url: &Url,
+        attempt: u32,
+        f: &ApiFailure,
+        deadline: Option<Instant>,
+        cancel: &mut Cancel,
+    ) -> bool {
+        let wait = f.retry_after().unwrap_or_else(|| backoff(attempt));
+        if deadline.is_some_and(|d| Instant::now() + wait >= d) || attempt >= MAX_ATTEMPTS {
+            return false;
+        }
+        self.record_retry(method, url, attempt, f, wait);
+        !cancel.sleep(wait).await
+    }
+
+    /// One request, retried while that is safe and `deadline` allows. `idempotent` requests are retried on
+    /// any transient failure; others only on 429 (the server did not act on it): for those the caller
+    /// decides, because a 5xx or a timeout may come after the work was done.
+    pub async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        idempotent: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Value, ApiFailure> {
+        let mut cancel = Cancel::never();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let failure = match self.once(&method, &url, body).await {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            let safe = failure.refused_before_acting() || (idempotent && failure.is_transient());
+            if !safe || !self.wait_before_retry(&method, &url, attempt, &failure, deadline, &mut cancel).await {
+                return Err(failure);
+            }
+        }
+    }
+
+    async fn once(&self, method: &Method, url: &Url, body: Option<&Value>) -> Result<Value, ApiFailure> {
+        let what = format!("{method} {}", url.as_str().split('?').next().unwrap_or_default());
+        let mut req = self.http.request(method.clone(), url.clone()).header(self.auth_header, &self.auth_value);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        tracing::debug!("{what}");
+        let resp = req.send().await.map_err(|e| {
+            let detail = if e.is_timeout() {
+                "timed out".to_string()
+            } else if e.is_connect() {
+                "connection refused or unreachable".to_string()
+            } else {
+                e.to_string()
+            };
+            ApiFailure::Transport { what: what.clone(), detail }
+        })?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(60)));
+        let text = resp.text().await.unwrap_or_default();
+        if (200..300).contains(&status) {
+            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+        }
+        if status == 401 || status == 403 {
+            return Err(ApiFailure::Auth { status, what });
+        }
+        let detail = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("detail").or_else(|| v.get("error")).or_else(|| v.get("message")).cloned())
+            .map(|d| d.as_str().map(str::to_string).unwrap_or_else(|| d.to_string()))
+            .unwrap_or_else(|| text.chars().take(300).collect());
+        Err(ApiFailure::Status { status, what, detail, retry_after })
+    }
+}
+
+/// 0.5 s, 1 s, 2 s, … up to 10 s, each ±25 % so that many clients do not retry in step.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 0.5 * 2f64.powi(attempt.saturating_sub(1).min(5) as i32);
+    let jitter = 0.75 + fastrand::f64() * 0.5;
+    Duration::from_secs_f64((base * jitter).min(10.0))
+}
+
+/// http to a host that is not loopback sends the key in clear text.
+pub fn check_transport(url: &str, allow_insecure_http: bool, what: &str) -> Result<(), String> {
+    let Ok(parsed) = Url::parse(url) else {
+        return Err(format!("`{what}` must be an http(s) URL, not `{url}`"));
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(&parsed) => Ok(()),
+        "http" => Err(format!(
+            "`{what}` is plain http to a host that is not loopback ({url}): the API key would travel in clear text; use https, or set `allow_insecure_http: true`"
+        )),
+        _ => Err(format!("`{what}` must be an http(s) URL, not `{url}`")),
+    }
+}
+
+/// True for URLs whose host is 127.0.0.0/8, ::1 or localhost.
+pub fn is_loopback(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+pub fn is_loopback_url(url: &str) -> bool {
+    Url::parse(url).is_ok_and(|u| is_loopback(&u))
+}
+
+/// What one look at a starting sandbox found.
+pub enum Poll<T> {
+    Ready(T),
+    /// Not yet (starting, pending, or ready but its agent-server does not answer yet).
+    Waiting,
+}
+
+/// Calls `look` until it is ready, fails, `deadline` passes or ohrun is cancelled; the interval grows
+/// from 250 ms to 5 s. `what` names the sandbox and `limit` the limit (with a hint) in the timeout error.
+pub async fn poll_until<T, F, Fut>(
+    deadline: Instant,
+    cancel: &mut Cancel,
+    limit: (String, &str),
+    what: &str,
+    mut look: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Poll<T>, Error>>,
+{
+    let mut interval = Duration::from_millis(250);
+    loop {
+        if cancel.is_set() {
+            return Err(Error::interrupted());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::new(ErrorKind::NotReady, format!("{what} did not become ready within {}", limit.0))
+                .hint(limit.1));
+        }
+        if let Poll::Ready(v) = look().await? {
+            return Ok(v);
+        }
+        if cancel.sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await {
+            return Err(Error::interrupted());
+        }
+        interval = (interval * 3 / 2).min(Duration::from_secs(5));
+    }
+}
+
+/// What a look after an unclear create failure found.
+pub enum Found {
+    /// The failed request made this sandbox after all.
+    Ours(Value),
+    /// Nothing was made: creating again is safe.
+    Nothing,
+    /// Something may have been made but it cannot be told apart from others' sandboxes.
+    Unsure(Vec<String>),
+}
+
+/// Creates a sandbox without ever creating two: a failure after which the server may have acted (5xx,
+/// timeout) is followed by `find`, and only when it finds nothing is the request sent again.
+#[allow(clippy::too_many_arguments)]
+pub async fn create_never_blind<F, Fut>(
+    api: &ProviderApi,
+    url: Url,
+    body: Option<&Value>,
+    deadline: Instant,
+    cancel: &mut Cancel,
+    key_var: &str,
+    api_name: &str,
+    mut find: F,
+) -> Result<Value, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Found>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let failure = match api.call(Method::POST, url.clone(), body, false, Some(deadline)).await {
+            Ok(v) => return Ok(v),
+            Err(f) => f,
+        };
+        if !failure.is_transient() {
+            return Err(failure.into_error(key_var, api_name));
+        }
+        match find().await {
+            Found::Ours(v) => return Ok(v),
+            Found::Unsure(candidates) => {
+                return Err(Error::new(
+                    ErrorKind::Unsure(candidates.clone()),
+                    format!(
+                        "{failure}; the request may have created a sandbox, and {} appeared meanwhile that ohrun cannot tell apart from others': {}",
+                        if candidates.len() == 1 { "one" } else { "several" },
+                        candidates.join(", ")
+                    ),
+                )
+                .hint("check these sandboxes and delete the one this run made; ohrun did not use or delete any of them"));
+            }
+            Found::Nothing => {}
+        }
+        if !api.wait_before_retry(&Method::POST, &url, attempt, &failure, Some(deadline), cancel).await {
+            return Err(if cancel.is_set() { Error::interrupted() } else { failure.into_error(key_var, api_name) });
+        }
+    }
+}

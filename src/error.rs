@@ -1,0 +1,59 @@
+//! Why a run did not succeed, from every layer's own error type: the class decides the exit code (one
+//! mapping, in `exit_code.rs`), the message and hint go to the console and the report.
+
+use crate::report::OutcomeClass;
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub class: OutcomeClass,
+    pub message: String,
+    pub hint: Option<String>,
+    /// The last lines of a log that shows why (a server that died while starting).
+    pub log_tail: Option<String>,
+}
+
+impl Failure {
+    pub fn new(class: OutcomeClass, message: impl Into<String>) -> Failure {
+        Failure { class, message: message.into(), hint: None, log_tail: None }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Failure {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The report's one-sentence message: the message, then the log tail if any.
+    pub fn report_message(&self) -> String {
+        match &self.log_tail {
+            Some(tail) => format!("{}\n{tail}", self.message),
+            None => self.message.clone(),
+        }
+    }
+}
+
+impl From<crate::backend::Error> for Failure {
+    fn from(e: crate::backend::Error) -> Failure {
+        use crate::backend::ErrorKind;
+        let class = match &e.kind {
+            ErrorKind::Failed | ErrorKind::Transient | ErrorKind::NotReady => OutcomeClass::Infrastructure,
+            ErrorKind::Unsure(_) => OutcomeClass::LeftBehind,
+            ErrorKind::Interrupted => OutcomeClass::Interrupted,
+        };
+        Failure { class, message: e.message, hint: e.hint, log_tail: e.log_tail }
+    }
+}
+
+impl From<crate::agent::Error> for Failure {
+    fn from(e: crate::agent::Error) -> Failure {
+        match e {
+            crate::agent::Error::Interrupted => Failure::new(OutcomeClass::Interrupted, "interrupted"),
+            other => Failure::new(OutcomeClass::Infrastructure, other.to_string()),
+        }
+    }
+}
+
+impl From<crate::settings::Problems> for Failure {
+    fn from(p: crate::settings::Problems) -> Failure {
+        Failure::new(OutcomeClass::UsageError, p.problems.join("; "))
+    }
+}

@@ -1,0 +1,486 @@
+//! One run, start to finish: settings, report directory, provisioning (never abandoned half-way: an
+//! interrupt is seen at its safe points, and whatever was created is released), setup, the conversation,
+//! release, and `run.json` on every exit path. A failure at any phase is a [`Failure`] whose class decides
+//! the exit code.
+
+use super::signal::Signals;
+use super::{RunOptions, RunResult};
+use crate::agent::Limits;
+use crate::agent::conversation::{Conversation, message_text};
+use crate::agent::setup;
+use crate::backend::install::AGENT_SERVER_VERSION;
+use crate::backend::{self, Backend, Ready, Released};
+use crate::console::{Console, StepProgress};
+use crate::error::Failure;
+use crate::exit_code::ExitCode;
+use crate::job::model::{CleanupPolicy, JobSpec};
+use crate::job::{Plan, PlannedRun};
+use crate::rehearse::Rehearsal;
+use crate::report::writer::{EVENTS_FILE, ReportWriter, check_writable, existing_run_id, now_rfc3339, write_report};
+use crate::report::{
+    EndReason, JobInfo, Outcome, OutcomeClass, REPORT_FORMAT, RunInfo, RunReport, SandboxInfo, StepReport,
+};
+use crate::settings::{self, RehearsalLlm, RunSettings};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// One run, start to finish; never panics on server or network trouble and always tries to write `run.json`.
+pub(super) async fn execute(
+    plan: &Plan,
+    planned: &PlannedRun,
+    opts: &RunOptions,
+    console: &Console,
+    signals: &Signals,
+) -> RunResult {
+    let started = Instant::now();
+    let mut report = new_report(plan, planned, opts);
+    let prefix = format!("[{}]", planned.id);
+    console.activity(&format!("{prefix} starting ({} sandbox)", planned.spec.sandbox.kind()));
+    // Where run.json goes: `report.dir` expanded, unless it holds another run's evidence.
+    let report_dir = settings::report_dir(&planned.spec, &env)
+        .map_err(|problems| Failure::from(problems).hint("set the variable, or change `report.dir`"))
+        .and_then(|dir| claim(&dir, &planned.id).map(|()| dir));
+    let outcome = match &report_dir {
+        Ok(dir) => {
+            let run = Run {
+                planned,
+                opts,
+                console,
+                signals,
+                prefix: prefix.clone(),
+                job_dir: plan.file.parent().map(Path::to_path_buf).unwrap_or_default(),
+                report_dir: dir.clone(),
+                run_deadline: planned.spec.limits.timeout.map(|t| started + t.0),
+            };
+            run.attempt(&mut report).await
+        }
+        Err(f) => Err(f.clone()),
+    };
+    finish(report, outcome, report_dir.as_deref().ok(), started, console, signals, &prefix)
+}
+
+/// A report directory is this run's unless it holds the report of another run.
+fn claim(dir: &Path, run_id: &str) -> Result<(), Failure> {
+    match existing_run_id(dir).filter(|id| id != run_id) {
+        None => Ok(()),
+        Some(other) => Err(Failure::new(
+            OutcomeClass::UsageError,
+            format!(
+                "{} holds the report of run {other}; ohrun does not overwrite another run's evidence",
+                dir.display()
+            ),
+        )
+        .hint("give each run its own `report.dir` (e.g. `ohrun-reports/{{ run.id }}`), or move the old report away")),
+    }
+}
+
+fn new_report(plan: &Plan, planned: &PlannedRun, opts: &RunOptions) -> RunReport {
+    let job_dir = plan.file.parent().map(Path::to_path_buf).unwrap_or_default();
+    RunReport {
+        format: REPORT_FORMAT,
+        ohrun_version: env!("CARGO_PKG_VERSION").to_string(),
+        job: JobInfo {
+            name: plan.job_name.clone(),
+            file: plan.file.display().to_string(),
+            file_hash: plan.file_hash.clone(),
+        },
+        run: RunInfo {
+            id: planned.id.clone(),
+            index: planned.index,
+            matrix: planned.matrix.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        },
+        rehearsal: opts.rehearsal.is_some(),
+        started_at: now_rfc3339(),
+        sandbox: SandboxInfo {
+            kind: planned.spec.sandbox.kind().to_string(),
+            disposition: "not_provisioned".into(),
+            ..Default::default()
+        },
+        events_file: EVENTS_FILE.to_string(),
+        // Every step is listed from the start, so a run that fails early still reports what did not run.
+        steps: planned
+            .spec
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StepReport {
+                index: i + 1,
+                message: message_text(&s.message, &job_dir),
+                end_reason: EndReason::NotRun,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Sets the outcome, writes run.json, prints the summary line.
+fn finish(
+    mut report: RunReport,
+    outcome: Result<(), Failure>,
+    report_dir: Option<&Path>,
+    started: Instant,
+    console: &Console,
+    signals: &Signals,
+    prefix: &str,
+) -> RunResult {
+    let (class, message) = match &outcome {
+        Ok(()) => (OutcomeClass::Succeeded, None),
+        Err(f) => (f.class, Some(f.report_message())),
+    };
+    if let Err(f) = &outcome
+        && matches!(f.class, OutcomeClass::Infrastructure | OutcomeClass::UsageError | OutcomeClass::LeftBehind)
+    {
+        print_failure(console, prefix, f);
+    }
+    report.outcome = Outcome { class, exit_code: ExitCode::for_class(class, signals.terminated()), message };
+    report.ended_at = Some(now_rfc3339());
+    report.duration_ms = Some(started.elapsed().as_millis() as u64);
+    // No report directory (it could not be resolved, or holds another run's report): the console said why.
+    let (report_file, write_failed) = match report_dir.map(|d| (d, write_report(d, &report))) {
+        Some((_, Ok(path))) => (Some(path), false),
+        Some((dir, Err(e))) => {
+            console.error(&format!("{prefix} error: cannot write {}/run.json: {e}", dir.display()));
+            (None, true)
+        }
+        None => (None, false),
+    };
+    console.clear();
+    console.say(&summary_line(&report, report_file.as_deref(), console));
+    RunResult { report, report_file, write_failed }
+}
+
+fn print_failure(console: &Console, prefix: &str, f: &Failure) {
+    console.error(&format!("{prefix} error: {}", f.message));
+    if let Some(tail) = &f.log_tail {
+        console.error(&format!("{prefix} its last log lines:\n{tail}"));
+    }
+    if let Some(h) = &f.hint {
+        console.error(&format!("{prefix} hint: {h}"));
+    }
+}
+
+fn summary_line(r: &RunReport, file: Option<&Path>, console: &Console) -> String {
+    let s = console.style;
+    let mark = match (r.outcome.class, file) {
+        (OutcomeClass::Succeeded, Some(_)) => s.ok("ok"),
+        _ => s.error("FAILED"),
+    };
+    let done = r.steps.iter().filter(|st| st.end_reason != EndReason::NotRun).count();
+    let why =
+        r.outcome.message.as_deref().and_then(|m| m.lines().next()).map(|m| format!(" — {m}")).unwrap_or_default();
+    let file = file.map(|f| f.display().to_string()).unwrap_or_else(|| "no run.json".into());
+    format!(
+        "{mark} {} · {done}/{} steps · ${} · {:.1}s · {file}{why}",
+        r.run.id,
+        r.steps.len(),
+        r.totals.cost,
+        r.duration_ms.unwrap_or(0) as f64 / 1000.0,
+    )
+}
+
+struct Run<'a> {
+    planned: &'a PlannedRun,
+    opts: &'a RunOptions,
+    console: &'a Console,
+    signals: &'a Signals,
+    prefix: String,
+    job_dir: PathBuf,
+    report_dir: PathBuf,
+    run_deadline: Option<Instant>,
+}
+
+impl Run<'_> {
+    fn spec(&self) -> &JobSpec {
+        &self.planned.spec
+    }
+
+    fn say(&self, line: &str) {
+        self.console.say(&format!("{} {line}", self.prefix));
+    }
+
+    async fn attempt(&self, report: &mut RunReport) -> Result<(), Failure> {
+        // The rehearsal endpoint, if any, lives as long as this run.
+        let rehearsal = match &self.opts.rehearsal {
+            Some(script) => {
+                Some(Rehearsal::start(script.clone(), std::net::Ipv4Addr::LOCALHOST.into()).await.map_err(|e| {
+                    Failure::new(OutcomeClass::Infrastructure, format!("cannot start the rehearsal endpoint: {e}"))
+                })?)
+            }
+            None => None,
+        };
+        let settings = self.resolve(rehearsal.as_ref())?;
+        check_writable(&self.report_dir).map_err(|e| self.unwritable(e))?;
+        let mut writer = ReportWriter::create(&self.report_dir).map_err(|e| self.unwritable(e))?;
+        let mut backend = settings.sandbox.clone().backend();
+        let provisioned = self.provision(&mut *backend, &settings.secret_names, report).await;
+        let result = match &provisioned {
+            Ok(ready) => self.with_sandbox(ready, &*backend, &settings, &mut writer, report).await,
+            Err(e) => Err(Failure::from(e.clone())),
+        };
+        let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
+        let keep = provisioned.is_ok() && keeps(self.spec().cleanup, class);
+        let working_dir = provisioned.as_ref().map(|r| r.working_dir.clone()).unwrap_or_default();
+        let released = self.release(&mut *backend, keep, &working_dir, report).await;
+        drop(rehearsal);
+        worst(result, released)
+    }
+
+    fn resolve(&self, rehearsal: Option<&Rehearsal>) -> Result<RunSettings, Failure> {
+        let reh_llm = rehearsal.map(|r| RehearsalLlm { base_url: r.base_url("127.0.0.1") });
+        settings::resolve(self.spec(), &self.job_dir, reh_llm.as_ref(), &env).map_err(|problems| {
+            let about_llm = problems.problems.iter().any(|p| p.contains("`llm."));
+            let hint = if about_llm && rehearsal.is_none() {
+                "set the variables in the environment, or try the job with `--rehearse` (a scripted LLM: no key, no spend)"
+            } else {
+                "set the variables in the environment"
+            };
+            Failure::from(problems).hint(hint)
+        })
+    }
+
+    fn unwritable(&self, e: std::io::Error) -> Failure {
+        Failure::new(
+            OutcomeClass::Infrastructure,
+            format!("the report directory {} cannot be written: {e}", self.report_dir.display()),
+        )
+        .hint("free some space or fix its permissions; nothing was started")
+    }
+
+    async fn provision(
+        &self,
+        backend: &mut dyn Backend,
+        hide_env: &[String],
+        report: &mut RunReport,
+    ) -> Result<Ready, backend::Error> {
+        self.console.activity(&format!("{} provisioning the {} sandbox", self.prefix, backend.kind()));
+        let progress = |line: &str| self.say(line);
+        let ctx = backend::Context {
+            run_id: &self.planned.id,
+            job: &self.spec().name,
+            report_dir: &self.report_dir,
+            hide_env,
+            run_deadline: self.run_deadline,
+            cancel: self.signals.cancel(),
+            progress: &progress,
+        };
+        let started = Instant::now();
+        let ready = backend.provision(&ctx).await;
+        record_sandbox(report, backend);
+        if let Ok(ready) = &ready {
+            report.sandbox.agent_server_url = Some(ready.client.base_url().to_string());
+            report.sandbox.agent_server_version = ready.server_version();
+            report.sandbox.working_dir = Some(ready.working_dir.clone());
+            report.sandbox.provision_ms = Some(started.elapsed().as_millis() as u64);
+            report.sandbox.disposition = "provisioned".into();
+            tracing::info!("{} sandbox ready: agent-server at {}", backend.kind(), ready.client.base_url());
+            self.say(&format!(
+                "agent-server {} ready in {:.1}s; working dir {}",
+                report.sandbox.agent_server_version.as_deref().unwrap_or("?"),
+                started.elapsed().as_secs_f64(),
+                ready.working_dir
+            ));
+        }
+        ready
+    }
+
+    /// Everything that needs the ready server: checks, setup, the conversation.
+    async fn with_sandbox(
+        &self,
+        ready: &Ready,
+        backend: &dyn Backend,
+        settings: &RunSettings,
+        writer: &mut ReportWriter,
+        report: &mut RunReport,
+    ) -> Result<(), Failure> {
+        self.check_server(ready, report)?;
+        self.setup(ready, settings, report).await?;
+        self.console.activity(&format!("{} starting the conversation", self.prefix));
+        let client = &ready.client;
+        let mut conv =
+            Conversation::start(client, self.spec(), settings, &ready.working_dir, writer, self.signals.cancel())
+                .await?;
+        report.conversation_id = Some(conv.id.clone());
+        report.notes.push(
+            "title generation (autotitle) is off, so every LLM call belongs to a step and the costs are complete"
+                .into(),
+        );
+        let cancel = self.signals.cancel();
+        let progress = StepProgress { console: self.console, run_id: &self.prefix, cancel: &cancel };
+        self.console.activity(&format!("{} step 1/{}", self.prefix, self.spec().steps.len()));
+        let limits = Limits { run_deadline: self.run_deadline, max_cost: self.spec().limits.max_cost };
+        let outcome = conv.run_steps(self.spec(), &self.job_dir, &limits, &progress, backend).await;
+        // Steps that ran replace their `not_run` entries; the rest stay as they were listed.
+        for step in outcome.steps {
+            let i = step.index - 1;
+            report.steps[i] = step;
+        }
+        report.totals = outcome.totals;
+        let mut result = classify(report);
+        if let Some(e) = conv.evidence_error.take()
+            && result.as_ref().err().is_none_or(|f| f.class < OutcomeClass::Infrastructure)
+        {
+            result = Err(Failure::new(OutcomeClass::Infrastructure, format!("the event log is incomplete: {e}")));
+        }
+        // A kept sandbox keeps its conversation too, so it can be inspected or continued.
+        let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
+        if !keeps(self.spec().cleanup, class)
+            && let Err(e) = conv.close().await
+        {
+            tracing::warn!("deleting the conversation failed: {e}");
+        }
+        result
+    }
+
+    /// The server's version (a warning when it is not the one ohrun was tested with) and tool names.
+    fn check_server(&self, ready: &Ready, report: &mut RunReport) -> Result<(), Failure> {
+        if let Some(version) = ready.server_version()
+            && version != AGENT_SERVER_VERSION
+        {
+            let warning = format!(
+                "the agent-server is version {version}; ohrun {} was tested with {AGENT_SERVER_VERSION}",
+                env!("CARGO_PKG_VERSION")
+            );
+            self.console.error(&format!("{} warning: {warning}", self.prefix));
+            report.warnings.push(warning);
+        }
+        let (Some(wanted), Some(usable)) = (&self.spec().agent.tools, ready.usable_tools()) else { return Ok(()) };
+        let unknown: Vec<&str> = wanted.iter().filter(|t| !usable.contains(t)).map(String::as_str).collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(Failure::new(
+            OutcomeClass::UsageError,
+            format!("the agent-server has no tool named {}; it has: {}", unknown.join(", "), usable.join(", ")),
+        )
+        .hint("fix `agent.tools`; no LLM call was made"))
+    }
+
+    async fn setup(&self, ready: &Ready, settings: &RunSettings, report: &mut RunReport) -> Result<(), Failure> {
+        let client = &ready.client;
+        let mut cancel = self.signals.cancel();
+        // The working directory may not exist yet (a remote server creates it with the conversation).
+        let mkdir = format!("mkdir -p {}", setup::shell_quote(&ready.working_dir));
+        if let Err((_, e)) = setup::run_command(client, &mkdir, "/", Duration::from_secs(60), &mut cancel).await {
+            return Err(Failure::from(e).hint("the agent-server could not prepare the working directory"));
+        }
+        let total = settings.setup.len();
+        if total > 0 {
+            self.console.activity(&format!(
+                "{} running {total} setup command{}",
+                self.prefix,
+                if total == 1 { "" } else { "s" }
+            ));
+        }
+        let mut on_result = |r: &crate::report::SetupResult| {
+            let status = match (r.interrupted, r.exit_code) {
+                (true, _) => "interrupted".to_string(),
+                (_, 0) => "ok".to_string(),
+                (_, code) => format!("exit {code}"),
+            };
+            self.say(&format!("setup: {} → {status} ({:.1}s)", r.command, r.duration_ms as f64 / 1000.0));
+        };
+        let commands = self.bounded_by_run_deadline(&settings.setup);
+        let done =
+            setup::run_setup(client, &commands, &ready.working_dir, &self.signals.cancel(), &mut on_result).await;
+        let failed = done.failed().map(|r| {
+            let last = r.stderr.lines().last().unwrap_or("").trim().to_string();
+            let detail = if last.is_empty() { String::new() } else { format!(": {last}") };
+            Failure::new(
+                OutcomeClass::Failed,
+                format!("setup command `{}` exited with {}{detail}", r.command, r.exit_code),
+            )
+        });
+        report.setup = done.results;
+        if let Some(e) = done.error {
+            return Err(Failure::from(e));
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Setup commands may not run past the run's `limits.timeout`.
+    fn bounded_by_run_deadline(&self, commands: &[settings::SetupCommand]) -> Vec<settings::SetupCommand> {
+        let left = self.run_deadline.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)));
+        commands
+            .iter()
+            .map(|c| settings::SetupCommand { timeout: left.map_or(c.timeout, |l| c.timeout.min(l)), ..c.clone() })
+            .collect()
+    }
+
+    async fn release(
+        &self,
+        backend: &mut dyn Backend,
+        keep: bool,
+        working_dir: &str,
+        report: &mut RunReport,
+    ) -> Released {
+        let hint = backend.attach_hint(working_dir);
+        self.console.activity(&format!("{} releasing the sandbox", self.prefix));
+        let released = backend.release(keep).await;
+        record_sandbox(report, backend);
+        report.sandbox.disposition = released.disposition().into();
+        match &released {
+            Released::Kept => self.say(&format!("kept the sandbox: {hint}")),
+            Released::Failed(e) => report.sandbox.release_error = Some(e.clone()),
+            _ => {}
+        }
+        released
+    }
+}
+
+/// What the backend knows about its sandbox, into the report (also after a failed provisioning).
+fn record_sandbox(report: &mut RunReport, backend: &dyn Backend) {
+    let record = backend.record();
+    report.sandbox.id = record.id;
+    report.sandbox.log_file = record.log_file.map(|p| p.display().to_string());
+    report.sandbox.api_retries = record.api_retries;
+    report.sandbox.candidates = record.candidates;
+}
+
+/// The run's result with the release's: a sandbox that may be left behind outranks everything.
+fn worst(result: Result<(), Failure>, released: Released) -> Result<(), Failure> {
+    let Released::Failed(e) = released else { return result };
+    let left = Failure::new(OutcomeClass::LeftBehind, format!("the sandbox could not be released: {e}"))
+        .hint("it may still be running (and costing money): remove it by hand; its id is in run.json");
+    match result {
+        Err(f) if f.class >= OutcomeClass::LeftBehind => Err(f),
+        Err(f) => Err(Failure { message: format!("{}; and {}", f.message, left.message), ..left }),
+        Ok(()) => Err(left),
+    }
+}
+
+/// Whether the cleanup policy keeps what a run with this outcome used.
+fn keeps(policy: CleanupPolicy, class: OutcomeClass) -> bool {
+    match policy {
+        CleanupPolicy::Always => false,
+        CleanupPolicy::OnSuccess => class != OutcomeClass::Succeeded,
+        CleanupPolicy::Never => true,
+    }
+}
+
+/// The run's result from its steps: the first step that did not finish decides.
+fn classify(report: &RunReport) -> Result<(), Failure> {
+    for s in &report.steps {
+        let class = match s.end_reason {
+            EndReason::Finished | EndReason::NotRun => continue,
+            EndReason::Question if s.error.is_none() => continue,
+            EndReason::Budget => OutcomeClass::Budget,
+            EndReason::Interrupted => OutcomeClass::Interrupted,
+            EndReason::Lost => OutcomeClass::Infrastructure,
+            EndReason::Error | EndReason::Stuck | EndReason::Timeout | EndReason::Paused | EndReason::Question => {
+                OutcomeClass::Failed
+            }
+        };
+        let detail = s
+            .error
+            .as_ref()
+            .map(|e| format!(": {}", crate::console::code_and_detail(&e.code, &e.detail)))
+            .unwrap_or_default();
+        return Err(Failure::new(class, format!("step {} ended: {}{detail}", s.index, s.end_reason.as_str())));
+    }
+    Ok(())
+}

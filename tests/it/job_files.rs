@@ -1,0 +1,159 @@
+//! Job files mean what they say, end to end: `${VAR}` in paths, names and `env:` values; report
+//! directories that never collide; and what a new user trips on (flags, hints, kept servers).
+
+use crate::run_local::run_job;
+use crate::server::shared;
+use crate::support::*;
+use std::time::Duration;
+
+#[test]
+fn environment_references_expand_in_paths_and_env_values() {
+    let server = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("the-workspace");
+    let out_dir = dir.path().join("elsewhere");
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: env-refs\nsandbox:\n  kind: remote\n  url: {}\n  session_key: ${{K}}\n  working_dir: ${{WS}}\nllm: {{model: m}}\n\
+             setup:\n  - run: pwd; test \"$VAL\" = plain-value && echo matched\n    cwd: ${{SUB:-sub}}\n    env: {{VAL: '${{VAL_FROM_ENV}}'}}\n\
+             steps:\n  - message: hi\nreport:\n  dir: ${{OUT}}/{{{{ run.id }}}}\n",
+            server.url
+        ),
+    );
+    std::fs::create_dir_all(ws.join("sub")).unwrap();
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("K", &server.key)
+        .env("WS", &ws)
+        .env("OUT", &out_dir)
+        .env("VAL_FROM_ENV", "plain-value")
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!dir.path().join("${OUT}").exists(), "no folder named `${{OUT}}` was made");
+    let report = read_report(&out_dir.join("env-refs"));
+    assert_eq!(report["sandbox"]["working_dir"], ws.display().to_string());
+    let stdout = report["setup"][0]["stdout"].as_str().unwrap();
+    assert!(stdout.contains(&format!("{}/sub", ws.display())), "setup ran in the expanded cwd: {stdout}");
+    assert!(stdout.contains("matched"), "the env value was expanded, not exported as `${{VAL_FROM_ENV}}`: {stdout}");
+}
+
+#[test]
+fn a_report_directory_holding_another_runs_evidence_is_refused() {
+    let first = run_job("first", None, "report: {dir: shared-out}\n", None, &["--rehearse"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // A second job in the same place, pointed at the first one's report directory.
+    let server = shared();
+    let job = write_job(
+        first.dir.path(),
+        "second.yaml",
+        &format!(
+            "name: second\nsandbox: {{kind: remote, url: '{}', session_key: '${{K}}', working_dir: '{}'}}\nllm: {{model: m}}\nsteps:\n  - message: hi\nreport: {{dir: shared-out}}\n",
+            server.url,
+            first.dir.path().join("ws2").display()
+        ),
+    );
+    let before = std::fs::read_to_string(first.dir.path().join("shared-out/run.json")).unwrap();
+    let out = Ohrun::new()
+        .current_dir(first.dir.path())
+        .env("K", &server.key)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("holds the report of run first"), "{}", out.stderr);
+    let after = std::fs::read_to_string(first.dir.path().join("shared-out/run.json")).unwrap();
+    assert_eq!(before, after, "the first run's evidence is untouched");
+}
+
+#[test]
+fn verbose_flags_add_logs_and_quiet_means_quiet() {
+    let default = run_job("quiet-default", None, "", None, &["--rehearse"]);
+    let verbose = run_job("quiet-v", None, "", None, &["-v", "--rehearse"]);
+    let very = run_job("quiet-vv", None, "", None, &["-vv", "--rehearse"]);
+    for r in [&default, &verbose, &very] {
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    assert!(!default.stderr.contains("INFO ohrun") && !default.stderr.contains("DEBUG ohrun"), "{}", default.stderr);
+    assert!(
+        verbose.stderr.contains("INFO ohrun") && !verbose.stderr.contains("DEBUG ohrun"),
+        "-v adds what ohrun does:\n{}",
+        verbose.stderr
+    );
+    assert!(very.stderr.contains("DEBUG ohrun"), "-vv adds every request:\n{}", very.stderr);
+    let quiet = Ohrun::new().args(["-q", "validate", "jobs/local.yaml"]).output();
+    assert_eq!(quiet.code, 0);
+    assert_eq!(quiet.stderr, "", "-q validate prints nothing when the file is valid");
+}
+
+#[test]
+fn a_kept_local_server_says_how_to_reach_and_stop_it() {
+    let r = run_job("kept-local", Some("  kind: local\n"), "cleanup: never\n", None, &["--rehearse"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let pid = sandbox_pid(&r.report).expect("the server's pid is recorded");
+    let key_file = r.dir.path().join("ohrun-reports/kept-local/agent-server.key");
+    let result = std::panic::catch_unwind(|| {
+        assert!(
+            r.stderr.contains("session key in ohrun-reports/kept-local/agent-server.key"),
+            "the key file is named:\n{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains(&format!("kill -TERM -- -{pid}")), "the console says how to stop it:\n{}", r.stderr);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "only the user can read the key");
+        let key = std::fs::read_to_string(&key_file).unwrap();
+        let url = r.report["sandbox"]["agent_server_url"].as_str().unwrap();
+        let answer =
+            crate::server::http(url, "GET", "/api/conversations/count", &key).expect("the kept server answers");
+        assert_eq!(answer.0, 200, "the key in the file opens the kept server");
+    });
+    // SAFETY: stopping the server the test kept.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    result.unwrap();
+}
+
+#[test]
+fn a_wrong_session_key_is_exit_3_with_a_hint_naming_the_variable() {
+    let server = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: wrong-key\nsandbox: {{kind: remote, url: '{}', session_key: '${{MY_AGENT_KEY}}', working_dir: /tmp}}\nllm: {{model: m}}\nsteps:\n  - message: hi\n",
+            server.url
+        ),
+    );
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("MY_AGENT_KEY", "not-the-key-12345")
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("MY_AGENT_KEY"), "the hint names the variable:\n{}", out.stderr);
+    assert!(!out.stderr.contains("not-the-key-12345"), "the key itself is never shown");
+}
+
+#[test]
+fn the_rehearse_hint_appears_only_where_it_helps() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: no-ws\nsandbox: {kind: local, working_dir: '${NO_SUCH_DIR_VAR}'}\nllm: {model: m}\nsteps:\n  - message: hi\n",
+    );
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env_remove("NO_SUCH_DIR_VAR")
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .timeout(Duration::from_secs(60))
+        .output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("NO_SUCH_DIR_VAR"), "{}", out.stderr);
+    assert!(!out.stderr.contains("--rehearse"), "no `--rehearse` hint when rehearsing already:\n{}", out.stderr);
+}

@@ -1,0 +1,183 @@
+//! Nothing leaks, and a leak is never silent: an interrupt during provisioning or setup still releases
+//! and reports; evidence that cannot be written fails the run; a crashed server is seen at once.
+
+use crate::server::shared;
+use crate::support::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn sigint_while_a_local_server_starts_leaves_no_process_and_records_it() {
+    agent_server_command();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: starting\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: hi\n",
+    );
+    let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
+    let log = dir.path().join("ohrun-reports/starting/agent-server.log");
+    wait_until(Duration::from_secs(60), "the agent-server process was started", || log.exists());
+    signal(&child, libc::SIGINT);
+    let out = wait_output(child, Duration::from_secs(30));
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/starting"));
+    assert_eq!(report["outcome"]["class"], "interrupted");
+    assert!(report["sandbox"]["id"].as_str().is_some_and(|id| id.starts_with("pid:")), "{}", report["sandbox"]);
+    assert_eq!(report["sandbox"]["disposition"], "released");
+    assert_no_server_left(&report);
+}
+
+#[test]
+fn a_report_directory_that_cannot_be_created_is_exit_3_before_provisioning() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("blocker"), "a file").unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: blocked\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: hi\nreport: {dir: blocker/reports}\n",
+    );
+    let started = Instant::now();
+    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot be written") && out.stderr.contains("nothing was started"), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(5), "no agent-server was started");
+    assert!(!out.stderr.contains("agent-server 1.58.2 ready"), "{}", out.stderr);
+}
+
+#[test]
+fn a_run_json_that_cannot_be_written_is_never_exit_0() {
+    let server = shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        "replies:\n  - tool: finish\n    args: {message: done}\n    delay: 2s\n",
+    )
+    .unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: no-evidence\nsandbox: {{kind: remote, url: '{}', session_key: '${{K}}', working_dir: '{}'}}\nllm: {{model: m}}\nsteps:\n  - message: hi\nrehearsal: script.yaml\n",
+            server.url,
+            dir.path().join("ws").display()
+        ),
+    );
+    let report_dir = dir.path().join("ohrun-reports/no-evidence");
+    let child =
+        Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).spawn();
+    wait_until(Duration::from_secs(60), "the step started", || {
+        std::fs::read_to_string(report_dir.join("events.jsonl")).unwrap_or_default().contains("MessageEvent")
+    });
+    // A directory where run.json must go: the atomic rename cannot replace it.
+    std::fs::create_dir_all(report_dir.join("run.json/in-the-way")).unwrap();
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot write") && out.stderr.contains("run.json"), "{}", out.stderr);
+    assert!(out.stderr.contains("FAILED"), "the summary line does not say ok:\n{}", out.stderr);
+    let stray: Vec<_> = std::fs::read_dir(&report_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "a temporary file was left: {stray:?}");
+}
+
+#[test]
+fn an_event_log_that_cannot_be_written_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_dir = dir.path().join("ohrun-reports/full-disk");
+    std::fs::create_dir_all(&report_dir).unwrap();
+    // A full disk for the event log only: every write to it fails with ENOSPC.
+    std::os::unix::fs::symlink("/dev/full", report_dir.join("events.jsonl")).unwrap();
+    let server = shared();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: full-disk\nsandbox: {{kind: remote, url: '{}', session_key: '${{K}}', working_dir: '{}'}}\nllm: {{model: m}}\nsteps:\n  - message: hi\n",
+            server.url,
+            dir.path().join("ws").display()
+        ),
+    );
+    let out =
+        Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).output();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let report = read_report(&report_dir);
+    assert_eq!(report["outcome"]["class"], "infrastructure");
+    assert!(
+        report["outcome"]["message"].as_str().unwrap().contains("event log is incomplete"),
+        "{}",
+        report["outcome"]
+    );
+}
+
+#[test]
+fn an_interrupted_setup_command_is_recorded_and_stopped() {
+    let server = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ws/still-running");
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: setup-sigint\nsandbox: {{kind: remote, url: '{}', session_key: '${{K}}', working_dir: '{}'}}\nllm: {{model: m}}\n\
+             setup:\n  - sleep 20; touch {}\nsteps:\n  - message: never\n",
+            server.url,
+            dir.path().join("ws").display(),
+            marker.display()
+        ),
+    );
+    let child =
+        Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).spawn();
+    wait_until(Duration::from_secs(60), "the working directory exists", || dir.path().join("ws").exists());
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&child, libc::SIGINT);
+    let out = wait_output(child, Duration::from_secs(30));
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(!out.stderr.contains("step 1/1"), "no step is announced after the interrupt:\n{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/setup-sigint"));
+    let setup = report["setup"].as_array().unwrap();
+    assert_eq!(setup.len(), 1, "the interrupted command is recorded: {report}");
+    assert_eq!(setup[0]["interrupted"], true);
+    assert_eq!(setup[0]["exit_code"], -1);
+    assert!(setup[0]["command"].as_str().unwrap().starts_with("sleep 20"));
+    assert_eq!(report["steps"][0]["end_reason"], "not_run");
+    std::thread::sleep(Duration::from_secs(20));
+    assert!(!marker.exists(), "the command was stopped on the server");
+}
+
+#[test]
+fn a_crashed_local_server_is_seen_at_once() {
+    agent_server_command();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 60s\n",
+    )
+    .unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: crash\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: Wait.\nrehearsal: script.yaml\n",
+    );
+    let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
+    let events = dir.path().join("ohrun-reports/crash/events.jsonl");
+    wait_until(Duration::from_secs(120), "the step started", || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
+    });
+    let children =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id())).unwrap_or_default();
+    let server_pids: Vec<i32> = children.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    assert!(!server_pids.is_empty(), "ohrun's agent-server child was found");
+    for pid in &server_pids {
+        // SAFETY: killing the agent-server our test's ohrun started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    let killed = Instant::now();
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(killed.elapsed() < Duration::from_secs(15), "the crash took {:?} to be seen", killed.elapsed());
+    let report = read_report(&dir.path().join("ohrun-reports/crash"));
+    assert_eq!(report["steps"][0]["end_reason"], "lost");
+    assert!(report["steps"][0]["error"]["detail"].as_str().unwrap().contains("exited"), "{}", report["steps"][0]);
+}

@@ -1,0 +1,174 @@
+//! The agent-server protocol where it is easy to get wrong (shared/docs/agent-server-api.md §5, §8): a
+//! step ends at the server's authoritative signal and at nothing else; a message is sent at most once;
+//! a busy server gets the run retried, not the message. A fault proxy sits between ohrun and a real
+//! agent-server.
+
+use crate::proxy::{Action, Proxy, Rule};
+use crate::run_local::ids;
+use crate::server::ExternalServer;
+use crate::support::*;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// A remote job through `proxy` (cleanup: never, so the server keeps the conversation to compare with).
+fn job_via(proxy: &Proxy, dir: &std::path::Path, name: &str, steps: &str, script: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("script.yaml"), script).unwrap();
+    write_job(
+        dir,
+        "job.yaml",
+        &format!(
+            "name: {name}\nsandbox:\n  kind: remote\n  url: {}\n  session_key: ${{TEST_SESSION_KEY}}\n  working_dir: {}\nllm: {{model: m}}\n{steps}cleanup: never\nrehearsal: script.yaml\n",
+            proxy.url(),
+            dir.join("ws").display()
+        ),
+    )
+}
+
+fn report_and_server_events(
+    server: &ExternalServer,
+    dir: &std::path::Path,
+    name: &str,
+) -> (Value, Vec<String>, Vec<Value>) {
+    let report = read_report(&dir.join(format!("ohrun-reports/{name}")));
+    let logged = ids(&read_events(&dir.join(format!("ohrun-reports/{name}"))));
+    let on_server = server.events(report["conversation_id"].as_str().unwrap());
+    (report, logged, on_server)
+}
+
+fn assert_same_events(logged: &[String], on_server: &[Value]) {
+    let logged_set: HashSet<&String> = logged.iter().collect();
+    assert_eq!(logged_set.len(), logged.len(), "an event was logged twice");
+    let server_ids = ids(on_server);
+    assert_eq!(logged_set, server_ids.iter().collect::<HashSet<_>>(), "events.jsonl and the server's events differ");
+}
+
+fn user_messages(events: &[Value], text: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "MessageEvent" && e["source"] == "user" && e.to_string().contains(text))
+        .count()
+}
+
+#[test]
+fn a_reconnect_between_steps_does_not_end_the_next_step_early() {
+    let server = ExternalServer::start();
+    let proxy = Proxy::start(server.url.trim_start_matches("http://"));
+    let dir = tempfile::tempdir().unwrap();
+    let script = "replies:\n  - tool: finish\n    args: {message: one}\n  - tool: finish\n    args: {message: two}\n    delay: 4s\n";
+    let job = job_via(&proxy, dir.path(), "between", "steps:\n  - message: First.\n  - message: Second.\n", script);
+    // The socket is cut right after the server's final snapshot of step 1 went through, and the next
+    // look at the conversation (ohrun reading step 1's costs) is held for 2 s: ohrun reconnects between
+    // the steps, and the reconnect's snapshot, which still says `finished`, waits in the socket's queue.
+    let conversation_info: fn(&str) -> bool = |l| {
+        l.starts_with("GET /api/conversations/") && !l.contains("/events") && !l.contains('?') && !l.contains("/count")
+    };
+    proxy.cut_after(
+        "\"execution_status\":\"finished\"",
+        vec![Rule { matches: conversation_info, times: 1, action: Action::Delay(Duration::from_secs(2)) }],
+    );
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &server.key)
+        .args(["-vv", "run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(proxy.cuts(), 1, "the socket was cut once");
+    let (report, logged, on_server) = report_and_server_events(&server, dir.path(), "between");
+    let step2 = &report["steps"][1];
+    assert_eq!(step2["end_reason"], "finished");
+    assert_eq!(step2["final_message"], "two", "step 2 ran to its own end: {step2}");
+    assert!(step2["duration_ms"].as_u64().unwrap() >= 4000, "step 2 was not ended early: {step2}");
+    assert_same_events(&logged, &on_server);
+    // The gap was filled by asking only for what was new.
+    assert!(!proxy.requests_matching("events/search").is_empty());
+    assert!(
+        proxy.requests_matching("events/search").iter().any(|r| r.contains("timestamp__gte=")),
+        "reconciles ask from the last event seen: {:?}",
+        proxy.requests_matching("events/search")
+    );
+}
+
+#[test]
+fn a_run_seen_only_over_rest_ends_only_after_the_grace() {
+    let server = ExternalServer::start();
+    let proxy = Proxy::start(server.url.trim_start_matches("http://"));
+    let dir = tempfile::tempdir().unwrap();
+    let script = "replies:\n  - tool: terminal\n    args: {command: 'sleep 3; echo done'}\n  - tool: finish\n    args: {message: over REST}\n";
+    let job = job_via(&proxy, dir.path(), "rest-only", "steps:\n  - message: Work.\n", script);
+    let child = Ohrun::new()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &server.key)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .spawn();
+    let events = dir.path().join("ohrun-reports/rest-only/events.jsonl");
+    wait_until(Duration::from_secs(60), "the agent's command started", || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains("\"ActionEvent\"")
+    });
+    // No socket from now on: only REST can tell ohrun how the run ends, and REST lags.
+    proxy.refuse_sockets(true);
+    proxy.cut();
+    let out = wait_output(child, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (report, logged, on_server) = report_and_server_events(&server, dir.path(), "rest-only");
+    let step = &report["steps"][0];
+    assert_eq!(step["end_reason"], "finished");
+    assert_eq!(step["final_message"], "over REST");
+    let grace = ohrun::agent::REST_GRACE.as_millis() as u64;
+    assert!(step["duration_ms"].as_u64().unwrap() >= grace, "REST's `finished` was believed before the grace: {step}");
+    assert_same_events(&logged, &on_server);
+}
+
+#[test]
+fn a_busy_server_gets_the_run_retried_and_never_the_message() {
+    let server = ExternalServer::start();
+    let proxy = Proxy::start(server.url.trim_start_matches("http://"));
+    proxy.add_rule(Rule {
+        matches: |l| l.contains("/run HTTP/1.1"),
+        times: 2,
+        action: Action::Respond(429, r#"{"detail":"at capacity"}"#.into()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_via(&proxy, dir.path(), "busy", "steps:\n  - message: Only once, please.\n", "replies: []\n");
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &server.key)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(proxy.requests_matching("/run").len(), 3, "/run was retried after each 429");
+    let (report, logged, on_server) = report_and_server_events(&server, dir.path(), "busy");
+    assert_eq!(report["steps"][0]["end_reason"], "finished");
+    assert_eq!(user_messages(&on_server, "Only once, please."), 1, "the message is on the server once");
+    assert_same_events(&logged, &on_server);
+}
+
+#[test]
+fn a_message_whose_answer_is_lost_is_not_sent_again() {
+    let server = ExternalServer::start();
+    let proxy = Proxy::start(server.url.trim_start_matches("http://"));
+    // The server stores the message, but its answer never reaches ohrun.
+    proxy.add_rule(Rule {
+        matches: |l| l.starts_with("POST") && l.contains("/events HTTP/1.1"),
+        times: 1,
+        action: Action::LoseAnswer,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_via(&proxy, dir.path(), "lost-answer", "steps:\n  - message: Exactly once.\n", "replies: []\n");
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &server.key)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let sends: Vec<String> = proxy.requests_matching("POST").into_iter().filter(|r| r.ends_with("/events")).collect();
+    assert_eq!(sends.len(), 1, "the message was posted once: {sends:?}");
+    let (report, logged, on_server) = report_and_server_events(&server, dir.path(), "lost-answer");
+    assert_eq!(report["steps"][0]["end_reason"], "finished");
+    assert_eq!(user_messages(&on_server, "Exactly once."), 1);
+    assert_same_events(&logged, &on_server);
+}

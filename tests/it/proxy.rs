@@ -1,0 +1,259 @@
+//! A small HTTP/WebSocket fault proxy on loopback, in front of a real agent-server: it passes requests
+//! through one at a time (each on its own upstream connection), records them, and injects faults on
+//! demand — a canned answer instead of the server's, a request whose answer is lost after the server
+//! acted on it, event sockets cut now or right after a given text went by, new sockets refused.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What to do with the next `times` requests whose request line (`GET /path?query HTTP/1.1`) matches.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub matches: fn(&str) -> bool,
+    pub times: u32,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Answer with this status and JSON body; the server never sees the request.
+    Respond(u16, String),
+    /// Let the server act on it, then close the client's connection without an answer.
+    LoseAnswer,
+    /// Pass it on after this long.
+    Delay(std::time::Duration),
+}
+
+#[derive(Default)]
+struct Shared {
+    rules: Mutex<Vec<Rule>>,
+    /// Request lines seen ("POST /api/...").
+    requests: Mutex<Vec<String>>,
+    /// Open socket tunnels (both ends), for `cut`.
+    tunnels: Mutex<Vec<TcpStream>>,
+    refuse_sockets: AtomicBool,
+    /// Cut every socket tunnel right after the server sent this text (once), then add these rules.
+    cut_after: Mutex<Option<String>>,
+    after_cut: Mutex<Vec<Rule>>,
+    cuts: Mutex<u32>,
+}
+
+pub struct Proxy {
+    pub port: u16,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Proxies to `upstream` (`host:port`).
+    pub fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared::default());
+        let (s, up) = (shared.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (s, up) = (s.clone(), up.clone());
+                std::thread::spawn(move || serve(client, &up, &s));
+            }
+        });
+        Proxy { port, shared }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn add_rule(&self, rule: Rule) {
+        self.shared.rules.lock().unwrap().push(rule);
+    }
+
+    /// Request lines seen so far that contain `text`.
+    pub fn requests_matching(&self, text: &str) -> Vec<String> {
+        self.shared.requests.lock().unwrap().iter().filter(|r| r.contains(text)).cloned().collect()
+    }
+
+    /// Cuts every open event socket now (new ones are still accepted unless refused).
+    pub fn cut(&self) {
+        cut_all(&self.shared);
+    }
+
+    /// From now on, refuse new event sockets (or accept them again).
+    pub fn refuse_sockets(&self, refuse: bool) {
+        self.shared.refuse_sockets.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Cuts the sockets as soon as the server has sent `text` through them, and from then on applies `rules`.
+    pub fn cut_after(&self, text: &str, rules: Vec<Rule>) {
+        *self.shared.after_cut.lock().unwrap() = rules;
+        *self.shared.cut_after.lock().unwrap() = Some(text.to_string());
+    }
+
+    pub fn cuts(&self) -> u32 {
+        *self.shared.cuts.lock().unwrap()
+    }
+}
+
+fn cut_all(shared: &Shared) {
+    let mut tunnels = shared.tunnels.lock().unwrap();
+    if !tunnels.is_empty() {
+        *shared.cuts.lock().unwrap() += 1;
+    }
+    for s in tunnels.drain(..) {
+        let _ = s.shutdown(Shutdown::Both);
+    }
+}
+
+/// One request: its head (request line and headers, as received) and body.
+struct Request {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn line(&self) -> &str {
+        self.head.lines().next().unwrap_or_default()
+    }
+
+    fn is_upgrade(&self) -> bool {
+        self.head.to_ascii_lowercase().contains("upgrade: websocket")
+    }
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Request { head, body })
+}
+
+fn serve(client: TcpStream, upstream: &str, shared: &Arc<Shared>) {
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let mut client = client;
+    while let Some(req) = read_request(&mut reader) {
+        shared.requests.lock().unwrap().push(req.line().split(" HTTP/").next().unwrap_or_default().to_string());
+        if req.is_upgrade() {
+            if shared.refuse_sockets.load(Ordering::SeqCst) {
+                let _ = client
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                return;
+            }
+            tunnel(client, reader, &req, upstream, shared);
+            return;
+        }
+        let rule = take_rule(shared, req.line());
+        match rule.map(|r| r.action) {
+            Some(Action::Respond(status, body)) => {
+                let resp = format!(
+                    "HTTP/1.1 {status} Injected\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if client.write_all(resp.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Some(Action::Delay(d)) => {
+                std::thread::sleep(d);
+                match forward(&req, upstream) {
+                    Some(resp) if client.write_all(&resp).is_ok() => {}
+                    _ => return,
+                }
+            }
+            Some(Action::LoseAnswer) => {
+                let _ = forward(&req, upstream);
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+            None => match forward(&req, upstream) {
+                Some(resp) if client.write_all(&resp).is_ok() => {}
+                _ => return,
+            },
+        }
+    }
+}
+
+fn take_rule(shared: &Shared, line: &str) -> Option<Rule> {
+    let mut rules = shared.rules.lock().unwrap();
+    let i = rules.iter().position(|r| r.times > 0 && (r.matches)(line))?;
+    rules[i].times -= 1;
+    Some(rules[i].clone())
+}
+
+/// Sends one request upstream on a fresh connection and returns the whole response (the server closes
+/// the connection after it: `connection: close`, which the client sees too).
+fn forward(req: &Request, upstream: &str) -> Option<Vec<u8>> {
+    let mut up = TcpStream::connect(upstream).ok()?;
+    let head: String = req
+        .head
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:") && !l.is_empty())
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    up.write_all(format!("{head}connection: close\r\n\r\n").as_bytes()).ok()?;
+    up.write_all(&req.body).ok()?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp).ok()?;
+    Some(resp)
+}
+
+/// Passes an event socket through both ways, watching what the server sends for `cut_after`.
+fn tunnel(client: TcpStream, reader: BufReader<TcpStream>, req: &Request, upstream: &str, shared: &Arc<Shared>) {
+    let Ok(mut up) = TcpStream::connect(upstream) else { return };
+    if up.write_all(req.head.as_bytes()).and_then(|()| up.write_all(&req.body)).is_err() {
+        return;
+    }
+    shared.tunnels.lock().unwrap().extend([client.try_clone().unwrap(), up.try_clone().unwrap()]);
+    // Bytes the reader already buffered from the client go first.
+    let buffered = reader.buffer().to_vec();
+    let _ = up.write_all(&buffered);
+    let (mut up_read, mut client_write) = (up.try_clone().unwrap(), client.try_clone().unwrap());
+    let s = shared.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        let mut seen: Vec<u8> = Vec::new();
+        loop {
+            let n = match up_read.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if client_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let trigger = s.cut_after.lock().unwrap().clone();
+            if let Some(text) = trigger
+                && seen.windows(text.len()).any(|w| w == text.as_bytes())
+            {
+                *s.cut_after.lock().unwrap() = None;
+                let after: Vec<Rule> = std::mem::take(&mut *s.after_cut.lock().unwrap());
+                s.rules.lock().unwrap().extend(after);
+                cut_all(&s);
+                break;
+            }
+            if seen.len() > 1 << 20 {
+                seen.drain(..seen.len() - 4096);
+            }
+        }
+        let _ = client_write.shutdown(Shutdown::Both);
+    });
+    let mut client_read = reader.into_inner();
+    let _ = std::io::copy(&mut client_read, &mut up);
+    let _ = up.shutdown(Shutdown::Both);
+}

@@ -1,0 +1,88 @@
+//! Secrets have one choke point: every byte ohrun writes goes through the redactor. The values are planted
+//! where they do reach output — a setup command and the scripted agent echo them, a server `env:` value
+//! carries one, `--json` prints the report, `-vv` logs — and the same run with redaction switched off
+//! (`OHRUN_TEST_UNREDACTED=1`, debug builds only) must show them: a test that could not see a leak
+//! would prove nothing.
+
+use crate::support::*;
+
+const LLM_KEY: &str = "sk-planted-llm-key-5f1e2d3c4b";
+const TOKEN: &str = "ghp_planted_token_9a8b7c6d5e";
+const ENV_SECRET: &str = "planted-server-env-7d6c5b4a";
+const SETUP_SECRET: &str = "planted-setup-env-1a2b3c4d";
+/// A value with a quote and a backslash looks different inside JSON (`\"`, `\\`).
+const QUOTED: &str = "planted\"quoted\\value-42";
+
+/// Runs the leaky job once; returns (stdout, stderr, every file ohrun wrote).
+fn run_leaky_job(unredacted: bool) -> (String, String, Vec<(std::path::PathBuf, String)>) {
+    agent_server_command();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        "replies:\n  - tool: terminal\n    args: {command: 'echo token=$MY_TOKEN env=$FROM_ENV llm=$LLM_API_KEY'}\n  - tool: finish\n    args: {message: done}\n",
+    )
+    .unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: secrets\nsandbox:\n  kind: local\n  env: {FROM_ENV: '${ENV_SECRET}'}\nllm:\n  model: m\n  api_key: ${LLM_API_KEY}\n\
+         secrets: [MY_TOKEN]\nsetup:\n  - run: printf 'setup=%s quoted=%s llm=%s\\n' \"$A\" \"$B\" \"$LLM_API_KEY\"\n    env: {A: '${SETUP_SECRET}', B: '${QUOTED}'}\n\
+         steps:\n  - message: Use the token.\nrehearsal: script.yaml\n",
+    );
+    let mut cmd = Ohrun::new()
+        .current_dir(dir.path())
+        .env("LLM_API_KEY", LLM_KEY)
+        .env("MY_TOKEN", TOKEN)
+        .env("ENV_SECRET", ENV_SECRET)
+        .env("SETUP_SECRET", SETUP_SECRET)
+        .env("QUOTED", QUOTED)
+        .args(["-vv", "run", "--rehearse", "--json"])
+        .args([&job]);
+    if unredacted {
+        cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
+    }
+    let out = cmd.output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report_dir = dir.path().join("ohrun-reports/secrets");
+    let report = read_report(&report_dir);
+    // The rehearsal does not make the LLM key any less secret: the server never had it.
+    assert!(report["setup"][0]["stdout"].as_str().unwrap().ends_with("llm=\n"), "{}", report["setup"][0]);
+    // What the agent itself writes into its workspace is its own; everything else is ohrun's.
+    let files =
+        files_under(&report_dir).into_iter().filter(|(p, _)| !p.starts_with(report_dir.join("workspace"))).collect();
+    (out.stdout, out.stderr, files)
+}
+
+fn forms(value: &str) -> [String; 2] {
+    [value.to_string(), serde_json::to_string(value).unwrap().trim_matches('"').to_string()]
+}
+
+#[test]
+fn secrets_never_reach_any_output_and_the_test_sees_a_leak_when_redaction_is_off() {
+    let planted = [LLM_KEY, TOKEN, ENV_SECRET, SETUP_SECRET, QUOTED];
+    let (stdout, stderr, files) = run_leaky_job(false);
+    assert!(files.len() >= 3, "run.json, events.jsonl and the server log were written: {files:?}");
+    for value in planted {
+        for form in forms(value) {
+            assert!(!stdout.contains(&form), "a secret reached stdout: {form}");
+            assert!(!stderr.contains(&form), "a secret reached stderr: {form}");
+            for (path, text) in &files {
+                assert!(!text.contains(&form), "a secret is in {}", path.display());
+            }
+        }
+    }
+    assert!(
+        files.iter().any(|(_, t)| t.contains("env=***")),
+        "the masked echo is there, so the value did pass through"
+    );
+    assert!(files.iter().any(|(_, t)| t.contains("setup=*** quoted=***")), "the setup command's output is masked");
+
+    // The same run without redaction: the planted values that reach output must show up, or this test
+    // could never have seen a leak.
+    let (stdout, _, files) = run_leaky_job(true);
+    let all: String = files.iter().map(|(_, t)| t.as_str()).chain([stdout.as_str()]).collect();
+    for value in [ENV_SECRET, SETUP_SECRET] {
+        assert!(all.contains(value), "without redaction {value} should have been visible");
+    }
+    assert!(all.contains(&forms(QUOTED)[1]), "without redaction the JSON-escaped value should have been visible");
+}
