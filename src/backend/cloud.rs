@@ -265,10 +265,6 @@ async fn sandbox_ids(api: &ProviderApi, deadline: Instant) -> Option<HashSet<Str
 }
 
 impl Backend for Cloud {
-    fn kind(&self) -> &'static str {
-        "cloud"
-    }
-
     fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
         Box::pin(self.start(ctx))
     }
@@ -276,19 +272,11 @@ impl Backend for Cloud {
     fn release(&mut self, keep: bool) -> BoxFuture<'_, Released> {
         Box::pin(async move {
             let (Some(api), Some(id)) = (self.api.clone(), self.id.clone()) else { return Released::NothingToRelease };
-            if self.released {
-                return Released::Released;
+            if let Some(done) = provider::release_shortcut(self.released, keep || self.settings.keep_alive) {
+                return done;
             }
-            if keep || self.settings.keep_alive {
-                return Released::Kept;
-            }
-            match self.delete(&api, &id).await {
-                Ok(()) => {
-                    self.released = true;
-                    Released::Released
-                }
-                Err(e) => Released::Failed(e),
-            }
+            let result = self.delete(&api, &id).await;
+            provider::released(&mut self.released, result)
         })
     }
 

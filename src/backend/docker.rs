@@ -259,10 +259,6 @@ pub async fn log_tail(docker: &Docker, id: &str, lines: usize) -> String {
 }
 
 impl Backend for DockerBackend {
-    fn kind(&self) -> &'static str {
-        "docker"
-    }
-
     fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
         Box::pin(self.start(ctx))
     }

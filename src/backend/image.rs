@@ -26,7 +26,7 @@ const LABEL_INPUTS: &str = "dev.ohrun.inputs";
 const SUITE: &str = "trixie";
 const PACKAGES: &str = "python3,python3-venv,tmux,git,ca-certificates,tini,procps,bash,coreutils";
 /// Bumped when the recipe below changes in a way the hashed inputs do not show.
-const RECIPE: &str = "2";
+const RECIPE: &str = "3";
 
 fn mirror() -> String {
     std::env::var("DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into())
@@ -184,13 +184,16 @@ async fn import(docker: &Docker, rootfs: &Path, tag: &str) -> Result<(), Error> 
     Ok(())
 }
 
-/// The script run once in the builder container: the venv from the lock, the user, the workspace.
+/// The script run once in the builder container: the venv from the lock, the user, the workspace. The
+/// build's inputs come in one read-only directory; anything set here stays out of the image's config.
 const INSTALL_SCRIPT: &str = r#"
+in=/tmp/ohrun-build
+if [ -s $in/host-ca.crt ]; then export PIP_CERT=$in/host-ca.crt SSL_CERT_FILE=$in/host-ca.crt; fi
 python3 -m venv /opt/agent-server
-if [ -x /opt/ohrun-uv ]; then
-  /opt/ohrun-uv pip install --no-cache --no-deps --compile-bytecode -p /opt/agent-server -r /opt/ohrun-agent-server.lock
+if [ -x $in/uv ]; then
+  $in/uv pip install --no-cache --no-deps --compile-bytecode -p /opt/agent-server -r $in/agent-server.lock
 else
-  /opt/agent-server/bin/pip install --no-cache-dir --no-deps --disable-pip-version-check -r /opt/ohrun-agent-server.lock
+  /opt/agent-server/bin/pip install --no-cache-dir --no-deps --disable-pip-version-check -r $in/agent-server.lock
 fi
 groupadd -g 10001 openhands
 useradd -u 10001 -g 10001 -m -s /bin/bash openhands
@@ -211,24 +214,26 @@ async fn install_server(
     progress: &(dyn Fn(&str) + Sync),
     cancel: &mut Cancel,
 ) -> Result<(), Error> {
-    let lock = work.join("agent-server.lock");
-    std::fs::write(&lock, install::LOCK).map_err(|e| Error::failed(format!("cannot write {}: {e}", lock.display())))?;
-    let mut binds = vec![format!("{}:/opt/ohrun-agent-server.lock:ro", lock.display())];
+    let put = |name: &str, from: Result<(), std::io::Error>| {
+        from.map_err(|e| Error::failed(format!("cannot prepare {name} for the image: {e}")))
+    };
+    put("the lock", std::fs::write(work.join("agent-server.lock"), install::LOCK))?;
     match install::uv_for_image(progress, cancel).await {
-        Some(uv) => binds.push(format!("{}:/opt/ohrun-uv:ro", uv.display())),
+        Some(uv) => put("uv", std::fs::copy(uv, work.join("uv")).map(|_| ()))?,
         None => progress("installing with pip in the image (uv is not available here)"),
     }
     let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    let mut env = Vec::new();
     if ca.is_file() {
-        binds.push(format!("{}:/opt/ohrun-host-ca.crt:ro", ca.display()));
-        env.extend(["PIP_CERT=/opt/ohrun-host-ca.crt".to_string(), "SSL_CERT_FILE=/opt/ohrun-host-ca.crt".to_string()]);
+        put("the CA bundle", std::fs::copy(ca, work.join("host-ca.crt")).map(|_| ()))?;
     }
     let body = ContainerCreateBody {
         image: Some(base.to_string()),
         cmd: Some(vec!["/bin/sh".into(), "-ec".into(), INSTALL_SCRIPT.into()]),
-        env: Some(env),
-        host_config: Some(HostConfig { binds: Some(binds), network_mode: Some("host".into()), ..Default::default() }),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!("{}:/tmp/ohrun-build:ro", work.display())]),
+            network_mode: Some("host".into()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let name = format!("ohrun-image-build-{}", std::process::id());

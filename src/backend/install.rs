@@ -300,3 +300,26 @@ pub async fn run(
         .log_tail(tail.join("\n"))
         .hint("PyPI must be reachable (or a mirror configured for pip and uv)"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_second_holder_waits_says_so_and_gets_the_lock_when_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let first = FileLock::acquire(&path, "testing", &|_| {}, &mut Cancel::never()).await.unwrap();
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let (p, s) = (path.clone(), said.clone());
+        let second = tokio::spawn(async move {
+            let say = move |l: &str| s.lock().unwrap().push(l.to_string());
+            FileLock::acquire(&p, "testing", &say, &mut Cancel::never()).await.map(|_| ())
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!second.is_finished(), "the second holder waits while the first holds the lock");
+        drop(first);
+        second.await.unwrap().unwrap();
+        assert_eq!(*said.lock().unwrap(), vec!["waiting for another ohrun to finish testing".to_string()]);
+    }
+}

@@ -251,10 +251,6 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 impl Backend for Local {
-    fn kind(&self) -> &'static str {
-        "local"
-    }
-
     fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
         Box::pin(self.start(ctx))
     }

@@ -148,8 +148,6 @@ impl Released {
 /// One kind of sandbox. `probe` (from [`SandboxProbe`]) asks whether it still exists while a job runs,
 /// and resumes one the provider paused, once.
 pub trait Backend: SandboxProbe {
-    fn kind(&self) -> &'static str;
-
     /// Creates the sandbox and waits until its agent-server answers. Checks `ctx.cancel` at every wait
     /// and returns `Interrupted` there; never abandons a request half-way.
     fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>>;

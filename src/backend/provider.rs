@@ -216,6 +216,26 @@ impl ProviderApi {
     }
 }
 
+/// Before giving a provider's sandbox back: nothing to do if that was done already, or if it is kept.
+pub fn release_shortcut(released: bool, keep: bool) -> Option<super::Released> {
+    match (released, keep) {
+        (true, _) => Some(super::Released::Released),
+        (false, true) => Some(super::Released::Kept),
+        (false, false) => None,
+    }
+}
+
+/// After the delete or stop: remembered when it worked (a second release does nothing), loud when not.
+pub fn released(done: &mut bool, result: Result<(), String>) -> super::Released {
+    match result {
+        Ok(()) => {
+            *done = true;
+            super::Released::Released
+        }
+        Err(e) => super::Released::Failed(e),
+    }
+}
+
 /// 0.5 s, 1 s, 2 s, … up to 10 s, each ±25 % so that many clients do not retry in step.
 pub fn backoff(attempt: u32) -> Duration {
     let base = 0.5 * 2f64.powi(attempt.saturating_sub(1).min(5) as i32);

@@ -57,10 +57,6 @@ impl Remote {
 }
 
 impl Backend for Remote {
-    fn kind(&self) -> &'static str {
-        "remote"
-    }
-
     fn provision<'a>(&'a mut self, _ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
         Box::pin(self.attach())
     }

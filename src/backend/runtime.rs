@@ -272,10 +272,6 @@ impl Runtime {
 }
 
 impl Backend for Runtime {
-    fn kind(&self) -> &'static str {
-        "runtime"
-    }
-
     fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
         Box::pin(self.start(ctx))
     }
@@ -286,19 +282,11 @@ impl Backend for Runtime {
             if !self.started {
                 return if self.runtime_id.is_some() { Released::Attached } else { Released::NothingToRelease };
             }
-            if self.released {
-                return Released::Released;
+            if let Some(done) = provider::release_shortcut(self.released, keep || self.settings.keep_alive) {
+                return done;
             }
-            if keep || self.settings.keep_alive {
-                return Released::Kept;
-            }
-            match self.stop(&api).await {
-                Ok(()) => {
-                    self.released = true;
-                    Released::Released
-                }
-                Err(e) => Released::Failed(e),
-            }
+            let result = self.stop(&api).await;
+            provider::released(&mut self.released, result)
         })
     }
 

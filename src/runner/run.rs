@@ -257,7 +257,8 @@ impl Run<'_> {
         hide_env: &[String],
         report: &mut RunReport,
     ) -> Result<Ready, backend::Error> {
-        self.console.activity(&format!("{} provisioning the {} sandbox", self.prefix, backend.kind()));
+        let kind = self.spec().sandbox.kind();
+        self.console.activity(&format!("{} provisioning the {kind} sandbox", self.prefix));
         let progress = |line: &str| self.say(line);
         let ctx = backend::Context {
             run_id: &self.planned.id,
@@ -277,7 +278,7 @@ impl Run<'_> {
             report.sandbox.working_dir = Some(ready.working_dir.clone());
             report.sandbox.provision_ms = Some(started.elapsed().as_millis() as u64);
             report.sandbox.disposition = "provisioned".into();
-            tracing::info!("{} sandbox ready: agent-server at {}", backend.kind(), ready.client.base_url());
+            tracing::info!("{kind} sandbox ready: agent-server at {}", ready.client.base_url());
             self.say(&format!(
                 "agent-server {} ready in {:.1}s; working dir {}",
                 report.sandbox.agent_server_version.as_deref().unwrap_or("?"),

@@ -47,8 +47,8 @@ pub struct Sandbox {
 impl Sandbox {
     fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
-            // SAFETY: a signal to our own child process.
-            unsafe { libc::kill(c.id() as i32, sig) };
+            // SAFETY: a signal to our own child's process group (the server and its wrapper).
+            unsafe { libc::kill(-(c.id() as i32), sig) };
         }
     }
 }
@@ -61,7 +61,8 @@ impl Drop for Sandbox {
 
 fn kill(child: &mut Option<std::process::Child>) {
     if let Some(mut c) = child.take() {
-        let _ = c.kill();
+        // SAFETY: SIGKILL to our own child's process group (the server and its wrapper).
+        unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
         let _ = c.wait();
     }
 }

@@ -110,7 +110,13 @@ fn a_kept_local_server_says_how_to_reach_and_stop_it() {
             crate::server::http(url, "GET", "/api/conversations/count", &key).expect("the kept server answers");
         assert_eq!(answer.0, 200, "the key in the file opens the kept server");
     });
-    // SAFETY: stopping the server the test kept.
+    // Stopped the way the console says (its tmux sessions end with it), then made sure of.
+    // SAFETY: signals to the server the test kept.
+    unsafe { libc::kill(-pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while process_alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     unsafe { libc::kill(-pid, libc::SIGKILL) };
     result.unwrap();
 }

@@ -172,3 +172,27 @@ fn a_message_whose_answer_is_lost_is_not_sent_again() {
     assert_eq!(user_messages(&on_server, "Exactly once."), 1);
     assert_same_events(&logged, &on_server);
 }
+
+#[test]
+fn another_server_version_is_a_warning_on_the_console_and_in_the_report() {
+    let server = crate::server::shared();
+    let proxy = Proxy::start(server.url.trim_start_matches("http://"));
+    let info = r#"{"version":"1.99.0","usable_tools":["terminal","file_editor","task_tracker"]}"#;
+    proxy.add_rule(Rule {
+        matches: |l| l.starts_with("GET /server_info"),
+        times: 1,
+        action: Action::Respond(200, info.into()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_via(&proxy, dir.path(), "other-version", "steps:\n  - message: hi\n", "replies: []\n");
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &server.key)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 0, "a warning, not a failure:\n{}", out.stderr);
+    assert!(out.stderr.contains("warning: the agent-server is version 1.99.0"), "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/other-version"));
+    assert!(report["warnings"][0].as_str().unwrap().contains("1.99.0"), "{}", report["warnings"]);
+}

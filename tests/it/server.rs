@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 pub struct ExternalServer {
     child: std::process::Child,
+    /// Held open while the server should live: the wrapper stops the server when it closes, which the
+    /// OS does when the test process exits (a static's Drop never runs).
+    _lifeline: Option<std::process::ChildStdin>,
     pub url: String,
     pub key: String,
     _state: tempfile::TempDir,
@@ -24,9 +27,10 @@ impl ExternalServer {
         let port = free_port();
         let state = tempfile::tempdir().unwrap();
         let key = format!("remote-test-key-{}", uuid::Uuid::new_v4().simple());
-        let child = spawn_agent_server(port, &key, state.path(), env);
+        let mut child = spawn_agent_server(port, &key, state.path(), env);
+        let lifeline = child.stdin.take();
         let url = format!("http://127.0.0.1:{port}");
-        let server = ExternalServer { child, url, key, _state: state };
+        let server = ExternalServer { child, _lifeline: lifeline, url, key, _state: state };
         wait_until(Duration::from_secs(120), "the test's agent-server answers /health", || server.healthy());
         server
     }
@@ -58,8 +62,8 @@ impl ExternalServer {
 
 impl Drop for ExternalServer {
     fn drop(&mut self) {
-        // SAFETY: plain signals to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // SAFETY: plain signals to our own child's process group (the wrapper and the server).
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -100,7 +104,7 @@ fn dechunk(mut body: &str) -> String {
             break;
         }
         out.push_str(&rest[..n]);
-        body = &rest[n..].trim_start_matches("\r\n");
+        body = rest[n..].trim_start_matches("\r\n");
     }
     out
 }

@@ -6,6 +6,7 @@
 //!
 //! `OHRUN_TEST_BIN` runs the tests against another ohrun binary (an older build, to watch a test fail).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -204,12 +205,18 @@ pub fn write_job(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 /// Starts a real agent-server on 127.0.0.1:`port` with session key `key`, its state (and log) in
-/// `state_dir`, the way a user or a provider would.
+/// `state_dir`, the way a user or a provider would. It runs under a small shell, in a process group of
+/// its own, that stops it when the shell's stdin closes — when the returned child's stdin is dropped, or
+/// the test process exits — so no server outlives the tests. Signal the group (`-pid`) to reach the
+/// server itself.
 pub fn spawn_agent_server(port: u16, key: &str, state_dir: &Path, extra_env: &[(&str, &str)]) -> Child {
     let command = agent_server_command();
     let log = std::fs::File::create(state_dir.join("server.log")).unwrap();
-    let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..])
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#""$@" & pid=$!; trap 'kill -TERM $pid 2>/dev/null' TERM INT; (cat >/dev/null; kill -TERM $pid 2>/dev/null) & wait $pid"#)
+        .arg("agent-server")
+        .args(&command)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .current_dir(state_dir)
         .env("OH_SESSION_API_KEYS_0", key)
@@ -217,7 +224,8 @@ pub fn spawn_agent_server(port: u16, key: &str, state_dir: &Path, extra_env: &[(
         .env("OH_ENABLE_BROWSER", "false")
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         .env("TMUX_TMPDIR", state_dir)
-        .stdin(Stdio::null())
+        .process_group(0)
+        .stdin(Stdio::piped())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
     for (k, v) in extra_env {
