@@ -214,7 +214,8 @@ pub fn spawn_agent_server(port: u16, key: &str, state_dir: &Path, extra_env: &[(
     let log = std::fs::File::create(state_dir.join("server.log")).unwrap();
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(r#""$@" & pid=$!; trap 'kill -TERM $pid 2>/dev/null' TERM INT; (cat >/dev/null; kill -TERM $pid 2>/dev/null) & wait $pid"#)
+        // A background job's stdin is /dev/null in a script: the pipe is kept as fd 3 for the watcher.
+        .arg(r#"exec 3<&0; "$@" 3<&- & pid=$!; trap 'kill -TERM $pid 2>/dev/null' TERM INT; (cat <&3 >/dev/null; kill -TERM $pid 2>/dev/null) & exec 3<&-; wait $pid"#)
         .arg("agent-server")
         .args(&command)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
