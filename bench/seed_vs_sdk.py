@@ -1,9 +1,13 @@
-"""Benchmark: the seed job run by `ohrun` and by the Python SDK, side by side, against the same real
-agent-server and the same scripted LLM (`ohrun rehearse`). Measures wall time, each process's own peak
-RSS (VmHWM, sampled from /proc) and, for ohrun, the completion latency it records per step.
+"""Benchmark: the seed job run by `ohrun` and by the Python SDK, side by side, interleaved, against the same
+real agent-server and the same scripted LLM (`ohrun rehearse`, restarted for every run). Measures wall
+time, each client's own CPU time and peak RSS (VmHWM, sampled from /proc; the agent-server is nobody's),
+the time of each phase of both clients (start-up, connect, setup command, conversation, each step,
+close), and, for ohrun, the completion latency it records per step.
 
-Run with the managed venv's Python (it has the SDK):  ~/.cache/ohrun/agent-server-1.58.2/bin/python bench/seed_vs_sdk.py
+Run with the managed venv's Python (it has the SDK):
+    ~/.cache/ohrun/agent-server-1.58.2/bin/python bench/seed_vs_sdk.py
 """
+import datetime
 import json
 import os
 import pathlib
@@ -19,6 +23,7 @@ OHRUN = ROOT / "target/release/ohrun"
 SCRIPT = ROOT / "jobs/rehearsals/facts.yaml"
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 KEY = "bench-session-key"
+PHASES = ["start-up", "connect", "setup", "conversation", "step 1", "step 2", "close"]
 
 
 def free_port():
@@ -27,18 +32,21 @@ def free_port():
         return s.getsockname()[1]
 
 
-def peak_rss_kib(proc):
-    """Polls VmHWM of proc (not its children) until it exits."""
-    peak = 0
+def watch(proc):
+    """Polls VmHWM and CPU time of proc (not its children) until it exits."""
+    peak, cpu = 0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
     while proc.poll() is None:
         try:
             for line in open(f"/proc/{proc.pid}/status"):
                 if line.startswith("VmHWM:"):
                     peak = max(peak, int(line.split()[1]))
-        except OSError:
+            fields = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError):
             pass
-        time.sleep(0.02)
-    return peak
+        time.sleep(0.01)
+    return peak, cpu
 
 
 def start_rehearsal():
@@ -46,14 +54,79 @@ def start_rehearsal():
     return proc, proc.stdout.readline().strip()
 
 
-def main():
+def ts(rfc3339):
+    return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def ohrun_phases(report, spawned, exited):
+    steps = report["steps"]
+    started = ts(report["started_at"])
+    provision = report["sandbox"]["provision_ms"] / 1000
+    setup = sum(s["duration_ms"] for s in report["setup"]) / 1000
+    first_step = ts(steps[0]["started_at"])
+    return {
+        "start-up": started - spawned,
+        "connect": provision,
+        "setup": setup,
+        "conversation": first_step - started - provision - setup,
+        "step 1": steps[0]["duration_ms"] / 1000,
+        "step 2": steps[1]["duration_ms"] / 1000,
+        "close": exited - ts(steps[1]["ended_at"]),
+    }
+
+
+def sdk_phases(out, spawned, exited):
+    m, steps = out["marks"], out["steps"]
+    return {
+        "start-up": m["imported"] - spawned,
+        "connect": m["connected"] - m["imported"],
+        "setup": m["setup"] - m["connected"],
+        "conversation": steps[0]["start"] - m["setup"],
+        "step 1": steps[0]["done"] - steps[0]["start"],
+        "step 2": steps[1]["done"] - steps[1]["start"],
+        "close": exited - steps[1]["done"],
+    }
+
+
+def run_ohrun(url, work, wd, llm_url):
+    job = pathlib.Path(work, "job.yaml")
+    job.write_text(
+        f"name: seed\nsandbox: {{kind: remote, url: '{url}', session_key: '${{KEY}}', working_dir: '{wd}'}}\n"
+        f"llm: {{model: openai/rehearsal, base_url: '{llm_url}', api_key: '${{KEY}}',\n"
+        f"  input_cost_per_token: 0.000003, output_cost_per_token: 0.000015}}\n"
+        "setup: [\"echo 'Hello from OpenHands Cloud sandbox!' && pwd\"]\n"
+        "steps:\n  - message: Read the current repo and write 3 facts about the project into FACTS.txt.\n"
+        "  - message: Great! Now delete that file.\n")
+    spawned = time.time()
+    proc = subprocess.Popen([OHRUN, "-q", "run", job], cwd=work, env=dict(os.environ, KEY=KEY))
+    rss, cpu = watch(proc)
+    exited = time.time()
+    assert proc.returncode == 0, "ohrun failed"
+    report = json.load(open(pathlib.Path(work, "ohrun-reports/seed/run.json")))
+    latency = [s["completion_latency_ms"] for s in report["steps"]]
+    return exited - spawned, rss, cpu, report["totals"]["cost"], ohrun_phases(report, spawned, exited), latency
+
+
+def run_sdk(url, work, wd, llm_url, quiet):
+    spawned = time.time()
+    proc = subprocess.Popen([sys.executable, ROOT / "bench/sdk_seed.py", url, KEY, wd, llm_url, quiet],
+                            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, OPENHANDS_SUPPRESS_BANNER="1", LITELLM_LOCAL_MODEL_COST_MAP="True"))
+    rss, cpu = watch(proc)
+    exited = time.time()
+    assert proc.returncode == 0, "the SDK script failed"
+    # The SDK prints its own banner and logs; our line is the last JSON one.
+    out = json.loads([l for l in proc.stdout.read().splitlines() if l.startswith('{"cost"')][-1])
+    return exited - spawned, rss, cpu, out["cost"], sdk_phases(out, spawned, exited), []
+
+
+def start_server():
     state = tempfile.mkdtemp()
     port = free_port()
     env = dict(os.environ, OH_SESSION_API_KEYS_0=KEY, OH_ENABLE_VSCODE="false", OH_ENABLE_BROWSER="false",
                LITELLM_LOCAL_MODEL_COST_MAP="True", OPENHANDS_SUPPRESS_BANNER="1")
     server = subprocess.Popen([sys.executable, "-m", "openhands.agent_server", "--host", "127.0.0.1", "--port", str(port)],
                               cwd=state, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -61,57 +134,54 @@ def main():
         except OSError:
             time.sleep(0.2)
     time.sleep(1)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def report(results):
+    print(f"{RUNS} runs each, interleaved, one agent-server and the scripted LLM\n")
+    print("| client | wall, median (min … max) | client CPU, median | client peak RSS, median | cost reported |")
+    print("|---|---|---|---|---|")
+    for name, rows in results.items():
+        walls = [r[0] for r in rows]
+        print(f"| {name} | {med(walls):.2f} s ({min(walls):.2f} … {max(walls):.2f}) | {med([r[2] for r in rows]):.2f} s | "
+              f"{med([r[1] for r in rows]) / 1024:.1f} MiB | ${rows[0][3]:.4f} |")
+    print("\nPer phase, median seconds (min … max):\n")
+    print("| phase | " + " | ".join(results) + " |")
+    print("|---|" + "---|" * len(results))
+    for phase in PHASES:
+        cells = []
+        for rows in results.values():
+            xs = [r[4][phase] for r in rows]
+            cells.append(f"{med(xs):.3f} ({min(xs):.3f} … {max(xs):.3f})")
+        print(f"| {phase} | " + " | ".join(cells) + " |")
+    latencies = [lat for r in results["ohrun"] for lat in r[5]]
+    print(f"\nohrun completion latency (final state frame read → step done), {len(latencies)} steps: "
+          f"median {med(latencies):.3f} ms, max {max(latencies):.3f} ms")
+
+
+def main():
+    server, url = start_server()
     results = {"ohrun": [], "sdk": [], "sdk+quiet2s": []}
-    latencies = []
     try:
-        for i in range(RUNS):
+        for _ in range(RUNS):
             for name in results:
                 work = tempfile.mkdtemp()
                 wd = os.path.join(work, "ws")
                 reh, llm_url = start_rehearsal()
-                t0 = time.monotonic()
                 if name == "ohrun":
-                    job = pathlib.Path(work, "job.yaml")
-                    job.write_text(
-                        f"name: seed\nsandbox: {{kind: remote, url: '{url}', session_key: '${{KEY}}', working_dir: '{wd}'}}\n"
-                        f"llm: {{model: openai/rehearsal, base_url: '{llm_url}', api_key: '${{KEY}}',\n"
-                        f"  input_cost_per_token: 0.000003, output_cost_per_token: 0.000015}}\n"
-                        "setup: [\"echo 'Hello from OpenHands Cloud sandbox!' && pwd\"]\n"
-                        "steps:\n  - message: Read the current repo and write 3 facts about the project into FACTS.txt.\n"
-                        "  - message: Great! Now delete that file.\n")
-                    proc = subprocess.Popen([OHRUN, "-q", "run", job], cwd=work, env=dict(os.environ, KEY=KEY))
+                    results[name].append(run_ohrun(url, work, wd, llm_url))
                 else:
-                    quiet = "2" if name.endswith("quiet2s") else "0"
-                    proc = subprocess.Popen([sys.executable, ROOT / "bench/sdk_seed.py", url, KEY, wd, llm_url, quiet],
-                                            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                            env=dict(os.environ, OPENHANDS_SUPPRESS_BANNER="1", LITELLM_LOCAL_MODEL_COST_MAP="True"))
-                rss = peak_rss_kib(proc)
-                wall = time.monotonic() - t0
+                    results[name].append(run_sdk(url, work, wd, llm_url, "2" if name.endswith("quiet2s") else "0"))
                 reh.terminate()
                 reh.wait()
-                assert proc.returncode == 0, f"{name} failed"
-                if name == "ohrun":
-                    report = json.load(open(pathlib.Path(work, "ohrun-reports/seed/run.json")))
-                    cost = report["totals"]["cost"]
-                    latencies += [s["completion_latency_ms"] for s in report["steps"]]
-                else:
-                    # The SDK prints its own banner and logs; our line is the last JSON one.
-                    line = [l for l in proc.stdout.read().splitlines() if l.startswith('{"cost"')][-1]
-                    cost = json.loads(line)["cost"]
-                results[name].append((wall, rss, cost))
     finally:
         server.terminate()
         server.wait()
-    print(f"{RUNS} runs each, same agent-server and scripted LLM\n")
-    print("| client | wall time, median (min … max) | peak RSS of the client, median | cost reported |")
-    print("|---|---|---|---|")
-    for name, rows in results.items():
-        walls = [r[0] for r in rows]
-        rss = [r[1] for r in rows]
-        print(f"| {name} | {statistics.median(walls):.2f} s ({min(walls):.2f} … {max(walls):.2f}) | "
-              f"{statistics.median(rss) / 1024:.1f} MiB | ${rows[0][2]:.4f} |")
-    print(f"\nohrun completion latency (final state frame → step done), {len(latencies)} steps: "
-          f"median {statistics.median(latencies):.3f} ms, max {max(latencies):.3f} ms")
+    report(results)
 
 
 if __name__ == "__main__":

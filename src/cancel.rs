@@ -16,10 +16,9 @@ impl Cancel {
 
     /// A signal that never fires (tools and tests that run without signal handling).
     pub fn never() -> Cancel {
-        let (tx, rx) = watch::channel(0);
-        // Keep the sender alive forever so `wait` pends instead of returning.
-        std::mem::forget(tx);
-        Cancel { count: rx }
+        // One sender for all of them, alive for the whole process, so `wait` pends instead of returning.
+        static NEVER: std::sync::OnceLock<watch::Sender<u32>> = std::sync::OnceLock::new();
+        Cancel { count: NEVER.get_or_init(|| watch::channel(0).0).subscribe() }
     }
 
     /// How many times ohrun was asked to stop (0: not at all).

@@ -45,6 +45,8 @@ pub struct Conversation<'a> {
     pub(super) lost: bool,
     /// The first event that could not be written to events.jsonl: the evidence is incomplete.
     pub evidence_error: Option<String>,
+    /// Ids of the user messages logged, so a message whose POST failed unclearly can be found.
+    pub(super) user_message_ids: Vec<String>,
 }
 
 /// The conversation part of a run.
@@ -81,6 +83,7 @@ impl<'a> Conversation<'a> {
             cancel,
             lost: false,
             evidence_error: None,
+            user_message_ids: Vec::new(),
         };
         conv.reconcile(None).await;
         Ok(conv)
@@ -100,6 +103,11 @@ impl<'a> Conversation<'a> {
             && self.last_ts.as_deref().is_none_or(|last| ts > last)
         {
             self.last_ts = Some(ts.to_string());
+        }
+        if event.get("kind").and_then(Value::as_str) == Some("MessageEvent")
+            && event.get("source").and_then(Value::as_str) == Some("user")
+        {
+            self.user_message_ids.push(id.to_string());
         }
         if let Err(e) = self.writer.event(event)
             && self.evidence_error.is_none()

@@ -224,14 +224,15 @@ impl Conversation<'_> {
     }
 
     /// Sends the message exactly once. A 429 means it was stored (only the run was refused); after an
-    /// unclear failure (no answer, 5xx) ohrun looks for it among the stored user messages before it sends
-    /// again, so a retry, a provider's pause and resume, or a lost answer never sends it twice.
+    /// unclear failure (no answer, 5xx) ohrun looks for it among the stored user messages, and sends again
+    /// only when it is not there — also after the provider resumed a paused sandbox, which may process the
+    /// first request late.
     async fn send_once(&mut self, message: &str, ctx: &StepContext<'_>) -> Result<(), Verdict> {
         let since = self.last_ts.clone();
-        let known: Vec<String> = self.user_message_ids(since.as_deref()).await.unwrap_or_default();
-        let mut why = String::new();
+        // The user messages ohrun knows of: any other stored since `since` is this one.
+        let known = self.user_message_ids.clone();
         for attempt in 1..=SEND_ATTEMPTS {
-            match self.client.send_message(&self.id, message).await {
+            let why = match self.client.send_message(&self.id, message).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.status == Some(429) => return Ok(()),
                 Err(e) if e.status.is_some_and(|s| s < 500) => {
@@ -241,22 +242,41 @@ impl Conversation<'_> {
                         format!("sending the message failed: {e}"),
                     ));
                 }
-                Err(e) => why = format!("sending the message failed: {e}"),
+                Err(e) => format!("sending the message failed: {e}"),
+            };
+            if self.was_stored(since.as_deref(), &known, ctx, &why).await? {
+                return Ok(());
             }
-            match self.user_message_ids(since.as_deref()).await {
-                Ok(now) if now.iter().any(|id| !known.contains(id)) => return Ok(()),
-                Ok(_) => {}
-                Err(_) => self.ask_provider(ctx, &why).await?,
+            if attempt == SEND_ATTEMPTS {
+                return Err(self.lost_verdict(why));
             }
             self.pause_before_retry(attempt).await?;
         }
-        Err(self.lost_verdict(why))
+        Ok(())
     }
 
-    /// The ids of the user messages stored since `since`.
-    async fn user_message_ids(&self, since: Option<&str>) -> Result<Vec<String>, ApiError> {
-        let events = self.client.user_messages(&self.id, since).await?;
-        Ok(events.iter().filter_map(|e| e.get("id").and_then(Value::as_str)).map(str::to_string).collect())
+    /// Whether a user message ohrun did not know of was stored since `since`; while the server does not
+    /// answer, its provider is asked (and a paused sandbox resumed) before looking again.
+    async fn was_stored(
+        &mut self,
+        since: Option<&str>,
+        known: &[String],
+        ctx: &StepContext<'_>,
+        why: &str,
+    ) -> Result<bool, Verdict> {
+        for attempt in 1..=SEND_ATTEMPTS {
+            match self.client.user_messages(&self.id, since).await {
+                Ok(events) => {
+                    return Ok(events
+                        .iter()
+                        .filter_map(|e| e.get("id").and_then(Value::as_str))
+                        .any(|id| !known.iter().any(|k| k == id)));
+                }
+                Err(_) => self.ask_provider(ctx, why).await?,
+            }
+            self.pause_before_retry(attempt).await?;
+        }
+        Err(self.lost_verdict(format!("{why}; the agent-server did not answer since")))
     }
 
     /// Starts the run; 429 (busy), 5xx and no answer are retried (a repeated `/run` on a started run is a

@@ -367,7 +367,12 @@ impl Run<'_> {
         // The working directory may not exist yet (a remote server creates it with the conversation).
         let mkdir = format!("mkdir -p {}", setup::shell_quote(&ready.working_dir));
         if let Err((_, e)) = setup::run_command(client, &mkdir, "/", Duration::from_secs(60), &mut cancel).await {
-            return Err(Failure::from(e).hint("the agent-server could not prepare the working directory"));
+            let f = Failure::from(e);
+            return Err(if f.class == OutcomeClass::Interrupted {
+                f
+            } else {
+                f.hint("the agent-server could not prepare the working directory")
+            });
         }
         let total = settings.setup.len();
         if total > 0 {
