@@ -217,10 +217,15 @@ async fn install_server(
     let put = |name: &str, from: Result<(), std::io::Error>| {
         from.map_err(|e| Error::failed(format!("cannot prepare {name} for the image: {e}")))
     };
-    put("the lock", std::fs::write(work.join("agent-server.lock"), install::LOCK))?;
     match install::uv_for_image(progress, cancel).await {
-        Some(uv) => put("uv", std::fs::copy(uv, work.join("uv")).map(|_| ()))?,
-        None => progress("installing with pip in the image (uv is not available here)"),
+        Some(uv) => {
+            put("the lock", std::fs::write(work.join("agent-server.lock"), install::LOCK))?;
+            put("uv", std::fs::copy(uv, work.join("uv")).map(|_| ()))?;
+        }
+        None => {
+            progress("installing with pip in the image (uv is not available here)");
+            put("the lock", std::fs::write(work.join("agent-server.lock"), install::lock_for_pip(false)))?;
+        }
     }
     let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
     if ca.is_file() {

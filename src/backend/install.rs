@@ -34,6 +34,18 @@ pub fn venv_dir() -> PathBuf {
     home().join(format!("agent-server-{AGENT_SERVER_VERSION}"))
 }
 
+/// The lock as pip can take it on this machine. pip refuses to compare a `platform_release` marker with a
+/// release that is not a PEP 440 version (every Linux kernel's), and only macOS-only packages carry such
+/// markers, so elsewhere those lines are left out. uv takes the lock as it is.
+pub fn lock_for_pip(on_macos: bool) -> String {
+    LOCK.lines().filter(|l| on_macos || !l.contains("platform_release")).map(|l| format!("{l}\n")).collect()
+}
+
+/// Which installer to use: `OHRUN_INSTALLER=pip` skips uv (for machines that must not fetch it).
+fn pip_only() -> bool {
+    std::env::var("OHRUN_INSTALLER").is_ok_and(|v| v == "pip")
+}
+
 /// A short hash of the lock: a venv (or image) built from another lock is rebuilt.
 pub fn lock_hash() -> String {
     Sha256::digest(LOCK.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -152,7 +164,8 @@ pub async fn ensure_installed(progress: &(dyn Fn(&str) + Sync), cancel: &mut Can
     let _ = std::fs::remove_dir_all(&staging);
     let lock_file = home.join(format!("agent-server-{AGENT_SERVER_VERSION}.requirements.txt"));
     std::fs::write(&lock_file, LOCK).map_err(|e| io_error("cannot write the lock file", e))?;
-    let tool = match uv(&python, progress, cancel).await {
+    let uv = if pip_only() { Err(Error::failed("OHRUN_INSTALLER=pip")) } else { uv(&python, progress, cancel).await };
+    let tool = match uv {
         Ok(uv) => {
             run(
                 tokio::process::Command::new(&uv).args(["venv", "-q", "-p"]).arg(&python).arg(&staging),
@@ -174,7 +187,9 @@ pub async fn ensure_installed(progress: &(dyn Fn(&str) + Sync), cancel: &mut Can
         }
         Err(e) if e.kind == super::ErrorKind::Interrupted => return Err(e),
         Err(e) => {
-            progress(&format!("uv is not available ({}); installing with pip, which takes longer", e.message));
+            progress(&format!("installing with pip, which takes longer ({})", e.message));
+            std::fs::write(&lock_file, lock_for_pip(cfg!(target_os = "macos")))
+                .map_err(|e| io_error("cannot write the lock file", e))?;
             pip_install(&python, &staging, &lock_file, progress, cancel).await?;
             "pip"
         }
@@ -220,6 +235,9 @@ async fn uv(python: &Path, progress: &(dyn Fn(&str) + Sync), cancel: &mut Cancel
 
 /// uv for the image build (mounted into the build container), or None when it cannot be had here.
 pub async fn uv_for_image(progress: &(dyn Fn(&str) + Sync), cancel: &mut Cancel) -> Option<PathBuf> {
+    if pip_only() {
+        return None;
+    }
     let (python, _) = find_python()?;
     uv(&python, progress, cancel).await.ok()
 }

@@ -36,23 +36,23 @@ pub fn check(spec: &JobSpec, job_dir: &FsPath, doc: &Document) -> Vec<Diagnostic
 }
 
 /// Collects problems, and the durations and `${VAR}` strings to check once at the end.
-struct Checker<'d> {
+struct Checker<'d, 's> {
     doc: &'d Document,
     out: Vec<Diagnostic>,
     durations: Vec<(Path, HumanDuration)>,
-    env_strings: Vec<(Path, EnvString)>,
+    env_strings: Vec<(Path, &'s EnvString)>,
 }
 
-impl Checker<'_> {
+impl<'s> Checker<'_, 's> {
     fn at(&mut self, p: Path, message: String, hint: &str) {
         self.out.push(Diagnostic::new(message).at(self.doc.span(&p)).hint(hint.to_string()));
     }
 
-    fn env(&mut self, p: Path, s: &EnvString) {
-        self.env_strings.push((p, s.clone()));
+    fn env(&mut self, p: Path, s: &'s EnvString) {
+        self.env_strings.push((p, s));
     }
 
-    fn steps(&mut self, spec: &JobSpec, job_dir: &FsPath) {
+    fn steps(&mut self, spec: &'s JobSpec, job_dir: &FsPath) {
         if spec.steps.is_empty() {
             self.at(path(&[k("steps")]), "a job needs at least one step".into(), "add `- message: ...` under `steps:`");
         }
@@ -75,7 +75,7 @@ impl Checker<'_> {
         }
     }
 
-    fn setup(&mut self, spec: &JobSpec) {
+    fn setup(&mut self, spec: &'s JobSpec) {
         for (i, cmd) in spec.setup.iter().enumerate() {
             let sp = |key: &str| path(&[k("setup"), Seg::Index(i), k(key)]);
             self.durations.push((sp("timeout"), cmd.timeout));
@@ -95,7 +95,7 @@ impl Checker<'_> {
         }
     }
 
-    fn sandbox(&mut self, sandbox: &Sandbox) {
+    fn sandbox(&mut self, sandbox: &'s Sandbox) {
         let sb = |key: &str| path(&[k("sandbox"), k(key)]);
         match sandbox {
             Sandbox::Cloud(c) => {
@@ -134,13 +134,13 @@ impl Checker<'_> {
         }
     }
 
-    fn env_list(&mut self, base: &[Seg], items: &[EnvString]) {
+    fn env_list(&mut self, base: &[Seg], items: &'s [EnvString]) {
         for (i, item) in items.iter().enumerate() {
             self.env(base.iter().cloned().chain([Seg::Index(i)]).collect(), item);
         }
     }
 
-    fn runtime(&mut self, r: &super::model::RuntimeSandbox) {
+    fn runtime(&mut self, r: &'s super::model::RuntimeSandbox) {
         let sb = |key: &str| path(&[k("sandbox"), k(key)]);
         self.durations.extend([(sb("init_timeout"), r.init_timeout), (sb("api_timeout"), r.api_timeout)]);
         for (key, v) in [
@@ -164,7 +164,7 @@ impl Checker<'_> {
         self.env_names(&[k("sandbox"), k("forward_env")], &r.forward_env);
     }
 
-    fn docker(&mut self, d: &super::model::DockerSandbox) {
+    fn docker(&mut self, d: &'s super::model::DockerSandbox) {
         let sb = |key: &str| path(&[k("sandbox"), k(key)]);
         self.durations.push((sb("init_timeout"), d.init_timeout));
         self.env(sb("image"), &d.image);
@@ -207,7 +207,7 @@ impl Checker<'_> {
         }
     }
 
-    fn llm_and_agent(&mut self, spec: &JobSpec) {
+    fn llm_and_agent(&mut self, spec: &'s JobSpec) {
         self.env(path(&[k("llm"), k("model")]), &spec.llm.model);
         if let Some(b) = &spec.llm.base_url {
             self.env(path(&[k("llm"), k("base_url")]), b);
@@ -255,7 +255,7 @@ impl Checker<'_> {
         }
     }
 
-    fn limits_report_secrets(&mut self, spec: &JobSpec, job_dir: &FsPath) {
+    fn limits_report_secrets(&mut self, spec: &'s JobSpec, job_dir: &FsPath) {
         if spec.limits.max_cost.is_some_and(|c| c.nanos == 0) {
             self.at(
                 path(&[k("limits"), k("max_cost")]),

@@ -472,6 +472,23 @@ fn the_managed_venv_holds_exactly_the_locked_packages() {
     assert_exactly_locked(&[command[0].as_str()]);
 }
 
+#[test]
+fn the_pip_fallback_installs_exactly_the_locked_packages_too() {
+    // A machine where uv must not be fetched: the same lock through pip, into a cache of its own.
+    let home = tempfile::tempdir().unwrap();
+    let out = Ohrun::new()
+        .env("OHRUN_HOME", home.path())
+        .env("OHRUN_INSTALLER", "pip")
+        .env("PIP_NO_CACHE_DIR", "1")
+        .args(["setup", "local"])
+        .timeout(Duration::from_secs(900))
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("installed with pip"), "{}", out.stderr);
+    let python = home.path().join("agent-server-1.58.2/bin/python");
+    assert_exactly_locked(&[python.to_str().unwrap()]);
+}
+
 /// Runs a Python (the venv's, or one in a container) that compares what is installed with the lock:
 /// every locked package whose markers apply is installed at its pinned version, and nothing else is.
 pub fn assert_exactly_locked(python: &[&str]) {
