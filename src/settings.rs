@@ -263,8 +263,25 @@ impl<'a> Resolver<'a> {
         s.map(|s| self.text(s, what)).filter(|v| !v.is_empty())
     }
 
+    /// A command line: values it takes from the environment are treated as secrets (a token passed as an
+    /// argument), since a failed start prints the command.
     fn list(&mut self, items: &[EnvString], what: &str) -> Vec<String> {
-        items.iter().enumerate().map(|(i, s)| self.text(s, &format!("{what}[{i}]"))).collect()
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                self.register_referenced(s);
+                self.text(s, &format!("{what}[{i}]"))
+            })
+            .collect()
+    }
+
+    fn register_referenced(&self, s: &EnvString) {
+        for name in s.var_names() {
+            if let Some(value) = (self.env)(name) {
+                redact::register(&value);
+            }
+        }
     }
 
     /// A provider URL, refused when it would carry a key over plain http to a far host.
@@ -305,11 +322,7 @@ impl<'a> Resolver<'a> {
     fn env_map(&mut self, map: &indexmap::IndexMap<String, EnvString>, what: &str) -> Vec<(String, String)> {
         map.iter()
             .map(|(k, v)| {
-                for name in v.var_names() {
-                    if let Some(value) = (self.env)(name) {
-                        redact::register(&value);
-                    }
-                }
+                self.register_referenced(v);
                 (k.clone(), self.text(v, &format!("{what}.{k}")))
             })
             .collect()

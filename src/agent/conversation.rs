@@ -49,6 +49,14 @@ pub struct Conversation<'a> {
     pub(super) user_message_ids: Vec<String>,
 }
 
+/// What draining the socket before a run found.
+pub(super) struct Drained {
+    /// Where a socket gap began (the newest event logged before it), when there was one.
+    pub gap_since: Option<Option<String>>,
+    /// The socket is down now (reconnecting, or gone).
+    pub socket_down: bool,
+}
+
 /// The conversation part of a run.
 pub struct Outcome {
     pub steps: Vec<StepReport>,
@@ -139,26 +147,27 @@ impl<'a> Conversation<'a> {
     }
 
     /// Takes in what arrived on the socket before the next run starts: late events of the last run and
-    /// the snapshot of a reconnect. They are logged, never taken as the end of the next run. Returns where
-    /// a socket gap began, if there was one (the caller reconciles from there).
-    pub(super) fn drain_queued(&mut self) -> Option<Option<String>> {
-        let mut gap = None;
+    /// the snapshot of a reconnect. They are logged, never taken as the end of the next run.
+    pub(super) fn drain_queued(&mut self) -> Drained {
+        let mut drained = Drained { gap_since: None, socket_down: false };
         while let Some(ev) = self.socket.as_mut().and_then(|s| s.try_recv()) {
             match ev {
                 WsEvent::Frame(f) => {
                     self.log(&f.event);
                 }
                 WsEvent::Disconnected => {
-                    gap.get_or_insert_with(|| self.last_ts.clone());
+                    drained.gap_since.get_or_insert_with(|| self.last_ts.clone());
+                    drained.socket_down = true;
                 }
-                WsEvent::Reconnected => {}
+                WsEvent::Reconnected => drained.socket_down = false,
                 WsEvent::Closed(why) => {
                     tracing::warn!("{why}; following the conversation over REST");
                     self.socket = None;
                 }
             }
         }
-        gap
+        drained.socket_down |= self.socket.is_none();
+        drained
     }
 
     async fn stats(&self) -> Option<Totals> {

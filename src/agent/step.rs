@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 
 /// How often (in 1 s ticks) the provider is asked about the sandbox while a step runs normally.
 const PROBE_EVERY_TICKS: u64 = 5;
+/// How often (in 1 s ticks) REST is asked about the run while the socket is up: a half-open socket, or a
+/// final frame that came before `/run` returned, must not leave the step waiting for its timeout.
+const POLL_EVERY_TICKS: u64 = 5;
 /// How many consecutive failed REST polls (one a second) make the server lost, when no probe says so sooner.
 const LOST_AFTER_FAILED_POLLS: u32 = 30;
 /// How long REST must report a terminal status before it is believed without the socket (the SDK's 30 s).
@@ -202,19 +205,36 @@ struct Wait<'p> {
 impl Conversation<'_> {
     /// Sends `message`, starts a run and waits for its end.
     pub(super) async fn one_run(&mut self, message: &str, ctx: &StepContext<'_>) -> Verdict {
-        if let Some(since) = self.drain_queued() {
-            self.reconcile(since).await;
+        let drained = self.drain_queued();
+        if let Some(since) = drained.gap_since {
+            // The gap of a reconnect between steps; bounded like every wait outside the loop below.
+            let _ = tokio::time::timeout(ctx.step.max_wait.0, self.reconcile(since)).await;
         }
-        if let Err(v) = self.send_once(message, ctx).await {
-            return v;
-        }
-        if let Err(v) = self.start_run(ctx).await {
+        // Sending and starting may retry (and ask the provider); Ctrl-C and the deadline still count.
+        let mut cancel = self.cancel.clone();
+        let started = tokio::select! {
+            r = self.send_and_start(message, ctx) => r,
+            _ = cancel.wait() => Err(Verdict::failed(EndReason::Interrupted, "Interrupted", "interrupted before the run started".into())),
+            _ = tokio::time::sleep_until(ctx.deadline.into()) => {
+                Err(Verdict::failed(EndReason::Timeout, "Timeout", "the step's time ran out before its run could start".into()))
+            }
+        };
+        if let Err(v) = started {
+            // The message may have been stored and the run started before the answer was lost.
+            if !self.lost {
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.client.interrupt(&self.id)).await;
+            }
             return v;
         }
         tracing::info!("step {}: message sent, run started", ctx.index);
-        let verdict = self.wait_for_end(Instant::now(), ctx).await;
+        let verdict = self.wait_for_end(Instant::now(), drained.socket_down, ctx).await;
         tracing::info!("step {}: the run ended ({})", ctx.index, verdict.reason.as_str());
         verdict
+    }
+
+    async fn send_and_start(&mut self, message: &str, ctx: &StepContext<'_>) -> Result<(), Verdict> {
+        self.send_once(message, ctx).await?;
+        self.start_run(ctx).await
     }
 
     fn lost_verdict(&mut self, why: String) -> Verdict {
@@ -330,13 +350,13 @@ impl Conversation<'_> {
 
     /// The wait: socket frames, ticks (progress, probes, REST polls while the socket is down), the
     /// deadline and Ctrl-C, with the slow calls in flight beside them.
-    async fn wait_for_end(&mut self, armed: Instant, ctx: &StepContext<'_>) -> Verdict {
+    async fn wait_for_end(&mut self, armed: Instant, socket_down: bool, ctx: &StepContext<'_>) -> Verdict {
         let mut w = Wait {
             armed,
             tracker: Tracker::default(),
             stop: None,
             stop_deadline: None,
-            socket_down: self.socket.is_none(),
+            socket_down: socket_down || self.socket.is_none(),
             gap_since: None,
             rest_terminal: None,
             over: None,
@@ -498,7 +518,8 @@ impl Conversation<'_> {
         if w.ticks.is_multiple_of(PROBE_EVERY_TICKS) && !w.socket_down && w.probe.is_none() && !self.lost {
             w.probe = Some(ctx.probe.probe());
         }
-        if w.socket_down && w.poll.is_none() && !self.lost {
+        let poll_due = w.socket_down || w.ticks.is_multiple_of(POLL_EVERY_TICKS);
+        if poll_due && w.poll.is_none() && !self.lost {
             let since = w.gap_since.clone().unwrap_or_else(|| self.last_ts.clone());
             let (client, id) = (self.client.clone(), self.id.clone());
             w.poll = Some(Box::pin(async move {
@@ -567,8 +588,10 @@ impl Conversation<'_> {
         if reason == EndReason::Error && tracker.last_error.is_none() {
             // The error event can trail the status frame over REST; look for it once more.
             let since = self.last_ts.clone();
-            for v in self.reconcile(since).await {
-                tracker.track(&v, &mut self.live_cost);
+            if let Ok(events) = tokio::time::timeout(step.max_wait.0, self.reconcile(since)).await {
+                for v in events {
+                    tracker.track(&v, &mut self.live_cost);
+                }
             }
         }
         Verdict {

@@ -61,7 +61,8 @@ impl Cloud {
     async fn start(&mut self, ctx: &Context<'_>) -> Result<Ready, Error> {
         let s = self.settings.clone();
         let deadline = ctx.deadline(s.init_timeout);
-        let api = ProviderApi::new(&s.api_url, "Authorization", format!("Bearer {}", s.api_key), s.api_timeout)?;
+        let api = ProviderApi::new(&s.api_url, "Authorization", format!("Bearer {}", s.api_key), s.api_timeout)?
+            .with_cancel(ctx.cancel.clone());
         self.api = Some(api.clone());
         let id = match self.create(&api, deadline, ctx).await {
             Ok(id) => id,
@@ -272,7 +273,10 @@ impl Backend for Cloud {
     fn release(&mut self, keep: bool) -> BoxFuture<'_, Released> {
         Box::pin(async move {
             let (Some(api), Some(id)) = (self.api.clone(), self.id.clone()) else { return Released::NothingToRelease };
-            if let Some(done) = provider::release_shortcut(self.released, keep || self.settings.keep_alive) {
+            let api = api.with_cancel(crate::cancel::Cancel::never());
+            // `keep_alive` keeps a sandbox that worked, not one that never became ready.
+            let keep = keep || (self.settings.keep_alive && self.client.is_some());
+            if let Some(done) = provider::release_shortcut(self.released, keep) {
                 return done;
             }
             let result = self.delete(&api, &id).await;

@@ -100,7 +100,11 @@ async fn build(
     import(docker, &rootfs, &base).await?;
     let _ = std::fs::remove_dir_all(&rootfs);
     let result = install_server(docker, &base, &work, tag, inputs, progress, cancel).await;
-    let _ = docker.remove_image(&base, Some(RemoveImageOptionsBuilder::default().force(true).build()), None).await;
+    if let Err(e) =
+        docker.remove_image(&base, Some(RemoveImageOptionsBuilder::default().force(true).build()), None).await
+    {
+        tracing::warn!("removing the build's base image {base} failed (remove it by hand): {e}");
+    }
     let _ = std::fs::remove_dir_all(&work);
     result
 }

@@ -206,30 +206,32 @@ pub async fn ensure_installed(progress: &(dyn Fn(&str) + Sync), cancel: &mut Can
     })
 }
 
-/// uv from ohrun's cache, installed there with pip on first use.
+/// uv from ohrun's cache, installed there with pip on first use: locked (the venv install and an image
+/// build may both want it), built under a temporary name and renamed when complete.
 async fn uv(python: &Path, progress: &(dyn Fn(&str) + Sync), cancel: &mut Cancel) -> Result<PathBuf, Error> {
     let dir = home().join(format!("uv-{UV_VERSION}"));
     let uv = dir.join("bin/uv");
-    if dir.join(".complete").is_file() && uv.is_file() {
+    if uv.is_file() {
+        return Ok(uv);
+    }
+    let _lock =
+        FileLock::acquire(&home().join(format!("uv-{UV_VERSION}.lock")), "fetching uv", progress, cancel).await?;
+    if uv.is_file() {
         return Ok(uv);
     }
     progress(&format!("fetching uv {UV_VERSION} from PyPI"));
-    let _ = std::fs::remove_dir_all(&dir);
-    run(tokio::process::Command::new(python).args(["-m", "venv"]).arg(&dir), progress, cancel).await?;
+    let staging = home().join(format!("uv-{UV_VERSION}.partial"));
+    let _ = std::fs::remove_dir_all(&staging);
+    run(tokio::process::Command::new(python).args(["-m", "venv"]).arg(&staging), progress, cancel).await?;
+    let pip = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check"];
     run(
-        tokio::process::Command::new(dir.join("bin/python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("uv=={UV_VERSION}"),
-        ]),
+        tokio::process::Command::new(staging.join("bin/python")).args(pip).arg(format!("uv=={UV_VERSION}")),
         progress,
         cancel,
     )
     .await?;
-    std::fs::write(dir.join(".complete"), UV_VERSION).map_err(|e| io_error("cannot finish uv", e))?;
+    // uv is one self-contained binary: the venv around it may move.
+    std::fs::rename(&staging, &dir).map_err(|e| io_error("cannot move uv into place", e))?;
     Ok(uv)
 }
 

@@ -1,7 +1,8 @@
 //! `kind: local`: an agent-server process that ohrun starts, supervises and stops. The server leads its
 //! own process group, so stopping it (TERM, then KILL after a grace period) reaches everything it
-//! spawned; KillOnDrop covers every early return and panic. Its output goes through the redactor into
-//! `agent-server.log` in the run's report directory. Its tmux sockets live in the server's own state
+//! spawned; KillOnDrop covers every early return and panic. It writes its output into its private state
+//! directory; ohrun copies that through the redactor into `agent-server.log` in the run's report
+//! directory as it grows (a kept server goes on writing when ohrun has gone, with no pipe to break). Its tmux sockets live in the server's own state
 //! directory, and any tmux server left there is killed after the stop. A crash is seen at once: the probe
 //! reaps the child (a zombie is not alive).
 
@@ -42,6 +43,7 @@ struct Server {
     pid: u32,
     state_dir: tempfile::TempDir,
     report_dir: PathBuf,
+    copier: LogCopier,
 }
 
 impl Local {
@@ -67,17 +69,18 @@ impl Local {
             .prefix("ohrun-agent-server-")
             .tempdir()
             .map_err(|e| Error::failed(format!("cannot create a state directory: {e}")).hint("check TMPDIR"))?;
-        let mut child = spawn(&command, port, &key, state_dir.path(), &self.settings.env, ctx.hide_env)?;
-        copy_output(&mut child, &log_file)?;
+        let raw_log = state_dir.path().join("server.log");
+        let child = spawn(&command, port, &key, state_dir.path(), &raw_log, &self.settings.env, ctx.hide_env)?;
+        let copier = LogCopier::start(raw_log.clone(), &log_file)?;
         let pid = child.id().unwrap_or_default();
         self.pid = Some(pid);
         tracing::info!("started the agent-server (pid {pid}) on port {port}");
-        self.server =
-            Some(Server { child: Mutex::new(child), pid, state_dir, report_dir: ctx.report_dir.to_path_buf() });
+        let report_dir = ctx.report_dir.to_path_buf();
+        self.server = Some(Server { child: Mutex::new(child), pid, state_dir, report_dir, copier });
         let client = AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key), Duration::from_secs(60));
         let deadline = ctx.deadline(self.settings.init_timeout);
         let (limit, raise) = ctx.limit(self.settings.init_timeout);
-        let tail_of = log_file.clone();
+        let tail_of = raw_log.clone();
         health::wait(
             &client,
             deadline,
@@ -86,7 +89,7 @@ impl Local {
                 self.exited().map(|status| {
                     Error::failed(format!("the agent-server exited ({status}) before it became healthy"))
                         .hint(format!("its log is {}", log_file.display()))
-                        .log_tail(tail(&log_file, 20))
+                        .log_tail(tail(&raw_log, 20))
                 })
             },
             || async move {
@@ -130,16 +133,20 @@ fn spawn(
     port: u16,
     key: &str,
     state_dir: &Path,
+    raw_log: &Path,
     env: &[(String, String)],
     hide_env: &[String],
 ) -> Result<Box<dyn ChildWrapper>, Error> {
+    let log = std::fs::File::create(raw_log)
+        .and_then(|f| Ok((f.try_clone()?, f)))
+        .map_err(|e| Error::failed(format!("cannot create {}: {e}", raw_log.display())).hint("check TMPDIR"))?;
     let mut cmd = CommandWrap::with_new(&command[0], |c| {
         c.args(&command[1..])
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .current_dir(state_dir)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+            .stdout(log.0)
+            .stderr(log.1);
         for name in hide_env {
             c.env_remove(name);
         }
@@ -163,30 +170,51 @@ fn spawn(
     })
 }
 
-/// Copies the server's stdout and stderr, redacted, into `log_file` until the process closes them.
-fn copy_output(child: &mut Box<dyn ChildWrapper>, log_file: &Path) -> Result<(), Error> {
-    let file = std::fs::File::create(log_file)
-        .map_err(|e| Error::failed(format!("cannot create {}: {e}", log_file.display())).hint("check permissions"))?;
-    let log = std::sync::Arc::new(Mutex::new(RedactingWriter::new(file)));
-    let streams: [Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>; 2] = [
-        child.stdout().take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        child.stderr().take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-    ];
-    for stream in streams.into_iter().flatten() {
-        let log = log.clone();
-        tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(stream);
-            let mut line = Vec::new();
-            while lines.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) {
-                let mut w = log.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = std::io::Write::write_all(&mut *w, &line);
-                let _ = std::io::Write::flush(&mut *w);
-                line.clear();
+/// Copies the server's log, redacted, into the report as it grows, until told to stop (after one last
+/// copy).
+struct LogCopier {
+    stop: std::sync::Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LogCopier {
+    fn start(raw: PathBuf, copy: &Path) -> Result<LogCopier, Error> {
+        let file = std::fs::File::create(copy)
+            .map_err(|e| Error::failed(format!("cannot create {}: {e}", copy.display())).hint("check permissions"))?;
+        let mut out = RedactingWriter::new(file);
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut offset = 0u64;
+            loop {
+                let done = tokio::time::timeout(Duration::from_millis(200), stopped.notified()).await.is_ok();
+                offset = copy_new(&raw, offset, &mut out);
+                if done {
+                    let _ = std::io::Write::flush(&mut out);
+                    return;
+                }
             }
         });
+        Ok(LogCopier { stop, task })
     }
-    Ok(())
+
+    /// One last copy, then stop.
+    async fn finish(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+/// Appends what `raw` has beyond `offset` to `out`; returns the new offset.
+fn copy_new(raw: &Path, offset: u64, out: &mut impl std::io::Write) -> u64 {
+    use std::io::{Read, Seek};
+    let Ok(mut f) = std::fs::File::open(raw) else { return offset };
+    let mut buf = Vec::new();
+    if f.seek(std::io::SeekFrom::Start(offset)).is_err() || f.read_to_end(&mut buf).is_err() {
+        return offset;
+    }
+    let _ = out.write_all(&buf);
+    offset + buf.len() as u64
 }
 
 impl Server {
@@ -207,12 +235,15 @@ impl Server {
             }
         };
         kill_tmux_servers(self.state_dir.path()).await;
+        self.copier.finish().await;
         result
     }
 
-    /// Leaves the server running: no kill on drop, state kept; its session key goes into a private file.
-    fn detach(self) -> PathBuf {
+    /// Leaves the server running: no kill on drop, state kept (its log goes on in there); its session key
+    /// goes into a private file.
+    async fn detach(self) -> PathBuf {
         let key_file = self.report_dir.join("agent-server.key");
+        self.copier.finish().await;
         std::mem::forget(self.child.into_inner().unwrap_or_else(|e| e.into_inner()));
         let _ = self.state_dir.keep();
         key_file
@@ -236,10 +267,11 @@ async fn kill_tmux_servers(state_dir: &Path) {
     }
 }
 
+/// The last lines of the server's own log, redacted (they go to the console and the report).
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    crate::report::redact::apply(&all[all.len().saturating_sub(lines)..].join("\n")).into_owned()
 }
 
 /// Writes the session key of a kept server where only the user can read it.
@@ -260,7 +292,7 @@ impl Backend for Local {
             let Some(server) = self.server.take() else { return Released::NothingToRelease };
             if keep && self.client.is_some() {
                 let key = self.client.as_ref().and_then(|c| c.session_key()).unwrap_or_default();
-                let key_file = server.detach();
+                let key_file = server.detach().await;
                 if let Err(e) = write_private(&key_file, &key) {
                     tracing::warn!("cannot write {}: {e}", key_file.display());
                 }
@@ -277,9 +309,11 @@ impl Backend for Local {
         let url = self.client.as_ref().map(|c| c.base_url().to_string()).unwrap_or_default();
         let pid = self.pid.unwrap_or_default();
         let key_file = self.log_file.as_ref().and_then(|l| l.parent()).map(|d| d.join("agent-server.key"));
+        let log = self.server.as_ref().map(|s| s.state_dir.path().join("server.log"));
         format!(
-            "agent-server at {url} (working dir {working_dir}; session key in {}, sent as X-Session-API-Key; stop it with `kill -TERM -- -{pid}`)",
-            key_file.map(|k| k.display().to_string()).unwrap_or_default()
+            "agent-server at {url} (working dir {working_dir}; session key in {}, sent as X-Session-API-Key; its log goes on in {}; stop it with `kill -TERM -- -{pid}`)",
+            key_file.map(|k| k.display().to_string()).unwrap_or_default(),
+            log.map(|l| l.display().to_string()).unwrap_or_default()
         )
     }
 

@@ -71,7 +71,9 @@ impl ApiFailure {
     }
 }
 
-/// A provider's API: base URL, auth header and the log of retries (shared by clones).
+/// A provider's API: base URL, auth header and the log of retries (shared by clones). Waits between
+/// retries end when `cancel` fires (an interrupted provisioning stops retrying); a release uses a clone
+/// that never cancels, so it keeps trying to give the sandbox back.
 #[derive(Clone)]
 pub struct ProviderApi {
     base: Url,
@@ -79,6 +81,7 @@ pub struct ProviderApi {
     auth_header: &'static str,
     auth_value: String,
     retries: Arc<Mutex<Vec<ApiRetry>>>,
+    cancel: Cancel,
 }
 
 impl ProviderApi {
@@ -96,7 +99,13 @@ impl ProviderApi {
             .user_agent(concat!("ohrun/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::new(ErrorKind::Failed, format!("cannot build an HTTP client: {e}")))?;
-        Ok(ProviderApi { base, http, auth_header, auth_value, retries: Arc::default() })
+        Ok(ProviderApi { base, http, auth_header, auth_value, retries: Arc::default(), cancel: Cancel::never() })
+    }
+
+    /// The same API (and retry log), whose retries stop when `cancel` fires.
+    pub fn with_cancel(mut self, cancel: Cancel) -> ProviderApi {
+        self.cancel = cancel;
+        self
     }
 
     /// The base URL as given (no trailing slash), for messages.
@@ -161,7 +170,7 @@ impl ProviderApi {
         idempotent: bool,
         deadline: Option<Instant>,
     ) -> Result<Value, ApiFailure> {
-        let mut cancel = Cancel::never();
+        let mut cancel = self.cancel.clone();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -298,8 +307,12 @@ where
             return Err(Error::new(ErrorKind::NotReady, format!("{what} did not become ready within {}", limit.0))
                 .hint(limit.1));
         }
-        if let Poll::Ready(v) = look().await? {
-            return Ok(v);
+        match look().await {
+            Ok(Poll::Ready(v)) => return Ok(v),
+            Ok(Poll::Waiting) => {}
+            // A request whose retries were cut short by Ctrl-C failed because of it.
+            Err(_) if cancel.is_set() => return Err(Error::interrupted()),
+            Err(e) => return Err(e),
         }
         if cancel.sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await {
             return Err(Error::interrupted());
@@ -316,6 +329,8 @@ pub enum Found {
     Nothing,
     /// Something may have been made but it cannot be told apart from others' sandboxes.
     Unsure(Vec<String>),
+    /// The look itself failed; what the request made (if anything) is still ours to find later.
+    Failed,
 }
 
 /// Creates a sandbox without ever creating two: a failure after which the server may have acted (5xx,
@@ -347,6 +362,13 @@ where
         }
         match find().await {
             Found::Ours(v) => return Ok(v),
+            Found::Unsure(candidates) if candidates.is_empty() => {
+                return Err(Error::new(
+                    ErrorKind::Unsure(Vec::new()),
+                    format!("{failure}; the request may have created a sandbox, and the account's sandboxes could not be listed to find out"),
+                )
+                .hint("look at the account's sandboxes and delete one this run may have made; ohrun did not retry, so it made at most one"));
+            }
             Found::Unsure(candidates) => {
                 return Err(Error::new(
                     ErrorKind::Unsure(candidates.clone()),
@@ -358,6 +380,7 @@ where
                 )
                 .hint("check these sandboxes and delete the one this run made; ohrun did not use or delete any of them"));
             }
+            Found::Failed => return Err(failure.into_error(key_var, api_name)),
             Found::Nothing => {}
         }
         if !api.wait_before_retry(&Method::POST, &url, attempt, &failure, Some(deadline), cancel).await {

@@ -84,7 +84,8 @@ impl Runtime {
     async fn start(&mut self, ctx: &Context<'_>) -> Result<Ready, Error> {
         let s = self.settings.clone();
         let deadline = ctx.deadline(s.init_timeout);
-        let api = ProviderApi::new(&s.api_url, "X-API-Key", s.api_key.clone(), s.api_timeout)?;
+        let api = ProviderApi::new(&s.api_url, "X-API-Key", s.api_key.clone(), s.api_timeout)?
+            .with_cancel(ctx.cancel.clone());
         self.api = Some(api.clone());
         let sid = s.session_id.clone().unwrap_or_else(|| format!("ohrun-{}", uuid::Uuid::new_v4().simple()));
         self.session_id = Some(sid.clone());
@@ -93,8 +94,10 @@ impl Runtime {
                 (ctx.progress)(&format!("attaching to the existing runtime session {sid}"));
                 v
             }
-            _ => {
-                self.started = true;
+            existing => {
+                // Only a session that did not exist is ohrun's to stop; one the job named in another
+                // state (starting, stopped) is started as the SDK does, and left alone afterwards.
+                self.started = existing.is_none();
                 let v = self.start_session(&api, &sid, deadline, ctx).await?;
                 (ctx.progress)(&format!("started runtime session {sid}; waiting until it is ready"));
                 v
@@ -279,10 +282,12 @@ impl Backend for Runtime {
     fn release(&mut self, keep: bool) -> BoxFuture<'_, Released> {
         Box::pin(async move {
             let Some(api) = self.api.clone() else { return Released::NothingToRelease };
+            let api = api.with_cancel(crate::cancel::Cancel::never());
+            let keep = keep || (self.settings.keep_alive && self.client.is_some());
             if !self.started {
                 return if self.runtime_id.is_some() { Released::Attached } else { Released::NothingToRelease };
             }
-            if let Some(done) = provider::release_shortcut(self.released, keep || self.settings.keep_alive) {
+            if let Some(done) = provider::release_shortcut(self.released, keep) {
                 return done;
             }
             let result = self.stop(&api).await;

@@ -244,17 +244,21 @@ fn expand_runs(
 /// Two runs of one plan never share a report directory: the second would overwrite the first's evidence.
 /// Directories are compared as rendered; `${VAR}`s are the same for every run of one invocation.
 fn check_report_dirs(runs: &[PlannedRun], doc: &Document, diags: &mut Vec<Diagnostic>) {
-    let mut by_dir: IndexMap<&str, Vec<&str>> = IndexMap::new();
+    // Compared as paths: `out/x`, `./out/x` and `out//x/` are one directory.
+    let mut by_dir: IndexMap<PathBuf, Vec<&str>> = IndexMap::new();
     for r in runs {
-        by_dir.entry(r.spec.report.dir.0.trim_end_matches('/')).or_default().push(&r.id);
+        let dir: PathBuf =
+            Path::new(&r.spec.report.dir.0).components().filter(|c| *c != std::path::Component::CurDir).collect();
+        by_dir.entry(dir).or_default().push(&r.id);
     }
     for (dir, ids) in by_dir.into_iter().filter(|(_, ids)| ids.len() > 1) {
         let shown: Vec<&str> = ids.iter().take(4).copied().collect();
         let more = if ids.len() > 4 { format!(" and {} more", ids.len() - 4) } else { String::new() };
         diags.push(
             Diagnostic::new(format!(
-                "{} runs would share the report directory `{dir}`: {}{more}",
+                "{} runs would share the report directory `{}`: {}{more}",
                 ids.len(),
+                dir.display(),
                 shown.join(", ")
             ))
             .at(doc.span(&[key("report"), key("dir")]).or_else(|| doc.map.key_span(&[key("matrix")])))

@@ -89,9 +89,7 @@ impl<'s> Checker<'_, 's> {
             if let Some(cwd) = &cmd.cwd {
                 self.env(sp("cwd"), cwd);
             }
-            for (name, v) in &cmd.env {
-                self.env(sp("env").into_iter().chain([k(name)]).collect(), v);
-            }
+            self.env_map(&sp("env"), &cmd.env);
         }
     }
 
@@ -110,9 +108,7 @@ impl<'s> Checker<'_, 's> {
             Sandbox::Docker(d) => self.docker(d),
             Sandbox::Local(l) => {
                 self.durations.push((sb("init_timeout"), l.init_timeout));
-                for (name, v) in &l.env {
-                    self.env(path(&[k("sandbox"), k("env"), k(name)]), v);
-                }
+                self.env_map(&path(&[k("sandbox"), k("env")]), &l.env);
                 if let Some(w) = &l.working_dir {
                     self.env(sb("working_dir"), w);
                 }
@@ -131,6 +127,21 @@ impl<'s> Checker<'_, 's> {
                 self.env(sb("url"), &r.url);
                 self.env(sb("working_dir"), &r.working_dir);
             }
+        }
+    }
+
+    /// An `env:` map: its keys become variable names in a shell, its values may refer to ohrun's environment.
+    fn env_map(&mut self, base: &Path, map: &'s indexmap::IndexMap<String, EnvString>) {
+        for (name, v) in map {
+            let at: Path = base.iter().cloned().chain([k(name)]).collect();
+            if !is_env_name(name) {
+                self.out.push(
+                    Diagnostic::new(format!("`{name}` is not an environment variable name"))
+                        .at(self.doc.map.key_span(&at))
+                        .hint("use letters, digits and `_`, not starting with a digit"),
+                );
+            }
+            self.env(at, v);
         }
     }
 
@@ -177,9 +188,7 @@ impl<'s> Checker<'_, 's> {
         if let Some(c) = &d.command {
             self.env_list(&[k("sandbox"), k("command")], c);
         }
-        for (name, v) in &d.env {
-            self.env(path(&[k("sandbox"), k("env"), k(name)]), v);
-        }
+        self.env_map(&path(&[k("sandbox"), k("env")]), &d.env);
         for (i, m) in d.mounts.iter().enumerate() {
             let mp = |key: &str| path(&[k("sandbox"), k("mounts"), Seg::Index(i), k(key)]);
             self.env(mp("host"), &m.host);

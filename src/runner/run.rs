@@ -16,7 +16,9 @@ use crate::exit_code::ExitCode;
 use crate::job::model::{CleanupPolicy, JobSpec};
 use crate::job::{Plan, PlannedRun};
 use crate::rehearse::Rehearsal;
-use crate::report::writer::{EVENTS_FILE, ReportWriter, check_writable, existing_run_id, now_rfc3339, write_report};
+use crate::report::writer::{
+    EVENTS_FILE, ReportWriter, check_writable, create_dir, existing_run_id, now_rfc3339, write_report,
+};
 use crate::report::{
     EndReason, JobInfo, Outcome, OutcomeClass, REPORT_FORMAT, RunInfo, RunReport, SandboxInfo, StepReport,
 };
@@ -41,9 +43,10 @@ pub(super) async fn execute(
     let prefix = format!("[{}]", planned.id);
     console.activity(&format!("{prefix} starting ({} sandbox)", planned.spec.sandbox.kind()));
     // Where run.json goes: `report.dir` expanded, unless it holds another run's evidence.
-    let report_dir = settings::report_dir(&planned.spec, &env)
+    let claimed = settings::report_dir(&planned.spec, &env)
         .map_err(|problems| Failure::from(problems).hint("set the variable, or change `report.dir`"))
-        .and_then(|dir| claim(&dir, &planned.id).map(|()| dir));
+        .and_then(|dir| claim(&dir, &planned.id));
+    let report_dir = claimed.as_ref().map(|c| c.dir.clone());
     let outcome = match &report_dir {
         Ok(dir) => {
             let run = Run {
@@ -58,24 +61,60 @@ pub(super) async fn execute(
             };
             run.attempt(&mut report).await
         }
-        Err(f) => Err(f.clone()),
+        Err(f) => Err((*f).clone()),
     };
-    finish(report, outcome, report_dir.as_deref().ok(), started, console, signals, &prefix)
+    // The claim (and its lock) is held until run.json is written.
+    let result = finish(report, outcome, report_dir.as_deref().ok(), started, console, signals, &prefix);
+    drop(claimed);
+    result
 }
 
-/// A report directory is this run's unless it holds the report of another run.
-fn claim(dir: &Path, run_id: &str) -> Result<(), Failure> {
-    match existing_run_id(dir).filter(|id| id != run_id) {
-        None => Ok(()),
-        Some(other) => Err(Failure::new(
+/// A report directory this run holds: locked, so that no other ohrun process writes into it meanwhile.
+struct Claim {
+    dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+/// A report directory is this run's unless another ohrun process is writing into it, or it holds the
+/// report of another run.
+fn claim(dir: &Path, run_id: &str) -> Result<Claim, Failure> {
+    let unwritable = |e: std::io::Error| {
+        Failure::new(
+            OutcomeClass::Infrastructure,
+            format!("the report directory {} cannot be written: {e}", dir.display()),
+        )
+        .hint("free some space or fix its permissions; nothing was started")
+    };
+    create_dir(dir).map_err(unwritable)?;
+    let lock_path = dir.join(".ohrun.lock");
+    let mut lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(unwritable)?;
+    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
+        let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+        return Err(Failure::new(
+            OutcomeClass::UsageError,
+            format!("another ohrun ({}) is writing into {} right now", holder.trim(), dir.display()),
+        )
+        .hint("wait for it to finish, or give this run another `report.dir`"));
+    }
+    use std::io::Write;
+    let _ = lock.set_len(0).and_then(|()| write!(lock, "pid {}", std::process::id()));
+    if let Some(other) = existing_run_id(dir).filter(|id| id != run_id) {
+        return Err(Failure::new(
             OutcomeClass::UsageError,
             format!(
                 "{} holds the report of run {other}; ohrun does not overwrite another run's evidence",
                 dir.display()
             ),
         )
-        .hint("give each run its own `report.dir` (e.g. `ohrun-reports/{{ run.id }}`), or move the old report away")),
+        .hint("give each run its own `report.dir` (e.g. `ohrun-reports/{{ run.id }}`), or move the old report away"));
     }
+    Ok(Claim { dir: dir.to_path_buf(), _lock: lock })
 }
 
 fn new_report(plan: &Plan, planned: &PlannedRun, opts: &RunOptions) -> RunReport {

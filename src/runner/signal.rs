@@ -1,6 +1,6 @@
-//! SIGINT and SIGTERM become a counter the runner watches: the first asks for a graceful stop (interrupt
-//! the agent, release the sandbox, write the report), the second for a fast one (kill, don't wait), a
-//! third exits at once. The policy lives in the runner; this only counts.
+//! SIGINT and SIGTERM become a counter the runner watches (through `Cancel`): the first asks for a
+//! graceful stop (interrupt the agent, release the sandbox, write the report); a second changes nothing
+//! yet; a third exits at once. The policy lives in the runner; this only counts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

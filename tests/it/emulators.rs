@@ -31,12 +31,18 @@ pub struct Faults {
     pub lost_creates: u32,
     /// Once a sandbox runs, answer each `GET /api/v1/sandboxes?id=` only after this long.
     pub slow_lookups: Option<Duration>,
+    /// Put a fault proxy in front of each sandbox's agent-server (its AGENT_SERVER URL is the proxy's);
+    /// a resume unblocks it.
+    pub proxied: bool,
 }
 
 pub struct Sandbox {
     pub id: String,
     pub status: String,
     pub port: u16,
+    /// What AGENT_SERVER points at: the server's port, or its proxy's.
+    pub url_port: u16,
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
     pub key: String,
     child: Option<std::process::Child>,
     _state: tempfile::TempDir,
@@ -159,6 +165,22 @@ impl Emulator {
         }
     }
 
+    /// The fault proxy in front of the (first) sandbox, when `proxied`.
+    pub fn proxy(&self) -> Option<Arc<crate::proxy::Proxy>> {
+        self.shared.sandboxes.lock().unwrap().values().find_map(|s| s.proxy.clone())
+    }
+
+    /// The provider reports every running sandbox PAUSED (its proxy, if any, answers nothing meanwhile;
+    /// the server process itself runs on, as a frozen one would resume).
+    pub fn mark_paused(&self) {
+        for s in self.shared.sandboxes.lock().unwrap().values_mut().filter(|s| s.status == "RUNNING") {
+            s.status = "PAUSED".into();
+            if let Some(p) = &s.proxy {
+                p.set_blocked(true);
+            }
+        }
+    }
+
     pub fn statuses(&self) -> Vec<String> {
         self.shared.sandboxes.lock().unwrap().values().map(|s| s.status.clone()).collect()
     }
@@ -202,15 +224,18 @@ async fn monitor(shared: Arc<Shared>) {
     }
 }
 
-fn spawn_sandbox(id: &str) -> Sandbox {
+fn spawn_sandbox(id: &str, proxied: bool) -> Sandbox {
     let port = free_port();
     let state = tempfile::tempdir().unwrap();
     let key = format!("emulated-session-{}", uuid::Uuid::new_v4().simple());
     let child = spawn_agent_server(port, &key, state.path(), &[]);
+    let proxy = proxied.then(|| Arc::new(crate::proxy::Proxy::start(&format!("127.0.0.1:{port}"))));
     Sandbox {
         id: id.to_string(),
         status: "STARTING".into(),
         port,
+        url_port: proxy.as_ref().map_or(port, |p| p.port),
+        proxy,
         key,
         child: Some(child),
         _state: state,
@@ -256,7 +281,7 @@ fn cloud_info(s: &Sandbox) -> Value {
         "status": s.status,
         "session_api_key": if running { json!(s.key) } else { Value::Null },
         "exposed_urls": if running {
-            json!([{"name": "AGENT_SERVER", "url": format!("http://127.0.0.1:{}", s.port), "port": s.port}])
+            json!([{"name": "AGENT_SERVER", "url": format!("http://127.0.0.1:{}", s.url_port), "port": s.url_port}])
         } else { Value::Null },
         "created_at": "2026-11-25T00:00:00Z",
     })
@@ -276,7 +301,8 @@ async fn cloud_create(State(shared): State<Arc<Shared>>, headers: HeaderMap, Raw
     }
     *shared.creates.lock().unwrap() += 1;
     let id = format!("sbx{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-    let sandbox = spawn_sandbox(&id);
+    let proxied = shared.faults.lock().unwrap().proxied;
+    let sandbox = spawn_sandbox(&id, proxied);
     let info = cloud_info(&sandbox);
     shared.sandboxes.lock().unwrap().insert(id, sandbox);
     let mut faults = shared.faults.lock().unwrap();
@@ -352,6 +378,9 @@ fn set_status(shared: &Shared, id: &str, status: &str) -> Response {
     match shared.sandboxes.lock().unwrap().get_mut(id) {
         Some(s) => {
             s.signal(if status == "PAUSED" { libc::SIGSTOP } else { libc::SIGCONT });
+            if let Some(p) = &s.proxy {
+                p.set_blocked(status == "PAUSED");
+            }
             s.status = status.into();
             axum::Json(json!({"success": true})).into_response()
         }
@@ -418,7 +447,8 @@ async fn rt_start(
         return axum::Json(runtime_info(existing)).into_response();
     }
     *shared.creates.lock().unwrap() += 1;
-    let sandbox = spawn_sandbox(&sid);
+    let proxied = shared.faults.lock().unwrap().proxied;
+    let sandbox = spawn_sandbox(&sid, proxied);
     let info = runtime_info(&sandbox);
     shared.sandboxes.lock().unwrap().insert(sid, sandbox);
     axum::Json(info).into_response()

@@ -163,3 +163,48 @@ fn the_rehearse_hint_appears_only_where_it_helps() {
     assert!(out.stderr.contains("NO_SUCH_DIR_VAR"), "{}", out.stderr);
     assert!(!out.stderr.contains("--rehearse"), "no `--rehearse` hint when rehearsing already:\n{}", out.stderr);
 }
+
+#[test]
+fn two_ohrun_processes_never_write_into_one_report_directory() {
+    let server = shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        "replies:\n  - tool: finish\n    args: {message: first one done}\n    delay: 4s\n",
+    )
+    .unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: twice\nsandbox: {{kind: remote, url: '{}', session_key: '${{K}}', working_dir: '{}'}}\nllm: {{model: m}}\nsteps:\n  - message: hi\nrehearsal: script.yaml\n",
+            server.url,
+            dir.path().join("ws").display()
+        ),
+    );
+    let first =
+        Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).spawn();
+    let events = dir.path().join("ohrun-reports/twice/events.jsonl");
+    wait_until(Duration::from_secs(60), "the first run's step started", || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
+    });
+    // The same job again, in the same place, while the first one runs.
+    let second =
+        Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).output();
+    assert_eq!(second.code, 2, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("another ohrun (pid") && second.stderr.contains("is writing into"),
+        "{}",
+        second.stderr
+    );
+    let first = wait_output(first, Duration::from_secs(60));
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/twice"));
+    assert_eq!(report["steps"][0]["final_message"], "first one done");
+    let logged = read_events(&dir.path().join("ohrun-reports/twice"));
+    assert_eq!(
+        report["totals"]["events"].as_u64().unwrap() as usize,
+        logged.len(),
+        "the first run's event log is whole"
+    );
+}

@@ -432,3 +432,41 @@ fn ctrl_c_is_served_while_a_provider_probe_hangs() {
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert!(signalled.elapsed() < Duration::from_secs(15), "Ctrl-C waited for the probe: {:?}", signalled.elapsed());
 }
+
+#[test]
+fn a_message_is_sent_once_even_when_the_sandbox_is_paused_while_it_is_sent() {
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults { proxied: true, ..Faults::default() });
+    let (child, dir) = spawn(
+        Api::Cloud,
+        &emu,
+        "paused-send",
+        "  api_timeout: 5s\n",
+        "steps:\n  - message: Only once across a pause.\n",
+        "replies: []\n",
+    );
+    wait_until(Duration::from_secs(120), "the sandbox runs behind its proxy", || {
+        emu.proxy().is_some_and(|p| !p.requests_matching("/server_info").is_empty())
+    });
+    let proxy = emu.proxy().unwrap();
+    // The server stores the message, its answer is lost, and the provider says the sandbox is paused.
+    proxy.add_rule(crate::proxy::Rule {
+        matches: |l| l.starts_with("POST") && l.contains("/events HTTP/1.1"),
+        times: 1,
+        action: crate::proxy::Action::LoseAnswer,
+    });
+    wait_until(Duration::from_secs(60), "the message was posted", || {
+        proxy.requests_matching("POST").iter().any(|r| r.ends_with("/events"))
+    });
+    emu.mark_paused();
+    let out = wait_output(child, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let posts = proxy.requests_matching("POST").into_iter().filter(|r| r.ends_with("/events")).count();
+    assert_eq!(posts, 1, "the message was posted once");
+    let resumes = emu.shared.requests.lock().unwrap().iter().filter(|(what, _)| what.ends_with("/resume")).count();
+    assert_eq!(resumes, 1, "the sandbox was resumed");
+    let report = read_report(&dir.path().join("ohrun-reports/paused-send"));
+    assert_eq!(report["steps"][0]["end_reason"], "finished");
+    let events = read_events(&dir.path().join("ohrun-reports/paused-send"));
+    let sent = events.iter().filter(|e| e["kind"] == "MessageEvent" && e["source"] == "user").count();
+    assert_eq!(sent, 1, "the server holds the message once");
+}

@@ -34,6 +34,8 @@ struct Shared {
     /// Open socket tunnels (both ends), for `cut`.
     tunnels: Mutex<Vec<TcpStream>>,
     refuse_sockets: AtomicBool,
+    /// A frozen server: nothing is answered (connections are closed at once) until unblocked.
+    blocked: AtomicBool,
     /// Cut every socket tunnel right after the server sent this text (once), then add these rules.
     cut_after: Mutex<Option<String>>,
     after_cut: Mutex<Vec<Rule>>,
@@ -77,6 +79,14 @@ impl Proxy {
     /// Cuts every open event socket now (new ones are still accepted unless refused).
     pub fn cut(&self) {
         cut_all(&self.shared);
+    }
+
+    /// A frozen server: close every connection without an answer, and cut the sockets (or thaw it).
+    pub fn set_blocked(&self, blocked: bool) {
+        self.shared.blocked.store(blocked, Ordering::SeqCst);
+        if blocked {
+            cut_all(&self.shared);
+        }
     }
 
     /// From now on, refuse new event sockets (or accept them again).
@@ -149,6 +159,10 @@ fn serve(client: TcpStream, upstream: &str, shared: &Arc<Shared>) {
     let mut client = client;
     while let Some(req) = read_request(&mut reader) {
         shared.requests.lock().unwrap().push(req.line().split(" HTTP/").next().unwrap_or_default().to_string());
+        if shared.blocked.load(Ordering::SeqCst) {
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
         if req.is_upgrade() {
             if shared.refuse_sockets.load(Ordering::SeqCst) {
                 let _ = client

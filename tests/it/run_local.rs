@@ -78,6 +78,9 @@ fn seed_job_on_a_local_agent_server() {
         assert_eq!(s["end_reason"], "finished");
         assert_eq!(s["execution_status"], "finished");
         assert!(s["event_count"].as_u64().unwrap() > 0);
+        // Measured from the moment the final frame was read off the socket: present, and small.
+        let latency = s["completion_latency_ms"].as_f64().expect("a step that ended on a frame has a latency");
+        assert!((0.0..100.0).contains(&latency), "{latency} ms");
     }
     assert_eq!(steps[0]["final_message"], "I wrote 3 facts about the project into FACTS.txt.");
     assert_eq!(steps[1]["final_message"], "FACTS.txt is deleted.");
@@ -361,6 +364,38 @@ fn sigint_during_a_step_interrupts_cleans_up_and_reports() {
     assert_eq!(report["outcome"]["class"], "interrupted");
     assert_eq!(report["sandbox"]["disposition"], "released");
     assert_no_server_left(&report);
+}
+
+#[test]
+fn sigterm_stops_a_run_with_exit_143_and_a_report() {
+    let server = shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 60s\n",
+    )
+    .unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: terminated\nsandbox: {{kind: remote, url: '{}', session_key: '${{K}}', working_dir: '{}'}}\nllm: {{model: m}}\nsteps:\n  - message: Wait.\nrehearsal: script.yaml\n",
+            server.url,
+            dir.path().join("ws").display()
+        ),
+    );
+    let child =
+        Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).spawn();
+    let events = dir.path().join("ohrun-reports/terminated/events.jsonl");
+    wait_until(Duration::from_secs(60), "the step started", || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
+    });
+    signal(&child, libc::SIGTERM);
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.code, 143, "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/terminated"));
+    assert_eq!(report["steps"][0]["end_reason"], "interrupted");
+    assert_eq!(report["outcome"]["exit_code"], 143);
 }
 
 #[test]

@@ -86,3 +86,45 @@ fn secrets_never_reach_any_output_and_the_test_sees_a_leak_when_redaction_is_off
     }
     assert!(all.contains(&forms(QUOTED)[1]), "without redaction the JSON-escaped value should have been visible");
 }
+
+/// A failing setup command whose last line of stderr carries a secret: the failure message goes to the
+/// console and into run.json.
+fn run_failing_setup(unredacted: bool) -> (String, String) {
+    let server = crate::server::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: leaky-setup\nsandbox: {{kind: remote, url: '{}', session_key: '${{K}}', working_dir: '{}'}}\nllm: {{model: m}}\n\
+             secrets: [MY_TOKEN]\nsetup:\n  - run: echo \"token=$T\" >&2; exit 3\n    env: {{T: '${{MY_TOKEN}}'}}\nsteps:\n  - message: hi\n",
+            server.url,
+            dir.path().join("ws").display()
+        ),
+    );
+    let mut cmd = Ohrun::new()
+        .current_dir(dir.path())
+        .env("K", &server.key)
+        .env("MY_TOKEN", TOKEN)
+        .args(["-vv", "run", "--rehearse"])
+        .args([&job]);
+    if unredacted {
+        cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
+    }
+    let out = cmd.output();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let report = std::fs::read_to_string(dir.path().join("ohrun-reports/leaky-setup/run.json")).unwrap();
+    (out.stderr, report)
+}
+
+#[test]
+fn a_secret_value_never_reaches_the_console_and_the_test_sees_it_when_redaction_is_off() {
+    let (stderr, report) = run_failing_setup(false);
+    assert!(stderr.contains("exited with 3: token=***"), "the failure is on the console, masked:\n{stderr}");
+    assert!(!stderr.contains(TOKEN) && !report.contains(TOKEN));
+    let (stderr, report) = run_failing_setup(true);
+    assert!(
+        stderr.contains(TOKEN) && report.contains(TOKEN),
+        "without redaction the `secrets:` value shows:\n{stderr}"
+    );
+}
