@@ -1,19 +1,22 @@
-//! What a person sees while jobs run. On a terminal (and not in CI) a live spinner line per step; else
-//! plain, stable lines. The mode is decided once, from facts passed in, so it is easy to test.
+//! What a person sees while jobs run. On a terminal (and not in CI): one live line per running run (its
+//! step, elapsed time, events, cost) above an overall bar (done, failed, remaining, spend), redrawn in
+//! place. In CI or a pipe: plain lines, each stamped with the time, one per state change. `-q`: errors
+//! only. The mode is decided once, from facts passed in, so it is easy to test. Every line passes the
+//! redactor, and lines of parallel runs never mix mid-line: each is written whole, with its run's prefix.
 
 use crate::agent::conversation::Progress;
 use crate::money::Usd;
 use crate::report::redact;
 use crate::report::{EndReason, StepReport};
 use crate::style::Style;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// A live line that updates in place.
+    /// Live lines that update in place.
     Live,
     /// One line per event, nothing redrawn (CI logs, pipes).
     Plain,
@@ -35,78 +38,147 @@ impl Mode {
 pub struct Console {
     pub mode: Mode,
     pub style: Style,
-    bar: Mutex<Option<ProgressBar>>,
+    multi: MultiProgress,
+    overall: Mutex<Option<ProgressBar>>,
 }
 
 impl Console {
     pub fn new(quiet: bool) -> Console {
         let is_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+        let mode = Mode::resolve(std::io::stderr().is_terminal(), is_ci, quiet);
+        let target = if mode == Mode::Live { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
         Console {
-            mode: Mode::resolve(std::io::stderr().is_terminal(), is_ci, quiet),
+            mode,
             style: Style::for_stderr(),
-            bar: Mutex::new(None),
+            multi: MultiProgress::with_draw_target(target),
+            overall: Mutex::new(None),
         }
-    }
-
-    fn redact(&self, text: &str) -> String {
-        redact::apply(text).into_owned()
     }
 
     /// A line of progress (not shown with -q).
     pub fn say(&self, line: &str) {
         if self.mode != Mode::Quiet {
-            self.error(line);
+            self.print(line);
         }
     }
 
     /// A line that must be seen even with -q.
     pub fn error(&self, line: &str) {
-        let line = self.redact(line);
-        match self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
-        }
+        self.print(line);
     }
 
-    /// Starts (or changes) the live line; in plain mode prints it once.
-    pub fn activity(&self, message: &str) {
-        let message = self.redact(message);
+    fn print(&self, line: &str) {
+        let line = redact::apply(line);
         match self.mode {
             Mode::Live => {
-                let mut bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
-                let b = bar.get_or_insert_with(|| {
-                    let b = ProgressBar::new_spinner();
-                    b.set_style(
-                        ProgressStyle::with_template("{spinner} {msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    b.enable_steady_tick(Duration::from_millis(120));
-                    b
-                });
-                b.set_message(message);
+                let _ = self.multi.println(line.as_ref());
             }
-            Mode::Plain => eprintln!("{message}"),
-            Mode::Quiet => {}
+            // One locked write for all lines, so parallel runs never interleave within one.
+            _ => eprintln!("{}", prefixed(&stamp(), &line)),
         }
     }
 
-    fn update(&self, message: String) {
-        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            bar.set_message(message);
+    /// The live line of one run (in plain mode, its state changes are printed as lines), its lines led by
+    /// `lead` (`[run-id] `, or nothing when the run is alone).
+    pub fn run_line(&self, lead: &str) -> RunLine<'_> {
+        let bar = (self.mode == Mode::Live).then(|| {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            let b = match self.overall.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                Some(overall) => self.multi.insert_before(overall, b),
+                None => self.multi.add(b),
+            };
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        RunLine { console: self, lead: lead.to_string(), bar }
+    }
+
+    /// Starts the overall bar of a batch of `total` runs (live mode; nothing elsewhere).
+    pub fn start_overall(&self, total: u64) {
+        if self.mode != Mode::Live {
+            return;
+        }
+        let bar = self.multi.add(ProgressBar::new(total));
+        bar.set_style(
+            ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        *self.overall.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+    }
+
+    /// Moves the overall bar: runs done, of which failed, and the money spent so far.
+    pub fn overall(&self, done: u64, failed: u64, remaining: u64, spent: Usd) {
+        if let Some(bar) = self.overall.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            bar.set_position(done);
+            bar.set_message(format!("done · {failed} failed · {remaining} to go · ${spent}"));
         }
     }
 
-    /// Ends the live line.
+    /// Ends every live line.
     pub fn clear(&self) {
-        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(bar) = self.overall.lock().unwrap_or_else(|e| e.into_inner()).take() {
             bar.finish_and_clear();
         }
+        let _ = self.multi.clear();
     }
 }
 
-/// Prints `text` on stdout (a `--json` document), through the redactor like everything else.
-pub fn print_stdout(text: &str) {
-    println!("{}", redact::apply(text));
+/// Every line of `text` behind `prefix`, so a multi-line message (a log tail) keeps its run's mark.
+fn prefixed(prefix: &str, text: &str) -> String {
+    text.lines().map(|l| format!("{prefix}{l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// `HH:MM:SS ` in plain mode, so a CI log shows when each state change happened.
+fn stamp() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    now.get(11..19).map(|t| format!("{t} ")).unwrap_or_default()
+}
+
+/// One run's line: what it is doing now. Its messages carry the run's prefix.
+pub struct RunLine<'c> {
+    console: &'c Console,
+    pub lead: String,
+    bar: Option<ProgressBar>,
+}
+
+impl RunLine<'_> {
+    /// A new state of the run: the live line changes, or (plain) a line is printed.
+    pub fn activity(&self, message: &str) {
+        let message = format!("{}{message}", self.lead);
+        match &self.bar {
+            Some(bar) => bar.set_message(redact::apply(&message).into_owned()),
+            None => self.console.say(&message),
+        }
+    }
+
+    /// A passing detail (elapsed time, events so far): live lines only.
+    fn update(&self, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(redact::apply(&format!("{}{message}", self.lead)).into_owned());
+        }
+    }
+
+    /// A line about this run (not shown with -q).
+    pub fn say(&self, line: &str) {
+        self.console.say(&prefixed(&self.lead, line));
+    }
+
+    /// A line about this run that must be seen even with -q.
+    pub fn error(&self, line: &str) {
+        self.console.error(&prefixed(&self.lead, line));
+    }
+}
+
+impl Drop for RunLine<'_> {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            self.console.multi.remove(&bar);
+        }
+    }
 }
 
 /// `code: detail`, or just the code when there is no detail (no stray `: `).
@@ -114,19 +186,22 @@ pub fn code_and_detail(code: &str, detail: &str) -> String {
     if detail.trim().is_empty() { code.to_string() } else { format!("{code}: {detail}") }
 }
 
-/// The live line of a step: what runs, elapsed time, events, cost so far.
+/// Prints `text` on stdout (a `--json` document), through the redactor like everything else.
+pub fn print_stdout(text: &str) {
+    println!("{}", redact::apply(text));
+}
+
+/// The steps of one run, on its line.
 pub struct StepProgress<'a> {
-    pub console: &'a Console,
-    pub run_id: &'a str,
+    pub line: &'a RunLine<'a>,
     pub cancel: &'a crate::cancel::Cancel,
 }
 
 impl Progress for StepProgress<'_> {
     fn step_done(&self, s: &StepReport, total: usize) {
         let error = s.error.as_ref().map(|e| format!(" · {}", code_and_detail(&e.code, &e.detail))).unwrap_or_default();
-        self.console.say(&format!(
-            "{} step {}/{total}: {} · {} events · ${} · {:.1}s{error}",
-            self.run_id,
+        self.line.say(&format!(
+            "step {}/{total}: {} · {} events · ${} · {:.1}s{error}",
             s.index,
             s.end_reason.as_str(),
             s.event_count,
@@ -136,18 +211,12 @@ impl Progress for StepProgress<'_> {
         // The next step is announced only if it will run.
         let goes_on = s.end_reason == EndReason::Finished || (s.end_reason == EndReason::Question && s.error.is_none());
         if s.index < total && goes_on && !self.cancel.is_set() {
-            self.console.activity(&format!("{} step {}/{total}", self.run_id, s.index + 1));
+            self.line.activity(&format!("step {}/{total}", s.index + 1));
         }
     }
 
     fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: Usd) {
-        if self.console.mode == Mode::Live {
-            self.console.update(format!(
-                "{} step {index}/{total} · {}s · {events} events · ${cost}",
-                self.run_id,
-                elapsed.as_secs()
-            ));
-        }
+        self.line.update(format!("step {index}/{total} · {}s · {events} events · ${cost}", elapsed.as_secs()));
     }
 }
 
@@ -161,5 +230,11 @@ mod tests {
         assert_eq!(Mode::resolve(true, true, false), Mode::Plain);
         assert_eq!(Mode::resolve(false, false, false), Mode::Plain);
         assert_eq!(Mode::resolve(true, false, true), Mode::Quiet);
+    }
+
+    #[test]
+    fn every_line_of_a_message_keeps_its_prefix() {
+        assert_eq!(super::prefixed("[r] ", "error: x\nlog 1\nlog 2"), "[r] error: x\n[r] log 1\n[r] log 2");
+        assert_eq!(super::prefixed("[r] ", ""), "");
     }
 }

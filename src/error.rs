@@ -10,11 +10,28 @@ pub struct Failure {
     pub hint: Option<String>,
     /// The last lines of a log that shows why (a server that died while starting).
     pub log_tail: Option<String>,
+    /// Another attempt may succeed: the infrastructure failed, not the agent or the job.
+    pub retryable: bool,
+    /// The sandbox lacked resources (not ready in time, out of memory): a retry may ask for more.
+    pub lacked_resources: bool,
 }
 
 impl Failure {
     pub fn new(class: OutcomeClass, message: impl Into<String>) -> Failure {
-        Failure { class, message: message.into(), hint: None, log_tail: None }
+        Failure {
+            class,
+            message: message.into(),
+            hint: None,
+            log_tail: None,
+            retryable: false,
+            lacked_resources: false,
+        }
+    }
+
+    /// The same failure, marked as one another attempt may not have.
+    pub fn retryable(mut self) -> Failure {
+        self.retryable = true;
+        self
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Failure {
@@ -35,11 +52,16 @@ impl From<crate::backend::Error> for Failure {
     fn from(e: crate::backend::Error) -> Failure {
         use crate::backend::ErrorKind;
         let class = match &e.kind {
-            ErrorKind::Failed | ErrorKind::Transient | ErrorKind::NotReady => OutcomeClass::Infrastructure,
+            ErrorKind::Failed | ErrorKind::Transient | ErrorKind::NotReady | ErrorKind::OutOfResources => {
+                OutcomeClass::Infrastructure
+            }
             ErrorKind::Unsure(_) => OutcomeClass::LeftBehind,
             ErrorKind::Interrupted => OutcomeClass::Interrupted,
         };
-        Failure { class, message: e.message, hint: e.hint, log_tail: e.log_tail }
+        // A bad image or a refused key fails again; a busy provider, a slow or starved sandbox may not.
+        let retryable = matches!(e.kind, ErrorKind::Transient | ErrorKind::NotReady | ErrorKind::OutOfResources);
+        let lacked_resources = matches!(e.kind, ErrorKind::NotReady | ErrorKind::OutOfResources);
+        Failure { class, message: e.message, hint: e.hint, log_tail: e.log_tail, retryable, lacked_resources }
     }
 }
 
@@ -47,7 +69,7 @@ impl From<crate::agent::Error> for Failure {
     fn from(e: crate::agent::Error) -> Failure {
         match e {
             crate::agent::Error::Interrupted => Failure::new(OutcomeClass::Interrupted, "interrupted"),
-            other => Failure::new(OutcomeClass::Infrastructure, other.to_string()),
+            other => Failure::new(OutcomeClass::Infrastructure, other.to_string()).retryable(),
         }
     }
 }

@@ -3,13 +3,14 @@
 use crate::job::model::JobSpec;
 
 /// The schemas ohrun publishes, by the name `ohrun schema NAME` takes.
-pub const NAMES: [&str; 3] = ["job", "report", "rehearsal"];
+pub const NAMES: [&str; 4] = ["job", "report", "rehearsal", "summary"];
 
 pub fn generate(name: &str) -> Option<String> {
     let schema = match name {
         "job" => schemars::schema_for!(JobSpec),
         "report" => schemars::schema_for!(crate::report::RunReport),
         "rehearsal" => schemars::schema_for!(crate::rehearse::script::Script),
+        "summary" => schemars::schema_for!(crate::report::summary::Summary),
         _ => return None,
     };
     let mut text = serde_json::to_string_pretty(&schema).ok()?;

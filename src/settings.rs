@@ -62,10 +62,17 @@ pub struct Problems {
     pub problems: Vec<String>,
 }
 
-/// The report directory of a run: `report.dir` with its `${VAR}`s expanded.
-pub fn report_dir(spec: &JobSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, Problems> {
+/// The directory of run `run_id`: `report.dir` with its `${VAR}`s expanded, else the run's folder in the
+/// batch directory `batch_dir`.
+pub fn report_dir(
+    spec: &JobSpec,
+    run_id: &str,
+    batch_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PathBuf, Problems> {
+    let Some(dir) = &spec.report.dir else { return Ok(batch_dir.join(run_id)) };
     let mut r = Resolver::new(env);
-    let dir = r.text(&spec.report.dir, "report.dir");
+    let dir = r.text(dir, "report.dir");
     r.finish(PathBuf::from(dir))
 }
 
@@ -373,10 +380,10 @@ mod tests {
         assert_eq!(local.env, vec![("TOKEN".to_string(), "tok-value-123".to_string())]);
         assert_eq!(settings.setup[0].cwd.as_deref(), Some("sub"));
         assert_eq!(settings.setup[0].env, vec![("A".to_string(), "tok-value-123".to_string())]);
-        assert_eq!(report_dir(&s, &env).unwrap(), PathBuf::from("/tmp/out/r"));
+        assert_eq!(report_dir(&s, "t", Path::new("b"), &env).unwrap(), PathBuf::from("/tmp/out/r"));
         // A value that came from the environment is a secret.
         assert_eq!(redact::apply("x tok-value-123 y"), "x *** y");
-        let missing = report_dir(&s, &|_| None).unwrap_err();
+        let missing = report_dir(&s, "t", Path::new("b"), &|_| None).unwrap_err();
         assert!(missing.problems[0].contains("OUT"), "{missing}");
     }
 

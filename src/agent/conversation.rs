@@ -183,7 +183,7 @@ impl<'a> Conversation<'a> {
         &mut self,
         spec: &JobSpec,
         job_dir: &Path,
-        limits: &Limits,
+        limits: &Limits<'_>,
         progress: &dyn Progress,
         probe: &dyn SandboxProbe,
     ) -> Outcome {
@@ -230,7 +230,7 @@ impl<'a> Conversation<'a> {
         text: &str,
         report: &mut StepReport,
         total: usize,
-        limits: &Limits,
+        limits: &Limits<'_>,
         progress: &dyn Progress,
         probe: &dyn SandboxProbe,
     ) {

@@ -31,6 +31,12 @@ pub trait SandboxProbe: Send + Sync {
     fn probe(&self) -> BoxFuture<'_, Probe>;
 }
 
+/// A budget several runs share: told what a run has spent so far, it says when no money is left.
+pub trait SharedBudget: Sync {
+    fn update(&self, run_id: &str, cost: crate::money::Usd);
+    fn exhausted(&self) -> bool;
+}
+
 /// Why the conversation part of a run could not go on.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {

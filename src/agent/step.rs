@@ -35,9 +35,23 @@ pub const REST_GRACE: Duration = Duration::from_secs(30);
 const SEND_ATTEMPTS: u32 = 5;
 
 /// Limits that apply to every step of a run.
-pub struct Limits {
+pub struct Limits<'a> {
     pub run_deadline: Option<Instant>,
     pub max_cost: Option<Usd>,
+    /// The budget of the batch this run is part of, if it has one.
+    pub batch: Option<&'a dyn super::SharedBudget>,
+    pub run_id: &'a str,
+}
+
+impl Limits<'_> {
+    /// Tells the batch what this run has spent so far; true when the batch has no money left for another
+    /// step (or for this one to go on).
+    fn batch_exhausted(&self, spent: Usd) -> bool {
+        self.batch.is_some_and(|b| {
+            b.update(self.run_id, spent);
+            b.exhausted()
+        })
+    }
 }
 
 pub(super) struct StepContext<'a> {
@@ -46,7 +60,7 @@ pub(super) struct StepContext<'a> {
     pub started: Instant,
     pub deadline: Instant,
     pub step: &'a Step,
-    pub limits: &'a Limits,
+    pub limits: &'a Limits<'a>,
     pub progress: &'a dyn Progress,
     pub probe: &'a dyn SandboxProbe,
 }
@@ -205,6 +219,13 @@ struct Wait<'p> {
 impl Conversation<'_> {
     /// Sends `message`, starts a run and waits for its end.
     pub(super) async fn one_run(&mut self, message: &str, ctx: &StepContext<'_>) -> Verdict {
+        if ctx.limits.batch_exhausted(self.live_cost) {
+            return Verdict::failed(
+                EndReason::Budget,
+                "BatchBudget",
+                "the batch's budget was reached before this message was sent".into(),
+            );
+        }
         let drained = self.drain_queued();
         if let Some(since) = drained.gap_since {
             // The gap of a reconnect between steps; bounded like every wait outside the loop below.
@@ -418,9 +439,10 @@ impl Conversation<'_> {
         self.verdict(status, latency_ms, w.stop, w.tracker, ctx.step).await
     }
 
-    /// The budget: stop the agent once the run has spent its money.
+    /// The budgets: stop the agent once the run, or the batch, has spent its money.
     fn check_limits(&mut self, w: &mut Wait<'_>, ctx: &StepContext<'_>) {
-        if w.stop.is_none() && ctx.limits.max_cost.is_some_and(|limit| self.live_cost > limit) {
+        let run_over = ctx.limits.max_cost.is_some_and(|limit| self.live_cost > limit);
+        if w.stop.is_none() && (ctx.limits.batch_exhausted(self.live_cost) || run_over) {
             self.stop(w, Stop::Budget, ctx.step);
         }
     }
@@ -577,10 +599,11 @@ impl Conversation<'_> {
             self.drain_quiet(quiet, step.max_wait.0, &mut tracker).await;
         }
         let reason = match (stop, status.as_str()) {
+            // The agent finished on its own just as ohrun asked it to stop: the step is done, and says so.
+            (_, "finished") => EndReason::Finished,
             (Some(Stop::Timeout), _) => EndReason::Timeout,
             (Some(Stop::Budget), _) => EndReason::Budget,
             (Some(Stop::Interrupted), _) => EndReason::Interrupted,
-            (None, "finished") => EndReason::Finished,
             (None, "error") => EndReason::Error,
             (None, "stuck") => EndReason::Stuck,
             (None, _) => EndReason::Paused,

@@ -160,11 +160,15 @@ impl DockerBackend {
                 let code = state.as_ref().and_then(|s| s.exit_code).unwrap_or(-1);
                 let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
                 let why = if oom { " (killed: out of memory; raise `sandbox.memory_mb`)" } else { "" };
+                let kind = if oom { ErrorKind::OutOfResources } else { ErrorKind::Failed };
                 Some(
-                    Error::failed(format!(
-                        "container {} exited with code {code} before the agent-server became healthy{why}",
-                        short(id)
-                    ))
+                    Error::new(
+                        kind,
+                        format!(
+                            "container {} exited with code {code} before the agent-server became healthy{why}",
+                            short(id)
+                        ),
+                    )
                     .hint("check the image and `sandbox.command`; the container's last log lines are below")
                     .log_tail(log_tail(docker, id, 20).await),
                 )

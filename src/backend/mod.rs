@@ -170,6 +170,8 @@ pub enum ErrorKind {
     Transient,
     /// The sandbox did not become ready in time.
     NotReady,
+    /// The sandbox ran out of memory or kept crashing while it started.
+    OutOfResources,
     /// A create may have made a sandbox ohrun could not identify: these candidates may be left behind.
     Unsure(Vec<String>),
     /// ohrun was asked to stop.

@@ -1,5 +1,6 @@
 //! The command line: argument types (clap derive) and dispatch to one module per subcommand.
 
+mod merge;
 mod plan;
 mod rehearse;
 mod run;
@@ -15,6 +16,11 @@ const EXAMPLES: &str = "\
 Examples:
   ohrun jobs/local.yaml                 run a job (short for `ohrun run jobs/local.yaml`)
   ohrun run --rehearse jobs/local.yaml  run it with the scripted LLM: offline, no spend
+  ohrun run jobs/multi-repo.yaml -j 4 --retries 2 --max-cost 20
+                                        a batch: 4 runs at once, infrastructure failures retried, a budget
+  ohrun run jobs/multi-repo.yaml --shard 2/3 --out shard-2
+  ohrun run --resume ohrun-reports/multi-repo   rerun what did not succeed
+  ohrun merge shard-1 shard-2 shard-3   one summary of the shards
   ohrun setup local                     install the managed agent-server ahead of time
   ohrun setup docker                    build the default agent-server image ahead of time
   ohrun validate jobs/*.yaml            check job files without running anything
@@ -38,7 +44,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a job: provision, set up, talk to the agent step by step, report, clean up.
+    /// Run jobs: every run of each, concurrently — provision, set up, talk to the agent step by step,
+    /// report, clean up — with a batch summary.
     Run(RunArgs),
     /// Check job files: syntax, keys, types, templates, matrix. Runs nothing.
     Validate(ValidateArgs),
@@ -52,6 +59,8 @@ pub enum Command {
     },
     /// Serve the scripted LLM (a rehearsal script) on loopback until Ctrl-C; prints its base URL.
     Rehearse(RehearseArgs),
+    /// Combine batch directories (the shards of one plan) into one summary.json and junit.xml.
+    Merge(MergeArgs),
     /// Print a JSON Schema: `job` (job files), `report` (run.json) or `rehearsal` (rehearsal scripts).
     Schema {
         #[arg(default_value = "job", value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
@@ -91,16 +100,72 @@ pub struct ValidateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Job file.
-    pub file: PathBuf,
-    /// Replace the LLM with ohrun's scripted endpoint: the job's `rehearsal` script, or SCRIPT.
+    /// Job files (with `--resume DIR`, the batch's own are used when none is given).
+    pub files: Vec<PathBuf>,
+    /// Replace the LLM with ohrun's scripted endpoint: each job's `rehearsal` script, or SCRIPT.
     #[arg(long, value_name = "SCRIPT", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub rehearse: Option<String>,
-    /// Print the report (an array for several runs) as JSON on stdout.
+    /// Print one JSON line per finished run on stdout, and a last one with the totals.
     #[arg(long)]
     pub json: bool,
+    /// How many runs at once (default: 2 for local and docker sandboxes, 4 for the others).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Start no new run once one has failed.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Retries of a run that failed for infrastructure reasons (overrides the jobs' `retries.max`).
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// The most the whole batch may spend, in USD (overrides the jobs' `batch.max_cost`).
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub max_cost: Option<crate::money::Usd>,
+    /// The batch directory: batch.json, summary.json, junit.xml (default: `ohrun-reports/JOB`, or
+    /// `ohrun-reports/batch` for several job files).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Rerun only what did not succeed in the batch directory DIR (default: the job's).
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
+    /// Resume even though a job file changed since the batch started.
+    #[arg(long, requires = "resume")]
+    pub force: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
     #[command(flatten)]
     pub job: JobArgs,
+}
+
+/// Which runs of the plan to take; `plan` and `run` take the same.
+#[derive(Debug, Default, clap::Args)]
+pub struct SelectArgs {
+    /// Only shard I of N (`2/5`), stable by run id: N such invocations run every run exactly once.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Only the runs whose id contains TEXT (`*` matches anything), or whose matrix value KEY is one of
+    /// the values (`repo=alpha,beta`); several filters must all match.
+    #[arg(long, value_name = "TEXT|KEY=VALUES")]
+    pub filter: Vec<String>,
+}
+
+impl SelectArgs {
+    pub fn selection(&self) -> Result<crate::job::select::Selection, String> {
+        crate::job::select::Selection::parse(self.shard.as_deref(), &self.filter)
+    }
+}
+
+fn parse_usd(text: &str) -> Result<crate::money::Usd, String> {
+    crate::money::Usd::parse(text)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// Batch directories (e.g. one per `--shard`).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Where the merged summary.json and junit.xml go.
+    #[arg(long, value_name = "DIR", default_value = "ohrun-reports/merged")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,11 +179,14 @@ pub struct RehearseArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
-    /// Job file.
-    pub file: PathBuf,
+    /// Job files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
     /// Print the plan as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
     #[command(flatten)]
     pub job: JobArgs,
 }
@@ -182,6 +250,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(&args, style, cli.quiet),
         Command::Setup { what } => setup::run(&what),
         Command::Rehearse(args) => rehearse::run(&args),
+        Command::Merge(args) => merge::run(&args, cli.quiet),
         Command::Validate(args) => validate::run(&args, style, cli.quiet),
         Command::Plan(args) => plan::run(&args, style),
         Command::Schema { name } => match crate::schema::generate(&name) {

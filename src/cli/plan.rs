@@ -1,59 +1,92 @@
-//! `ohrun plan FILE`: every run the job expands to, with its id, sandbox, matrix values and step count.
+//! `ohrun plan JOB...`: every run the jobs expand to (after `--shard` and `--filter`, as `run` would take
+//! them), with its id, sandbox, matrix values and step count. No network.
 
 use super::{PlanArgs, job_error_json, print_job_error};
 use crate::exit_code::ExitCode;
-use crate::job::plan_file;
+use crate::job::{Plan, plan_file};
 use crate::style::Style;
 use serde_json::{Value, json};
 use std::io::Write;
 
 pub fn run(args: &PlanArgs, style: Style) -> i32 {
-    let plan = match plan_file(&args.file, &args.job.plan_options()) {
-        Ok(p) => p,
-        Err(err) => {
-            if args.json {
-                println!("{}", json!({"file": args.file, "ok": false, "errors": job_error_json(&err)}));
-            } else {
-                print_job_error(&err, style);
-            }
+    let selection = match args.select.selection() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::USAGE;
         }
     };
+    let mut plans = Vec::new();
+    for file in &args.files {
+        match plan_file(file, &args.job.plan_options()) {
+            Ok(mut p) => {
+                let all = p.runs.len();
+                p.runs.retain(|r| selection.keeps(r));
+                plans.push((p, all));
+            }
+            Err(err) => {
+                if args.json {
+                    println!("{}", json!({"file": file, "ok": false, "errors": job_error_json(&err)}));
+                } else {
+                    print_job_error(&err, style);
+                }
+                return ExitCode::USAGE;
+            }
+        }
+    }
     // One buffered write: plans can have many thousands of runs.
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {
-        let runs: Vec<Value> = plan
-            .runs
-            .iter()
-            .map(|r| json!({"index": r.index, "id": r.id, "sandbox": r.spec.sandbox.kind(), "steps": r.spec.steps.len(), "matrix": r.matrix}))
-            .collect();
-        let doc = json!({"file": plan.file, "job": plan.job_name, "file_hash": plan.file_hash, "runs": runs, "total": plan.runs.len()});
+        let doc = match plans.as_slice() {
+            [(one, all)] => plan_json(one, *all),
+            many => {
+                json!({"plans": many.iter().map(|(p, all)| plan_json(p, *all)).collect::<Vec<_>>(), "total": many.iter().map(|(p, _)| p.runs.len()).sum::<usize>()})
+            }
+        };
         let _ = serde_json::to_writer_pretty(&mut out, &doc);
         let _ = writeln!(out);
     } else {
-        let id_width = plan.runs.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
-        let _ = writeln!(out, "{:>5}  {:id_width$}  {:8}  {:>5}  MATRIX", "#", "ID", "SANDBOX", "STEPS");
-        for r in &plan.runs {
-            let matrix = r
-                .matrix
-                .as_ref()
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", scalar(v))).collect::<Vec<_>>().join(" "))
-                .unwrap_or_else(|| "-".into());
-            let _ = writeln!(
-                out,
-                "{:>5}  {:id_width$}  {:8}  {:>5}  {matrix}",
-                r.index,
-                r.id,
-                r.spec.sandbox.kind(),
-                r.spec.steps.len()
-            );
+        for (plan, all) in &plans {
+            write_table(&mut out, plan, *all);
         }
-        let n = plan.runs.len();
-        let _ = writeln!(out, "{n} run{} of job `{}`", if n == 1 { "" } else { "s" }, plan.job_name);
     }
     let _ = out.flush();
     ExitCode::SUCCESS
+}
+
+/// `total` is what was selected; `expanded`, what the job expands to before `--shard` and `--filter`.
+fn plan_json(plan: &Plan, all: usize) -> Value {
+    let runs: Vec<Value> = plan
+        .runs
+        .iter()
+        .map(|r| json!({"index": r.index, "id": r.id, "sandbox": r.spec.sandbox.kind(), "steps": r.spec.steps.len(), "matrix": r.matrix}))
+        .collect();
+    json!({"file": plan.file, "job": plan.job_name, "file_hash": plan.file_hash, "runs": runs, "total": plan.runs.len(), "expanded": all})
+}
+
+/// The runs of `plan` that were selected, of `all` it expands to.
+fn write_table(out: &mut impl Write, plan: &Plan, all: usize) {
+    let id_width = plan.runs.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
+    let _ = writeln!(out, "{:>5}  {:id_width$}  {:8}  {:>5}  MATRIX", "#", "ID", "SANDBOX", "STEPS");
+    for r in &plan.runs {
+        let matrix = r
+            .matrix
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", scalar(v))).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:>5}  {:id_width$}  {:8}  {:>5}  {matrix}",
+            r.index,
+            r.id,
+            r.spec.sandbox.kind(),
+            r.spec.steps.len()
+        );
+    }
+    let n = plan.runs.len();
+    let of = if n == all { String::new() } else { format!(" (selected of {all})") };
+    let _ = writeln!(out, "{n} run{} of job `{}`{of}", if n == 1 { "" } else { "s" }, plan.job_name);
 }
 
 fn scalar(v: &Value) -> String {

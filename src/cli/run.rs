@@ -1,58 +1,182 @@
-//! `ohrun run FILE` (or just `ohrun FILE`): plan the job, then run every run of it in turn.
+//! `ohrun run JOB...` (or just `ohrun JOB`): plan the jobs, take the selected runs, run them as a batch.
+//! `--resume` rebuilds the batch's plan from its `batch.json` and refuses a changed job file unless
+//! `--force`.
 
 use super::{RunArgs, print_job_error};
-use crate::console::{Console, print_stdout};
+use crate::console::Console;
 use crate::exit_code::ExitCode;
-use crate::job::{parse, plan_file};
+use crate::job::{Plan, PlanOptions, parse, plan_file};
 use crate::rehearse::script::Script;
-use crate::runner::{RunOptions, run_plan, signal::Signals};
+use crate::runner::state::BatchState;
+use crate::runner::{BatchOptions, run_batch, signal::Signals};
 use crate::style::Style;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// What to run: the job files and how, from the command line or (resuming) from the batch.
+struct Invocation {
+    files: Vec<PathBuf>,
+    vars: Vec<String>,
+    shard: Option<String>,
+    filters: Vec<String>,
+    rehearse: Option<String>,
+    out: Option<PathBuf>,
+    resume: bool,
+}
 
 pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
-    let plan = match plan_file(&args.file, &args.job.plan_options()) {
-        Ok(p) => p,
-        Err(err) => {
-            print_job_error(&err, style);
+    let inv = match invocation(args) {
+        Ok(i) => i,
+        Err(message) => {
+            eprintln!("error: {message}");
             return ExitCode::USAGE;
         }
     };
-    let rehearsal = match &args.rehearse {
-        None => None,
-        Some(given) => {
-            // `--rehearse=SCRIPT` wins; plain `--rehearse` uses the job's own script, else an empty one.
-            let job_dir = plan.file.parent().map(PathBuf::from).unwrap_or_default();
-            let path = match (given.is_empty(), plan.runs.first().and_then(|r| r.spec.rehearsal.clone())) {
-                (false, _) => Some(PathBuf::from(given)),
-                (true, Some(own)) => Some(job_dir.join(own)),
-                (true, None) => None,
-            };
-            match path {
-                None => Some(Script::default()),
-                Some(path) => match load_script(&path) {
-                    Ok(s) => Some(s),
-                    Err(code) => return code,
-                },
-            }
+    let plans = match plans(&inv, args.job.max_runs, style) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let out = inv.out.clone().unwrap_or_else(|| default_out(&plans));
+    let state = BatchState::of(&plans, &inv.vars, inv.shard.as_deref(), &inv.filters, inv.rehearse.as_deref());
+    if inv.resume
+        && let Err(code) = check_unchanged(&out, &state, args.force)
+    {
+        return code;
+    }
+    let mut rehearsals = Vec::new();
+    for plan in &plans {
+        match rehearsal(inv.rehearse.as_deref(), plan) {
+            Ok(r) => rehearsals.push(r),
+            Err(code) => return code,
         }
+    }
+    let max_cost =
+        args.max_cost.or_else(|| plans.iter().flat_map(|p| p.runs.first()).filter_map(|r| r.spec.batch.max_cost).min());
+    let opts = BatchOptions {
+        rehearsals,
+        jobs: args.jobs,
+        retries: args.retries,
+        max_cost,
+        fail_fast: args.fail_fast,
+        out,
+        json: args.json,
+        resume: inv.resume,
+        state,
     };
     let runtime = match super::runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
     let console = Console::new(quiet);
-    let (results, code) = runtime.block_on(async {
+    let code = runtime.block_on(async {
         let signals = Signals::install();
-        run_plan(&plan, &RunOptions { rehearsal }, &console, &signals).await
+        run_batch(&plans, &opts, &console, &signals).await
     });
-    if args.json {
-        let reports: Vec<&crate::report::RunReport> = results.iter().map(|r| &r.report).collect();
-        let value = if reports.len() == 1 { serde_json::to_value(reports[0]) } else { serde_json::to_value(&reports) };
-        print_stdout(&serde_json::to_string_pretty(&value.unwrap_or_default()).unwrap_or_default());
-    }
     // Don't wait for stray tasks (a socket mid-reconnect): everything owned was released above.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
+}
+
+fn invocation(args: &RunArgs) -> Result<Invocation, String> {
+    let mut inv = Invocation {
+        files: args.files.clone(),
+        vars: args.job.vars.clone(),
+        shard: args.select.shard.clone(),
+        filters: args.select.filter.clone(),
+        rehearse: args.rehearse.clone(),
+        out: args.out.clone(),
+        resume: args.resume.is_some(),
+    };
+    match args.resume.as_ref().and_then(Option::as_deref) {
+        None => {}
+        // `--resume jobs/x.yaml`: a job file, resumed in its default batch directory.
+        Some(p) if p.is_file() => inv.files.insert(0, p.to_path_buf()),
+        Some(dir) => {
+            let state = BatchState::read(dir)?;
+            if inv.files.is_empty() {
+                inv.files = state.jobs.iter().map(|j| PathBuf::from(&j.file)).collect();
+                inv.vars = state.vars;
+                inv.shard = state.shard;
+                inv.filters = state.filters;
+                inv.rehearse = inv.rehearse.or(state.rehearse);
+            }
+            inv.out = Some(dir.to_path_buf());
+        }
+    }
+    if inv.files.is_empty() {
+        return Err("name a job file (or `--resume DIR` of a batch)".into());
+    }
+    Ok(inv)
+}
+
+/// Every job file planned and the selection applied; run ids must be unique across the files.
+fn plans(inv: &Invocation, max_runs: usize, style: Style) -> Result<Vec<Plan>, i32> {
+    let selection = crate::job::select::Selection::parse(inv.shard.as_deref(), &inv.filters).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::USAGE
+    })?;
+    let opts = PlanOptions { vars: inv.vars.clone(), max_runs };
+    let mut plans = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for file in &inv.files {
+        let mut plan = plan_file(file, &opts).map_err(|err| {
+            print_job_error(&err, style);
+            ExitCode::USAGE
+        })?;
+        plan.runs.retain(|r| selection.keeps(r));
+        for r in &plan.runs {
+            if let Some(other) = seen.insert(r.id.clone(), file.clone()) {
+                eprintln!("error: run id `{}` is in both {} and {}", r.id, other.display(), file.display());
+                eprintln!("  hint: give the jobs different `name`s");
+                return Err(ExitCode::USAGE);
+            }
+        }
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// `ohrun-reports/JOB` for one job file, `ohrun-reports/batch` for several.
+fn default_out(plans: &[Plan]) -> PathBuf {
+    match plans {
+        [one] => PathBuf::from("ohrun-reports").join(&one.job_name),
+        _ => PathBuf::from("ohrun-reports/batch"),
+    }
+}
+
+/// A resumed batch must be the same plan, unless `--force`: changed, added or removed runs are listed.
+fn check_unchanged(out: &Path, now: &BatchState, force: bool) -> Result<(), i32> {
+    let before = BatchState::read(out).map_err(|e| {
+        eprintln!("error: {e}");
+        eprintln!("  hint: `--resume` continues a batch that ran before; run it without `--resume` first");
+        ExitCode::USAGE
+    })?;
+    let diff = before.diff(now);
+    if diff.is_empty() || force {
+        return Ok(());
+    }
+    eprintln!("error: the plan changed since the batch in {} started:", out.display());
+    for line in &diff {
+        eprintln!("  {line}");
+    }
+    eprintln!(
+        "  hint: `--force` resumes anyway (changed runs that succeeded are not rerun); or start a new batch with `--out`"
+    );
+    Err(ExitCode::USAGE)
+}
+
+/// The scripted LLM of one job: `--rehearse=SCRIPT`, else its own `rehearsal:` script, else an empty one.
+fn rehearsal(given: Option<&str>, plan: &Plan) -> Result<Option<Script>, i32> {
+    let Some(given) = given else { return Ok(None) };
+    let job_dir = plan.file.parent().map(PathBuf::from).unwrap_or_default();
+    let path = match (given.is_empty(), plan.runs.first().and_then(|r| r.spec.rehearsal.clone())) {
+        (false, _) => Some(PathBuf::from(given)),
+        (true, Some(own)) => Some(job_dir.join(own)),
+        (true, None) => None,
+    };
+    match path {
+        None => Ok(Some(Script::default())),
+        Some(path) => load_script(&path).map(Some),
+    }
 }
 
 pub(super) fn load_script(path: &std::path::Path) -> Result<Script, i32> {

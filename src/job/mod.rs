@@ -4,6 +4,7 @@
 pub mod expand;
 pub mod model;
 pub mod parse;
+pub mod select;
 pub mod source;
 pub mod template;
 pub mod validate;
@@ -106,6 +107,7 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
     };
     let mut diags = Vec::new();
     let var_reports = apply_var_overrides(&mut doc, &opts.vars);
+    load_matrix_files(&mut doc, job_dir, &mut diags);
     let header = read_header(&mut doc, opts, &mut diags);
     let templates = Templates::compile(&doc, &mut diags);
     if !diags.is_empty() || !var_reports.is_empty() {
@@ -125,6 +127,49 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
         return Err(errors(doc.source, diags, var_reports));
     }
     Ok((header.job_name, runs))
+}
+
+/// `matrix: {repo: {file: repos.txt}}`: the axis' values come from a file beside the job file — one per line
+/// (blank lines and `#` comments skipped), or a YAML/JSON list when the file says so by its name. They are
+/// put in place before anything else reads the matrix, so ids and checks are the same as if written inline.
+fn load_matrix_files(doc: &mut Document, job_dir: &Path, diags: &mut Vec<Diagnostic>) {
+    let Some(Value::Object(matrix)) = doc.value.get("matrix") else { return };
+    let from_files: Vec<(String, String)> = matrix
+        .iter()
+        .filter_map(|(axis, v)| Some((axis.clone(), v.as_object()?.get("file")?.as_str()?.to_string())))
+        .collect();
+    for (axis, file) in from_files {
+        let at = doc.span(&[key("matrix"), key(&axis), key("file")]);
+        let path = job_dir.join(&file);
+        let values = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read `{file}`: {e}"))
+            .and_then(|text| axis_values(&file, &text));
+        match values {
+            Ok(values) if values.is_empty() => diags.push(
+                Diagnostic::new(format!("`{file}` has no values for matrix axis `{axis}`"))
+                    .at(at)
+                    .hint("write one value per line, or a YAML list"),
+            ),
+            Ok(values) => doc.value["matrix"][&axis] = Value::Array(values),
+            Err(message) => diags.push(
+                Diagnostic::new(message)
+                    .at(at)
+                    .hint("the path is relative to the job file; one value per line, or a YAML/JSON list"),
+            ),
+        }
+    }
+}
+
+fn axis_values(file: &str, text: &str) -> Result<Vec<Value>, String> {
+    if [".yaml", ".yml", ".json"].iter().any(|ext| file.ends_with(ext)) {
+        return parse::yaml_list(text).map_err(|e| format!("`{file}` is not a YAML/JSON list: {e}"));
+    }
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| Value::String(l.to_string()))
+        .collect())
 }
 
 /// The parts of a job that shape the plan: decoded first and never templated.
@@ -148,13 +193,6 @@ fn read_header(doc: &mut Document, opts: &PlanOptions, diags: &mut Vec<Diagnosti
     let matrix: Option<Matrix> = top.get("matrix").and_then(|v| decode(v, &[key("matrix")], &doc.map, diags));
     if let Some(m) = &matrix {
         check_matrix(m, &vars, opts.max_runs, doc, diags);
-    }
-    // The default report directory is a template too (`{{ run.id }}`); put it where templates are found.
-    if let Value::Object(top) = &mut doc.value {
-        let report = top.entry("report").or_insert_with(|| json!({}));
-        if let Value::Object(r) = report {
-            r.entry("dir").or_insert_with(|| json!(model::ReportSpec::DEFAULT_DIR));
-        }
     }
     Header { job_name: job_name.unwrap_or_default(), vars, matrix }
 }
@@ -246,9 +284,10 @@ fn expand_runs(
 fn check_report_dirs(runs: &[PlannedRun], doc: &Document, diags: &mut Vec<Diagnostic>) {
     // Compared as paths: `out/x`, `./out/x` and `out//x/` are one directory.
     let mut by_dir: IndexMap<PathBuf, Vec<&str>> = IndexMap::new();
-    for r in runs {
-        let dir: PathBuf =
-            Path::new(&r.spec.report.dir.0).components().filter(|c| *c != std::path::Component::CurDir).collect();
+    // Without `report.dir`, each run has its own folder (its id) in the batch directory.
+    for r in runs.iter().filter(|r| r.spec.report.dir.is_some()) {
+        let dir = r.spec.report.dir.as_ref().map_or("", |d| d.0.as_str());
+        let dir: PathBuf = Path::new(dir).components().filter(|c| *c != std::path::Component::CurDir).collect();
         by_dir.entry(dir).or_default().push(&r.id);
     }
     for (dir, ids) in by_dir.into_iter().filter(|(_, ids)| ids.len() > 1) {
@@ -262,7 +301,7 @@ fn check_report_dirs(runs: &[PlannedRun], doc: &Document, diags: &mut Vec<Diagno
                 shown.join(", ")
             ))
             .at(doc.span(&[key("report"), key("dir")]).or_else(|| doc.map.key_span(&[key("matrix")])))
-            .hint("make it differ per run, e.g. `report: {dir: \"ohrun-reports/{{ run.id }}\"}`"),
+            .hint("make it differ per run, e.g. `report: {dir: \"out/{{ run.id }}\"}`, or leave it out"),
         );
         if diags.len() >= MAX_DIAGNOSTICS {
             return;

@@ -52,9 +52,55 @@ pub struct JobSpec {
     /// A rehearsal script (path relative to the job file) used by `ohrun run --rehearse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rehearsal: Option<String>,
+    /// Retries of a run that failed for infrastructure reasons (never of an agent's or a job's failure).
+    #[serde(default)]
+    pub retries: Retries,
+    /// Limits that hold across all the runs of one invocation.
+    #[serde(default)]
+    pub batch: BatchSpec,
 }
 
-/// Matrix axes (a list of values each, scalars or objects) and the `include` / `exclude` lists.
+/// How often, and after how long, a run that failed for infrastructure reasons (the sandbox did not start,
+/// the server was lost, a provider failed) is tried again. Each attempt keeps its own evidence.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Attempts after the first; 0 (the default) never retries. `--retries` overrides it.
+    #[serde(default)]
+    pub max: u32,
+    /// Wait before the first retry; each further one waits twice as long (±25 %).
+    #[serde(default = "Retries::default_backoff")]
+    pub backoff: HumanDuration,
+    /// Runtime API: when an attempt failed for lack of resources (not ready in time, out of memory), the next
+    /// one asks for twice the `resource_factor` (at most 8).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grow_resource_factor: bool,
+}
+
+impl Retries {
+    fn default_backoff() -> HumanDuration {
+        HumanDuration::secs(10)
+    }
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries { max: 0, backoff: Self::default_backoff(), grow_resource_factor: false }
+    }
+}
+
+/// Limits of a whole batch (every run of one invocation).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Most all the runs together may spend, in USD (earlier attempts and resumed batches included);
+    /// `--max-cost` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<Usd>,
+}
+
+/// Matrix axes (a list of values each, scalars or objects, or `{file: path}`) and the `include` / `exclude`
+/// lists.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Matrix {
     #[serde(flatten)]
@@ -109,7 +155,11 @@ impl JsonSchema for Matrix {
                 "include": {"type": "array", "items": {"type": "object"}},
                 "exclude": {"type": "array", "items": {"type": "object"}}
             },
-            "additionalProperties": {"type": "array", "minItems": 1}
+            "additionalProperties": {"anyOf": [
+                {"type": "array", "minItems": 1},
+                {"type": "object", "properties": {"file": {"type": "string"}}, "required": ["file"], "additionalProperties": false,
+                 "description": "The axis' values from a file beside the job file: one per line, or a YAML/JSON list."}
+            ]}
         })
     }
 }
@@ -668,26 +718,14 @@ pub enum CleanupPolicy {
     Never,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportSpec {
-    /// Directory of each run's `run.json` and `events.jsonl` (templated, `${VAR}` expanded; relative to the
-    /// current directory). Must differ between the runs of a matrix.
-    #[serde(default = "ReportSpec::default_dir")]
-    pub dir: EnvString,
-}
-
-impl ReportSpec {
-    pub const DEFAULT_DIR: &'static str = "ohrun-reports/{{ run.id }}";
-    fn default_dir() -> EnvString {
-        EnvString(Self::DEFAULT_DIR.into())
-    }
-}
-
-impl Default for ReportSpec {
-    fn default() -> Self {
-        ReportSpec { dir: Self::default_dir() }
-    }
+    /// Directory of each run (templated, `${VAR}` expanded; relative to the current directory): its final
+    /// `run.json`, and `attempt-N/` with each attempt's evidence. Must differ between the runs of a matrix.
+    /// Default: `RUN_ID` inside the batch directory (`ohrun-reports/JOB/RUN_ID`, or `--out DIR/RUN_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<EnvString>,
 }
 
 /// A secret: only a reference to an environment variable, `${NAME}` (optionally `${NAME:-default}`).

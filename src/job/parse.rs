@@ -337,3 +337,8 @@ pub fn load_typed<T: DeserializeOwned>(source: Source) -> Result<T, Vec<Diagnost
     let mut diags = Vec::new();
     decode(&doc.value, &[], &doc.map, &mut diags).ok_or(diags)
 }
+
+/// A YAML (or JSON) list of values, e.g. a matrix axis kept in a file of its own.
+pub fn yaml_list(text: &str) -> Result<Vec<Value>, String> {
+    serde_yaml::from_str::<Vec<Value>>(text).map_err(|e| e.to_string())
+}

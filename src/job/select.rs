@@ -62,9 +62,10 @@ fn parse_filter(text: &str) -> Result<Filter, String> {
         return Err("`--filter` needs a run id (or part of one, `*` for any text) or `key=value`".into());
     }
     Ok(match text.split_once('=') {
-        Some((key, values)) if !key.is_empty() => {
-            Filter::Matrix { key: key.trim().to_string(), values: values.split(',').map(|v| v.trim().to_string()).collect() }
-        }
+        Some((key, values)) if !key.is_empty() => Filter::Matrix {
+            key: key.trim().to_string(),
+            values: values.split(',').map(|v| v.trim().to_string()).collect(),
+        },
         _ => Filter::Id(text.to_string()),
     })
 }
@@ -78,7 +79,7 @@ impl Filter {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                values.iter().any(|want| *want == text)
+                values.contains(&text)
             }
             Filter::Id(pattern) if pattern.contains('*') => glob(pattern, &run.id),
             Filter::Id(part) => run.id.contains(part.as_str()),

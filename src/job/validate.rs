@@ -272,14 +272,16 @@ impl<'s> Checker<'_, 's> {
                 "set a positive amount like `2.50`, or remove it",
             );
         }
-        if spec.report.dir.0.trim().is_empty() {
-            self.at(
-                path(&[k("report"), k("dir")]),
-                "the report directory is empty".into(),
-                "remove it to use the default",
-            );
+        if let Some(dir) = &spec.report.dir {
+            if dir.0.trim().is_empty() {
+                self.at(
+                    path(&[k("report"), k("dir")]),
+                    "the report directory is empty".into(),
+                    "remove it to use the default",
+                );
+            }
+            self.env(path(&[k("report"), k("dir")]), dir);
         }
-        self.env(path(&[k("report"), k("dir")]), &spec.report.dir);
         self.env_names(&[k("secrets")], &spec.secrets);
         if let Some(r) = &spec.rehearsal {
             self.literal(path(&[k("rehearsal")]), r);

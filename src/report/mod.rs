@@ -3,6 +3,7 @@
 
 pub mod model;
 pub mod redact;
+pub mod summary;
 pub mod writer;
 
 pub use model::*;

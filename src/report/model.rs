@@ -50,6 +50,8 @@ pub struct RunInfo {
     /// 1-based position in the plan.
     pub index: usize,
     pub matrix: Option<serde_json::Map<String, Value>>,
+    /// Which attempt of the run this report is (1 unless infrastructure failures were retried).
+    pub attempt: u32,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -202,6 +204,16 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    pub fn plus(self, o: Tokens) -> Tokens {
+        Tokens {
+            prompt: self.prompt + o.prompt,
+            completion: self.completion + o.completion,
+            cache_read: self.cache_read + o.cache_read,
+            cache_write: self.cache_write + o.cache_write,
+            reasoning: self.reasoning + o.reasoning,
+        }
+    }
+
     pub fn minus(self, o: Tokens) -> Tokens {
         Tokens {
             prompt: self.prompt.saturating_sub(o.prompt),
@@ -232,6 +244,11 @@ pub struct Outcome {
     pub exit_code: i32,
     /// What went wrong, in a sentence.
     pub message: Option<String>,
+    /// The failure was the infrastructure's (a sandbox that did not start, a lost server, a provider's
+    /// error), so another attempt may succeed; an agent's or a job's failure is never retried.
+    pub retryable: bool,
+    /// The sandbox lacked resources (it was not ready in time, or ran out of memory).
+    pub lacked_resources: bool,
 }
 
 /// How a run ended, ordered from least to most serious: with several runs, the most serious decides

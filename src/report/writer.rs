@@ -59,23 +59,35 @@ pub fn check_writable(dir: &Path) -> std::io::Result<()> {
     result
 }
 
-/// Writes `run.json` atomically: readers see the old report or the new one, never half of one. A failed
-/// write leaves no temporary file behind.
+/// Writes `run.json` atomically: readers see the old report or the new one, never half of one.
 pub fn write_report(dir: &Path, report: &RunReport) -> std::io::Result<PathBuf> {
     create_dir(dir)?;
     let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     let path = dir.join(RUN_FILE);
-    let tmp = dir.join(format!(".{RUN_FILE}.{}.tmp", std::process::id()));
+    write_atomic(&path, &text)?;
+    Ok(path)
+}
+
+/// Writes `path` atomically (temporary file, fsync, rename), redacted and private to the user; a failed
+/// write leaves no temporary file behind.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let written = create_private(&tmp).and_then(|mut f| {
-        f.write_all(redact::apply(&text).as_bytes())?;
+        f.write_all(redact::apply(text).as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()
     });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path)) {
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    Ok(path)
+    Ok(())
+}
+
+/// A run report read back (a resumed batch, a merge).
+pub fn read_report(path: &Path) -> Option<RunReport> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
 /// The run id of the report already in `dir`, if any: a run must not overwrite another run's evidence.

@@ -1,24 +1,24 @@
-//! One run, start to finish: settings, report directory, provisioning (never abandoned half-way: an
-//! interrupt is seen at its safe points, and whatever was created is released), setup, the conversation,
-//! release, and `run.json` on every exit path. A failure at any phase is a [`Failure`] whose class decides
-//! the exit code.
+//! One attempt of a run, start to finish: settings, its evidence directory, provisioning (never abandoned
+//! half-way: an interrupt is seen at its safe points, and whatever was created is released), setup, the
+//! conversation, release, and `run.json` on every exit path. A failure at any phase is a [`Failure`]
+//! whose class decides the exit code and whether another attempt may help.
 
+use super::RunResult;
+use super::budget::Budget;
 use super::signal::Signals;
-use super::{RunOptions, RunResult};
 use crate::agent::Limits;
 use crate::agent::conversation::{Conversation, message_text};
 use crate::agent::setup;
 use crate::backend::install::AGENT_SERVER_VERSION;
 use crate::backend::{self, Backend, Ready, Released};
-use crate::console::{Console, StepProgress};
+use crate::console::{RunLine, StepProgress};
 use crate::error::Failure;
 use crate::exit_code::ExitCode;
 use crate::job::model::{CleanupPolicy, JobSpec};
 use crate::job::{Plan, PlannedRun};
 use crate::rehearse::Rehearsal;
-use crate::report::writer::{
-    EVENTS_FILE, ReportWriter, check_writable, create_dir, existing_run_id, now_rfc3339, write_report,
-};
+use crate::rehearse::script::Script;
+use crate::report::writer::{EVENTS_FILE, ReportWriter, check_writable, now_rfc3339, write_report};
 use crate::report::{
     EndReason, JobInfo, Outcome, OutcomeClass, REPORT_FORMAT, RunInfo, RunReport, SandboxInfo, StepReport,
 };
@@ -26,98 +26,41 @@ use crate::settings::{self, RehearsalLlm, RunSettings};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn env(name: &str) -> Option<String> {
+pub(super) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// One run, start to finish; never panics on server or network trouble and always tries to write `run.json`.
-pub(super) async fn execute(
-    plan: &Plan,
-    planned: &PlannedRun,
-    opts: &RunOptions,
-    console: &Console,
-    signals: &Signals,
-) -> RunResult {
+/// What one attempt needs.
+pub(super) struct Attempt<'a> {
+    pub plan: &'a Plan,
+    pub planned: &'a PlannedRun,
+    pub rehearsal: Option<&'a Script>,
+    pub line: &'a RunLine<'a>,
+    pub signals: &'a Signals,
+    /// Where this attempt's evidence goes (`<run dir>/attempt-N`).
+    pub dir: PathBuf,
+    pub number: u32,
+    pub budget: Option<&'a Budget>,
+    /// A retry of a Runtime API run that lacked resources asks for more.
+    pub resource_factor: Option<u8>,
+}
+
+/// One attempt; never panics on server or network trouble and always tries to write its `run.json`.
+pub(super) async fn execute(a: &Attempt<'_>) -> RunResult {
     let started = Instant::now();
-    let mut report = new_report(plan, planned, opts);
-    let prefix = format!("[{}]", planned.id);
-    console.activity(&format!("{prefix} starting ({} sandbox)", planned.spec.sandbox.kind()));
-    // Where run.json goes: `report.dir` expanded, unless it holds another run's evidence.
-    let claimed = settings::report_dir(&planned.spec, &env)
-        .map_err(|problems| Failure::from(problems).hint("set the variable, or change `report.dir`"))
-        .and_then(|dir| claim(&dir, &planned.id));
-    let report_dir = claimed.as_ref().map(|c| c.dir.clone());
-    let outcome = match &report_dir {
-        Ok(dir) => {
-            let run = Run {
-                planned,
-                opts,
-                console,
-                signals,
-                prefix: prefix.clone(),
-                job_dir: plan.file.parent().map(Path::to_path_buf).unwrap_or_default(),
-                report_dir: dir.clone(),
-                run_deadline: planned.spec.limits.timeout.map(|t| started + t.0),
-            };
-            run.attempt(&mut report).await
-        }
-        Err(f) => Err((*f).clone()),
+    let mut report = new_report(a.plan, a.planned, a.rehearsal.is_some(), a.number);
+    a.line.activity(&format!("starting ({} sandbox)", a.planned.spec.sandbox.kind()));
+    let run = Run {
+        attempt: a,
+        job_dir: a.plan.file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        run_deadline: a.planned.spec.limits.timeout.map(|t| started + t.0),
     };
-    // The claim (and its lock) is held until run.json is written.
-    let result = finish(report, outcome, report_dir.as_deref().ok(), started, console, signals, &prefix);
-    drop(claimed);
-    result
+    let outcome = run.attempt(&mut report).await;
+    finish(report, outcome, &a.dir, started, a.line, a.signals)
 }
 
-/// A report directory this run holds: locked, so that no other ohrun process writes into it meanwhile.
-struct Claim {
-    dir: PathBuf,
-    _lock: std::fs::File,
-}
-
-/// A report directory is this run's unless another ohrun process is writing into it, or it holds the
-/// report of another run.
-fn claim(dir: &Path, run_id: &str) -> Result<Claim, Failure> {
-    let unwritable = |e: std::io::Error| {
-        Failure::new(
-            OutcomeClass::Infrastructure,
-            format!("the report directory {} cannot be written: {e}", dir.display()),
-        )
-        .hint("free some space or fix its permissions; nothing was started")
-    };
-    create_dir(dir).map_err(unwritable)?;
-    let lock_path = dir.join(".ohrun.lock");
-    let mut lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .map_err(unwritable)?;
-    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
-        let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
-        return Err(Failure::new(
-            OutcomeClass::UsageError,
-            format!("another ohrun ({}) is writing into {} right now", holder.trim(), dir.display()),
-        )
-        .hint("wait for it to finish, or give this run another `report.dir`"));
-    }
-    use std::io::Write;
-    let _ = lock.set_len(0).and_then(|()| write!(lock, "pid {}", std::process::id()));
-    if let Some(other) = existing_run_id(dir).filter(|id| id != run_id) {
-        return Err(Failure::new(
-            OutcomeClass::UsageError,
-            format!(
-                "{} holds the report of run {other}; ohrun does not overwrite another run's evidence",
-                dir.display()
-            ),
-        )
-        .hint("give each run its own `report.dir` (e.g. `ohrun-reports/{{ run.id }}`), or move the old report away"));
-    }
-    Ok(Claim { dir: dir.to_path_buf(), _lock: lock })
-}
-
-fn new_report(plan: &Plan, planned: &PlannedRun, opts: &RunOptions) -> RunReport {
+/// A report of a run that has not started yet (also what a run that cannot start reports).
+pub(super) fn new_report(plan: &Plan, planned: &PlannedRun, rehearsal: bool, attempt: u32) -> RunReport {
     let job_dir = plan.file.parent().map(Path::to_path_buf).unwrap_or_default();
     RunReport {
         format: REPORT_FORMAT,
@@ -131,8 +74,9 @@ fn new_report(plan: &Plan, planned: &PlannedRun, opts: &RunOptions) -> RunReport
             id: planned.id.clone(),
             index: planned.index,
             matrix: planned.matrix.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            attempt,
         },
-        rehearsal: opts.rehearsal.is_some(),
+        rehearsal,
         started_at: now_rfc3339(),
         sandbox: SandboxInfo {
             kind: planned.spec.sandbox.kind().to_string(),
@@ -157,54 +101,58 @@ fn new_report(plan: &Plan, planned: &PlannedRun, opts: &RunOptions) -> RunReport
     }
 }
 
-/// Sets the outcome, writes run.json, prints the summary line.
+/// Sets the outcome, writes the attempt's run.json.
 fn finish(
     mut report: RunReport,
     outcome: Result<(), Failure>,
-    report_dir: Option<&Path>,
+    dir: &Path,
     started: Instant,
-    console: &Console,
+    line: &RunLine,
     signals: &Signals,
-    prefix: &str,
 ) -> RunResult {
-    let (class, message) = match &outcome {
-        Ok(()) => (OutcomeClass::Succeeded, None),
-        Err(f) => (f.class, Some(f.report_message())),
-    };
     if let Err(f) = &outcome
         && matches!(f.class, OutcomeClass::Infrastructure | OutcomeClass::UsageError | OutcomeClass::LeftBehind)
     {
-        print_failure(console, prefix, f);
+        print_failure(line, f);
     }
-    report.outcome = Outcome { class, exit_code: ExitCode::for_class(class, signals.terminated()), message };
+    set_outcome(&mut report, outcome.err().as_ref(), signals.terminated());
     report.ended_at = Some(now_rfc3339());
     report.duration_ms = Some(started.elapsed().as_millis() as u64);
-    // No report directory (it could not be resolved, or holds another run's report): the console said why.
-    let (report_file, write_failed) = match report_dir.map(|d| (d, write_report(d, &report))) {
-        Some((_, Ok(path))) => (Some(path), false),
-        Some((dir, Err(e))) => {
-            console.error(&format!("{prefix} error: cannot write {}/run.json: {e}", dir.display()));
+    let (report_file, write_failed) = match write_report(dir, &report) {
+        Ok(path) => (Some(path), false),
+        Err(e) => {
+            line.error(&format!("error: cannot write {}/run.json: {e}", dir.display()));
             (None, true)
         }
-        None => (None, false),
     };
-    console.clear();
-    console.say(&summary_line(&report, report_file.as_deref(), console));
     RunResult { report, report_file, write_failed }
 }
 
-fn print_failure(console: &Console, prefix: &str, f: &Failure) {
-    console.error(&format!("{prefix} error: {}", f.message));
+/// The report's outcome from the attempt's failure (None: it succeeded).
+pub(super) fn set_outcome(report: &mut RunReport, failure: Option<&Failure>, terminated: bool) {
+    let class = failure.map_or(OutcomeClass::Succeeded, |f| f.class);
+    report.outcome = Outcome {
+        class,
+        exit_code: ExitCode::for_class(class, terminated),
+        message: failure.map(Failure::report_message),
+        retryable: failure.is_some_and(|f| f.retryable),
+        lacked_resources: failure.is_some_and(|f| f.lacked_resources),
+    };
+}
+
+pub(super) fn print_failure(line: &RunLine, f: &Failure) {
+    line.error(&format!("error: {}", f.message));
     if let Some(tail) = &f.log_tail {
-        console.error(&format!("{prefix} its last log lines:\n{tail}"));
+        line.error(&format!("its last log lines:\n{tail}"));
     }
     if let Some(h) = &f.hint {
-        console.error(&format!("{prefix} hint: {h}"));
+        line.error(&format!("hint: {h}"));
     }
 }
 
-fn summary_line(r: &RunReport, file: Option<&Path>, console: &Console) -> String {
-    let s = console.style;
+/// The line that says how a run ended.
+pub(super) fn summary_line(r: &RunReport, file: Option<&Path>, style: crate::style::Style) -> String {
+    let s = style;
     let mark = match (r.outcome.class, file) {
         (OutcomeClass::Succeeded, Some(_)) => s.ok("ok"),
         _ => s.error("FAILED"),
@@ -223,28 +171,23 @@ fn summary_line(r: &RunReport, file: Option<&Path>, console: &Console) -> String
 }
 
 struct Run<'a> {
-    planned: &'a PlannedRun,
-    opts: &'a RunOptions,
-    console: &'a Console,
-    signals: &'a Signals,
-    prefix: String,
+    attempt: &'a Attempt<'a>,
     job_dir: PathBuf,
-    report_dir: PathBuf,
     run_deadline: Option<Instant>,
 }
 
 impl Run<'_> {
     fn spec(&self) -> &JobSpec {
-        &self.planned.spec
+        &self.attempt.planned.spec
     }
 
     fn say(&self, line: &str) {
-        self.console.say(&format!("{} {line}", self.prefix));
+        self.attempt.line.say(line);
     }
 
     async fn attempt(&self, report: &mut RunReport) -> Result<(), Failure> {
-        // The rehearsal endpoint, if any, lives as long as this run.
-        let rehearsal = match &self.opts.rehearsal {
+        // The rehearsal endpoint, if any, lives as long as this attempt.
+        let rehearsal = match self.attempt.rehearsal {
             Some(script) => {
                 Some(Rehearsal::start(script.clone(), std::net::Ipv4Addr::LOCALHOST.into()).await.map_err(|e| {
                     Failure::new(OutcomeClass::Infrastructure, format!("cannot start the rehearsal endpoint: {e}"))
@@ -253,8 +196,8 @@ impl Run<'_> {
             None => None,
         };
         let settings = self.resolve(rehearsal.as_ref())?;
-        check_writable(&self.report_dir).map_err(|e| self.unwritable(e))?;
-        let mut writer = ReportWriter::create(&self.report_dir).map_err(|e| self.unwritable(e))?;
+        check_writable(&self.attempt.dir).map_err(|e| self.unwritable(e))?;
+        let mut writer = ReportWriter::create(&self.attempt.dir).map_err(|e| self.unwritable(e))?;
         let mut backend = settings.sandbox.clone().backend();
         let provisioned = self.provision(&mut *backend, &settings.secret_names, report).await;
         let result = match &provisioned {
@@ -271,7 +214,13 @@ impl Run<'_> {
 
     fn resolve(&self, rehearsal: Option<&Rehearsal>) -> Result<RunSettings, Failure> {
         let reh_llm = rehearsal.map(|r| RehearsalLlm { base_url: r.base_url("127.0.0.1") });
-        settings::resolve(self.spec(), &self.job_dir, reh_llm.as_ref(), &env).map_err(|problems| {
+        let mut resolved = settings::resolve(self.spec(), &self.job_dir, reh_llm.as_ref(), &env);
+        if let (Ok(s), Some(factor)) = (&mut resolved, self.attempt.resource_factor)
+            && let backend::Settings::Runtime(rt) = &mut s.sandbox
+        {
+            rt.resource_factor = factor;
+        }
+        resolved.map_err(|problems| {
             let about_llm = problems.problems.iter().any(|p| p.contains("`llm."));
             let hint = if about_llm && rehearsal.is_none() {
                 "set the variables in the environment, or try the job with `--rehearse` (a scripted LLM: no key, no spend)"
@@ -285,7 +234,7 @@ impl Run<'_> {
     fn unwritable(&self, e: std::io::Error) -> Failure {
         Failure::new(
             OutcomeClass::Infrastructure,
-            format!("the report directory {} cannot be written: {e}", self.report_dir.display()),
+            format!("the report directory {} cannot be written: {e}", self.attempt.dir.display()),
         )
         .hint("free some space or fix its permissions; nothing was started")
     }
@@ -297,15 +246,15 @@ impl Run<'_> {
         report: &mut RunReport,
     ) -> Result<Ready, backend::Error> {
         let kind = self.spec().sandbox.kind();
-        self.console.activity(&format!("{} provisioning the {kind} sandbox", self.prefix));
+        self.attempt.line.activity(&format!("provisioning the {kind} sandbox"));
         let progress = |line: &str| self.say(line);
         let ctx = backend::Context {
-            run_id: &self.planned.id,
+            run_id: &self.attempt.planned.id,
             job: &self.spec().name,
-            report_dir: &self.report_dir,
+            report_dir: &self.attempt.dir,
             hide_env,
             run_deadline: self.run_deadline,
-            cancel: self.signals.cancel(),
+            cancel: self.attempt.signals.cancel(),
             progress: &progress,
         };
         let started = Instant::now();
@@ -339,20 +288,31 @@ impl Run<'_> {
     ) -> Result<(), Failure> {
         self.check_server(ready, report)?;
         self.setup(ready, settings, report).await?;
-        self.console.activity(&format!("{} starting the conversation", self.prefix));
+        self.attempt.line.activity("starting the conversation");
         let client = &ready.client;
-        let mut conv =
-            Conversation::start(client, self.spec(), settings, &ready.working_dir, writer, self.signals.cancel())
-                .await?;
+        let mut conv = Conversation::start(
+            client,
+            self.spec(),
+            settings,
+            &ready.working_dir,
+            writer,
+            self.attempt.signals.cancel(),
+        )
+        .await?;
         report.conversation_id = Some(conv.id.clone());
         report.notes.push(
             "title generation (autotitle) is off, so every LLM call belongs to a step and the costs are complete"
                 .into(),
         );
-        let cancel = self.signals.cancel();
-        let progress = StepProgress { console: self.console, run_id: &self.prefix, cancel: &cancel };
-        self.console.activity(&format!("{} step 1/{}", self.prefix, self.spec().steps.len()));
-        let limits = Limits { run_deadline: self.run_deadline, max_cost: self.spec().limits.max_cost };
+        let cancel = self.attempt.signals.cancel();
+        let progress = StepProgress { line: self.attempt.line, cancel: &cancel };
+        self.attempt.line.activity(&format!("step 1/{}", self.spec().steps.len()));
+        let limits = Limits {
+            run_deadline: self.run_deadline,
+            max_cost: self.spec().limits.max_cost,
+            batch: self.attempt.budget.map(|b| b as &dyn crate::agent::SharedBudget),
+            run_id: &self.attempt.planned.id,
+        };
         let outcome = conv.run_steps(self.spec(), &self.job_dir, &limits, &progress, backend).await;
         // Steps that ran replace their `not_run` entries; the rest stay as they were listed.
         for step in outcome.steps {
@@ -385,7 +345,7 @@ impl Run<'_> {
                 "the agent-server is version {version}; ohrun {} was tested with {AGENT_SERVER_VERSION}",
                 env!("CARGO_PKG_VERSION")
             );
-            self.console.error(&format!("{} warning: {warning}", self.prefix));
+            self.attempt.line.error(&format!("warning: {warning}"));
             report.warnings.push(warning);
         }
         let (Some(wanted), Some(usable)) = (&self.spec().agent.tools, ready.usable_tools()) else { return Ok(()) };
@@ -402,7 +362,7 @@ impl Run<'_> {
 
     async fn setup(&self, ready: &Ready, settings: &RunSettings, report: &mut RunReport) -> Result<(), Failure> {
         let client = &ready.client;
-        let mut cancel = self.signals.cancel();
+        let mut cancel = self.attempt.signals.cancel();
         // The working directory may not exist yet (a remote server creates it with the conversation).
         let mkdir = format!("mkdir -p {}", setup::shell_quote(&ready.working_dir));
         if let Err((_, e)) = setup::run_command(client, &mkdir, "/", Duration::from_secs(60), &mut cancel).await {
@@ -415,11 +375,7 @@ impl Run<'_> {
         }
         let total = settings.setup.len();
         if total > 0 {
-            self.console.activity(&format!(
-                "{} running {total} setup command{}",
-                self.prefix,
-                if total == 1 { "" } else { "s" }
-            ));
+            self.attempt.line.activity(&format!("running {total} setup command{}", if total == 1 { "" } else { "s" }));
         }
         let mut on_result = |r: &crate::report::SetupResult| {
             let status = match (r.interrupted, r.exit_code) {
@@ -431,7 +387,8 @@ impl Run<'_> {
         };
         let commands = self.bounded_by_run_deadline(&settings.setup);
         let done =
-            setup::run_setup(client, &commands, &ready.working_dir, &self.signals.cancel(), &mut on_result).await;
+            setup::run_setup(client, &commands, &ready.working_dir, &self.attempt.signals.cancel(), &mut on_result)
+                .await;
         let failed = done.failed().map(|r| {
             let last = r.stderr.lines().last().unwrap_or("").trim().to_string();
             let detail = if last.is_empty() { String::new() } else { format!(": {last}") };
@@ -464,7 +421,7 @@ impl Run<'_> {
         report: &mut RunReport,
     ) -> Released {
         let hint = backend.attach_hint(working_dir);
-        self.console.activity(&format!("{} releasing the sandbox", self.prefix));
+        self.attempt.line.activity("releasing the sandbox");
         let released = backend.release(keep).await;
         record_sandbox(report, backend);
         report.sandbox.disposition = released.disposition().into();
@@ -525,7 +482,9 @@ fn classify(report: &RunReport) -> Result<(), Failure> {
             .as_ref()
             .map(|e| format!(": {}", crate::console::code_and_detail(&e.code, &e.detail)))
             .unwrap_or_default();
-        return Err(Failure::new(class, format!("step {} ended: {}{detail}", s.index, s.end_reason.as_str())));
+        let failure = Failure::new(class, format!("step {} ended: {}{detail}", s.index, s.end_reason.as_str()));
+        // A lost server is the infrastructure's failure: another attempt may go through.
+        return Err(if s.end_reason == EndReason::Lost { failure.retryable() } else { failure });
     }
     Ok(())
 }

@@ -90,7 +90,7 @@ fn seed_job_in_a_container() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let most = watcher.join().unwrap();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let report = read_report(&dir.path().join("ohrun-reports/facts-docker"));
+    let report = read_report(&dir.path().join("ohrun-reports/facts-docker/facts-docker"));
     assert_eq!(report["sandbox"]["kind"], "docker");
     assert_eq!(report["sandbox"]["disposition"], "released");
     assert_eq!(report["sandbox"]["agent_server_version"], "1.58.2");
@@ -128,7 +128,7 @@ fn kept_container(cleanup: &str, script: &str, expected_code: i32) {
     }
     assert_eq!(out.code, expected_code, "{}", out.stderr);
     assert_eq!(left.len(), 1, "one container is kept");
-    let report = read_report(&dir.path().join(format!("ohrun-reports/{name}")));
+    let report = read_report(&dir.path().join(format!("ohrun-reports/{name}/{name}")));
     assert_eq!(report["sandbox"]["disposition"], "kept");
     let id = report["sandbox"]["id"].as_str().unwrap();
     assert!(left[0].starts_with(&id[..12]));
@@ -172,7 +172,7 @@ fn a_container_that_exits_at_start_is_exit_3_with_its_log() {
     assert!(stderr.contains("exited with code"), "{stderr}");
     assert!(stderr.contains("--no-such-flag"), "the log tail shows why:\n{stderr}");
     assert!(containers_of("dies").is_empty(), "the dead container is removed");
-    let report: Value = read_report(&dir.path().join("ohrun-reports/dies"));
+    let report: Value = read_report(&dir.path().join("ohrun-reports/dies/dies"));
     assert_eq!(report["outcome"]["class"], "infrastructure");
     assert!(report["sandbox"]["id"].as_str().is_some_and(|id| id.len() >= 12), "the container is recorded");
 }
@@ -229,7 +229,7 @@ fn sigint_while_the_container_starts_removes_it_and_records_it() {
     let out = wait_output(child, Duration::from_secs(60));
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert!(containers_of("docker-sigint").is_empty(), "the container was removed");
-    let report = read_report(&dir.path().join("ohrun-reports/docker-sigint"));
+    let report = read_report(&dir.path().join("ohrun-reports/docker-sigint/docker-sigint"));
     assert_eq!(report["outcome"]["class"], "interrupted");
     assert!(report["sandbox"]["id"].as_str().is_some(), "the container's id is in run.json");
     assert_eq!(report["sandbox"]["disposition"], "released");

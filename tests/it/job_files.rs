@@ -94,10 +94,10 @@ fn a_kept_local_server_says_how_to_reach_and_stop_it() {
     let r = run_job("kept-local", Some("  kind: local\n"), "cleanup: never\n", None, &["--rehearse"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let pid = sandbox_pid(&r.report).expect("the server's pid is recorded");
-    let key_file = r.dir.path().join("ohrun-reports/kept-local/agent-server.key");
+    let key_file = r.dir.path().join("ohrun-reports/kept-local/kept-local/attempt-1/agent-server.key");
     let result = std::panic::catch_unwind(|| {
         assert!(
-            r.stderr.contains("session key in ohrun-reports/kept-local/agent-server.key"),
+            r.stderr.contains("session key in ohrun-reports/kept-local/kept-local/attempt-1/agent-server.key"),
             "the key file is named:\n{}",
             r.stderr
         );
@@ -177,31 +177,49 @@ fn two_ohrun_processes_never_write_into_one_report_directory() {
         dir.path(),
         "job.yaml",
         &format!(
-            "name: twice\nsandbox: {{kind: remote, url: '{}', session_key: '${{K}}', working_dir: '{}'}}\nllm: {{model: m}}\nsteps:\n  - message: hi\nrehearsal: script.yaml\n",
+            "name: twice\nsandbox: {{kind: remote, url: '{}', session_key: '${{K}}', working_dir: '{}'}}\nllm: {{model: m}}\nsteps:\n  - message: hi\nrehearsal: script.yaml\nreport: {{dir: 'runs/{{{{ run.id }}}}'}}\n",
             server.url,
             dir.path().join("ws").display()
         ),
     );
     let first =
         Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).spawn();
-    let events = dir.path().join("ohrun-reports/twice/events.jsonl");
+    let events = dir.path().join("runs/twice/attempt-1/events.jsonl");
     wait_until(Duration::from_secs(60), "the first run's step started", || {
         std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
     });
-    // The same job again, in the same place, while the first one runs.
-    let second =
-        Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).output();
-    assert_eq!(second.code, 2, "{}", second.stderr);
+    // The same job again while the first one runs: in the same batch directory, and in another one (but
+    // the same run directory, which the job names).
+    let again = |args: &[&str]| {
+        Ohrun::new()
+            .current_dir(dir.path())
+            .env("K", &server.key)
+            .args(["run", "--rehearse"])
+            .args(args)
+            .args([&job])
+            .output()
+    };
+    let same_batch = again(&[]);
+    assert_eq!(same_batch.code, 2, "{}", same_batch.stderr);
     assert!(
-        second.stderr.contains("another ohrun (pid") && second.stderr.contains("is writing into"),
+        same_batch.stderr.contains("another ohrun (pid")
+            && same_batch.stderr.contains("is running the batch in ohrun-reports/twice"),
         "{}",
-        second.stderr
+        same_batch.stderr
+    );
+    let same_run = again(&["--out", "elsewhere"]);
+    assert_eq!(same_run.code, 2, "{}", same_run.stderr);
+    assert!(
+        same_run.stderr.contains("another ohrun (pid") && same_run.stderr.contains("is writing into runs/twice"),
+        "{}",
+        same_run.stderr
     );
     let first = wait_output(first, Duration::from_secs(60));
     assert_eq!(first.code, 0, "{}", first.stderr);
-    let report = read_report(&dir.path().join("ohrun-reports/twice"));
+    let report = read_report(&dir.path().join("runs/twice"));
     assert_eq!(report["steps"][0]["final_message"], "first one done");
-    let logged = read_events(&dir.path().join("ohrun-reports/twice"));
+    assert_eq!(report["run"]["attempt"], 1, "no attempt of the others was made in it");
+    let logged = read_events(&dir.path().join("runs/twice"));
     assert_eq!(
         report["totals"]["events"].as_u64().unwrap() as usize,
         logged.len(),

@@ -15,12 +15,12 @@ fn sigint_while_a_local_server_starts_leaves_no_process_and_records_it() {
         "name: starting\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: hi\n",
     );
     let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
-    let log = dir.path().join("ohrun-reports/starting/agent-server.log");
+    let log = dir.path().join("ohrun-reports/starting/starting/attempt-1/agent-server.log");
     wait_until(Duration::from_secs(60), "the agent-server process was started", || log.exists());
     signal(&child, libc::SIGINT);
     let out = wait_output(child, Duration::from_secs(30));
     assert_eq!(out.code, 130, "{}", out.stderr);
-    let report = read_report(&dir.path().join("ohrun-reports/starting"));
+    let report = read_report(&dir.path().join("ohrun-reports/starting/starting"));
     assert_eq!(report["outcome"]["class"], "interrupted");
     assert!(report["sandbox"]["id"].as_str().is_some_and(|id| id.starts_with("pid:")), "{}", report["sandbox"]);
     assert_eq!(report["sandbox"]["disposition"], "released");
@@ -62,11 +62,11 @@ fn a_run_json_that_cannot_be_written_is_never_exit_0() {
             dir.path().join("ws").display()
         ),
     );
-    let report_dir = dir.path().join("ohrun-reports/no-evidence");
+    let report_dir = dir.path().join("ohrun-reports/no-evidence/no-evidence");
     let child =
         Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).spawn();
     wait_until(Duration::from_secs(60), "the step started", || {
-        std::fs::read_to_string(report_dir.join("events.jsonl")).unwrap_or_default().contains("MessageEvent")
+        std::fs::read_to_string(report_dir.join("attempt-1/events.jsonl")).unwrap_or_default().contains("MessageEvent")
     });
     // A directory where run.json must go: the atomic rename cannot replace it.
     std::fs::create_dir_all(report_dir.join("run.json/in-the-way")).unwrap();
@@ -85,10 +85,7 @@ fn a_run_json_that_cannot_be_written_is_never_exit_0() {
 #[test]
 fn an_event_log_that_cannot_be_written_fails_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    let report_dir = dir.path().join("ohrun-reports/full-disk");
-    std::fs::create_dir_all(&report_dir).unwrap();
-    // A full disk for the event log only: every write to it fails with ENOSPC.
-    std::os::unix::fs::symlink("/dev/full", report_dir.join("events.jsonl")).unwrap();
+    let report_dir = dir.path().join("ohrun-reports/full-disk/full-disk");
     let server = shared();
     let job = write_job(
         dir.path(),
@@ -99,8 +96,15 @@ fn an_event_log_that_cannot_be_written_fails_the_run() {
             dir.path().join("ws").display()
         ),
     );
-    let out =
-        Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).output();
+    // A disk that fills up under the event log: its first event (the system prompt, ~27 KB) cannot be
+    // written whole, while run.json and the rollups (a few KB each) can.
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("K", &server.key)
+        .file_size_limit(16 * 1024)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
     assert_eq!(out.code, 3, "{}", out.stderr);
     let report = read_report(&report_dir);
     assert_eq!(report["outcome"]["class"], "infrastructure");
@@ -135,7 +139,7 @@ fn an_interrupted_setup_command_is_recorded_and_stopped() {
     let out = wait_output(child, Duration::from_secs(30));
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert!(!out.stderr.contains("step 1/1"), "no step is announced after the interrupt:\n{}", out.stderr);
-    let report = read_report(&dir.path().join("ohrun-reports/setup-sigint"));
+    let report = read_report(&dir.path().join("ohrun-reports/setup-sigint/setup-sigint"));
     let setup = report["setup"].as_array().unwrap();
     assert_eq!(setup.len(), 1, "the interrupted command is recorded: {report}");
     assert_eq!(setup[0]["interrupted"], true);
@@ -161,7 +165,7 @@ fn a_crashed_local_server_is_seen_at_once() {
         "name: crash\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: Wait.\nrehearsal: script.yaml\n",
     );
     let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
-    let events = dir.path().join("ohrun-reports/crash/events.jsonl");
+    let events = dir.path().join("ohrun-reports/crash/crash/attempt-1/events.jsonl");
     wait_until(Duration::from_secs(120), "the step started", || {
         std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
     });
@@ -177,7 +181,7 @@ fn a_crashed_local_server_is_seen_at_once() {
     let out = wait_output(child, Duration::from_secs(60));
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(killed.elapsed() < Duration::from_secs(15), "the crash took {:?} to be seen", killed.elapsed());
-    let report = read_report(&dir.path().join("ohrun-reports/crash"));
+    let report = read_report(&dir.path().join("ohrun-reports/crash/crash"));
     assert_eq!(report["steps"][0]["end_reason"], "lost");
     assert!(report["steps"][0]["error"]["detail"].as_str().unwrap().contains("exited"), "{}", report["steps"][0]);
 }

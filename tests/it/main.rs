@@ -1,10 +1,12 @@
 //! One integration-test binary: every test drives the real `ohrun` executable.
 
+mod batch;
 mod docker;
 mod emulators;
 mod golden;
 mod job_files;
 mod jobs;
+mod junit;
 mod leaks;
 mod parser_fuzz;
 mod protocol;

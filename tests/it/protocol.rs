@@ -30,8 +30,8 @@ fn report_and_server_events(
     dir: &std::path::Path,
     name: &str,
 ) -> (Value, Vec<String>, Vec<Value>) {
-    let report = read_report(&dir.join(format!("ohrun-reports/{name}")));
-    let logged = ids(&read_events(&dir.join(format!("ohrun-reports/{name}"))));
+    let report = read_report(&dir.join(format!("ohrun-reports/{name}/{name}")));
+    let logged = ids(&read_events(&dir.join(format!("ohrun-reports/{name}/{name}"))));
     let on_server = server.events(report["conversation_id"].as_str().unwrap());
     (report, logged, on_server)
 }
@@ -106,7 +106,7 @@ fn a_run_seen_only_over_rest_ends_only_after_the_grace() {
         .args(["run", "--rehearse"])
         .args([&job])
         .spawn();
-    let events = dir.path().join("ohrun-reports/rest-only/events.jsonl");
+    let events = dir.path().join("ohrun-reports/rest-only/rest-only/attempt-1/events.jsonl");
     wait_until(Duration::from_secs(60), "the agent's command started", || {
         std::fs::read_to_string(&events).unwrap_or_default().contains("\"ActionEvent\"")
     });
@@ -196,6 +196,6 @@ fn another_server_version_is_a_warning_on_the_console_and_in_the_report() {
         .output();
     assert_eq!(out.code, 0, "a warning, not a failure:\n{}", out.stderr);
     assert!(out.stderr.contains("warning: the agent-server is version 1.99.0"), "{}", out.stderr);
-    let report = read_report(&dir.path().join("ohrun-reports/other-version"));
+    let report = read_report(&dir.path().join("ohrun-reports/other-version/other-version"));
     assert!(report["warnings"][0].as_str().unwrap().contains("1.99.0"), "{}", report["warnings"]);
 }

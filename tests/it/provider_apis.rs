@@ -55,7 +55,7 @@ fn run(
     };
     let out =
         Ohrun::new().current_dir(dir.path()).env(var, key).args(["-vv", "run", "--rehearse"]).args([&job]).output();
-    let report_dir = dir.path().join(format!("ohrun-reports/{name}"));
+    let report_dir = dir.path().join(format!("ohrun-reports/{name}/{name}"));
     let report = read_report(&report_dir);
     assert_no_secret(&report_dir, &out.stdout, &out.stderr);
     Outcome { code: out.code, stderr: out.stderr, report, dir }
@@ -64,15 +64,8 @@ fn run(
 fn assert_no_secret(report_dir: &Path, stdout: &str, stderr: &str) {
     for key in [CLOUD_KEY, RUNTIME_KEY] {
         assert!(!stdout.contains(key) && !stderr.contains(key), "a planted key reached the console");
-        for entry in std::fs::read_dir(report_dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                assert!(
-                    !std::fs::read_to_string(&path).unwrap_or_default().contains(key),
-                    "a planted key is in {}",
-                    path.display()
-                );
-            }
+        for (path, text) in files_under(report_dir) {
+            assert!(!text.contains(key), "a planted key is in {}", path.display());
         }
     }
 }
@@ -95,7 +88,7 @@ fn assert_seed_ran(o: &Outcome, kind: &str) {
     }
     assert_eq!(r["steps"][0]["final_message"], "I wrote 3 facts about the project into FACTS.txt.");
     assert!(r["totals"]["cost"].as_f64().unwrap() > 0.0);
-    let events = read_events(&o.dir.path().join(format!("ohrun-reports/{}", r["run"]["id"].as_str().unwrap())));
+    let events = read_events(&o.dir.path().join(format!("ohrun-reports/{0}/{0}", r["run"]["id"].as_str().unwrap())));
     let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len(), "events exactly once");
     // FACTS.txt was written (wc -l reported 3 lines) and then deleted.
@@ -255,7 +248,7 @@ fn a_sandbox_paused_under_a_running_job_is_resumed_once_and_the_job_goes_on() {
         .args([&job])
         .spawn();
     // The provider pauses the sandbox while the agent's command runs: every connection stays open.
-    let events = dir.path().join("ohrun-reports/paused/events.jsonl");
+    let events = dir.path().join("ohrun-reports/paused/paused/attempt-1/events.jsonl");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !std::fs::read_to_string(&events).unwrap_or_default().contains("\"ActionEvent\"") {
         assert!(std::time::Instant::now() < deadline, "the step never started");
@@ -265,7 +258,7 @@ fn a_sandbox_paused_under_a_running_job_is_resumed_once_and_the_job_goes_on() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let report = read_report(&dir.path().join("ohrun-reports/paused"));
+    let report = read_report(&dir.path().join("ohrun-reports/paused/paused"));
     assert_eq!(report["steps"][0]["final_message"], "survived the pause");
     let resumes = emu.shared.requests.lock().unwrap().iter().filter(|(what, _)| what.ends_with("/resume")).count();
     assert_eq!(resumes, 1, "resumed exactly once");
@@ -337,11 +330,11 @@ fn sigint_while_starting(api: Api, name: &str) {
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert!(signalled.elapsed() < Duration::from_secs(20), "took {:?} to stop", signalled.elapsed());
     assert_eq!(emu.deletes(), 1, "the sandbox that was starting was released");
-    let report = read_report(&dir.path().join(format!("ohrun-reports/{name}")));
+    let report = read_report(&dir.path().join(format!("ohrun-reports/{name}/{name}")));
     assert_eq!(report["outcome"]["class"], "interrupted");
     assert!(report["sandbox"]["id"].as_str().is_some(), "its id is in run.json: {}", report["sandbox"]);
     assert_eq!(report["sandbox"]["disposition"], "released");
-    assert_no_secret(&dir.path().join(format!("ohrun-reports/{name}")), &out.stdout, &out.stderr);
+    assert_no_secret(&dir.path().join(format!("ohrun-reports/{name}/{name}")), &out.stdout, &out.stderr);
 }
 
 #[test]
@@ -420,7 +413,7 @@ fn ctrl_c_is_served_while_a_provider_probe_hangs() {
     let script = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 60s\n";
     let (child, dir) =
         spawn(Api::Cloud, &emu, "probe-hangs", "  init_timeout: 120s\n", "steps:\n  - message: Wait.\n", script);
-    let events = dir.path().join("ohrun-reports/probe-hangs/events.jsonl");
+    let events = dir.path().join("ohrun-reports/probe-hangs/probe-hangs/attempt-1/events.jsonl");
     wait_until(Duration::from_secs(120), "the step started", || {
         std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
     });
@@ -464,9 +457,9 @@ fn a_message_is_sent_once_even_when_the_sandbox_is_paused_while_it_is_sent() {
     assert_eq!(posts, 1, "the message was posted once");
     let resumes = emu.shared.requests.lock().unwrap().iter().filter(|(what, _)| what.ends_with("/resume")).count();
     assert_eq!(resumes, 1, "the sandbox was resumed");
-    let report = read_report(&dir.path().join("ohrun-reports/paused-send"));
+    let report = read_report(&dir.path().join("ohrun-reports/paused-send/paused-send"));
     assert_eq!(report["steps"][0]["end_reason"], "finished");
-    let events = read_events(&dir.path().join("ohrun-reports/paused-send"));
+    let events = read_events(&dir.path().join("ohrun-reports/paused-send/paused-send"));
     let sent = events.iter().filter(|e| e["kind"] == "MessageEvent" && e["source"] == "user").count();
     assert_eq!(sent, 1, "the server holds the message once");
 }

@@ -5,7 +5,7 @@
 
 use crate::server::{ExternalServer, shared};
 use crate::support::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,8 +42,8 @@ fn watch_facts(dir: std::path::PathBuf) -> (Arc<AtomicBool>, std::thread::JoinHa
 fn seed_job_on_a_local_agent_server() {
     agent_server_command();
     let dir = tempfile::tempdir().unwrap();
-    let report_dir = dir.path().join("ohrun-reports/facts-local");
-    let (stop, watcher) = watch_facts(report_dir.join("workspace"));
+    let report_dir = dir.path().join("ohrun-reports/facts-local/facts-local");
+    let (stop, watcher) = watch_facts(report_dir.join("attempt-1/workspace"));
     let job = repo_root().join("jobs/local.yaml");
     let out = Ohrun::new()
         .current_dir(dir.path())
@@ -71,7 +71,7 @@ fn seed_job_on_a_local_agent_server() {
 
     // Step 1 wrote FACTS.txt with three lines; step 2 removed it.
     assert_eq!(most_lines, 3, "FACTS.txt had 3 lines after step 1");
-    assert!(!report_dir.join("workspace/FACTS.txt").exists(), "FACTS.txt is gone after step 2");
+    assert!(!report_dir.join("attempt-1/workspace/FACTS.txt").exists(), "FACTS.txt is gone after step 2");
     let steps = report["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
     for s in steps {
@@ -140,23 +140,34 @@ fn seed_job_on_a_remote_agent_server_logs_exactly_the_servers_events() {
         .args([&job])
         .output();
     assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
-    let printed = out.json();
-    let report = read_report(&dir.path().join("ohrun-reports/facts-remote"));
-    assert_eq!(printed["run"]["id"], report["run"]["id"], "--json prints the report");
+    let report = read_report(&dir.path().join("ohrun-reports/facts-remote/facts-remote"));
+    // `--json`: a line for the run as it ended, then the batch's totals.
+    let printed: Vec<Value> = out.stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(printed.len(), 2, "{}", out.stdout);
+    assert_eq!(
+        (&printed[0]["type"], &printed[0]["id"], &printed[0]["status"]),
+        (&json!("run"), &report["run"]["id"], &json!("succeeded"))
+    );
+    assert_eq!(printed[0]["cost"], report["totals"]["cost"]);
+    assert_eq!(printed[0]["report"], "facts-remote/run.json");
+    assert_eq!(
+        (&printed[1]["type"], &printed[1]["exit_code"], &printed[1]["runs"]),
+        (&json!("summary"), &json!(0), &json!(1))
+    );
     assert_eq!(report["sandbox"]["disposition"], "attached");
     assert!(report["setup"][0]["stdout"].as_str().unwrap().contains("Hello from a remote agent-server!"));
     assert!(!workspace.join("FACTS.txt").exists());
     assert_seed_costs(
         &report,
-        &std::fs::read_to_string(dir.path().join("ohrun-reports/facts-remote/run.json")).unwrap(),
+        &std::fs::read_to_string(dir.path().join("ohrun-reports/facts-remote/facts-remote/run.json")).unwrap(),
     );
     // The session key never reaches the report or the console.
-    let text = std::fs::read_to_string(dir.path().join("ohrun-reports/facts-remote/run.json")).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("ohrun-reports/facts-remote/facts-remote/run.json")).unwrap();
     assert!(!text.contains(&server.key) && !out.stderr.contains(&server.key) && !out.stdout.contains(&server.key));
 
     // `cleanup: never` keeps the conversation: its events on the server are exactly the logged ones.
     let cid = report["conversation_id"].as_str().unwrap();
-    let logged = ids(&read_events(&dir.path().join("ohrun-reports/facts-remote")));
+    let logged = ids(&read_events(&dir.path().join("ohrun-reports/facts-remote/facts-remote")));
     let on_server = ids(&server.events(cid));
     let logged_set: HashSet<&String> = logged.iter().collect();
     assert_eq!(logged_set.len(), logged.len(), "an event id appears twice in events.jsonl");
@@ -202,7 +213,7 @@ pub fn run_job(name: &str, sandbox: Option<&str>, extra: &str, script: Option<&s
         cmd = cmd.env("SHARED_SESSION_KEY", &shared().key);
     }
     let out = cmd.output();
-    let report_dir = dir.path().join(format!("ohrun-reports/{name}"));
+    let report_dir = dir.path().join(format!("ohrun-reports/{name}/{name}"));
     let report = if report_dir.join("run.json").exists() { read_report(&report_dir) } else { Value::Null };
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     Run { code: out.code, report, stderr: out.stderr, dir }
@@ -278,7 +289,10 @@ fn a_missing_llm_key_is_a_usage_error_before_provisioning() {
     assert!(r.stderr.contains("--rehearse"), "without --rehearse, the hint offers it:\n{}", r.stderr);
     assert_eq!(r.report["outcome"]["class"], "usage_error");
     assert_eq!(r.report["sandbox"]["disposition"], "not_provisioned");
-    assert!(!r.dir.path().join("ohrun-reports/no-key/agent-server.log").exists(), "nothing was started");
+    assert!(
+        !r.dir.path().join("ohrun-reports/no-key/no-key/attempt-1/agent-server.log").exists(),
+        "nothing was started"
+    );
 }
 
 #[test]
@@ -292,7 +306,7 @@ fn an_agent_server_that_cannot_start_is_an_infrastructure_error_with_its_log() {
     let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("the server is broken"), "the log tail is shown:\n{}", out.stderr);
-    let report = read_report(&dir.path().join("ohrun-reports/broken-server"));
+    let report = read_report(&dir.path().join("ohrun-reports/broken-server/broken-server"));
     assert_eq!(report["outcome"]["class"], "infrastructure");
     assert!(report["outcome"]["message"].as_str().unwrap().contains("the server is broken"));
     assert!(report["sandbox"]["id"].as_str().unwrap().starts_with("pid:"), "the process is recorded");
@@ -326,7 +340,7 @@ fn a_matrix_runs_one_after_another_with_a_report_each() {
     let plan = Ohrun::new().args(["plan", "--json"]).args([r.dir.path().join("job.yaml")]).output().json();
     for run in plan["runs"].as_array().unwrap() {
         let id = run["id"].as_str().unwrap();
-        let report = read_report(&r.dir.path().join(format!("ohrun-reports/{id}")));
+        let report = read_report(&r.dir.path().join(format!("ohrun-reports/fan-out/{id}")));
         assert_eq!(report["run"]["matrix"]["topic"], run["matrix"]["topic"]);
         assert_eq!(report["outcome"]["class"], "succeeded");
         assert!(report["steps"][0]["message"].as_str().unwrap().contains(run["matrix"]["topic"].as_str().unwrap()));
@@ -349,7 +363,7 @@ fn sigint_during_a_step_interrupts_cleans_up_and_reports() {
         "name: interrupted\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: Wait.\n  - message: Never.\nrehearsal: script.yaml\n",
     );
     let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
-    let events = dir.path().join("ohrun-reports/interrupted/events.jsonl");
+    let events = dir.path().join("ohrun-reports/interrupted/interrupted/attempt-1/events.jsonl");
     // Wait until the step is under way (the user message is in the log), then press Ctrl-C.
     wait_until(Duration::from_secs(120), "the step started", || {
         std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
@@ -358,7 +372,7 @@ fn sigint_during_a_step_interrupts_cleans_up_and_reports() {
     let out = wait_output(child, Duration::from_secs(60));
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert!(!out.stderr.contains("step 2/2"), "the next step is not announced after an interrupt:\n{}", out.stderr);
-    let report = read_report(&dir.path().join("ohrun-reports/interrupted"));
+    let report = read_report(&dir.path().join("ohrun-reports/interrupted/interrupted"));
     assert_eq!(report["steps"][0]["end_reason"], "interrupted");
     assert_eq!(report["steps"][1]["end_reason"], "not_run");
     assert_eq!(report["outcome"]["class"], "interrupted");
@@ -386,14 +400,14 @@ fn sigterm_stops_a_run_with_exit_143_and_a_report() {
     );
     let child =
         Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).spawn();
-    let events = dir.path().join("ohrun-reports/terminated/events.jsonl");
+    let events = dir.path().join("ohrun-reports/terminated/terminated/attempt-1/events.jsonl");
     wait_until(Duration::from_secs(60), "the step started", || {
         std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
     });
     signal(&child, libc::SIGTERM);
     let out = wait_output(child, Duration::from_secs(60));
     assert_eq!(out.code, 143, "{}", out.stderr);
-    let report = read_report(&dir.path().join("ohrun-reports/terminated"));
+    let report = read_report(&dir.path().join("ohrun-reports/terminated/terminated"));
     assert_eq!(report["steps"][0]["end_reason"], "interrupted");
     assert_eq!(report["outcome"]["exit_code"], 143);
 }
@@ -433,7 +447,7 @@ fn a_question_ends_the_step_or_fails_the_run_as_the_job_says() {
     assert_eq!(r.report["steps"][0]["end_reason"], "finished");
     assert_eq!(r.report["steps"][0]["replies"], 1);
     assert_eq!(r.report["steps"][0]["final_message"], "used main");
-    let events = read_events(&r.dir.path().join("ohrun-reports/question-reply"));
+    let events = read_events(&r.dir.path().join("ohrun-reports/question-reply/question-reply"));
     let replies = events.iter().filter(|e| e["source"] == "user" && e.to_string().contains("Use main.")).count();
     assert_eq!(replies, 1, "the reply was sent once");
 }
@@ -456,7 +470,7 @@ fn a_streaming_llm_works_end_to_end() {
     let out =
         Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).output();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let report = read_report(&dir.path().join("ohrun-reports/streaming"));
+    let report = read_report(&dir.path().join("ohrun-reports/streaming/streaming"));
     assert_eq!(report["steps"][0]["final_message"], "streamed reply");
     assert_eq!(report["totals"]["llm_calls"], 2);
     assert!(report["totals"]["cost"].as_f64().unwrap() > 0.0);

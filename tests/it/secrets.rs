@@ -43,13 +43,15 @@ fn run_leaky_job(unredacted: bool) -> (String, String, Vec<(std::path::PathBuf, 
     }
     let out = cmd.output();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let report_dir = dir.path().join("ohrun-reports/secrets");
+    let report_dir = dir.path().join("ohrun-reports/secrets/secrets");
     let report = read_report(&report_dir);
     // The rehearsal does not make the LLM key any less secret: the server never had it.
     assert!(report["setup"][0]["stdout"].as_str().unwrap().ends_with("llm=\n"), "{}", report["setup"][0]);
     // What the agent itself writes into its workspace is its own; everything else is ohrun's.
-    let files =
-        files_under(&report_dir).into_iter().filter(|(p, _)| !p.starts_with(report_dir.join("workspace"))).collect();
+    let files = files_under(report_dir.parent().unwrap())
+        .into_iter()
+        .filter(|(p, _)| !p.components().any(|c| c.as_os_str() == "workspace"))
+        .collect();
     (out.stdout, out.stderr, files)
 }
 
@@ -113,7 +115,7 @@ fn run_failing_setup(unredacted: bool) -> (String, String) {
     }
     let out = cmd.output();
     assert_eq!(out.code, 1, "{}", out.stderr);
-    let report = std::fs::read_to_string(dir.path().join("ohrun-reports/leaky-setup/run.json")).unwrap();
+    let report = std::fs::read_to_string(dir.path().join("ohrun-reports/leaky-setup/leaky-setup/run.json")).unwrap();
     (out.stderr, report)
 }
 

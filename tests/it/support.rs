@@ -60,6 +60,24 @@ impl Ohrun {
         self
     }
 
+    /// No file ohrun writes may grow beyond `bytes`: a write past it fails with EFBIG, as on a full disk
+    /// (SIGXFSZ, which would kill it instead, is ignored, and stays so across exec).
+    pub fn file_size_limit(mut self, bytes: u64) -> Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// Runs to the end (killed and failing the test after the timeout).
     pub fn output(self) -> Result {
         let timeout = self.timeout;
@@ -146,28 +164,64 @@ pub fn ohrun_home() -> PathBuf {
 
 /// Reads and schema-checks a run report (only the format check is skipped under `OHRUN_TEST_BIN`).
 pub fn read_report(dir: &Path) -> serde_json::Value {
-    let text =
-        std::fs::read_to_string(dir.join("run.json")).unwrap_or_else(|e| panic!("{}/run.json: {e}", dir.display()));
-    let report: serde_json::Value = serde_json::from_str(&text).expect("run.json is JSON");
-    if std::env::var_os("OHRUN_TEST_BIN").is_some() {
-        return report; // another build writes its own format: only its behaviour is under test
-    }
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_root().join("schemas/report.schema.json")).unwrap())
-            .unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the report schema compiles");
-    let errors: Vec<String> = validator.iter_errors(&report).map(|e| format!("{e} at {}", e.instance_path())).collect();
-    assert!(errors.is_empty(), "run.json does not match schemas/report.schema.json: {errors:?}");
-    report
+    read_checked(&dir.join("run.json"), "report")
 }
 
-/// The events of `events.jsonl`, in order.
+/// Reads and schema-checks a batch's summary.json.
+pub fn read_summary(batch_dir: &Path) -> serde_json::Value {
+    read_checked(&batch_dir.join("summary.json"), "summary")
+}
+
+/// A JSON file that must match `schemas/SCHEMA.schema.json`.
+fn read_checked(file: &Path, schema: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", file.display()));
+    if std::env::var_os("OHRUN_TEST_BIN").is_some() {
+        return doc; // another build writes its own format: only its behaviour is under test
+    }
+    let schema_file = repo_root().join(format!("schemas/{schema}.schema.json"));
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_file).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{} does not match schemas/{schema}.schema.json: {errors:?}", file.display());
+    doc
+}
+
+/// The pids of a process's children (of all its threads: a child is listed under the thread that forked it).
+pub fn children_of(pid: u32) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    tasks
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// The events of the last attempt of the run in `dir` (or of the attempt `dir` itself).
 pub fn read_events(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("events.jsonl"))
+    std::fs::read_to_string(last_attempt(dir).join("events.jsonl"))
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect()
+}
+
+/// The highest-numbered `attempt-N` directory in a run directory; `dir` itself when it has none.
+pub fn last_attempt(dir: &Path) -> std::path::PathBuf {
+    let numbers = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("attempt-")?.parse::<u32>().ok());
+    match numbers.max() {
+        Some(n) => dir.join(format!("attempt-{n}")),
+        None => dir.to_path_buf(),
+    }
 }
 
 /// True while a process with this pid exists and is not a zombie.

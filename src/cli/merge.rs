@@ -1,0 +1,94 @@
+//! `ohrun merge DIR...`: one summary.json and junit.xml from several batch directories — the shards of one
+//! plan, run on several machines. Each run appears once (a run in two directories is an error), in plan
+//! order; the exit code is the one the whole plan would have had, so a last CI job can gate on it.
+
+use super::MergeArgs;
+use crate::exit_code::ExitCode;
+use crate::report::summary::{RunSummary, Summary};
+use crate::report::writer::create_dir;
+use std::path::{Component, Path, PathBuf};
+
+pub fn run(args: &MergeArgs, quiet: bool) -> i32 {
+    if let Err(e) = create_dir(&args.out) {
+        eprintln!("error: cannot create {}: {e}", args.out.display());
+        return ExitCode::INFRA;
+    }
+    let (runs, duration_ms) = match collect(&args.dirs, &args.out) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let mut merged = Summary::new(runs);
+    merged.recount(duration_ms);
+    if let Err(e) = merged.write(&args.out) {
+        eprintln!("error: cannot write {}: {e}", args.out.display());
+        return ExitCode::INFRA;
+    }
+    if let Err(e) = merged.publish_to_github() {
+        eprintln!("warning: {e}");
+    }
+    if !quiet {
+        let counts: Vec<String> = merged.totals.by_status.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        eprintln!(
+            "merged {} runs ({}) · ${} into {}",
+            merged.totals.runs,
+            counts.join(", "),
+            merged.totals.cost,
+            args.out.display()
+        );
+    }
+    ExitCode::for_class(merged.worst_class(), false)
+}
+
+/// Every run of every directory, in plan order, with report paths relative to `out`; and the longest
+/// shard's wall time (shards run side by side).
+fn collect(dirs: &[PathBuf], out: &Path) -> Result<(Vec<RunSummary>, u64), i32> {
+    let mut runs = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    let mut duration_ms = 0;
+    for dir in dirs {
+        let Some(summary) = Summary::read(dir) else {
+            eprintln!("error: {} has no readable summary.json", dir.display());
+            eprintln!("  hint: name the batch directories of `ohrun run` (its `--out`)");
+            return Err(ExitCode::USAGE);
+        };
+        duration_ms = duration_ms.max(summary.totals.duration_ms);
+        for mut r in summary.runs {
+            if let Some(other) = seen.insert(r.id.clone(), dir.clone()) {
+                eprintln!("error: run `{}` is in both {} and {}", r.id, other.display(), dir.display());
+                eprintln!("  hint: merge the shards of one plan (`--shard i/n`), each once");
+                return Err(ExitCode::USAGE);
+            }
+            r.report = r.report.map(|p| relative(&dir.join(p), out).display().to_string());
+            runs.push(r);
+        }
+    }
+    runs.sort_by(|a, b| (&a.job_file, a.index).cmp(&(&b.job_file, b.index)));
+    Ok((runs, duration_ms))
+}
+
+/// `path` as seen from the directory `from` (both made absolute first); `path` itself when that fails.
+fn relative(path: &Path, from: &Path) -> PathBuf {
+    let absolute = |p: &Path| {
+        std::path::absolute(p).ok().map(|a| a.components().filter(|c| *c != Component::CurDir).collect::<PathBuf>())
+    };
+    let (Some(to), Some(base)) = (absolute(path), absolute(from)) else { return path.to_path_buf() };
+    let common = to.components().zip(base.components()).take_while(|(a, b)| a == b).count();
+    let up = base.components().skip(common).map(|_| Component::ParentDir);
+    up.chain(to.components().skip(common)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative;
+    use std::path::Path;
+
+    #[test]
+    fn report_paths_are_relative_to_the_merged_directory() {
+        assert_eq!(
+            relative(Path::new("/w/shard-1/r/run.json"), Path::new("/w/merged")),
+            Path::new("../shard-1/r/run.json")
+        );
+        assert_eq!(relative(Path::new("/w/m/r/run.json"), Path::new("/w/m")), Path::new("r/run.json"));
+        assert_eq!(relative(Path::new("a/./b/run.json"), Path::new("a/out/x")), Path::new("../../b/run.json"));
+    }
+}

@@ -1,0 +1,390 @@
+//! A batch's rollups, from the runs' reports: `summary.json` (every run with its status, why it ended,
+//! attempts, cost, tokens, duration, where its report is; totals), `junit.xml` (one testsuite per job, one
+//! testcase per run), the GitHub Actions step summary and error annotations, and the `--json` lines. The
+//! files are rewritten atomically after every run ends, so a crash leaves a true partial summary (runs
+//! not finished yet say `pending`).
+
+use super::model::{EndReason, OutcomeClass, RunReport, Tokens};
+use super::writer::write_atomic;
+use crate::money::Usd;
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const SUMMARY_FILE: &str = "summary.json";
+pub const JUNIT_FILE: &str = "junit.xml";
+/// Bumped when a field changes meaning or disappears.
+pub const SUMMARY_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    pub format: u32,
+    pub ohrun_version: String,
+    /// RFC 3339 UTC.
+    pub updated_at: String,
+    pub runs: Vec<RunSummary>,
+    pub totals: SummaryTotals,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct RunSummary {
+    pub id: String,
+    /// Its place in its job's plan (1-based), as `ohrun plan` lists it.
+    pub index: usize,
+    pub job: String,
+    pub job_file: String,
+    pub matrix: Option<serde_json::Map<String, serde_json::Value>>,
+    pub status: RunStatus,
+    /// Why it ended: `finished`, a step's end reason (`error`, `timeout`, `budget`, …), or the phase that
+    /// failed (`setup`, `provisioning`, `report`); none while pending.
+    pub end_reason: Option<String>,
+    pub message: Option<String>,
+    pub attempts: u32,
+    /// Σ over every attempt (a failed attempt's money is spent too).
+    pub cost: Usd,
+    pub tokens: Tokens,
+    pub llm_calls: u64,
+    /// Of the last attempt.
+    pub duration_ms: Option<u64>,
+    /// The run's final report, relative to the batch directory when it is inside it.
+    pub report: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Not finished (yet): the batch is running, or stopped before it got there.
+    #[default]
+    Pending,
+    Succeeded,
+    /// The agent or the job failed (a step error or timeout, a failed setup command).
+    Failed,
+    /// The run's or the batch's budget was reached (also: never started for it).
+    Budget,
+    /// The infrastructure failed (and retries, if any, did not help).
+    Errored,
+    UsageError,
+    Interrupted,
+    /// Its sandbox may still be running.
+    LeftBehind,
+    /// Skipped: `--fail-fast` after a failure, or an interrupt before it started.
+    NotStarted,
+}
+
+impl RunStatus {
+    pub fn from_class(class: OutcomeClass) -> RunStatus {
+        match class {
+            OutcomeClass::Succeeded => RunStatus::Succeeded,
+            OutcomeClass::Failed => RunStatus::Failed,
+            OutcomeClass::Budget => RunStatus::Budget,
+            OutcomeClass::UsageError => RunStatus::UsageError,
+            OutcomeClass::Infrastructure => RunStatus::Errored,
+            OutcomeClass::Interrupted => RunStatus::Interrupted,
+            OutcomeClass::LeftBehind => RunStatus::LeftBehind,
+        }
+    }
+
+    /// The outcome class behind the status, for the exit code (None: pending or not started).
+    pub fn class(self) -> Option<OutcomeClass> {
+        Some(match self {
+            RunStatus::Succeeded => OutcomeClass::Succeeded,
+            RunStatus::Failed => OutcomeClass::Failed,
+            RunStatus::Budget => OutcomeClass::Budget,
+            RunStatus::Errored => OutcomeClass::Infrastructure,
+            RunStatus::UsageError => OutcomeClass::UsageError,
+            RunStatus::Interrupted => OutcomeClass::Interrupted,
+            RunStatus::LeftBehind => OutcomeClass::LeftBehind,
+            RunStatus::Pending | RunStatus::NotStarted => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Budget => "budget",
+            RunStatus::Errored => "errored",
+            RunStatus::UsageError => "usage_error",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::LeftBehind => "left_behind",
+            RunStatus::NotStarted => "not_started",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct SummaryTotals {
+    pub runs: usize,
+    /// How many runs have each status.
+    pub by_status: IndexMap<String, usize>,
+    pub cost: Usd,
+    pub tokens: Tokens,
+    pub llm_calls: u64,
+    /// Wall time of this invocation.
+    pub duration_ms: u64,
+}
+
+/// Why a run ended, in a word: the step that did not finish, else the phase that failed.
+pub fn end_reason(report: &RunReport) -> String {
+    if report.outcome.class == OutcomeClass::Succeeded {
+        return EndReason::Finished.as_str().to_string();
+    }
+    // A question the agent asked is a step that ended as asked, unless it errored.
+    let ended_as_asked = |s: &&crate::report::StepReport| {
+        matches!(s.end_reason, EndReason::Finished | EndReason::NotRun)
+            || (s.end_reason == EndReason::Question && s.error.is_none())
+    };
+    let step = report.steps.iter().find(|s| !ended_as_asked(s));
+    if let Some(s) = step {
+        return s.end_reason.as_str().to_string();
+    }
+    let phase = if report.setup.iter().any(|c| c.exit_code != 0 && !c.allowed_to_fail) {
+        "setup"
+    } else if report.sandbox.disposition == "not_provisioned" || report.sandbox.agent_server_url.is_none() {
+        "provisioning"
+    } else {
+        match report.outcome.class {
+            OutcomeClass::Interrupted => "interrupted",
+            OutcomeClass::LeftBehind => "release",
+            OutcomeClass::Infrastructure => "infrastructure",
+            _ => "failed",
+        }
+    };
+    phase.to_string()
+}
+
+impl RunSummary {
+    /// A run that ended: its last attempt's report, and what all its attempts spent.
+    pub fn ended(report: &RunReport, attempts: &[&RunReport], report_path: Option<String>) -> RunSummary {
+        let entry = RunSummary {
+            id: report.run.id.clone(),
+            index: report.run.index,
+            job: report.job.name.clone(),
+            job_file: report.job.file.clone(),
+            matrix: report.run.matrix.clone(),
+            status: RunStatus::from_class(report.outcome.class),
+            end_reason: Some(end_reason(report)),
+            message: report.outcome.message.as_ref().and_then(|m| m.lines().next()).map(str::to_string),
+            duration_ms: report.duration_ms,
+            report: report_path,
+            ..RunSummary::default()
+        };
+        RunSummary { attempts: report.run.attempt, ..entry.spent(attempts) }
+    }
+
+    /// The entry with what `attempts` spent (every attempt's money counts, a failed one's too).
+    pub fn spent(self, attempts: &[&RunReport]) -> RunSummary {
+        let mut tokens = Tokens::default();
+        for a in attempts {
+            tokens = tokens.plus(a.totals.tokens);
+        }
+        RunSummary {
+            attempts: attempts.iter().map(|a| a.run.attempt).max().unwrap_or(self.attempts),
+            cost: attempts.iter().map(|a| a.totals.cost).sum(),
+            tokens,
+            llm_calls: attempts.iter().map(|a| a.totals.llm_calls).sum(),
+            ..self
+        }
+    }
+}
+
+impl Summary {
+    pub fn new(runs: Vec<RunSummary>) -> Summary {
+        let mut s = Summary {
+            format: SUMMARY_FORMAT,
+            ohrun_version: env!("CARGO_PKG_VERSION").to_string(),
+            runs,
+            ..Summary::default()
+        };
+        s.recount(0);
+        s
+    }
+
+    /// Recomputes the totals (and the time stamp).
+    pub fn recount(&mut self, duration_ms: u64) {
+        let mut t = SummaryTotals { runs: self.runs.len(), duration_ms, ..SummaryTotals::default() };
+        for r in &self.runs {
+            *t.by_status.entry(r.status.as_str().to_string()).or_default() += 1;
+            t.cost += r.cost;
+            t.tokens = t.tokens.plus(r.tokens);
+            t.llm_calls += r.llm_calls;
+        }
+        self.totals = t;
+        self.updated_at = super::writer::now_rfc3339();
+    }
+
+    /// Writes summary.json and junit.xml into `dir`, atomically.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        write_atomic(&dir.join(SUMMARY_FILE), &json)?;
+        write_atomic(&dir.join(JUNIT_FILE), &self.junit().map_err(std::io::Error::other)?)
+    }
+
+    pub fn read(dir: &Path) -> Option<Summary> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(SUMMARY_FILE)).ok()?).ok()
+    }
+
+    /// One testsuite per job, one testcase per run; a failure's text is its end reason and message.
+    pub fn junit(&self) -> Result<String, quick_junit::SerializeError> {
+        use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+        let mut suites: IndexMap<&str, TestSuite> = IndexMap::new();
+        for r in &self.runs {
+            let mut status = match r.status {
+                RunStatus::Succeeded => TestCaseStatus::success(),
+                RunStatus::Failed | RunStatus::Budget => TestCaseStatus::non_success(NonSuccessKind::Failure),
+                RunStatus::Pending | RunStatus::NotStarted => TestCaseStatus::skipped(),
+                _ => TestCaseStatus::non_success(NonSuccessKind::Error),
+            };
+            if r.status != RunStatus::Succeeded {
+                let why = r.end_reason.as_deref().unwrap_or(r.status.as_str());
+                let text = match &r.message {
+                    Some(m) => format!("{why}: {m}"),
+                    None => why.to_string(),
+                };
+                // The schema gives <skipped> no attributes: its reason is its text.
+                if matches!(r.status, RunStatus::Pending | RunStatus::NotStarted) {
+                    status.set_description(text);
+                } else {
+                    status.set_message(text);
+                    status.set_type(r.status.as_str());
+                }
+            }
+            let mut case = TestCase::new(r.id.as_str(), status);
+            case.set_classname(r.job.as_str());
+            if let Some(ms) = r.duration_ms {
+                case.set_time(std::time::Duration::from_millis(ms));
+            }
+            if let Some(path) = &r.report {
+                case.set_system_out(format!("report: {path}\ncost: ${}\nattempts: {}", r.cost, r.attempts));
+            }
+            suites.entry(r.job.as_str()).or_insert_with(|| TestSuite::new(r.job.as_str())).add_test_case(case);
+        }
+        let mut report = Report::new("ohrun");
+        report.add_test_suites(suites.into_values());
+        report.set_time(std::time::Duration::from_millis(self.totals.duration_ms));
+        Ok(without_testsuites_skipped(report.to_string()?))
+    }
+
+    /// A markdown table of the runs, failures first, for `$GITHUB_STEP_SUMMARY`.
+    pub fn markdown(&self) -> String {
+        let t = &self.totals;
+        let counts: Vec<String> = t.by_status.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let mut out = format!("### ohrun: {} runs — {} — ${}\n\n", t.runs, counts.join(", "), t.cost);
+        out.push_str("| run | status | why | attempts | cost | duration |\n|---|---|---|---|---|---|\n");
+        let mut runs: Vec<&RunSummary> = self.runs.iter().collect();
+        runs.sort_by_key(|r| r.status == RunStatus::Succeeded);
+        for r in runs {
+            let why = match (&r.end_reason, &r.message) {
+                (Some(e), Some(m)) => format!("{e}: {m}"),
+                (Some(e), None) => e.clone(),
+                _ => String::new(),
+            };
+            let secs = r.duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_default();
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} | ${} | {secs} |\n",
+                r.id,
+                r.status.as_str(),
+                why.replace('|', "\\|"),
+                r.attempts,
+                r.cost
+            ));
+        }
+        out
+    }
+
+    /// The worst outcome among the runs, for the exit code; a run still pending (a batch that never
+    /// finished, a shard that is missing) counts as an infrastructure failure.
+    pub fn worst_class(&self) -> OutcomeClass {
+        let pending = |r: &&RunSummary| r.status == RunStatus::Pending;
+        let worst = self.runs.iter().filter_map(|r| r.status.class()).max().unwrap_or_default();
+        if self.runs.iter().any(|r| pending(&r)) { worst.max(OutcomeClass::Infrastructure) } else { worst }
+    }
+
+    /// Under GitHub Actions: the markdown table appended to `$GITHUB_STEP_SUMMARY`, and an error
+    /// annotation per run that did not succeed, on stderr (which the runner reads too, so that stdout stays
+    /// JSON with `--json`). An error is a step summary that could not be written.
+    pub fn publish_to_github(&self) -> Result<(), String> {
+        if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+            for line in self.annotations() {
+                eprintln!("{}", super::redact::apply(&line));
+            }
+        }
+        let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) else { return Ok(()) };
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(super::redact::apply(&self.markdown()).as_bytes()))
+            .map_err(|e| format!("cannot append to $GITHUB_STEP_SUMMARY: {e}"))
+    }
+
+    /// GitHub Actions error annotations for the runs that did not succeed, pointing at their job file.
+    pub fn annotations(&self) -> Vec<String> {
+        self.runs
+            .iter()
+            .filter(|r| r.status.class().is_some_and(|c| c != OutcomeClass::Succeeded))
+            .map(|r| {
+                let why = r.end_reason.as_deref().unwrap_or(r.status.as_str());
+                let message = r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+                format!("::error file={},title=ohrun {}::{why}{message}", r.job_file, r.id).replace('\n', " ")
+            })
+            .collect()
+    }
+}
+
+/// quick-junit writes a `skipped` count on `<testsuites>`, which the Jenkins JUnit schema it targets
+/// (https://llg.cubic.org/docs/junit/) does not allow there; each `<testsuite>` keeps its own.
+fn without_testsuites_skipped(xml: String) -> String {
+    let Some(start) = xml.find("<testsuites") else { return xml };
+    let end = xml[start..].find('>').map_or(xml.len(), |e| start + e);
+    let tag = &xml[start..end];
+    let Some(at) = tag.find(" skipped=\"") else { return xml };
+    let close = tag[at + 10..].find('"').map_or(tag.len(), |c| at + 10 + c + 1);
+    format!("{}{}{}", &xml[..start + at], &tag[close..], &xml[end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str, status: RunStatus, why: Option<&str>) -> RunSummary {
+        RunSummary {
+            id: id.into(),
+            job: "j".into(),
+            job_file: "jobs/j.yaml".into(),
+            status,
+            end_reason: why.map(str::to_string),
+            message: why.map(|w| format!("{w} <&> happened")),
+            ..RunSummary::default()
+        }
+    }
+
+    #[test]
+    fn junit_has_a_case_per_run_and_no_testsuites_skipped_count() {
+        let s = Summary::new(vec![
+            run("a", RunStatus::Succeeded, None),
+            run("b", RunStatus::Failed, Some("setup")),
+            run("c", RunStatus::NotStarted, Some("not_started")),
+        ]);
+        let xml = s.junit().unwrap();
+        let testsuites = xml.lines().find(|l| l.contains("<testsuites")).unwrap();
+        assert!(!testsuites.contains("skipped="), "{testsuites}");
+        assert!(testsuites.contains("tests=\"3\"") && testsuites.contains("failures=\"1\""), "{testsuites}");
+        assert!(xml.contains("<testsuite name=\"j\" tests=\"3\" skipped=\"1\""), "{xml}");
+        assert!(xml.contains("<failure message=\"setup: setup &lt;&amp;&gt; happened\" type=\"failed\""), "{xml}");
+        assert!(xml.contains("<skipped>not_started: not_started &lt;&amp;&gt; happened</skipped>"), "{xml}");
+    }
+
+    #[test]
+    fn removing_the_count_leaves_everything_else() {
+        let xml =
+            "<?xml?>\n<testsuites name=\"x\" tests=\"1\" skipped=\"12\" failures=\"0\">\n<testsuite skipped=\"1\"/>";
+        assert_eq!(
+            without_testsuites_skipped(xml.into()),
+            "<?xml?>\n<testsuites name=\"x\" tests=\"1\" failures=\"0\">\n<testsuite skipped=\"1\"/>"
+        );
+    }
+}

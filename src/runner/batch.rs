@@ -1,0 +1,406 @@
+//! A batch: the selected runs of one or more job files, run concurrently in one process (one future per
+//! run, a semaphore per sandbox kind or `--jobs` for all), each in its own directory with an
+//! `attempt-N/` per attempt. Infrastructure failures are retried with backoff; agent and job failures
+//! never are. After every run the rollups are rewritten (summary.json, junit.xml), so a crash leaves a
+//! true partial summary; `--resume` reruns only what did not succeed.
+
+use super::budget::Budget;
+use super::claim::{Claim, attempts};
+use super::run::{self, Attempt};
+use super::signal::Signals;
+use super::state::BatchState;
+use crate::console::{Console, RunLine, print_stdout};
+use crate::error::Failure;
+use crate::exit_code::ExitCode;
+use crate::job::{Plan, PlannedRun};
+use crate::money::Usd;
+use crate::rehearse::script::Script;
+use crate::report::summary::{RunStatus, RunSummary, Summary};
+use crate::report::writer::{RUN_FILE, create_dir, read_report, write_report};
+use crate::report::{OutcomeClass, RunReport};
+use crate::settings;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+pub struct BatchOptions {
+    /// The scripted LLM of each plan (same order), when rehearsing.
+    pub rehearsals: Vec<Option<Script>>,
+    /// How many runs at once, whatever their kind (default: per kind, `default_jobs`).
+    pub jobs: Option<usize>,
+    /// `--retries`, overriding each job's `retries.max`.
+    pub retries: Option<u32>,
+    /// The batch's budget (`--max-cost`, else the smallest `batch.max_cost` of the jobs).
+    pub max_cost: Option<Usd>,
+    pub fail_fast: bool,
+    /// The batch directory: batch.json, summary.json, junit.xml.
+    pub out: PathBuf,
+    pub json: bool,
+    /// Skip runs that succeeded before, and count what the batch spent before.
+    pub resume: bool,
+    pub state: BatchState,
+}
+
+/// How many runs of a kind run at once unless `--jobs` says otherwise. A local or docker run starts a
+/// whole agent-server (about 400 MB, and most of two cores for ~10 s while it starts); a remote server
+/// runs many conversations, up to its own `max_concurrent_runs` (10 by default); Cloud and Runtime
+/// sandboxes cost ohrun nothing but money and the provider's quota.
+pub fn default_jobs(kind: &str) -> usize {
+    match kind {
+        "local" | "docker" => 2,
+        _ => 4,
+    }
+}
+
+struct Batch<'a> {
+    plans: &'a [Plan],
+    opts: &'a BatchOptions,
+    console: &'a Console,
+    signals: &'a Signals,
+    summary: Mutex<Summary>,
+    budget: Option<Budget>,
+    /// Set by the first run that did not succeed (for `--fail-fast`).
+    failed: AtomicBool,
+    write_failed: AtomicBool,
+    limits: HashMap<&'static str, Semaphore>,
+    all: Option<Semaphore>,
+    /// A batch of one run: its lines need no run id.
+    alone: bool,
+    started: Instant,
+}
+
+/// Runs the batch and returns the process exit code.
+pub async fn run_batch(plans: &[Plan], opts: &BatchOptions, console: &Console, signals: &Signals) -> i32 {
+    let runs: Vec<(&Plan, usize, &PlannedRun)> =
+        plans.iter().enumerate().flat_map(|(p, plan)| plan.runs.iter().map(move |r| (plan, p, r))).collect();
+    let _lock = match lock_batch_dir(&opts.out) {
+        Ok(lock) => lock,
+        Err(message) => {
+            console.error(&format!("error: {message}"));
+            console.error("hint: wait for it to finish, or give this batch another directory with `--out`");
+            return ExitCode::USAGE;
+        }
+    };
+    if let Err(e) = opts.state.write(&opts.out) {
+        console.error(&format!("error: cannot write {}/batch.json: {e}", opts.out.display()));
+        return ExitCode::INFRA;
+    }
+    let (entries, spent) = initial_entries(&runs, opts);
+    let batch = Batch {
+        plans,
+        opts,
+        console,
+        signals,
+        summary: Mutex::new(Summary::new(entries)),
+        budget: opts.max_cost.map(|cap| Budget::new(cap, spent)),
+        failed: AtomicBool::new(false),
+        write_failed: AtomicBool::new(false),
+        limits: ["local", "docker", "remote", "cloud", "runtime"]
+            .into_iter()
+            .map(|k| (k, Semaphore::new(default_jobs(k))))
+            .collect(),
+        all: opts.jobs.map(|n| Semaphore::new(n.max(1))),
+        alone: runs.len() == 1,
+        started: Instant::now(),
+    };
+    batch.write_summary();
+    console.start_overall(runs.len() as u64);
+    futures_util::future::join_all(runs.iter().enumerate().map(|(i, (plan, p, r))| batch.run_one(i, plan, *p, r)))
+        .await;
+    console.clear();
+    batch.finish()
+}
+
+/// One ohrun process per batch directory at a time.
+fn lock_batch_dir(dir: &Path) -> Result<std::fs::File, String> {
+    create_dir(dir).map_err(|e| format!("cannot create the batch directory {}: {e}", dir.display()))?;
+    super::claim::lock(&dir.join(".ohrun-batch.lock")).map_err(|e| match e {
+        super::claim::Locked::By(holder) => {
+            format!("another ohrun ({holder}) is running the batch in {} right now", dir.display())
+        }
+        super::claim::Locked::Io(e) => format!("cannot lock the batch directory {}: {e}", dir.display()),
+    })
+}
+
+/// Every run's first entry in the summary (pending; or, resuming, what a run that succeeded before left),
+/// and what the batch spent before (resuming).
+fn initial_entries(runs: &[(&Plan, usize, &PlannedRun)], opts: &BatchOptions) -> (Vec<RunSummary>, Usd) {
+    let mut spent = Usd::ZERO;
+    let entries = runs
+        .iter()
+        .map(|(plan, _, r)| {
+            let pending = pending_entry(plan, r);
+            if !opts.resume {
+                return pending;
+            }
+            let Ok(dir) = settings::report_dir(&r.spec, &r.id, &opts.out, &run::env) else { return pending };
+            let earlier = reports_on_disk(&dir, 1);
+            spent += earlier.iter().map(|a| a.totals.cost).sum();
+            let refs: Vec<&RunReport> = earlier.iter().collect();
+            match read_report(&dir.join(RUN_FILE)) {
+                Some(last) if last.outcome.class == OutcomeClass::Succeeded => {
+                    RunSummary::ended(&last, &refs, Some(report_path(&opts.out, &dir)))
+                }
+                // To be run again: what it spent so far still counts.
+                _ => pending.spent(&refs),
+            }
+        })
+        .collect();
+    (entries, spent)
+}
+
+fn pending_entry(plan: &Plan, r: &PlannedRun) -> RunSummary {
+    RunSummary {
+        id: r.id.clone(),
+        index: r.index,
+        job: plan.job_name.clone(),
+        job_file: plan.file.display().to_string(),
+        matrix: r.matrix.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        ..RunSummary::default()
+    }
+}
+
+/// The reports of the attempts in `dir` numbered `first` or later, in order.
+fn reports_on_disk(dir: &Path, first: u32) -> Vec<RunReport> {
+    let mut numbers: Vec<u32> = attempts(dir).into_iter().filter(|n| *n >= first).collect();
+    numbers.sort();
+    numbers.into_iter().filter_map(|n| read_report(&dir.join(format!("attempt-{n}")).join(RUN_FILE))).collect()
+}
+
+/// Where a run's report is, as the summary says it: relative to the batch directory when inside it.
+fn report_path(out: &Path, run_dir: &Path) -> String {
+    let file = run_dir.join(RUN_FILE);
+    file.strip_prefix(out).map(Path::to_path_buf).unwrap_or(file).display().to_string()
+}
+
+/// The wait before retry number `n` (1-based): `base`, doubling, ±25 %.
+fn backoff(base: Duration, n: u32) -> Duration {
+    base.mul_f64(2f64.powi(n.saturating_sub(1).min(10) as i32) * (0.75 + fastrand::f64() * 0.5))
+}
+
+impl Batch<'_> {
+    async fn run_one(&self, index: usize, plan: &Plan, plan_index: usize, r: &PlannedRun) {
+        if self.entry(index).status != RunStatus::Pending {
+            return; // succeeded before (resuming)
+        }
+        let kind = r.spec.sandbox.kind();
+        let _permit = match &self.all {
+            Some(all) => all.acquire().await,
+            None => self.limits[kind].acquire().await,
+        };
+        if self.signals.interrupted() || (self.opts.fail_fast && self.failed.load(Ordering::SeqCst)) {
+            return self
+                .record(index, not_started(self.entry(index), "not started: the batch stopped before it got here"));
+        }
+        let lead = if self.alone { String::new() } else { format!("[{}] ", r.id) };
+        let line = self.console.run_line(&lead);
+        let dir = match settings::report_dir(&r.spec, &r.id, &self.opts.out, &run::env) {
+            Ok(dir) => dir,
+            Err(problems) => {
+                return self.fail_early(
+                    index,
+                    &line,
+                    Failure::from(problems).hint("set the variable, or change `report.dir`"),
+                );
+            }
+        };
+        let claim = match Claim::take(&dir, &r.id) {
+            Ok(c) => c,
+            Err(f) => return self.fail_early(index, &line, f),
+        };
+        if let Some(b) = &self.budget
+            && !b.try_start(&r.id)
+        {
+            let mut e = self.entry(index);
+            (e.status, e.end_reason, e.message) = (
+                RunStatus::Budget,
+                Some("budget".into()),
+                Some(format!("not started: the batch's budget (${}) was reached", b.cap())),
+            );
+            return self.record(index, e);
+        }
+        let first = claim.next_attempt();
+        let last = self.attempts(plan, plan_index, r, &claim, &line).await;
+        let counted = if self.opts.resume { 1 } else { first };
+        let all = reports_on_disk(&claim.dir, counted);
+        let refs: Vec<&RunReport> = all.iter().collect();
+        line.say(&run::summary_line(&last.report, last.report_file.as_deref(), self.console.style));
+        drop(line);
+        self.record(index, RunSummary::ended(&last.report, &refs, Some(report_path(&self.opts.out, &claim.dir))));
+    }
+
+    /// The attempts of one run: again after an infrastructure failure, while retries and money last.
+    async fn attempts(
+        &self,
+        plan: &Plan,
+        plan_index: usize,
+        r: &PlannedRun,
+        claim: &Claim,
+        line: &RunLine<'_>,
+    ) -> super::RunResult {
+        let retries = self.opts.retries.unwrap_or(r.spec.retries.max);
+        let first = claim.next_attempt();
+        let mut factor: Option<u8> = None;
+        let mut number = first;
+        loop {
+            let attempt = Attempt {
+                plan,
+                planned: r,
+                rehearsal: self.opts.rehearsals.get(plan_index).and_then(Option::as_ref),
+                line,
+                signals: self.signals,
+                dir: claim.attempt_dir(number),
+                number,
+                budget: self.budget.as_ref(),
+                resource_factor: factor,
+            };
+            let mut result = run::execute(&attempt).await;
+            if let Some(b) = &self.budget {
+                b.finish(&r.id, result.report.totals.cost);
+            }
+            publish(claim, &mut result, line, self.signals.terminated());
+            if result.write_failed {
+                self.write_failed.store(true, Ordering::SeqCst);
+            }
+            let tries_left = number - first < retries;
+            if !(result.report.outcome.retryable && tries_left) || self.signals.interrupted() {
+                return result;
+            }
+            factor = self.grown_factor(r, &result, factor);
+            let wait = backoff(r.spec.retries.backoff.0, number - first + 1);
+            let why =
+                result.report.outcome.message.as_deref().and_then(|m| m.lines().next()).unwrap_or("infrastructure");
+            line.say(&format!("attempt {number} failed ({why}); attempt {} in {:.1}s", number + 1, wait.as_secs_f64()));
+            let stopped = self.signals.cancel().sleep(wait).await;
+            if stopped || self.budget.as_ref().is_some_and(|b| !b.try_start(&r.id)) {
+                return result;
+            }
+            number += 1;
+        }
+    }
+
+    /// A Runtime API run that lacked resources asks for twice the resource factor (at most 8), when its
+    /// job opted in.
+    fn grown_factor(&self, r: &PlannedRun, result: &super::RunResult, now: Option<u8>) -> Option<u8> {
+        let crate::job::model::Sandbox::Runtime(rt) = &r.spec.sandbox else { return now };
+        if !r.spec.retries.grow_resource_factor || !result.report.outcome.lacked_resources {
+            return now;
+        }
+        Some((now.unwrap_or(rt.resource_factor) * 2).min(8))
+    }
+
+    fn fail_early(&self, index: usize, line: &RunLine<'_>, f: Failure) {
+        run::print_failure(line, &f);
+        let mut e = self.entry(index);
+        (e.status, e.end_reason, e.message) = (RunStatus::from_class(f.class), Some("report".into()), Some(f.message));
+        self.record(index, e);
+    }
+
+    fn entry(&self, index: usize) -> RunSummary {
+        self.summary.lock().unwrap_or_else(|e| e.into_inner()).runs[index].clone()
+    }
+
+    /// A run ended: into the summary, onto disk, onto the console (and stdout with `--json`).
+    fn record(&self, index: usize, entry: RunSummary) {
+        if entry.status.class().is_some_and(|c| c != OutcomeClass::Succeeded) {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        if self.opts.json {
+            print_stdout(&json_line("run", serde_json::to_value(&entry).unwrap_or_default()));
+        }
+        self.summary.lock().unwrap_or_else(|e| e.into_inner()).runs[index] = entry;
+        self.write_summary();
+    }
+
+    fn write_summary(&self) {
+        let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+        summary.recount(self.started.elapsed().as_millis() as u64);
+        if let Err(e) = summary.write(&self.opts.out) {
+            self.write_failed.store(true, Ordering::SeqCst);
+            self.console.error(&format!("error: cannot write the batch summary in {}: {e}", self.opts.out.display()));
+        }
+        let t = &summary.totals;
+        let count = |s: RunStatus| t.by_status.get(s.as_str()).copied().unwrap_or(0) as u64;
+        let pending = count(RunStatus::Pending);
+        let done = t.runs as u64 - pending;
+        self.console.overall(done, done - count(RunStatus::Succeeded) - count(RunStatus::NotStarted), pending, t.cost);
+    }
+
+    /// The last word: the summary's final form, the CI rollups, the exit code.
+    fn finish(self) -> i32 {
+        self.write_summary();
+        let summary = self.summary.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = summary.publish_to_github() {
+            self.console.error(&format!("warning: {e}"));
+        }
+        let mut worst = summary.worst_class();
+        if self.signals.interrupted() {
+            worst = worst.max(OutcomeClass::Interrupted);
+        }
+        if self.write_failed.load(Ordering::SeqCst) {
+            worst = worst.max(OutcomeClass::Infrastructure);
+        }
+        let code = ExitCode::for_class(worst, self.signals.terminated());
+        if self.opts.json {
+            let mut totals = serde_json::to_value(&summary.totals).unwrap_or_default();
+            totals["batch"] = serde_json::json!(self.opts.out.display().to_string());
+            totals["exit_code"] = serde_json::json!(code);
+            print_stdout(&json_line("summary", totals));
+        }
+        if summary.runs.len() > 1 {
+            self.console.say(&format!(
+                "{} runs: {} · ${} · {}",
+                summary.totals.runs,
+                summary.totals.by_status.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "),
+                summary.totals.cost,
+                self.opts.out.join(crate::report::summary::SUMMARY_FILE).display()
+            ));
+        }
+        let _ = self.plans;
+        code
+    }
+}
+
+/// The attempt's report becomes the run's: `run.json` in the run directory. Evidence that could not be
+/// written makes the run an infrastructure failure, so that no CI gate passes on a missing report.
+fn publish(claim: &Claim, result: &mut super::RunResult, line: &RunLine<'_>, terminated: bool) {
+    if result.write_failed {
+        unwritten(&mut result.report, "the attempt's run.json could not be written", terminated);
+    }
+    match write_report(&claim.dir, &result.report) {
+        Ok(path) => result.report_file = Some(path),
+        Err(e) => {
+            line.error(&format!("error: cannot write {}: {e}", claim.report_file().display()));
+            unwritten(&mut result.report, &format!("its run.json could not be written: {e}"), terminated);
+            (result.report_file, result.write_failed) = (None, true);
+        }
+    }
+}
+
+/// Marks a report whose evidence is incomplete: infrastructure, unless it already failed worse.
+fn unwritten(report: &mut RunReport, why: &str, terminated: bool) {
+    if report.outcome.class >= OutcomeClass::Infrastructure {
+        return;
+    }
+    let earlier = report.outcome.message.take().map(|m| format!("\n{m}")).unwrap_or_default();
+    let failure = Failure::new(OutcomeClass::Infrastructure, format!("{why}{earlier}"));
+    run::set_outcome(report, Some(&failure), terminated);
+}
+
+fn not_started(mut e: RunSummary, why: &str) -> RunSummary {
+    (e.status, e.end_reason, e.message) = (RunStatus::NotStarted, Some("not_started".into()), Some(why.to_string()));
+    e
+}
+
+/// `{"type": kind, …value}`: one line of `--json`.
+fn json_line(kind: &str, value: serde_json::Value) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("type".into(), serde_json::json!(kind));
+    if let serde_json::Value::Object(fields) = value {
+        object.extend(fields);
+    }
+    serde_json::Value::Object(object).to_string()
+}

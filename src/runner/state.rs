@@ -1,0 +1,93 @@
+//! `batch.json`: what a batch directory was made from — the job files and their hashes, every run id with
+//! a hash of its rendered job, and how the runs were chosen — so that `--resume` can rebuild the same plan
+//! and refuse (with the affected ids) when a job file changed meanwhile.
+
+use crate::job::Plan;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const BATCH_FILE: &str = "batch.json";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BatchState {
+    pub format: u32,
+    pub ohrun_version: String,
+    pub created_at: String,
+    pub jobs: Vec<JobEntry>,
+    /// Every run of the batch (after `--shard` and `--filter`), by id: the hash of its rendered job.
+    pub runs: BTreeMap<String, String>,
+    /// The command line's `--var`, `--shard`, `--filter` and `--rehearse`, so a resume plans the same.
+    pub vars: Vec<String>,
+    pub shard: Option<String>,
+    pub filters: Vec<String>,
+    pub rehearse: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobEntry {
+    pub file: String,
+    pub hash: String,
+}
+
+/// The hash of a run's rendered job: a change to anything the run would do changes it.
+pub fn spec_hash(spec: &crate::job::model::JobSpec) -> String {
+    let text = serde_json::to_string(spec).unwrap_or_default();
+    Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl BatchState {
+    pub fn of(
+        plans: &[Plan],
+        vars: &[String],
+        shard: Option<&str>,
+        filters: &[String],
+        rehearse: Option<&str>,
+    ) -> BatchState {
+        BatchState {
+            format: 1,
+            ohrun_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_at: crate::report::writer::now_rfc3339(),
+            jobs: plans
+                .iter()
+                .map(|p| JobEntry { file: p.file.display().to_string(), hash: p.file_hash.clone() })
+                .collect(),
+            runs: plans.iter().flat_map(|p| p.runs.iter().map(|r| (r.id.clone(), spec_hash(&r.spec)))).collect(),
+            vars: vars.to_vec(),
+            shard: shard.map(str::to_string),
+            filters: filters.to_vec(),
+            rehearse: rehearse.map(str::to_string),
+        }
+    }
+
+    pub fn read(dir: &Path) -> Result<BatchState, String> {
+        let path = dir.join(BATCH_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a batch file: {e}", path.display()))
+    }
+
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        crate::report::writer::write_atomic(&dir.join(BATCH_FILE), &text)
+    }
+
+    /// What changed between the batch that was and the plan now: runs added, removed, and changed, and
+    /// an LLM that changed between scripted and real (a batch is one or the other).
+    pub fn diff(&self, now: &BatchState) -> Vec<String> {
+        let mut out = Vec::new();
+        let llm = |s: &BatchState| if s.rehearse.is_some() { "the scripted LLM (--rehearse)" } else { "the real LLM" };
+        if self.rehearse.is_some() != now.rehearse.is_some() {
+            out.push(format!("~ the batch ran with {}, this would use {}", llm(self), llm(now)));
+        }
+        for (id, hash) in &now.runs {
+            match self.runs.get(id) {
+                None => out.push(format!("+ {id} (new)")),
+                Some(h) if h != hash => out.push(format!("~ {id} (changed)")),
+                Some(_) => {}
+            }
+        }
+        out.extend(self.runs.keys().filter(|id| !now.runs.contains_key(*id)).map(|id| format!("- {id} (gone)")));
+        out
+    }
+}
