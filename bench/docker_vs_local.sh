@@ -13,7 +13,7 @@ for i in $(seq "$n"); do
     start=$(date +%s.%N)
     (cd "$work" && "$bin" -q run --rehearse "$OLDPWD/jobs/$kind.yaml")
     end=$(date +%s.%N)
-    report=$(ls "$work"/ohrun-reports/*/run.json)
+    report=$(ls "$work"/ohrun-reports/*/*/run.json)
     prov=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['sandbox']['provision_ms'])" "$report")
     printf '%s\trun %s\tprovision %.1f s\twhole job %.1f s\n' "$kind" "$i" "$(echo "$prov / 1000" | bc -l)" "$(echo "$end - $start" | bc -l)"
     rm -rf "$work"

@@ -7,55 +7,27 @@ close), and, for ohrun, the completion latency it records per step.
 Run with the managed venv's Python (it has the SDK):
     ~/.cache/ohrun/agent-server-1.58.2/bin/python bench/seed_vs_sdk.py
 """
-import datetime
 import json
 import os
 import pathlib
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from benchlib import KEY, start_server, ts, watch
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OHRUN = ROOT / "target/release/ohrun"
 SCRIPT = ROOT / "jobs/rehearsals/facts.yaml"
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
-KEY = "bench-session-key"
 PHASES = ["start-up", "connect", "setup", "conversation", "step 1", "step 2", "close"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def watch(proc):
-    """Polls VmHWM and CPU time of proc (not its children) until it exits."""
-    peak, cpu = 0, 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    while proc.poll() is None:
-        try:
-            for line in open(f"/proc/{proc.pid}/status"):
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-            fields = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()
-            cpu = (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, IndexError):
-            pass
-        time.sleep(0.01)
-    return peak, cpu
 
 
 def start_rehearsal():
     proc = subprocess.Popen([OHRUN, "rehearse", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return proc, proc.stdout.readline().strip()
-
-
-def ts(rfc3339):
-    return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def ohrun_phases(report, spawned, exited):
@@ -102,7 +74,7 @@ def run_ohrun(url, work, wd, llm_url):
     rss, cpu = watch(proc)
     exited = time.time()
     assert proc.returncode == 0, "ohrun failed"
-    report = json.load(open(pathlib.Path(work, "ohrun-reports/seed/run.json")))
+    report = json.load(open(pathlib.Path(work, "ohrun-reports/seed/seed/run.json")))
     latency = [s["completion_latency_ms"] for s in report["steps"]]
     return exited - spawned, rss, cpu, report["totals"]["cost"], ohrun_phases(report, spawned, exited), latency
 
@@ -118,23 +90,6 @@ def run_sdk(url, work, wd, llm_url, quiet):
     # The SDK prints its own banner and logs; our line is the last JSON one.
     out = json.loads([l for l in proc.stdout.read().splitlines() if l.startswith('{"cost"')][-1])
     return exited - spawned, rss, cpu, out["cost"], sdk_phases(out, spawned, exited), []
-
-
-def start_server():
-    state = tempfile.mkdtemp()
-    port = free_port()
-    env = dict(os.environ, OH_SESSION_API_KEYS_0=KEY, OH_ENABLE_VSCODE="false", OH_ENABLE_BROWSER="false",
-               LITELLM_LOCAL_MODEL_COST_MAP="True", OPENHANDS_SUPPRESS_BANNER="1")
-    server = subprocess.Popen([sys.executable, "-m", "openhands.agent_server", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=state, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    time.sleep(1)
-    return server, f"http://127.0.0.1:{port}"
 
 
 def med(xs):

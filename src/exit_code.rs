@@ -47,7 +47,7 @@ Exit codes:
   1    a run failed: agent error, step timeout, failed setup command
   2    the job file or the command line is wrong; nothing was started
   3    infrastructure: provisioning, an API or the network failed, or the report could not be written
-  4    a run reached its budget (limits.max_cost)
+  4    a run reached its budget (limits.max_cost), or the batch its own (--max-cost)
   5    a sandbox could not be released and may still be running
   130  interrupted (SIGINT); 143 terminated (SIGTERM)
 With several runs the most serious decides: 5, then 130/143, 3, 2, 4, 1, 0.";

@@ -333,7 +333,7 @@ fn an_unknown_tool_on_a_server_of_ones_own_is_refused_before_any_llm_call() {
 }
 
 #[test]
-fn a_matrix_runs_one_after_another_with_a_report_each() {
+fn a_matrix_runs_with_a_report_each() {
     let extra = "matrix:\n  topic: [alpha, beta]\nsteps:\n  - message: Tell me about {{ topic }}.\n";
     let r = run_job("fan-out", None, extra, None, &["--rehearse"]);
     assert_eq!(r.code, 0, "{}", r.stderr);

@@ -1,0 +1,56 @@
+"""What the Python benchmarks share: a real agent-server from the managed venv, the peak RSS and CPU time
+of a client process, and RFC 3339 time stamps."""
+import datetime
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+KEY = "bench-session-key"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server():
+    """An agent-server of this Python's venv on a free port; (process, base URL) once it answers."""
+    state = tempfile.mkdtemp()
+    port = free_port()
+    env = dict(os.environ, OH_SESSION_API_KEYS_0=KEY, OH_ENABLE_VSCODE="false", OH_ENABLE_BROWSER="false",
+               LITELLM_LOCAL_MODEL_COST_MAP="True", OPENHANDS_SUPPRESS_BANNER="1", TMUX_TMPDIR=state)
+    server = subprocess.Popen([sys.executable, "-m", "openhands.agent_server", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=state, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    time.sleep(1)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def watch(proc):
+    """Peak RSS (VmHWM, KiB) and CPU time (s) of proc — not its children — sampled until it exits."""
+    peak, cpu = 0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    while proc.poll() is None:
+        try:
+            for line in open(f"/proc/{proc.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+            fields = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.01)
+    return peak, cpu
+
+
+def ts(rfc3339):
+    return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
