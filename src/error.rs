@@ -69,6 +69,11 @@ impl From<crate::agent::Error> for Failure {
     fn from(e: crate::agent::Error) -> Failure {
         match e {
             crate::agent::Error::Interrupted => Failure::new(OutcomeClass::Interrupted, "interrupted"),
+            // The server refused what ohrun asked (a rejected key, a configuration it cannot take):
+            // another attempt would be refused the same way. A busy or failing server may not be.
+            crate::agent::Error::Api(ref api) if api.status.is_some_and(|s| s != 408 && s != 429 && s < 500) => {
+                Failure::new(OutcomeClass::Infrastructure, e.to_string())
+            }
             other => Failure::new(OutcomeClass::Infrastructure, other.to_string()).retryable(),
         }
     }

@@ -31,9 +31,22 @@ pub trait SandboxProbe: Send + Sync {
     fn probe(&self) -> BoxFuture<'_, Probe>;
 }
 
+/// Whether a run may send its next message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Send,
+    /// Not yet: another run is finding out what a call costs.
+    Wait,
+    /// The batch's money is gone.
+    Refuse,
+}
+
 /// A budget several runs share: told what a run has spent so far, it says when no money is left.
 pub trait SharedBudget: Sync {
     fn update(&self, run_id: &str, cost: crate::money::Usd);
+    /// May this run send its next message: now, later, or not at all.
+    fn admit(&self, run_id: &str) -> Admission;
+    fn step_ended(&self, run_id: &str);
     fn exhausted(&self) -> bool;
 }
 

@@ -34,7 +34,7 @@ pub async fn run_setup(
     commands: &[SetupCommand],
     working_dir: &str,
     cancel: &Cancel,
-    on_result: &mut dyn FnMut(&SetupResult),
+    on_result: &mut (dyn FnMut(&SetupResult) + Send),
 ) -> Setup {
     let mut results = Vec::new();
     for cmd in commands {

@@ -22,9 +22,34 @@ pub fn sum_stats(stats: &Value) -> Totals {
             t.tokens.cache_write += n("cache_write_tokens");
             t.tokens.reasoning += n("reasoning_tokens");
         }
-        t.llm_calls += m.get("costs").and_then(Value::as_array).map(|c| c.len() as u64).unwrap_or(0);
+        let calls = m.get("costs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        t.llm_calls += calls.len() as u64;
+        for call in calls {
+            t.largest_call = t.largest_call.max(Usd::from_f64(call.get("cost").and_then(Value::as_f64).unwrap_or(0.0)));
+        }
     }
     t
+}
+
+/// The conversation's totals as of the last `stats` an event log holds (a run whose report was never
+/// written, because ohrun was killed, still spent this). A final partial line is skipped.
+pub fn last_stats_in(events_jsonl: &str) -> Option<Totals> {
+    events_jsonl.lines().rev().find_map(|line| {
+        let v: Value = serde_json::from_str(line).ok()?;
+        stats_in(&v).map(sum_stats)
+    })
+}
+
+/// The `stats` an event carries: a `stats` update, or the stats of a `full_state` snapshot.
+pub fn stats_in(event: &Value) -> Option<&Value> {
+    if event.get("kind").and_then(Value::as_str) != Some("ConversationStateUpdateEvent") {
+        return None;
+    }
+    match event.get("key").and_then(Value::as_str) {
+        Some("stats") => event.get("value"),
+        Some("full_state") => event.pointer("/value/stats"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -35,7 +60,7 @@ mod tests {
     #[test]
     fn costs_sum_every_usage_id_exactly() {
         let stats = json!({"usage_to_metrics": {
-            "agent": {"accumulated_cost": 0.05351399999999999, "accumulated_token_usage": {"prompt_tokens": 10, "completion_tokens": 2}, "costs": [{}, {}]},
+            "agent": {"accumulated_cost": 0.05351399999999999, "accumulated_token_usage": {"prompt_tokens": 10, "completion_tokens": 2}, "costs": [{"cost": 0.02}, {"cost": 0.033514}]},
             "condenser": {"accumulated_cost": 0.25, "accumulated_token_usage": {"prompt_tokens": 5, "completion_tokens": 1, "cache_read_tokens": 3}, "costs": [{}]}
         }});
         let t = sum_stats(&stats);
@@ -44,5 +69,14 @@ mod tests {
         assert_eq!(t.tokens.prompt, 15);
         assert_eq!(t.tokens.cache_read, 3);
         assert_eq!(t.llm_calls, 3);
+        assert_eq!(t.largest_call.to_string(), "0.033514");
+    }
+
+    #[test]
+    fn the_last_stats_of_an_event_log_count_and_a_torn_line_does_not() {
+        let stats = |cost: f64| json!({"kind": "ConversationStateUpdateEvent", "key": "stats", "value": {"usage_to_metrics": {"agent": {"accumulated_cost": cost, "costs": [{"cost": cost}]}}}});
+        let log = format!("{}\n{}\n{{\"kind\": \"Message", stats(0.1), stats(0.3));
+        assert_eq!(last_stats_in(&log).unwrap().cost.to_string(), "0.3");
+        assert!(last_stats_in("{\"kind\": \"MessageEvent\"}\n").is_none());
     }
 }

@@ -15,7 +15,7 @@
 
 use super::conversation::{Conversation, Progress, is_full_state};
 use super::http::ApiError;
-use super::{BoxFuture, Probe, SandboxProbe};
+use super::{Admission, BoxFuture, Probe, SandboxProbe};
 use crate::job::model::Step;
 use crate::money::Usd;
 use crate::report::{EndReason, StepError};
@@ -138,12 +138,7 @@ impl Tracker {
                 }
             }
             "ConversationStateUpdateEvent" => {
-                let stats = match v.get("key").and_then(Value::as_str) {
-                    Some("stats") => v.get("value"),
-                    Some("full_state") => v.pointer("/value/stats"),
-                    _ => None,
-                };
-                if let Some(s) = stats {
+                if let Some(s) = super::stats::stats_in(v) {
                     *live_cost = super::stats::sum_stats(s).cost.max(*live_cost);
                 }
             }
@@ -219,13 +214,45 @@ struct Wait<'p> {
 impl Conversation<'_> {
     /// Sends `message`, starts a run and waits for its end.
     pub(super) async fn one_run(&mut self, message: &str, ctx: &StepContext<'_>) -> Verdict {
-        if ctx.limits.batch_exhausted(self.live_cost) {
-            return Verdict::failed(
-                EndReason::Budget,
-                "BatchBudget",
-                "the batch's budget was reached before this message was sent".into(),
-            );
+        if let Err(v) = self.admitted(ctx).await {
+            return v;
         }
+        let verdict = self.send_and_wait(message, ctx).await;
+        if let Some(b) = ctx.limits.batch {
+            b.step_ended(ctx.limits.run_id);
+        }
+        verdict
+    }
+
+    /// Waits until the batch's budget lets this message go (another run may be finding out what a call
+    /// costs); Ctrl-C and the step's deadline still count.
+    async fn admitted(&mut self, ctx: &StepContext<'_>) -> Result<(), Verdict> {
+        let Some(budget) = ctx.limits.batch else { return Ok(()) };
+        budget.update(ctx.limits.run_id, self.live_cost);
+        let mut cancel = self.cancel.clone();
+        loop {
+            match budget.admit(ctx.limits.run_id) {
+                Admission::Send => return Ok(()),
+                Admission::Refuse => {
+                    return Err(Verdict::failed(
+                        EndReason::Budget,
+                        "BatchBudget",
+                        "the batch's budget was reached before this message was sent".into(),
+                    ));
+                }
+                // Polled: the price arrives from another run's frames, a tenth of a second is soon enough.
+                Admission::Wait => tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = cancel.wait() => return Err(Verdict::failed(EndReason::Interrupted, "Interrupted", "interrupted before the message was sent".into())),
+                    _ = tokio::time::sleep_until(ctx.deadline.into()) => {
+                        return Err(Verdict::failed(EndReason::Timeout, "Timeout", "the step's time ran out while the batch's budget held it back".into()));
+                    }
+                },
+            }
+        }
+    }
+
+    async fn send_and_wait(&mut self, message: &str, ctx: &StepContext<'_>) -> Verdict {
         let drained = self.drain_queued();
         if let Some(since) = drained.gap_since {
             // The gap of a reconnect between steps; bounded like every wait outside the loop below.

@@ -4,8 +4,10 @@
 
 use super::MergeArgs;
 use crate::exit_code::ExitCode;
+use crate::report::OutcomeClass;
 use crate::report::summary::{RunSummary, Summary};
 use crate::report::writer::create_dir;
+use crate::runner::state::BatchState;
 use std::path::{Component, Path, PathBuf};
 
 pub fn run(args: &MergeArgs, quiet: bool) -> i32 {
@@ -17,6 +19,7 @@ pub fn run(args: &MergeArgs, quiet: bool) -> i32 {
         Ok(r) => r,
         Err(code) => return code,
     };
+    let missing = missing_shards(&args.dirs);
     let mut merged = Summary::new(runs);
     merged.recount(duration_ms);
     if let Err(e) = merged.write(&args.out) {
@@ -36,7 +39,30 @@ pub fn run(args: &MergeArgs, quiet: bool) -> i32 {
             args.out.display()
         );
     }
+    if !missing.is_empty() {
+        eprintln!("error: shard {} of this plan is not among the directories merged", missing.join(", "));
+        eprintln!("  hint: its runs are missing from the summary; merge every shard's directory");
+        return ExitCode::for_class(merged.worst_class().max(OutcomeClass::Infrastructure), false);
+    }
     ExitCode::for_class(merged.worst_class(), false)
+}
+
+/// The shards (`i/n`) of the plan that no directory holds, from each directory's batch.json: a merge
+/// that lacks one would pass over its runs in silence.
+fn missing_shards(dirs: &[PathBuf]) -> Vec<String> {
+    let shards: Vec<(u64, u64)> = dirs
+        .iter()
+        .filter_map(|d| BatchState::read(d).ok()?.shard)
+        .filter_map(|s| {
+            let (i, n) = s.split_once('/')?;
+            Some((i.trim().parse().ok()?, n.trim().parse().ok()?))
+        })
+        .collect();
+    let counts: std::collections::BTreeSet<u64> = shards.iter().map(|(_, n)| *n).collect();
+    counts
+        .iter()
+        .flat_map(|n| (1..=*n).filter(|i| !shards.contains(&(*i, *n))).map(move |i| format!("{i}/{n}")))
+        .collect()
 }
 
 /// Every run of every directory, in plan order, with report paths relative to `out`; and the longest

@@ -7,7 +7,7 @@ use crate::console::Console;
 use crate::exit_code::ExitCode;
 use crate::job::{Plan, PlanOptions, parse, plan_file};
 use crate::rehearse::script::Script;
-use crate::runner::state::BatchState;
+use crate::runner::state::{BatchFlags, BatchState};
 use crate::runner::{BatchOptions, run_batch, signal::Signals};
 use crate::style::Style;
 use std::path::{Path, PathBuf};
@@ -36,11 +36,15 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
         Err(code) => return code,
     };
     let out = inv.out.clone().unwrap_or_else(|| default_out(&plans));
-    let state = BatchState::of(&plans, &inv.vars, inv.shard.as_deref(), &inv.filters, inv.rehearse.as_deref());
-    if inv.resume
-        && let Err(code) = check_unchanged(&out, &state, args.force)
-    {
-        return code;
+    let given =
+        BatchFlags { jobs: args.jobs, retries: args.retries, max_cost: args.max_cost, fail_fast: args.fail_fast };
+    let mut state =
+        BatchState::of(&plans, &inv.vars, inv.shard.as_deref(), &inv.filters, inv.rehearse.as_deref(), given);
+    if inv.resume {
+        match check_unchanged(&out, &state, args.force) {
+            Ok(before) => state.flags = state.flags.or(&before.flags),
+            Err(code) => return code,
+        }
     }
     let mut rehearsals = Vec::new();
     for plan in &plans {
@@ -49,14 +53,16 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
             Err(code) => return code,
         }
     }
-    let max_cost =
-        args.max_cost.or_else(|| plans.iter().flat_map(|p| p.runs.first()).filter_map(|r| r.spec.batch.max_cost).min());
+    let flags = state.flags.clone();
+    let max_cost = flags
+        .max_cost
+        .or_else(|| plans.iter().flat_map(|p| p.runs.first()).filter_map(|r| r.spec.batch.max_cost).min());
     let opts = BatchOptions {
         rehearsals,
-        jobs: args.jobs,
-        retries: args.retries,
+        jobs: flags.jobs,
+        retries: flags.retries,
         max_cost,
-        fail_fast: args.fail_fast,
+        fail_fast: flags.fail_fast,
         out,
         json: args.json,
         resume: inv.resume,
@@ -69,7 +75,7 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
     let console = Console::new(quiet);
     let code = runtime.block_on(async {
         let signals = Signals::install();
-        run_batch(&plans, &opts, &console, &signals).await
+        run_batch(plans, opts, console, signals).await
     });
     // Don't wait for stray tasks (a socket mid-reconnect): everything owned was released above.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -93,6 +99,12 @@ fn invocation(args: &RunArgs) -> Result<Invocation, String> {
         Some(dir) => {
             let state = BatchState::read(dir)?;
             if inv.files.is_empty() {
+                if state.vars.iter().any(|v| v.contains(crate::report::redact::MASK)) {
+                    return Err(format!(
+                        "{} keeps a `--var` value masked as a secret; name the job files and pass `--var` again",
+                        dir.join(crate::runner::state::BATCH_FILE).display()
+                    ));
+                }
                 inv.files = state.jobs.iter().map(|j| PathBuf::from(&j.file)).collect();
                 inv.vars = state.vars;
                 inv.shard = state.shard;
@@ -144,7 +156,8 @@ fn default_out(plans: &[Plan]) -> PathBuf {
 }
 
 /// A resumed batch must be the same plan, unless `--force`: changed, added or removed runs are listed.
-fn check_unchanged(out: &Path, now: &BatchState, force: bool) -> Result<(), i32> {
+/// Returns what the batch recorded before.
+fn check_unchanged(out: &Path, now: &BatchState, force: bool) -> Result<BatchState, i32> {
     let before = BatchState::read(out).map_err(|e| {
         eprintln!("error: {e}");
         eprintln!("  hint: `--resume` continues a batch that ran before; run it without `--resume` first");
@@ -152,7 +165,7 @@ fn check_unchanged(out: &Path, now: &BatchState, force: bool) -> Result<(), i32>
     })?;
     let diff = before.diff(now);
     if diff.is_empty() || force {
-        return Ok(());
+        return Ok(before);
     }
     eprintln!("error: the plan changed since the batch in {} started:", out.display());
     for line in &diff {

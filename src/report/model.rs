@@ -231,6 +231,9 @@ pub struct Totals {
     pub cost: Usd,
     pub tokens: Tokens,
     pub llm_calls: u64,
+    /// The dearest single LLM call: what a batch's budget reserves per running run, also on resume.
+    #[serde(default)]
+    pub largest_call: Usd,
     pub events: usize,
     /// Cost per usage id (agent, condenser, …).
     pub cost_by_usage: IndexMap<String, Usd>,

@@ -329,10 +329,21 @@ impl Summary {
             .map(|r| {
                 let why = r.end_reason.as_deref().unwrap_or(r.status.as_str());
                 let message = r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-                format!("::error file={},title=ohrun {}::{why}{message}", r.job_file, r.id).replace('\n', " ")
+                let property = |v: &str| escape_data(v).replace(':', "%3A").replace(',', "%2C");
+                format!(
+                    "::error file={},title={}::{}",
+                    property(&r.job_file),
+                    property(&format!("ohrun {}", r.id)),
+                    escape_data(&format!("{why}{message}"))
+                )
             })
             .collect()
     }
+}
+
+/// A workflow command's data, escaped as the GitHub runner unescapes it (`%`, CR and LF).
+fn escape_data(text: &str) -> String {
+    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 /// quick-junit writes a `skipped` count on `<testsuites>`, which the Jenkins JUnit schema it targets
@@ -360,6 +371,14 @@ mod tests {
             message: why.map(|w| format!("{w} <&> happened")),
             ..RunSummary::default()
         }
+    }
+
+    #[test]
+    fn annotations_are_escaped_as_the_runner_reads_them() {
+        let mut failed = run("b", RunStatus::Failed, Some("error"));
+        (failed.job_file, failed.message) = ("jobs/a,b:c.yaml".into(), Some("100% gone\nnext line".into()));
+        let s = Summary::new(vec![run("a", RunStatus::Succeeded, None), failed]);
+        assert_eq!(s.annotations(), ["::error file=jobs/a%2Cb%3Ac.yaml,title=ohrun b::error: 100%25 gone%0Anext line"]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! A batch: the selected runs of one or more job files, run concurrently in one process (one future per
+//! A batch: the selected runs of one or more job files, run concurrently in one process (one tokio task per
 //! run, a semaphore per sandbox kind or `--jobs` for all), each in its own directory with an
 //! `attempt-N/` per attempt. Infrastructure failures are retried with backoff; agent and job failures
 //! never are. After every run the rollups are rewritten (summary.json, junit.xml), so a crash leaves a
@@ -9,6 +9,7 @@ use super::claim::{Claim, attempts};
 use super::run::{self, Attempt};
 use super::signal::Signals;
 use super::state::BatchState;
+use crate::agent::stats::last_stats_in;
 use crate::console::{Console, RunLine, print_stdout};
 use crate::error::Failure;
 use crate::exit_code::ExitCode;
@@ -16,13 +17,13 @@ use crate::job::{Plan, PlannedRun};
 use crate::money::Usd;
 use crate::rehearse::script::Script;
 use crate::report::summary::{RunStatus, RunSummary, Summary};
-use crate::report::writer::{RUN_FILE, create_dir, read_report, write_report};
+use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, read_report, write_report};
 use crate::report::{OutcomeClass, RunReport};
 use crate::settings;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -55,11 +56,11 @@ pub fn default_jobs(kind: &str) -> usize {
     }
 }
 
-struct Batch<'a> {
-    plans: &'a [Plan],
-    opts: &'a BatchOptions,
-    console: &'a Console,
-    signals: &'a Signals,
+struct Batch {
+    plans: Vec<Plan>,
+    opts: BatchOptions,
+    console: Console,
+    signals: Signals,
     summary: Mutex<Summary>,
     budget: Option<Budget>,
     /// Set by the first run that did not succeed (for `--fail-fast`).
@@ -72,10 +73,10 @@ struct Batch<'a> {
     started: Instant,
 }
 
-/// Runs the batch and returns the process exit code.
-pub async fn run_batch(plans: &[Plan], opts: &BatchOptions, console: &Console, signals: &Signals) -> i32 {
-    let runs: Vec<(&Plan, usize, &PlannedRun)> =
-        plans.iter().enumerate().flat_map(|(p, plan)| plan.runs.iter().map(move |r| (plan, p, r))).collect();
+/// Runs the batch and returns the process exit code. Each run is a tokio task of its own.
+pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, signals: Signals) -> i32 {
+    let runs: Vec<(usize, usize)> =
+        plans.iter().enumerate().flat_map(|(p, plan)| (0..plan.runs.len()).map(move |r| (p, r))).collect();
     let _lock = match lock_batch_dir(&opts.out) {
         Ok(lock) => lock,
         Err(message) => {
@@ -84,18 +85,20 @@ pub async fn run_batch(plans: &[Plan], opts: &BatchOptions, console: &Console, s
             return ExitCode::USAGE;
         }
     };
+    // Every secret the runs will use is known to the redactor before batch.json is written.
+    for plan in &plans {
+        for r in &plan.runs {
+            let _ = settings::resolve(&r.spec, plan.file.parent().unwrap_or(Path::new("")), None, &run::env);
+        }
+    }
     if let Err(e) = opts.state.write(&opts.out) {
         console.error(&format!("error: cannot write {}/batch.json: {e}", opts.out.display()));
         return ExitCode::INFRA;
     }
-    let (entries, spent) = initial_entries(&runs, opts);
-    let batch = Batch {
-        plans,
-        opts,
-        console,
-        signals,
+    let (entries, spent, largest_call) = initial_entries(&plans, &opts);
+    let batch = Arc::new(Batch {
         summary: Mutex::new(Summary::new(entries)),
-        budget: opts.max_cost.map(|cap| Budget::new(cap, spent)),
+        budget: opts.max_cost.map(|cap| Budget::new(cap, spent, largest_call)),
         failed: AtomicBool::new(false),
         write_failed: AtomicBool::new(false),
         limits: ["local", "docker", "remote", "cloud", "runtime"]
@@ -105,12 +108,26 @@ pub async fn run_batch(plans: &[Plan], opts: &BatchOptions, console: &Console, s
         all: opts.jobs.map(|n| Semaphore::new(n.max(1))),
         alone: runs.len() == 1,
         started: Instant::now(),
-    };
+        plans,
+        opts,
+        console,
+        signals,
+    });
     batch.write_summary();
-    console.start_overall(runs.len() as u64);
-    futures_util::future::join_all(runs.iter().enumerate().map(|(i, (plan, p, r))| batch.run_one(i, plan, *p, r)))
-        .await;
-    console.clear();
+    batch.console.start_overall(runs.len() as u64);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, (p, r)) in runs.into_iter().enumerate() {
+        let batch = batch.clone();
+        tasks.spawn(async move { batch.run_one(index, p, r).await });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            // A run's task panicked: its entry stays pending, which the exit code counts as infrastructure.
+            batch.console.error(&format!("error: a run's task ended abnormally: {e}"));
+            batch.write_failed.store(true, Ordering::SeqCst);
+        }
+    }
+    batch.console.clear();
     batch.finish()
 }
 
@@ -126,12 +143,13 @@ fn lock_batch_dir(dir: &Path) -> Result<std::fs::File, String> {
 }
 
 /// Every run's first entry in the summary (pending; or, resuming, what a run that succeeded before left),
-/// and what the batch spent before (resuming).
-fn initial_entries(runs: &[(&Plan, usize, &PlannedRun)], opts: &BatchOptions) -> (Vec<RunSummary>, Usd) {
-    let mut spent = Usd::ZERO;
-    let entries = runs
+/// and what the batch spent before and its dearest call (resuming).
+fn initial_entries(plans: &[Plan], opts: &BatchOptions) -> (Vec<RunSummary>, Usd, Usd) {
+    let (mut spent, mut largest_call) = (Usd::ZERO, Usd::ZERO);
+    let entries = plans
         .iter()
-        .map(|(plan, _, r)| {
+        .flat_map(|plan| plan.runs.iter().map(move |r| (plan, r)))
+        .map(|(plan, r)| {
             let pending = pending_entry(plan, r);
             if !opts.resume {
                 return pending;
@@ -139,17 +157,19 @@ fn initial_entries(runs: &[(&Plan, usize, &PlannedRun)], opts: &BatchOptions) ->
             let Ok(dir) = settings::report_dir(&r.spec, &r.id, &opts.out, &run::env) else { return pending };
             let earlier = reports_on_disk(&dir, 1);
             spent += earlier.iter().map(|a| a.totals.cost).sum();
+            largest_call = earlier.iter().map(|a| a.totals.largest_call).fold(largest_call, Usd::max);
             let refs: Vec<&RunReport> = earlier.iter().collect();
-            match read_report(&dir.join(RUN_FILE)) {
+            // The newest attempt decides (the run folder's copy may be missing after a kill).
+            match earlier.last() {
                 Some(last) if last.outcome.class == OutcomeClass::Succeeded => {
-                    RunSummary::ended(&last, &refs, Some(report_path(&opts.out, &dir)))
+                    RunSummary::ended(last, &refs, Some(report_path(&opts.out, &dir)))
                 }
                 // To be run again: what it spent so far still counts.
                 _ => pending.spent(&refs),
             }
         })
         .collect();
-    (entries, spent)
+    (entries, spent, largest_call)
 }
 
 fn pending_entry(plan: &Plan, r: &PlannedRun) -> RunSummary {
@@ -163,11 +183,28 @@ fn pending_entry(plan: &Plan, r: &PlannedRun) -> RunSummary {
     }
 }
 
-/// The reports of the attempts in `dir` numbered `first` or later, in order.
+/// The reports of the attempts in `dir` numbered `first` or later, in order. An attempt that left no
+/// report (ohrun was killed during it) is counted from its event log: its money was spent all the same.
 fn reports_on_disk(dir: &Path, first: u32) -> Vec<RunReport> {
     let mut numbers: Vec<u32> = attempts(dir).into_iter().filter(|n| *n >= first).collect();
     numbers.sort();
-    numbers.into_iter().filter_map(|n| read_report(&dir.join(format!("attempt-{n}")).join(RUN_FILE))).collect()
+    numbers
+        .into_iter()
+        .map(|n| {
+            let attempt = dir.join(format!("attempt-{n}"));
+            read_report(&attempt.join(RUN_FILE)).unwrap_or_else(|| killed_attempt(&attempt, n))
+        })
+        .collect()
+}
+
+/// What is known of an attempt that ended with ohrun: interrupted, with what its event log says it spent.
+fn killed_attempt(attempt: &Path, number: u32) -> RunReport {
+    let events = std::fs::read_to_string(attempt.join(EVENTS_FILE)).unwrap_or_default();
+    let mut report = RunReport { totals: last_stats_in(&events).unwrap_or_default(), ..RunReport::default() };
+    report.run.attempt = number;
+    let why = "ohrun ended during this attempt and left no report (killed?); its cost is from its event log";
+    run::set_outcome(&mut report, Some(&Failure::new(OutcomeClass::Interrupted, why.to_string())), false);
+    report
 }
 
 /// Where a run's report is, as the summary says it: relative to the batch directory when inside it.
@@ -181,8 +218,10 @@ fn backoff(base: Duration, n: u32) -> Duration {
     base.mul_f64(2f64.powi(n.saturating_sub(1).min(10) as i32) * (0.75 + fastrand::f64() * 0.5))
 }
 
-impl Batch<'_> {
-    async fn run_one(&self, index: usize, plan: &Plan, plan_index: usize, r: &PlannedRun) {
+impl Batch {
+    async fn run_one(&self, index: usize, plan_index: usize, run_index: usize) {
+        let plan = &self.plans[plan_index];
+        let r = &plan.runs[run_index];
         if self.entry(index).status != RunStatus::Pending {
             return; // succeeded before (resuming)
         }
@@ -223,16 +262,24 @@ impl Batch<'_> {
             return self.record(index, e);
         }
         let first = claim.next_attempt();
-        let last = self.attempts(plan, plan_index, r, &claim, &line).await;
+        let (last, not_retried) = self.attempts(plan, plan_index, r, &claim, &line).await;
         let counted = if self.opts.resume { 1 } else { first };
         let all = reports_on_disk(&claim.dir, counted);
         let refs: Vec<&RunReport> = all.iter().collect();
         line.say(&run::summary_line(&last.report, last.report_file.as_deref(), self.console.style));
         drop(line);
-        self.record(index, RunSummary::ended(&last.report, &refs, Some(report_path(&self.opts.out, &claim.dir))));
+        let mut entry = RunSummary::ended(&last.report, &refs, Some(report_path(&self.opts.out, &claim.dir)));
+        if let Some((status, why)) = not_retried {
+            let failed = entry.message.take().unwrap_or_default();
+            (entry.status, entry.end_reason) = (status, Some(status.as_str().to_string()));
+            entry.message = Some(format!("{why} (attempt {} failed: {failed})", entry.attempts));
+        }
+        self.record(index, entry);
     }
 
-    /// The attempts of one run: again after an infrastructure failure, while retries and money last.
+    /// The attempts of one run: again after an infrastructure failure, while retries and money last. The
+    /// last attempt's result, and why it was not retried when a retry was due but a signal or the
+    /// budget stopped it (the run's status then says so).
     async fn attempts(
         &self,
         plan: &Plan,
@@ -240,7 +287,7 @@ impl Batch<'_> {
         r: &PlannedRun,
         claim: &Claim,
         line: &RunLine<'_>,
-    ) -> super::RunResult {
+    ) -> (super::RunResult, Option<(RunStatus, String)>) {
         let retries = self.opts.retries.unwrap_or(r.spec.retries.max);
         let first = claim.next_attempt();
         let mut factor: Option<u8> = None;
@@ -251,7 +298,7 @@ impl Batch<'_> {
                 planned: r,
                 rehearsal: self.opts.rehearsals.get(plan_index).and_then(Option::as_ref),
                 line,
-                signals: self.signals,
+                signals: &self.signals,
                 dir: claim.attempt_dir(number),
                 number,
                 budget: self.budget.as_ref(),
@@ -267,16 +314,19 @@ impl Batch<'_> {
             }
             let tries_left = number - first < retries;
             if !(result.report.outcome.retryable && tries_left) || self.signals.interrupted() {
-                return result;
+                return (result, None);
             }
             factor = self.grown_factor(r, &result, factor);
             let wait = backoff(r.spec.retries.backoff.0, number - first + 1);
             let why =
                 result.report.outcome.message.as_deref().and_then(|m| m.lines().next()).unwrap_or("infrastructure");
             line.say(&format!("attempt {number} failed ({why}); attempt {} in {:.1}s", number + 1, wait.as_secs_f64()));
-            let stopped = self.signals.cancel().sleep(wait).await;
-            if stopped || self.budget.as_ref().is_some_and(|b| !b.try_start(&r.id)) {
-                return result;
+            if self.signals.cancel().sleep(wait).await {
+                return (result, Some((RunStatus::Interrupted, "interrupted while waiting to retry".into())));
+            }
+            if let Some(b) = self.budget.as_ref().filter(|b| !b.try_start(&r.id)) {
+                let why = format!("not retried: the batch's budget (${}) was reached", b.cap());
+                return (result, Some((RunStatus::Budget, why)));
             }
             number += 1;
         }
@@ -330,9 +380,9 @@ impl Batch<'_> {
     }
 
     /// The last word: the summary's final form, the CI rollups, the exit code.
-    fn finish(self) -> i32 {
+    fn finish(&self) -> i32 {
         self.write_summary();
-        let summary = self.summary.into_inner().unwrap_or_else(|e| e.into_inner());
+        let summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = summary.publish_to_github() {
             self.console.error(&format!("warning: {e}"));
         }
@@ -359,7 +409,6 @@ impl Batch<'_> {
                 self.opts.out.join(crate::report::summary::SUMMARY_FILE).display()
             ));
         }
-        let _ = self.plans;
         code
     }
 }

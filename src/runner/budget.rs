@@ -2,11 +2,13 @@
 //!
 //! Money is spent by the agent-server on its own, one LLM call at a time, so the cap is kept with
 //! reservations: every running run holds back the price of one more call (the dearest call seen so far).
-//! No run starts and no step is sent once what was spent, what runs are spending now, and those
-//! reservations reach the cap; running steps are then stopped. A batch so overshoots by at most the
-//! calls already in flight when the cap was reached. The spent total includes earlier attempts and, on
-//! resume, what the batch spent before.
+//! No run starts and no message is sent once what was spent, what runs are spending now, and those
+//! reservations reach the cap; running steps are then stopped. Until the price of a call is known (the
+//! batch's first call; a resumed batch knows it from before) only one run at a time may send a message,
+//! so that runs starting together cannot all spend blind. A batch so overshoots by at most about one
+//! call. The spent total includes earlier attempts and, on resume, what the batch spent before.
 
+pub use crate::agent::Admission;
 use crate::money::Usd;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,6 +27,10 @@ struct State {
     live: HashMap<String, Usd>,
     /// The dearest single LLM call seen: the reservation of each running attempt.
     largest_call: Usd,
+    /// A call's price is known: a call was billed, or a step ended (its calls may be free).
+    priced: bool,
+    /// The run allowed to send while no price is known.
+    pioneer: Option<String>,
 }
 
 impl State {
@@ -38,9 +44,11 @@ fn reservations(call: Usd, runs: usize) -> Usd {
 }
 
 impl Budget {
-    /// A budget of `cap`, of which `spent` is gone already (earlier attempts, a resumed batch).
-    pub fn new(cap: Usd, spent: Usd) -> Budget {
-        Budget { cap, state: Mutex::new(State { spent, ..State::default() }) }
+    /// A budget of `cap`, of which `spent` is gone already (earlier attempts, a resumed batch), whose
+    /// dearest call so far cost `largest_call` (zero when unknown).
+    pub fn new(cap: Usd, spent: Usd, largest_call: Usd) -> Budget {
+        let priced = largest_call > Usd::ZERO;
+        Budget { cap, state: Mutex::new(State { spent, largest_call, priced, ..State::default() }) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -74,7 +82,35 @@ impl Budget {
         if cost > before {
             let call = cost.saturating_sub(before);
             s.largest_call = s.largest_call.max(call);
+            s.priced = true;
             s.live.insert(id.to_string(), cost);
+        }
+    }
+
+    /// May run `id` send a message now?
+    pub fn admit(&self, id: &str) -> Admission {
+        let mut s = self.state();
+        if s.committed() >= self.cap {
+            return Admission::Refuse;
+        }
+        if s.priced {
+            return Admission::Send;
+        }
+        match &s.pioneer {
+            Some(p) if p != id => Admission::Wait,
+            _ => {
+                s.pioneer = Some(id.to_string());
+                Admission::Send
+            }
+        }
+    }
+
+    /// Run `id`'s step ended: if it was finding out the price, what it spent is the price (free calls,
+    /// or none, are a price too).
+    pub fn step_ended(&self, id: &str) {
+        let mut s = self.state();
+        if s.pioneer.as_deref() == Some(id) {
+            s.priced = true;
         }
     }
 
@@ -83,6 +119,9 @@ impl Budget {
         let mut s = self.state();
         s.live.remove(id);
         s.spent += cost;
+        if s.pioneer.as_deref() == Some(id) {
+            s.pioneer = None;
+        }
     }
 
     /// No more money for new steps: spent, running and reserved reach the cap.
@@ -94,6 +133,14 @@ impl Budget {
 impl crate::agent::SharedBudget for Budget {
     fn update(&self, run_id: &str, cost: Usd) {
         Budget::update(self, run_id, cost);
+    }
+
+    fn admit(&self, run_id: &str) -> Admission {
+        Budget::admit(self, run_id)
+    }
+
+    fn step_ended(&self, run_id: &str) {
+        Budget::step_ended(self, run_id);
     }
 
     fn exhausted(&self) -> bool {
@@ -111,7 +158,7 @@ mod tests {
 
     #[test]
     fn running_runs_reserve_a_call_each() {
-        let b = Budget::new(usd("1.00"), usd("0.10"));
+        let b = Budget::new(usd("1.00"), usd("0.10"), Usd::ZERO);
         assert!(b.try_start("a") && b.try_start("b"));
         b.update("a", usd("0.20")); // a call of 0.20: now each running run reserves 0.20
         assert!(!b.exhausted()); // 0.10 + 0.20 + 2 × 0.20 = 0.70
@@ -119,10 +166,40 @@ mod tests {
         assert!(!b.try_start("d")); // 0.10 + 0.20 + 3 × 0.20 = 0.90, + 0.20 ≥ 1.00
         b.update("b", usd("0.15"));
         assert!(b.exhausted()); // 0.10 + 0.35 + 0.60 = 1.05
+        assert_eq!(b.admit("c"), Admission::Refuse);
         b.finish("a", usd("0.20"));
         b.finish("b", usd("0.15"));
         b.finish("c", Usd::ZERO);
         assert_eq!(b.spent(), usd("0.45"));
         assert!(!b.exhausted());
+    }
+
+    #[test]
+    fn one_run_finds_out_the_price_before_the_others_send() {
+        let b = Budget::new(usd("1.00"), Usd::ZERO, Usd::ZERO);
+        assert!(b.try_start("a") && b.try_start("b"));
+        assert_eq!(b.admit("a"), Admission::Send);
+        assert_eq!(b.admit("b"), Admission::Wait);
+        assert_eq!(b.admit("a"), Admission::Send); // its next step
+        b.update("a", usd("0.30"));
+        assert_eq!(b.admit("b"), Admission::Send); // 0.30 + 2 × 0.30 < 1.00
+        // Free calls are a price as well: the pioneer's step ending is enough.
+        let free = Budget::new(usd("1.00"), Usd::ZERO, Usd::ZERO);
+        assert!(free.try_start("a") && free.try_start("b"));
+        assert_eq!((free.admit("a"), free.admit("b")), (Admission::Send, Admission::Wait));
+        free.step_ended("a");
+        assert_eq!(free.admit("b"), Admission::Send);
+        // A pioneer that ends without a price hands the role on.
+        let gone = Budget::new(usd("1.00"), Usd::ZERO, Usd::ZERO);
+        assert!(gone.try_start("a") && gone.try_start("b"));
+        assert_eq!((gone.admit("a"), gone.admit("b")), (Admission::Send, Admission::Wait));
+        gone.finish("a", Usd::ZERO);
+        assert_eq!(gone.admit("b"), Admission::Send);
+    }
+
+    #[test]
+    fn a_resumed_batch_knows_the_price_of_a_call() {
+        let b = Budget::new(usd("0.10"), usd("0.07"), usd("0.03"));
+        assert!(!b.try_start("a"), "0.07 + 0.03 reservation + 0.03 reaches 0.10");
     }
 }

@@ -23,6 +23,30 @@ pub struct BatchState {
     pub shard: Option<String>,
     pub filters: Vec<String>,
     pub rehearse: Option<String>,
+    /// `--jobs`, `--retries`, `--max-cost` and `--fail-fast` as given, so that a resume (a restarted CI
+    /// pod, say) keeps the same cap, retries and width unless it names others.
+    #[serde(default)]
+    pub flags: BatchFlags,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BatchFlags {
+    pub jobs: Option<usize>,
+    pub retries: Option<u32>,
+    pub max_cost: Option<crate::money::Usd>,
+    pub fail_fast: bool,
+}
+
+impl BatchFlags {
+    /// These flags, with what they leave unset taken from `earlier`.
+    pub fn or(self, earlier: &BatchFlags) -> BatchFlags {
+        BatchFlags {
+            jobs: self.jobs.or(earlier.jobs),
+            retries: self.retries.or(earlier.retries),
+            max_cost: self.max_cost.or(earlier.max_cost),
+            fail_fast: self.fail_fast || earlier.fail_fast,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -31,10 +55,17 @@ pub struct JobEntry {
     pub hash: String,
 }
 
-/// The hash of a run's rendered job: a change to anything the run would do changes it.
-pub fn spec_hash(spec: &crate::job::model::JobSpec) -> String {
-    let text = serde_json::to_string(spec).unwrap_or_default();
-    Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+/// The hash of a run's rendered job and of the message files it names (relative to `job_dir`): a change
+/// to anything the run would do changes it.
+pub fn spec_hash(spec: &crate::job::model::JobSpec, job_dir: &Path) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_string(spec).unwrap_or_default().as_bytes());
+    for step in &spec.steps {
+        if let crate::job::model::Message::File { .. } = &step.message {
+            hasher.update(crate::agent::conversation::message_text(&step.message, job_dir).as_bytes());
+        }
+    }
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 impl BatchState {
@@ -44,6 +75,7 @@ impl BatchState {
         shard: Option<&str>,
         filters: &[String],
         rehearse: Option<&str>,
+        flags: BatchFlags,
     ) -> BatchState {
         BatchState {
             format: 1,
@@ -53,11 +85,18 @@ impl BatchState {
                 .iter()
                 .map(|p| JobEntry { file: p.file.display().to_string(), hash: p.file_hash.clone() })
                 .collect(),
-            runs: plans.iter().flat_map(|p| p.runs.iter().map(|r| (r.id.clone(), spec_hash(&r.spec)))).collect(),
+            runs: plans
+                .iter()
+                .flat_map(|p| {
+                    let job_dir = p.file.parent().unwrap_or(Path::new(""));
+                    p.runs.iter().map(move |r| (r.id.clone(), spec_hash(&r.spec, job_dir)))
+                })
+                .collect(),
             vars: vars.to_vec(),
             shard: shard.map(str::to_string),
             filters: filters.to_vec(),
             rehearse: rehearse.map(str::to_string),
+            flags,
         }
     }
 
@@ -67,9 +106,10 @@ impl BatchState {
         serde_json::from_str(&text).map_err(|e| format!("{} is not a batch file: {e}", path.display()))
     }
 
+    /// Writes batch.json, secrets masked (a `--var` may carry one; register the runs' secrets first).
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        crate::report::writer::write_atomic(&dir.join(BATCH_FILE), &text)
+        crate::report::writer::write_atomic(&dir.join(BATCH_FILE), &crate::report::redact::apply(&text))
     }
 
     /// What changed between the batch that was and the plan now: runs added, removed, and changed, and

@@ -3,6 +3,7 @@
 //! only, a budget shared by the batch, and resuming after a budget stop or a SIGKILL.
 
 use crate::junit::assert_valid_junit;
+use crate::proxy::{Action, Proxy, Rule};
 use crate::server::shared;
 use crate::support::*;
 use serde_json::{Value, json};
@@ -209,6 +210,11 @@ fn twelve_runs_four_at_a_time_on_one_server_roll_up_and_shard() {
         assert!(report.is_file(), "the merged summary's report path resolves: {}", report.display());
     }
     assert_eq!(junit(&dir.path().join("merged")).matches("<testcase ").count(), 12);
+    // A shard left out is not passed over in silence.
+    let partial =
+        Ohrun::new().current_dir(dir.path()).args(["merge", "shard-1", "shard-3", "--out", "partial"]).output();
+    assert_eq!(partial.code, 3, "{}", partial.stderr);
+    assert!(partial.stderr.contains("shard 2/3 of this plan is not among"), "{}", partial.stderr);
 }
 
 #[test]
@@ -331,6 +337,28 @@ fn an_agent_failure_is_not_retried() {
 }
 
 #[test]
+fn a_request_the_server_refuses_is_not_retried() {
+    // The server answers "422" to the new conversation: ohrun asked for something it cannot take, and
+    // asking again would get the same answer.
+    let proxy = Proxy::start(shared().url.trim_start_matches("http://"));
+    proxy.add_rule(Rule {
+        matches: |l| l.starts_with("POST /api/conversations "),
+        times: 10,
+        action: Action::Respond(422, r#"{"detail": "the agent cannot be built"}"#.into()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let job = batch_job(dir.path(), "refused", 1, "retries: {max: 2, backoff: 1s}\n", SCRIPT);
+    std::fs::write(&job, std::fs::read_to_string(&job).unwrap().replace(&shared().url, &proxy.url())).unwrap();
+    let out = ohrun_run(dir.path(), &[], &job);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let r = &read_summary(&dir.path().join("ohrun-reports/refused"))["runs"][0];
+    assert_eq!((&r["status"], &r["attempts"]), (&json!("errored"), &json!(1)), "{r}");
+    assert!(r["message"].as_str().unwrap().contains("422"), "{r}");
+    let creates = proxy.requests_matching("POST /api/conversations");
+    assert_eq!(creates.iter().filter(|l| *l == "POST /api/conversations").count(), 1, "{creates:?}");
+}
+
+#[test]
 fn a_batch_budget_holds_across_runs_and_resumes_and_a_raised_one_finishes_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let job = batch_job(dir.path(), "capped", 8, "", SCRIPT);
@@ -362,7 +390,8 @@ fn a_batch_budget_holds_across_runs_and_resumes_and_a_raised_one_finishes_the_re
     assert!(junit(&batch).contains("message=\"budget: "));
 
     // The cap holds across a resume: what was spent is read back, so nothing more runs.
-    let again = ohrun_run(dir.path(), &["--resume", "--max-cost", &cap_text], &job);
+    // (The cap is not named again: the batch keeps the flags it was started with.)
+    let again = ohrun_run(dir.path(), &["--resume"], &job);
     assert_eq!(again.code, 4, "{}", again.stderr);
     assert_eq!(cost(&read_summary(&batch)["totals"]["cost"]), spent, "no money was spent");
 
@@ -415,6 +444,19 @@ fn a_batch_budget_holds_across_runs_and_resumes_and_a_raised_one_finishes_the_re
         let attempts = if r["id"] == added.as_str() { json!(1) } else { before };
         assert_eq!(r["attempts"], attempts, "only the new run ran: {r}");
     }
+}
+
+/// What the last `stats` in an attempt's event log say the conversation spent (Σ over usage ids).
+fn logged_cost(attempt: &Path) -> f64 {
+    let log = std::fs::read_to_string(attempt.join("events.jsonl")).unwrap_or_default();
+    let events = log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()); // a torn last line is skipped
+    let stats = events.collect::<Vec<_>>().into_iter().rev().find_map(|e| match e["key"].as_str() {
+        Some("stats") => Some(e["value"].clone()),
+        Some("full_state") => Some(e["value"]["stats"].clone()),
+        _ => None,
+    });
+    let usage = stats.map(|s| s["usage_to_metrics"].clone()).unwrap_or_default();
+    usage.as_object().map_or(0.0, |u| u.values().map(|m| m["accumulated_cost"].as_f64().unwrap_or(0.0)).sum())
 }
 
 /// The `attempt-N` directories of a run, in order.
@@ -478,6 +520,10 @@ fn a_batch_killed_mid_way_resumes_where_it_stopped() {
         } else if interrupted.contains(&id) {
             assert_eq!(r["attempts"], 2, "{id}: the interrupted attempt is kept, the next one numbered after it");
             assert!(batch.join(&id).join("attempt-1").is_dir());
+            // The killed attempt left no report, but its money was spent: its event log says how much.
+            let last = cost(&read_report(&batch.join(&id).join("attempt-2"))["totals"]["cost"]);
+            let killed = logged_cost(&batch.join(&id).join("attempt-1"));
+            assert!((cost(&r["cost"]) - (last + killed)).abs() < 1e-9, "{id}: {r} = {last} + {killed}");
         }
     }
 }
