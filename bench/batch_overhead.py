@@ -23,7 +23,9 @@ import subprocess
 import tempfile
 import time
 
-from benchlib import KEY, start_server, ts, watch
+import math
+
+from benchlib import KEY, cpu_of, machine_busy, start_server, ts, watch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OHRUN = ROOT / "target/release/ohrun"
@@ -76,10 +78,12 @@ def server_time(r):
         + sum((s.get("duration_ms") or 0) for s in r["steps"]) / 1000
 
 
-def batch(url, runs):
+def batch(server, url, runs):
     work = pathlib.Path(tempfile.mkdtemp())
     job = write_job(work, url, runs)
+    server_cpu, busy = cpu_of(server.pid), machine_busy()
     wall, cpu, rss = ohrun(work, ["--jobs", str(JOBS), job])
+    server_cpu, busy = cpu_of(server.pid) - server_cpu, machine_busy() - busy
     out = work / "ohrun-reports/bench"
     summary = json.load(open(out / "summary.json"))
     assert summary["totals"]["by_status"] == {"succeeded": runs}, summary["totals"]
@@ -87,21 +91,24 @@ def batch(url, runs):
     durations = [ts(r["ended_at"]) - ts(r["started_at"]) for r in reports]
     ideal = makespan(durations, JOBS)
     in_run = statistics.median(d - server_time(r) for d, r in zip(durations, reports))
-    singles = []
+    singles, single_cpu = [], cpu_of(server.pid)
     for r in summary["runs"]:
         single_wall, _, _ = ohrun(work, ["--filter", r["id"], "--out", f"single/{r['id']}", job])
         singles.append(single_wall)
+    single_cpu = (cpu_of(server.pid) - single_cpu) / runs
     return {
         "runs": runs, "wall": wall, "ideal": ideal, "sum_runs": sum(durations), "in_run": in_run,
         "overhead": (wall - ideal) / runs, "cpu": cpu / runs, "rss": rss / 1024, "singles": sum(singles),
-        "single_median": statistics.median(singles),
+        "single_median": statistics.median(singles), "single_max": max(singles),
+        "server_cpu": server_cpu, "server_cpu_single": single_cpu, "busy": busy / (wall * os.cpu_count()),
+        "bound": 1.6 * max(singles) * math.ceil(runs / JOBS),
     }
 
 
 def main():
     server, url = start_server()
     try:
-        rows = [batch(url, n) for n in SIZES]
+        rows = [batch(server, url, n) for n in SIZES]
     finally:
         server.terminate()
         server.wait()
@@ -115,6 +122,11 @@ def main():
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['runs']} | {r['wall']:.2f} s | {r['singles']:.2f} s | {r['single_median']:.2f} s | {r['sum_runs']:.2f} s |")
+    print("\n| runs | batch wall | 1.6 × slowest single run × ceil(runs / J) | agent-server CPU during the batch | its CPU per run, in the batch / alone | the machine's cores busy during the batch |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['runs']} | {r['wall']:.2f} s | {r['bound']:.2f} s | {r['server_cpu']:.2f} s ({r['server_cpu'] / r['wall'] * 100:.0f} % of one core) | "
+              f"{r['server_cpu'] / r['runs']:.2f} s / {r['server_cpu_single']:.2f} s | {r['busy'] * 100:.0f} % |")
 
 
 if __name__ == "__main__":

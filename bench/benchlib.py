@@ -52,5 +52,17 @@ def watch(proc):
     return peak, cpu
 
 
+def cpu_of(pid):
+    """CPU time (s) a live process has used so far (user + system; its children not counted)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy():
+    """CPU seconds the whole machine has been busy (every core, all but idle and iowait)."""
+    fields = [int(f) for f in open("/proc/stat").readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def ts(rfc3339):
     return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()

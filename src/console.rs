@@ -39,7 +39,24 @@ pub struct Console {
     pub mode: Mode,
     pub style: Style,
     multi: MultiProgress,
-    overall: Mutex<Option<ProgressBar>>,
+    overall: Mutex<Option<Overall>>,
+}
+
+/// The overall bar and what it shows: runs done (of which failed), to go, and the money spent — by the
+/// runs that ended and, live, by those under way (each run line's latest cost).
+struct Overall {
+    bar: ProgressBar,
+    failed: u64,
+    remaining: u64,
+    finished: Usd,
+    running: std::collections::HashMap<String, Usd>,
+}
+
+impl Overall {
+    fn redraw(&self) {
+        let spent = self.finished + self.running.values().copied().sum();
+        self.bar.set_message(format!("done · {} failed · {} to go · ${spent}", self.failed, self.remaining));
+    }
 }
 
 impl Console {
@@ -87,7 +104,7 @@ impl Console {
                 ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             let b = match self.overall.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                Some(overall) => self.multi.insert_before(overall, b),
+                Some(overall) => self.multi.insert_before(&overall.bar, b),
                 None => self.multi.add(b),
             };
             b.enable_steady_tick(Duration::from_millis(120));
@@ -106,21 +123,36 @@ impl Console {
             ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        *self.overall.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+        let overall = Overall { bar, failed: 0, remaining: total, finished: Usd::ZERO, running: Default::default() };
+        overall.redraw();
+        *self.overall.lock().unwrap_or_else(|e| e.into_inner()) = Some(overall);
     }
 
-    /// Moves the overall bar: runs done, of which failed, and the money spent so far.
-    pub fn overall(&self, done: u64, failed: u64, remaining: u64, spent: Usd) {
-        if let Some(bar) = self.overall.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            bar.set_position(done);
-            bar.set_message(format!("done · {failed} failed · {remaining} to go · ${spent}"));
+    /// Moves the overall bar: runs done, of which failed, and the money the ended runs spent; the run led
+    /// by `ended` (if any) has just been counted among them, so its live cost goes in the same redraw.
+    pub fn overall(&self, done: u64, failed: u64, remaining: u64, spent: Usd, ended: Option<&str>) {
+        if let Some(o) = self.overall.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            (o.failed, o.remaining, o.finished) = (failed, remaining, spent);
+            if let Some(lead) = ended {
+                o.running.remove(lead);
+            }
+            o.redraw();
+            o.bar.set_position(done);
+        }
+    }
+
+    /// What the run led by `lead` has spent so far.
+    fn running_cost(&self, lead: &str, cost: Usd) {
+        if let Some(o) = self.overall.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            o.running.insert(lead.to_string(), cost);
+            o.redraw();
         }
     }
 
     /// Ends every live line.
     pub fn clear(&self) {
-        if let Some(bar) = self.overall.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            bar.finish_and_clear();
+        if let Some(overall) = self.overall.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            overall.bar.finish_and_clear();
         }
         let _ = self.multi.clear();
     }
@@ -217,6 +249,9 @@ impl Progress for StepProgress<'_> {
 
     fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: Usd) {
         self.line.update(format!("step {index}/{total} · {}s · {events} events · ${cost}", elapsed.as_secs()));
+        if self.line.bar.is_some() {
+            self.line.console.running_cost(&self.line.lead, cost);
+        }
     }
 }
 

@@ -113,7 +113,7 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
         console,
         signals,
     });
-    batch.write_summary();
+    batch.write_summary(None);
     batch.console.start_overall(runs.len() as u64);
     let mut tasks = tokio::task::JoinSet::new();
     for (index, (p, r)) in runs.into_iter().enumerate() {
@@ -234,8 +234,7 @@ impl Batch {
             return self
                 .record(index, not_started(self.entry(index), "not started: the batch stopped before it got here"));
         }
-        let lead = if self.alone { String::new() } else { format!("[{}] ", r.id) };
-        let line = self.console.run_line(&lead);
+        let line = self.console.run_line(&self.lead(&r.id));
         let dir = match settings::report_dir(&r.spec, &r.id, &self.opts.out, &run::env) {
             Ok(dir) => dir,
             Err(problems) => {
@@ -349,6 +348,11 @@ impl Batch {
         self.record(index, e);
     }
 
+    /// What leads the lines of run `id`: its id, unless the batch has no other run.
+    fn lead(&self, id: &str) -> String {
+        if self.alone { String::new() } else { format!("[{id}] ") }
+    }
+
     fn entry(&self, index: usize) -> RunSummary {
         self.summary.lock().unwrap_or_else(|e| e.into_inner()).runs[index].clone()
     }
@@ -361,11 +365,13 @@ impl Batch {
         if self.opts.json {
             print_stdout(&json_line("run", serde_json::to_value(&entry).unwrap_or_default()));
         }
+        let lead = self.lead(&entry.id);
         self.summary.lock().unwrap_or_else(|e| e.into_inner()).runs[index] = entry;
-        self.write_summary();
+        self.write_summary(Some(&lead));
     }
 
-    fn write_summary(&self) {
+    /// Rewrites the rollups and moves the overall bar (`ended`: the lead of the run that just ended).
+    fn write_summary(&self, ended: Option<&str>) {
         let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
         summary.recount(self.started.elapsed().as_millis() as u64);
         if let Err(e) = summary.write(&self.opts.out) {
@@ -376,12 +382,13 @@ impl Batch {
         let count = |s: RunStatus| t.by_status.get(s.as_str()).copied().unwrap_or(0) as u64;
         let pending = count(RunStatus::Pending);
         let done = t.runs as u64 - pending;
-        self.console.overall(done, done - count(RunStatus::Succeeded) - count(RunStatus::NotStarted), pending, t.cost);
+        let failed = done - count(RunStatus::Succeeded) - count(RunStatus::NotStarted);
+        self.console.overall(done, failed, pending, t.cost, ended);
     }
 
     /// The last word: the summary's final form, the CI rollups, the exit code.
     fn finish(&self) -> i32 {
-        self.write_summary();
+        self.write_summary(None);
         let summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = summary.publish_to_github() {
             self.console.error(&format!("warning: {e}"));

@@ -178,9 +178,12 @@ fn twelve_runs_four_at_a_time_on_one_server_roll_up_and_shard() {
     for line in out.stderr.lines() {
         let (stamp, rest) = line.split_at(9);
         assert!(stamp.as_bytes()[2] == b':' && stamp.ends_with(' '), "unstamped: {line}");
-        if let Some(id) = planned.iter().find(|id| rest.contains(id.as_str())) {
-            assert!(rest.starts_with(&format!("[{id}] ")) || rest.starts_with("12 runs"), "{line}");
+        if rest.starts_with("12 runs: ") {
+            continue;
         }
+        let id = planned.iter().find(|id| rest.starts_with(&format!("[{id}] "))).expect("led by its run's id");
+        let after = &rest[id.len() + 3..];
+        assert!(!planned.iter().any(|other| other != id && after.contains(other.as_str())), "mixed: {line}");
     }
 
     // Three shards run each run exactly once, and merged they say what the whole batch said.
@@ -570,4 +573,50 @@ fn a_matrix_axis_from_a_file_selects_and_shards_stably() {
     let out = Ohrun::new().args(["validate"]).args([&job]).output();
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("cannot read `sizes.yaml`") && out.stderr.contains("job.yaml:4:"), "{}", out.stderr);
+}
+
+#[test]
+fn on_a_terminal_runs_have_live_lines_above_an_overall_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = batch_job(dir.path(), "live", 3, "", &SCRIPT.replace("300ms", "1500ms"));
+    // `script` gives ohrun a terminal (a pseudo-terminal whose screen is script's stdout); CI unset.
+    // Two at a time: the third run starts when one has ended, so the bar shows a run done for seconds.
+    let command = format!("'{}' run --rehearse --jobs 2 '{}'", ohrun_bin().display(), job.display());
+    let child = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .env_remove("CI")
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm")
+        .env("SHARED_SESSION_KEY", &shared().key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux starts");
+    let out = wait_output(child, Duration::from_secs(180));
+    let screen = out.stdout;
+    assert_eq!(out.code, 0, "{screen}");
+    // The overall bar, redrawn in place as runs end, with the money spent so far (live, before the end).
+    assert!(screen.contains("0/3 done · 0 failed · 3 to go · $0"), "{screen}");
+    assert!(
+        screen.contains("1/3 done · 0 failed · 2 to go") || screen.contains("2/3 done · 0 failed · 1 to go"),
+        "{screen}"
+    );
+    let amount = |t: &str| t.split_whitespace().next().unwrap_or("").parse::<f64>().unwrap_or(-1.0);
+    let live_spend = screen.split("0/3 done · 0 failed · 3 to go · $").skip(1).any(|t| amount(t) > 0.0);
+    assert!(live_spend, "the bar counts what running runs spend: {screen}");
+    let spend: Vec<f64> = screen.split(" to go · $").skip(1).map(amount).collect();
+    assert!(spend.windows(2).all(|w| w[0] <= w[1]), "the spend shown never goes back: {spend:?}");
+    // A live line per running run with its step and cost, erased and redrawn by cursor movements.
+    for id in plan_ids(&job, &[]) {
+        assert!(screen.contains(&format!("[{id}] step 1/2 · ")), "{id}: {screen}");
+        assert!(screen.contains(&format!("[{id}] ok {id}")), "{id}: {screen}");
+    }
+    assert!(screen.contains("\x1b[2K") || screen.contains("\x1b[1A"), "redrawn in place: {screen:?}");
+    // Plain mode's time stamps are not used on a terminal.
+    let stamped = screen.lines().any(|l| l.len() > 9 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':');
+    assert!(!stamped, "{screen}");
 }

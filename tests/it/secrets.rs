@@ -90,8 +90,9 @@ fn secrets_never_reach_any_output_and_the_test_sees_a_leak_when_redaction_is_off
 }
 
 /// A failing setup command whose last line of stderr carries a secret: the failure message goes to the
-/// console and into run.json.
-fn run_failing_setup(unredacted: bool) -> (String, String) {
+/// console and into run.json, and, as the batch's rollups say why a run failed, into summary.json,
+/// junit.xml, the GitHub step summary and its `::error` annotation. Returns (stderr, [(name, text)]).
+fn run_failing_setup(unredacted: bool) -> (String, Vec<(&'static str, String)>) {
     let server = crate::server::shared();
     let dir = tempfile::tempdir().unwrap();
     let job = write_job(
@@ -104,10 +105,13 @@ fn run_failing_setup(unredacted: bool) -> (String, String) {
             dir.path().join("ws").display()
         ),
     );
+    let step_summary = dir.path().join("step-summary.md");
     let mut cmd = Ohrun::new()
         .current_dir(dir.path())
         .env("K", &server.key)
         .env("MY_TOKEN", TOKEN)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &step_summary)
         .args(["-vv", "run", "--rehearse"])
         .args([&job]);
     if unredacted {
@@ -115,18 +119,32 @@ fn run_failing_setup(unredacted: bool) -> (String, String) {
     }
     let out = cmd.output();
     assert_eq!(out.code, 1, "{}", out.stderr);
-    let report = std::fs::read_to_string(dir.path().join("ohrun-reports/leaky-setup/leaky-setup/run.json")).unwrap();
-    (out.stderr, report)
+    let batch = dir.path().join("ohrun-reports/leaky-setup");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let files = vec![
+        ("run.json", read(&batch.join("leaky-setup/run.json"))),
+        ("summary.json", read(&batch.join("summary.json"))),
+        ("junit.xml", read(&batch.join("junit.xml"))),
+        ("step summary", read(&step_summary)),
+    ];
+    (out.stderr, files)
 }
 
 #[test]
-fn a_secret_value_never_reaches_the_console_and_the_test_sees_it_when_redaction_is_off() {
-    let (stderr, report) = run_failing_setup(false);
+fn a_secret_value_never_reaches_the_console_or_a_rollup_and_the_test_sees_it_when_redaction_is_off() {
+    let (stderr, files) = run_failing_setup(false);
     assert!(stderr.contains("exited with 3: token=***"), "the failure is on the console, masked:\n{stderr}");
-    assert!(!stderr.contains(TOKEN) && !report.contains(TOKEN));
-    let (stderr, report) = run_failing_setup(true);
-    assert!(
-        stderr.contains(TOKEN) && report.contains(TOKEN),
-        "without redaction the `secrets:` value shows:\n{stderr}"
-    );
+    let annotation = stderr.lines().find(|l| l.starts_with("::error ")).unwrap_or_default();
+    assert!(annotation.contains("token=***"), "the annotation says why, masked: {stderr}");
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+    for (name, text) in &files {
+        assert!(!text.contains(TOKEN), "a secret is in {name}:\n{text}");
+        assert!(text.contains("token=***"), "{name} says why the run failed:\n{text}");
+    }
+    let (stderr, files) = run_failing_setup(true);
+    let annotation = stderr.lines().find(|l| l.starts_with("::error ")).unwrap_or_default();
+    assert!(annotation.contains(TOKEN), "without redaction the `secrets:` value shows:\n{stderr}");
+    for (name, text) in &files {
+        assert!(text.contains(TOKEN), "without redaction the `secrets:` value shows in {name}:\n{text}");
+    }
 }
