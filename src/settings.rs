@@ -155,8 +155,14 @@ fn sandbox(spec: &Sandbox, job_dir: &Path, llm: &LlmSettings, r: &mut Resolver) 
         }),
         Sandbox::Remote(rm) => {
             let key_var = rm.session_key.as_ref().and_then(|k| k.0.var_names().first().map(|s| s.to_string()));
+            let url = r.text(&rm.url, "sandbox.url");
+            if rm.session_key.is_some()
+                && let Err(e) = check_transport(&url, rm.allow_insecure_http, "sandbox.url")
+            {
+                r.problems.push(e);
+            }
             backend::Settings::Remote(RemoteSettings {
-                url: r.text(&rm.url, "sandbox.url"),
+                url,
                 session_key: rm.session_key.as_ref().and_then(|k| r.secret(&k.0, "sandbox.session_key")),
                 key_var,
                 working_dir: r.text(&rm.working_dir, "sandbox.working_dir"),
@@ -204,9 +210,11 @@ fn sandbox(spec: &Sandbox, job_dir: &Path, llm: &LlmSettings, r: &mut Resolver) 
             api_timeout: c.api_timeout.0,
             working_dir: r.text(&c.working_dir, "sandbox.working_dir"),
             keep_alive: c.keep_alive,
+            allow_insecure_http: c.allow_insecure_http,
         }),
         Sandbox::Runtime(rt) => backend::Settings::Runtime(RuntimeSettings {
             api_url: r.url(&rt.api_url, rt.allow_insecure_http),
+            allow_insecure_http: rt.allow_insecure_http,
             key_var: rt.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default(),
             api_key: r.secret(&rt.api_key.0, "sandbox.api_key").unwrap_or_default(),
             image: r.text(&rt.image, "sandbox.image"),

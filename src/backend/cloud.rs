@@ -24,6 +24,8 @@ static CREATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[derive(Clone, Debug)]
 pub struct CloudSettings {
     pub api_url: String,
+    /// Allow plain http to a far host, for the API and the agent-server URL it returns.
+    pub allow_insecure_http: bool,
     pub api_key: String,
     /// The environment variable the key came from, for hints.
     pub key_var: String,
@@ -145,6 +147,7 @@ impl Cloud {
                 if let Some(k) = &key {
                     crate::report::redact::register(k);
                 }
+                super::provider::check_agent_url(&url, key.is_some(), self.settings.allow_insecure_http)?;
                 let client = AgentClient::new(&url, key, self.settings.api_timeout);
                 if !client.healthy().await {
                     return Ok(Poll::Waiting);

@@ -261,10 +261,20 @@ pub fn check_transport(url: &str, allow_insecure_http: bool, what: &str) -> Resu
         "https" => Ok(()),
         "http" if allow_insecure_http || is_loopback(&parsed) => Ok(()),
         "http" => Err(format!(
-            "`{what}` is plain http to a host that is not loopback ({url}): the API key would travel in clear text; use https, or set `allow_insecure_http: true`"
+            "`{what}` is plain http to a host that is not loopback ({url}): the key would travel in clear text; use https, or set `allow_insecure_http: true`"
         )),
         _ => Err(format!("`{what}` must be an http(s) URL, not `{url}`")),
     }
+}
+
+/// The agent-server URL a provider returned: its session key must not travel over plain http to a far
+/// host either (the sandbox is released as for any failed provisioning).
+pub fn check_agent_url(url: &str, carries_key: bool, allow_insecure_http: bool) -> Result<(), super::Error> {
+    if !carries_key {
+        return Ok(());
+    }
+    check_transport(url, allow_insecure_http, "the agent-server URL the provider returned")
+        .map_err(|e| super::Error::failed(e).hint("the provider should return an https URL"))
 }
 
 /// True for URLs whose host is 127.0.0.0/8, ::1 or localhost.

@@ -17,6 +17,8 @@ const API: &str = "Runtime API";
 #[derive(Clone, Debug)]
 pub struct RuntimeSettings {
     pub api_url: String,
+    /// Allow plain http to a far host, for the API and the agent-server URL it returns.
+    pub allow_insecure_http: bool,
     pub api_key: String,
     pub key_var: String,
     pub image: String,
@@ -207,6 +209,7 @@ impl Runtime {
                 if let Some(k) = &key {
                     crate::report::redact::register(k);
                 }
+                super::provider::check_agent_url(url, key.is_some(), self.settings.allow_insecure_http)?;
                 let client = AgentClient::new(url, key, self.settings.api_timeout);
                 if !client.healthy().await {
                     return Ok(Poll::Waiting);

@@ -420,6 +420,9 @@ pub struct RemoteSandbox {
     /// Bounds every request to the server.
     #[serde(default = "d60")]
     pub api_timeout: HumanDuration,
+    /// Allow sending the session key over plain http to a host that is not loopback.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_insecure_http: bool,
 }
 
 /// The LLM, as the SDK's `LLM(...)`.

@@ -252,6 +252,9 @@ pub struct Outcome {
     pub retryable: bool,
     /// The sandbox lacked resources (it was not ready in time, or ran out of memory).
     pub lacked_resources: bool,
+    /// Secrets the leak scan found in what ohrun wrote (file and offset; never the value): the run failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaks: Vec<super::leak::Leak>,
 }
 
 /// How a run ended, ordered from least to most serious: with several runs, the most serious decides

@@ -2,8 +2,9 @@
 //! stdout, run.json, events.jsonl, the copied agent-server log — passes through [`apply`]. Values are
 //! registered process-wide as soon as they are resolved (a key, a `secrets:` value, a forwarded or
 //! referenced environment variable), so a text written later can never miss one. Each value is matched
-//! as written and in its JSON-escaped form (a value with a quote or a backslash looks different inside
-//! run.json).
+//! as written and in the forms a program commonly re-encodes it to: JSON-escaped (a value with a quote
+//! or a backslash looks different inside run.json), base64 (`echo $KEY | base64`, at every alignment)
+//! and URL-encoded. `leak.rs` scans what was written for the same forms, as a second net.
 
 use std::borrow::Cow;
 use std::sync::RwLock;
@@ -15,21 +16,62 @@ const MIN_LEN: usize = 4;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Registers a secret value (and its JSON-escaped form) for every later write.
+/// Registers a secret value, and the forms it takes when a program re-encodes it (JSON-escaped, base64
+/// at each of the three byte alignments, URL-encoded), for every later write.
 pub fn register(value: &str) {
     if value.len() < MIN_LEN {
         return;
     }
-    let escaped = serde_json::to_string(value).unwrap_or_default();
-    let escaped = escaped.trim_matches('"').to_string();
     let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
-    for v in [value.to_string(), escaped] {
-        if !secrets.contains(&v) {
+    for v in forms(value) {
+        if v.len() >= MIN_LEN && !secrets.contains(&v) {
             secrets.push(v);
         }
     }
     // Longest first, so a secret that contains another is masked whole.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// Every registered form of every secret, longest first (for the leak scan).
+pub fn registered() -> Vec<String> {
+    SECRETS.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A value as written, JSON-escaped, URL-encoded, and in base64 (standard and URL-safe alphabets).
+fn forms(value: &str) -> Vec<String> {
+    let escaped = serde_json::to_string(value).unwrap_or_default().trim_matches('"').to_string();
+    let url = percent_encoding::utf8_percent_encode(value, URL_ENCODED).to_string();
+    let mut all = vec![value.to_string(), escaped, url];
+    for alphabet in
+        [&base64::engine::general_purpose::STANDARD_NO_PAD, &base64::engine::general_purpose::URL_SAFE_NO_PAD]
+    {
+        // A short fragment of base64 would match ordinary text: only long ones are worth masking.
+        let cores = (0..3).map(|shift| base64_core(value.as_bytes(), shift, alphabet));
+        all.extend(cores.filter(|c| c.len() >= MIN_BASE64_LEN));
+    }
+    all
+}
+
+/// What a URL encoder escapes: everything but the unreserved characters (RFC 3986).
+const URL_ENCODED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// The shortest base64 fragment masked.
+const MIN_BASE64_LEN: usize = 8;
+
+/// The base64 characters that depend on `value`'s bytes alone when it starts `shift` bytes into the
+/// encoded data: the same whatever comes before or after it (`echo $KEY | base64`, a key inside a
+/// base64-encoded header or file).
+fn base64_core(value: &[u8], shift: usize, alphabet: &base64::engine::GeneralPurpose) -> String {
+    use base64::Engine;
+    let mut data = vec![0u8; shift];
+    data.extend_from_slice(value);
+    let encoded = alphabet.encode(&data);
+    // Character i holds bits 6i..6i+6 of the data; keep those inside the value's bits.
+    let (first_bit, end_bit) = (8 * shift, 8 * (shift + value.len()));
+    let first = first_bit.div_ceil(6);
+    let last = (end_bit / 6).min(encoded.len()); // exclusive: characters with 6i + 6 <= end_bit
+    encoded.get(first..last).unwrap_or_default().to_string()
 }
 
 /// `text` with every registered secret masked.
@@ -117,6 +159,22 @@ mod tests {
         assert_eq!(apply("key=sk-abcdef, again sk-abcdef; ab"), "key=***, again ***; ab");
         let json = serde_json::to_string(&serde_json::json!({"v": "pa\"ss\\word"})).unwrap();
         assert_eq!(apply(&json), r#"{"v":"***"}"#);
+    }
+
+    #[test]
+    fn base64_and_url_encoded_forms_are_masked_at_any_alignment() {
+        use base64::Engine;
+        let key = "sk-b64-secret/with+odd?chars";
+        register(key);
+        for prefix in ["", "x", "xy", "xyz"] {
+            for engine in [base64::engine::general_purpose::STANDARD, base64::engine::general_purpose::URL_SAFE] {
+                let encoded = engine.encode(format!("{prefix}{key}\n"));
+                let masked = apply(&encoded);
+                assert!(masked.contains(MASK) && masked.len() < encoded.len() - 20, "{prefix:?}: {encoded} → {masked}");
+            }
+        }
+        let url = percent_encoding::utf8_percent_encode(key, URL_ENCODED).to_string();
+        assert_eq!(apply(&format!("?token={url}&x=1")), "?token=***&x=1");
     }
 
     #[test]

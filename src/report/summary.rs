@@ -128,6 +128,9 @@ pub struct SummaryTotals {
 
 /// Why a run ended, in a word: the step that did not finish, else the phase that failed.
 pub fn end_reason(report: &RunReport) -> String {
+    if !report.outcome.leaks.is_empty() {
+        return "secret_leak".to_string();
+    }
     if report.outcome.class == OutcomeClass::Succeeded {
         return EndReason::Finished.as_str().to_string();
     }

@@ -8,7 +8,7 @@ use super::budget::Budget;
 use super::claim::{Claim, attempts};
 use super::run::{self, Attempt};
 use super::signal::Signals;
-use super::state::BatchState;
+use super::state::{BATCH_FILE, BatchState};
 use crate::agent::stats::last_stats_in;
 use crate::console::{Console, RunLine, print_stdout};
 use crate::error::Failure;
@@ -16,7 +16,8 @@ use crate::exit_code::ExitCode;
 use crate::job::{Plan, PlannedRun};
 use crate::money::Usd;
 use crate::rehearse::script::Script;
-use crate::report::summary::{RunStatus, RunSummary, Summary};
+use crate::report::leak;
+use crate::report::summary::{JUNIT_FILE, RunStatus, RunSummary, SUMMARY_FILE, Summary};
 use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, read_report, write_report};
 use crate::report::{OutcomeClass, RunReport};
 use crate::settings;
@@ -394,6 +395,9 @@ impl Batch {
             self.console.error(&format!("warning: {e}"));
         }
         let mut worst = summary.worst_class();
+        if self.rollups_leak() {
+            worst = worst.max(OutcomeClass::Failed);
+        }
         if self.signals.interrupted() {
             worst = worst.max(OutcomeClass::Interrupted);
         }
@@ -420,6 +424,21 @@ impl Batch {
     }
 }
 
+impl Batch {
+    /// The leak scan of the batch's own files (batch.json, summary.json, junit.xml, the GitHub step
+    /// summary): true, with an error on the console, when a secret is in one of them.
+    fn rollups_leak(&self) -> bool {
+        let mut files: Vec<PathBuf> =
+            [BATCH_FILE, SUMMARY_FILE, JUNIT_FILE].iter().map(|f| self.opts.out.join(f)).collect();
+        files.extend(std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()).map(PathBuf::from));
+        let leaks = leak::scan(&files);
+        for l in &leaks {
+            self.console.error(&format!("error: secret leak: a secret value was found in {l}"));
+        }
+        !leaks.is_empty()
+    }
+}
+
 /// The attempt's report becomes the run's: `run.json` in the run directory. Evidence that could not be
 /// written makes the run an infrastructure failure, so that no CI gate passes on a missing report.
 fn publish(claim: &Claim, result: &mut super::RunResult, line: &RunLine<'_>, terminated: bool) {
@@ -432,6 +451,35 @@ fn publish(claim: &Claim, result: &mut super::RunResult, line: &RunLine<'_>, ter
             line.error(&format!("error: cannot write {}: {e}", claim.report_file().display()));
             unwritten(&mut result.report, &format!("its run.json could not be written: {e}"), terminated);
             (result.report_file, result.write_failed) = (None, true);
+            return;
+        }
+    }
+    scan_for_leaks(claim, result, line, terminated);
+}
+
+/// The leak scan of what the attempt wrote: a secret found fails the run, and both copies of its report
+/// say where (file and offset).
+fn scan_for_leaks(claim: &Claim, result: &mut super::RunResult, line: &RunLine<'_>, terminated: bool) {
+    let attempt_dir = claim.attempt_dir(result.report.run.attempt);
+    let mut files = leak::files_under(&attempt_dir);
+    files.push(claim.report_file());
+    let leaks = leak::scan(&files);
+    if leaks.is_empty() {
+        return;
+    }
+    let places: Vec<String> = leaks.iter().map(ToString::to_string).collect();
+    line.error(&format!("error: a secret is in what ohrun wrote: {}", places.join(", ")));
+    let report = &mut result.report;
+    if report.outcome.class < OutcomeClass::Failed {
+        let why = format!("secret leak: a secret value was found in {}", places.join(", "));
+        run::set_outcome(report, Some(&Failure::new(OutcomeClass::Failed, why)), terminated);
+    }
+    report.outcome.retryable = false;
+    report.outcome.leaks = leaks;
+    for dir in [&attempt_dir, &claim.dir] {
+        if let Err(e) = write_report(dir, report) {
+            line.error(&format!("error: cannot write {}/run.json: {e}", dir.display()));
+            result.write_failed = true;
         }
     }
 }

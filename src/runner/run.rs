@@ -137,6 +137,7 @@ pub(super) fn set_outcome(report: &mut RunReport, failure: Option<&Failure>, ter
         message: failure.map(Failure::report_message),
         retryable: failure.is_some_and(|f| f.retryable),
         lacked_resources: failure.is_some_and(|f| f.lacked_resources),
+        leaks: Vec::new(),
     };
 }
 

@@ -392,11 +392,16 @@ fn a_batch_budget_holds_across_runs_and_resumes_and_a_raised_one_finishes_the_re
     }
     assert!(junit(&batch).contains("message=\"budget: "));
 
-    // The cap holds across a resume: what was spent is read back, so nothing more runs.
-    // (The cap is not named again: the batch keeps the flags it was started with.)
+    // The cap holds across a resume: what was spent, and the price of a call, are read back, so only
+    // what the cap still has room for is spent (give or take the call in flight when a step is stopped). (The cap is not named again: the batch keeps
+    // the flags it was started with.)
     let again = ohrun_run(dir.path(), &["--resume"], &job);
     assert_eq!(again.code, 4, "{}", again.stderr);
-    assert_eq!(cost(&read_summary(&batch)["totals"]["cost"]), spent, "no money was spent");
+    let spent_again = cost(&read_summary(&batch)["totals"]["cost"]);
+    assert!(
+        spent_again <= cap + per_call + 1e-9,
+        "a resume overshoots the cap by at most a call, like any batch: {spent_again} against {cap} (was {spent})"
+    );
 
     // A raised cap finishes the rest; runs that succeeded are not redone.
     let attempts_before: BTreeMap<String, Vec<PathBuf>> =

@@ -34,6 +34,8 @@ pub struct Faults {
     /// Put a fault proxy in front of each sandbox's agent-server (its AGENT_SERVER URL is the proxy's);
     /// a resume unblocks it.
     pub proxied: bool,
+    /// Name this host (not loopback) in the agent-server URLs returned, over plain http.
+    pub far_host: Option<&'static str>,
 }
 
 pub struct Sandbox {
@@ -44,6 +46,8 @@ pub struct Sandbox {
     pub url_port: u16,
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
     pub key: String,
+    /// The host of the agent-server URL returned.
+    host: &'static str,
     child: Option<std::process::Child>,
     _state: tempfile::TempDir,
     running_since: Option<Instant>,
@@ -224,7 +228,8 @@ async fn monitor(shared: Arc<Shared>) {
     }
 }
 
-fn spawn_sandbox(id: &str, proxied: bool) -> Sandbox {
+fn spawn_sandbox(id: &str, faults: &Faults) -> Sandbox {
+    let proxied = faults.proxied;
     let port = free_port();
     let state = tempfile::tempdir().unwrap();
     let key = format!("emulated-session-{}", uuid::Uuid::new_v4().simple());
@@ -237,6 +242,7 @@ fn spawn_sandbox(id: &str, proxied: bool) -> Sandbox {
         url_port: proxy.as_ref().map_or(port, |p| p.port),
         proxy,
         key,
+        host: faults.far_host.unwrap_or("127.0.0.1"),
         child: Some(child),
         _state: state,
         running_since: None,
@@ -281,7 +287,7 @@ fn cloud_info(s: &Sandbox) -> Value {
         "status": s.status,
         "session_api_key": if running { json!(s.key) } else { Value::Null },
         "exposed_urls": if running {
-            json!([{"name": "AGENT_SERVER", "url": format!("http://127.0.0.1:{}", s.url_port), "port": s.url_port}])
+            json!([{"name": "AGENT_SERVER", "url": format!("http://{}:{}", s.host, s.url_port), "port": s.url_port}])
         } else { Value::Null },
         "created_at": "2026-11-25T00:00:00Z",
     })
@@ -301,8 +307,8 @@ async fn cloud_create(State(shared): State<Arc<Shared>>, headers: HeaderMap, Raw
     }
     *shared.creates.lock().unwrap() += 1;
     let id = format!("sbx{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-    let proxied = shared.faults.lock().unwrap().proxied;
-    let sandbox = spawn_sandbox(&id, proxied);
+    let faults = shared.faults.lock().unwrap().clone();
+    let sandbox = spawn_sandbox(&id, &faults);
     let info = cloud_info(&sandbox);
     shared.sandboxes.lock().unwrap().insert(id, sandbox);
     let mut faults = shared.faults.lock().unwrap();
@@ -403,7 +409,7 @@ fn runtime_info(s: &Sandbox) -> Value {
     json!({
         "runtime_id": format!("rt-{}", s.id),
         "session_id": s.id,
-        "url": format!("http://127.0.0.1:{}", s.port),
+        "url": format!("http://{}:{}", s.host, s.port),
         "session_api_key": s.key,
         "status": status,
         "pod_status": pod,
@@ -447,8 +453,8 @@ async fn rt_start(
         return axum::Json(runtime_info(existing)).into_response();
     }
     *shared.creates.lock().unwrap() += 1;
-    let proxied = shared.faults.lock().unwrap().proxied;
-    let sandbox = spawn_sandbox(&sid, proxied);
+    let faults = shared.faults.lock().unwrap().clone();
+    let sandbox = spawn_sandbox(&sid, &faults);
     let info = runtime_info(&sandbox);
     shared.sandboxes.lock().unwrap().insert(sid, sandbox);
     axum::Json(info).into_response()

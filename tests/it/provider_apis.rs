@@ -225,6 +225,38 @@ fn plain_http_to_a_remote_host_is_refused_before_sending_the_key() {
 }
 
 #[test]
+fn a_session_key_never_goes_over_plain_http_to_a_far_host() {
+    // A remote server named by the job: refused before anything is sent.
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: far\nsandbox: {kind: remote, url: 'http://agent.example.com:8000', session_key: '${K}', working_dir: /w}\nllm: {model: m}\nsteps:\n  - message: hi\n",
+    );
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("K", "planted-session-key-4e5f")
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`sandbox.url` is plain http") && out.stderr.contains("allow_insecure_http"),
+        "{}",
+        out.stderr
+    );
+    // An agent-server URL a provider returned: refused before the key goes there, and the sandbox deleted.
+    for api in [Api::Cloud, Api::Runtime] {
+        let key = if matches!(api, Api::Cloud) { CLOUD_KEY } else { RUNTIME_KEY };
+        let emu = Emulator::start(api.clone(), key, Faults { far_host: Some("agent.invalid"), ..Faults::default() });
+        let o = run(api, &emu, "far-agent", "", "steps:\n  - message: hi\n", "replies: []\n", key);
+        assert_eq!(o.code, 3, "{}", o.stderr);
+        assert!(o.stderr.contains("the agent-server URL the provider returned` is plain http"), "{}", o.stderr);
+        assert_eq!((emu.creates(), emu.deletes()), (1, 1));
+    }
+}
+
+#[test]
 fn a_sandbox_paused_under_a_running_job_is_resumed_once_and_the_job_goes_on() {
     let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults::default());
     let dir = tempfile::tempdir().unwrap();

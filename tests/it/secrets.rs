@@ -19,7 +19,13 @@ fn run_leaky_job(unredacted: bool) -> (String, String, Vec<(std::path::PathBuf, 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("script.yaml"),
-        "replies:\n  - tool: terminal\n    args: {command: 'echo token=$MY_TOKEN env=$FROM_ENV llm=$LLM_API_KEY'}\n  - tool: finish\n    args: {message: done}\n",
+        // The agent also prints the LLM key itself (it is in the script: a model could well say it), as
+        // written and base64-encoded.
+        format!(
+            "replies:\n  - tool: terminal\n    args: {{command: 'echo token=$MY_TOKEN env=$FROM_ENV llm=$LLM_API_KEY'}}\n\
+             \x20 - tool: terminal\n    args: {{command: 'echo said={LLM_KEY}; echo {LLM_KEY} | base64; printf x%s {LLM_KEY} | base64'}}\n\
+             \x20 - tool: finish\n    args: {{message: done}}\n"
+        ),
     )
     .unwrap();
     let job = write_job(
@@ -42,9 +48,21 @@ fn run_leaky_job(unredacted: bool) -> (String, String, Vec<(std::path::PathBuf, 
         cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
     }
     let out = cmd.output();
-    assert_eq!(out.code, 0, "{}", out.stderr);
     let report_dir = dir.path().join("ohrun-reports/secrets/secrets");
     let report = read_report(&report_dir);
+    if unredacted {
+        // The leak scan is the second net: with the redactor off, it finds the values and fails the run,
+        // naming where (never what).
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        let leaks = report["outcome"]["leaks"].as_array().expect("leaks listed");
+        assert!(leaks.iter().any(|l| l["file"].as_str().unwrap().ends_with("events.jsonl")), "{leaks:?}");
+        assert!(out.stderr.contains("error: a secret is in what ohrun wrote: "), "{}", out.stderr);
+        let summary = read_summary(&dir.path().join("ohrun-reports/secrets"));
+        assert_eq!(summary["runs"][0]["end_reason"], "secret_leak");
+    } else {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(report["outcome"].get("leaks").is_none(), "{}", report["outcome"]);
+    }
     // The rehearsal does not make the LLM key any less secret: the server never had it.
     assert!(report["setup"][0]["stdout"].as_str().unwrap().ends_with("llm=\n"), "{}", report["setup"][0]);
     // What the agent itself writes into its workspace is its own; everything else is ohrun's.
@@ -55,8 +73,20 @@ fn run_leaky_job(unredacted: bool) -> (String, String, Vec<(std::path::PathBuf, 
     (out.stdout, out.stderr, files)
 }
 
-fn forms(value: &str) -> [String; 2] {
-    [value.to_string(), serde_json::to_string(value).unwrap().trim_matches('"').to_string()]
+/// A value as written, JSON-escaped, and the base64 of `VALUE\n` and of `xVALUE` without their last
+/// characters (which depend on what follows): what `echo $V | base64` and `printf x%s $V | base64` print.
+fn forms(value: &str) -> Vec<String> {
+    use base64::Engine;
+    let b64 = |text: String| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+        encoded[..encoded.len() - 4].to_string()
+    };
+    vec![
+        value.to_string(),
+        serde_json::to_string(value).unwrap().trim_matches('"').to_string(),
+        b64(format!("{value}\n")),
+        b64(format!("x{value}"))[2..].to_string(),
+    ]
 }
 
 #[test]
@@ -83,8 +113,11 @@ fn secrets_never_reach_any_output_and_the_test_sees_a_leak_when_redaction_is_off
     // could never have seen a leak.
     let (stdout, _, files) = run_leaky_job(true);
     let all: String = files.iter().map(|(_, t)| t.as_str()).chain([stdout.as_str()]).collect();
-    for value in [ENV_SECRET, SETUP_SECRET] {
+    for value in [ENV_SECRET, SETUP_SECRET, LLM_KEY] {
         assert!(all.contains(value), "without redaction {value} should have been visible");
+    }
+    for form in &forms(LLM_KEY)[2..] {
+        assert!(all.contains(form.as_str()), "without redaction the base64 form {form} should have been visible");
     }
     assert!(all.contains(&forms(QUOTED)[1]), "without redaction the JSON-escaped value should have been visible");
 }
