@@ -25,7 +25,7 @@ import time
 
 import math
 
-from benchlib import KEY, cpu_of, machine_busy, start_server, ts, watch
+from benchlib import KEY, cpu_of, machine_busy, start_server, stop_server, ts, watch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OHRUN = ROOT / "target/release/ohrun"
@@ -110,8 +110,7 @@ def main():
     try:
         rows = [batch(server, url, n) for n in SIZES]
     finally:
-        server.terminate()
-        server.wait()
+        stop_server(server)
     print(f"--jobs {JOBS}, one agent-server, the scripted LLM, two steps per run\n")
     print("| runs | batch wall | ideal (runs' own durations, J slots) | overhead per run | in a run, between phases (conversation create + delete, run.json; median) | ohrun CPU per run | ohrun peak RSS |")
     print("|---|---|---|---|---|---|---|")

@@ -1,6 +1,7 @@
 """What the Python benchmarks share: a real agent-server from the managed venv, the peak RSS and CPU time
 of a client process, and RFC 3339 time stamps."""
 import datetime
+import glob
 import os
 import socket
 import subprocess
@@ -32,7 +33,16 @@ def start_server():
         except OSError:
             time.sleep(0.2)
     time.sleep(1)
+    server.state = state
     return server, f"http://127.0.0.1:{port}"
+
+
+def stop_server(server):
+    """Stops a server of start_server, and the tmux servers it started (they daemonize out of reach)."""
+    server.terminate()
+    server.wait()
+    for sock in glob.glob(os.path.join(server.state, "*", "*")):
+        subprocess.run(["tmux", "-S", sock, "kill-server"], stderr=subprocess.DEVNULL)
 
 
 def watch(proc):

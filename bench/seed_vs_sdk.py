@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import KEY, start_server, ts, watch
+from benchlib import KEY, start_server, stop_server, ts, watch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OHRUN = ROOT / "target/release/ohrun"
@@ -134,8 +134,7 @@ def main():
                 reh.terminate()
                 reh.wait()
     finally:
-        server.terminate()
-        server.wait()
+        stop_server(server)
     report(results)
 
 

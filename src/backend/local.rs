@@ -4,7 +4,8 @@
 //! directory; ohrun copies that through the redactor into `agent-server.log` in the run's report
 //! directory as it grows (a kept server goes on writing when ohrun has gone, with no pipe to break). Its tmux sockets live in the server's own state
 //! directory, and any tmux server left there is killed after the stop. A crash is seen at once: the probe
-//! reaps the child (a zombie is not alive).
+//! reaps the child (a zombie is not alive). If ohrun itself dies (SIGKILL) a watchdog stops the server
+//! and its tmux servers.
 
 use super::{
     Backend, BoxFuture, Context, Error, Probe, Ready, Record, Released, SandboxProbe, free_port, health, install,
@@ -44,6 +45,52 @@ struct Server {
     state_dir: tempfile::TempDir,
     report_dir: PathBuf,
     copier: LogCopier,
+    watchdog: Option<Watchdog>,
+}
+
+/// Stops the server and its tmux servers if ohrun dies without doing it (SIGKILL, a crash): a small shell
+/// in its own process group that waits on a pipe only ohrun holds. ohrun's end, however it comes, closes
+/// the pipe; unless ohrun wrote `done` (released) or `keep` (kept) first, the watchdog sends TERM to the
+/// server's process group, KILL after the grace, and kills the tmux servers under its state directory.
+/// The tmux servers need it most: they daemonize out of the group and would otherwise run on for ever.
+struct Watchdog {
+    pipe: std::process::ChildStdin,
+    process: std::process::Child,
+}
+
+// (Numeric signals: dash's `kill` takes `-15 -PGID`, not `-TERM -- -PGID`.)
+const WATCHDOG: &str = r#"read -r word; [ "$word" = done ] || [ "$word" = keep ] && exit 0
+kill -15 "-$1" 2>/dev/null; sleep "$3"; kill -9 "-$1" 2>/dev/null
+for s in "$2"/*/*; do [ -S "$s" ] && tmux -S "$s" kill-server 2>/dev/null; done; exit 0"#;
+
+impl Watchdog {
+    fn start(pgid: u32, tmux_dir: &Path) -> Option<Watchdog> {
+        use std::os::unix::process::CommandExt;
+        let mut process = std::process::Command::new("sh")
+            .args(["-c", WATCHDOG, "ohrun-watchdog", &pgid.to_string()])
+            .arg(tmux_dir)
+            .arg(STOP_GRACE.as_secs().to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // Its own group: a Ctrl-C to ohrun's group must not take the watchdog with it.
+            .process_group(0)
+            .spawn()
+            .inspect_err(|e| tracing::warn!("no watchdog for the agent-server: {e}"))
+            .ok()?;
+        let pipe = process.stdin.take()?;
+        Some(Watchdog { pipe, process })
+    }
+
+    /// Tells the watchdog to go without doing anything: the server was released, or is kept on purpose.
+    fn stand_down(mut self, word: &str) {
+        use std::io::Write;
+        let _ = writeln!(self.pipe, "{word}");
+        drop(self.pipe);
+        // It exits at once; reaped off the runtime, so a long batch leaves no zombies.
+        let mut process = self.process;
+        std::thread::spawn(move || process.wait());
+    }
 }
 
 impl Local {
@@ -76,7 +123,8 @@ impl Local {
         self.pid = Some(pid);
         tracing::info!("started the agent-server (pid {pid}) on port {port}");
         let report_dir = ctx.report_dir.to_path_buf();
-        self.server = Some(Server { child: Mutex::new(child), pid, state_dir, report_dir, copier });
+        let watchdog = Watchdog::start(pid, &state_dir.path().join("tmux"));
+        self.server = Some(Server { child: Mutex::new(child), pid, state_dir, report_dir, copier, watchdog });
         let client = AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key), Duration::from_secs(60));
         let deadline = ctx.deadline(self.settings.init_timeout);
         let (limit, raise) = ctx.limit(self.settings.init_timeout);
@@ -235,6 +283,9 @@ impl Server {
             }
         };
         kill_tmux_servers(self.state_dir.path()).await;
+        if let Some(w) = self.watchdog {
+            w.stand_down("done");
+        }
         self.copier.finish().await;
         result
     }
@@ -243,6 +294,9 @@ impl Server {
     /// goes into a private file.
     async fn detach(self) -> PathBuf {
         let key_file = self.report_dir.join("agent-server.key");
+        if let Some(w) = self.watchdog {
+            w.stand_down("keep");
+        }
         self.copier.finish().await;
         std::mem::forget(self.child.into_inner().unwrap_or_else(|e| e.into_inner()));
         let _ = self.state_dir.keep();

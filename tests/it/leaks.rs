@@ -184,3 +184,56 @@ fn a_crashed_local_server_is_seen_at_once() {
     assert_eq!(report["steps"][0]["end_reason"], "lost");
     assert!(report["steps"][0]["error"]["detail"].as_str().unwrap().contains("exited"), "{}", report["steps"][0]);
 }
+
+/// The pids of every process whose environment holds `entry` (`NAME=value`).
+fn processes_with_env(entry: &str) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == entry.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_sigkilled_ohrun_leaves_no_local_server_or_tmux_behind() {
+    agent_server_command();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        "replies:\n  - tool: terminal\n    args: {command: 'sleep 300'}\n  - tool: finish\n    args: {message: never}\n",
+    )
+    .unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: killed\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: Wait.\n    timeout: 10m\nrehearsal: script.yaml\n",
+    );
+    let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
+    let events = dir.path().join("ohrun-reports/killed/killed/attempt-1/events.jsonl");
+    wait_until(Duration::from_secs(120), "the agent ran its command", || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains("\"tool_name\":\"terminal\"")
+    });
+    // Everything the server started carries its private TMUX_TMPDIR: the server, tmux, the shell, `sleep`.
+    let server = children_of(child.id()).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| e.windows(12).any(|w| w == b"TMUX_TMPDIR="))
+    });
+    let server = server.expect("ohrun's agent-server child");
+    let environ = std::fs::read(format!("/proc/{server}/environ")).unwrap();
+    let tmux_entry = environ
+        .split(|b| *b == 0)
+        .find(|e| e.starts_with(b"TMUX_TMPDIR="))
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the terminal's tmux server runs", || {
+        processes_with_env(&tmux_entry).len() >= 3
+    });
+    signal(&child, libc::SIGKILL);
+    let _ = wait_output(child, Duration::from_secs(10));
+    wait_until(Duration::from_secs(30), "the server, tmux and the agent's command are gone", || {
+        processes_with_env(&tmux_entry).is_empty()
+    });
+}

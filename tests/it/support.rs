@@ -269,7 +269,8 @@ pub fn spawn_agent_server(port: u16, key: &str, state_dir: &Path, extra_env: &[(
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         // A background job's stdin is /dev/null in a script: the pipe is kept as fd 3 for the watcher.
-        .arg(r#"exec 3<&0; "$@" 3<&- & pid=$!; trap 'kill -TERM $pid 2>/dev/null' TERM INT; (cat <&3 >/dev/null; kill -TERM $pid 2>/dev/null) & exec 3<&-; wait $pid"#)
+        // Its tmux servers daemonize out of every group: they are killed by their sockets when it ends.
+        .arg(r#"exec 3<&0; "$@" 3<&- & pid=$!; tmux_down() { for s in "$TMUX_TMPDIR"/*/*; do [ -S "$s" ] && tmux -S "$s" kill-server 2>/dev/null; done; }; trap 'kill -TERM $pid 2>/dev/null; sleep 1; tmux_down' TERM INT; (cat <&3 >/dev/null; kill -TERM $pid 2>/dev/null; sleep 1; tmux_down) & exec 3<&-; wait $pid; tmux_down"#)
         .arg("agent-server")
         .args(&command)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
