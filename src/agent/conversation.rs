@@ -26,6 +26,8 @@ pub trait Progress: Sync {
     fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: Usd);
     /// When a step has ended.
     fn step_done(&self, report: &StepReport, total: usize);
+    /// When a step starts (its report holds its message and start time).
+    fn step_started(&self, _report: &StepReport) {}
 }
 
 pub struct Conversation<'a> {
@@ -196,6 +198,7 @@ impl<'a> Conversation<'a> {
                 StepReport { index: i + 1, message: text.clone(), started_at: now_rfc3339(), ..Default::default() };
             let started = Instant::now();
             let events_before = self.event_count;
+            progress.step_started(&report);
             self.run_step(step, &text, &mut report, total, limits, progress, probe).await;
             report.ended_at = Some(now_rfc3339());
             report.duration_ms = Some(started.elapsed().as_millis() as u64);

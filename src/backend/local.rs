@@ -227,7 +227,7 @@ struct LogCopier {
 
 impl LogCopier {
     fn start(raw: PathBuf, copy: &Path) -> Result<LogCopier, Error> {
-        let file = std::fs::File::create(copy)
+        let file = crate::report::writer::create_private(copy)
             .map_err(|e| Error::failed(format!("cannot create {}: {e}", copy.display())).hint("check permissions"))?;
         let mut out = RedactingWriter::new(file);
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());

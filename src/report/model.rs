@@ -16,6 +16,10 @@ pub struct RunReport {
     pub ohrun_version: String,
     pub job: JobInfo,
     pub run: RunInfo,
+    /// `running` while the attempt goes on (run.json is rewritten at every state change, so a killed
+    /// ohrun leaves a valid file that says how far it got), `ended` once it has.
+    #[serde(default)]
+    pub status: ReportStatus,
     /// True when the LLM was ohrun's scripted rehearsal endpoint, not a real provider.
     pub rehearsal: bool,
     /// RFC 3339 UTC.
@@ -255,6 +259,14 @@ pub struct Outcome {
     /// Secrets the leak scan found in what ohrun wrote (file and offset; never the value): the run failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leaks: Vec<super::leak::Leak>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    Running,
+    #[default]
+    Ended,
 }
 
 /// How a run ended, ordered from least to most serious: with several runs, the most serious decides

@@ -21,7 +21,8 @@ pub fn create_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+/// A new file only its owner can read: reports hold agent output.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)
 }
 

@@ -19,7 +19,7 @@ use crate::rehearse::script::Script;
 use crate::report::leak;
 use crate::report::summary::{JUNIT_FILE, RunStatus, RunSummary, SUMMARY_FILE, Summary};
 use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, read_report, write_report};
-use crate::report::{OutcomeClass, RunReport};
+use crate::report::{OutcomeClass, ReportStatus, RunReport};
 use crate::settings;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -184,8 +184,9 @@ fn pending_entry(plan: &Plan, r: &PlannedRun) -> RunSummary {
     }
 }
 
-/// The reports of the attempts in `dir` numbered `first` or later, in order. An attempt that left no
-/// report (ohrun was killed during it) is counted from its event log: its money was spent all the same.
+/// The reports of the attempts in `dir` numbered `first` or later, in order. An attempt that did not end
+/// (ohrun was killed during it: its run.json, if any, still says `running`) counts as interrupted, with
+/// the money its event log says it spent: that was spent all the same.
 fn reports_on_disk(dir: &Path, first: u32) -> Vec<RunReport> {
     let mut numbers: Vec<u32> = attempts(dir).into_iter().filter(|n| *n >= first).collect();
     numbers.sort();
@@ -193,17 +194,24 @@ fn reports_on_disk(dir: &Path, first: u32) -> Vec<RunReport> {
         .into_iter()
         .map(|n| {
             let attempt = dir.join(format!("attempt-{n}"));
-            read_report(&attempt.join(RUN_FILE)).unwrap_or_else(|| killed_attempt(&attempt, n))
+            match read_report(&attempt.join(RUN_FILE)) {
+                Some(report) if report.status == ReportStatus::Ended => report,
+                checkpoint => killed_attempt(&attempt, n, checkpoint),
+            }
         })
         .collect()
 }
 
-/// What is known of an attempt that ended with ohrun: interrupted, with what its event log says it spent.
-fn killed_attempt(attempt: &Path, number: u32) -> RunReport {
+/// What is known of an attempt that ended with ohrun: its last checkpoint (or nothing), interrupted, and
+/// at least what its event log says it spent.
+fn killed_attempt(attempt: &Path, number: u32, checkpoint: Option<RunReport>) -> RunReport {
+    let mut report = checkpoint.unwrap_or_default();
     let events = std::fs::read_to_string(attempt.join(EVENTS_FILE)).unwrap_or_default();
-    let mut report = RunReport { totals: last_stats_in(&events).unwrap_or_default(), ..RunReport::default() };
+    if let Some(logged) = last_stats_in(&events).filter(|t| t.cost >= report.totals.cost) {
+        report.totals = crate::report::Totals { events: report.totals.events, ..logged };
+    }
     report.run.attempt = number;
-    let why = "ohrun ended during this attempt and left no report (killed?); its cost is from its event log";
+    let why = "ohrun ended during this attempt (killed?); what it spent is from its last checkpoint and event log";
     run::set_outcome(&mut report, Some(&Failure::new(OutcomeClass::Interrupted, why.to_string())), false);
     report
 }

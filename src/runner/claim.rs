@@ -69,11 +69,13 @@ pub enum Locked {
 /// Takes the lock file at `path` for as long as the returned file is open (the OS releases it when the
 /// process dies, even by SIGKILL), and writes this process's pid into it for whoever finds it held.
 pub fn lock(path: &Path) -> Result<std::fs::File, Locked> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(0o600)
         .open(path)
         .map_err(Locked::Io)?;
     if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {

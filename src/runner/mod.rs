@@ -5,6 +5,7 @@
 
 mod batch;
 pub mod budget;
+mod checkpoint;
 mod claim;
 mod run;
 pub mod signal;

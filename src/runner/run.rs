@@ -5,6 +5,7 @@
 
 use super::RunResult;
 use super::budget::Budget;
+use super::checkpoint::{Checkpoint, Checkpointed};
 use super::signal::Signals;
 use crate::agent::Limits;
 use crate::agent::conversation::{Conversation, message_text};
@@ -18,6 +19,7 @@ use crate::job::model::{CleanupPolicy, JobSpec};
 use crate::job::{Plan, PlannedRun};
 use crate::rehearse::Rehearsal;
 use crate::rehearse::script::Script;
+use crate::report::ReportStatus;
 use crate::report::writer::{EVENTS_FILE, ReportWriter, check_writable, now_rfc3339, write_report};
 use crate::report::{
     EndReason, JobInfo, Outcome, OutcomeClass, REPORT_FORMAT, RunInfo, RunReport, SandboxInfo, StepReport,
@@ -54,6 +56,7 @@ pub(super) async fn execute(a: &Attempt<'_>) -> RunResult {
         attempt: a,
         job_dir: a.plan.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         run_deadline: a.planned.spec.limits.timeout.map(|t| started + t.0),
+        checkpoint: Checkpoint::new(a.dir.clone(), &report),
     };
     let outcome = run.attempt(&mut report).await;
     finish(report, outcome, &a.dir, started, a.line, a.signals)
@@ -77,6 +80,7 @@ pub(super) fn new_report(plan: &Plan, planned: &PlannedRun, rehearsal: bool, att
             attempt,
         },
         rehearsal,
+        status: ReportStatus::Running,
         started_at: now_rfc3339(),
         sandbox: SandboxInfo {
             kind: planned.spec.sandbox.kind().to_string(),
@@ -116,6 +120,7 @@ fn finish(
         print_failure(line, f);
     }
     set_outcome(&mut report, outcome.err().as_ref(), signals.terminated());
+    report.status = ReportStatus::Ended;
     report.ended_at = Some(now_rfc3339());
     report.duration_ms = Some(started.elapsed().as_millis() as u64);
     let (report_file, write_failed) = match write_report(dir, &report) {
@@ -175,6 +180,7 @@ struct Run<'a> {
     attempt: &'a Attempt<'a>,
     job_dir: PathBuf,
     run_deadline: Option<Instant>,
+    checkpoint: Checkpoint,
 }
 
 impl Run<'_> {
@@ -199,12 +205,15 @@ impl Run<'_> {
         let settings = self.resolve(rehearsal.as_ref())?;
         check_writable(&self.attempt.dir).map_err(|e| self.unwritable(e))?;
         let mut writer = ReportWriter::create(&self.attempt.dir).map_err(|e| self.unwritable(e))?;
+        self.checkpoint.save(report);
         let mut backend = settings.sandbox.clone().backend();
         let provisioned = self.provision(&mut *backend, &settings.secret_names, report).await;
+        self.checkpoint.save(report);
         let result = match &provisioned {
             Ok(ready) => self.with_sandbox(ready, &*backend, &settings, &mut writer, report).await,
             Err(e) => Err(Failure::from(e.clone())),
         };
+        self.checkpoint.save(report);
         let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
         let keep = provisioned.is_ok() && keeps(self.spec().cleanup, class);
         let working_dir = provisioned.as_ref().map(|r| r.working_dir.clone()).unwrap_or_default();
@@ -305,8 +314,10 @@ impl Run<'_> {
             "title generation (autotitle) is off, so every LLM call belongs to a step and the costs are complete"
                 .into(),
         );
+        self.checkpoint.save(report);
         let cancel = self.attempt.signals.cancel();
-        let progress = StepProgress { line: self.attempt.line, cancel: &cancel };
+        let console = StepProgress { line: self.attempt.line, cancel: &cancel };
+        let progress = Checkpointed { inner: &console, checkpoint: &self.checkpoint };
         self.attempt.line.activity(&format!("step 1/{}", self.spec().steps.len()));
         let limits = Limits {
             run_deadline: self.run_deadline,
@@ -385,6 +396,7 @@ impl Run<'_> {
                 (_, code) => format!("exit {code}"),
             };
             self.say(&format!("setup: {} → {status} ({:.1}s)", r.command, r.duration_ms as f64 / 1000.0));
+            self.checkpoint.setup_done(r);
         };
         let commands = self.bounded_by_run_deadline(&settings.setup);
         let done =

@@ -3,6 +3,7 @@
 
 use crate::server::shared;
 use crate::support::*;
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -236,4 +237,29 @@ fn a_sigkilled_ohrun_leaves_no_local_server_or_tmux_behind() {
     wait_until(Duration::from_secs(30), "the server, tmux and the agent's command are gone", || {
         processes_with_env(&tmux_entry).is_empty()
     });
+    // The run.json left behind is valid (schema-checked) and says how far the attempt got.
+    let attempt = dir.path().join("ohrun-reports/killed/killed/attempt-1");
+    let checkpoint = read_report(&attempt);
+    assert_eq!(
+        (&checkpoint["status"], &checkpoint["sandbox"]["disposition"]),
+        (&json!("running"), &json!("provisioned"))
+    );
+    assert!(checkpoint["conversation_id"].is_string(), "{checkpoint}");
+    assert_eq!(checkpoint["steps"][0]["end_reason"], "not_run", "the step had started, not ended: {checkpoint}");
+    assert!(checkpoint["steps"][0]["started_at"].as_str().is_some_and(|t| t.starts_with("20")), "{checkpoint}");
+    // What ohrun wrote is its user's alone: it holds agent output.
+    use std::os::unix::fs::PermissionsExt;
+    for path in
+        [dir.path().join("ohrun-reports/killed"), dir.path().join("ohrun-reports/killed/killed"), attempt.clone()]
+    {
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700, "{}", path.display());
+    }
+    for file in ["run.json", "events.jsonl", "agent-server.log"] {
+        let mode = std::fs::metadata(attempt.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    for file in ["batch.json", "summary.json", "junit.xml"] {
+        let mode = std::fs::metadata(dir.path().join("ohrun-reports/killed").join(file)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
 }
