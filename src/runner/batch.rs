@@ -1,5 +1,5 @@
 //! A batch: the selected runs of one or more job files, run concurrently in one process (one tokio task per
-//! run, a semaphore per sandbox kind or `--jobs` for all), each in its own directory with an
+//! run, started in plan order in a lane per sandbox kind, or one lane of `--jobs` for all), each in its own directory with an
 //! `attempt-N/` per attempt. Infrastructure failures are retried with backoff; agent and job failures
 //! never are. After every run the rollups are rewritten (summary.json, junit.xml), so a crash leaves a
 //! true partial summary; `--resume` reruns only what did not succeed.
@@ -21,7 +21,6 @@ use crate::report::summary::{JUNIT_FILE, RunStatus, RunSummary, SUMMARY_FILE, Su
 use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, read_report, write_report};
 use crate::report::{OutcomeClass, ReportStatus, RunReport};
 use crate::settings;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,8 +66,6 @@ struct Batch {
     /// Set by the first run that did not succeed (for `--fail-fast`).
     failed: AtomicBool,
     write_failed: AtomicBool,
-    limits: HashMap<&'static str, Semaphore>,
-    all: Option<Semaphore>,
     /// A batch of one run: its lines need no run id.
     alone: bool,
     started: Instant,
@@ -102,11 +99,6 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
         budget: opts.max_cost.map(|cap| Budget::new(cap, spent, largest_call)),
         failed: AtomicBool::new(false),
         write_failed: AtomicBool::new(false),
-        limits: ["local", "docker", "remote", "cloud", "runtime"]
-            .into_iter()
-            .map(|k| (k, Semaphore::new(default_jobs(k))))
-            .collect(),
-        all: opts.jobs.map(|n| Semaphore::new(n.max(1))),
         alone: runs.len() == 1,
         started: Instant::now(),
         plans,
@@ -116,20 +108,33 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
     });
     batch.write_summary(None);
     batch.console.start_overall(runs.len() as u64);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, (p, r)) in runs.into_iter().enumerate() {
+    let mut dispatchers = tokio::task::JoinSet::new();
+    for (lane, width) in lanes(&batch.plans, batch.opts.jobs) {
         let batch = batch.clone();
-        tasks.spawn(async move { batch.run_one(index, p, r).await });
+        let queue: Vec<(usize, (usize, usize))> = runs
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, (p, r))| batch.opts.jobs.is_some() || batch.plans[*p].runs[*r].spec.sandbox.kind() == lane)
+            .collect();
+        dispatchers.spawn(async move { batch.dispatch(queue, width).await });
     }
-    while let Some(joined) = tasks.join_next().await {
-        if let Err(e) = joined {
-            // A run's task panicked: its entry stays pending, which the exit code counts as infrastructure.
-            batch.console.error(&format!("error: a run's task ended abnormally: {e}"));
-            batch.write_failed.store(true, Ordering::SeqCst);
-        }
-    }
+    while dispatchers.join_next().await.is_some() {}
     batch.console.clear();
     batch.finish()
+}
+
+/// The lanes runs queue in, each with how many of its runs run at once: one per sandbox kind (its
+/// `default_jobs`), or a single lane of `--jobs` for all.
+fn lanes(plans: &[Plan], jobs: Option<usize>) -> Vec<(&'static str, usize)> {
+    if let Some(n) = jobs {
+        return vec![("all", n.max(1))];
+    }
+    let mut kinds: Vec<&'static str> =
+        plans.iter().flat_map(|p| p.runs.iter().map(|r| r.spec.sandbox.kind())).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds.into_iter().map(|k| (k, default_jobs(k))).collect()
 }
 
 /// One ohrun process per batch directory at a time.
@@ -228,17 +233,34 @@ fn backoff(base: Duration, n: u32) -> Duration {
 }
 
 impl Batch {
+    /// Starts the runs of one lane in plan order, each as a task of its own once one of the lane's `width`
+    /// places is free, and waits for them all.
+    async fn dispatch(self: Arc<Self>, queue: Vec<(usize, (usize, usize))>, width: usize) {
+        let places = Arc::new(Semaphore::new(width));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, (p, r)) in queue {
+            if self.entry(index).status != RunStatus::Pending {
+                continue; // succeeded before (resuming)
+            }
+            let Ok(place) = places.clone().acquire_owned().await else { break };
+            let batch = self.clone();
+            tasks.spawn(async move {
+                batch.run_one(index, p, r).await;
+                drop(place);
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                // A run's task panicked: its entry stays pending, which the exit code counts as infrastructure.
+                self.console.error(&format!("error: a run's task ended abnormally: {e}"));
+                self.write_failed.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
     async fn run_one(&self, index: usize, plan_index: usize, run_index: usize) {
         let plan = &self.plans[plan_index];
         let r = &plan.runs[run_index];
-        if self.entry(index).status != RunStatus::Pending {
-            return; // succeeded before (resuming)
-        }
-        let kind = r.spec.sandbox.kind();
-        let _permit = match &self.all {
-            Some(all) => all.acquire().await,
-            None => self.limits[kind].acquire().await,
-        };
         if self.signals.interrupted() || (self.opts.fail_fast && self.failed.load(Ordering::SeqCst)) {
             return self
                 .record(index, not_started(self.entry(index), "not started: the batch stopped before it got here"));

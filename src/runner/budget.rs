@@ -1,9 +1,11 @@
 //! The budget a whole batch shares (`--max-cost`, `batch.max_cost`), enforced across concurrent runs.
 //!
 //! Money is spent by the agent-server on its own, one LLM call at a time, so the cap is kept with
-//! reservations: every running run holds back the price of one more call (the dearest call seen so far).
-//! No run starts and no message is sent once what was spent, what runs are spending now, and those
-//! reservations reach the cap; running steps are then stopped. Until the price of a call is known (the
+//! reservations: every running run holds back the price of two calls (the dearest call seen so far) —
+//! the one it may be making when the cap is reached, and the next one it may start before the stop
+//! (a `/pause`, which takes effect between calls) reaches the server. No run starts and no message is
+//! sent once what was spent, what runs are spending now, and those reservations reach the cap; running
+//! steps are then stopped. Until the price of a call is known (the
 //! batch's first call; a resumed batch knows it from before) only one run at a time may send a message,
 //! so that runs starting together cannot all spend blind. A batch so overshoots by at most about one
 //! call. The spent total includes earlier attempts and, on resume, what the batch spent before.
@@ -39,8 +41,11 @@ impl State {
     }
 }
 
+/// How many calls each running run holds back.
+const CALLS_HELD: u64 = 2;
+
 fn reservations(call: Usd, runs: usize) -> Usd {
-    Usd { nanos: call.nanos.saturating_mul(runs as u64) }
+    Usd { nanos: call.nanos.saturating_mul(CALLS_HELD * runs as u64) }
 }
 
 impl Budget {
@@ -68,7 +73,7 @@ impl Budget {
     /// Starts run `id` if there is room for one more running attempt; false (and nothing started) when not.
     pub fn try_start(&self, id: &str) -> bool {
         let mut s = self.state();
-        if s.committed() + s.largest_call >= self.cap {
+        if s.committed() + reservations(s.largest_call, 1) >= self.cap {
             return false;
         }
         s.live.insert(id.to_string(), Usd::ZERO);
@@ -157,32 +162,34 @@ mod tests {
     }
 
     #[test]
-    fn running_runs_reserve_a_call_each() {
+    fn running_runs_reserve_two_calls_each() {
         let b = Budget::new(usd("1.00"), usd("0.10"), Usd::ZERO);
         assert!(b.try_start("a") && b.try_start("b"));
-        b.update("a", usd("0.20")); // a call of 0.20: now each running run reserves 0.20
-        assert!(!b.exhausted()); // 0.10 + 0.20 + 2 × 0.20 = 0.70
-        assert!(b.try_start("c")); // 0.70 + 0.20 = 0.90 < 1.00
-        assert!(!b.try_start("d")); // 0.10 + 0.20 + 3 × 0.20 = 0.90, + 0.20 ≥ 1.00
-        b.update("b", usd("0.15"));
-        assert!(b.exhausted()); // 0.10 + 0.35 + 0.60 = 1.05
+        b.update("a", usd("0.10")); // a call of 0.10: now each running run reserves 0.20
+        assert!(!b.exhausted()); // 0.10 + 0.10 + 2 × 0.20 = 0.60
+        assert!(b.try_start("c")); // 0.60 + 0.20 = 0.80 < 1.00
+        assert!(!b.try_start("d")); // 0.80 + 0.20 reaches 1.00
+        b.update("b", usd("0.05"));
+        assert!(!b.exhausted()); // 0.10 + 0.15 + 3 × 0.20 = 0.85
+        b.update("c", usd("0.15")); // a dearer call: 0.30 reserved per run
+        assert!(b.exhausted()); // 0.10 + 0.30 + 3 × 0.30 = 1.30
         assert_eq!(b.admit("c"), Admission::Refuse);
-        b.finish("a", usd("0.20"));
-        b.finish("b", usd("0.15"));
-        b.finish("c", Usd::ZERO);
-        assert_eq!(b.spent(), usd("0.45"));
+        b.finish("a", usd("0.10"));
+        b.finish("b", usd("0.05"));
+        b.finish("c", usd("0.15"));
+        assert_eq!(b.spent(), usd("0.40"));
         assert!(!b.exhausted());
     }
 
     #[test]
     fn one_run_finds_out_the_price_before_the_others_send() {
-        let b = Budget::new(usd("1.00"), Usd::ZERO, Usd::ZERO);
+        let b = Budget::new(usd("2.00"), Usd::ZERO, Usd::ZERO);
         assert!(b.try_start("a") && b.try_start("b"));
         assert_eq!(b.admit("a"), Admission::Send);
         assert_eq!(b.admit("b"), Admission::Wait);
         assert_eq!(b.admit("a"), Admission::Send); // its next step
         b.update("a", usd("0.30"));
-        assert_eq!(b.admit("b"), Admission::Send); // 0.30 + 2 × 0.30 < 1.00
+        assert_eq!(b.admit("b"), Admission::Send); // 0.30 + 2 runs × 2 calls × 0.30 = 1.50 < 2.00
         // Free calls are a price as well: the pioneer's step ending is enough.
         let free = Budget::new(usd("1.00"), Usd::ZERO, Usd::ZERO);
         assert!(free.try_start("a") && free.try_start("b"));
@@ -199,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_resumed_batch_knows_the_price_of_a_call() {
-        let b = Budget::new(usd("0.10"), usd("0.07"), usd("0.03"));
-        assert!(!b.try_start("a"), "0.07 + 0.03 reservation + 0.03 reaches 0.10");
+        let b = Budget::new(usd("0.10"), usd("0.05"), usd("0.03"));
+        assert!(!b.try_start("a"), "0.05 + two calls of 0.03 reaches 0.10");
     }
 }

@@ -20,7 +20,7 @@ use crate::job::{Plan, PlannedRun};
 use crate::rehearse::Rehearsal;
 use crate::rehearse::script::Script;
 use crate::report::ReportStatus;
-use crate::report::writer::{EVENTS_FILE, ReportWriter, check_writable, now_rfc3339, write_report};
+use crate::report::writer::{EVENTS_FILE, RUN_FILE, ReportWriter, check_writable, now_rfc3339, write_report};
 use crate::report::{
     EndReason, JobInfo, Outcome, OutcomeClass, REPORT_FORMAT, RunInfo, RunReport, SandboxInfo, StepReport,
 };
@@ -207,7 +207,9 @@ impl Run<'_> {
         let mut writer = ReportWriter::create(&self.attempt.dir).map_err(|e| self.unwritable(e))?;
         self.checkpoint.save(report);
         let mut backend = settings.sandbox.clone().backend();
+        self.holding(report);
         let provisioned = self.provision(&mut *backend, &settings.secret_names, report).await;
+        self.holding(report);
         self.checkpoint.save(report);
         let result = match &provisioned {
             Ok(ready) => self.with_sandbox(ready, &*backend, &settings, &mut writer, report).await,
@@ -218,8 +220,21 @@ impl Run<'_> {
         let keep = provisioned.is_ok() && keeps(self.spec().cleanup, class);
         let working_dir = provisioned.as_ref().map(|r| r.working_dir.clone()).unwrap_or_default();
         let released = self.release(&mut *backend, keep, &working_dir, report).await;
+        super::signal::released(&self.attempt.planned.id);
         drop(rehearsal);
         worst(result, released)
+    }
+
+    /// Notes the sandbox as under way, for a third signal that exits before it is released: only kinds
+    /// whose sandbox outlives ohrun (a local server has its watchdog; a remote one is not ohrun's).
+    fn holding(&self, report: &RunReport) {
+        let kind = self.spec().sandbox.kind();
+        if !matches!(kind, "docker" | "cloud" | "runtime") {
+            return;
+        }
+        let id = report.sandbox.id.as_deref().unwrap_or("(its id not known yet)");
+        let file = self.attempt.dir.join(RUN_FILE);
+        super::signal::holding(&self.attempt.planned.id, format!("{kind} sandbox {id} (see {})", file.display()));
     }
 
     fn resolve(&self, rehearsal: Option<&Rehearsal>) -> Result<RunSettings, Failure> {

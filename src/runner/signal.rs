@@ -1,15 +1,50 @@
-//! SIGINT and SIGTERM become a counter the runner watches (through `Cancel`): the first asks for a
-//! graceful stop (interrupt the agent, release the sandbox, write the report); a second changes nothing
-//! yet; a third exits at once. The policy lives in the runner; this only counts.
+//! SIGINT, SIGTERM and SIGHUP (the terminal went away) become a counter the runner watches (through
+//! `Cancel`): the first asks for a graceful stop (interrupt the agent, release the sandbox, write the
+//! report); a second changes nothing yet; a third exits at once — after saying which sandboxes may be
+//! left (their runs' run.json, a checkpoint, names them), with exit 5 when there are any. The policy
+//! lives in the runner; this only counts, and keeps the list of sandboxes under way.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct Signals {
     pub count: watch::Receiver<u32>,
     terminated: Arc<AtomicBool>,
+}
+
+/// Sandboxes that exist beyond ohrun (a container, a provider's sandbox), by run id: what to say of each
+/// if ohrun has to exit before releasing it.
+static UNDER_WAY: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// Run `run_id` holds a sandbox that outlives ohrun unless released (`what`: kind, id, where its report is).
+pub fn holding(run_id: &str, what: String) {
+    UNDER_WAY.lock().unwrap_or_else(|e| e.into_inner()).insert(run_id.to_string(), what);
+}
+
+/// Run `run_id` released its sandbox (or kept it on purpose).
+pub fn released(run_id: &str) {
+    UNDER_WAY.lock().unwrap_or_else(|e| e.into_inner()).remove(run_id);
+}
+
+/// The third signal: no more waiting. Says what may be left, then exits (5 when something may be).
+fn exit_now(terminated: bool) -> ! {
+    let left = UNDER_WAY.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if left.is_empty() {
+        std::process::exit(if terminated { 143 } else { 130 });
+    }
+    for (run, what) in &left {
+        eprintln!(
+            "{}",
+            crate::report::redact::apply(&format!("error: [{run}] ohrun exits now; may still be running: {what}"))
+        );
+    }
+    eprintln!(
+        "hint: remove what is listed by hand (each run.json names its sandbox), or signal once and let ohrun release it"
+    );
+    std::process::exit(crate::exit_code::ExitCode::for_class(crate::report::OutcomeClass::LeftBehind, terminated));
 }
 
 impl Signals {
@@ -19,18 +54,20 @@ impl Signals {
         let terminated = Arc::new(AtomicBool::new(false));
         let term_flag = terminated.clone();
         tokio::spawn(async move {
-            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
                 return;
             };
             let mut n = 0;
             loop {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
+                    _ = hangup.recv() => {}
                     _ = term.recv() => term_flag.store(true, Ordering::SeqCst),
                 }
                 n += 1;
                 if n >= 3 {
-                    std::process::exit(if term_flag.load(Ordering::SeqCst) { 143 } else { 130 });
+                    exit_now(term_flag.load(Ordering::SeqCst));
                 }
                 let _ = tx.send(n);
             }

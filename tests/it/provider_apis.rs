@@ -4,7 +4,7 @@
 
 use crate::emulators::{Api, Emulator, Faults};
 use crate::support::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -494,4 +494,45 @@ fn a_message_is_sent_once_even_when_the_sandbox_is_paused_while_it_is_sent() {
     let events = read_events(&dir.path().join("ohrun-reports/paused-send/paused-send"));
     let sent = events.iter().filter(|e| e["kind"] == "MessageEvent" && e["source"] == "user").count();
     assert_eq!(sent, 1, "the server holds the message once");
+}
+
+#[test]
+fn a_third_signal_exits_at_once_naming_the_sandbox_left_and_a_hangup_is_a_first() {
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults::default());
+    let slow = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n";
+    let (child, dir) = spawn(Api::Cloud, &emu, "thrice", "", "steps:\n  - message: Wait.\n", slow);
+    let events = dir.path().join("ohrun-reports/thrice/thrice/attempt-1/events.jsonl");
+    wait_until(Duration::from_secs(120), "the step started", || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
+    });
+    // The first signal starts the graceful stop; before it can finish, two more: exit now.
+    let signalled = std::time::Instant::now();
+    for _ in 0..3 {
+        signal(&child, libc::SIGINT);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let out = wait_output(child, Duration::from_secs(30));
+    assert!(signalled.elapsed() < Duration::from_secs(5), "took {:?}", signalled.elapsed());
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    let checkpoint = read_report(&dir.path().join("ohrun-reports/thrice/thrice/attempt-1"));
+    let id = checkpoint["sandbox"]["id"].as_str().expect("the checkpoint names the sandbox");
+    assert!(out.stderr.contains(&format!("may still be running: cloud sandbox {id}")), "{}", out.stderr);
+    assert_eq!(checkpoint["status"], "running");
+    assert_eq!(emu.deletes(), 0, "nothing was released: that is why it is named");
+
+    // SIGHUP (the terminal went away) is a first signal: a graceful stop that releases the sandbox.
+    let (child, dir) = spawn(Api::Cloud, &emu, "hangup", "", "steps:\n  - message: Wait.\n", slow);
+    let events = dir.path().join("ohrun-reports/hangup/hangup/attempt-1/events.jsonl");
+    wait_until(Duration::from_secs(120), "the step started", || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
+    });
+    signal(&child, libc::SIGHUP);
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/hangup/hangup"));
+    assert_eq!(
+        (&report["outcome"]["class"], &report["sandbox"]["disposition"]),
+        (&json!("interrupted"), &json!("released"))
+    );
+    assert_eq!(emu.deletes(), 1);
 }
