@@ -419,6 +419,7 @@ impl Conversation<'_> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cancel = self.cancel.clone();
+        let mut again = self.cancel.clone();
         let (status, decided) = loop {
             if let Some(over) = w.over.take() {
                 if w.reconcile.is_none() {
@@ -460,6 +461,8 @@ impl Conversation<'_> {
                     self.stop(&mut w, Stop::Timeout, ctx.step);
                 }
                 _ = cancel.wait(), if w.stop.is_none() => self.stop(&mut w, Stop::Interrupted, ctx.step),
+                // A second signal: no more waiting for the agent to come to rest; on to the release.
+                _ = again.above(1), if w.stop.is_some() => break ("running".to_string(), None),
             }
         };
         let latency_ms = decided.map(|t| t.elapsed().as_secs_f64() * 1000.0);

@@ -5,7 +5,7 @@
 
 use crate::proxy::{Action, Proxy, Rule};
 use crate::run_local::ids;
-use crate::server::ExternalServer;
+use crate::server::{ExternalServer, shared};
 use crate::support::*;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -198,4 +198,37 @@ fn another_server_version_is_a_warning_on_the_console_and_in_the_report() {
     assert!(out.stderr.contains("warning: the agent-server is version 1.99.0"), "{}", out.stderr);
     let report = read_report(&dir.path().join("ohrun-reports/other-version/other-version"));
     assert!(report["warnings"][0].as_str().unwrap().contains("1.99.0"), "{}", report["warnings"]);
+}
+
+#[test]
+fn a_second_sigint_stops_waiting_for_a_server_that_does_not_answer() {
+    let server = shared();
+    let proxy = Proxy::start(server.url.trim_start_matches("http://"));
+    let dir = tempfile::tempdir().unwrap();
+    let script = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n";
+    let job = job_via(&proxy, dir.path(), "twice", "steps:\n  - message: Wait.\n    max_wait: 60s\n", script);
+    let child = Ohrun::new()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &server.key)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .spawn();
+    let events = dir.path().join("ohrun-reports/twice/twice/attempt-1/events.jsonl");
+    wait_until(Duration::from_secs(60), "the step started", || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
+    });
+    // The server stops answering: after the first signal ohrun would wait `max_wait` (a minute) for the
+    // agent to come to rest; the second says not to.
+    proxy.set_blocked(true);
+    proxy.cut();
+    signal(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_secs(1));
+    let second = std::time::Instant::now();
+    signal(&child, libc::SIGINT);
+    let out = wait_output(child, Duration::from_secs(120));
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(second.elapsed() < Duration::from_secs(20), "took {:?} after the second signal", second.elapsed());
+    let report = read_report(&dir.path().join("ohrun-reports/twice/twice"));
+    assert_eq!(report["steps"][0]["end_reason"], "interrupted", "{}", report["steps"][0]);
+    assert_eq!(report["outcome"]["class"], "interrupted");
 }
