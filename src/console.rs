@@ -90,8 +90,12 @@ impl Console {
             Mode::Live => {
                 let _ = self.multi.println(line.as_ref());
             }
-            // One locked write for all lines, so parallel runs never interleave within one.
-            _ => eprintln!("{}", prefixed(&stamp(), &line)),
+            // One locked write for all lines, so parallel runs never interleave within one; a terminal
+            // that went away (EIO after a hangup) must not panic the run that is releasing its sandbox.
+            _ => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr().lock(), "{}", prefixed(&stamp(), &line));
+            }
         }
     }
 
@@ -220,7 +224,8 @@ pub fn code_and_detail(code: &str, detail: &str) -> String {
 
 /// Prints `text` on stdout (a `--json` document), through the redactor like everything else.
 pub fn print_stdout(text: &str) {
-    println!("{}", redact::apply(text));
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{}", redact::apply(text));
 }
 
 /// The steps of one run, on its line.

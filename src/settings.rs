@@ -157,6 +157,7 @@ fn sandbox(spec: &Sandbox, job_dir: &Path, llm: &LlmSettings, r: &mut Resolver) 
             let key_var = rm.session_key.as_ref().and_then(|k| k.0.var_names().first().map(|s| s.to_string()));
             let url = r.text(&rm.url, "sandbox.url");
             if rm.session_key.is_some()
+                && !url.is_empty()
                 && let Err(e) = check_transport(&url, rm.allow_insecure_http, "sandbox.url")
             {
                 r.problems.push(e);

@@ -46,7 +46,8 @@ pub trait SharedBudget: Sync {
     fn update(&self, run_id: &str, cost: crate::money::Usd);
     /// May this run send its next message: now, later, or not at all.
     fn admit(&self, run_id: &str) -> Admission;
-    fn step_ended(&self, run_id: &str);
+    /// A step of this run ended; `answered`: the agent finished its turn (so its calls were billed).
+    fn step_ended(&self, run_id: &str, answered: bool);
     fn exhausted(&self) -> bool;
 }
 

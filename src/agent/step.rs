@@ -219,7 +219,8 @@ impl Conversation<'_> {
         }
         let verdict = self.send_and_wait(message, ctx).await;
         if let Some(b) = ctx.limits.batch {
-            b.step_ended(ctx.limits.run_id);
+            b.update(ctx.limits.run_id, self.live_cost);
+            b.step_ended(ctx.limits.run_id, matches!(verdict.reason, EndReason::Finished | EndReason::Question));
         }
         verdict
     }

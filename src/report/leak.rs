@@ -47,6 +47,13 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 /// The first occurrence of any registered secret form in each of `files`.
 pub fn scan(files: &[PathBuf]) -> Vec<Leak> {
+    let parts: Vec<(PathBuf, usize)> = files.iter().map(|f| (f.clone(), 0)).collect();
+    scan_from(&parts)
+}
+
+/// The same, each file read from a byte offset on (a file ohrun only appended to, such as the GitHub
+/// step summary that the workflow's own steps write too).
+pub fn scan_from(files: &[(PathBuf, usize)]) -> Vec<Leak> {
     let forms = super::redact::registered();
     if forms.is_empty() {
         return Vec::new();
@@ -55,9 +62,10 @@ pub fn scan(files: &[PathBuf]) -> Vec<Leak> {
         forms.iter().map(|f| memchr::memmem::Finder::new(f.as_bytes())).collect();
     files
         .iter()
-        .filter_map(|file| {
+        .filter_map(|(file, from)| {
             let bytes = std::fs::read(file).ok()?;
-            let offset = finders.iter().filter_map(|f| f.find(&bytes)).min()?;
+            let tail = bytes.get(*from..)?;
+            let offset = from + finders.iter().filter_map(|f| f.find(tail)).min()?;
             Some(Leak { file: file.display().to_string(), offset })
         })
         .collect()
@@ -80,5 +88,17 @@ mod tests {
         let leaks = scan(&files_under(dir.path()));
         assert_eq!(leaks.len(), 1, "{leaks:?}");
         assert!(leaks[0].file.ends_with("events.jsonl") && leaks[0].offset > 9, "{leaks:?}");
+    }
+
+    #[test]
+    fn a_file_ohrun_appended_to_is_scanned_from_where_its_part_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::redact::register("appended-secret-value-42");
+        let file = dir.path().join("step-summary.md");
+        std::fs::write(&file, "the workflow wrote appended-secret-value-42 itself\n").unwrap();
+        let ours = std::fs::metadata(&file).unwrap().len() as usize;
+        std::fs::write(&file, "the workflow wrote appended-secret-value-42 itself\n| run | ok |\n").unwrap();
+        assert!(scan_from(&[(file.clone(), ours)]).is_empty());
+        assert_eq!(scan_from(&[(file, 0)]).len(), 1);
     }
 }

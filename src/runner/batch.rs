@@ -4,7 +4,7 @@
 //! never are. After every run the rollups are rewritten (summary.json, junit.xml), so a crash leaves a
 //! true partial summary; `--resume` reruns only what did not succeed.
 
-use super::budget::Budget;
+use super::budget::{Admission, Budget};
 use super::claim::{Claim, attempts};
 use super::run::{self, Attempt};
 use super::signal::Signals;
@@ -119,7 +119,13 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
             .collect();
         dispatchers.spawn(async move { batch.dispatch(queue, width).await });
     }
-    while dispatchers.join_next().await.is_some() {}
+    while let Some(joined) = dispatchers.join_next().await {
+        if let Err(e) = joined {
+            // A lane's dispatcher panicked: its runs not yet started stay pending (counted as infrastructure).
+            batch.console.error(&format!("error: a lane of the batch ended abnormally: {e}"));
+            batch.write_failed.store(true, Ordering::SeqCst);
+        }
+    }
     batch.console.clear();
     batch.finish()
 }
@@ -216,6 +222,10 @@ fn killed_attempt(attempt: &Path, number: u32, checkpoint: Option<RunReport>) ->
         report.totals = crate::report::Totals { events: report.totals.events, ..logged };
     }
     report.run.attempt = number;
+    report.status = ReportStatus::Ended;
+    for step in report.steps.iter_mut().filter(|s| !s.started_at.is_empty() && s.ended_at.is_none()) {
+        step.end_reason = crate::report::EndReason::Interrupted;
+    }
     let why = "ohrun ended during this attempt (killed?); what it spent is from its last checkpoint and event log";
     run::set_outcome(&mut report, Some(&Failure::new(OutcomeClass::Interrupted, why.to_string())), false);
     report
@@ -281,8 +291,11 @@ impl Batch {
             Err(f) => return self.fail_early(index, &line, f),
         };
         if let Some(b) = &self.budget
-            && !b.try_start(&r.id)
+            && !self.budget_start(&r.id).await
         {
+            if self.signals.interrupted() {
+                return self.record(index, not_started(self.entry(index), "not started: the batch was interrupted"));
+            }
             let mut e = self.entry(index);
             (e.status, e.end_reason, e.message) = (
                 RunStatus::Budget,
@@ -354,11 +367,32 @@ impl Batch {
             if self.signals.cancel().sleep(wait).await {
                 return (result, Some((RunStatus::Interrupted, "interrupted while waiting to retry".into())));
             }
-            if let Some(b) = self.budget.as_ref().filter(|b| !b.try_start(&r.id)) {
+            if let Some(b) = &self.budget
+                && !self.budget_start(&r.id).await
+            {
                 let why = format!("not retried: the batch's budget (${}) was reached", b.cap());
                 return (result, Some((RunStatus::Budget, why)));
             }
             number += 1;
+        }
+    }
+
+    /// Takes run `id`'s place in the batch's budget: waits while only the running runs' reservations are
+    /// in the way; false when the money is gone, or ohrun was interrupted meanwhile.
+    async fn budget_start(&self, id: &str) -> bool {
+        let Some(budget) = &self.budget else { return true };
+        let mut cancel = self.signals.cancel();
+        loop {
+            match budget.try_start(id) {
+                Admission::Send => return true,
+                Admission::Refuse => return false,
+                // Polled: a running run's end frees its reservation; a fifth of a second is soon enough.
+                Admission::Wait => {
+                    if cancel.sleep(Duration::from_millis(200)).await {
+                        return false;
+                    }
+                }
+            }
         }
     }
 
@@ -421,11 +455,16 @@ impl Batch {
     fn finish(&self) -> i32 {
         self.write_summary(None);
         let summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+        let step_summary = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()).map(PathBuf::from);
+        let ours_from = step_summary.map(|p| {
+            let len = std::fs::metadata(&p).map_or(0, |m| m.len() as usize);
+            (p, len)
+        });
         if let Err(e) = summary.publish_to_github() {
             self.console.error(&format!("warning: {e}"));
         }
         let mut worst = summary.worst_class();
-        if self.rollups_leak() {
+        if self.rollups_leak(ours_from) {
             worst = worst.max(OutcomeClass::Failed);
         }
         if self.signals.interrupted() {
@@ -457,11 +496,12 @@ impl Batch {
 impl Batch {
     /// The leak scan of the batch's own files (batch.json, summary.json, junit.xml, the GitHub step
     /// summary): true, with an error on the console, when a secret is in one of them.
-    fn rollups_leak(&self) -> bool {
-        let mut files: Vec<PathBuf> =
-            [BATCH_FILE, SUMMARY_FILE, JUNIT_FILE].iter().map(|f| self.opts.out.join(f)).collect();
-        files.extend(std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()).map(PathBuf::from));
-        let leaks = leak::scan(&files);
+    /// (`step_summary_from`: where ohrun's part of the step summary begins; what is before it is not ours.)
+    fn rollups_leak(&self, step_summary_from: Option<(PathBuf, usize)>) -> bool {
+        let mut files: Vec<(PathBuf, usize)> =
+            [BATCH_FILE, SUMMARY_FILE, JUNIT_FILE].iter().map(|f| (self.opts.out.join(f), 0)).collect();
+        files.extend(step_summary_from);
+        let leaks = leak::scan_from(&files);
         for l in &leaks {
             self.console.error(&format!("error: secret leak: a secret value was found in {l}"));
         }

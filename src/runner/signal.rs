@@ -35,16 +35,25 @@ fn exit_now(terminated: bool) -> ! {
     if left.is_empty() {
         std::process::exit(if terminated { 143 } else { 130 });
     }
+    // Written without panicking: after a hangup the terminal may be gone (EIO).
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
     for (run, what) in &left {
-        eprintln!(
-            "{}",
-            crate::report::redact::apply(&format!("error: [{run}] ohrun exits now; may still be running: {what}"))
-        );
+        let line = format!("error: [{run}] ohrun exits now; may still be running: {what}");
+        let _ = writeln!(err, "{}", crate::report::redact::apply(&line));
     }
-    eprintln!(
-        "hint: remove what is listed by hand (each run.json names its sandbox), or signal once and let ohrun release it"
-    );
+    let hint = "hint: remove what is listed by hand (each run.json names its sandbox), or signal once and let ohrun release it";
+    let _ = writeln!(err, "{hint}");
     std::process::exit(crate::exit_code::ExitCode::for_class(crate::report::OutcomeClass::LeftBehind, terminated));
+}
+
+/// Whether SIGHUP is ignored (as `nohup` leaves it), asked without changing it.
+fn hangup_ignored() -> bool {
+    // SAFETY: sigaction with a null new action only reads the current disposition into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 impl Signals {
@@ -53,16 +62,18 @@ impl Signals {
         let (tx, rx) = watch::channel(0u32);
         let terminated = Arc::new(AtomicBool::new(false));
         let term_flag = terminated.clone();
+        // A handler would replace `nohup`'s "ignore": SIGHUP is handled only when it is not ignored.
+        let hangups_wanted = !hangup_ignored();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
-                return;
-            };
+            let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+            let mut hangup = if hangups_wanted { signal(SignalKind::hangup()).ok() } else { None };
             let mut n = 0;
             loop {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
-                    _ = hangup.recv() => {}
+                    // A hangup counts once (a closing terminal may send it twice).
+                    Some(_) = async { hangup.as_mut()?.recv().await } => hangup = None,
                     _ = term.recv() => term_flag.store(true, Ordering::SeqCst),
                 }
                 n += 1;

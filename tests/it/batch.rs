@@ -364,7 +364,10 @@ fn a_request_the_server_refuses_is_not_retried() {
 #[test]
 fn a_batch_budget_holds_across_runs_and_resumes_and_a_raised_one_finishes_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let job = batch_job(dir.path(), "capped", 8, "", SCRIPT);
+    // Every answer takes a moment, as a real model's does: a stop (`/pause`, applied between calls) can
+    // reach the server before the agent's next call returns. (An instant model could always make one more.)
+    let script = SCRIPT.replace("  - tool: finish\n", "  - tool: finish\n    delay: 400ms\n");
+    let job = batch_job(dir.path(), "capped", 8, "", &script);
     // What the batch costs without a cap, run by run.
     let full = ohrun_run(dir.path(), &["--jobs", "4", "--out", "uncapped"], &job);
     assert_eq!(full.code, 0, "{}", full.stderr);
