@@ -25,35 +25,12 @@ import time
 
 import math
 
-from benchlib import KEY, cpu_of, machine_busy, start_server, stop_server, ts, watch
+from benchlib import KEY, cpu_of, machine_busy, start_server, stop_server, ts, watch, write_matrix_job
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OHRUN = ROOT / "target/release/ohrun"
 JOBS = int(os.environ.get("BENCH_JOBS", "4"))
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "12,100").split(",")]
-SCRIPT = """replies:
-  - tool: terminal
-    args: {command: 'echo first >> served.log'}
-  - tool: finish
-    args: {message: first done}
-  - tool: terminal
-    args: {command: 'echo second >> served.log'}
-  - tool: finish
-    args: {message: second done}
-"""
-
-
-def write_job(work, url, runs):
-    (work / "script.yaml").write_text(SCRIPT)
-    values = ", ".join(str(n) for n in range(1, runs + 1))
-    job = work / "job.yaml"
-    job.write_text(
-        f"name: bench\nmatrix:\n  n: [{values}]\n"
-        f"sandbox: {{kind: remote, url: '{url}', session_key: '${{KEY}}', working_dir: '{work}/ws/{{{{ run.id }}}}'}}\n"
-        "llm: {model: m}\nsteps:\n  - message: First, for run {{ n }}.\n  - message: Second.\nrehearsal: script.yaml\n")
-    return job
-
-
 def ohrun(work, args):
     start = time.time()
     proc = subprocess.Popen([OHRUN, "-q", "run", "--rehearse", *args], cwd=work, env=dict(os.environ, KEY=KEY))
@@ -80,7 +57,7 @@ def server_time(r):
 
 def batch(server, url, runs):
     work = pathlib.Path(tempfile.mkdtemp())
-    job = write_job(work, url, runs)
+    job = write_matrix_job(work, url, runs, "bench")
     server_cpu, busy = cpu_of(server.pid), machine_busy()
     wall, cpu, rss = ohrun(work, ["--jobs", str(JOBS), job])
     server_cpu, busy = cpu_of(server.pid) - server_cpu, machine_busy() - busy

@@ -11,6 +11,31 @@ import time
 
 KEY = "bench-session-key"
 
+# Two steps, each a terminal command that leaves a mark in the run's working directory, then `finish`.
+TWO_STEP_SCRIPT = """replies:
+  - tool: terminal
+    args: {command: 'echo first >> served.log'}
+  - tool: finish
+    args: {message: first done}
+  - tool: terminal
+    args: {command: 'echo second >> served.log'}
+  - tool: finish
+    args: {message: second done}
+"""
+
+
+def write_matrix_job(work, url, runs, name):
+    """A job NAME of RUNS runs (matrix n: 1..RUNS) on the server at URL, each in work/ws/RUN_ID, with the
+    two-step script; returns its path."""
+    (work / "script.yaml").write_text(TWO_STEP_SCRIPT)
+    values = ", ".join(str(n) for n in range(1, runs + 1))
+    job = work / f"{name}.yaml"
+    job.write_text(
+        f"name: {name}\nmatrix:\n  n: [{values}]\n"
+        f"sandbox: {{kind: remote, url: '{url}', session_key: '${{KEY}}', working_dir: '{work}/ws/{{{{ run.id }}}}'}}\n"
+        "llm: {model: m}\nsteps:\n  - message: First, for run {{ n }}.\n  - message: Second.\nrehearsal: script.yaml\n")
+    return job
+
 
 def free_port():
     with socket.socket() as s:

@@ -14,21 +14,11 @@ import sys
 import tempfile
 import time
 
-from benchlib import KEY, start_server, stop_server
+from benchlib import KEY, start_server, stop_server, write_matrix_job
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OHRUN = ROOT / "target/release/ohrun"
 RUNS = int(os.environ.get("SOAK_RUNS", "200"))
-SCRIPT = """replies:
-  - tool: terminal
-    args: {command: 'echo first >> served.log'}
-  - tool: finish
-    args: {message: first done}
-  - tool: terminal
-    args: {command: 'echo second >> served.log'}
-  - tool: finish
-    args: {message: second done}
-"""
 
 
 def sample(pid):
@@ -42,13 +32,7 @@ def main():
     server, url = start_server()
     work = pathlib.Path(tempfile.mkdtemp())
     try:
-        (work / "script.yaml").write_text(SCRIPT)
-        values = ", ".join(str(n) for n in range(1, RUNS + 1))
-        job = work / "soak.yaml"
-        job.write_text(
-            f"name: soak\nmatrix:\n  n: [{values}]\n"
-            f"sandbox: {{kind: remote, url: '{url}', session_key: '${{KEY}}', working_dir: '{work}/ws/{{{{ run.id }}}}'}}\n"
-            "llm: {model: m}\nsteps:\n  - message: First, for run {{ n }}.\n  - message: Second.\nrehearsal: script.yaml\n")
+        job = write_matrix_job(work, url, RUNS, "soak")
         start = time.time()
         proc = subprocess.Popen([OHRUN, "-q", "run", "--rehearse", "--json", "--jobs", "4", job], cwd=work,
                                 env=dict(os.environ, KEY=KEY), stdout=subprocess.PIPE, text=True)
@@ -72,7 +56,7 @@ def main():
                 complete += 1
     finally:
         stop_server(server)
-    marks = sorted({0, 9, len(samples) // 2, len(samples) - 1})
+    marks = sorted({i for i in (0, 9, len(samples) // 2, len(samples) - 1) if i < len(samples)})
     print(f"{RUNS} runs, --jobs 4, one process: {wall:.1f} s; evidence complete for {complete} of {RUNS}\n")
     print("| after run | open fds | threads | RSS |")
     print("|---|---|---|---|")

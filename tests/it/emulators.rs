@@ -69,10 +69,19 @@ impl Drop for Sandbox {
     }
 }
 
+/// TERM first, so that the wrapper takes the server's tmux servers with it (they are out of the group's
+/// reach); KILL if it has not gone within a few seconds.
 fn kill(child: &mut Option<std::process::Child>) {
     if let Some(mut c) = child.take() {
-        // SAFETY: SIGKILL to our own child's process group (the server and its wrapper).
-        unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+        let group = -(c.id() as i32);
+        // SAFETY: signals to our own child's process group (the server and its wrapper).
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = c.wait();
     }
 }

@@ -25,6 +25,18 @@ fn job_via(proxy: &Proxy, dir: &std::path::Path, name: &str, steps: &str, script
     )
 }
 
+/// Starts `ohrun run --rehearse JOB` (run `name`, the job's only one) and waits until its event log
+/// holds `text`.
+fn spawn_until(dir: &std::path::Path, key: &str, job: &std::path::Path, name: &str, text: &str) -> std::process::Child {
+    let child =
+        Ohrun::new().current_dir(dir).env("TEST_SESSION_KEY", key).args(["run", "--rehearse"]).args([job]).spawn();
+    let events = dir.join(format!("ohrun-reports/{name}/{name}/attempt-1/events.jsonl"));
+    wait_until(Duration::from_secs(60), &format!("the event log holds {text}"), || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains(text)
+    });
+    child
+}
+
 fn report_and_server_events(
     server: &ExternalServer,
     dir: &std::path::Path,
@@ -100,16 +112,7 @@ fn a_run_seen_only_over_rest_ends_only_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let script = "replies:\n  - tool: terminal\n    args: {command: 'sleep 3; echo done'}\n  - tool: finish\n    args: {message: over REST}\n";
     let job = job_via(&proxy, dir.path(), "rest-only", "steps:\n  - message: Work.\n", script);
-    let child = Ohrun::new()
-        .current_dir(dir.path())
-        .env("TEST_SESSION_KEY", &server.key)
-        .args(["run", "--rehearse"])
-        .args([&job])
-        .spawn();
-    let events = dir.path().join("ohrun-reports/rest-only/rest-only/attempt-1/events.jsonl");
-    wait_until(Duration::from_secs(60), "the agent's command started", || {
-        std::fs::read_to_string(&events).unwrap_or_default().contains("\"ActionEvent\"")
-    });
+    let child = spawn_until(dir.path(), &server.key, &job, "rest-only", "\"ActionEvent\"");
     // No socket from now on: only REST can tell ohrun how the run ends, and REST lags.
     proxy.refuse_sockets(true);
     proxy.cut();
@@ -207,16 +210,7 @@ fn a_second_sigint_stops_waiting_for_a_server_that_does_not_answer() {
     let dir = tempfile::tempdir().unwrap();
     let script = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n";
     let job = job_via(&proxy, dir.path(), "twice", "steps:\n  - message: Wait.\n    max_wait: 60s\n", script);
-    let child = Ohrun::new()
-        .current_dir(dir.path())
-        .env("TEST_SESSION_KEY", &server.key)
-        .args(["run", "--rehearse"])
-        .args([&job])
-        .spawn();
-    let events = dir.path().join("ohrun-reports/twice/twice/attempt-1/events.jsonl");
-    wait_until(Duration::from_secs(60), "the step started", || {
-        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
-    });
+    let child = spawn_until(dir.path(), &server.key, &job, "twice", "MessageEvent");
     // The server stops answering: after the first signal ohrun would wait `max_wait` (a minute) for the
     // agent to come to rest; the second says not to.
     proxy.set_blocked(true);
