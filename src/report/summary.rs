@@ -307,21 +307,26 @@ impl Summary {
 
     /// Under GitHub Actions: the markdown table appended to `$GITHUB_STEP_SUMMARY`, and an error
     /// annotation per run that did not succeed, on stderr (which the runner reads too, so that stdout stays
-    /// JSON with `--json`). An error is a step summary that could not be written.
-    pub fn publish_to_github(&self) -> Result<(), String> {
+    /// JSON with `--json`). Returns the step summary file, if any, and the offset where ohrun's part of it
+    /// begins (the workflow's own steps write there too). An error is a step summary that could not be
+    /// written.
+    pub fn publish_to_github(&self) -> Result<Option<(std::path::PathBuf, usize)>, String> {
         if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
             for line in self.annotations() {
                 eprintln!("{}", super::redact::apply(&line));
             }
         }
-        let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) else { return Ok(()) };
+        let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) else { return Ok(None) };
+        let path = std::path::PathBuf::from(path);
+        let ours_from = std::fs::metadata(&path).map_or(0, |m| m.len() as usize);
         use std::io::Write;
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .and_then(|mut f| f.write_all(super::redact::apply(&self.markdown()).as_bytes()))
-            .map_err(|e| format!("cannot append to $GITHUB_STEP_SUMMARY: {e}"))
+            .map_err(|e| format!("cannot append to $GITHUB_STEP_SUMMARY: {e}"))?;
+        Ok(Some((path, ours_from)))
     }
 
     /// GitHub Actions error annotations for the runs that did not succeed, pointing at their job file.

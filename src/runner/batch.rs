@@ -455,14 +455,10 @@ impl Batch {
     fn finish(&self) -> i32 {
         self.write_summary(None);
         let summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
-        let step_summary = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()).map(PathBuf::from);
-        let ours_from = step_summary.map(|p| {
-            let len = std::fs::metadata(&p).map_or(0, |m| m.len() as usize);
-            (p, len)
-        });
-        if let Err(e) = summary.publish_to_github() {
+        let ours_from = summary.publish_to_github().unwrap_or_else(|e| {
             self.console.error(&format!("warning: {e}"));
-        }
+            None
+        });
         let mut worst = summary.worst_class();
         if self.rollups_leak(ours_from) {
             worst = worst.max(OutcomeClass::Failed);

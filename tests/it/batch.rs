@@ -299,9 +299,7 @@ fn a_lost_server_is_retried_and_the_second_attempt_succeeds_with_both_on_disk() 
     );
     let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
     let run = dir.path().join("ohrun-reports/retried/retried");
-    wait_until(Duration::from_secs(120), "the first attempt's step started", || {
-        std::fs::read_to_string(run.join("attempt-1/events.jsonl")).unwrap_or_default().contains("MessageEvent")
-    });
+    wait_for_event(dir.path(), "retried", "MessageEvent", Duration::from_secs(120));
     let servers = children_of(child.id());
     assert!(!servers.is_empty(), "ohrun's agent-server was found");
     for pid in servers {

@@ -66,9 +66,7 @@ fn a_run_json_that_cannot_be_written_is_never_exit_0() {
     let report_dir = dir.path().join("ohrun-reports/no-evidence/no-evidence");
     let child =
         Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).spawn();
-    wait_until(Duration::from_secs(60), "the step started", || {
-        std::fs::read_to_string(report_dir.join("attempt-1/events.jsonl")).unwrap_or_default().contains("MessageEvent")
-    });
+    wait_for_event(dir.path(), "no-evidence", "MessageEvent", Duration::from_secs(60));
     // A directory where run.json must go: the atomic rename cannot replace it.
     std::fs::create_dir_all(report_dir.join("run.json/in-the-way")).unwrap();
     let out = wait_output(child, Duration::from_secs(60));
@@ -166,10 +164,7 @@ fn a_crashed_local_server_is_seen_at_once() {
         "name: crash\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: Wait.\nrehearsal: script.yaml\n",
     );
     let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
-    let events = dir.path().join("ohrun-reports/crash/crash/attempt-1/events.jsonl");
-    wait_until(Duration::from_secs(120), "the step started", || {
-        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
-    });
+    wait_for_event(dir.path(), "crash", "MessageEvent", Duration::from_secs(120));
     // (Any of ohrun's threads may have started it: each run is a task on the runtime's workers.)
     let server_pids = children_of(child.id());
     assert!(!server_pids.is_empty(), "ohrun's agent-server child was found");
@@ -214,10 +209,7 @@ fn a_sigkilled_ohrun_leaves_no_local_server_or_tmux_behind() {
         "name: killed\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: Wait.\n    timeout: 10m\nrehearsal: script.yaml\n",
     );
     let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
-    let events = dir.path().join("ohrun-reports/killed/killed/attempt-1/events.jsonl");
-    wait_until(Duration::from_secs(120), "the agent ran its command", || {
-        std::fs::read_to_string(&events).unwrap_or_default().contains("\"tool_name\":\"terminal\"")
-    });
+    wait_for_event(dir.path(), "killed", "\"tool_name\":\"terminal\"", Duration::from_secs(120));
     // Everything the server started carries its private TMUX_TMPDIR: the server, tmux, the shell, `sleep`.
     let server = children_of(child.id()).into_iter().find(|pid| {
         std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| e.windows(12).any(|w| w == b"TMUX_TMPDIR="))

@@ -30,10 +30,7 @@ fn job_via(proxy: &Proxy, dir: &std::path::Path, name: &str, steps: &str, script
 fn spawn_until(dir: &std::path::Path, key: &str, job: &std::path::Path, name: &str, text: &str) -> std::process::Child {
     let child =
         Ohrun::new().current_dir(dir).env("TEST_SESSION_KEY", key).args(["run", "--rehearse"]).args([job]).spawn();
-    let events = dir.join(format!("ohrun-reports/{name}/{name}/attempt-1/events.jsonl"));
-    wait_until(Duration::from_secs(60), &format!("the event log holds {text}"), || {
-        std::fs::read_to_string(&events).unwrap_or_default().contains(text)
-    });
+    wait_for_event(dir, name, text, Duration::from_secs(60));
     child
 }
 

@@ -280,12 +280,7 @@ fn a_sandbox_paused_under_a_running_job_is_resumed_once_and_the_job_goes_on() {
         .args([&job])
         .spawn();
     // The provider pauses the sandbox while the agent's command runs: every connection stays open.
-    let events = dir.path().join("ohrun-reports/paused/paused/attempt-1/events.jsonl");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(&events).unwrap_or_default().contains("\"ActionEvent\"") {
-        assert!(std::time::Instant::now() < deadline, "the step never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_event(dir.path(), "paused", "\"ActionEvent\"", Duration::from_secs(120));
     emu.pause_running();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -445,10 +440,7 @@ fn ctrl_c_is_served_while_a_provider_probe_hangs() {
     let script = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 60s\n";
     let (child, dir) =
         spawn(Api::Cloud, &emu, "probe-hangs", "  init_timeout: 120s\n", "steps:\n  - message: Wait.\n", script);
-    let events = dir.path().join("ohrun-reports/probe-hangs/probe-hangs/attempt-1/events.jsonl");
-    wait_until(Duration::from_secs(120), "the step started", || {
-        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
-    });
+    wait_for_event(dir.path(), "probe-hangs", "MessageEvent", Duration::from_secs(120));
     // The first probe (after 5 s) is now waiting on a provider that takes 40 s to answer.
     std::thread::sleep(Duration::from_secs(7));
     let signalled = std::time::Instant::now();
@@ -501,10 +493,7 @@ fn a_third_signal_exits_at_once_naming_the_sandbox_left_and_a_hangup_is_a_first(
     let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults::default());
     let slow = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n";
     let (child, dir) = spawn(Api::Cloud, &emu, "thrice", "", "steps:\n  - message: Wait.\n", slow);
-    let events = dir.path().join("ohrun-reports/thrice/thrice/attempt-1/events.jsonl");
-    wait_until(Duration::from_secs(120), "the step started", || {
-        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
-    });
+    wait_for_event(dir.path(), "thrice", "MessageEvent", Duration::from_secs(120));
     // The first signal starts the graceful stop; before it can finish, two more: exit now.
     let signalled = std::time::Instant::now();
     for _ in 0..3 {
@@ -522,10 +511,7 @@ fn a_third_signal_exits_at_once_naming_the_sandbox_left_and_a_hangup_is_a_first(
 
     // SIGHUP (the terminal went away) is a first signal: a graceful stop that releases the sandbox.
     let (child, dir) = spawn(Api::Cloud, &emu, "hangup", "", "steps:\n  - message: Wait.\n", slow);
-    let events = dir.path().join("ohrun-reports/hangup/hangup/attempt-1/events.jsonl");
-    wait_until(Duration::from_secs(120), "the step started", || {
-        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
-    });
+    wait_for_event(dir.path(), "hangup", "MessageEvent", Duration::from_secs(120));
     signal(&child, libc::SIGHUP);
     let out = wait_output(child, Duration::from_secs(60));
     assert_eq!(out.code, 130, "{}", out.stderr);

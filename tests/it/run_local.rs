@@ -363,11 +363,8 @@ fn sigint_during_a_step_interrupts_cleans_up_and_reports() {
         "name: interrupted\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: Wait.\n  - message: Never.\nrehearsal: script.yaml\n",
     );
     let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
-    let events = dir.path().join("ohrun-reports/interrupted/interrupted/attempt-1/events.jsonl");
     // Wait until the step is under way (the user message is in the log), then press Ctrl-C.
-    wait_until(Duration::from_secs(120), "the step started", || {
-        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
-    });
+    wait_for_event(dir.path(), "interrupted", "MessageEvent", Duration::from_secs(120));
     signal(&child, libc::SIGINT);
     let out = wait_output(child, Duration::from_secs(60));
     assert_eq!(out.code, 130, "{}", out.stderr);
@@ -400,10 +397,7 @@ fn sigterm_stops_a_run_with_exit_143_and_a_report() {
     );
     let child =
         Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).spawn();
-    let events = dir.path().join("ohrun-reports/terminated/terminated/attempt-1/events.jsonl");
-    wait_until(Duration::from_secs(60), "the step started", || {
-        std::fs::read_to_string(&events).unwrap_or_default().contains("MessageEvent")
-    });
+    wait_for_event(dir.path(), "terminated", "MessageEvent", Duration::from_secs(60));
     signal(&child, libc::SIGTERM);
     let out = wait_output(child, Duration::from_secs(60));
     assert_eq!(out.code, 143, "{}", out.stderr);

@@ -303,6 +303,15 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Waits (at most `timeout`) until the event log of run `name` — the only run of job `name`, first
+/// attempt, in the default batch directory under `dir` — holds `text`.
+pub fn wait_for_event(dir: &Path, name: &str, text: &str, timeout: Duration) {
+    let events = dir.join(format!("ohrun-reports/{name}/{name}/attempt-1/events.jsonl"));
+    wait_until(timeout, &format!("the event log of {name} holds {text}"), || {
+        std::fs::read_to_string(&events).unwrap_or_default().contains(text)
+    });
+}
+
 /// Sends `sig` to a child process.
 pub fn signal(child: &Child, sig: i32) {
     // SAFETY: a signal to our own child.
