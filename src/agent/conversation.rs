@@ -1,8 +1,9 @@
 //! One conversation with the default agent: create it, follow its events, run each step until it is
 //! really done (`step.rs`), reconcile the event log, read the costs, delete it.
 //!
-//! Every event is logged once (deduplicated by id) as the server sent it. Reconciles ask `events/search`
-//! only for what is new (`timestamp__gte` the newest event logged, or the last one before a socket gap).
+//! Every event is logged once (deduplicated by id) as the server sent it; so is every socket frame ohrun
+//! could not read, as a raw record (`events.rs`). Reconciles ask `events/search` only for what is new
+//! (`timestamp__gte` the newest event logged, or the last one before a socket gap).
 
 use super::events::{EventSocket, WsEvent};
 use super::http::AgentClient;
@@ -100,24 +101,28 @@ impl<'a> Conversation<'a> {
     }
 
     /// Logs an event once (by id). `full_state` snapshots are transient and never persisted by the server,
-    /// so they are not part of the log.
+    /// so they are not part of the log. A record without an id (a raw frame ohrun could not read, JSON
+    /// without one) is logged as it came, each time it came — it cannot be deduplicated — and is not
+    /// counted as a server event.
     pub(super) fn log(&mut self, event: &Value) -> bool {
         if is_full_state(event) {
             return false;
         }
-        let Some(id) = event.get("id").and_then(Value::as_str) else { return false };
-        if !self.seen.insert(id.to_string()) {
-            return false;
-        }
-        if let Some(ts) = event.get("timestamp").and_then(Value::as_str)
-            && self.last_ts.as_deref().is_none_or(|last| ts > last)
-        {
-            self.last_ts = Some(ts.to_string());
-        }
-        if event.get("kind").and_then(Value::as_str) == Some("MessageEvent")
-            && event.get("source").and_then(Value::as_str) == Some("user")
-        {
-            self.user_message_ids.push(id.to_string());
+        if let Some(id) = event.get("id").and_then(Value::as_str) {
+            if !self.seen.insert(id.to_string()) {
+                return false;
+            }
+            if let Some(ts) = event.get("timestamp").and_then(Value::as_str)
+                && self.last_ts.as_deref().is_none_or(|last| ts > last)
+            {
+                self.last_ts = Some(ts.to_string());
+            }
+            if event.get("kind").and_then(Value::as_str) == Some("MessageEvent")
+                && event.get("source").and_then(Value::as_str) == Some("user")
+            {
+                self.user_message_ids.push(id.to_string());
+            }
+            self.event_count += 1;
         }
         if let Err(e) = self.writer.event(event)
             && self.evidence_error.is_none()
@@ -125,13 +130,13 @@ impl<'a> Conversation<'a> {
             tracing::error!("cannot write the event log: {e}");
             self.evidence_error = Some(format!("cannot write {}: {e}", self.writer.events_path().display()));
         }
-        self.event_count += 1;
         true
     }
 
-    /// Logs the events not seen yet and returns them.
+    /// Logs the events not seen yet and returns them. Reconciles overlap (`timestamp__gte`), so an item
+    /// without an id would be logged again by each: only the socket's id-less frames are kept.
     pub(super) fn absorb(&mut self, events: Vec<Value>) -> Vec<Value> {
-        events.into_iter().filter(|e| self.log(e)).collect()
+        events.into_iter().filter(|e| e.get("id").is_some_and(Value::is_string) && self.log(e)).collect()
     }
 
     /// Fills gaps from `events/search` (everything at or after `since`); returns the new events.

@@ -3,7 +3,8 @@
 //! can fill the gap from `events/search` (frames sent while disconnected are lost). Close codes 4001
 //! (auth) and 4004 (no such conversation) are final. Every frame is stamped with the moment the task read
 //! it off the socket, and the first frame of each connection is marked as the subscribe-time snapshot:
-//! the session needs both to tell the end of a run from an old state.
+//! the session needs both to tell the end of a run from an old state. A frame ohrun cannot read (not
+//! JSON, or binary) is passed on as an `ohrun.RawFrame` record for the event log, never dropped or fatal.
 
 use super::http::AgentClient;
 use futures_util::{SinkExt, StreamExt};
@@ -98,6 +99,30 @@ impl EventSocket {
     }
 }
 
+/// The `kind` of the record a frame ohrun could not read becomes in the event log.
+pub const RAW_FRAME: &str = "ohrun.RawFrame";
+
+/// A text frame as an event: the JSON the server sent, whatever its kind (kept as sent, known or not), or,
+/// when it is not JSON, a raw record of it. Nothing a server sends ends a step or goes unlogged.
+pub fn decode_text(text: &str) -> Result<Value, Value> {
+    serde_json::from_str(text).map_err(|e| raw_record("text", text.to_string(), format!("not JSON: {e}")))
+}
+
+/// A binary frame (the server sends only text) as a raw record, its bytes in base64: the redactor masks
+/// secrets in base64 too.
+pub fn decode_binary(bytes: &[u8]) -> Value {
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+    raw_record("binary", data, format!("a binary frame of {} bytes, not a JSON text frame", bytes.len()))
+}
+
+/// No `id` and no `timestamp`: a raw record is never deduplicated, nor moves where reconciles start
+/// (`received_at` says when it came).
+fn raw_record(frame: &str, raw: String, error: String) -> Value {
+    let received_at = crate::report::writer::now_rfc3339();
+    json!({"kind": RAW_FRAME, "frame": frame, "raw": raw, "error": error, "received_at": received_at})
+}
+
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(url: &str, key: Option<&str>) -> Result<Ws, String> {
@@ -146,17 +171,9 @@ async fn socket_loop(
         backoff = Duration::from_millis(250);
         let mut snapshot = true;
         while let Some(msg) = ws.next().await {
-            match msg {
-                Ok(Message::Text(text)) => match serde_json::from_str::<Value>(&text) {
-                    Ok(event) => {
-                        let frame = Frame { event, received: Instant::now(), snapshot };
-                        snapshot = false;
-                        if tx.send(WsEvent::Frame(frame)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!("event socket sent a frame that is not JSON: {e}"),
-                },
+            let decoded = match msg {
+                Ok(Message::Text(text)) => decode_text(&text),
+                Ok(Message::Binary(bytes)) => Err(decode_binary(&bytes)),
                 Ok(Message::Close(frame)) => {
                     if let Some(f) = &frame {
                         let code = u16::from(f.code);
@@ -172,16 +189,42 @@ async fn socket_loop(
                     }
                     break;
                 }
-                Ok(_) => {}
+                Ok(_) => continue,
                 Err(e) => {
                     tracing::debug!("event socket error: {e}");
                     break;
                 }
+            };
+            let frame = match decoded {
+                Ok(event) => Frame { event, received: Instant::now(), snapshot: std::mem::take(&mut snapshot) },
+                // Logged, never fatal; and not the snapshot, which is still to come.
+                Err(raw) => {
+                    tracing::warn!("event socket: {}; kept in the event log as {RAW_FRAME}", raw["error"]);
+                    Frame { event: raw, received: Instant::now(), snapshot: false }
+                }
+            };
+            if tx.send(WsEvent::Frame(frame)).is_err() {
+                return;
             }
         }
         if tx.send(WsEvent::Disconnected).is_err() {
             return;
         }
         tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_that_are_not_json_become_raw_records() {
+        assert_eq!(decode_text(r#"{"kind": "NewKind", "id": "a"}"#).unwrap()["kind"], "NewKind");
+        let raw = decode_text("not JSON").unwrap_err();
+        assert_eq!((&raw["kind"], &raw["frame"], &raw["raw"]), (&json!(RAW_FRAME), &json!("text"), &json!("not JSON")));
+        // Without these it can neither be deduplicated against nor move where reconciles start.
+        assert!(raw.get("id").is_none() && raw.get("timestamp").is_none());
+        assert_eq!(decode_binary(&[0, 255])["raw"], "AP8=");
     }
 }

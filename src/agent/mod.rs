@@ -9,7 +9,7 @@ pub mod setup;
 pub mod stats;
 mod step;
 
-pub use step::{Limits, REST_GRACE};
+pub use step::{Limits, REST_GRACE, read_event};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -3,7 +3,7 @@
 //! exactly, so reports never show float noise and step costs add up to the total.
 
 use crate::money::Usd;
-use crate::report::Totals;
+use crate::report::{Tokens, Totals};
 use serde_json::Value;
 
 /// Σ accumulated cost and tokens over every usage id of a `stats` value, and the number of LLM calls.
@@ -16,11 +16,15 @@ pub fn sum_stats(stats: &Value) -> Totals {
         t.cost_by_usage.insert(usage_id.clone(), cost);
         if let Some(u) = m.get("accumulated_token_usage") {
             let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-            t.tokens.prompt += n("prompt_tokens");
-            t.tokens.completion += n("completion_tokens");
-            t.tokens.cache_read += n("cache_read_tokens");
-            t.tokens.cache_write += n("cache_write_tokens");
-            t.tokens.reasoning += n("reasoning_tokens");
+            let usage = Tokens {
+                prompt: n("prompt_tokens"),
+                completion: n("completion_tokens"),
+                cache_read: n("cache_read_tokens"),
+                cache_write: n("cache_write_tokens"),
+                reasoning: n("reasoning_tokens"),
+            };
+            // Saturating: absurd counts from a server must not overflow (found by the fuzz driver).
+            t.tokens = t.tokens.plus(usage);
         }
         let calls = m.get("costs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         t.llm_calls += calls.len() as u64;
@@ -78,5 +82,12 @@ mod tests {
         let log = format!("{}\n{}\n{{\"kind\": \"Message", stats(0.1), stats(0.3));
         assert_eq!(last_stats_in(&log).unwrap().cost.to_string(), "0.3");
         assert!(last_stats_in("{\"kind\": \"MessageEvent\"}\n").is_none());
+    }
+
+    #[test]
+    fn absurd_token_counts_saturate() {
+        let usage = json!({"accumulated_token_usage": {"prompt_tokens": u64::MAX}});
+        let t = sum_stats(&json!({"usage_to_metrics": {"a": usage.clone(), "b": usage}}));
+        assert_eq!(t.tokens.prompt, u64::MAX);
     }
 }

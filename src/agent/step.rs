@@ -171,6 +171,16 @@ fn snapshot_terminal(v: &Value) -> Option<String> {
     (is_full_state(v) && !matches!(status, "running" | "idle")).then(|| status.to_string())
 }
 
+/// What the wait reads out of one server event — the tracker's error, reply and cost, the completion rule,
+/// a reconnect snapshot's status — all at once: the fuzz driver (`tests/fuzz.rs`) feeds it mutated
+/// events, and none of it may panic whatever the server sends.
+#[doc(hidden)]
+pub fn read_event(event: &Value) -> (Option<String>, Option<String>, Usd) {
+    let (mut tracker, mut cost) = (Tracker::default(), Usd::ZERO);
+    tracker.track(event, &mut cost);
+    (terminal_status(event), snapshot_terminal(event), cost)
+}
+
 /// Polls an optional future; pends forever when there is none (so a `select!` branch stays quiet).
 async fn maybe<T>(f: &mut Option<BoxFuture<'_, T>>) -> T {
     match f {

@@ -54,13 +54,17 @@ pub struct SourceMap {
 }
 
 impl SourceMap {
-    /// Builds the map; an unparsable text gives an empty map (serde_yaml reports the syntax error).
+    /// Builds the map. A syntax error is serde_yaml's to report; where yaml-rust2 alone stops (the two
+    /// disagree on a few characters, such as U+2028 after a value) the map holds what came before, so
+    /// what is wrong further on still points at its nearest mapped ancestor.
     pub fn build(text: &str) -> SourceMap {
         let mut builder = Builder { lines: text.lines().collect(), ..Default::default() };
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut builder, false).is_err() {
-            return SourceMap::default();
-        }
+        let _ = parser.load(&mut builder, false);
+        // When yaml-rust2 stops before the document even starts (`?` alone), the whole job is at 1:1: every
+        // lookup ends at the root, so every problem still points somewhere.
+        let root = Entry { key: None, value: Some(Span { line: 1, col: 1, len: 1 }) };
+        builder.entries.entry(Vec::new()).or_insert(root);
         SourceMap { entries: builder.entries, duplicates: builder.duplicates }
     }
 

@@ -205,7 +205,9 @@ fn parse_env_parts(s: &str) -> Result<Vec<EnvPart<'_>>, (usize, String)> {
             parts.push(EnvPart::Var { name, default, required_message });
             i = close + 1;
         } else {
-            let next = s[i + 1..].find('$').map(|n| i + 1 + n).unwrap_or(s.len());
+            // Up to the next `$` after this character, which may take several bytes (`${X}é`).
+            let from = i + s[i..].chars().next().map_or(1, char::len_utf8);
+            let next = s[from..].find('$').map_or(s.len(), |n| from + n);
             text.push_str(&s[i..next]);
             i = next;
         }
@@ -225,6 +227,15 @@ pub fn is_env_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_references_next_to_multibyte_characters() {
+        // Found by the fuzz driver: slicing after `}` or at the start cut a character in two.
+        for s in ["${X}é", "\u{10ffff}${X}", "é$$ü${X:-ö}€"] {
+            let parts = parse_env_parts(s).unwrap();
+            assert!(parts.iter().any(|p| matches!(p, EnvPart::Var { name: "X", .. })), "{s}");
+        }
+    }
 
     #[test]
     fn durations() {

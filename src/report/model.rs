@@ -32,7 +32,8 @@ pub struct RunReport {
     pub steps: Vec<StepReport>,
     pub totals: Totals,
     pub outcome: Outcome,
-    /// The event log, one server event per line, each once.
+    /// The event log, one server event per line, each once; a socket frame ohrun could not read is a line
+    /// `{"kind": "ohrun.RawFrame", "frame": "text"|"binary", "raw", "error", "received_at"}` (binary in base64).
     pub events_file: String,
     /// Things the reader should know (for example: title generation was turned off).
     pub notes: Vec<String>,
@@ -119,7 +120,7 @@ pub struct StepReport {
     pub end_reason: EndReason,
     /// The server's execution_status when the step ended.
     pub execution_status: Option<String>,
-    /// Events received during this step.
+    /// Server events logged during this step (`ohrun.RawFrame` records are not counted).
     pub event_count: usize,
     /// Cost of this step in USD (the growth of the conversation's total).
     pub cost: Usd,
@@ -210,11 +211,11 @@ pub struct Tokens {
 impl Tokens {
     pub fn plus(self, o: Tokens) -> Tokens {
         Tokens {
-            prompt: self.prompt + o.prompt,
-            completion: self.completion + o.completion,
-            cache_read: self.cache_read + o.cache_read,
-            cache_write: self.cache_write + o.cache_write,
-            reasoning: self.reasoning + o.reasoning,
+            prompt: self.prompt.saturating_add(o.prompt),
+            completion: self.completion.saturating_add(o.completion),
+            cache_read: self.cache_read.saturating_add(o.cache_read),
+            cache_write: self.cache_write.saturating_add(o.cache_write),
+            reasoning: self.reasoning.saturating_add(o.reasoning),
         }
     }
 
@@ -238,6 +239,7 @@ pub struct Totals {
     /// The dearest single LLM call: what a batch's budget reserves per running run, also on resume.
     #[serde(default)]
     pub largest_call: Usd,
+    /// Server events in the event log (`ohrun.RawFrame` records are not counted).
     pub events: usize,
     /// Cost per usage id (agent, condenser, …).
     pub cost_by_usage: IndexMap<String, Usd>,

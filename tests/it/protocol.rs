@@ -3,7 +3,7 @@
 //! a busy server gets the run retried, not the message. A fault proxy sits between ohrun and a real
 //! agent-server.
 
-use crate::proxy::{Action, Proxy, Rule};
+use crate::proxy::{Action, BINARY, Proxy, Rule, TEXT, server_frame};
 use crate::run_local::ids;
 use crate::server::{ExternalServer, shared};
 use crate::support::*;
@@ -222,4 +222,51 @@ fn a_second_sigint_stops_waiting_for_a_server_that_does_not_answer() {
     let report = read_report(&dir.path().join("ohrun-reports/twice/twice"));
     assert_eq!(report["steps"][0]["end_reason"], "interrupted", "{}", report["steps"][0]);
     assert_eq!(report["outcome"]["class"], "interrupted");
+}
+
+#[test]
+fn frames_ohrun_cannot_read_are_logged_raw_and_never_end_a_step() {
+    let server = shared();
+    let proxy = Proxy::start(server.url.trim_start_matches("http://"));
+    let dir = tempfile::tempdir().unwrap();
+    let script = "replies:\n  - tool: terminal\n    args: {command: 'sleep 2; echo done'}\n  - tool: finish\n    args: {message: read on}\n";
+    let job = job_via(&proxy, dir.path(), "raw-frames", "steps:\n  - message: Work.\n", script);
+    // Mid-step, right after the agent's first action: a text frame that is not JSON, a binary frame and
+    // an event of a kind ohrun does not know. The first two carry the session key: the redactor masks it.
+    let text = format!("not JSON {{ key={}", server.key);
+    let binary = [&[0xff, 0x00][..], server.key.as_bytes(), &[0x9f]].concat();
+    let unknown =
+        r#"{"kind":"EventFromTheFuture","id":"ohrun-test-future-1","source":"environment","data":[1,{"x":null}]}"#;
+    let frames = vec![
+        server_frame(TEXT, text.as_bytes()),
+        server_frame(BINARY, &binary),
+        server_frame(TEXT, unknown.as_bytes()),
+    ];
+    proxy.inject_after("\"ActionEvent\"", frames);
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &server.key)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(proxy.injections(), 1);
+    let run_dir = dir.path().join("ohrun-reports/raw-frames/raw-frames");
+    let report = read_report(&run_dir);
+    assert_eq!(report["steps"][0]["end_reason"], "finished", "{}", report["steps"][0]);
+    assert_eq!(report["steps"][0]["final_message"], "read on", "the step ran to its own end");
+    let events = read_events(&run_dir);
+    let raw: Vec<&Value> = events.iter().filter(|e| e["kind"] == "ohrun.RawFrame").collect();
+    assert_eq!(raw.len(), 2, "{raw:?}");
+    assert_eq!((&raw[0]["frame"], &raw[1]["frame"]), (&"text".into(), &"binary".into()));
+    assert!(raw[0]["raw"].as_str().unwrap().starts_with("not JSON { key=***"), "{}", raw[0]);
+    assert!(raw[0]["error"].as_str().unwrap().starts_with("not JSON"), "{}", raw[0]);
+    assert!(raw[1]["raw"].as_str().unwrap().contains("***"), "the key is masked in base64 too: {}", raw[1]);
+    let unknown: Value = serde_json::from_str(unknown).unwrap();
+    assert_eq!(events.iter().filter(|e| **e == unknown).count(), 1, "the unknown event is kept as sent");
+    // Every event of the server is there once, and only those are counted.
+    let real: Vec<Value> =
+        events.into_iter().filter(|e| e["kind"] != "ohrun.RawFrame" && e["kind"] != "EventFromTheFuture").collect();
+    assert_same_events(&ids(&real), &server.events(report["conversation_id"].as_str().unwrap()));
+    assert_eq!(report["totals"]["events"].as_u64().unwrap() as usize, real.len() + 1);
 }

@@ -1,7 +1,8 @@
 //! A small HTTP/WebSocket fault proxy on loopback, in front of a real agent-server: it passes requests
 //! through one at a time (each on its own upstream connection), records them, and injects faults on
 //! demand — a canned answer instead of the server's, a request whose answer is lost after the server
-//! acted on it, event sockets cut now or right after a given text went by, new sockets refused.
+//! acted on it, event sockets cut now or right after a given text went by, new sockets refused, frames of
+//! its own put into an event socket between two of the server's.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -40,6 +41,44 @@ struct Shared {
     cut_after: Mutex<Option<String>>,
     after_cut: Mutex<Vec<Rule>>,
     cuts: Mutex<u32>,
+    /// Once the server sent this text, put these frames into the socket at the next message boundary.
+    inject_after: Mutex<Option<(String, Vec<Vec<u8>>)>>,
+    injections: Mutex<u32>,
+}
+
+/// WebSocket opcodes, for [`server_frame`].
+pub const TEXT: u8 = 1;
+pub const BINARY: u8 = 2;
+
+/// One whole (FIN) server-to-client WebSocket frame: unmasked, as servers send them.
+pub fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(n as u8),
+        n if n <= 0xffff => {
+            f.push(126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The length of the whole frame at the start of `p`, once all of it is there (RFC 6455 §5.2).
+fn frame_len(p: &[u8]) -> Option<usize> {
+    let b1 = *p.get(1)?;
+    let (len, header) = match b1 & 0x7f {
+        126 => (u16::from_be_bytes(p.get(2..4)?.try_into().ok()?) as usize, 4),
+        127 => (u64::from_be_bytes(p.get(2..10)?.try_into().ok()?) as usize, 10),
+        n => (n as usize, 2),
+    };
+    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+    let total = header + mask + len;
+    (p.len() >= total).then_some(total)
 }
 
 pub struct Proxy {
@@ -102,6 +141,17 @@ impl Proxy {
 
     pub fn cuts(&self) -> u32 {
         *self.shared.cuts.lock().unwrap()
+    }
+
+    /// Once the server has sent `text` through an event socket, puts `frames` (see [`server_frame`]) into
+    /// it right after the frame that completed the server's message, before the server's next frame.
+    pub fn inject_after(&self, text: &str, frames: Vec<Vec<u8>>) {
+        *self.shared.inject_after.lock().unwrap() = Some((text.to_string(), frames));
+    }
+
+    /// How many times frames were injected.
+    pub fn injections(&self) -> u32 {
+        *self.shared.injections.lock().unwrap()
     }
 }
 
@@ -242,27 +292,54 @@ fn tunnel(client: TcpStream, reader: BufReader<TcpStream>, req: &Request, upstre
     std::thread::spawn(move || {
         let mut buf = [0u8; 16384];
         let mut seen: Vec<u8> = Vec::new();
-        loop {
+        // The server's bytes are passed on in whole units — the handshake's head, then whole frames — so
+        // injected frames land between two of the server's. A refused upgrade is passed on as it comes.
+        let mut pending: Vec<u8> = Vec::new();
+        let (mut handshake, mut frames) = (true, false);
+        // Inside a fragmented message nothing may go in between (only control frames).
+        let mut in_message = false;
+        'read: loop {
             let n = match up_read.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if client_write.write_all(&buf[..n]).is_err() {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-            let trigger = s.cut_after.lock().unwrap().clone();
-            if let Some(text) = trigger
-                && seen.windows(text.len()).any(|w| w == text.as_bytes())
-            {
-                *s.cut_after.lock().unwrap() = None;
-                let after: Vec<Rule> = std::mem::take(&mut *s.after_cut.lock().unwrap());
-                s.rules.lock().unwrap().extend(after);
-                cut_all(&s);
-                break;
-            }
-            if seen.len() > 1 << 20 {
-                seen.drain(..seen.len() - 4096);
+            pending.extend_from_slice(&buf[..n]);
+            loop {
+                let unit = if handshake {
+                    pending.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+                } else if frames {
+                    frame_len(&pending)
+                } else {
+                    Some(pending.len()).filter(|&n| n > 0)
+                };
+                let Some(len) = unit else { break };
+                let unit: Vec<u8> = pending.drain(..len).collect();
+                if handshake {
+                    handshake = false;
+                    frames = unit.starts_with(b"HTTP/1.1 101");
+                } else if frames && unit[0] & 0x0f < 8 {
+                    in_message = unit[0] & 0x80 == 0;
+                }
+                if client_write.write_all(&unit).is_err() {
+                    break 'read;
+                }
+                seen.extend_from_slice(&unit);
+                if frames && !in_message && !inject(&s, &seen, &mut client_write) {
+                    break 'read;
+                }
+                let trigger = s.cut_after.lock().unwrap().clone();
+                if let Some(text) = trigger
+                    && seen.windows(text.len()).any(|w| w == text.as_bytes())
+                {
+                    *s.cut_after.lock().unwrap() = None;
+                    let after: Vec<Rule> = std::mem::take(&mut *s.after_cut.lock().unwrap());
+                    s.rules.lock().unwrap().extend(after);
+                    cut_all(&s);
+                    break 'read;
+                }
+                if seen.len() > 1 << 20 {
+                    seen.drain(..seen.len() - 4096);
+                }
             }
         }
         let _ = client_write.shutdown(Shutdown::Both);
@@ -270,4 +347,16 @@ fn tunnel(client: TcpStream, reader: BufReader<TcpStream>, req: &Request, upstre
     let mut client_read = reader.into_inner();
     let _ = std::io::copy(&mut client_read, &mut up);
     let _ = up.shutdown(Shutdown::Both);
+}
+
+/// Writes the frames to inject once `seen` holds their trigger; false when the client is gone.
+fn inject(shared: &Shared, seen: &[u8], client: &mut TcpStream) -> bool {
+    let mut pending = shared.inject_after.lock().unwrap();
+    let Some((text, _)) = pending.as_ref() else { return true };
+    if !seen.windows(text.len()).any(|w| w == text.as_bytes()) {
+        return true;
+    }
+    let (_, frames) = pending.take().unwrap();
+    *shared.injections.lock().unwrap() += 1;
+    frames.iter().all(|f| client.write_all(f).is_ok())
 }
