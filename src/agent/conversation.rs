@@ -6,7 +6,7 @@
 //! (`timestamp__gte` the newest event logged, or the last one before a socket gap).
 
 use super::events::{EventSocket, WsEvent};
-use super::http::AgentClient;
+use super::http::{AgentClient, ApiError};
 use super::stats::sum_stats;
 use super::step::{Limits, Verdict};
 use super::{Error, SandboxProbe};
@@ -78,7 +78,7 @@ impl<'a> Conversation<'a> {
     ) -> Result<Conversation<'a>, Error> {
         let id = uuid::Uuid::new_v4().to_string();
         let body = super::request::conversation_body(&id, spec, settings, working_dir);
-        client.create_conversation(&body).await?;
+        create(client, &id, &body, &cancel).await?;
         let (socket, _stale) =
             EventSocket::connect(client, &id, Duration::from_secs(30)).await.map_err(Error::Socket)?;
         tracing::info!("conversation {id} created; following its events");
@@ -303,3 +303,29 @@ pub fn message_text(message: &Message, job_dir: &Path) -> String {
         Message::File { file } => std::fs::read_to_string(job_dir.join(file)).unwrap_or_default(),
     }
 }
+
+/// Creates the conversation, never twice. The id is ohrun's own, so after an unclear failure (no answer,
+/// 5xx, 429) ohrun asks for that id: if the create went through after all, that conversation is this
+/// run's; if not, it tries again (after the server's Retry-After, or a backoff).
+async fn create(client: &AgentClient, id: &str, body: &Value, cancel: &Cancel) -> Result<(), ApiError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let e = match client.create_conversation(body).await {
+            Ok(_) => return Ok(()),
+            Err(e) if !e.is_transient() => return Err(e),
+            Err(e) => e,
+        };
+        if client.conversation(id).await.is_ok() {
+            tracing::info!("{e}; but conversation {id} exists: it is this run's");
+            return Ok(());
+        }
+        if attempt >= CREATE_TRIES || cancel.clone().sleep(e.wait_before(attempt)).await {
+            return Err(e);
+        }
+        tracing::info!("{e}; creating conversation {id} again");
+    }
+}
+
+/// Tries of a conversation create that failed in a way that may pass.
+const CREATE_TRIES: u32 = 3;

@@ -11,7 +11,27 @@ pub struct ApiError {
     /// None when no response came (connection refused, timeout, …).
     pub status: Option<u16>,
     pub detail: String,
+    /// The server's `Retry-After` (seconds), when it sent one.
+    pub retry_after: Option<Duration>,
 }
+
+impl ApiError {
+    /// Busy (429), failing (5xx) or no answer: worth another try later.
+    pub fn is_transient(&self) -> bool {
+        self.status.is_none_or(|s| s == 429 || s >= 500)
+    }
+
+    /// How long to wait before try `attempt` (1-based): the server's Retry-After (at most `MAX_WAIT`),
+    /// else the usual backoff.
+    pub fn wait_before(&self, attempt: u32) -> Duration {
+        self.retry_after.map_or_else(|| crate::backend::provider::backoff(attempt), |d| d.min(MAX_WAIT))
+    }
+}
+
+/// The longest a Retry-After is honoured; a server asking for more gets asked again sooner.
+const MAX_WAIT: Duration = Duration::from_secs(10);
+/// Tries of an idempotent request (GET) that failed in a way that may pass.
+const GET_TRIES: u32 = 3;
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,8 +124,14 @@ impl AgentClient {
             url: url.clone(),
             status: None,
             detail: error_chain(&e),
+            retry_after: None,
         })?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if (200..300).contains(&status) {
@@ -120,12 +146,26 @@ impl AgentClient {
                 _ => None,
             }
             .unwrap_or_else(|| "no detail".into());
-            Err(ApiError { method, url, status: Some(status), detail })
+            Err(ApiError { method, url, status: Some(status), detail, retry_after })
         }
     }
 
+    /// A GET, tried again (after Retry-After or a backoff) while the server is busy, failing or silent:
+    /// reading twice changes nothing on the server.
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, ApiError> {
-        self.send("GET", path, query, None, None).await.map(|(_, v)| v)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.send("GET", path, query, None, None).await {
+                Ok((_, v)) => return Ok(v),
+                Err(e) if e.is_transient() && attempt < GET_TRIES => {
+                    let wait = e.wait_before(attempt);
+                    tracing::info!("{e}; trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value, ApiError> {

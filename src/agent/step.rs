@@ -311,7 +311,7 @@ impl Conversation<'_> {
         // The user messages ohrun knows of: any other stored since `since` is this one.
         let known = self.user_message_ids.clone();
         for attempt in 1..=SEND_ATTEMPTS {
-            let why = match self.client.send_message(&self.id, message).await {
+            let (why, wait) = match self.client.send_message(&self.id, message).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.status == Some(429) => return Ok(()),
                 Err(e) if e.status.is_some_and(|s| s < 500) => {
@@ -321,7 +321,7 @@ impl Conversation<'_> {
                         format!("sending the message failed: {e}"),
                     ));
                 }
-                Err(e) => format!("sending the message failed: {e}"),
+                Err(e) => (format!("sending the message failed: {e}"), e.wait_before(attempt)),
             };
             if self.was_stored(since.as_deref(), &known, ctx, &why).await? {
                 return Ok(());
@@ -329,7 +329,7 @@ impl Conversation<'_> {
             if attempt == SEND_ATTEMPTS {
                 return Err(self.lost_verdict(why));
             }
-            self.pause_before_retry(attempt).await?;
+            self.pause_before_retry(wait).await?;
         }
         Ok(())
     }
@@ -353,7 +353,7 @@ impl Conversation<'_> {
                 }
                 Err(_) => self.ask_provider(ctx, why).await?,
             }
-            self.pause_before_retry(attempt).await?;
+            self.pause_before_retry(crate::backend::provider::backoff(attempt)).await?;
         }
         Err(self.lost_verdict(format!("{why}; the agent-server did not answer since")))
     }
@@ -377,9 +377,10 @@ impl Conversation<'_> {
                     if e.status.is_none() {
                         self.ask_provider(ctx, &why).await?;
                     }
+                    // The server's Retry-After when it sent one (a busy server knows best), else a backoff.
+                    self.pause_before_retry(e.wait_before(attempt)).await?;
                 }
             }
-            self.pause_before_retry(attempt).await?;
         }
         Err(self.lost_verdict(why))
     }
@@ -396,8 +397,9 @@ impl Conversation<'_> {
         }
     }
 
-    async fn pause_before_retry(&mut self, attempt: u32) -> Result<(), Verdict> {
-        if self.cancel.sleep(crate::backend::provider::backoff(attempt)).await {
+    async fn pause_before_retry(&mut self, wait: Duration) -> Result<(), Verdict> {
+        tracing::info!("trying again in {wait:?}");
+        if self.cancel.sleep(wait).await {
             return Err(Verdict::failed(
                 EndReason::Interrupted,
                 "Interrupted",

@@ -60,11 +60,27 @@ impl Cloud {
         }
     }
 
+    /// A sandbox an ohrun that is gone created (for `gc`): released as if this backend had made it.
+    pub fn adopt(settings: CloudSettings, id: String) -> Result<Cloud, Error> {
+        let api = api(&settings)?;
+        Ok(Cloud { api: Some(api), id: Some(id), ..Cloud::new(settings) })
+    }
+
+    /// The adopted sandbox's status while it exists (`MISSING` counts as gone), for `gc`.
+    pub async fn status_now(&self) -> Result<Option<String>, String> {
+        let (Some(api), Some(id)) = (&self.api, &self.id) else { return Ok(None) };
+        let deadline = Some(Instant::now() + self.settings.api_timeout * 2);
+        match info(api, id, deadline).await {
+            Ok(Some(i)) if status(&i) != "MISSING" => Ok(Some(status(&i).to_string())),
+            Ok(_) => Ok(None),
+            Err(f) => Err(f.to_string()),
+        }
+    }
+
     async fn start(&mut self, ctx: &Context<'_>) -> Result<Ready, Error> {
         let s = self.settings.clone();
         let deadline = ctx.deadline(s.init_timeout);
-        let api = ProviderApi::new(&s.api_url, "Authorization", format!("Bearer {}", s.api_key), s.api_timeout)?
-            .with_cancel(ctx.cancel.clone());
+        let api = api(&s)?.with_cancel(ctx.cancel.clone());
         self.api = Some(api.clone());
         let id = match self.create(&api, deadline, ctx).await {
             Ok(id) => id,
@@ -76,6 +92,7 @@ impl Cloud {
             }
         };
         self.id = Some(id.clone());
+        ctx.ledger.update(|l| l.id = Some(id.clone()));
         (ctx.progress)(&format!("created sandbox {id}; waiting until it runs"));
         let mut cancel = ctx.cancel.clone();
         let unknown = std::sync::atomic::AtomicU32::new(0);
@@ -96,6 +113,11 @@ impl Cloud {
         // What existed before, so that after an unclear failure (5xx, timeout) we can tell whether our
         // create may have gone through. None: the server cannot list, so we cannot tell.
         let before = sandbox_ids(api, deadline).await;
+        ctx.ledger.open("cloud", |l| {
+            l.api_url = Some(self.settings.api_url.clone());
+            l.key_var = Some(self.settings.key_var.clone());
+            l.allow_insecure_http = self.settings.allow_insecure_http;
+        })?;
         let mut cancel = ctx.cancel.clone();
         let created = provider::create_never_blind(
             api,
@@ -215,6 +237,10 @@ impl Cloud {
         }
         Probe::Gone(format!("sandbox {id} did not run again after it was resumed"))
     }
+}
+
+fn api(s: &CloudSettings) -> Result<ProviderApi, Error> {
+    ProviderApi::new(&s.api_url, "Authorization", format!("Bearer {}", s.api_key), s.api_timeout)
 }
 
 fn status(info: &Value) -> &str {

@@ -26,6 +26,9 @@ use std::time::Duration;
 pub const LABEL_CREATED_BY: &str = "dev.ohrun.created-by";
 pub const LABEL_RUN_ID: &str = "dev.ohrun.run-id";
 pub const LABEL_JOB: &str = "dev.ohrun.job";
+/// The ledger entry (`<ledger file>#<n>`) that names the container: `gc`'s second net finds it by this even
+/// when ohrun died before it learned the container's id.
+pub const LABEL_LEDGER: &str = "dev.ohrun.ledger";
 /// The port the server listens on inside the container (bridge mode), as in the official image.
 const CONTAINER_PORT: u16 = 8000;
 
@@ -76,6 +79,28 @@ impl DockerBackend {
         DockerBackend { settings, docker: None, container: None, id: None, client: None }
     }
 
+    /// A container an ohrun that is gone created (for `gc`): removed as if this backend had made it.
+    pub fn adopt(docker: Docker, id: String) -> DockerBackend {
+        let settings = DockerSettings {
+            image: String::new(),
+            command: None,
+            binds: Vec::new(),
+            env: Vec::new(),
+            platform: None,
+            network: None,
+            memory_mb: None,
+            cpus: None,
+            init_timeout: Duration::ZERO,
+            working_dir: String::new(),
+        };
+        DockerBackend {
+            docker: Some(docker),
+            container: Some(id.clone()),
+            id: Some(id),
+            ..DockerBackend::new(settings)
+        }
+    }
+
     async fn start(&mut self, ctx: &Context<'_>) -> Result<Ready, Error> {
         let docker = connect().await?;
         self.docker = Some(docker.clone());
@@ -83,6 +108,7 @@ impl DockerBackend {
         image::ensure(&docker, &self.settings.image, ctx.progress, &mut cancel).await?;
         let key = super::random_key();
         let host_network = self.settings.network.as_deref() == Some("host");
+        ctx.ledger.open("docker", |_| {})?;
         // A published port can be taken between choosing it and starting the container: try a few.
         let mut last_error = String::new();
         for _attempt in 0..3 {
@@ -119,7 +145,9 @@ impl DockerBackend {
         port: u16,
         host_network: bool,
     ) -> Result<String, Error> {
-        let labels = [(LABEL_CREATED_BY, "ohrun"), (LABEL_RUN_ID, ctx.run_id), (LABEL_JOB, ctx.job)];
+        let entry = ctx.ledger.label().unwrap_or_default();
+        let labels =
+            [(LABEL_CREATED_BY, "ohrun"), (LABEL_RUN_ID, ctx.run_id), (LABEL_JOB, ctx.job), (LABEL_LEDGER, &entry)];
         let body = container_body(&self.settings, &labels, key, port, host_network);
         let name: String = format!("ohrun-{}-{}", ctx.run_id, &uuid::Uuid::new_v4().simple().to_string()[..6])
             .chars()
@@ -136,6 +164,10 @@ impl DockerBackend {
             .map_err(|e| Error::failed(format!("creating the container failed: {e}")))?;
         self.container = Some(created.id.clone());
         self.id = Some(created.id.clone());
+        ctx.ledger.update(|l| {
+            l.id = Some(created.id.clone());
+            l.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        });
         Ok(created.id)
     }
 
@@ -180,6 +212,16 @@ impl DockerBackend {
             },
         )
         .await
+    }
+
+    /// Whether the adopted container still exists (its state), for `gc`.
+    pub async fn status_now(&self) -> Result<Option<String>, String> {
+        let (Some(docker), Some(id)) = (&self.docker, &self.container) else { return Ok(None) };
+        match docker.inspect_container(id, None).await {
+            Ok(i) => Ok(Some(i.state.and_then(|s| s.status).map(|s| s.to_string()).unwrap_or_default())),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Stops (10 s grace) and removes the container; it stays recorded if that fails.

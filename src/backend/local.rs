@@ -117,10 +117,12 @@ impl Local {
             .tempdir()
             .map_err(|e| Error::failed(format!("cannot create a state directory: {e}")).hint("check TMPDIR"))?;
         let raw_log = state_dir.path().join("server.log");
+        ctx.ledger.open("local", |l| l.state_dir = Some(state_dir.path().to_path_buf()))?;
         let child = spawn(&command, port, &key, state_dir.path(), &raw_log, &self.settings.env, ctx.hide_env)?;
         let copier = LogCopier::start(raw_log.clone(), &log_file)?;
         let pid = child.id().unwrap_or_default();
         self.pid = Some(pid);
+        ctx.ledger.update(|l| l.process = crate::ledger::Process::of(pid));
         tracing::info!("started the agent-server (pid {pid}) on port {port}");
         let report_dir = ctx.report_dir.to_path_buf();
         let watchdog = Watchdog::start(pid, &state_dir.path().join("tmux"));

@@ -88,6 +88,8 @@ pub struct Context<'a> {
     pub run_deadline: Option<Instant>,
     pub cancel: Cancel,
     pub progress: &'a (dyn Fn(&str) + Sync),
+    /// Where the backend records what it creates, before creating it (`ledger.rs`).
+    pub ledger: &'a crate::ledger::Slot,
 }
 
 impl Context<'_> {

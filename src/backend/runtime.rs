@@ -57,6 +57,10 @@ async fn lookup(api: &ProviderApi, sid: &str, deadline: Option<Instant>) -> Resu
     }
 }
 
+fn api(s: &RuntimeSettings) -> Result<ProviderApi, Error> {
+    ProviderApi::new(&s.api_url, "X-API-Key", s.api_key.clone(), s.api_timeout)
+}
+
 fn runtime_id(v: &Value) -> Option<String> {
     v.get("runtime_id").or_else(|| v.get("id")).and_then(Value::as_str).map(str::to_string)
 }
@@ -79,6 +83,34 @@ impl Runtime {
         }
     }
 
+    /// A session an ohrun that is gone started (for `gc`): stopped as if this backend had started it.
+    pub fn adopt(settings: RuntimeSettings, session_id: String, runtime_id: Option<String>) -> Result<Runtime, Error> {
+        let api = api(&settings)?;
+        Ok(Runtime {
+            api: Some(api),
+            session_id: Some(session_id),
+            runtime_id,
+            started: true,
+            ..Runtime::new(settings)
+        })
+    }
+
+    /// The adopted session's status while it runs (stopped, or paused when `pause_on_close`, counts as
+    /// released), for `gc`.
+    pub async fn status_now(&self) -> Result<Option<String>, String> {
+        let (Some(api), Some(sid)) = (&self.api, &self.session_id) else { return Ok(None) };
+        let deadline = Some(Instant::now() + self.settings.api_timeout * 2);
+        match lookup(api, sid, deadline).await {
+            Ok(Some(v)) => {
+                let status = lower(&v, "status");
+                let released = status == "stopped" || (status == "paused" && self.settings.pause_on_close);
+                Ok((!released).then_some(status))
+            }
+            Ok(None) => Ok(None),
+            Err(f) => Err(f.to_string()),
+        }
+    }
+
     fn fail(&self, f: ApiFailure) -> Error {
         f.into_error(&self.settings.key_var, API)
     }
@@ -86,8 +118,7 @@ impl Runtime {
     async fn start(&mut self, ctx: &Context<'_>) -> Result<Ready, Error> {
         let s = self.settings.clone();
         let deadline = ctx.deadline(s.init_timeout);
-        let api = ProviderApi::new(&s.api_url, "X-API-Key", s.api_key.clone(), s.api_timeout)?
-            .with_cancel(ctx.cancel.clone());
+        let api = api(&s)?.with_cancel(ctx.cancel.clone());
         self.api = Some(api.clone());
         let sid = s.session_id.clone().unwrap_or_else(|| format!("ohrun-{}", uuid::Uuid::new_v4().simple()));
         self.session_id = Some(sid.clone());
@@ -100,6 +131,15 @@ impl Runtime {
                 // Only a session that did not exist is ohrun's to stop; one the job named in another
                 // state (starting, stopped) is started as the SDK does, and left alone afterwards.
                 self.started = existing.is_none();
+                if self.started {
+                    ctx.ledger.open("runtime", |l| {
+                        l.api_url = Some(s.api_url.clone());
+                        l.key_var = Some(s.key_var.clone());
+                        l.allow_insecure_http = s.allow_insecure_http;
+                        l.id = Some(sid.clone());
+                        l.pause_on_close = s.pause_on_close;
+                    })?;
+                }
                 let v = self.start_session(&api, &sid, deadline, ctx).await?;
                 (ctx.progress)(&format!("started runtime session {sid}; waiting until it is ready"));
                 v
@@ -108,6 +148,7 @@ impl Runtime {
         let rid = runtime_id(&runtime)
             .ok_or_else(|| Error::failed(format!("the Runtime API sent no runtime id for {sid}: {runtime}")))?;
         self.runtime_id = Some(rid.clone());
+        ctx.ledger.update(|l| l.runtime_id = Some(rid.clone()));
         if lower(&runtime, "status") == "paused" {
             self.call(&api, "resume", Some(deadline)).await.map_err(|f| self.fail(f))?;
         }

@@ -1,5 +1,6 @@
 //! The command line: argument types (clap derive) and dispatch to one module per subcommand.
 
+mod gc;
 mod merge;
 mod plan;
 mod rehearse;
@@ -21,6 +22,7 @@ Examples:
   ohrun run jobs/multi-repo.yaml --shard 2/3 --out shard-2
   ohrun run --resume ohrun-reports/multi-repo   rerun what did not succeed
   ohrun merge shard-1 shard-2 shard-3   one summary of the shards
+  ohrun gc --dry-run                    list what killed ohrun processes left running
   ohrun setup local                     install the managed agent-server ahead of time
   ohrun setup docker                    build the default agent-server image ahead of time
   ohrun validate jobs/*.yaml            check job files without running anything
@@ -61,6 +63,10 @@ pub enum Command {
     Rehearse(RehearseArgs),
     /// Combine batch directories (the shards of one plan) into one summary.json and junit.xml.
     Merge(MergeArgs),
+    /// Remove what ohrun processes that are gone (killed, crashed) left behind: agent-servers,
+    /// containers, Cloud and Runtime sandboxes named in the sandbox ledger. Exit 5 if any could not be
+    /// removed.
+    Gc(GcArgs),
     /// Print a JSON Schema: `job` (job files), `report` (run.json) or `rehearsal` (rehearsal scripts).
     Schema {
         #[arg(default_value = "job", value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
@@ -169,6 +175,19 @@ pub struct MergeArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// List what is left behind; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only what was created longer ago than this (e.g. `2h`).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<humantime::Duration>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RehearseArgs {
     /// Rehearsal script (YAML); without one, every agent call is answered with `finish`.
     pub script: Option<PathBuf>,
@@ -251,6 +270,7 @@ pub fn main() -> i32 {
         Command::Setup { what } => setup::run(&what),
         Command::Rehearse(args) => rehearse::run(&args),
         Command::Merge(args) => merge::run(&args, cli.quiet),
+        Command::Gc(args) => gc::run(&args, cli.quiet),
         Command::Validate(args) => validate::run(&args, style, cli.quiet),
         Command::Plan(args) => plan::run(&args, style),
         Command::Schema { name } => match crate::schema::generate(&name) {

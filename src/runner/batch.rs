@@ -346,6 +346,7 @@ impl Batch {
                 number,
                 budget: self.budget.as_ref(),
                 resource_factor: factor,
+                batch_dir: &self.opts.out,
             };
             let mut result = run::execute(&attempt).await;
             if let Some(b) = &self.budget {

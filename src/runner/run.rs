@@ -20,7 +20,7 @@ use crate::job::{Plan, PlannedRun};
 use crate::rehearse::Rehearsal;
 use crate::rehearse::script::Script;
 use crate::report::ReportStatus;
-use crate::report::writer::{EVENTS_FILE, RUN_FILE, ReportWriter, check_writable, now_rfc3339, write_report};
+use crate::report::writer::{EVENTS_FILE, ReportWriter, check_writable, now_rfc3339, write_report};
 use crate::report::{
     EndReason, JobInfo, Outcome, OutcomeClass, REPORT_FORMAT, RunInfo, RunReport, SandboxInfo, StepReport,
 };
@@ -45,6 +45,8 @@ pub(super) struct Attempt<'a> {
     pub budget: Option<&'a Budget>,
     /// A retry of a Runtime API run that lacked resources asks for more.
     pub resource_factor: Option<u8>,
+    /// The batch directory (for the sandbox ledger).
+    pub batch_dir: &'a Path,
 }
 
 /// One attempt; never panics on server or network trouble and always tries to write its `run.json`.
@@ -57,7 +59,12 @@ pub(super) async fn execute(a: &Attempt<'_>) -> RunResult {
         job_dir: a.plan.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         run_deadline: a.planned.spec.limits.timeout.map(|t| started + t.0),
         checkpoint: Checkpoint::new(a.dir.clone(), &report),
+        ledger: crate::ledger::Slot::new(&a.planned.id, &a.dir, Some(a.batch_dir)),
     };
+    // The attempt's folder never stays without a run.json, however soon ohrun is killed.
+    if a.dir.is_dir() {
+        run.checkpoint.save(&report);
+    }
     let outcome = run.attempt(&mut report).await;
     finish(report, outcome, &a.dir, started, a.line, a.signals)
 }
@@ -181,6 +188,7 @@ struct Run<'a> {
     job_dir: PathBuf,
     run_deadline: Option<Instant>,
     checkpoint: Checkpoint,
+    ledger: crate::ledger::Slot,
 }
 
 impl Run<'_> {
@@ -207,9 +215,7 @@ impl Run<'_> {
         let mut writer = ReportWriter::create(&self.attempt.dir).map_err(|e| self.unwritable(e))?;
         self.checkpoint.save(report);
         let mut backend = settings.sandbox.clone().backend();
-        self.holding(report);
         let provisioned = self.provision(&mut *backend, &settings.secret_names, report).await;
-        self.holding(report);
         self.checkpoint.save(report);
         let result = match &provisioned {
             Ok(ready) => self.with_sandbox(ready, &*backend, &settings, &mut writer, report).await,
@@ -220,21 +226,12 @@ impl Run<'_> {
         let keep = provisioned.is_ok() && keeps(self.spec().cleanup, class);
         let working_dir = provisioned.as_ref().map(|r| r.working_dir.clone()).unwrap_or_default();
         let released = self.release(&mut *backend, keep, &working_dir, report).await;
+        if !matches!(released, Released::Failed(_)) {
+            self.ledger.close(released.disposition());
+        }
         super::signal::released(&self.attempt.planned.id);
         drop(rehearsal);
         worst(result, released)
-    }
-
-    /// Notes the sandbox as under way, for a third signal that exits before it is released: only kinds
-    /// whose sandbox outlives ohrun (a local server has its watchdog; a remote one is not ohrun's).
-    fn holding(&self, report: &RunReport) {
-        let kind = self.spec().sandbox.kind();
-        if !matches!(kind, "docker" | "cloud" | "runtime") {
-            return;
-        }
-        let id = report.sandbox.id.as_deref().unwrap_or("(its id not known yet)");
-        let file = self.attempt.dir.join(RUN_FILE);
-        super::signal::holding(&self.attempt.planned.id, format!("{kind} sandbox {id} (see {})", file.display()));
     }
 
     fn resolve(&self, rehearsal: Option<&Rehearsal>) -> Result<RunSettings, Failure> {
@@ -281,6 +278,7 @@ impl Run<'_> {
             run_deadline: self.run_deadline,
             cancel: self.attempt.signals.cancel(),
             progress: &progress,
+            ledger: &self.ledger,
         };
         let started = Instant::now();
         let ready = backend.provision(&ctx).await;

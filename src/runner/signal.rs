@@ -42,7 +42,7 @@ fn exit_now(terminated: bool) -> ! {
         let line = format!("error: [{run}] ohrun exits now; may still be running: {what}");
         let _ = writeln!(err, "{}", crate::report::redact::apply(&line));
     }
-    let hint = "hint: remove what is listed by hand (each run.json names its sandbox), or signal once and let ohrun release it";
+    let hint = "hint: run `ohrun gc` to remove what is left (the sandbox ledger names it), or next time signal once and let ohrun release it";
     let _ = writeln!(err, "{hint}");
     std::process::exit(crate::exit_code::ExitCode::for_class(crate::report::OutcomeClass::LeftBehind, terminated));
 }

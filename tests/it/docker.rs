@@ -7,11 +7,11 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
 
-const IMAGE: &str = "ohrun/agent-server:1.58.2-python";
+pub(crate) const IMAGE: &str = "ohrun/agent-server:1.58.2-python";
 /// The first docker test may build the image (a few minutes).
-const DOCKER_TIMEOUT: Duration = Duration::from_secs(1500);
+pub(crate) const DOCKER_TIMEOUT: Duration = Duration::from_secs(1500);
 
-fn docker(args: &[&str]) -> (bool, String) {
+pub(crate) fn docker(args: &[&str]) -> (bool, String) {
     match Command::new("docker").args(args).output() {
         Ok(o) => (o.status.success(), String::from_utf8_lossy(&o.stdout).trim().to_string()),
         Err(e) => (false, e.to_string()),
@@ -19,7 +19,7 @@ fn docker(args: &[&str]) -> (bool, String) {
 }
 
 /// True when there is an engine; without one the test fails, unless OHRUN_TEST_SKIP_DOCKER=1.
-fn engine_ready() -> bool {
+pub(crate) fn engine_ready() -> bool {
     if docker(&["info"]).0 {
         return true;
     }
@@ -33,7 +33,7 @@ fn engine_ready() -> bool {
 }
 
 /// Containers ohrun made for this run id.
-fn containers_of(run_id: &str) -> Vec<String> {
+pub(crate) fn containers_of(run_id: &str) -> Vec<String> {
     let (_, out) = docker(&[
         "ps",
         "-aq",

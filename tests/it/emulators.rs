@@ -194,6 +194,13 @@ impl Emulator {
         }
     }
 
+    /// The ids of the sandboxes that exist (not deleted).
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.shared.sandboxes.lock().unwrap().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     pub fn statuses(&self) -> Vec<String> {
         self.shared.sandboxes.lock().unwrap().values().map(|s| s.status.clone()).collect()
     }

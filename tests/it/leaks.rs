@@ -181,19 +181,6 @@ fn a_crashed_local_server_is_seen_at_once() {
     assert!(report["steps"][0]["error"]["detail"].as_str().unwrap().contains("exited"), "{}", report["steps"][0]);
 }
 
-/// The pids of every process whose environment holds `entry` (`NAME=value`).
-fn processes_with_env(entry: &str) -> Vec<i32> {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
-    procs
-        .flatten()
-        .filter_map(|p| p.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == entry.as_bytes()))
-        })
-        .collect()
-}
-
 #[test]
 fn a_sigkilled_ohrun_leaves_no_local_server_or_tmux_behind() {
     agent_server_command();

@@ -4,6 +4,8 @@ mod batch;
 mod ci_examples;
 mod docker;
 mod emulators;
+mod faults;
+mod gc;
 mod golden;
 mod job_files;
 mod jobs;

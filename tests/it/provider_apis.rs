@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-const CLOUD_KEY: &str = "ohrun-planted-cloud-key-7c1f0e";
+pub(crate) const CLOUD_KEY: &str = "ohrun-planted-cloud-key-7c1f0e";
 const RUNTIME_KEY: &str = "ohrun-planted-runtime-key-3a9b2d";
 
 struct Outcome {
@@ -146,7 +146,7 @@ fn an_error_status_is_exit_3_and_the_runtime_is_stopped() {
     let o = run(Api::Runtime, &emu, "broken", "", "steps:\n  - message: hi\n", "replies: []\n", RUNTIME_KEY);
     assert_eq!(o.code, 3, "{}", o.stderr);
     assert!(o.stderr.contains("emulated: the image failed"), "the pod logs are shown:\n{}", o.stderr);
-    assert_eq!(emu.deletes(), 1);
+    assert_eq!(emu.deletes(), 1, "{}", o.stderr);
 }
 
 #[test]
@@ -335,7 +335,13 @@ fn spawn(
         "job.yaml",
         &format!("name: {name}\nsandbox:\n{sandbox}llm: {{model: m}}\n{extra}rehearsal: script.yaml\n"),
     );
-    let child = Ohrun::new().current_dir(dir.path()).env(var, key).args(["run", "--rehearse"]).args([&job]).spawn();
+    let child = Ohrun::new()
+        .current_dir(dir.path())
+        .env(var, key)
+        .env("OHRUN_STATE_DIR", dir.path().join("state"))
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .spawn();
     (child, dir)
 }
 
@@ -506,8 +512,18 @@ fn a_third_signal_exits_at_once_naming_the_sandbox_left_and_a_hangup_is_a_first(
     let checkpoint = read_report(&dir.path().join("ohrun-reports/thrice/thrice/attempt-1"));
     let id = checkpoint["sandbox"]["id"].as_str().expect("the checkpoint names the sandbox");
     assert!(out.stderr.contains(&format!("may still be running: cloud sandbox {id}")), "{}", out.stderr);
+    assert!(out.stderr.contains("run `ohrun gc`"), "{}", out.stderr);
     assert_eq!(checkpoint["status"], "running");
     assert_eq!(emu.deletes(), 0, "nothing was released: that is why it is named");
+    // What the third signal left, the ledger names: gc deletes it.
+    let gc = Ohrun::new()
+        .env("OHRUN_STATE_DIR", dir.path().join("state"))
+        .env("OPENHANDS_CLOUD_API_KEY", CLOUD_KEY)
+        .args(["gc"])
+        .output();
+    assert_eq!(gc.code, 0, "{}", gc.stderr);
+    assert!(gc.stderr.contains(&format!("removed: cloud {}", &id[..id.len().min(12)])), "{}", gc.stderr);
+    assert_eq!((emu.deletes(), emu.ids()), (1, Vec::<String>::new()));
 
     // SIGHUP (the terminal went away) is a first signal: a graceful stop that releases the sandbox.
     let (child, dir) = spawn(Api::Cloud, &emu, "hangup", "", "steps:\n  - message: Wait.\n", slow);
@@ -520,5 +536,5 @@ fn a_third_signal_exits_at_once_naming_the_sandbox_left_and_a_hangup_is_a_first(
         (&report["outcome"]["class"], &report["sandbox"]["disposition"]),
         (&json!("interrupted"), &json!("released"))
     );
-    assert_eq!(emu.deletes(), 1);
+    assert_eq!(emu.deletes(), 2);
 }

@@ -21,6 +21,8 @@ pub struct Rule {
 pub enum Action {
     /// Answer with this status and JSON body; the server never sees the request.
     Respond(u16, String),
+    /// The same, with a `Retry-After: SECONDS` header.
+    RespondRetryAfter(u16, u64, String),
     /// Let the server act on it, then close the client's connection without an answer.
     LoseAnswer,
     /// Pass it on after this long.
@@ -139,6 +141,11 @@ impl Proxy {
         *self.shared.cut_after.lock().unwrap() = Some(text.to_string());
     }
 
+    /// Event sockets open through the proxy now.
+    pub fn open_sockets(&self) -> usize {
+        self.shared.tunnels.lock().unwrap().len() / 2
+    }
+
     pub fn cuts(&self) -> u32 {
         *self.shared.cuts.lock().unwrap()
     }
@@ -224,9 +231,14 @@ fn serve(client: TcpStream, upstream: &str, shared: &Arc<Shared>) {
         }
         let rule = take_rule(shared, req.line());
         match rule.map(|r| r.action) {
-            Some(Action::Respond(status, body)) => {
+            Some(action @ (Action::Respond(..) | Action::RespondRetryAfter(..))) => {
+                let (status, retry_after, body) = match action {
+                    Action::RespondRetryAfter(status, secs, body) => (status, format!("retry-after: {secs}\r\n"), body),
+                    Action::Respond(status, body) => (status, String::new(), body),
+                    _ => unreachable!("matched above"),
+                };
                 let resp = format!(
-                    "HTTP/1.1 {status} Injected\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 {status} Injected\r\ncontent-type: application/json\r\n{retry_after}content-length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 if client.write_all(resp.as_bytes()).is_err() {

@@ -32,6 +32,8 @@ impl Ohrun {
     pub fn new() -> Self {
         let mut cmd = Command::new(ohrun_bin());
         cmd.current_dir(repo_root()).env("NO_COLOR", "1").env_remove("RUST_LOG").env("CI", "true");
+        // The tests' sandbox ledgers stay out of the user's own (a gc test names its own directory).
+        cmd.env("OHRUN_STATE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("ohrun-state"));
         Ohrun { cmd, timeout: DEFAULT_TIMEOUT }
     }
 
@@ -331,4 +333,17 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
         }
     }
     out
+}
+
+/// The pids of every process whose environment holds `entry` (`NAME=value`).
+pub fn processes_with_env(entry: &str) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == entry.as_bytes()))
+        })
+        .collect()
 }

@@ -1,0 +1,436 @@
+//! `ohrun gc`: finds what ohrun processes that are gone left behind, from their ledgers (`ledger.rs`), and
+//! removes it through the same release code the backends use. Never touches what no ledger entry or
+//! ohrun label names, nor what a running ohrun holds (its ledger's owner is alive), nor what was kept on
+//! purpose. Local servers are matched by pid + start time, so a reused pid is never signalled.
+
+use crate::backend::cloud::{Cloud, CloudSettings};
+use crate::backend::docker::{self, DockerBackend};
+use crate::backend::runtime::{Runtime, RuntimeSettings};
+use crate::backend::{Backend, Released};
+use crate::ledger::{self, Process, Sandbox};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub struct Options {
+    pub dry_run: bool,
+    /// Only entries older than this.
+    pub older_than: Option<Duration>,
+    /// The ledger directory.
+    pub dir: PathBuf,
+}
+
+/// What `gc` found (and did) for one entry.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Removed,
+    /// `--dry-run`: still there, and would be removed.
+    Left,
+    /// Still there (or unknown): removing or checking it failed.
+    Failed,
+    /// Already gone (released, or never fully created).
+    Gone,
+    /// A running ohrun holds it.
+    InUse,
+    /// Kept on purpose (`cleanup`, `keep_alive`); left alone.
+    Kept,
+    /// Newer than `--older-than`.
+    Younger,
+    /// Its id was never learned (ohrun died while creating it): nothing to look up.
+    Unidentified,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Item {
+    pub state: State,
+    pub backend: String,
+    pub id: Option<String>,
+    pub run_id: String,
+    pub report_dir: PathBuf,
+    pub created_at: String,
+    pub detail: String,
+    pub ledger: PathBuf,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Outcome {
+    pub dry_run: bool,
+    pub items: Vec<Item>,
+}
+
+impl Outcome {
+    /// Something may still be running that gc could not remove (or could not check).
+    pub fn failed(&self) -> bool {
+        self.items.iter().any(|i| i.state == State::Failed)
+    }
+}
+
+/// Why an entry cannot be looked at: a missing key, an unreachable engine or API.
+enum Look {
+    Alive(String),
+    Gone,
+    Unknown(String),
+    Unidentified,
+}
+
+pub async fn collect(opts: &Options) -> Outcome {
+    let mut out = Outcome { dry_run: opts.dry_run, items: Vec::new() };
+    let mut docker = LazyDocker::default();
+    let files = ledger::read_all(&opts.dir);
+    let mut handled: HashSet<String> = HashSet::new();
+    for file in &files {
+        let owner = file.owner.or_else(|| owner_from_name(&file.path));
+        let owner_alive = owner.is_some_and(|o| o.alive());
+        let mut keep = BTreeSet::new();
+        for (n, (sandbox, closed)) in &file.entries {
+            let item = |state, detail: String| Item {
+                state,
+                backend: sandbox.backend.clone(),
+                id: sandbox.id.clone(),
+                run_id: sandbox.run_id.clone(),
+                report_dir: sandbox.report_dir.clone(),
+                created_at: sandbox.created_at.clone(),
+                detail,
+                ledger: file.path.clone(),
+            };
+            let label = format!("{}#{n}", file.path.display());
+            let state = match closed.as_deref() {
+                _ if owner_alive => {
+                    if closed.is_none() {
+                        let pid = owner.map(|o| o.pid).unwrap_or_default();
+                        out.items.push(item(State::InUse, format!("held by the running ohrun (pid {pid})")));
+                    }
+                    handled.insert(label);
+                    continue;
+                }
+                Some("kept") => entry(sandbox, &label, &mut docker, opts, true).await,
+                Some(_) => continue,
+                None if younger(sandbox, opts.older_than) => (State::Younger, String::new()),
+                None => entry(sandbox, &label, &mut docker, opts, false).await,
+            };
+            // Every container carries its entry's label: that is how the second net knows it is handled.
+            handled.insert(label);
+            if matches!(state.0, State::Failed | State::Younger | State::Kept | State::Left) {
+                keep.insert(*n);
+            }
+            out.items.push(item(state.0, state.1));
+        }
+        if !opts.dry_run
+            && !owner_alive
+            && let Err(e) = ledger::rewrite(file, &keep)
+        {
+            tracing::warn!("cannot update {}: {e}", file.path.display());
+        }
+    }
+    labelled_containers(&mut out, &handled, &mut docker, opts).await;
+    out
+}
+
+/// One entry whose owner is gone: look, then remove unless `--dry-run` (or kept).
+async fn entry(sandbox: &Sandbox, label: &str, docker: &mut LazyDocker, opts: &Options, kept: bool) -> (State, String) {
+    let look = look(sandbox, label, docker).await;
+    match look {
+        Look::Gone => (State::Gone, String::new()),
+        Look::Unidentified => (State::Unidentified, "its id was never learned; see its run.json".into()),
+        Look::Unknown(why) => (State::Failed, format!("cannot check it: {why}")),
+        Look::Alive(what) if kept => (State::Kept, what),
+        Look::Alive(what) if opts.dry_run => (State::Left, what),
+        Look::Alive(what) => match remove(sandbox, label, docker).await {
+            Ok(()) => (State::Removed, what),
+            Err(e) => (State::Failed, format!("{what}: {e}")),
+        },
+    }
+}
+
+fn younger(sandbox: &Sandbox, older_than: Option<Duration>) -> bool {
+    let Some(min_age) = older_than else { return false };
+    let Ok(created) = humantime::parse_rfc3339(&sandbox.created_at) else { return false };
+    SystemTime::now().duration_since(created).unwrap_or_default() < min_age
+}
+
+/// `<pid>-<start>.jsonl`, for a file whose owner line was lost.
+fn owner_from_name(path: &Path) -> Option<Process> {
+    let stem = path.file_stem()?.to_str()?;
+    let (pid, start) = stem.split_once('-')?;
+    Some(Process { pid: pid.parse().ok()?, start: start.parse().ok()? })
+}
+
+async fn look(s: &Sandbox, label: &str, docker: &mut LazyDocker) -> Look {
+    match s.backend.as_str() {
+        "local" => local::look(s),
+        "docker" => {
+            let docker = match docker.get().await {
+                Ok(d) => d,
+                Err(e) => return Look::Unknown(e),
+            };
+            let Some(id) = container_of(s, label, &docker).await else { return Look::Gone };
+            let what = format!("container {}", &id[..id.len().min(12)]);
+            status(DockerBackend::adopt(docker, id).status_now().await, &what)
+        }
+        "cloud" | "runtime" => match provider(s) {
+            Ok(Provider::Cloud(c)) => status(c.status_now().await, &what(s)),
+            Ok(Provider::Runtime(r)) => status(r.status_now().await, &what(s)),
+            Err(look) => look,
+        },
+        other => Look::Unknown(format!("a backend this ohrun does not know: {other}")),
+    }
+}
+
+fn status(status: Result<Option<String>, String>, what: &str) -> Look {
+    match status {
+        Ok(Some(status)) => Look::Alive(format!("{what} ({status})")),
+        Ok(None) => Look::Gone,
+        Err(e) => Look::Unknown(e),
+    }
+}
+
+fn what(s: &Sandbox) -> String {
+    let id = s.runtime_id.as_deref().or(s.id.as_deref()).unwrap_or_default();
+    match s.backend.as_str() {
+        "cloud" => format!("Cloud sandbox {id} at {}", s.api_url.as_deref().unwrap_or_default()),
+        _ => format!(
+            "runtime {id} (session {}) at {}",
+            s.id.as_deref().unwrap_or_default(),
+            s.api_url.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+async fn remove(s: &Sandbox, label: &str, docker: &mut LazyDocker) -> Result<(), String> {
+    let mut backend: Box<dyn Backend> = match s.backend.as_str() {
+        "local" => return local::remove(s).await,
+        "docker" => {
+            let docker = docker.get().await?;
+            let id = container_of(s, label, &docker).await.ok_or("it is gone")?;
+            Box::new(DockerBackend::adopt(docker, id))
+        }
+        _ => match provider(s) {
+            Ok(Provider::Cloud(c)) => Box::new(c),
+            Ok(Provider::Runtime(r)) => Box::new(r),
+            Err(_) => return Err("cannot reach it".into()),
+        },
+    };
+    match backend.release(false).await {
+        Released::Failed(e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+enum Provider {
+    Cloud(Cloud),
+    Runtime(Runtime),
+}
+
+/// The provider backend for an entry, with the key from the environment variable the entry names.
+fn provider(s: &Sandbox) -> Result<Provider, Look> {
+    let Some(id) = s.id.clone() else { return Err(Look::Unidentified) };
+    let (Some(api_url), Some(key_var)) = (s.api_url.clone(), s.key_var.clone()) else {
+        return Err(Look::Unknown("the entry names no API".into()));
+    };
+    let api_key = std::env::var(&key_var)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| Look::Unknown(format!("set {key_var} (the key it was created with) to check and remove it")))?;
+    crate::report::redact::register(&api_key);
+    crate::backend::provider::check_transport(&api_url, s.allow_insecure_http, "api_url").map_err(Look::Unknown)?;
+    let api_timeout = Duration::from_secs(60);
+    let made = if s.backend == "cloud" {
+        let settings = CloudSettings {
+            api_url,
+            allow_insecure_http: s.allow_insecure_http,
+            api_key,
+            key_var,
+            sandbox_spec_id: None,
+            init_timeout: Duration::ZERO,
+            api_timeout,
+            working_dir: String::new(),
+            keep_alive: false,
+        };
+        Cloud::adopt(settings, id).map(Provider::Cloud)
+    } else {
+        let settings = RuntimeSettings {
+            api_url,
+            allow_insecure_http: s.allow_insecure_http,
+            api_key,
+            key_var,
+            image: String::new(),
+            image_pull_policy: String::new(),
+            session_id: Some(id.clone()),
+            resource_factor: 1,
+            runtime_class: None,
+            target_type: String::new(),
+            environment: Vec::new(),
+            init_timeout: Duration::ZERO,
+            api_timeout,
+            pause_on_close: s.pause_on_close,
+            working_dir: String::new(),
+            keep_alive: false,
+        };
+        Runtime::adopt(settings, id, s.runtime_id.clone()).map(Provider::Runtime)
+    };
+    made.map_err(|e| Look::Unknown(e.message))
+}
+
+/// The engine, connected on first need (a machine without Docker never is).
+#[derive(Default)]
+struct LazyDocker(Option<Result<bollard::Docker, String>>);
+
+impl LazyDocker {
+    async fn get(&mut self) -> Result<bollard::Docker, String> {
+        if self.0.is_none() {
+            self.0 = Some(docker::connect().await.map_err(|e| e.message));
+        }
+        self.0.clone().expect("set above")
+    }
+}
+
+/// The entry's container: by id, or by its ledger label when ohrun died before it learned the id.
+async fn container_of(s: &Sandbox, label: &str, docker: &bollard::Docker) -> Option<String> {
+    if let Some(id) = &s.id {
+        return Some(id.clone());
+    }
+    containers(docker, &format!("{}={label}", docker::LABEL_LEDGER)).await.into_iter().map(|(id, _)| id).next()
+}
+
+/// Containers (running or not) carrying `label` (`key` or `key=value`), with their labels.
+async fn containers(docker: &bollard::Docker, label: &str) -> Vec<(String, std::collections::HashMap<String, String>)> {
+    let filters = std::collections::HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    let options =
+        bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default())))
+        .collect()
+}
+
+/// The second net: containers labelled with a ledger file of this directory whose owner is gone and that
+/// no entry accounted for (e.g. its ledger file was lost).
+async fn labelled_containers(out: &mut Outcome, handled: &HashSet<String>, docker: &mut LazyDocker, opts: &Options) {
+    // No engine here: nothing to find (entries that need one have said so already).
+    let Ok(engine) = docker.get().await else { return };
+    let dir = std::path::absolute(&opts.dir).unwrap_or_else(|_| opts.dir.clone());
+    for (id, labels) in containers(&engine, docker::LABEL_LEDGER).await {
+        let Some((file, _)) = labels.get(docker::LABEL_LEDGER).and_then(|l| l.rsplit_once('#')) else { continue };
+        let file = Path::new(file);
+        let label = &labels[docker::LABEL_LEDGER];
+        let short = &id[..id.len().min(12)];
+        let ours = file.parent() == Some(dir.as_path());
+        let owner_alive = owner_from_name(file).is_some_and(|o| o.alive());
+        if !ours || owner_alive || handled.contains(label) {
+            continue;
+        }
+        let mut item = Item {
+            state: State::Left,
+            backend: "docker".into(),
+            id: Some(id.clone()),
+            run_id: labels.get(docker::LABEL_RUN_ID).cloned().unwrap_or_default(),
+            report_dir: PathBuf::new(),
+            created_at: String::new(),
+            detail: format!("container {short}, found by its label {}", docker::LABEL_LEDGER),
+            ledger: file.to_path_buf(),
+        };
+        if !opts.dry_run {
+            item.state = match DockerBackend::adopt(engine.clone(), id.clone()).release(false).await {
+                Released::Failed(e) => {
+                    item.detail = format!("{}: {e}", item.detail);
+                    State::Failed
+                }
+                _ => State::Removed,
+            };
+        }
+        out.items.push(item);
+    }
+}
+
+/// A local agent-server left running: its process group (by pid + start time) and its tmux servers.
+mod local {
+    use super::{Look, Process, Sandbox};
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant};
+
+    /// The server, if that very process still runs.
+    fn server(s: &Sandbox) -> Option<Process> {
+        s.process.filter(|p| p.alive())
+    }
+
+    /// tmux sockets under the server's state directory that a server still answers on.
+    fn tmux_sockets(s: &Sandbox) -> Vec<PathBuf> {
+        let Some(dir) = &s.state_dir else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(dir.join("tmux")) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read_dir(e.path()).ok())
+            .flat_map(|d| d.flatten().map(|e| e.path()))
+            .filter(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
+            .collect()
+    }
+
+    pub fn look(s: &Sandbox) -> Look {
+        let server = server(s);
+        let tmux = tmux_sockets(s).len();
+        let mut parts = Vec::new();
+        if let Some(p) = server {
+            parts.push(format!("agent-server pid {}", p.pid));
+        }
+        if tmux > 0 {
+            parts.push(format!("{tmux} tmux server(s)"));
+        }
+        if parts.is_empty() {
+            return Look::Gone;
+        }
+        let dir = s.state_dir.as_deref().map(Path::display).map(|d| format!(" in {d}")).unwrap_or_default();
+        Look::Alive(format!("{}{dir}", parts.join(" and ")))
+    }
+
+    /// TERM to the server's process group, KILL after the grace, then its tmux servers and state dir.
+    pub async fn remove(s: &Sandbox) -> Result<(), String> {
+        if let Some(p) = server(s) {
+            signal_group(p, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while p.alive() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if p.alive() {
+                signal_group(p, libc::SIGKILL);
+            }
+        }
+        for socket in tmux_sockets(s) {
+            let _ = tokio::process::Command::new("tmux")
+                .arg("-S")
+                .arg(&socket)
+                .arg("kill-server")
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await;
+        }
+        // A killed process and a tmux server told to stop take a moment to be gone.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !matches!(look(s), Look::Gone) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match look(s) {
+            Look::Gone => {
+                if let Some(dir) = &s.state_dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                Ok(())
+            }
+            _ => Err("it is still running".into()),
+        }
+    }
+
+    /// The server leads its own process group; signals go to the group only if that is still so.
+    fn signal_group(p: Process, signal: i32) {
+        let pid = p.pid as libc::pid_t;
+        // SAFETY: getpgid and kill take plain integers; the target was checked by pid + start time.
+        unsafe {
+            let target = if libc::getpgid(pid) == pid { -pid } else { pid };
+            libc::kill(target, signal);
+        }
+    }
+}

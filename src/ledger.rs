@@ -1,0 +1,400 @@
+//! The sandbox ledger: what ohrun created that could outlive it. Before a backend creates a server
+//! process, a container or a provider's sandbox, it appends an entry (and fsyncs it) to this process's
+//! ledger file; it adds the id once known; the runner closes the entry when the release is confirmed (or
+//! the sandbox was kept on purpose). Whatever a crash, a SIGKILL or a third signal leaves open is what
+//! `ohrun gc` looks at.
+//!
+//! One append-only JSON-lines file per ohrun process (`<state dir>/ledger/<pid>-<start>.jsonl`), so many
+//! processes never share a file; its first line names the owner (pid + start time), which tells `gc`
+//! whether the owner still runs (then its entries are in use, not left behind). A file whose entries are
+//! all released is removed when the last one closes.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A process, told apart from a later one with the same pid by its start time (clock ticks after boot).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Process {
+    /// This process.
+    pub fn me() -> Process {
+        let pid = std::process::id();
+        Process { pid, start: start_time(pid).unwrap_or(0) }
+    }
+
+    /// `pid` as it is now, if it runs.
+    pub fn of(pid: u32) -> Option<Process> {
+        Some(Process { pid, start: start_time(pid)? })
+    }
+
+    /// Still the same process (a reused pid has another start time).
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// Field 22 of /proc/PID/stat. The command name (field 2) may hold spaces and parentheses, so fields are
+/// counted after its closing parenthesis.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ")": state is field 3, so start time (22) is the 20th.
+    let start = rest.split_whitespace().nth(19)?.parse().ok()?;
+    // A zombie has exited; it only waits to be reaped.
+    (rest.split_whitespace().next() != Some("Z")).then_some(start)
+}
+
+/// What one entry names: enough for `gc` to find the sandbox again and remove it. Never a secret: keys
+/// are named by the environment variable that holds them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Sandbox {
+    /// `local`, `docker`, `cloud` or `runtime`.
+    pub backend: String,
+    pub run_id: String,
+    pub report_dir: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_dir: Option<PathBuf>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The provider's API (cloud, runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// The environment variable that holds the provider's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_var: Option<String>,
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Container id, Cloud sandbox id, Runtime session id — once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    /// A Runtime session released by pausing it rather than stopping it.
+    #[serde(default)]
+    pub pause_on_close: bool,
+    /// Labels the container carries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The server process (local), leader of its process group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    /// The local server's private state directory (its tmux sockets are there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Line {
+    Owner {
+        process: Process,
+        ohrun: String,
+        created_at: String,
+    },
+    /// A new entry, or the whole entry again with what became known (the last one wins).
+    Entry {
+        n: u64,
+        sandbox: Box<Sandbox>,
+    },
+    Close {
+        n: u64,
+        disposition: String,
+    },
+}
+
+/// `$OHRUN_STATE_DIR`, else the user's state directory (`~/.local/state/ohrun`), else ohrun's cache.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("OHRUN_STATE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::state_dir().map(|d| d.join("ohrun")))
+        .unwrap_or_else(|| crate::backend::install::home().join("state"))
+}
+
+pub fn dir() -> PathBuf {
+    state_dir().join("ledger")
+}
+
+/// This process's ledger file, opened on the first entry.
+struct Writer {
+    file: std::fs::File,
+    path: PathBuf,
+    open: BTreeSet<u64>,
+    /// An entry was closed as kept: the file stays, to say so.
+    kept: bool,
+}
+
+struct Ledger {
+    writer: Option<Writer>,
+    next: u64,
+}
+
+static LEDGER: Mutex<Ledger> = Mutex::new(Ledger { writer: None, next: 1 });
+
+fn ledger() -> std::sync::MutexGuard<'static, Ledger> {
+    LEDGER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn open_file() -> std::io::Result<Writer> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = dir();
+    crate::report::writer::create_dir(&dir)?;
+    let me = Process::me();
+    let path = dir.join(format!("{}-{}.jsonl", me.pid, me.start));
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
+    let mut writer = Writer { file, path, open: BTreeSet::new(), kept: false };
+    let owner = Line::Owner {
+        process: me,
+        ohrun: env!("CARGO_PKG_VERSION").into(),
+        created_at: crate::report::writer::now_rfc3339(),
+    };
+    writer.append(&owner)?;
+    // The file's name must survive a crash too.
+    std::fs::File::open(&dir)?.sync_all()?;
+    Ok(writer)
+}
+
+impl Writer {
+    /// One whole line in one write, then fsync: after a crash the entry is there or absent, never half.
+    fn append(&mut self, line: &Line) -> std::io::Result<()> {
+        let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
+        text.push('\n');
+        self.file.write_all(text.as_bytes())?;
+        self.file.sync_data()
+    }
+}
+
+/// Records `sandbox` (entry `n`, or a new one) before it is created, or again with what became known.
+fn record(n: Option<u64>, sandbox: &Sandbox) -> std::io::Result<u64> {
+    let mut ledger = ledger();
+    let n = n.unwrap_or_else(|| {
+        ledger.next += 1;
+        ledger.next - 1
+    });
+    if ledger.writer.is_none() {
+        ledger.writer = Some(open_file()?);
+    }
+    let writer = ledger.writer.as_mut().expect("opened above");
+    writer.append(&Line::Entry { n, sandbox: Box::new(sandbox.clone()) })?;
+    writer.open.insert(n);
+    Ok(n)
+}
+
+/// Closes entry `n`; the file goes when nothing in it is open or kept.
+fn close(n: u64, disposition: &str) {
+    let mut ledger = ledger();
+    let Some(writer) = ledger.writer.as_mut() else { return };
+    if let Err(e) = writer.append(&Line::Close { n, disposition: disposition.into() }) {
+        tracing::warn!("cannot close entry {n} of the sandbox ledger {}: {e}", writer.path.display());
+        return;
+    }
+    writer.open.remove(&n);
+    writer.kept |= disposition == "kept";
+    if writer.open.is_empty() && !writer.kept {
+        let _ = std::fs::remove_file(&writer.path);
+        ledger.writer = None;
+    }
+}
+
+/// One attempt's place in the ledger: the backend opens it before it creates its sandbox and adds what it
+/// learns; the runner closes it after the release. Also keeps the third signal's list of what may be
+/// left (`signal::holding`) up to date.
+pub struct Slot {
+    run_id: String,
+    report_dir: PathBuf,
+    batch_dir: Option<PathBuf>,
+    entry: Mutex<Option<(u64, Sandbox)>>,
+}
+
+impl Slot {
+    pub fn new(run_id: &str, report_dir: &Path, batch_dir: Option<&Path>) -> Slot {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        Slot {
+            run_id: run_id.into(),
+            report_dir: absolute(report_dir),
+            batch_dir: batch_dir.map(absolute),
+            entry: Mutex::new(None),
+        }
+    }
+
+    fn entry(&self) -> std::sync::MutexGuard<'_, Option<(u64, Sandbox)>> {
+        self.entry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new entry for a `backend` sandbox about to be created; `fill` adds what is known already. Err when
+    /// the ledger cannot be written: then nothing must be created.
+    pub fn open(&self, backend: &str, fill: impl FnOnce(&mut Sandbox)) -> Result<(), crate::backend::Error> {
+        let mut sandbox = Sandbox {
+            backend: backend.into(),
+            run_id: self.run_id.clone(),
+            report_dir: self.report_dir.clone(),
+            batch_dir: self.batch_dir.clone(),
+            created_at: crate::report::writer::now_rfc3339(),
+            ..Sandbox::default()
+        };
+        fill(&mut sandbox);
+        let n = record(None, &sandbox).map_err(|e| {
+            crate::backend::Error::failed(format!("cannot write the sandbox ledger in {}: {e}", dir().display())).hint(
+                "ohrun records every sandbox there before creating it; set OHRUN_STATE_DIR to a writable directory",
+            )
+        })?;
+        self.note_holding(&sandbox);
+        *self.entry() = Some((n, sandbox));
+        Ok(())
+    }
+
+    /// The label value that ties a container to this entry (the ledger file and entry number).
+    pub fn label(&self) -> Option<String> {
+        let n = self.entry().as_ref()?.0;
+        let path = ledger().writer.as_ref()?.path.clone();
+        Some(format!("{}#{n}", path.display()))
+    }
+
+    /// Adds what became known (an id, a process) to the open entry.
+    pub fn update(&self, fill: impl FnOnce(&mut Sandbox)) {
+        let mut entry = self.entry();
+        let Some((n, sandbox)) = entry.as_mut() else { return };
+        fill(sandbox);
+        if let Err(e) = record(Some(*n), sandbox) {
+            tracing::warn!("cannot update the sandbox ledger: {e}");
+        }
+        self.note_holding(sandbox);
+    }
+
+    /// The release is confirmed (or the sandbox kept on purpose): the entry is closed. A failed release
+    /// leaves it open for `gc`.
+    pub fn close(&self, disposition: &str) {
+        if let Some((n, _)) = self.entry().take() {
+            close(n, disposition);
+        }
+        crate::runner::signal::released(&self.run_id);
+    }
+
+    /// What a third signal lists: sandboxes that outlive ohrun (a local server dies with its watchdog).
+    fn note_holding(&self, s: &Sandbox) {
+        if s.backend == "local" {
+            return;
+        }
+        let id = s.id.as_deref().unwrap_or("(its id not known yet)");
+        let file = self.report_dir.join(crate::report::writer::RUN_FILE);
+        crate::runner::signal::holding(&self.run_id, format!("{} sandbox {id} (see {})", s.backend, file.display()));
+    }
+}
+
+/// One ledger file as `gc` reads it.
+#[derive(Debug)]
+pub struct File {
+    pub path: PathBuf,
+    pub owner: Option<Process>,
+    /// Entry number → the sandbox as last recorded, and how it was closed (None: still open).
+    pub entries: BTreeMap<u64, (Sandbox, Option<String>)>,
+}
+
+/// Every ledger file in `dir`. A final partial line (a crash mid-write) and lines this version does not
+/// know are skipped.
+pub fn read_all(dir: &Path) -> Vec<File> {
+    let Ok(listing) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut paths: Vec<PathBuf> =
+        listing.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();
+    paths.sort();
+    paths.into_iter().map(|p| read_file(&p)).collect()
+}
+
+fn read_file(path: &Path) -> File {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut file = File { path: path.to_path_buf(), owner: None, entries: BTreeMap::new() };
+    for line in text.lines().filter_map(|l| serde_json::from_str::<Line>(l).ok()) {
+        match line {
+            Line::Owner { process, .. } => file.owner = Some(process),
+            Line::Entry { n, sandbox } => {
+                file.entries.insert(n, (*sandbox, None));
+            }
+            Line::Close { n, disposition } => {
+                if let Some(e) = file.entries.get_mut(&n) {
+                    e.1 = Some(disposition);
+                }
+            }
+        }
+    }
+    file
+}
+
+/// Rewrites a dead owner's file with only `keep` (by `gc`, under its lock); removes it when none remain.
+pub fn rewrite(file: &File, keep: &BTreeSet<u64>) -> std::io::Result<()> {
+    if keep.is_empty() {
+        return std::fs::remove_file(&file.path).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        });
+    }
+    let mut text = String::new();
+    let mut push = |line: &Line| {
+        text.push_str(&serde_json::to_string(line).unwrap_or_default());
+        text.push('\n');
+    };
+    if let Some(owner) = file.owner {
+        push(&Line::Owner { process: owner, ohrun: env!("CARGO_PKG_VERSION").into(), created_at: String::new() });
+    }
+    for n in keep {
+        let Some((sandbox, closed)) = file.entries.get(n) else { continue };
+        push(&Line::Entry { n: *n, sandbox: Box::new(sandbox.clone()) });
+        if let Some(d) = closed {
+            push(&Line::Close { n: *n, disposition: d.clone() });
+        }
+    }
+    crate::report::writer::write_atomic(&file.path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = Process::me();
+        assert!(me.start > 0);
+        assert!(me.alive());
+        assert!(!Process { start: me.start + 1, ..me }.alive());
+        assert!(Process::of(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_partial_last_line_and_unknown_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-2.jsonl");
+        let sandbox = Sandbox { backend: "docker".into(), id: Some("abc".into()), ..Sandbox::default() };
+        let lines = [
+            serde_json::to_string(&Line::Owner {
+                process: Process { pid: 1, start: 2 },
+                ohrun: "x".into(),
+                created_at: "t".into(),
+            })
+            .unwrap(),
+            serde_json::to_string(&Line::Entry { n: 1, sandbox: Box::new(sandbox.clone()) }).unwrap(),
+            serde_json::to_string(&Line::Entry { n: 2, sandbox: Box::new(sandbox.clone()) }).unwrap(),
+            r#"{"op":"from_the_future"}"#.into(),
+            serde_json::to_string(&Line::Close { n: 2, disposition: "released".into() }).unwrap(),
+            r#"{"op":"entry","n":3,"sand"#.into(),
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let files = read_all(dir.path());
+        assert_eq!(files.len(), 1);
+        let f = &files[0];
+        assert_eq!(f.owner, Some(Process { pid: 1, start: 2 }));
+        assert_eq!(f.entries.len(), 2);
+        assert_eq!(f.entries[&1], (sandbox.clone(), None));
+        assert_eq!(f.entries[&2].1.as_deref(), Some("released"));
+        rewrite(f, &BTreeSet::from([1])).unwrap();
+        let again = read_all(dir.path());
+        assert_eq!(again[0].entries.len(), 1);
+        assert_eq!(again[0].entries[&1], (sandbox, None));
+        rewrite(&again[0], &BTreeSet::new()).unwrap();
+        assert!(read_all(dir.path()).is_empty());
+    }
+}
