@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Benchmark: `ohrun plan` on a generated 10,000-run matrix job (goal: < 200 ms).
-# Needs hyperfine (apt-get install hyperfine). Results go into BENCHMARKS.md by hand, with the machine.
+# Benchmark: `ohrun plan` at scale — generated matrix jobs of 1,000, 10,000 and 100,000 runs (goal:
+# < 200 ms at 10,000, linear beyond). Needs hyperfine (apt-get install hyperfine). Results go into
+# BENCHMARKS.md by hand, with the machine and the date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-job=$(mktemp --suffix=.yaml)
-trap 'rm -f "$job"' EXIT
-bench/gen-matrix-job.sh > "$job"
-./target/release/ohrun plan "$job" | tail -n 1
-hyperfine --warmup 3 --runs 20 --output=null \
-  "./target/release/ohrun plan $job" \
-  "./target/release/ohrun plan --json $job" \
-  "./target/release/ohrun validate $job"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+bench/gen-matrix-job.sh 10 100 > "$dir/1k.yaml"
+bench/gen-matrix-job.sh 100 100 > "$dir/10k.yaml"
+bench/gen-matrix-job.sh 100 1000 > "$dir/100k.yaml"
+for n in 1k 10k 100k; do ./target/release/ohrun plan --max-runs 100000 "$dir/$n.yaml" | tail -n 1; done
+hyperfine --warmup 2 --runs 10 --output=null \
+  "./target/release/ohrun plan --max-runs 100000 $dir/1k.yaml" \
+  "./target/release/ohrun plan --max-runs 100000 $dir/10k.yaml" \
+  "./target/release/ohrun plan --json --max-runs 100000 $dir/10k.yaml" \
+  "./target/release/ohrun validate --max-runs 100000 $dir/10k.yaml" \
+  "./target/release/ohrun plan --max-runs 100000 $dir/100k.yaml"

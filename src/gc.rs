@@ -61,9 +61,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Something may still be running that gc could not remove (or could not check).
+    /// Something may still be running that gc could not remove, check or identify.
     pub fn failed(&self) -> bool {
-        self.items.iter().any(|i| i.state == State::Failed)
+        self.items.iter().any(|i| matches!(i.state, State::Failed | State::Unidentified))
     }
 }
 
@@ -81,8 +81,7 @@ pub async fn collect(opts: &Options) -> Outcome {
     let files = ledger::read_all(&opts.dir);
     let mut handled: HashSet<String> = HashSet::new();
     for file in &files {
-        let owner = file.owner.or_else(|| owner_from_name(&file.path));
-        let owner_alive = owner.is_some_and(|o| o.alive());
+        let held = held_by(file);
         let mut keep = BTreeSet::new();
         for (n, (sandbox, closed)) in &file.entries {
             let item = |state, detail: String| Item {
@@ -97,10 +96,9 @@ pub async fn collect(opts: &Options) -> Outcome {
             };
             let label = format!("{}#{n}", file.path.display());
             let state = match closed.as_deref() {
-                _ if owner_alive => {
+                _ if held.is_some() => {
                     if closed.is_none() {
-                        let pid = owner.map(|o| o.pid).unwrap_or_default();
-                        out.items.push(item(State::InUse, format!("held by the running ohrun (pid {pid})")));
+                        out.items.push(item(State::InUse, held.clone().unwrap_or_default()));
                     }
                     handled.insert(label);
                     continue;
@@ -112,13 +110,15 @@ pub async fn collect(opts: &Options) -> Outcome {
             };
             // Every container carries its entry's label: that is how the second net knows it is handled.
             handled.insert(label);
-            if matches!(state.0, State::Failed | State::Younger | State::Kept | State::Left) {
+            if matches!(state.0, State::Failed | State::Younger | State::Kept | State::Left)
+                || (state.0 == State::Unidentified && opts.dry_run)
+            {
                 keep.insert(*n);
             }
             out.items.push(item(state.0, state.1));
         }
         if !opts.dry_run
-            && !owner_alive
+            && held.is_none()
             && let Err(e) = ledger::rewrite(file, &keep)
         {
             tracing::warn!("cannot update {}: {e}", file.path.display());
@@ -128,12 +128,24 @@ pub async fn collect(opts: &Options) -> Outcome {
     out
 }
 
+/// Why a ledger file is not gc's to act on: its ohrun still runs, or it ran on another host (a shared
+/// home directory): that host's gc can tell whether its processes live.
+fn held_by(file: &ledger::File) -> Option<String> {
+    if !file.host.is_empty() && file.host != ledger::host() {
+        return Some(format!("recorded on host {}: run gc there", file.host));
+    }
+    let owner = file.owner.clone().or_else(|| owner_from_name(&file.path))?;
+    owner.alive().then(|| format!("held by the running ohrun (pid {})", owner.pid))
+}
+
 /// One entry whose owner is gone: look, then remove unless `--dry-run` (or kept).
 async fn entry(sandbox: &Sandbox, label: &str, docker: &mut LazyDocker, opts: &Options, kept: bool) -> (State, String) {
     let look = look(sandbox, label, docker).await;
     match look {
         Look::Gone => (State::Gone, String::new()),
-        Look::Unidentified => (State::Unidentified, "its id was never learned; see its run.json".into()),
+        Look::Unidentified => (State::Unidentified, unidentified(sandbox)),
+        // What was kept on purpose is never touched, so whether it can be looked at does not matter.
+        Look::Unknown(why) if kept => (State::Kept, format!("not checked: {why}")),
         Look::Unknown(why) => (State::Failed, format!("cannot check it: {why}")),
         Look::Alive(what) if kept => (State::Kept, what),
         Look::Alive(what) if opts.dry_run => (State::Left, what),
@@ -141,6 +153,16 @@ async fn entry(sandbox: &Sandbox, label: &str, docker: &mut LazyDocker, opts: &O
             Ok(()) => (State::Removed, what),
             Err(e) => (State::Failed, format!("{what}: {e}")),
         },
+    }
+}
+
+/// A provider sandbox whose create may have gone through, but whose id ohrun never learned.
+fn unidentified(s: &Sandbox) -> String {
+    let at = s.api_url.as_deref().unwrap_or_default();
+    if s.candidates.is_empty() {
+        format!("ohrun stopped before it learned the id; look for a sandbox created at {} in {at}", s.created_at)
+    } else {
+        format!("its create may have made one of {} in {at}; check them by hand", s.candidates.join(", "))
     }
 }
 
@@ -154,7 +176,7 @@ fn younger(sandbox: &Sandbox, older_than: Option<Duration>) -> bool {
 fn owner_from_name(path: &Path) -> Option<Process> {
     let stem = path.file_stem()?.to_str()?;
     let (pid, start) = stem.split_once('-')?;
-    Some(Process { pid: pid.parse().ok()?, start: start.parse().ok()? })
+    Some(Process { pid: pid.parse().ok()?, start: start.parse().ok()?, boot: String::new() })
 }
 
 async fn look(s: &Sandbox, label: &str, docker: &mut LazyDocker) -> Look {
@@ -291,11 +313,13 @@ async fn container_of(s: &Sandbox, label: &str, docker: &bollard::Docker) -> Opt
     if let Some(id) = &s.id {
         return Some(id.clone());
     }
-    containers(docker, &format!("{}={label}", docker::LABEL_LEDGER)).await.into_iter().map(|(id, _)| id).next()
+    containers(docker, &format!("{}={label}", docker::LABEL_LEDGER)).await.into_iter().map(|(id, ..)| id).next()
 }
 
-/// Containers (running or not) carrying `label` (`key` or `key=value`), with their labels.
-async fn containers(docker: &bollard::Docker, label: &str) -> Vec<(String, std::collections::HashMap<String, String>)> {
+type Labels = std::collections::HashMap<String, String>;
+
+/// Containers (running or not) carrying `label` (`key` or `key=value`): id, labels, created (Unix time).
+async fn containers(docker: &bollard::Docker, label: &str) -> Vec<(String, Labels, i64)> {
     let filters = std::collections::HashMap::from([("label".to_string(), vec![label.to_string()])]);
     let options =
         bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
@@ -304,7 +328,7 @@ async fn containers(docker: &bollard::Docker, label: &str) -> Vec<(String, std::
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default())))
+        .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default(), c.created.unwrap_or_default())))
         .collect()
 }
 
@@ -314,14 +338,16 @@ async fn labelled_containers(out: &mut Outcome, handled: &HashSet<String>, docke
     // No engine here: nothing to find (entries that need one have said so already).
     let Ok(engine) = docker.get().await else { return };
     let dir = std::path::absolute(&opts.dir).unwrap_or_else(|_| opts.dir.clone());
-    for (id, labels) in containers(&engine, docker::LABEL_LEDGER).await {
+    for (id, labels, created) in containers(&engine, docker::LABEL_LEDGER).await {
         let Some((file, _)) = labels.get(docker::LABEL_LEDGER).and_then(|l| l.rsplit_once('#')) else { continue };
         let file = Path::new(file);
         let label = &labels[docker::LABEL_LEDGER];
         let short = &id[..id.len().min(12)];
         let ours = file.parent() == Some(dir.as_path());
         let owner_alive = owner_from_name(file).is_some_and(|o| o.alive());
-        if !ours || owner_alive || handled.contains(label) {
+        let created = std::time::UNIX_EPOCH + Duration::from_secs(created.max(0) as u64);
+        let young = opts.older_than.is_some_and(|d| SystemTime::now().duration_since(created).unwrap_or_default() < d);
+        if !ours || owner_alive || young || handled.contains(label) {
             continue;
         }
         let mut item = Item {
@@ -355,7 +381,7 @@ mod local {
 
     /// The server, if that very process still runs.
     fn server(s: &Sandbox) -> Option<Process> {
-        s.process.filter(|p| p.alive())
+        s.process.clone().filter(|p| p.alive())
     }
 
     /// tmux sockets under the server's state directory that a server still answers on.
@@ -390,13 +416,13 @@ mod local {
     /// TERM to the server's process group, KILL after the grace, then its tmux servers and state dir.
     pub async fn remove(s: &Sandbox) -> Result<(), String> {
         if let Some(p) = server(s) {
-            signal_group(p, libc::SIGTERM);
+            signal_group(&p, libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
             while p.alive() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if p.alive() {
-                signal_group(p, libc::SIGKILL);
+                signal_group(&p, libc::SIGKILL);
             }
         }
         for socket in tmux_sockets(s) {
@@ -425,7 +451,7 @@ mod local {
     }
 
     /// The server leads its own process group; signals go to the group only if that is still so.
-    fn signal_group(p: Process, signal: i32) {
+    fn signal_group(p: &Process, signal: i32) {
         let pid = p.pid as libc::pid_t;
         // SAFETY: getpgid and kill take plain integers; the target was checked by pid + start time.
         unsafe {

@@ -15,29 +15,42 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// A process, told apart from a later one with the same pid by its start time (clock ticks after boot).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+/// A process, told apart from a later one with the same pid by its start time (clock ticks after boot)
+/// and the boot it ran in (start times begin again at every boot).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Process {
     pub pid: u32,
     pub start: u64,
+    /// `/proc/sys/kernel/random/boot_id`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boot: String,
 }
 
 impl Process {
     /// This process.
     pub fn me() -> Process {
         let pid = std::process::id();
-        Process { pid, start: start_time(pid).unwrap_or(0) }
+        Process { pid, start: start_time(pid).unwrap_or(0), boot: boot_id() }
     }
 
     /// `pid` as it is now, if it runs.
     pub fn of(pid: u32) -> Option<Process> {
-        Some(Process { pid, start: start_time(pid)? })
+        Some(Process { pid, start: start_time(pid)?, boot: boot_id() })
     }
 
-    /// Still the same process (a reused pid has another start time).
+    /// Still the same process: same boot, and a reused pid has another start time.
     pub fn alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start)
+        (self.boot.is_empty() || self.boot == boot_id()) && start_time(self.pid) == Some(self.start)
     }
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|b| b.trim().to_string()).unwrap_or_default()
+}
+
+/// This machine's name: a ledger written on another host (a shared home directory) is not this gc's.
+pub fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 /// Field 22 of /proc/PID/stat. The command name (field 2) may hold spaces and parentheses, so fields are
@@ -85,6 +98,9 @@ pub struct Sandbox {
     /// The server process (local), leader of its process group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
+    /// Sandboxes a create whose answer was lost may have made (cloud): never removed, only named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
     /// The local server's private state directory (its tmux sockets are there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
@@ -95,6 +111,8 @@ pub struct Sandbox {
 enum Line {
     Owner {
         process: Process,
+        #[serde(default)]
+        host: String,
         ohrun: String,
         created_at: String,
     },
@@ -109,12 +127,14 @@ enum Line {
     },
 }
 
-/// `$OHRUN_STATE_DIR`, else the user's state directory (`~/.local/state/ohrun`), else ohrun's cache.
+/// `$OHRUN_STATE_DIR`, else the user's state directory (`~/.local/state/ohrun`), else `state/` in ohrun's
+/// cache; absolute, because container labels name ledger files by path.
 pub fn state_dir() -> PathBuf {
-    std::env::var_os("OHRUN_STATE_DIR")
+    let dir = std::env::var_os("OHRUN_STATE_DIR")
         .map(PathBuf::from)
         .or_else(|| dirs::state_dir().map(|d| d.join("ohrun")))
-        .unwrap_or_else(|| crate::backend::install::home().join("state"))
+        .unwrap_or_else(|| crate::backend::install::home().join("state"));
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 pub fn dir() -> PathBuf {
@@ -151,6 +171,7 @@ fn open_file() -> std::io::Result<Writer> {
     let mut writer = Writer { file, path, open: BTreeSet::new(), kept: false };
     let owner = Line::Owner {
         process: me,
+        host: host(),
         ohrun: env!("CARGO_PKG_VERSION").into(),
         created_at: crate::report::writer::now_rfc3339(),
     };
@@ -292,6 +313,8 @@ impl Slot {
 pub struct File {
     pub path: PathBuf,
     pub owner: Option<Process>,
+    /// The host the owner ran on.
+    pub host: String,
     /// Entry number → the sandbox as last recorded, and how it was closed (None: still open).
     pub entries: BTreeMap<u64, (Sandbox, Option<String>)>,
 }
@@ -308,10 +331,10 @@ pub fn read_all(dir: &Path) -> Vec<File> {
 
 fn read_file(path: &Path) -> File {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut file = File { path: path.to_path_buf(), owner: None, entries: BTreeMap::new() };
+    let mut file = File { path: path.to_path_buf(), owner: None, host: String::new(), entries: BTreeMap::new() };
     for line in text.lines().filter_map(|l| serde_json::from_str::<Line>(l).ok()) {
         match line {
-            Line::Owner { process, .. } => file.owner = Some(process),
+            Line::Owner { process, host, .. } => (file.owner, file.host) = (Some(process), host),
             Line::Entry { n, sandbox } => {
                 file.entries.insert(n, (*sandbox, None));
             }
@@ -338,8 +361,9 @@ pub fn rewrite(file: &File, keep: &BTreeSet<u64>) -> std::io::Result<()> {
         text.push_str(&serde_json::to_string(line).unwrap_or_default());
         text.push('\n');
     };
-    if let Some(owner) = file.owner {
-        push(&Line::Owner { process: owner, ohrun: env!("CARGO_PKG_VERSION").into(), created_at: String::new() });
+    if let Some(owner) = &file.owner {
+        let (ohrun, created_at) = (env!("CARGO_PKG_VERSION").into(), String::new());
+        push(&Line::Owner { process: owner.clone(), host: file.host.clone(), ohrun, created_at });
     }
     for n in keep {
         let Some((sandbox, closed)) = file.entries.get(n) else { continue };
@@ -360,7 +384,8 @@ mod tests {
         let me = Process::me();
         assert!(me.start > 0);
         assert!(me.alive());
-        assert!(!Process { start: me.start + 1, ..me }.alive());
+        assert!(!Process { start: me.start + 1, ..me.clone() }.alive());
+        assert!(!Process { boot: "another-boot".into(), ..me.clone() }.alive());
         assert!(Process::of(u32::MAX).is_none());
     }
 
@@ -371,7 +396,8 @@ mod tests {
         let sandbox = Sandbox { backend: "docker".into(), id: Some("abc".into()), ..Sandbox::default() };
         let lines = [
             serde_json::to_string(&Line::Owner {
-                process: Process { pid: 1, start: 2 },
+                process: Process { pid: 1, start: 2, boot: String::new() },
+                host: "h".into(),
                 ohrun: "x".into(),
                 created_at: "t".into(),
             })
@@ -386,7 +412,7 @@ mod tests {
         let files = read_all(dir.path());
         assert_eq!(files.len(), 1);
         let f = &files[0];
-        assert_eq!(f.owner, Some(Process { pid: 1, start: 2 }));
+        assert_eq!((f.owner.clone(), f.host.as_str()), (Some(Process { pid: 1, start: 2, boot: String::new() }), "h"));
         assert_eq!(f.entries.len(), 2);
         assert_eq!(f.entries[&1], (sandbox.clone(), None));
         assert_eq!(f.entries[&2].1.as_deref(), Some("released"));

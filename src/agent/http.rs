@@ -158,7 +158,8 @@ impl AgentClient {
             attempt += 1;
             match self.send("GET", path, query, None, None).await {
                 Ok((_, v)) => return Ok(v),
-                Err(e) if e.is_transient() && attempt < GET_TRIES => {
+                // Once ohrun is asked to stop, a failed read is not worth a wait.
+                Err(e) if e.is_transient() && attempt < GET_TRIES && !crate::runner::signal::stopping() => {
                     let wait = e.wait_before(attempt);
                     tracing::info!("{e}; trying again in {wait:?}");
                     tokio::time::sleep(wait).await;

@@ -45,7 +45,8 @@ struct Server {
     state_dir: tempfile::TempDir,
     report_dir: PathBuf,
     copier: LogCopier,
-    watchdog: Option<Watchdog>,
+    /// Told when the server is reaped (its pid and group may then be reused), and to stand down on release.
+    watchdog: Mutex<Option<Watchdog>>,
 }
 
 /// Stops the server and its tmux servers if ohrun dies without doing it (SIGKILL, a crash): a small shell
@@ -53,14 +54,21 @@ struct Server {
 /// the pipe; unless ohrun wrote `done` (released) or `keep` (kept) first, the watchdog sends TERM to the
 /// server's process group, KILL after the grace, and kills the tmux servers under its state directory.
 /// The tmux servers need it most: they daemonize out of the group and would otherwise run on for ever.
+/// `reaped` says the server has exited and was reaped: its pid and group may belong to others from then
+/// on, so only the tmux servers are left to the watchdog.
 struct Watchdog {
     pipe: std::process::ChildStdin,
     process: std::process::Child,
+    reaped: bool,
 }
 
 // (Numeric signals: dash's `kill` takes `-15 -PGID`, not `-TERM -- -PGID`.)
-const WATCHDOG: &str = r#"read -r word; [ "$word" = done ] || [ "$word" = keep ] && exit 0
-kill -15 "-$1" 2>/dev/null; sleep "$3"; kill -9 "-$1" 2>/dev/null
+const WATCHDOG: &str = r#"read -r word
+case "$word" in
+  done|keep) exit 0 ;;
+  reaped) read -r word; case "$word" in done|keep) exit 0 ;; esac ;;
+  *) kill -15 "-$1" 2>/dev/null; sleep "$3"; kill -9 "-$1" 2>/dev/null ;;
+esac
 for s in "$2"/*/*; do [ -S "$s" ] && tmux -S "$s" kill-server 2>/dev/null; done; exit 0"#;
 
 impl Watchdog {
@@ -79,7 +87,15 @@ impl Watchdog {
             .inspect_err(|e| tracing::warn!("no watchdog for the agent-server: {e}"))
             .ok()?;
         let pipe = process.stdin.take()?;
-        Some(Watchdog { pipe, process })
+        Some(Watchdog { pipe, process, reaped: false })
+    }
+
+    /// The server was reaped: from now on the watchdog must not signal its pid or group.
+    fn server_reaped(&mut self) {
+        use std::io::Write;
+        if !std::mem::replace(&mut self.reaped, true) {
+            let _ = writeln!(self.pipe, "reaped");
+        }
     }
 
     /// Tells the watchdog to go without doing anything: the server was released, or is kept on purpose.
@@ -126,6 +142,7 @@ impl Local {
         tracing::info!("started the agent-server (pid {pid}) on port {port}");
         let report_dir = ctx.report_dir.to_path_buf();
         let watchdog = Watchdog::start(pid, &state_dir.path().join("tmux"));
+        let watchdog = Mutex::new(watchdog);
         self.server = Some(Server { child: Mutex::new(child), pid, state_dir, report_dir, copier, watchdog });
         let client = AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key), Duration::from_secs(60));
         let deadline = ctx.deadline(self.settings.init_timeout);
@@ -171,10 +188,16 @@ impl Local {
         Ok(std::fs::canonicalize(&workspace).unwrap_or(workspace))
     }
 
-    /// The exit status, once the server process has exited (reaping it).
+    /// The exit status, once the server process has exited (reaping it). Once reaped, its pid and process
+    /// group are free for others: the watchdog is told never to signal them (it still stops the tmux
+    /// servers if ohrun dies before the release does).
     fn exited(&self) -> Option<std::process::ExitStatus> {
         let server = self.server.as_ref()?;
-        server.child.lock().unwrap_or_else(|e| e.into_inner()).try_wait().ok().flatten()
+        let status = server.child.lock().unwrap_or_else(|e| e.into_inner()).try_wait().ok().flatten()?;
+        if let Some(w) = server.watchdog.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            w.server_reaped();
+        }
+        Some(status)
     }
 }
 
@@ -284,10 +307,11 @@ impl Server {
                 }
             }
         };
-        kill_tmux_servers(self.state_dir.path()).await;
-        if let Some(w) = self.watchdog {
+        // Reaped: its group may be reused from now on, so the watchdog goes before anything else.
+        if let Some(w) = self.watchdog.into_inner().unwrap_or_else(|e| e.into_inner()) {
             w.stand_down("done");
         }
+        kill_tmux_servers(self.state_dir.path()).await;
         self.copier.finish().await;
         result
     }
@@ -296,7 +320,7 @@ impl Server {
     /// goes into a private file.
     async fn detach(self) -> PathBuf {
         let key_file = self.report_dir.join("agent-server.key");
-        if let Some(w) = self.watchdog {
+        if let Some(w) = self.watchdog.into_inner().unwrap_or_else(|e| e.into_inner()) {
             w.stand_down("keep");
         }
         self.copier.finish().await;

@@ -226,7 +226,10 @@ impl Run<'_> {
         let keep = provisioned.is_ok() && keeps(self.spec().cleanup, class);
         let working_dir = provisioned.as_ref().map(|r| r.working_dir.clone()).unwrap_or_default();
         let released = self.release(&mut *backend, keep, &working_dir, report).await;
-        if !matches!(released, Released::Failed(_)) {
+        // A lost create's candidates stay in the ledger too: `gc` names them (it never removes them).
+        if !report.sandbox.candidates.is_empty() {
+            self.ledger.update(|l| l.candidates = report.sandbox.candidates.clone());
+        } else if !matches!(released, Released::Failed(_)) {
             self.ledger.close(released.disposition());
         }
         super::signal::released(&self.attempt.planned.id);

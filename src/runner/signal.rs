@@ -1,11 +1,12 @@
 //! SIGINT, SIGTERM and SIGHUP (the terminal went away) become a counter the runner watches (through
 //! `Cancel`): the first asks for a graceful stop (interrupt the agent, release the sandbox, write the
-//! report); a second changes nothing yet; a third exits at once — after saying which sandboxes may be
-//! left (their runs' run.json, a checkpoint, names them), with exit 5 when there are any. The policy
-//! lives in the runner; this only counts, and keeps the list of sandboxes under way.
+//! report); a second stops waiting for the agent to come to rest (the sandbox is still released); a third
+//! exits at once — after saying which sandboxes may be left (their run.json checkpoints and the sandbox
+//! ledger name them; `ohrun gc` removes them), with exit 5 when there are any. The policy lives in the
+//! runner; this only counts, and keeps the list of sandboxes under way.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -13,6 +14,15 @@ use tokio::sync::watch;
 pub struct Signals {
     pub count: watch::Receiver<u32>,
     terminated: Arc<AtomicBool>,
+}
+
+/// How many signals came: read where no `Cancel` reaches (an HTTP retry loop), so that no retry delays
+/// a stop.
+static RECEIVED: AtomicU32 = AtomicU32::new(0);
+
+/// True once ohrun was asked to stop.
+pub fn stopping() -> bool {
+    RECEIVED.load(Ordering::SeqCst) > 0
 }
 
 /// Sandboxes that exist beyond ohrun (a container, a provider's sandbox), by run id: what to say of each
@@ -77,6 +87,7 @@ impl Signals {
                     _ = term.recv() => term_flag.store(true, Ordering::SeqCst),
                 }
                 n += 1;
+                RECEIVED.store(n, Ordering::SeqCst);
                 if n >= 3 {
                     exit_now(term_flag.load(Ordering::SeqCst));
                 }

@@ -62,17 +62,21 @@ fn batch_job(dir: &Path, name: &str, runs: usize, kind: &Kind) -> PathBuf {
     write_job(dir, "job.yaml", &text)
 }
 
-fn start(dir: &Path, job: &Path, jobs: usize, state: Option<&Path>, timeout: Duration) -> std::process::Child {
-    let mut cmd = Ohrun::new()
+fn start(dir: &Path, job: &Path, jobs: usize, state: &Path, timeout: Duration) -> std::process::Child {
+    Ohrun::new()
         .current_dir(dir)
         .env(KEY_VAR, CLOUD_KEY)
+        .env("OHRUN_STATE_DIR", state)
         .timeout(timeout)
         .args(["run", "--rehearse", "--jobs", &jobs.to_string()])
-        .args([job]);
-    if let Some(state) = state {
-        cmd = cmd.env("OHRUN_STATE_DIR", state);
-    }
-    cmd.spawn()
+        .args([job])
+        .spawn()
+}
+
+/// The ledger files in `state`.
+fn ledgers(state: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(state.join("ledger")) else { return Vec::new() };
+    entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect()
 }
 
 /// The runs of the batch whose agent has started its `sleep`.
@@ -101,7 +105,8 @@ fn sigint_during_a_batch(kind: Kind, name: &str, limit: Duration) {
     let dir = tempfile::tempdir().unwrap();
     let job = batch_job(dir.path(), name, 6, &kind);
     let batch = dir.path().join("ohrun-reports").join(name);
-    let child = start(dir.path(), &job, 3, None, kind.start_timeout() + Duration::from_secs(120));
+    let state = tempfile::tempdir().unwrap();
+    let child = start(dir.path(), &job, 3, state.path(), kind.start_timeout() + Duration::from_secs(120));
     let waiting = wait_for_runs(&batch, 3, kind.start_timeout());
     std::thread::sleep(Duration::from_millis(500));
     let signalled = Instant::now();
@@ -136,6 +141,8 @@ fn sigint_during_a_batch(kind: Kind, name: &str, limit: Duration) {
         started.push(id);
     }
     assert_eq!(started, waiting, "exactly the three runs under way had started");
+    // Every release was confirmed: the ledger closed every entry, and its file went with the last.
+    assert_eq!(ledgers(state.path()), Vec::<PathBuf>::new());
     if let Kind::Cloud(emu) = &kind {
         assert_eq!((emu.ids(), emu.deletes()), (Vec::<String>::new(), 3), "every Cloud sandbox was deleted");
     }
@@ -228,7 +235,7 @@ fn gc_after_sigkill(kind: Kind, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let job = batch_job(dir.path(), name, 2, &kind);
     let batch = dir.path().join("ohrun-reports").join(name);
-    let child = start(dir.path(), &job, 2, Some(state.path()), kind.start_timeout() + Duration::from_secs(120));
+    let child = start(dir.path(), &job, 2, state.path(), kind.start_timeout() + Duration::from_secs(120));
     let ids = wait_for_runs(&batch, 2, kind.start_timeout());
     let mut tmux = Vec::new();
     let mut reap = Reap(Vec::new());
@@ -254,6 +261,7 @@ fn gc_after_sigkill(kind: Kind, name: &str) {
     let (code, dry, stderr) = gc(state.path(), &["--dry-run"], true);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(items(&dry, "left"), expected, "{dry}");
+    assert_eq!(dry["items"].as_array().unwrap().len(), 2, "nothing else is listed: {dry}");
     assert!(left(&kind, &batch, &ids, &tmux) >= 2, "a dry run removes nothing");
     if let Kind::Cloud(_) = kind {
         // Without the key gc cannot even look: it says which variable to set, and exit 5.
@@ -269,12 +277,7 @@ fn gc_after_sigkill(kind: Kind, name: &str) {
     wait_until(Duration::from_secs(15), "nothing of the sandboxes is left", || left(&kind, &batch, &ids, &tmux) == 0);
     let (code, again, _) = gc(state.path(), &["--dry-run"], true);
     assert_eq!((code, again["items"].as_array().unwrap().len()), (0, 0), "{again}");
-    let ledgers: Vec<_> = std::fs::read_dir(state.path().join("ledger"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    assert!(ledgers.is_empty(), "{ledgers:?}");
+    assert_eq!(ledgers(state.path()), Vec::<PathBuf>::new());
 }
 
 /// If the test fails after the watchdogs are gone, nothing it started may outlive it: every process that

@@ -53,8 +53,13 @@ fn run(
         Api::Cloud => "OPENHANDS_CLOUD_API_KEY",
         Api::Runtime => "RUNTIME_API_KEY",
     };
-    let out =
-        Ohrun::new().current_dir(dir.path()).env(var, key).args(["-vv", "run", "--rehearse"]).args([&job]).output();
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env(var, key)
+        .env("OHRUN_STATE_DIR", dir.path().join("state"))
+        .args(["-vv", "run", "--rehearse"])
+        .args([&job])
+        .output();
     let report_dir = dir.path().join(format!("ohrun-reports/{name}/{name}"));
     let report = read_report(&report_dir);
     assert_no_secret(&report_dir, &out.stdout, &out.stderr);
@@ -126,6 +131,19 @@ fn keep_alive_leaves_the_sandbox_and_says_where_it_is() {
     assert_eq!(o.report["sandbox"]["disposition"], "kept");
     let id = o.report["sandbox"]["id"].as_str().unwrap();
     assert!(o.stderr.contains(&format!("kept the sandbox: Cloud sandbox {id}")), "{}", o.stderr);
+    // gc leaves what was kept on purpose alone, whether or not it can look at it (no key here).
+    let gc = gc_json(&o.dir, false);
+    assert_eq!((gc.code, gc.json()["items"][0]["state"].as_str()), (0, Some("kept")), "{}", gc.stdout);
+    assert_eq!(emu.deletes(), 0);
+}
+
+/// `ohrun gc --json` on the ledger of a run made by `run` (in `dir/state`).
+fn gc_json(dir: &tempfile::TempDir, with_key: bool) -> crate::support::Result {
+    let mut cmd = Ohrun::new().env("OHRUN_STATE_DIR", dir.path().join("state")).env_remove("OPENHANDS_CLOUD_API_KEY");
+    if with_key {
+        cmd = cmd.env("OPENHANDS_CLOUD_API_KEY", CLOUD_KEY);
+    }
+    cmd.args(["gc", "--json"]).output()
 }
 
 #[test]
@@ -417,6 +435,13 @@ fn a_create_whose_answer_is_lost_is_never_adopted_and_its_candidate_is_reported(
     assert_eq!(candidates, existing, "the candidate is reported");
     assert!(o.stderr.contains(&existing[0]), "{}", o.stderr);
     assert!(o.report["sandbox"]["id"].is_null(), "it was not adopted");
+    // The ledger keeps the candidate: gc names it (exit 5) and never deletes what may not be ohrun's.
+    let gc = gc_json(&o.dir, true);
+    assert_eq!(gc.code, 5, "{}", gc.stdout);
+    let item = &gc.json()["items"][0];
+    assert_eq!(item["state"], "unidentified", "{item}");
+    assert!(item["detail"].as_str().unwrap().contains(&existing[0]), "{item}");
+    assert_eq!(emu.deletes(), 0);
 }
 
 #[test]
