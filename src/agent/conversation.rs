@@ -208,7 +208,7 @@ impl<'a> Conversation<'a> {
             report.ended_at = Some(now_rfc3339());
             report.duration_ms = Some(started.elapsed().as_millis() as u64);
             report.event_count = self.event_count - events_before;
-            let after = self.stats().await.unwrap_or_else(|| before.clone());
+            let after = self.while_stopping(self.stats()).await.flatten().unwrap_or_else(|| before.clone());
             report.cost = after.cost.saturating_sub(before.cost);
             report.tokens = after.tokens.minus(before.tokens);
             report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
@@ -223,10 +223,16 @@ impl<'a> Conversation<'a> {
         }
         // Late events (and late stats) are never lost: one last reconcile and the authoritative totals.
         let since = self.last_ts.clone();
-        self.reconcile(since).await;
-        let mut totals = self.stats().await.unwrap_or(before);
+        let cancel = self.cancel.clone();
+        let _ = bounded_if_stopping(&cancel, self.reconcile(since)).await;
+        let mut totals = self.while_stopping(self.stats()).await.flatten().unwrap_or(before);
         totals.events = self.event_count;
         Outcome { steps, totals }
+    }
+
+    /// `work`, bounded by [`STOPPING_GRACE`] once ohrun is asked to stop (None if that ran out).
+    async fn while_stopping<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        bounded_if_stopping(&self.cancel, work).await
     }
 
     /// One step: its message, then the agent's runs until it is done (answering questions when the job
@@ -283,8 +289,34 @@ impl<'a> Conversation<'a> {
         if self.lost {
             return Ok(());
         }
-        self.client.delete_conversation(&self.id).await.map_err(Error::from)
+        let cancel = self.cancel.clone();
+        match bounded_if_stopping(&cancel, self.client.delete_conversation(&self.id)).await {
+            Some(done) => done.map_err(Error::from),
+            None => {
+                tracing::warn!(
+                    "stopping: the conversation {} was not deleted in time; it stays on the server",
+                    self.id
+                );
+                Ok(())
+            }
+        }
     }
+}
+
+/// How long the bookkeeping after an interrupt (the last events, the costs, the conversation's delete)
+/// may take: a stop must stay bounded even when the server has stopped answering.
+const STOPPING_GRACE: Duration = Duration::from_secs(3);
+
+/// `work`, bounded when `cancel` is set (None if the time ran out) by [`STOPPING_GRACE`] and by what is
+/// left of the stop's budget (at least a moment, so a healthy server still answers); as it is otherwise.
+async fn bounded_if_stopping<T>(cancel: &Cancel, work: impl std::future::Future<Output = T>) -> Option<T> {
+    if !cancel.is_set() {
+        return Some(work.await);
+    }
+    let left = crate::runner::signal::stop_deadline()
+        .map_or(STOPPING_GRACE, |d| d.saturating_duration_since(Instant::now()))
+        .clamp(Duration::from_millis(500), STOPPING_GRACE);
+    tokio::time::timeout(left, work).await.ok()
 }
 
 pub(super) fn is_full_state(v: &Value) -> bool {

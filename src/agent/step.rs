@@ -493,7 +493,9 @@ impl Conversation<'_> {
     /// Interrupts the agent (without waiting for the call) and gives it `max_wait` to come to rest.
     fn stop(&mut self, w: &mut Wait<'_>, why: Stop, step: &Step) {
         w.stop = Some(why);
-        w.stop_deadline = Some(Instant::now() + step.max_wait.0);
+        // `max_wait` for the agent to come to rest — within the stop's own budget after a signal.
+        let rest = Instant::now() + step.max_wait.0;
+        w.stop_deadline = Some(crate::runner::signal::stop_deadline().map_or(rest, |d| d.min(rest)));
         if self.lost {
             return;
         }

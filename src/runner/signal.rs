@@ -25,6 +25,19 @@ pub fn stopping() -> bool {
     RECEIVED.load(Ordering::SeqCst) > 0
 }
 
+/// When the first signal came.
+static FIRST: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// How long a graceful stop may take in all before the sandboxes are released (so that ohrun exits
+/// within about 10 s, release included, even when a server stops answering).
+const STOP_BUDGET: std::time::Duration = std::time::Duration::from_secs(7);
+
+/// The moment by which the graceful part of a stop (the agent coming to rest, the last events, costs,
+/// the conversation's delete) must be over; None until a signal came.
+pub fn stop_deadline() -> Option<std::time::Instant> {
+    FIRST.get().map(|first| *first + STOP_BUDGET)
+}
+
 /// Sandboxes that exist beyond ohrun (a container, a provider's sandbox), by run id: what to say of each
 /// if ohrun has to exit before releasing it.
 static UNDER_WAY: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
@@ -88,6 +101,7 @@ impl Signals {
                 }
                 n += 1;
                 RECEIVED.store(n, Ordering::SeqCst);
+                let _ = FIRST.set(std::time::Instant::now());
                 if n >= 3 {
                     exit_now(term_flag.load(Ordering::SeqCst));
                 }

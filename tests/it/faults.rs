@@ -275,3 +275,31 @@ fn a_step_that_never_finishes_is_timed_out_interrupted_and_its_conversation_rele
     assert_eq!(proxy.requests_matching(&format!("DELETE /api/conversations/{cid}")).len(), 1, "not released");
     assert_eq!(report["sandbox"]["disposition"], "attached", "someone else's server is left as it was");
 }
+
+#[test]
+fn one_sigint_stops_within_ten_seconds_even_when_the_server_stops_answering() {
+    let proxy = Proxy::start(shared().url.trim_start_matches("http://"));
+    let dir = tempfile::tempdir().unwrap();
+    let slow = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n";
+    // A minute to come to rest after an interrupt: more than a stop may take.
+    let steps = "steps:\n  - message: Wait.\n    max_wait: 60s\n";
+    let job = job(&proxy, dir.path(), "hung", "", steps, slow);
+    let child = Ohrun::new()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &shared().key)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .spawn();
+    wait_for_event(dir.path(), "hung", "MessageEvent", Duration::from_secs(60));
+    // The server stops answering (every request, the socket too), then one Ctrl-C.
+    proxy.set_blocked(true);
+    proxy.cut();
+    let signalled = Instant::now();
+    signal(&child, libc::SIGINT);
+    let out = wait_output(child, Duration::from_secs(120));
+    let took = signalled.elapsed();
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(took <= Duration::from_secs(10), "took {took:?} after one signal:\n{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/hung/hung"));
+    assert_eq!((&report["status"], &report["steps"][0]["end_reason"]), (&"ended".into(), &"interrupted".into()));
+}
