@@ -126,7 +126,14 @@ fn raw_record(frame: &str, raw: String, error: String) -> Value {
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(url: &str, key: Option<&str>) -> Result<Ws, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("cannot open {url}: {e}"))?;
+    // Small buffers: ohrun reads events (a few KB each) and writes one auth message, and a batch holds a
+    // socket per run — the 128 KiB defaults made each run cost ~0.25 MB at 500 runs.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .map_err(|e| format!("cannot open {url}: {e}"))?;
     if let Some(k) = key {
         let auth = json!({"type": "auth", "session_api_key": k}).to_string();
         ws.send(Message::text(auth)).await.map_err(|e| format!("cannot authenticate on {url}: {e}"))?;

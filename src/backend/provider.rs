@@ -78,6 +78,8 @@ impl ApiFailure {
 pub struct ProviderApi {
     base: Url,
     http: reqwest::Client,
+    /// Bounds each request (`api_timeout`).
+    timeout: Duration,
     auth_header: &'static str,
     auth_value: String,
     retries: Arc<Mutex<Vec<ApiRetry>>>,
@@ -93,13 +95,16 @@ impl ProviderApi {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("ohrun/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Failed, format!("cannot build an HTTP client: {e}")))?;
-        Ok(ProviderApi { base, http, auth_header, auth_value, retries: Arc::default(), cancel: Cancel::never() })
+        let http = crate::agent::http::shared_client();
+        Ok(ProviderApi {
+            base,
+            http,
+            timeout,
+            auth_header,
+            auth_value,
+            retries: Arc::default(),
+            cancel: Cancel::never(),
+        })
     }
 
     /// The same API (and retry log), whose retries stop when `cancel` fires.
@@ -187,7 +192,11 @@ impl ProviderApi {
 
     async fn once(&self, method: &Method, url: &Url, body: Option<&Value>) -> Result<Value, ApiFailure> {
         let what = format!("{method} {}", url.as_str().split('?').next().unwrap_or_default());
-        let mut req = self.http.request(method.clone(), url.clone()).header(self.auth_header, &self.auth_value);
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .timeout(self.timeout)
+            .header(self.auth_header, &self.auth_value);
         if let Some(b) = body {
             req = req.json(b);
         }

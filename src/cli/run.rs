@@ -35,6 +35,7 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    raise_open_file_limit();
     let out = inv.out.clone().unwrap_or_else(|| default_out(&plans));
     let given =
         BatchFlags { jobs: args.jobs, retries: args.retries, max_cost: args.max_cost, fail_fast: args.fail_fast };
@@ -203,4 +204,18 @@ pub(super) fn load_script(path: &std::path::Path) -> Result<Script, i32> {
         eprint!("{}", report.render(Style::for_stderr()));
         ExitCode::USAGE
     })
+}
+
+/// Each running run holds a few descriptors (its event socket, HTTP connections, its event log): 1,000
+/// runs at once need about 4,500, beyond the usual soft limit of 1,024. The soft limit is raised to the
+/// hard one, as servers do; nothing is raised beyond what the system allows.
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
