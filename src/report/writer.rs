@@ -47,19 +47,6 @@ impl ReportWriter {
     }
 }
 
-/// Checks that `dir` can take the report before anything is started: creates it and writes (and
-/// removes) a probe file.
-pub fn check_writable(dir: &Path) -> std::io::Result<()> {
-    create_dir(dir)?;
-    let probe = dir.join(format!(".ohrun-probe-{}", std::process::id()));
-    let result = create_private(&probe).and_then(|mut f| {
-        f.write_all(b"ohrun")?;
-        f.sync_all()
-    });
-    let _ = std::fs::remove_file(&probe);
-    result
-}
-
 /// Writes `run.json` atomically: readers see the old report or the new one, never half of one.
 pub fn write_report(dir: &Path, report: &RunReport) -> std::io::Result<PathBuf> {
     create_dir(dir)?;

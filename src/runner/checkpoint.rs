@@ -22,6 +22,13 @@ impl Checkpoint {
         Checkpoint { dir, report: Mutex::new(report.clone()) }
     }
 
+    /// Writes `report` as it is now, saying whether that worked.
+    pub fn try_save(&self, report: &RunReport) -> std::io::Result<()> {
+        let mut last = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        *last = report.clone();
+        write_report(&self.dir, &last).map(|_| ())
+    }
+
     /// Writes `report` as it is now.
     pub fn save(&self, report: &RunReport) {
         let mut last = self.report.lock().unwrap_or_else(|e| e.into_inner());

@@ -20,7 +20,7 @@ use crate::job::{Plan, PlannedRun};
 use crate::rehearse::Rehearsal;
 use crate::rehearse::script::Script;
 use crate::report::ReportStatus;
-use crate::report::writer::{EVENTS_FILE, ReportWriter, check_writable, now_rfc3339, write_report};
+use crate::report::writer::{EVENTS_FILE, ReportWriter, now_rfc3339, write_report};
 use crate::report::{
     EndReason, JobInfo, Outcome, OutcomeClass, REPORT_FORMAT, RunInfo, RunReport, SandboxInfo, StepReport,
 };
@@ -61,11 +61,10 @@ pub(super) async fn execute(a: &Attempt<'_>) -> RunResult {
         checkpoint: Checkpoint::new(a.dir.clone(), &report),
         ledger: crate::ledger::Slot::new(&a.planned.id, &a.dir, Some(a.batch_dir)),
     };
-    // The attempt's folder never stays without a run.json, however soon ohrun is killed.
-    if a.dir.is_dir() {
-        run.checkpoint.save(&report);
-    }
-    let outcome = run.attempt(&mut report).await;
+    // The first checkpoint, at once: the attempt's folder never stays without a run.json, however soon
+    // ohrun is killed — and writing it is the check that the report can be written at all.
+    let writable = run.checkpoint.try_save(&report);
+    let outcome = run.attempt(&mut report, writable).await;
     finish(report, outcome, &a.dir, started, a.line, a.signals)
 }
 
@@ -200,7 +199,8 @@ impl Run<'_> {
         self.attempt.line.say(line);
     }
 
-    async fn attempt(&self, report: &mut RunReport) -> Result<(), Failure> {
+    /// `writable`: whether the first checkpoint could be written (nothing is started if not).
+    async fn attempt(&self, report: &mut RunReport, writable: std::io::Result<()>) -> Result<(), Failure> {
         // The rehearsal endpoint, if any, lives as long as this attempt.
         let rehearsal = match self.attempt.rehearsal {
             Some(script) => {
@@ -211,7 +211,7 @@ impl Run<'_> {
             None => None,
         };
         let settings = self.resolve(rehearsal.as_ref())?;
-        check_writable(&self.attempt.dir).map_err(|e| self.unwritable(e))?;
+        writable.map_err(|e| self.unwritable(e))?;
         let mut writer = ReportWriter::create(&self.attempt.dir).map_err(|e| self.unwritable(e))?;
         self.checkpoint.save(report);
         let mut backend = settings.sandbox.clone().backend();
