@@ -71,14 +71,23 @@ fn job(proxy: &Proxy, dir: &Path, name: &str, sandbox_extra: &str, steps: &str, 
     )
 }
 
-fn run(dir: &Path, job: &Path) -> Result {
+/// A fault proxy in front of the shared agent-server.
+fn shared_proxy() -> Proxy {
+    Proxy::start(shared().url.trim_start_matches("http://"))
+}
+
+/// `ohrun -v run --rehearse JOB` in `dir`, with the shared server's key.
+fn ohrun(dir: &Path, job: &Path) -> Ohrun {
     Ohrun::new()
         .current_dir(dir)
         .env("TEST_SESSION_KEY", &shared().key)
         .timeout(Duration::from_secs(180))
         .args(["-v", "run", "--rehearse"])
         .args([job])
-        .output()
+}
+
+fn run(dir: &Path, job: &Path) -> Result {
+    ohrun(dir, job).output()
 }
 
 /// The run's report, the ids in its events.jsonl (in order) and the server's own events.
@@ -113,7 +122,7 @@ fn shape(events: &[Value]) -> Vec<(String, String, String)> {
 fn the_event_socket_cut_three_times_mid_step_loses_and_repeats_no_event() {
     let steps = "steps:\n  - message: Count to twelve.\ncleanup: never\n";
     // Undisturbed, through a proxy that does nothing.
-    let calm = Proxy::start(shared().url.trim_start_matches("http://"));
+    let calm = shared_proxy();
     let calm_dir = tempfile::tempdir().unwrap();
     let out = run(calm_dir.path(), &job(&calm, calm_dir.path(), "calm", "", steps, LONG_STEP));
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -121,7 +130,7 @@ fn the_event_socket_cut_three_times_mid_step_loses_and_repeats_no_event() {
     assert_exactly_the_servers(&calm_logged, &calm_server);
 
     // Cut three times while the step runs: after the 1st, 2nd and 3rd command's observation.
-    let proxy = std::sync::Arc::new(Proxy::start(shared().url.trim_start_matches("http://")));
+    let proxy = std::sync::Arc::new(shared_proxy());
     let dir = tempfile::tempdir().unwrap();
     let job = job(&proxy, dir.path(), "cut", "", steps, LONG_STEP);
     let events = dir.path().join("ohrun-reports/cut/cut/attempt-1/events.jsonl");
@@ -176,7 +185,7 @@ fn creates(proxy: &Proxy) -> usize {
 
 #[test]
 fn busy_and_failing_rest_answers_are_retried_after_retry_after_or_a_backoff() {
-    let proxy = Proxy::start(shared().url.trim_start_matches("http://"));
+    let proxy = shared_proxy();
     let busy = r#"{"detail":"busy"}"#.to_string();
     for (what, action) in [
         ("server_info", Action::Respond(500, busy.clone())),
@@ -206,7 +215,7 @@ fn busy_and_failing_rest_answers_are_retried_after_retry_after_or_a_backoff() {
 
 #[test]
 fn a_create_whose_answer_is_lost_is_adopted_not_made_twice() {
-    let proxy = Proxy::start(shared().url.trim_start_matches("http://"));
+    let proxy = shared_proxy();
     proxy.add_rule(Rule { matches: starts_with("create"), times: 1, action: Action::LoseAnswer });
     let dir = tempfile::tempdir().unwrap();
     let out = run(
@@ -227,7 +236,7 @@ fn every_request(line: &str) -> bool {
 #[test]
 fn a_server_slower_than_api_timeout_fails_the_run_cleanly_and_one_within_it_does_not() {
     // Every answer 300 ms late, api_timeout 3 s: slow, but within it.
-    let slow = Proxy::start(shared().url.trim_start_matches("http://"));
+    let slow = shared_proxy();
     slow.add_rule(Rule { matches: every_request, times: 10_000, action: Action::Delay(Duration::from_millis(300)) });
     let dir = tempfile::tempdir().unwrap();
     let out = run(
@@ -240,7 +249,7 @@ fn a_server_slower_than_api_timeout_fails_the_run_cleanly_and_one_within_it_does
 
     // Every answer 4 s late, api_timeout 1 s: each request times out; after its retries the run fails as
     // infrastructure (exit 3), in bounded time, with a report that says so.
-    let slower = Proxy::start(shared().url.trim_start_matches("http://"));
+    let slower = shared_proxy();
     slower.add_rule(Rule { matches: every_request, times: 10_000, action: Action::Delay(Duration::from_secs(4)) });
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
@@ -258,7 +267,7 @@ fn a_server_slower_than_api_timeout_fails_the_run_cleanly_and_one_within_it_does
 
 #[test]
 fn a_step_that_never_finishes_is_timed_out_interrupted_and_its_conversation_released() {
-    let proxy = Proxy::start(shared().url.trim_start_matches("http://"));
+    let proxy = shared_proxy();
     let dir = tempfile::tempdir().unwrap();
     let never = "replies:\n  - tool: finish\n    args: {message: too late}\n    delay: 300s\n";
     let steps = "steps:\n  - message: Take forever.\n    timeout: 3s\n  - message: Never sent.\n";
@@ -278,18 +287,13 @@ fn a_step_that_never_finishes_is_timed_out_interrupted_and_its_conversation_rele
 
 #[test]
 fn one_sigint_stops_within_ten_seconds_even_when_the_server_stops_answering() {
-    let proxy = Proxy::start(shared().url.trim_start_matches("http://"));
+    let proxy = shared_proxy();
     let dir = tempfile::tempdir().unwrap();
     let slow = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n";
     // A minute to come to rest after an interrupt: more than a stop may take.
     let steps = "steps:\n  - message: Wait.\n    max_wait: 60s\n";
     let job = job(&proxy, dir.path(), "hung", "", steps, slow);
-    let child = Ohrun::new()
-        .current_dir(dir.path())
-        .env("TEST_SESSION_KEY", &shared().key)
-        .args(["run", "--rehearse"])
-        .args([&job])
-        .spawn();
+    let child = ohrun(dir.path(), &job).spawn();
     wait_for_event(dir.path(), "hung", "MessageEvent", Duration::from_secs(60));
     // The server stops answering (every request, the socket too), then one Ctrl-C.
     proxy.set_blocked(true);
