@@ -379,9 +379,23 @@ mod local {
     use std::path::{Path, PathBuf};
     use std::time::{Duration, Instant};
 
-    /// The server, if that very process still runs.
+    /// The server, if that very process still runs. An entry without one (ohrun died between starting
+    /// the server and recording it) is found by its working directory: the server runs in its private,
+    /// randomly named state directory, which nothing else uses.
     fn server(s: &Sandbox) -> Option<Process> {
-        s.process.clone().filter(|p| p.alive())
+        match &s.process {
+            Some(p) => Some(p.clone()).filter(|p| p.alive()),
+            None => s.state_dir.as_deref().and_then(running_in),
+        }
+    }
+
+    fn running_in(dir: &Path) -> Option<Process> {
+        let procs = std::fs::read_dir("/proc").ok()?;
+        procs
+            .flatten()
+            .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir))
+            .and_then(Process::of)
     }
 
     /// tmux sockets under the server's state directory that a server still answers on.

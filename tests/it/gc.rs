@@ -385,6 +385,28 @@ fn gc_never_signals_a_reused_pid_nor_what_a_running_ohrun_holds_and_respects_old
 }
 
 #[test]
+fn gc_finds_a_local_server_whose_pid_was_never_recorded_by_its_state_directory() {
+    // ohrun died between starting the server and recording its pid: the entry names only the server's
+    // private state directory, which the server runs in (a `sleep` stands in for it).
+    let state = tempfile::tempdir().unwrap();
+    let ledger = state.path().join("ledger");
+    std::fs::create_dir_all(&ledger).unwrap();
+    let server_dir = tempfile::tempdir().unwrap();
+    let server_dir_path = std::fs::canonicalize(server_dir.path()).unwrap();
+    let mut server = std::process::Command::new("sleep").arg("120").current_dir(&server_dir_path).spawn().unwrap();
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let text = line(json!({"op": "owner", "process": {"pid": 4_194_997, "start": 1}, "ohrun": "0", "created_at": now}))
+        + &line(json!({"op": "entry", "n": 1, "sandbox": {"backend": "local", "run_id": "unrecorded",
+            "report_dir": "/nowhere", "created_at": now, "state_dir": server_dir_path}}));
+    std::fs::write(ledger.join("4194997-1.jsonl"), text).unwrap();
+    let (code, dry, _) = gc(state.path(), &["--dry-run"], false);
+    assert_eq!((code, items(&dry, "left")), (0, BTreeSet::from([("unrecorded".into(), "local".into())])), "{dry}");
+    let (code, removed, _) = gc(state.path(), &[], false);
+    assert_eq!((code, items(&removed, "removed")), (0, BTreeSet::from([("unrecorded".into(), "local".into())])));
+    assert!(server.wait().unwrap().signal().is_some(), "the server was stopped");
+}
+
+#[test]
 fn gc_finds_a_container_by_its_ledger_label_and_only_for_its_own_ledger() {
     if !engine_ready() {
         return;
