@@ -124,7 +124,7 @@ impl Local {
             Some(p) => p,
             None => free_port()?,
         };
-        let workspace = self.workspace(ctx.report_dir)?;
+        let workspace = workspace(self.settings.working_dir.as_deref(), ctx.report_dir)?;
         let log_file = ctx.report_dir.join("agent-server.log");
         self.log_file = Some(log_file.clone());
         let key = super::random_key();
@@ -171,23 +171,6 @@ impl Local {
         Ok(Ready { client, working_dir: workspace.display().to_string(), server_info })
     }
 
-    /// The configured working directory, or a fresh `workspace/` beside the run's report (the runner has
-    /// made sure that report directory belongs to this run, so an old workspace there is this run's own).
-    fn workspace(&self, report_dir: &Path) -> Result<PathBuf, Error> {
-        let workspace = match &self.settings.working_dir {
-            Some(dir) => dir.clone(),
-            None => {
-                let dir = report_dir.join("workspace");
-                let _ = std::fs::remove_dir_all(&dir);
-                dir
-            }
-        };
-        std::fs::create_dir_all(&workspace).map_err(|e| {
-            Error::failed(format!("cannot create the workspace {}: {e}", workspace.display())).hint("check permissions")
-        })?;
-        Ok(std::fs::canonicalize(&workspace).unwrap_or(workspace))
-    }
-
     /// The exit status, once the server process has exited (reaping it). Once reaped, its pid and process
     /// group are free for others: the watchdog is told never to signal them (it still stops the tmux
     /// servers if ohrun dies before the release does).
@@ -199,6 +182,23 @@ impl Local {
         }
         Some(status)
     }
+}
+
+/// The configured working directory, or a fresh `workspace/` beside the run's report (the runner has made
+/// sure that report directory belongs to this run, so an old workspace there is this run's own).
+pub fn workspace(configured: Option<&Path>, report_dir: &Path) -> Result<PathBuf, Error> {
+    let workspace = match configured {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let dir = report_dir.join("workspace");
+            let _ = std::fs::remove_dir_all(&dir);
+            dir
+        }
+    };
+    std::fs::create_dir_all(&workspace).map_err(|e| {
+        Error::failed(format!("cannot create the workspace {}: {e}", workspace.display())).hint("check permissions")
+    })?;
+    Ok(std::fs::canonicalize(&workspace).unwrap_or(workspace))
 }
 
 fn spawn(

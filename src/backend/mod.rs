@@ -43,6 +43,16 @@ impl Settings {
         }
     }
 
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Settings::Local(_) => "local",
+            Settings::Docker(_) => "docker",
+            Settings::Cloud(_) => "cloud",
+            Settings::Runtime(_) => "runtime",
+            Settings::Remote(_) => "remote",
+        }
+    }
+
     /// The backend for these settings; nothing is created yet.
     pub fn backend(self) -> Box<dyn Backend> {
         match self {
@@ -131,6 +141,8 @@ pub enum Released {
     Attached,
     /// Nothing had been created.
     NothingToRelease,
+    /// The batch's shared server (`sandbox.share: batch`): the batch releases it when every run has ended.
+    Shared,
     Failed(String),
 }
 
@@ -142,6 +154,7 @@ impl Released {
             Released::Kept => "kept",
             Released::Attached => "attached",
             Released::NothingToRelease => "not_provisioned",
+            Released::Shared => "shared",
             Released::Failed(_) => "release_failed",
         }
     }

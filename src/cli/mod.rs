@@ -117,6 +117,10 @@ pub struct RunArgs {
     /// How many runs at once (default: 2 for local and docker sandboxes, 4 for the others).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+    /// How many runs beyond `--jobs` may provision their sandbox and run their setup ahead, then wait
+    /// for a place (default: half of `--jobs`, rounded up, where sandboxes are started; 0 turns it off).
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<usize>,
     /// Start no new run once one has failed.
     #[arg(long)]
     pub fail_fast: bool,

@@ -37,8 +37,13 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
     };
     raise_open_file_limit();
     let out = inv.out.clone().unwrap_or_else(|| default_out(&plans));
-    let given =
-        BatchFlags { jobs: args.jobs, retries: args.retries, max_cost: args.max_cost, fail_fast: args.fail_fast };
+    let given = BatchFlags {
+        jobs: args.jobs,
+        prefetch: args.prefetch,
+        retries: args.retries,
+        max_cost: args.max_cost,
+        fail_fast: args.fail_fast,
+    };
     let mut state =
         BatchState::of(&plans, &inv.vars, inv.shard.as_deref(), &inv.filters, inv.rehearse.as_deref(), given);
     if inv.resume {
@@ -61,6 +66,7 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
     let opts = BatchOptions {
         rehearsals,
         jobs: flags.jobs,
+        prefetch: flags.prefetch,
         retries: flags.retries,
         max_cost,
         fail_fast: flags.fail_fast,

@@ -399,11 +399,40 @@ pub struct LocalSandbox {
     /// How long the server may take to become healthy.
     #[serde(default = "d120")]
     pub init_timeout: HumanDuration,
+    /// `run` (the default): every run starts its own agent-server. `batch`: the runs of a batch whose
+    /// sandbox settings are the same share one agent-server, each as its own conversation in its own
+    /// working directory; it starts with the first run that needs it and stops when the batch ends.
+    #[serde(default, skip_serializing_if = "Share::is_run")]
+    pub share: Share,
 }
 
 impl Default for LocalSandbox {
     fn default() -> Self {
-        LocalSandbox { command: None, port: None, working_dir: None, env: IndexMap::new(), init_timeout: d120() }
+        LocalSandbox {
+            command: None,
+            port: None,
+            working_dir: None,
+            env: IndexMap::new(),
+            init_timeout: d120(),
+            share: Share::Run,
+        }
+    }
+}
+
+/// Who an agent-server started by ohrun serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Share {
+    /// One run: its own server, stopped when the run ends.
+    #[default]
+    Run,
+    /// Every run of the batch with the same sandbox settings.
+    Batch,
+}
+
+impl Share {
+    fn is_run(&self) -> bool {
+        *self == Share::Run
     }
 }
 

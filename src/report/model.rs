@@ -70,10 +70,20 @@ pub struct SandboxInfo {
     pub working_dir: Option<String>,
     /// Where ohrun keeps the server's log, for local sandboxes.
     pub log_file: Option<String>,
-    /// What happened at the end: released, kept, not_provisioned, release_failed, attached.
+    /// What happened at the end: released, kept, not_provisioned, release_failed, attached, or shared (the
+    /// batch's shared server, released by the batch).
     pub disposition: String,
     pub release_error: Option<String>,
+    /// How long until the agent-server answered: provisioning it, or (a shared server) waiting for it.
     pub provision_ms: Option<u64>,
+    /// The batch's shared agent-server this run used (`sandbox.share: batch`): its directory, with its
+    /// log. The batch releases it when every run has ended (summary.json says how).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
+    /// How long the run, provisioned and set up ahead (`--prefetch`), waited for one of the batch's
+    /// `--jobs` places before its first message (this time does not count against `limits.timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_for_place_ms: Option<u64>,
     /// Requests to the provider's API (Cloud, Runtime) that were retried, and why.
     pub api_retries: Vec<ApiRetry>,
     /// Sandboxes that a failed create request may have made but that ohrun could not be sure were its

@@ -25,6 +25,23 @@ pub struct Summary {
     pub updated_at: String,
     pub runs: Vec<RunSummary>,
     pub totals: SummaryTotals,
+    /// The agent-servers the runs shared (`sandbox.share: batch`), once the batch has released them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_sandboxes: Vec<SharedSandbox>,
+}
+
+/// An agent-server that runs of the batch shared, and how the batch ended it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct SharedSandbox {
+    /// `shared-KIND-N`, also its directory under `shared/` in the batch directory (its log is there).
+    pub name: String,
+    /// The provider's id for it (for a local server, its process id).
+    pub id: Option<String>,
+    /// How many run attempts used it.
+    pub runs: usize,
+    /// released, kept, not_provisioned or release_failed.
+    pub disposition: String,
+    pub release_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -301,7 +318,10 @@ impl Summary {
     /// finished, a shard that is missing) counts as an infrastructure failure.
     pub fn worst_class(&self) -> OutcomeClass {
         let pending = |r: &&RunSummary| r.status == RunStatus::Pending;
-        let worst = self.runs.iter().filter_map(|r| r.status.class()).max().unwrap_or_default();
+        let mut worst = self.runs.iter().filter_map(|r| r.status.class()).max().unwrap_or_default();
+        if self.shared_sandboxes.iter().any(|s| s.release_error.is_some()) {
+            worst = worst.max(OutcomeClass::LeftBehind);
+        }
         if self.runs.iter().any(|r| pending(&r)) { worst.max(OutcomeClass::Infrastructure) } else { worst }
     }
 

@@ -7,9 +7,11 @@
 use super::budget::{Admission, Budget};
 use super::claim::{Claim, attempts};
 use super::run::{self, Attempt};
+use super::shared::SharedSandboxes;
 use super::signal::Signals;
 use super::state::{BATCH_FILE, BatchState};
 use crate::agent::stats::last_stats_in;
+use crate::backend::Released;
 use crate::console::{Console, RunLine, print_stdout};
 use crate::error::Failure;
 use crate::exit_code::ExitCode;
@@ -17,7 +19,7 @@ use crate::job::{Plan, PlannedRun};
 use crate::money::Usd;
 use crate::rehearse::script::Script;
 use crate::report::leak;
-use crate::report::summary::{JUNIT_FILE, RunStatus, RunSummary, SUMMARY_FILE, Summary};
+use crate::report::summary::{JUNIT_FILE, RunStatus, RunSummary, SUMMARY_FILE, SharedSandbox, Summary};
 use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, read_report, write_report};
 use crate::report::{OutcomeClass, ReportStatus, RunReport};
 use crate::settings;
@@ -32,6 +34,8 @@ pub struct BatchOptions {
     pub rehearsals: Vec<Option<Script>>,
     /// How many runs at once, whatever their kind (default: per kind, `default_jobs`).
     pub jobs: Option<usize>,
+    /// How many runs beyond those may provision and set up ahead (default: `default_prefetch`).
+    pub prefetch: Option<usize>,
     /// `--retries`, overriding each job's `retries.max`.
     pub retries: Option<u32>,
     /// The batch's budget (`--max-cost`, else the smallest `batch.max_cost` of the jobs).
@@ -56,8 +60,18 @@ pub fn default_jobs(kind: &str) -> usize {
     }
 }
 
+/// How many runs of a lane `jobs` wide get their sandbox and setup ready ahead, unless `--prefetch` says
+/// otherwise: half as many again, so the next runs' start-up (seconds for a local or docker server,
+/// more for Cloud) overlaps the runs under way without starting a crowd of servers at once. None for
+/// a lane of servers that already run (`remote`): nothing to start.
+pub fn default_prefetch(provisions: bool, jobs: usize) -> usize {
+    if provisions { jobs.div_ceil(2) } else { 0 }
+}
+
 struct Batch {
     plans: Vec<Plan>,
+    /// Agent-servers the runs share (`sandbox.share: batch`).
+    shared: SharedSandboxes,
     opts: BatchOptions,
     console: Console,
     signals: Signals,
@@ -95,6 +109,7 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
     }
     let (entries, spent, largest_call) = initial_entries(&plans, &opts);
     let batch = Arc::new(Batch {
+        shared: SharedSandboxes::new(&opts.out),
         summary: Mutex::new(Summary::new(entries)),
         budget: opts.max_cost.map(|cap| Budget::new(cap, spent, largest_call)),
         failed: AtomicBool::new(false),
@@ -126,6 +141,7 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
             batch.write_failed.store(true, Ordering::SeqCst);
         }
     }
+    batch.release_shared().await;
     batch.console.clear();
     batch.finish()
 }
@@ -243,10 +259,14 @@ fn backoff(base: Duration, n: u32) -> Duration {
 }
 
 impl Batch {
-    /// Starts the runs of one lane in plan order, each as a task of its own once one of the lane's `width`
-    /// places is free, and waits for them all.
+    /// Starts the runs of one lane in plan order, each as a task of its own once one of the lane's places
+    /// is free, and waits for them all. `width` runs talk to their agents at once; with a prefetch, that
+    /// many more provision and set up meanwhile, then wait for a turn (`Attempt::turns`).
     async fn dispatch(self: Arc<Self>, queue: Vec<(usize, (usize, usize))>, width: usize) {
-        let places = Arc::new(Semaphore::new(width));
+        let provisions = queue.iter().any(|(_, (p, r))| self.plans[*p].runs[*r].spec.sandbox.kind() != "remote");
+        let prefetch = self.opts.prefetch.unwrap_or_else(|| default_prefetch(provisions, width));
+        let places = Arc::new(Semaphore::new(width + prefetch));
+        let turns = (prefetch > 0).then(|| Arc::new(Semaphore::new(width)));
         let mut tasks = tokio::task::JoinSet::new();
         for (index, (p, r)) in queue {
             if self.entry(index).status != RunStatus::Pending {
@@ -254,8 +274,9 @@ impl Batch {
             }
             let Ok(place) = places.clone().acquire_owned().await else { break };
             let batch = self.clone();
+            let turns = turns.clone();
             tasks.spawn(async move {
-                batch.run_one(index, p, r).await;
+                batch.run_one(index, p, r, turns.as_deref()).await;
                 drop(place);
             });
         }
@@ -268,7 +289,7 @@ impl Batch {
         }
     }
 
-    async fn run_one(&self, index: usize, plan_index: usize, run_index: usize) {
+    async fn run_one(&self, index: usize, plan_index: usize, run_index: usize, turns: Option<&Semaphore>) {
         let plan = &self.plans[plan_index];
         let r = &plan.runs[run_index];
         if self.signals.interrupted() || (self.opts.fail_fast && self.failed.load(Ordering::SeqCst)) {
@@ -305,7 +326,7 @@ impl Batch {
             return self.record(index, e);
         }
         let first = claim.next_attempt();
-        let (last, not_retried) = self.attempts(plan, plan_index, r, &claim, &line).await;
+        let (last, not_retried) = self.attempts(plan, plan_index, r, &claim, &line, turns).await;
         let counted = if self.opts.resume { 1 } else { first };
         let all = reports_on_disk(&claim.dir, counted);
         let refs: Vec<&RunReport> = all.iter().collect();
@@ -330,6 +351,7 @@ impl Batch {
         r: &PlannedRun,
         claim: &Claim,
         line: &RunLine<'_>,
+        turns: Option<&Semaphore>,
     ) -> (super::RunResult, Option<(RunStatus, String)>) {
         let retries = self.opts.retries.unwrap_or(r.spec.retries.max);
         let first = claim.next_attempt();
@@ -347,6 +369,8 @@ impl Batch {
                 budget: self.budget.as_ref(),
                 resource_factor: factor,
                 batch_dir: &self.opts.out,
+                shared: &self.shared,
+                turns,
             };
             let mut result = run::execute(&attempt).await;
             if let Some(b) = &self.budget {
@@ -491,6 +515,34 @@ impl Batch {
 }
 
 impl Batch {
+    /// Releases the servers the runs shared, now that no run holds them, into the summary and onto the
+    /// console.
+    async fn release_shared(&self) {
+        for ended in self.shared.release_all().await {
+            let release_error = match &ended.released {
+                Released::Failed(e) => {
+                    self.console
+                        .error(&format!("error: the shared agent-server {} could not be stopped: {e}", ended.name));
+                    self.console.error("hint: it may still be running: `ohrun gc` finds it");
+                    Some(e.clone())
+                }
+                Released::Kept => {
+                    self.console.say(&format!("kept the shared agent-server {}: {}", ended.name, ended.attach_hint));
+                    None
+                }
+                _ => None,
+            };
+            let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+            summary.shared_sandboxes.push(SharedSandbox {
+                name: ended.name,
+                id: ended.record.id,
+                runs: ended.runs,
+                disposition: ended.released.disposition().to_string(),
+                release_error,
+            });
+        }
+    }
+
     /// The leak scan of the batch's own files (batch.json, summary.json, junit.xml, the GitHub step
     /// summary): true, with an error on the console, when a secret is in one of them.
     /// (`step_summary_from`: where ohrun's part of the step summary begins; what is before it is not ours.)

@@ -1,6 +1,6 @@
 //! Runs a batch: every selected run of one or more job files, concurrently (`batch.rs`), each run in its
 //! own directory with one `attempt-N/` per attempt (`claim.rs`, `run.rs`), under a shared budget
-//! (`budget.rs`), with the batch's plan on disk for `--resume` (`state.rs`) and its rollups rewritten
+//! (`budget.rs`), on their own sandboxes or on servers the batch shares (`shared.rs`), with the batch's plan on disk for `--resume` (`state.rs`) and its rollups rewritten
 //! after every run (`report::summary`). Every exit path of an attempt writes its `run.json`.
 
 mod batch;
@@ -8,6 +8,7 @@ pub mod budget;
 mod checkpoint;
 mod claim;
 mod run;
+mod shared;
 pub mod signal;
 pub mod state;
 

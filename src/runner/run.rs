@@ -6,6 +6,7 @@
 use super::RunResult;
 use super::budget::Budget;
 use super::checkpoint::{Checkpoint, Checkpointed};
+use super::shared::{Lease, SharedSandboxes, Starter};
 use super::signal::Signals;
 use crate::agent::Limits;
 use crate::agent::conversation::{Conversation, message_text};
@@ -15,7 +16,7 @@ use crate::backend::{self, Backend, Ready, Released};
 use crate::console::{RunLine, StepProgress};
 use crate::error::Failure;
 use crate::exit_code::ExitCode;
-use crate::job::model::{CleanupPolicy, JobSpec};
+use crate::job::model::{CleanupPolicy, JobSpec, Sandbox, Share};
 use crate::job::{Plan, PlannedRun};
 use crate::rehearse::Rehearsal;
 use crate::rehearse::script::Script;
@@ -47,6 +48,11 @@ pub(super) struct Attempt<'a> {
     pub resource_factor: Option<u8>,
     /// The batch directory (for the sandbox ledger).
     pub batch_dir: &'a Path,
+    /// The batch's shared servers (`sandbox.share: batch`).
+    pub shared: &'a SharedSandboxes,
+    /// With `--prefetch`, the places of the runs that talk to the agent: a run provisions and sets up
+    /// ahead, then waits here for one before its first message.
+    pub turns: Option<&'a tokio::sync::Semaphore>,
 }
 
 /// One attempt; never panics on server or network trouble and always tries to write its `run.json`.
@@ -214,24 +220,49 @@ impl Run<'_> {
         writable.map_err(|e| self.unwritable(e))?;
         let mut writer = ReportWriter::create(&self.attempt.dir).map_err(|e| self.unwritable(e))?;
         self.checkpoint.save(report);
-        let mut backend = settings.sandbox.clone().backend();
-        let provisioned = self.provision(&mut *backend, &settings.secret_names, report).await;
+        let mut own = None;
+        let mut lease = None;
+        let provisioned = if self.shares_server() {
+            match self.lease(&settings, report).await {
+                Ok(l) => {
+                    let ready = self.ready_on_shared(&l, &settings);
+                    report.sandbox.working_dir = ready.as_ref().ok().map(|r| r.working_dir.clone());
+                    lease = Some(l);
+                    ready
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            let mut backend = settings.sandbox.clone().backend();
+            let ready = self.provision(&mut *backend, &settings.secret_names, report).await;
+            own = Some(backend);
+            ready
+        };
         self.checkpoint.save(report);
         let result = match &provisioned {
-            Ok(ready) => self.with_sandbox(ready, &*backend, &settings, &mut writer, report).await,
+            Ok(ready) => {
+                let probe = lease.as_ref().map(Lease::backend).or(own.as_deref()).expect("a sandbox was made");
+                self.with_sandbox(ready, probe, &settings, &mut writer, report).await
+            }
             Err(e) => Err(Failure::from(e.clone())),
         };
         self.checkpoint.save(report);
         let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
         let keep = provisioned.is_ok() && keeps(self.spec().cleanup, class);
-        let working_dir = provisioned.as_ref().map(|r| r.working_dir.clone()).unwrap_or_default();
-        let released = self.release(&mut *backend, keep, &working_dir, report).await;
-        // A lost create's candidates stay in the ledger too: `gc` names them (it never removes them).
-        if !report.sandbox.candidates.is_empty() {
-            self.ledger.update(|l| l.candidates = report.sandbox.candidates.clone());
-        } else if !matches!(released, Released::Failed(_)) {
-            self.ledger.close(released.disposition());
-        }
+        let released = match (own, lease) {
+            (Some(mut backend), _) => {
+                let working_dir = provisioned.as_ref().map(|r| r.working_dir.clone()).unwrap_or_default();
+                self.release(&mut *backend, keep, &working_dir, report).await
+            }
+            (None, Some(lease)) => {
+                if keep {
+                    lease.keep();
+                }
+                report.sandbox.disposition = Released::Shared.disposition().into();
+                Released::Shared
+            }
+            (None, None) => Released::NothingToRelease,
+        };
         super::signal::released(&self.attempt.planned.id);
         drop(rehearsal);
         worst(result, released)
@@ -314,6 +345,7 @@ impl Run<'_> {
     ) -> Result<(), Failure> {
         self.check_server(ready, report)?;
         self.setup(ready, settings, report).await?;
+        let (_place, waited) = self.wait_for_place(report).await?;
         self.attempt.line.activity("starting the conversation");
         let client = &ready.client;
         let mut conv = Conversation::start(
@@ -336,7 +368,7 @@ impl Run<'_> {
         let progress = Checkpointed { inner: &console, checkpoint: &self.checkpoint };
         self.attempt.line.activity(&format!("step 1/{}", self.spec().steps.len()));
         let limits = Limits {
-            run_deadline: self.run_deadline,
+            run_deadline: self.run_deadline.map(|d| d + waited),
             max_cost: self.spec().limits.max_cost,
             batch: self.attempt.budget.map(|b| b as &dyn crate::agent::SharedBudget),
             run_id: &self.attempt.planned.id,
@@ -362,6 +394,28 @@ impl Run<'_> {
             tracing::warn!("deleting the conversation failed: {e}");
         }
         result
+    }
+
+    /// With `--prefetch`: waits, provisioned and set up, for one of the batch's places to talk to the
+    /// agent (held until the attempt ends). How long it waited does not count against `limits.timeout`.
+    async fn wait_for_place(
+        &self,
+        report: &mut RunReport,
+    ) -> Result<(Option<tokio::sync::SemaphorePermit<'_>>, Duration), Failure> {
+        let Some(turns) = self.attempt.turns else { return Ok((None, Duration::ZERO)) };
+        let started = Instant::now();
+        self.attempt.line.activity("ready; waiting for a place (--jobs)");
+        let mut cancel = self.attempt.signals.cancel();
+        let place = tokio::select! {
+            place = turns.acquire() => place.ok(),
+            _ = cancel.wait() => None,
+        };
+        let Some(place) = place else {
+            return Err(Failure::new(OutcomeClass::Interrupted, "interrupted while waiting for a place".to_string()));
+        };
+        let waited = started.elapsed();
+        report.sandbox.waited_for_place_ms = Some(waited.as_millis() as u64);
+        Ok((Some(place), waited))
     }
 
     /// The server's version (a warning when it is not the one ohrun was tested with) and tool names.
@@ -459,7 +513,55 @@ impl Run<'_> {
             Released::Failed(e) => report.sandbox.release_error = Some(e.clone()),
             _ => {}
         }
+        // A lost create's candidates stay in the ledger too: `gc` names them (it never removes them).
+        if !report.sandbox.candidates.is_empty() {
+            self.ledger.update(|l| l.candidates = report.sandbox.candidates.clone());
+        } else if !matches!(released, Released::Failed(_)) {
+            self.ledger.close(released.disposition());
+        }
         released
+    }
+
+    /// Whether this run uses the batch's shared server (`sandbox.share: batch`).
+    fn shares_server(&self) -> bool {
+        matches!(&self.spec().sandbox, Sandbox::Local(l) if l.share == Share::Batch)
+    }
+
+    /// A lease on the batch's shared server (started now if it is not running): in the report as if
+    /// this run had provisioned it, with the time it waited for it.
+    async fn lease(&self, settings: &RunSettings, report: &mut RunReport) -> Result<Lease, backend::Error> {
+        self.attempt.line.activity("waiting for the batch's shared agent-server");
+        let progress = |line: &str| self.say(line);
+        let starter = Starter {
+            job: &self.spec().name,
+            hide_env: &settings.secret_names,
+            run_deadline: self.run_deadline,
+            cancel: self.attempt.signals.cancel(),
+            progress: &progress,
+        };
+        let started = Instant::now();
+        let lease = self.attempt.shared.acquire(&settings.sandbox, &starter).await?;
+        record_sandbox(report, lease.backend());
+        report.sandbox.shared = Some(lease.dir().display().to_string());
+        let ready = lease.ready();
+        report.sandbox.agent_server_url = Some(ready.client.base_url().to_string());
+        report.sandbox.agent_server_version = ready.server_version();
+        report.sandbox.provision_ms = Some(started.elapsed().as_millis() as u64);
+        report.sandbox.disposition = "provisioned".into();
+        Ok(lease)
+    }
+
+    /// The shared server, as this run sees it: its own working directory (the configured one, or a fresh
+    /// `workspace/` in the attempt's directory, as a server of its own would have).
+    fn ready_on_shared(&self, lease: &Lease, settings: &RunSettings) -> Result<Ready, backend::Error> {
+        let backend::Settings::Local(local) = &settings.sandbox else { unreachable!("only local servers are shared") };
+        let dir = backend::local::workspace(local.working_dir.as_deref(), &self.attempt.dir)?;
+        let shared = lease.ready();
+        Ok(Ready {
+            client: shared.client.clone(),
+            working_dir: dir.display().to_string(),
+            server_info: shared.server_info.clone(),
+        })
     }
 }
 

@@ -32,6 +32,8 @@ pub struct BatchState {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct BatchFlags {
     pub jobs: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<usize>,
     pub retries: Option<u32>,
     pub max_cost: Option<crate::money::Usd>,
     pub fail_fast: bool,
@@ -42,6 +44,7 @@ impl BatchFlags {
     pub fn or(self, earlier: &BatchFlags) -> BatchFlags {
         BatchFlags {
             jobs: self.jobs.or(earlier.jobs),
+            prefetch: self.prefetch.or(earlier.prefetch),
             retries: self.retries.or(earlier.retries),
             max_cost: self.max_cost.or(earlier.max_cost),
             fail_fast: self.fail_fast || earlier.fail_fast,

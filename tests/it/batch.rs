@@ -221,6 +221,37 @@ fn twelve_runs_four_at_a_time_on_one_server_roll_up_and_shard() {
 }
 
 #[test]
+fn with_a_prefetch_the_next_run_is_set_up_while_one_talks_to_its_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = batch_job(dir.path(), "prefetch", 3, "setup:\n  - sleep 0.5 && echo ready > setup.log\n", SCRIPT);
+    let out = ohrun_run(dir.path(), &["--jobs", "1", "--prefetch", "1"], &job);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let batch = dir.path().join("ohrun-reports/prefetch");
+    let summary = read_summary(&batch);
+    let mut reports: Vec<Value> =
+        runs(&summary).iter().map(|r| read_report(&batch.join(r["id"].as_str().unwrap()))).collect();
+    // In the order they got their place (a run set up ahead may get it before an earlier one).
+    reports.sort_by_key(|r| time(&r["steps"][0]["started_at"]));
+    // One run at a time talks to its agent: the conversations (first step's start to last step's end) never overlap.
+    let talks: Vec<(SystemTime, SystemTime)> =
+        reports.iter().map(|r| (time(&r["steps"][0]["started_at"]), time(&r["steps"][1]["ended_at"]))).collect();
+    for pair in talks.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "conversations overlap: {talks:?}");
+    }
+    // Each next run was set up ahead, while the one before it was talking, and then waited for its place.
+    for (before, next) in reports.iter().zip(&reports[1..]) {
+        assert_eq!(next["setup"][0]["exit_code"], 0);
+        assert!(time(&next["started_at"]) < time(&before["steps"][1]["ended_at"]), "not set up ahead: {next}");
+        assert!(next["sandbox"]["waited_for_place_ms"].as_u64().unwrap() > 0, "{}", next["sandbox"]);
+    }
+    for r in &reports {
+        assert_eq!(r["outcome"]["class"], "succeeded");
+        let wd = Path::new(r["sandbox"]["working_dir"].as_str().unwrap());
+        assert_eq!(std::fs::read_to_string(wd.join("served.log")).unwrap(), "first\nsecond\n");
+    }
+}
+
+#[test]
 fn failed_runs_fail_the_batch_and_say_why_everywhere_and_fail_fast_starts_nothing_after() {
     let dir = tempfile::tempdir().unwrap();
     // Runs 3 and 7 fail in setup; a job failure is never retried, whatever `retries` says.

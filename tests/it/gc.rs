@@ -62,13 +62,14 @@ fn batch_job(dir: &Path, name: &str, runs: usize, kind: &Kind) -> PathBuf {
     write_job(dir, "job.yaml", &text)
 }
 
-fn start(dir: &Path, job: &Path, jobs: usize, state: &Path, timeout: Duration) -> std::process::Child {
+fn start(dir: &Path, job: &Path, args: &[&str], state: &Path, timeout: Duration) -> std::process::Child {
     Ohrun::new()
         .current_dir(dir)
         .env(KEY_VAR, CLOUD_KEY)
         .env("OHRUN_STATE_DIR", state)
         .timeout(timeout)
-        .args(["run", "--rehearse", "--jobs", &jobs.to_string()])
+        .args(["run", "--rehearse"])
+        .args(args)
         .args([job])
         .spawn()
 }
@@ -99,15 +100,25 @@ fn wait_for_runs(batch: &Path, n: usize, timeout: Duration) -> Vec<String> {
     runs_waiting(batch)
 }
 
-/// SIGINT while three of six runs are mid-step: exit 130 within `limit`, every started run's report says
-/// interrupted and released, the others were never started, and nothing of any sandbox is left.
+/// SIGINT while three of six runs are mid-step and a fourth waits, provisioned ahead (`--prefetch 1`), for
+/// its place: exit 130 within `limit`, every started run's report says interrupted and released, the
+/// others were never started, and nothing of any sandbox is left.
 fn sigint_during_a_batch(kind: Kind, name: &str, limit: Duration) {
     let dir = tempfile::tempdir().unwrap();
     let job = batch_job(dir.path(), name, 6, &kind);
     let batch = dir.path().join("ohrun-reports").join(name);
     let state = tempfile::tempdir().unwrap();
-    let child = start(dir.path(), &job, 3, state.path(), kind.start_timeout() + Duration::from_secs(120));
+    let args = ["--jobs", "3", "--prefetch", "1"];
+    let child = start(dir.path(), &job, &args, state.path(), kind.start_timeout() + Duration::from_secs(120));
     let waiting = wait_for_runs(&batch, 3, kind.start_timeout());
+    wait_until(kind.start_timeout(), "a fourth run waits for its place", || {
+        std::fs::read_dir(&batch).into_iter().flatten().flatten().any(|r| {
+            let id = r.file_name().to_string_lossy().into_owned();
+            !waiting.contains(&id)
+                && std::fs::read_to_string(r.path().join("attempt-1/run.json"))
+                    .is_ok_and(|t| t.contains("\"disposition\": \"provisioned\""))
+        })
+    });
     std::thread::sleep(Duration::from_millis(500));
     let signalled = Instant::now();
     signal(&child, libc::SIGINT);
@@ -127,9 +138,11 @@ fn sigint_during_a_batch(kind: Kind, name: &str, limit: Duration) {
             continue;
         }
         let report = read_report(&batch.join(&id));
+        // The run that waited for its place never sent a message.
+        let step = if waiting.contains(&id) { "interrupted" } else { "not_run" };
         assert_eq!(
             (&report["status"], &report["outcome"]["class"], &report["steps"][0]["end_reason"]),
-            (&json!("ended"), &json!("interrupted"), &json!("interrupted")),
+            (&json!("ended"), &json!("interrupted"), &json!(step)),
             "{id}: {report}"
         );
         assert_eq!(report["sandbox"]["disposition"], "released", "{id}: {}", report["sandbox"]);
@@ -140,11 +153,12 @@ fn sigint_during_a_batch(kind: Kind, name: &str, limit: Duration) {
         }
         started.push(id);
     }
-    assert_eq!(started, waiting, "exactly the three runs under way had started");
+    assert_eq!(started.len(), 4, "the three runs under way and the one ahead had started: {started:?}");
+    assert!(waiting.iter().all(|id| started.contains(id)), "{waiting:?} / {started:?}");
     // Every release was confirmed: the ledger closed every entry, and its file went with the last.
     assert_eq!(ledgers(state.path()), Vec::<PathBuf>::new());
     if let Kind::Cloud(emu) = &kind {
-        assert_eq!((emu.ids(), emu.deletes()), (Vec::<String>::new(), 3), "every Cloud sandbox was deleted");
+        assert_eq!((emu.ids(), emu.deletes()), (Vec::<String>::new(), 4), "every Cloud sandbox was deleted");
     }
 }
 
@@ -235,7 +249,8 @@ fn gc_after_sigkill(kind: Kind, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let job = batch_job(dir.path(), name, 2, &kind);
     let batch = dir.path().join("ohrun-reports").join(name);
-    let child = start(dir.path(), &job, 2, state.path(), kind.start_timeout() + Duration::from_secs(120));
+    let child =
+        start(dir.path(), &job, &["--jobs", "2"], state.path(), kind.start_timeout() + Duration::from_secs(120));
     let ids = wait_for_runs(&batch, 2, kind.start_timeout());
     let mut tmux = Vec::new();
     let mut reap = Reap(Vec::new());

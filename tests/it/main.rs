@@ -19,4 +19,5 @@ mod rehearse;
 mod run_local;
 mod secrets;
 mod server;
+mod share;
 mod support;
