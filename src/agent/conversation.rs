@@ -208,7 +208,8 @@ impl<'a> Conversation<'a> {
             report.ended_at = Some(now_rfc3339());
             report.duration_ms = Some(started.elapsed().as_millis() as u64);
             report.event_count = self.event_count - events_before;
-            let after = self.while_stopping(self.stats()).await.flatten().unwrap_or_else(|| before.clone());
+            let after =
+                bounded_if_stopping(&self.cancel, self.stats()).await.flatten().unwrap_or_else(|| before.clone());
             report.cost = after.cost.saturating_sub(before.cost);
             report.tokens = after.tokens.minus(before.tokens);
             report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
@@ -225,14 +226,9 @@ impl<'a> Conversation<'a> {
         let since = self.last_ts.clone();
         let cancel = self.cancel.clone();
         let _ = bounded_if_stopping(&cancel, self.reconcile(since)).await;
-        let mut totals = self.while_stopping(self.stats()).await.flatten().unwrap_or(before);
+        let mut totals = bounded_if_stopping(&self.cancel, self.stats()).await.flatten().unwrap_or(before);
         totals.events = self.event_count;
         Outcome { steps, totals }
-    }
-
-    /// `work`, bounded by [`STOPPING_GRACE`] once ohrun is asked to stop (None if that ran out).
-    async fn while_stopping<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
-        bounded_if_stopping(&self.cancel, work).await
     }
 
     /// One step: its message, then the agent's runs until it is done (answering questions when the job

@@ -212,12 +212,7 @@ impl ProviderApi {
             ApiFailure::Transport { what: what.clone(), detail }
         })?;
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(60)));
+        let retry_after = retry_after(resp.headers()).map(|d| d.min(Duration::from_secs(60)));
         let text = resp.text().await.unwrap_or_default();
         if (200..300).contains(&status) {
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
@@ -244,6 +239,13 @@ pub fn release_shortcut(released: bool, keep: bool) -> Option<super::Released> {
 }
 
 /// After the delete or stop: remembered when it worked (a second release does nothing), loud when not.
+/// The `Retry-After` a server sent, in seconds (the HTTP-date form is not used by the servers ohrun
+/// talks to).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
 pub fn released(done: &mut bool, result: Result<(), String>) -> super::Released {
     match result {
         Ok(()) => {

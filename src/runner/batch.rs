@@ -1,8 +1,9 @@
 //! A batch: the selected runs of one or more job files, run concurrently in one process (one tokio task per
 //! run, started in plan order in a lane per sandbox kind, or one lane of `--jobs` for all), each in its own directory with an
 //! `attempt-N/` per attempt. Infrastructure failures are retried with backoff; agent and job failures
-//! never are. After every run the rollups are rewritten (summary.json, junit.xml), so a crash leaves a
-//! true partial summary; `--resume` reruns only what did not succeed.
+//! never are. After every run the rollups are rewritten (summary.json, junit.xml; within 200 ms when
+//! many runs end at once), so a crash leaves a true partial summary; `--resume` reruns only what did
+//! not succeed, from each run's own run.json.
 
 use super::budget::{Admission, Budget};
 use super::claim::{Claim, attempts};
@@ -28,6 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+
+/// The least time between two rewrites of the rollups while runs end.
+const ROLLUP_GAP: Duration = Duration::from_millis(200);
 
 pub struct BatchOptions {
     /// The scripted LLM of each plan (same order), when rehearsing.
@@ -80,6 +84,8 @@ struct Batch {
     /// Set by the first run that did not succeed (for `--fail-fast`).
     failed: AtomicBool,
     write_failed: AtomicBool,
+    /// A run ended: the rollups are to be rewritten (`write_rollups_when_due`).
+    rollups_due: tokio::sync::Notify,
     /// A batch of one run: its lines need no run id.
     alone: bool,
     started: Instant,
@@ -113,6 +119,7 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
         summary: Mutex::new(Summary::new(entries)),
         budget: opts.max_cost.map(|cap| Budget::new(cap, spent, largest_call)),
         failed: AtomicBool::new(false),
+        rollups_due: tokio::sync::Notify::new(),
         write_failed: AtomicBool::new(false),
         alone: runs.len() == 1,
         started: Instant::now(),
@@ -121,8 +128,9 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
         console,
         signals,
     });
-    batch.write_summary(None);
+    batch.write_rollups();
     batch.console.start_overall(runs.len() as u64);
+    let rollups = tokio::spawn(batch.clone().write_rollups_when_due());
     let mut dispatchers = tokio::task::JoinSet::new();
     for (lane, width) in lanes(&batch.plans, batch.opts.jobs) {
         let batch = batch.clone();
@@ -141,6 +149,7 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
             batch.write_failed.store(true, Ordering::SeqCst);
         }
     }
+    rollups.abort();
     batch.release_shared().await;
     batch.console.clear();
     batch.finish()
@@ -457,17 +466,37 @@ impl Batch {
         }
         let lead = self.lead(&entry.id);
         self.summary.lock().unwrap_or_else(|e| e.into_inner()).runs[index] = entry;
-        self.write_summary(Some(&lead));
+        self.show_progress(Some(&lead));
+        self.rollups_due.notify_one();
     }
 
-    /// Rewrites the rollups and moves the overall bar (`ended`: the lead of the run that just ended).
-    fn write_summary(&self, ended: Option<&str>) {
+    /// Rewrites the rollups (summary.json, junit.xml) when runs ended, at most every `ROLLUP_GAP`: at once
+    /// after a quiet spell, and once more after a burst of run ends for all of them. Each rewrite is the
+    /// whole file, written and fsynced, so one per run end made a thousand-run batch O(N²) on disk.
+    async fn write_rollups_when_due(self: Arc<Self>) {
+        let mut last = Instant::now();
+        loop {
+            self.rollups_due.notified().await;
+            tokio::time::sleep_until((last + ROLLUP_GAP).into()).await;
+            self.write_rollups();
+            last = Instant::now();
+        }
+    }
+
+    /// Rewrites the rollups now.
+    fn write_rollups(&self) {
         let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
         summary.recount(self.started.elapsed().as_millis() as u64);
         if let Err(e) = summary.write(&self.opts.out) {
             self.write_failed.store(true, Ordering::SeqCst);
             self.console.error(&format!("error: cannot write the batch summary in {}: {e}", self.opts.out.display()));
         }
+    }
+
+    /// Moves the overall bar (`ended`: the lead of the run that just ended).
+    fn show_progress(&self, ended: Option<&str>) {
+        let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+        summary.recount(self.started.elapsed().as_millis() as u64);
         let t = &summary.totals;
         let count = |s: RunStatus| t.by_status.get(s.as_str()).copied().unwrap_or(0) as u64;
         let pending = count(RunStatus::Pending);
@@ -478,7 +507,8 @@ impl Batch {
 
     /// The last word: the summary's final form, the CI rollups, the exit code.
     fn finish(&self) -> i32 {
-        self.write_summary(None);
+        self.write_rollups();
+        self.show_progress(None);
         let summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
         let ours_from = summary.publish_to_github().unwrap_or_else(|e| {
             self.console.error(&format!("warning: {e}"));

@@ -219,7 +219,6 @@ impl Run<'_> {
         let settings = self.resolve(rehearsal.as_ref())?;
         writable.map_err(|e| self.unwritable(e))?;
         let mut writer = ReportWriter::create(&self.attempt.dir).map_err(|e| self.unwritable(e))?;
-        self.checkpoint.save(report);
         let mut own = None;
         let mut lease = None;
         let provisioned = if self.shares_server() {
