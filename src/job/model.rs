@@ -750,7 +750,7 @@ pub enum CleanupPolicy {
     Never,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportSpec {
     /// Directory of each run (templated, `${VAR}` expanded; relative to the current directory): its final
@@ -758,6 +758,23 @@ pub struct ReportSpec {
     /// Default: `RUN_ID` inside the batch directory (`ohrun-reports/JOB/RUN_ID`, or `--out DIR/RUN_ID`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<EnvString>,
+    /// Record what changed in the working directory after setup and after each step (`steps/N.diff`
+    /// beside run.json: `git status`-like list and a unified diff of text files, size-capped). On by default.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub diffs: bool,
+}
+
+impl Default for ReportSpec {
+    fn default() -> Self {
+        ReportSpec { dir: None, diffs: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A secret: only a reference to an environment variable, `${NAME}` (optionally `${NAME:-default}`).

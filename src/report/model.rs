@@ -28,6 +28,9 @@ pub struct RunReport {
     pub duration_ms: Option<u64>,
     pub sandbox: SandboxInfo,
     pub setup: Vec<SetupResult>,
+    /// What the setup commands changed in the working directory (`report.diffs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_diff: Option<DiffInfo>,
     pub conversation_id: Option<String>,
     pub steps: Vec<StepReport>,
     pub totals: Totals,
@@ -144,6 +147,26 @@ pub struct StepReport {
     /// Milliseconds from the moment the server's final state frame was read off the socket to ohrun
     /// deciding the step was done (quiet window excluded).
     pub completion_latency_ms: Option<f64>,
+    /// What the step changed in the working directory (`report.diffs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<DiffInfo>,
+}
+
+/// What changed in the working directory over one phase (setup, a step): the list of changed paths and
+/// a unified diff of the text files, in a file beside run.json.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct DiffInfo {
+    /// The diff file, relative to the attempt's directory (`steps/setup.diff`, `steps/1.diff`, …).
+    pub file: Option<String>,
+    /// Changed paths, `git status --porcelain` style (`A path`, `M path`, `D path`; `B path` for a binary
+    /// file, listed but not diffed).
+    pub changes: Vec<String>,
+    pub insertions: u64,
+    pub deletions: u64,
+    /// The diff was cut at the size cap.
+    pub truncated: bool,
+    /// Why no diff could be taken (no git in the sandbox, the command failed), when it could not.
+    pub error: Option<String>,
 }
 
 /// Why a step ended.
