@@ -10,6 +10,7 @@ use super::http::{AgentClient, ApiError};
 use super::stats::sum_stats;
 use super::step::{Limits, Verdict};
 use super::{Error, SandboxProbe};
+use crate::agent::diff::Snapshots;
 use crate::cancel::Cancel;
 use crate::job::model::{JobSpec, Message, OnQuestion, Step};
 use crate::money::Usd;
@@ -193,6 +194,7 @@ impl<'a> Conversation<'a> {
         limits: &Limits<'_>,
         progress: &dyn Progress,
         probe: &dyn SandboxProbe,
+        diffs: Option<&Snapshots<'_>>,
     ) -> Outcome {
         let mut steps = Vec::new();
         let mut before = self.stats().await.unwrap_or_default();
@@ -214,6 +216,13 @@ impl<'a> Conversation<'a> {
             report.tokens = after.tokens.minus(before.tokens);
             report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
             before = after;
+            // What the step changed; not once ohrun is stopping, nor on a server that is gone.
+            if let Some(s) = diffs
+                && !self.cancel.is_set()
+                && report.end_reason != EndReason::Lost
+            {
+                report.diff = Some(s.take(&report.index.to_string(), &mut self.cancel.clone()).await);
+            }
             progress.step_done(&report, total);
             let reason = report.end_reason;
             let ok = matches!(reason, EndReason::Finished) || (reason == EndReason::Question && report.error.is_none());

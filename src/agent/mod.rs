@@ -2,6 +2,7 @@
 //! (`setup`), the conversation (`conversation`) and the wait for each step's end (`step`).
 
 pub mod conversation;
+pub mod diff;
 pub mod events;
 pub mod http;
 pub mod request;

@@ -10,6 +10,7 @@ use super::shared::{Lease, SharedSandboxes, Starter};
 use super::signal::Signals;
 use crate::agent::Limits;
 use crate::agent::conversation::{Conversation, message_text};
+use crate::agent::diff::Snapshots;
 use crate::agent::setup;
 use crate::backend::install::AGENT_SERVER_VERSION;
 use crate::backend::{self, Backend, Ready, Released};
@@ -343,7 +344,47 @@ impl Run<'_> {
         report: &mut RunReport,
     ) -> Result<(), Failure> {
         self.check_server(ready, report)?;
-        self.setup(ready, settings, report).await?;
+        self.make_working_dir(ready).await?;
+        let snapshots = self.snapshots(ready, report).await;
+        let result = self.set_up_and_converse(ready, backend, settings, writer, report, snapshots.as_ref()).await;
+        if let Some(s) = snapshots {
+            s.remove(&mut self.attempt.signals.cancel()).await;
+        }
+        result
+    }
+
+    /// The base snapshot of the working directory for the diffs (`report.diffs`); None when they are off
+    /// or the sandbox cannot take them (the report says why).
+    async fn snapshots<'r>(&self, ready: &'r Ready, report: &mut RunReport) -> Option<Snapshots<'r>> {
+        if !self.spec().report.diffs {
+            return None;
+        }
+        let mut cancel = self.attempt.signals.cancel();
+        let id = &self.attempt.planned.id;
+        match Snapshots::start(&ready.client, &ready.working_dir, id, &self.attempt.dir, &mut cancel).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                report.warnings.push(format!("no workspace diffs: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Setup (and what it changed), a place to talk to the agent, the conversation.
+    async fn set_up_and_converse(
+        &self,
+        ready: &Ready,
+        backend: &dyn Backend,
+        settings: &RunSettings,
+        writer: &mut ReportWriter,
+        report: &mut RunReport,
+        snapshots: Option<&Snapshots<'_>>,
+    ) -> Result<(), Failure> {
+        let setup = self.setup(ready, settings, report).await;
+        if let Some(s) = snapshots {
+            report.setup_diff = Some(s.take("setup", &mut self.attempt.signals.cancel()).await);
+        }
+        setup?;
         let (_place, waited) = self.wait_for_place(report).await?;
         self.attempt.line.activity("starting the conversation");
         let client = &ready.client;
@@ -372,7 +413,7 @@ impl Run<'_> {
             batch: self.attempt.budget.map(|b| b as &dyn crate::agent::SharedBudget),
             run_id: &self.attempt.planned.id,
         };
-        let outcome = conv.run_steps(self.spec(), &self.job_dir, &limits, &progress, backend).await;
+        let outcome = conv.run_steps(self.spec(), &self.job_dir, &limits, &progress, backend, snapshots).await;
         // Steps that ran replace their `not_run` entries; the rest stay as they were listed.
         for step in outcome.steps {
             let i = step.index - 1;
@@ -441,12 +482,12 @@ impl Run<'_> {
         .hint("fix `agent.tools`; no LLM call was made"))
     }
 
-    async fn setup(&self, ready: &Ready, settings: &RunSettings, report: &mut RunReport) -> Result<(), Failure> {
-        let client = &ready.client;
+    /// The working directory may not exist yet (a remote server creates it with the conversation).
+    async fn make_working_dir(&self, ready: &Ready) -> Result<(), Failure> {
         let mut cancel = self.attempt.signals.cancel();
-        // The working directory may not exist yet (a remote server creates it with the conversation).
         let mkdir = format!("mkdir -p {}", setup::shell_quote(&ready.working_dir));
-        if let Err((_, e)) = setup::run_command(client, &mkdir, "/", Duration::from_secs(60), &mut cancel).await {
+        if let Err((_, e)) = setup::run_command(&ready.client, &mkdir, "/", Duration::from_secs(60), &mut cancel).await
+        {
             let f = Failure::from(e);
             return Err(if f.class == OutcomeClass::Interrupted {
                 f
@@ -454,6 +495,11 @@ impl Run<'_> {
                 f.hint("the agent-server could not prepare the working directory")
             });
         }
+        Ok(())
+    }
+
+    async fn setup(&self, ready: &Ready, settings: &RunSettings, report: &mut RunReport) -> Result<(), Failure> {
+        let client = &ready.client;
         let total = settings.setup.len();
         if total > 0 {
             self.attempt.line.activity(&format!("running {total} setup command{}", if total == 1 { "" } else { "s" }));

@@ -2,6 +2,7 @@
 
 mod batch;
 mod ci_examples;
+mod diffs;
 mod docker;
 mod emulators;
 mod faults;

@@ -1,0 +1,170 @@
+//! Workspace diffs per phase (`report.diffs`), end to end on the shared real agent-server: what setup and
+//! each step changed, in `steps/*.diff` and the report — in a git repository (its index untouched), in
+//! a repository cloned into a subdirectory (a fresh clone is no change), and in a plain directory (nothing
+//! written into a `.git`); off with `report.diffs: false`.
+
+use crate::server::shared;
+use crate::support::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Step 1 edits a tracked file, adds a text file and a binary one; step 2 deletes the text file and
+/// edits a file of the repository cloned into `repo/`.
+const SCRIPT: &str = r#"replies:
+  - tool: terminal
+    args: {command: 'echo ''added by step 1'' >> notes.txt && printf ''new\n'' > new.txt && printf ''\000\001'' > blob.bin'}
+  - tool: finish
+    args: {message: step 1 done}
+  - tool: terminal
+    args: {command: 'rm new.txt && echo ''edited in the clone'' >> repo/README'}
+  - tool: finish
+    args: {message: step 2 done}
+"#;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A bare repository with one commit (README), for setup to clone.
+fn origin(dir: &Path) -> PathBuf {
+    let src = dir.join("origin-src");
+    std::fs::create_dir_all(&src).unwrap();
+    git(&src, &["init", "-q"]);
+    std::fs::write(src.join("README"), "origin\n").unwrap();
+    git(&src, &["add", "README"]);
+    git(&src, &["commit", "-qm", "one"]);
+    let bare = dir.join("origin.git");
+    git(dir, &["clone", "-q", "--bare", src.to_str().unwrap(), bare.to_str().unwrap()]);
+    bare
+}
+
+/// A job on the shared server in `dir/ws`, whose setup makes `ws` a repository with `notes.txt`
+/// committed (when `repo`) and clones `origin` into `ws/repo`.
+fn job(dir: &Path, name: &str, repo: bool, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("script.yaml"), SCRIPT).unwrap();
+    let origin = origin(dir);
+    let init = if repo {
+        "git init -q && git add notes.txt && git -c user.name=t -c user.email=t@t commit -qm base && "
+    } else {
+        ""
+    };
+    let text = format!(
+        "name: {name}\nsandbox:\n  kind: remote\n  url: {}\n  session_key: ${{SHARED_SESSION_KEY}}\n  working_dir: {}/ws\n\
+         llm: {{model: m}}\nsetup:\n  - \"echo base > notes.txt && {init}git clone -q {} repo\"\n\
+         steps:\n  - message: One.\n  - message: Two.\nrehearsal: script.yaml\n{extra}",
+        shared().url,
+        dir.display(),
+        origin.display()
+    );
+    write_job(dir, "job.yaml", &text)
+}
+
+fn run(dir: &Path, job: &Path) -> Value {
+    let out = Ohrun::new()
+        .current_dir(dir)
+        .env("SHARED_SESSION_KEY", &shared().key)
+        .args(["run", "--rehearse"])
+        .args([job])
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let name = job_name(job);
+    read_report(&dir.join(format!("ohrun-reports/{name}/{name}")))
+}
+
+fn job_name(job: &Path) -> String {
+    let text = std::fs::read_to_string(job).unwrap();
+    text.lines().next().unwrap().trim_start_matches("name: ").to_string()
+}
+
+fn diff_text(dir: &Path, report: &Value, info: &Value) -> String {
+    let name = job_name(&dir.join("job.yaml"));
+    let attempt = dir.join(format!("ohrun-reports/{name}/{name}/attempt-{}", report["run"]["attempt"]));
+    std::fs::read_to_string(attempt.join(info["file"].as_str().unwrap())).unwrap()
+}
+
+/// What both kinds of working directory must show.
+fn assert_step_diffs(dir: &Path, report: &Value) {
+    let setup = &report["setup_diff"];
+    assert_eq!(setup["error"], Value::Null, "{setup}");
+    let step1 = &report["steps"][0]["diff"];
+    assert_eq!(
+        (&step1["changes"], &step1["insertions"], &step1["deletions"]),
+        (&json!(["B blob.bin", "A new.txt", "M notes.txt"]), &json!(2), &json!(0)),
+        "{step1}"
+    );
+    let text = diff_text(dir, report, step1);
+    assert!(text.contains("+added by step 1\n") && text.contains("+++ b/new.txt\n"), "{text}");
+    assert!(text.contains("Binary files /dev/null and b/blob.bin differ"), "{text}");
+    let step2 = &report["steps"][1]["diff"];
+    assert_eq!(
+        (&step2["changes"], &step2["insertions"], &step2["deletions"]),
+        (&json!(["D new.txt", "M repo/README"]), &json!(1), &json!(1)),
+        "{step2}"
+    );
+    let text = diff_text(dir, report, step2);
+    assert!(
+        text.contains("--- a/repo/README\n+++ b/repo/README\n") && text.contains("+edited in the clone\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn each_step_s_diff_in_a_git_repository_leaves_its_index_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path(), "diffs-repo", true, "");
+    let report = run(dir.path(), &job);
+    // Setup made the repository and cloned another into it: its diff lists notes.txt, and nothing of
+    // the fresh clone.
+    assert_eq!(report["setup_diff"]["changes"], json!(["A notes.txt"]), "{}", report["setup_diff"]);
+    assert_step_diffs(dir.path(), &report);
+    // The repository's own index was not touched: its status still shows the agent's edit unstaged.
+    let ws = dir.path().join("ws");
+    assert_eq!(git(&ws, &["status", "--porcelain", "--", "notes.txt"]), " M notes.txt\n");
+    assert_eq!(git(&ws, &["log", "--format=%s"]), "base\n", "no commit was made");
+    assert_eq!(git(&ws.join("repo"), &["status", "--porcelain"]), " M README\n");
+}
+
+#[test]
+fn each_step_s_diff_in_a_plain_directory_writes_nothing_into_its_git() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path(), "diffs-plain", false, "");
+    let report = run(dir.path(), &job);
+    assert_eq!(report["setup_diff"]["changes"], json!(["A notes.txt"]), "{}", report["setup_diff"]);
+    assert_step_diffs(dir.path(), &report);
+    // The agent-server itself runs `git init` in a working directory that is no repository when a
+    // conversation starts (1.58.2, for its Changes tab); ohrun's snapshots never write to it.
+    let ws = dir.path().join("ws");
+    assert!(!ws.join(".git/index").exists(), "something staged files in the working directory's .git");
+    assert!(std::fs::read_dir(ws.join(".git/objects/pack")).map_or(true, |d| d.count() == 0));
+    let objects = walk_files(&ws.join(".git/objects"));
+    assert_eq!(objects, Vec::<PathBuf>::new(), "objects were written into the working directory's .git");
+    // The snapshots went with the run.
+    let snaps = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ohrun-snap-diffs-plain"));
+    assert_eq!(snaps.count(), 0, "the snapshot directory is left in /tmp");
+}
+
+#[test]
+fn report_diffs_false_takes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path(), "diffs-off", false, "report:\n  diffs: false\n");
+    let report = run(dir.path(), &job);
+    assert_eq!(report["setup_diff"], Value::Null);
+    assert_eq!((&report["steps"][0]["diff"], &report["steps"][1]["diff"]), (&Value::Null, &Value::Null));
+    assert!(!dir.path().join("ohrun-reports/diffs-off/diffs-off/attempt-1/steps").exists());
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().flat_map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { vec![e.path()] }).collect()
+}
