@@ -7,6 +7,7 @@ mod rehearse;
 mod run;
 mod setup;
 mod validate;
+mod view;
 
 use crate::exit_code::ExitCode;
 use crate::style::Style;
@@ -28,6 +29,8 @@ Examples:
   ohrun validate jobs/*.yaml            check job files without running anything
   ohrun plan jobs/multi-repo.yaml       list the runs a job expands to
   ohrun plan jobs/multi-repo.yaml --var branch=dev --json
+  ohrun view ohrun-reports/multi-repo   write the batch's report.html (and its runs') and open it
+  ohrun view ohrun-reports/multi-repo --serve   watch a running batch in the browser
   ohrun schema job > job.schema.json    the JSON Schema of job files";
 
 #[derive(Debug, Parser)]
@@ -67,6 +70,10 @@ pub enum Command {
     /// containers, Cloud and Runtime sandboxes named in the sandbox ledger. Exit 5 if any could not be
     /// removed.
     Gc(GcArgs),
+    /// Write report.html for a batch directory (and each of its runs) or a run directory, print its path
+    /// and open it in the browser when there is a display; `--serve` serves the directory on 127.0.0.1,
+    /// its pages following the reports while a batch runs.
+    View(ViewArgs),
     /// Print a JSON Schema: `job` (job files), `report` (run.json) or `rehearsal` (rehearsal scripts).
     Schema {
         #[arg(default_value = "job", value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
@@ -192,6 +199,22 @@ pub struct GcArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ViewArgs {
+    /// A batch directory (with summary.json) or a run's directory (with run.json).
+    pub dir: PathBuf,
+    /// Serve DIR on 127.0.0.1 until Ctrl-C: pages drawn from the reports at each request, reloading
+    /// themselves when those change.
+    #[arg(long)]
+    pub serve: bool,
+    /// Port for `--serve` (0: any free one).
+    #[arg(long, default_value_t = 0, requires = "serve")]
+    pub port: u16,
+    /// Do not open a browser (one is opened only when $DISPLAY or $WAYLAND_DISPLAY is set).
+    #[arg(long)]
+    pub no_open: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RehearseArgs {
     /// Rehearsal script (YAML); without one, every agent call is answered with `finish`.
     pub script: Option<PathBuf>,
@@ -275,6 +298,7 @@ pub fn main() -> i32 {
         Command::Rehearse(args) => rehearse::run(&args),
         Command::Merge(args) => merge::run(&args, cli.quiet),
         Command::Gc(args) => gc::run(&args, cli.quiet),
+        Command::View(args) => view::run(&args, cli.quiet),
         Command::Validate(args) => validate::run(&args, style, cli.quiet),
         Command::Plan(args) => plan::run(&args, style),
         Command::Schema { name } => match crate::schema::generate(&name) {

@@ -22,3 +22,4 @@ mod secrets;
 mod server;
 mod share;
 mod support;
+mod view;
