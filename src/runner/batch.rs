@@ -19,10 +19,10 @@ use crate::exit_code::ExitCode;
 use crate::job::{Plan, PlannedRun};
 use crate::money::Usd;
 use crate::rehearse::script::Script;
-use crate::report::leak;
 use crate::report::summary::{JUNIT_FILE, RunStatus, RunSummary, SUMMARY_FILE, SharedSandbox, Summary};
 use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, read_report, write_report};
 use crate::report::{OutcomeClass, ReportStatus, RunReport};
+use crate::report::{html, leak};
 use crate::settings;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -518,6 +518,9 @@ impl Batch {
             self.console.error(&format!("warning: {e}"));
             None
         });
+        if let Err(e) = html::write_batch_page(&self.opts.out, &summary) {
+            self.console.error(&format!("warning: cannot write {}/{}: {e}", self.opts.out.display(), html::HTML_FILE));
+        }
         let mut worst = summary.worst_class();
         if self.rollups_leak(ours_from) {
             worst = worst.max(OutcomeClass::Failed);
@@ -581,8 +584,10 @@ impl Batch {
     /// summary): true, with an error on the console, when a secret is in one of them.
     /// (`step_summary_from`: where ohrun's part of the step summary begins; what is before it is not ours.)
     fn rollups_leak(&self, step_summary_from: Option<(PathBuf, usize)>) -> bool {
-        let mut files: Vec<(PathBuf, usize)> =
-            [BATCH_FILE, SUMMARY_FILE, JUNIT_FILE].iter().map(|f| (self.opts.out.join(f), 0)).collect();
+        let mut files: Vec<(PathBuf, usize)> = [BATCH_FILE, SUMMARY_FILE, JUNIT_FILE, html::HTML_FILE]
+            .iter()
+            .map(|f| (self.opts.out.join(f), 0))
+            .collect();
         files.extend(step_summary_from);
         let leaks = leak::scan_from(&files);
         for l in &leaks {
@@ -607,7 +612,16 @@ fn publish(claim: &Claim, result: &mut super::RunResult, line: &RunLine<'_>, ter
             return;
         }
     }
+    write_run_page(claim, &result.report, line);
     scan_for_leaks(claim, result, line, terminated);
+}
+
+/// The run's report.html beside its run.json (a page that cannot be written is a warning: run.json is
+/// the evidence).
+fn write_run_page(claim: &Claim, report: &RunReport, line: &RunLine<'_>) {
+    if let Err(e) = html::write_run_page(&claim.dir, report) {
+        line.error(&format!("warning: cannot write {}/{}: {e}", claim.dir.display(), html::HTML_FILE));
+    }
 }
 
 /// The leak scan of what the attempt wrote: a secret found fails the run, and both copies of its report
@@ -616,6 +630,7 @@ fn scan_for_leaks(claim: &Claim, result: &mut super::RunResult, line: &RunLine<'
     let attempt_dir = claim.attempt_dir(result.report.run.attempt);
     let mut files = leak::files_under(&attempt_dir);
     files.push(claim.report_file());
+    files.push(claim.dir.join(html::HTML_FILE));
     let leaks = leak::scan(&files);
     if leaks.is_empty() {
         return;
@@ -635,6 +650,7 @@ fn scan_for_leaks(claim: &Claim, result: &mut super::RunResult, line: &RunLine<'
             result.write_failed = true;
         }
     }
+    write_run_page(claim, report, line);
 }
 
 /// Marks a report whose evidence is incomplete: infrastructure, unless it already failed worse.
