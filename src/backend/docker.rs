@@ -259,6 +259,11 @@ fn container_body(
         "OH_ENABLE_VSCODE=false".to_string(),
         "OH_ENABLE_BROWSER=false".to_string(),
         "LITELLM_LOCAL_MODEL_COST_MAP=True".to_string(),
+        // The server keeps its state under its working directory (/workspace) by default, inside the
+        // agent's working directory: the agent would see (and could change) its own event logs, and every
+        // workspace diff would list them.
+        "OH_CONVERSATIONS_PATH=/tmp/agent-server/conversations".to_string(),
+        "OH_BASH_EVENTS_DIR=/tmp/agent-server/bash_events".to_string(),
     ];
     env.extend(settings.env.iter().map(|(k, v)| format!("{k}={v}")));
     let mut cmd: Vec<String> = if host_network {

@@ -102,6 +102,9 @@ fn seed_job_in_a_container() {
     assert_eq!(most, 3, "FACTS.txt had 3 lines after step 1");
     assert!(!ws.join("FACTS.txt").exists(), "FACTS.txt is gone after step 2");
     assert!(report["totals"]["cost"].as_f64().unwrap() > 0.0);
+    // What each step changed, taken inside the sandbox.
+    assert_eq!(report["steps"][0]["diff"]["changes"], serde_json::json!(["A FACTS.txt"]), "{}", report["steps"][0]);
+    assert_eq!(report["steps"][1]["diff"]["changes"], serde_json::json!(["D FACTS.txt"]), "{}", report["steps"][1]);
     for s in report["steps"].as_array().unwrap() {
         assert_eq!(s["end_reason"], "finished");
     }

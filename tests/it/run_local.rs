@@ -63,6 +63,9 @@ fn seed_job_on_a_local_agent_server() {
     assert_eq!(report["sandbox"]["agent_server_version"], "1.58.2");
     assert_eq!(report["warnings"], serde_json::json!([]), "the pinned server raises no version warning");
     assert_eq!(report["setup"][0]["exit_code"], 0);
+    // What each step changed, taken inside the sandbox.
+    assert_eq!(report["steps"][0]["diff"]["changes"], serde_json::json!(["A FACTS.txt"]), "{}", report["steps"][0]);
+    assert_eq!(report["steps"][1]["diff"]["changes"], serde_json::json!(["D FACTS.txt"]), "{}", report["steps"][1]);
     assert!(report["setup"][0]["stdout"].as_str().unwrap().contains("Hello from a local agent-server!"));
     // pwd printed the workspace: setup commands run in the sandbox's working directory.
     assert!(
