@@ -69,13 +69,16 @@ fn batch() -> &'static Batch {
             .output();
         assert_eq!(out.code, 1, "two runs fail: {}", out.stderr);
         let dir = root.join("ohrun-reports/pages");
-        // TODO(runner): once every run and batch writes its report.html, assert here that they exist
-        // before `ohrun view` rewrites them.
+        // The batch wrote its page and every run's; `ohrun view` writes them again, from the reports.
+        let plan = Ohrun::new().args(["plan", "--json"]).args([&job]).output();
+        let ids: Vec<String> =
+            plan.json()["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+        for page in std::iter::once(dir.join("report.html")).chain(ids.iter().map(|id| dir.join(id).join("report.html"))) {
+            assert!(page.is_file(), "the batch wrote {}", page.display());
+        }
         let view = Ohrun::new().args(["view", "--no-open"]).args([&dir]).env_remove("DISPLAY").output();
         assert_eq!(view.code, 0, "{}", view.stderr);
         assert_eq!(view.stdout.trim(), dir.join("report.html").display().to_string());
-        let plan = Ohrun::new().args(["plan", "--json"]).args([&job]).output();
-        let ids = plan.json()["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
         Batch { dir, ids }
     })
 }
