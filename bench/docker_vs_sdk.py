@@ -12,6 +12,10 @@ container's cgroup); per phase: start-up (process start → ready to act), provi
 process exit: conversation closed, container stopped and removed, exit); and the LLM's own count of calls,
 tokens and cost beside what each client reports.
 
+Both share the host's network (ohrun does so by itself when the LLM is on loopback; the SDK script passes
+network="host", host_port=8000), and the SDK's `--ulimit nofile=65536:65536`, above this engine's hard
+limit, asks for that limit instead (bench/sdk_docker_seed.py): nothing else of DockerWorkspace is changed.
+
 Run with a Python that has openhands-workspace 1.58.2 (bench/setup_sdk_workspace.sh prints it):
     $(bench/setup_sdk_workspace.sh) bench/docker_vs_sdk.py
 Needs target/release/ohrun, a Docker engine and the image; fails if any is missing.

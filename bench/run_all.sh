@@ -10,10 +10,16 @@
 #
 # Parts (in order): plan, scale, seed (a: seed job vs SDK on a running server), docker_sdk (b: ohrun docker
 # vs SDK DockerWorkspace), matrix_sdk (c: 12-run matrix vs SDK thread pool), batch, docker_local,
-# local_batch (plain vs --prefetch vs share: batch — TO BE FILLED IN, see part_local_batch), first_install.
+# local_batch (plain vs --prefetch vs share: batch — variants TO CONFIRM, see part_local_batch), first_install
+# (a hook: `ohrun setup local` into an empty HOME).
 # Counts: BENCH_RUNS (5, for seed/docker_sdk/matrix_sdk), SCALE_NS ("10 100 500 1000"), DOCKER_LOCAL_RUNS (3),
-# LOCAL_BATCH_RUNS (3), FIRST_INSTALL_INSTALLERS ("uv"; "uv pip" adds the pip fallback, ~100 s more).
-# Run it when nothing else runs on the machine. About 17 minutes (see BENCHMARKS.md).
+# LOCAL_BATCH_RUNS (2), FIRST_INSTALL_INSTALLERS ("uv"; "uv pip" adds the pip fallback, ~100 s more).
+# Run it when nothing else runs on the machine: about 17 minutes on the 2-core machine kind, plus the
+# build (nothing if target/release is current, 4-5 minutes from a clean tree). Prerequisites it checks and
+# does not install: the managed venv (`ohrun setup local`), the image (`ohrun setup docker`), a Docker
+# engine; it installs the SDK's openhands-workspace into ~/.cache/ohrun-bench (bench/setup_sdk_workspace.sh)
+# and, as root, hyperfine and bc with apt-get when missing. Exit 1 if any part failed or left something
+# running; each part's stderr is in its .log beside its .md.
 # The whole script is one { … } block, read by bash before it runs: editing this file meanwhile is safe.
 {
 set -uo pipefail
@@ -62,8 +68,10 @@ run_part() {
 # Preflight: everything every part needs, before any timing.
 preflight() {
   say "build (release) and preflight"
+  local start=$(date +%s)
   cargo build --release --locked --quiet || die "cargo build --release failed"
   cargo build --release --locked --quiet --example sim_agent_server || die "building the simulator failed"
+  TIMES+=("| build (release: ohrun and the simulator) | $(( $(date +%s) - start )) s | ok |")
   [ -x "$OHRUN" ] || die "$OHRUN is missing after the build"
   if [ -e /root/.pyenv/shims/.pyenv-shim ]; then
     die "a pyenv lock /root/.pyenv/shims/.pyenv-shim exists: every new bash (the agent's terminals) would hang; if no pyenv process runs, remove it"
@@ -162,18 +170,20 @@ part_docker_local() {
 }
 
 # >>> TO BE FILLED IN: a 12-run local batch, plain vs --prefetch vs `sandbox.share: batch` (issue H item 2).
-# bench/local_batch.py takes variants as NAME='FLAGS|SANDBOX_KEYS'; put the real flags in LOCAL_BATCH_VARIANTS
-# (e.g. prefetch='--prefetch 2|' and share='|share: batch') and delete the placeholder line.
-LOCAL_BATCH_VARIANTS=("plain=|")
-LOCAL_BATCH_FILLED_IN=0   # set to 1 once the two variants above are the real ones
+# bench/local_batch.py takes each variant as NAME='FLAGS|SANDBOX_KEYS' (FLAGS for `ohrun run`, SANDBOX_KEYS
+# added to the job's `sandbox: {kind: local, …}`). The three below are a first guess from README.md (prefetch
+# is on by default, 1 at --jobs 4, so the plain batch says --prefetch 0): confirm or replace them, then set
+# LOCAL_BATCH_FILLED_IN=1 — until then the results say these variants are unconfirmed.
+LOCAL_BATCH_VARIANTS=("plain=--prefetch 0|" "prefetch=--prefetch 2|" "share=--prefetch 0|share: batch")
+LOCAL_BATCH_FILLED_IN=0
 part_local_batch() {
   wanted local_batch || return 0
   if [ "$LOCAL_BATCH_FILLED_IN" != 1 ]; then
-    PLACEHOLDERS+=("local_batch: plain vs --prefetch vs share: batch (bench/run_all.sh, part_local_batch: variants not filled in; only the plain batch measured)")
+    PLACEHOLDERS+=("local_batch: the variants of plain vs --prefetch vs share: batch are a guess from README.md, not yet confirmed (bench/run_all.sh, part_local_batch)")
   fi
   run_part local_batch "A 12-run local batch: plain vs --prefetch vs sandbox.share: batch" \
-    "BENCH_RUNS=${LOCAL_BATCH_RUNS:-3} python3 bench/local_batch.py ${LOCAL_BATCH_VARIANTS[*]}" \
-    env BENCH_RUNS="${LOCAL_BATCH_RUNS:-3}" python3 bench/local_batch.py "${LOCAL_BATCH_VARIANTS[@]}"
+    "BENCH_RUNS=${LOCAL_BATCH_RUNS:-2} python3 bench/local_batch.py $(printf "'%s' " "${LOCAL_BATCH_VARIANTS[@]}")" \
+    env BENCH_RUNS="${LOCAL_BATCH_RUNS:-2}" python3 bench/local_batch.py "${LOCAL_BATCH_VARIANTS[@]}"
 }
 # <<< TO BE FILLED IN
 
@@ -211,8 +221,10 @@ leftovers() {
   local containers procs
   containers=$( { docker ps -a --filter "name=^agent-server-" --format '{{.ID}} {{.Names}}';
                   docker ps -a --format '{{.ID}} {{.Label "dev.ohrun.job"}}' | grep -E ' (bench-|facts-docker$|facts-local$)'; } || true)
+  sleep 2  # what is shutting down (tmux servers after their agent-server) gets there
+  # Zombies (state Z) are not running: dead, waiting for init to reap them.
   procs=$(comm -13 <(echo "$BEFORE") <(pgrep -f "$PATTERN" | sort) | while read -r pid; do
-            [ -n "$pid" ] && [ "$pid" != $$ ] && ps -o pid=,args= -p "$pid"; done || true)
+            [ -n "$pid" ] && [ "$pid" != $$ ] && ps -o pid=,stat=,args= -p "$pid" | awk '$2 !~ /^Z/'; done || true)
   if [ -n "$containers" ] || [ -n "$procs" ]; then
     echo "run_all: error: left running (or started meanwhile by something else on the machine):" >&2
     [ -z "$containers" ] || echo "containers: $containers" >&2
@@ -243,14 +255,14 @@ TOTAL=$(( $(date +%s) - T0 ))
   echo "| part | wall | result |"
   echo "|---|---|---|"
   printf '%s\n' "${TIMES[@]}"
-  for p in "${PLACEHOLDERS[@]}"; do echo; echo "**Not measured yet:** $p"; done
+  for p in "${PLACEHOLDERS[@]}"; do echo; echo "**To confirm:** $p"; done
   for part in plan scale seed docker_sdk matrix_sdk batch docker_local local_batch first_install; do
     [ -f "$OUT/$part.md" ] && { echo; cat "$OUT/$part.md"; }
   done
 } > "$OUT/RESULTS.md"
 echo >&2
 echo "results: $OUT/RESULTS.md (and one .md/.log per part)" >&2
-for p in "${PLACEHOLDERS[@]}"; do echo "run_all: NOT MEASURED YET: $p" >&2; done
+for p in "${PLACEHOLDERS[@]}"; do echo "run_all: TO CONFIRM: $p" >&2; done
 echo "total wall time: $((TOTAL / 60)) min $((TOTAL % 60)) s" >&2
 if [ ${#FAILED[@]} != 0 ]; then
   echo "run_all: FAILED parts: ${FAILED[*]}" >&2
