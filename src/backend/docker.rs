@@ -275,8 +275,13 @@ fn container_body(
     if let Some(extra) = &settings.command {
         cmd.extend(extra.iter().cloned());
     }
+    let mut binds = settings.binds.clone();
+    if let Some(volume) = image::venv_volume(&settings.image) {
+        // Read-only: one copy serves every container (see image.rs for why it is a volume).
+        binds.push(format!("{volume}:{}:ro", image::VENV));
+    }
     let mut host = HostConfig {
-        binds: (!settings.binds.is_empty()).then(|| settings.binds.clone()),
+        binds: (!binds.is_empty()).then_some(binds),
         memory: settings.memory_mb.map(|m| (m * 1024 * 1024) as i64),
         nano_cpus: settings.cpus.map(|c| (c * 1e9) as i64),
         network_mode: settings.network.clone(),
@@ -364,5 +369,37 @@ impl SandboxProbe for DockerBackend {
                 _ => Probe::Alive,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(image: &str) -> DockerSettings {
+        DockerSettings {
+            image: image.into(),
+            command: None,
+            binds: vec!["/src:/workspace/project".into()],
+            env: Vec::new(),
+            platform: None,
+            network: None,
+            memory_mb: None,
+            cpus: None,
+            init_timeout: Duration::ZERO,
+            working_dir: "/workspace".into(),
+        }
+    }
+
+    #[test]
+    fn the_default_image_mounts_its_venv_volume_read_only_and_other_images_do_not() {
+        let body = container_body(&settings(image::DEFAULT_IMAGE), &[], "k", 1234, true);
+        let volume = image::venv_volume(image::DEFAULT_IMAGE).unwrap();
+        assert_eq!(
+            body.host_config.unwrap().binds.unwrap(),
+            vec!["/src:/workspace/project".to_string(), format!("{volume}:/opt/agent-server:ro")]
+        );
+        let body = container_body(&settings("ghcr.io/openhands/agent-server:1.58.2-python"), &[], "k", 1234, true);
+        assert_eq!(body.host_config.unwrap().binds.unwrap(), vec!["/src:/workspace/project".to_string()]);
     }
 }

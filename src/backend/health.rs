@@ -6,8 +6,9 @@ use crate::agent::http::AgentClient;
 use crate::cancel::Cancel;
 use std::time::{Duration, Instant};
 
-/// How often `/health` is asked while a server starts.
-const POLL: Duration = Duration::from_millis(250);
+/// How often `/health` is asked while a server starts: each poll costs a refused connection (and for
+/// docker an inspect), and the server's readiness is seen at most this late.
+const POLL: Duration = Duration::from_millis(100);
 
 /// Polls until healthy. `died` is asked before each poll and returns the error to report when the server
 /// is gone; `on_timeout` builds the error when `deadline` passes (with the server's log, say).
