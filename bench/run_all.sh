@@ -10,7 +10,7 @@
 #
 # Parts (in order): plan, scale, seed (a: seed job vs SDK on a running server), docker_sdk (b: ohrun docker
 # vs SDK DockerWorkspace), matrix_sdk (c: 12-run matrix vs SDK thread pool), batch, docker_local,
-# local_batch (plain vs --prefetch vs share: batch — variants TO CONFIRM, see part_local_batch), first_install
+# local_batch (plain = --prefetch 0, --prefetch 2 = the default for --jobs 4, share: batch), first_install
 # (a hook: `ohrun setup local` into an empty HOME).
 # Counts: BENCH_RUNS (5, for seed/docker_sdk/matrix_sdk), SCALE_NS ("10 100 500 1000"), DOCKER_LOCAL_RUNS (3),
 # LOCAL_BATCH_RUNS (2), FIRST_INSTALL_INSTALLERS ("uv"; "uv pip" adds the pip fallback, ~100 s more).
@@ -175,7 +175,7 @@ part_docker_local() {
 # is on by default, 1 at --jobs 4, so the plain batch says --prefetch 0): confirm or replace them, then set
 # LOCAL_BATCH_FILLED_IN=1 — until then the results say these variants are unconfirmed.
 LOCAL_BATCH_VARIANTS=("plain=--prefetch 0|" "prefetch=--prefetch 2|" "share=--prefetch 0|share: batch")
-LOCAL_BATCH_FILLED_IN=0
+LOCAL_BATCH_FILLED_IN=1
 part_local_batch() {
   wanted local_batch || return 0
   if [ "$LOCAL_BATCH_FILLED_IN" != 1 ]; then
