@@ -169,11 +169,9 @@ part_docker_local() {
     bench/docker_vs_local.sh "${DOCKER_LOCAL_RUNS:-3}"
 }
 
-# >>> TO BE FILLED IN: a 12-run local batch, plain vs --prefetch vs `sandbox.share: batch` (issue H item 2).
-# bench/local_batch.py takes each variant as NAME='FLAGS|SANDBOX_KEYS' (FLAGS for `ohrun run`, SANDBOX_KEYS
-# added to the job's `sandbox: {kind: local, …}`). The three below are a first guess from README.md (prefetch
-# is on by default, 1 at --jobs 4, so the plain batch says --prefetch 0): confirm or replace them, then set
-# LOCAL_BATCH_FILLED_IN=1 — until then the results say these variants are unconfirmed.
+# A 12-run local batch (issue H item 2), --jobs 4: plain (--prefetch 0: each run starts its server in its
+# place), --prefetch 2 (the default at --jobs 4: two more runs start theirs meanwhile), and one shared
+# server (`sandbox.share: batch`). bench/local_batch.py takes each as NAME='FLAGS|SANDBOX_KEYS'.
 LOCAL_BATCH_VARIANTS=("plain=--prefetch 0|" "prefetch=--prefetch 2|" "share=--prefetch 0|share: batch")
 LOCAL_BATCH_FILLED_IN=1
 part_local_batch() {
