@@ -221,7 +221,8 @@ impl<'a> Conversation<'a> {
                 && !self.cancel.is_set()
                 && report.end_reason != EndReason::Lost
             {
-                report.diff = Some(s.take(&report.index.to_string(), &mut self.cancel.clone()).await);
+                let name = report.index.to_string();
+                report.diff = Some(s.take(&name, limits.run_deadline, &mut self.cancel.clone()).await);
             }
             progress.step_done(&report, total);
             let reason = report.end_reason;

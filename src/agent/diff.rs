@@ -12,65 +12,82 @@ use super::setup::{run_command, shell_quote};
 use crate::cancel::Cancel;
 use crate::report::DiffInfo;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The most diff text kept per phase; the rest is cut (and the report says so).
 const MAX_DIFF_BYTES: usize = 256 * 1024;
+/// The most changed paths listed per phase (the count says how many there were).
+const MAX_CHANGES: usize = 1000;
 /// How long one snapshot may take (a large workspace is hashed once, then git's stat cache helps).
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `$1`: the snapshot directory, `$2`: the working directory, `$3`: `init` (take the base snapshots) or
 /// `diff` (snapshot again, print what changed since the last one, and keep the new one as the base).
-/// Output: `C <status>\t<path>` per change (`B` for a binary file), `N <insertions> <deletions>`, then
-/// `@@ohrun-diff` and the unified diff.
+/// Output: `C <status>\t<path>` per change (`B` for a binary file; at most `MAX_CHANGES`), `T <changed
+/// paths>`, `N <insertions> <deletions>`, `W <warning>` when some files could not be read, then
+/// `@@ohrun-diff` and the unified diff (cut at `MAX_DIFF_BYTES` + 1). Any other failure: exit 3 with the
+/// reason on stderr, and the bases stay where they were.
 const SCRIPT: &str = r#"set -u
+umask 077
 snap=$1; wd=$2; mode=$3
-command -v git >/dev/null 2>&1 || { echo "git is not installed in the sandbox" >&2; exit 3; }
-cd "$wd" || exit 3
-mkdir -p "$snap" || exit 3
+fail() { echo "$*" >&2; exit 3; }
+command -v git >/dev/null 2>&1 || fail "git is not installed in the sandbox"
+cd "$wd" 2>/dev/null || fail "no working directory $wd"
+mkdir -p "$snap" || fail "cannot create $snap"
 empty=4b825dc642cb6eb9a060e54bf8d69288fbee4904
 g() { git -c core.autocrlf=false -c core.safecrlf=false -c core.quotePath=false "$@"; }
+# The repository's own git, not the snapshot's (its .git may be a file: a worktree, a submodule).
+own() { (unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; git -C "$wd/$root" "$@" 2>/dev/null); }
 opts="--no-color --no-ext-diff --no-renames"
-{ echo .; find . -mindepth 2 -name .git -prune -print 2>/dev/null | sed 's|^\./||; s|/\.git$||' | sort; } > "$snap/roots"
-: > "$snap/changes"; : > "$snap/diff"
+{ echo .; find . -name .git -prune -print 2>/dev/null | grep -v '^\./\.git$' | sed 's|^\./||; s|/\.git$||' | sort; } > "$snap/roots"
+: > "$snap/changes"; : > "$snap/diff"; : > "$snap/sums"; : > "$snap/warnings"
 while IFS= read -r root; do
   key=$(printf '%s' "$root" | cksum | cut -d' ' -f1)
   export GIT_DIR="$snap/$key" GIT_WORK_TREE="$wd/$root"
   if [ ! -d "$GIT_DIR" ]; then
-    g init -q >/dev/null 2>&1 || exit 3
-    if [ "$mode" = diff ]; then
-      # A repository seen for the first time starts from its own HEAD: a fresh clone is no change.
-      base=$empty
-      if [ -d "$wd/$root/.git/objects" ]; then
-        echo "$wd/$root/.git/objects" > "$GIT_DIR/objects/info/alternates"
-        head=$(git --git-dir="$wd/$root/.git" rev-parse -q --verify 'HEAD^{tree}' 2>/dev/null) && base=$head
-      fi
-      echo "$base" > "$GIT_DIR/ohrun-base"
+    g init -q >/dev/null 2>&1 || fail "git init failed in $snap"
+    base=$empty
+    # A repository reads its own objects; seen for the first time after the start, it starts from its
+    # HEAD: a fresh clone is no change.
+    if objects=$(own rev-parse --path-format=absolute --git-path objects) && [ -d "$objects" ]; then
+      echo "$objects" > "$GIT_DIR/objects/info/alternates"
+      head=$(own rev-parse -q --verify 'HEAD^{tree}') && base=$head
     fi
+    [ "$mode" = diff ] && echo "$base" > "$GIT_DIR/ohrun-base"
   fi
   # The repositories inside this one are snapshotted on their own.
   set -- .
   while IFS= read -r inner; do
-    case "$inner" in "$root"/*) set -- "$@" ":(exclude,top)${inner#"$root"/}" ;; .) ;; *) [ "$root" = . ] && set -- "$@" ":(exclude,top)$inner" ;; esac
+    case "$inner" in
+      .) ;;
+      "$root"/*) set -- "$@" ":(exclude,top,literal)${inner#"$root"/}" ;;
+      *) [ "$root" = . ] && set -- "$@" ":(exclude,top,literal)$inner" ;;
+    esac
   done < "$snap/roots"
-  g add -A -- "$@" >/dev/null 2>&1
-  tree=$(g write-tree) || exit 3
+  # Files it cannot read are left out and named; the rest is snapshotted.
+  g add -A --ignore-errors -- "$@" >/dev/null 2>> "$snap/warnings"
+  tree=$(g write-tree) || fail "git write-tree failed in $root"
   if [ "$mode" = diff ]; then
-    base=$(cat "$GIT_DIR/ohrun-base")
+    base=$(cat "$GIT_DIR/ohrun-base") || fail "no base snapshot for $root"
     p=""; [ "$root" != . ] && p="$root/"
-    g diff $opts --name-status "$base" "$tree" > "$snap/names"
-    g diff $opts --numstat "$base" "$tree" > "$snap/counts"
+    g diff $opts --name-status "$base" "$tree" > "$snap/names" || fail "git diff failed in $root"
+    g diff $opts --numstat "$base" "$tree" > "$snap/counts" || fail "git diff failed in $root"
     paste "$snap/names" "$snap/counts" | awk -F'\t' -v p="$p" '{ s = ($3 == "-") ? "B" : substr($1, 1, 1); print s "\t" p $2 }' >> "$snap/changes"
     awk -F'\t' '$1 != "-" { print $1, $2 }' "$snap/counts" >> "$snap/sums"
-    g diff $opts --src-prefix="a/$p" --dst-prefix="b/$p" "$base" "$tree" >> "$snap/diff"
+    g diff $opts --src-prefix="a/$p" --dst-prefix="b/$p" "$base" "$tree" | head -c MAX >> "$snap/diff"
   fi
-  echo "$tree" > "$GIT_DIR/ohrun-base"
+  echo "$tree" > "$GIT_DIR/ohrun-next"
 done < "$snap/roots"
+# Only now, every root done, do the new snapshots become the bases.
+for next in "$snap"/*/ohrun-next; do [ -f "$next" ] && mv "$next" "${next%-next}-base"; done
 [ "$mode" = init ] && exit 0
-sed 's/^/C /' "$snap/changes"
-touch "$snap/sums"; awk '{ i += $1; d += $2 } END { print "N", i + 0, d + 0 }' "$snap/sums"; rm -f "$snap/sums"
+head -n MAXCHANGES "$snap/changes" | sed 's/^/C /'
+echo "T $(wc -l < "$snap/changes")"
+awk '{ i += $1; d += $2 } END { print "N", i + 0, d + 0 }' "$snap/sums"
+grep -m 3 -i 'error\|warning\|fatal' "$snap/warnings" | sed 's/^/W /'
 echo "@@ohrun-diff"
 head -c MAX "$snap/diff"
+rm -f "$snap/diff" "$snap/names" "$snap/counts" "$snap/changes" "$snap/sums" "$snap/warnings"
 "#;
 
 /// The snapshots of one attempt's working directory.
@@ -91,6 +108,7 @@ impl<'a> Snapshots<'a> {
         working_dir: &str,
         run_id: &str,
         attempt_dir: &Path,
+        deadline: Option<Instant>,
         cancel: &mut Cancel,
     ) -> Result<Snapshots<'a>, String> {
         let name: String =
@@ -101,13 +119,18 @@ impl<'a> Snapshots<'a> {
             snap_dir: format!("/tmp/ohrun-snap-{name}-{}", fastrand::u32(..)),
             attempt_dir: attempt_dir.to_path_buf(),
         };
-        snapshots.script("init", cancel).await?;
-        Ok(snapshots)
+        match snapshots.script("init", deadline, cancel).await {
+            Ok(_) => Ok(snapshots),
+            Err(e) => {
+                snapshots.remove().await;
+                Err(e)
+            }
+        }
     }
 
     /// What changed since the last snapshot, into `steps/NAME.diff` (NAME: `setup`, or a step's number).
-    pub async fn take(&self, name: &str, cancel: &mut Cancel) -> DiffInfo {
-        let output = match self.script("diff", cancel).await {
+    pub async fn take(&self, name: &str, deadline: Option<Instant>, cancel: &mut Cancel) -> DiffInfo {
+        let output = match self.script("diff", deadline, cancel).await {
             Ok(output) => output,
             Err(e) => return DiffInfo { error: Some(e), ..DiffInfo::default() },
         };
@@ -122,21 +145,28 @@ impl<'a> Snapshots<'a> {
         info
     }
 
-    /// Removes the snapshots from the sandbox (best effort: a sandbox that is going away takes them along).
-    pub async fn remove(self, cancel: &mut Cancel) {
+    /// Removes the snapshots from the sandbox — also when ohrun is stopping: they are a copy of the
+    /// workspace (a sandbox that is going away takes them along anyway).
+    pub async fn remove(&self) {
         let command = format!("rm -rf {}", shell_quote(&self.snap_dir));
-        let _ = run_command(self.client, &command, "/", Duration::from_secs(30), cancel).await;
+        let _ = run_command(self.client, &command, "/", Duration::from_secs(10), &mut Cancel::never()).await;
     }
 
-    async fn script(&self, mode: &str, cancel: &mut Cancel) -> Result<String, String> {
-        let script = SCRIPT.replace("MAX", &(MAX_DIFF_BYTES + 1).to_string());
+    /// Runs the script, within the run's time (`deadline`) and at most `SNAPSHOT_TIMEOUT`.
+    async fn script(&self, mode: &str, deadline: Option<Instant>, cancel: &mut Cancel) -> Result<String, String> {
+        let left = deadline.map_or(SNAPSHOT_TIMEOUT, |d| d.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            return Err("the run's time was up".into());
+        }
+        let script =
+            SCRIPT.replace("MAXCHANGES", &MAX_CHANGES.to_string()).replace("MAX", &(MAX_DIFF_BYTES + 1).to_string());
         let command = format!(
             "sh -c {} ohrun-diff {} {} {mode}",
             shell_quote(&script),
             shell_quote(&self.snap_dir),
             shell_quote(&self.working_dir)
         );
-        match run_command(self.client, &command, "/", SNAPSHOT_TIMEOUT, cancel).await {
+        match run_command(self.client, &command, "/", left.min(SNAPSHOT_TIMEOUT), cancel).await {
             Ok(out) if out.exit_code == 0 => Ok(out.stdout),
             Ok(out) => {
                 let why = out.stderr.lines().last().unwrap_or("").trim().to_string();
@@ -174,8 +204,15 @@ fn parse(output: &str) -> (DiffInfo, &str) {
         } else if let Some(counts) = line.strip_prefix("N ") {
             let mut n = counts.split(' ').map(|x| x.parse::<u64>().unwrap_or(0));
             (info.insertions, info.deletions) = (n.next().unwrap_or(0), n.next().unwrap_or(0));
+        } else if let Some(total) = line.strip_prefix("T ") {
+            info.paths = total.trim().parse().unwrap_or(0);
+        } else if let Some(warning) = line.strip_prefix("W ") {
+            let why = info.error.get_or_insert_with(|| "some files could not be read (left out):".into());
+            why.push(' ');
+            why.push_str(warning.trim());
         }
     }
+    info.truncated = info.paths > info.changes.len() as u64;
     let diff = if diff.len() > MAX_DIFF_BYTES {
         info.truncated = true;
         let mut end = MAX_DIFF_BYTES;
@@ -195,10 +232,14 @@ mod tests {
 
     #[test]
     fn the_scripts_output_becomes_changes_counts_and_the_diff() {
-        let out = "C M\tREADME.md\nC A\trepo/new.txt\nC B\tlogo.png\nN 3 1\n@@ohrun-diff\ndiff --git a/README.md b/README.md\n+x\n";
+        let out = "C M\tREADME.md\nC A\trepo/new.txt\nC B\tlogo.png\nT 3\nN 3 1\nW warning: could not open directory 'x/'\n@@ohrun-diff\ndiff --git a/README.md b/README.md\n+x\n";
         let (info, diff) = parse(out);
         assert_eq!(info.changes, ["M README.md", "A repo/new.txt", "B logo.png"]);
-        assert_eq!((info.insertions, info.deletions, info.truncated), (3, 1, false));
+        assert_eq!((info.paths, info.insertions, info.deletions, info.truncated), (3, 3, 1, false));
+        assert_eq!(
+            info.error.as_deref(),
+            Some("some files could not be read (left out): warning: could not open directory 'x/'")
+        );
         assert_eq!(diff, "diff --git a/README.md b/README.md\n+x\n");
     }
 

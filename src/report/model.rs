@@ -161,9 +161,12 @@ pub struct DiffInfo {
     /// Changed paths, `git status --porcelain` style (`A path`, `M path`, `D path`; `B path` for a binary
     /// file, listed but not diffed).
     pub changes: Vec<String>,
+    /// How many paths changed (`changes` lists the first 1,000).
+    #[serde(default)]
+    pub paths: u64,
     pub insertions: u64,
     pub deletions: u64,
-    /// The diff was cut at the size cap.
+    /// The list or the diff was cut at its cap (1,000 paths, 256 KiB).
     pub truncated: bool,
     /// Why no diff could be taken (no git in the sandbox, the command failed), when it could not.
     pub error: Option<String>,

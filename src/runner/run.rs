@@ -348,7 +348,7 @@ impl Run<'_> {
         let snapshots = self.snapshots(ready, report).await;
         let result = self.set_up_and_converse(ready, backend, settings, writer, report, snapshots.as_ref()).await;
         if let Some(s) = snapshots {
-            s.remove(&mut self.attempt.signals.cancel()).await;
+            s.remove().await;
         }
         result
     }
@@ -361,7 +361,8 @@ impl Run<'_> {
         }
         let mut cancel = self.attempt.signals.cancel();
         let id = &self.attempt.planned.id;
-        match Snapshots::start(&ready.client, &ready.working_dir, id, &self.attempt.dir, &mut cancel).await {
+        let dir = &self.attempt.dir;
+        match Snapshots::start(&ready.client, &ready.working_dir, id, dir, self.run_deadline, &mut cancel).await {
             Ok(s) => Some(s),
             Err(e) => {
                 report.warnings.push(format!("no workspace diffs: {e}"));
@@ -382,7 +383,7 @@ impl Run<'_> {
     ) -> Result<(), Failure> {
         let setup = self.setup(ready, settings, report).await;
         if let Some(s) = snapshots {
-            report.setup_diff = Some(s.take("setup", &mut self.attempt.signals.cancel()).await);
+            report.setup_diff = Some(s.take("setup", self.run_deadline, &mut self.attempt.signals.cancel()).await);
         }
         setup?;
         let (_place, waited) = self.wait_for_place(report).await?;
