@@ -588,6 +588,8 @@ impl Batch {
             .iter()
             .map(|f| (self.opts.out.join(f), 0))
             .collect();
+        // The shared servers' logs too (`sandbox.share: batch`).
+        files.extend(leak::files_under(&self.opts.out.join("shared")).into_iter().map(|f| (f, 0)));
         files.extend(step_summary_from);
         let leaks = leak::scan_from(&files);
         for l in &leaks {

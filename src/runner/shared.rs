@@ -32,8 +32,14 @@ pub(super) struct Server {
     ledger: Slot,
     /// Set by a run whose cleanup policy keeps its sandbox: the server is then kept at the end.
     keep: AtomicBool,
+    /// Run attempts that held a lease on it.
     runs: AtomicUsize,
+    /// When the last start failed, and why.
+    failed: Option<(Instant, backend::Error)>,
 }
+
+/// How long after a failed start the runs that waited for it fail with it instead of trying again.
+const RETRY_START_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What provisioning needs from the run that happens to start the server.
 pub(super) struct Starter<'a> {
@@ -86,7 +92,7 @@ impl SharedSandboxes {
     /// A lease on the server for these settings, started first if it is not running (the other runs that
     /// need it meanwhile wait for it).
     pub async fn acquire(&self, settings: &backend::Settings, starter: &Starter<'_>) -> Result<Lease, backend::Error> {
-        let cell = self.server_for(settings);
+        let cell = self.server_for(settings, starter.hide_env);
         {
             let server = cell.clone().read_owned().await;
             if server.alive().await {
@@ -95,15 +101,30 @@ impl SharedSandboxes {
         }
         let mut server = cell.write_owned().await;
         if !server.alive().await {
+            // The runs that waited for a start that just failed fail with it, rather than each trying
+            // again for up to init_timeout while holding its place (a retry comes after its backoff).
+            if let Some((at, e)) = &server.failed
+                && at.elapsed() < RETRY_START_AFTER
+            {
+                return Err(e.clone());
+            }
             server.restart(starter).await?;
         }
         Ok(lease(server.downgrade()))
     }
 
     /// The server for these settings (created, not started, when there is none yet). Settings are told
-    /// apart by their debug form; it may hold secrets, and never leaves memory.
-    fn server_for(&self, settings: &backend::Settings) -> Arc<RwLock<Server>> {
-        let key = format!("{settings:?}");
+    /// apart by their debug form without the working directory (each run has its own), and by the
+    /// secrets the server must not see (its environment is shared by every run on it). The key may hold
+    /// secrets, and never leaves memory.
+    fn server_for(&self, settings: &backend::Settings, hide_env: &[String]) -> Arc<RwLock<Server>> {
+        let mut server_settings = settings.clone();
+        if let backend::Settings::Local(local) = &mut server_settings {
+            local.working_dir = None;
+        }
+        let mut hidden = hide_env.to_vec();
+        hidden.sort();
+        let key = format!("{server_settings:?} hiding {hidden:?}");
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, cell)) = servers.iter().find(|(k, _)| *k == key) {
             return cell.clone();
@@ -114,11 +135,12 @@ impl SharedSandboxes {
             ledger: Slot::new(&name, &dir, Some(&self.batch_dir)),
             name,
             dir,
-            settings: settings.clone(),
-            backend: settings.clone().backend(),
+            backend: server_settings.clone().backend(),
+            settings: server_settings,
             ready: None,
             keep: AtomicBool::new(false),
             runs: AtomicUsize::new(0),
+            failed: None,
         };
         let cell = Arc::new(RwLock::new(server));
         servers.push((key, cell.clone()));
@@ -177,12 +199,13 @@ impl Server {
         };
         match self.backend.provision(&ctx).await {
             Ok(ready) => {
-                self.ready = Some(ready);
+                (self.ready, self.failed) = (Some(ready), None);
                 Ok(())
             }
             Err(e) => {
                 self.release(false).await;
                 self.backend = self.settings.clone().backend();
+                self.failed = Some((Instant::now(), e.clone()));
                 Err(e)
             }
         }
