@@ -1,15 +1,20 @@
 //! `ohrun view DIR`: (re)writes report.html for a batch directory (its page and every run's) or for a run
 //! directory, prints where it is, and opens it in the browser when there is a display. With `--serve` it
 //! serves DIR on 127.0.0.1 instead: pages are drawn afresh from summary.json / run.json at each request
-//! and reload themselves when those change, so a batch can be watched while it runs.
+//! and reload themselves when those change, so a batch can be watched while it runs. The server answers
+//! only requests that name it by a loopback name and carry its random token, and it serves report
+//! artifacts only (never a workspace, a log or a key).
 
 use super::ViewArgs;
 use crate::exit_code::ExitCode;
 use crate::report::html::{self, HTML_FILE, Live};
+use crate::report::summary::JUNIT_FILE;
 use crate::report::summary::{SUMMARY_FILE, Summary};
+use crate::report::writer::EVENTS_FILE;
 use crate::report::writer::{RUN_FILE, read_report};
+use crate::runner::state::BATCH_FILE;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +49,14 @@ fn write_pages(dir: &Path, quiet: bool) -> Result<PathBuf, i32> {
         let mut written = 0;
         for run in &summary.runs {
             let Some(report_path) = &run.report else { continue };
+            // ohrun names each run's report relative to the batch directory; any other path (absolute, or
+            // with `..`) would have a page written beside some other run.json.
+            if !Path::new(report_path).components().all(|c| matches!(c, Component::Normal(_))) {
+                if !quiet {
+                    eprintln!("warning: {report_path:?} in summary.json is not a path in the batch directory; skipped");
+                }
+                continue;
+            }
             let run_json = dir.join(report_path);
             let run_dir = run_json.parent().unwrap_or(dir);
             match read_report(&run_json) {
@@ -92,9 +105,16 @@ fn open_in_browser(target: &std::ffi::OsStr) {
     }
 }
 
+/// What the server knows: the directory it serves, the token every URL carries and the port it is on.
+struct Served {
+    root: PathBuf,
+    token: String,
+    port: u16,
+}
+
 fn serve(dir: &Path, port: u16, open: bool) -> i32 {
     let root = match dir.canonicalize() {
-        Ok(r) => Arc::new(r),
+        Ok(r) => r,
         Err(e) => {
             eprintln!("error: {}: {e}", dir.display());
             return ExitCode::USAGE;
@@ -112,22 +132,24 @@ fn serve(dir: &Path, port: u16, open: bool) -> i32 {
                 return ExitCode::INFRA;
             }
         };
-        let url = match listener.local_addr() {
-            Ok(addr) => format!("http://{addr}/"),
+        let addr = match listener.local_addr() {
+            Ok(addr) => addr,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::INFRA;
             }
         };
+        // Any local process (or a web page, through the browser) can reach the port: every URL carries
+        // a random token (122 random bits), and only this port's own loopback names are accepted as Host.
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let url = format!("http://{addr}/{token}/");
         println!("{url}");
         eprintln!("serving {} at {url} (pages follow the reports as they change); Ctrl-C stops", root.display());
         if open {
             open_in_browser(url.as_ref());
         }
-        let app = axum::Router::new()
-            .route("/__ohrun/version", axum::routing::get(version))
-            .fallback(axum::routing::get(file))
-            .with_state(root);
+        let served = Arc::new(Served { root, token, port: addr.port() });
+        let app = axum::Router::new().fallback(axum::routing::get(handle)).with_state(served);
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
         };
@@ -150,14 +172,58 @@ fn serve(dir: &Path, port: u16, open: bool) -> i32 {
     })
 }
 
+/// Every request: the Host must be this server's (no DNS rebinding), the path must start with the token,
+/// and what it names must be a report artifact.
+async fn handle(State(s): State<Arc<Served>>, headers: HeaderMap, uri: Uri) -> Response {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()));
+    if !host.is_some_and(|h| host_allowed(h, s.port)) {
+        return (StatusCode::MISDIRECTED_REQUEST, "this server answers only to 127.0.0.1, localhost and [::1]\n")
+            .into_response();
+    }
+    let Some(rest) = without_token(uri.path(), &s.token) else {
+        return (StatusCode::FORBIDDEN, "use the URL `ohrun view --serve` printed (it has the token)\n")
+            .into_response();
+    };
+    if rest.is_empty() {
+        return (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, format!("/{}/", s.token))]).into_response();
+    }
+    if rest == VERSION_PATH {
+        return match Query::<PageQuery>::try_from_uri(&uri) {
+            Ok(Query(q)) => version(&s, &q.page),
+            Err(_) => StatusCode::BAD_REQUEST.into_response(),
+        };
+    }
+    file(&s, rest).await
+}
+
+/// Where a served page asks whether it changed (after the token).
+const VERSION_PATH: &str = "/__ohrun/version";
+
+/// `HOST:PORT` names this server: its port, and a loopback name (not one a DNS answer could point here).
+fn host_allowed(host: &str, port: u16) -> bool {
+    let Some((name, p)) = host.rsplit_once(':') else { return false };
+    p == port.to_string() && ["127.0.0.1", "localhost", "[::1]"].iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// The URL path after `/TOKEN` (empty, or starting with `/`), when it starts with the token.
+fn without_token<'a>(path: &'a str, token: &str) -> Option<&'a str> {
+    let path = path.strip_prefix('/')?;
+    let (first, rest) = path.find('/').map_or((path, ""), |i| path.split_at(i));
+    // The same time whatever the guess, so a guess learns nothing from how long the answer took.
+    let same = first.len() == token.len() && first.bytes().zip(token.bytes()).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
+    same.then_some(rest)
+}
+
 #[derive(serde::Deserialize)]
 struct PageQuery {
     page: String,
 }
 
 /// The version of the report behind a page (the page polls it to know when to reload).
-async fn version(State(root): State<Arc<PathBuf>>, Query(q): Query<PageQuery>) -> Response {
-    let Some(path) = resolve(&root, &q.page) else { return StatusCode::NOT_FOUND.into_response() };
+fn version(s: &Served, page: &str) -> Response {
+    let Some(path) = resolve(&s.root, page).filter(|p| servable(&s.root, p)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let dir = if path.is_dir() { path } else { path.parent().map(Path::to_path_buf).unwrap_or_default() };
     match source_of(&dir) {
         Some((_, source)) => text(source_version(&source)),
@@ -165,30 +231,54 @@ async fn version(State(root): State<Arc<PathBuf>>, Query(q): Query<PageQuery>) -
     }
 }
 
-/// A file of the served directory; a report page drawn afresh from its report.
-async fn file(State(root): State<Arc<PathBuf>>, uri: Uri) -> Response {
-    let Some(path) = resolve(&root, uri.path()) else { return StatusCode::NOT_FOUND.into_response() };
+/// A report artifact of the served directory (`url_path` is after the token); a report page drawn afresh
+/// from its report.
+async fn file(s: &Served, url_path: &str) -> Response {
+    let Some(path) = resolve(&s.root, url_path).filter(|p| servable(&s.root, p)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let poll = |page_url: &str| {
+        const QUERY: &percent_encoding::AsciiSet =
+            &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'.').remove(b'_');
+        format!("/{}{VERSION_PATH}?page={}", s.token, percent_encoding::utf8_percent_encode(page_url, QUERY))
+    };
     if path.is_dir() {
         // Relative links in a page resolve against its directory only when the URL ends with a slash.
-        if !uri.path().ends_with('/') {
-            let to = format!("{}/", uri.path());
+        if !url_path.ends_with('/') {
+            let to = format!("/{}{url_path}/", s.token);
             return (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, to)]).into_response();
         }
-        if source_of(&path).is_some() || path.join(HTML_FILE).is_file() {
-            return page(path, format!("{}{HTML_FILE}", uri.path())).await;
-        }
-        return listing(&path);
+        return page(path, poll(&format!("{url_path}{HTML_FILE}"))).await;
     }
     if path.file_name().is_some_and(|n| n == HTML_FILE)
         && let Some(dir) = path.parent()
         && source_of(dir).is_some()
     {
-        return page(dir.to_path_buf(), uri.path().to_string()).await;
+        return page(dir.to_path_buf(), poll(url_path)).await;
     }
     match tokio::fs::read(&path).await {
         Ok(bytes) => raw(&path, bytes),
         Err(_) => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// The files a served directory shows: the pages and the reports, events and diffs ohrun writes. Never
+/// the agent's workspace (a local run's `workspace/` holds whatever the agent wrote, `.env` files
+/// included), the agent-server's log or key, or anything else.
+const ARTIFACTS: [&str; 6] = [HTML_FILE, RUN_FILE, SUMMARY_FILE, JUNIT_FILE, BATCH_FILE, EVENTS_FILE];
+
+/// Whether `path` (resolved, under `root`) is a report artifact, or a directory with a page.
+fn servable(root: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else { return false };
+    if rel.components().any(|c| c.as_os_str() == "workspace") {
+        return false;
+    }
+    if path.is_dir() {
+        return source_of(path).is_some();
+    }
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    let in_steps = path.parent().and_then(Path::file_name).is_some_and(|d| d == "steps");
+    path.is_file() && (ARTIFACTS.contains(&name) || (in_steps && name.ends_with(".diff")))
 }
 
 #[derive(Clone, Copy)]
@@ -215,17 +305,12 @@ fn source_version(path: &Path) -> String {
     format!("{nanos}-{}", meta.map_or(0, |m| m.len()))
 }
 
-/// The page of `dir` (served at `page_url`), drawn from its report, or the page file when there is none.
-async fn page(dir: PathBuf, page_url: String) -> Response {
+/// The page of `dir`, drawn from its report; it polls `poll` to learn when to reload.
+async fn page(dir: PathBuf, poll: String) -> Response {
     let drawn = tokio::task::spawn_blocking(move || {
         let (kind, source) = source_of(&dir)?;
-        const QUERY: &percent_encoding::AsciiSet =
-            &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'.').remove(b'_');
         // The version is taken before the report is read: a change while drawing reloads once more.
-        let live = Live {
-            poll: format!("/__ohrun/version?page={}", percent_encoding::utf8_percent_encode(&page_url, QUERY)),
-            version: source_version(&source),
-        };
+        let live = Live { poll, version: source_version(&source) };
         Some(match kind {
             Source::Batch => html::batch_page(&dir, &Summary::read(&dir)?, Some(&live)),
             Source::Run => html::run_page(&dir, &read_report(&source)?, Some(&live)),
@@ -235,8 +320,19 @@ async fn page(dir: PathBuf, page_url: String) -> Response {
     .ok()
     .flatten();
     match drawn {
-        Some(page) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], page)
-            .into_response(),
+        Some(page) => {
+            let mut response = page.into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            // The page's own policy (also in its `<meta>`), and no framing by another site.
+            if let Ok(csp) = HeaderValue::from_str(&format!("{}; frame-ancestors 'none'", html::CSP_SERVED)) {
+                headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+            }
+            headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            response
+        }
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -265,7 +361,6 @@ fn text(body: String) -> Response {
 fn raw(path: &Path, bytes: Vec<u8>) -> Response {
     let kind = match path.extension().and_then(|e| e.to_str()) {
         Some("json") => "application/json",
-        Some("png") => "image/png",
         _ if std::str::from_utf8(&bytes).is_ok() => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     };
@@ -275,27 +370,52 @@ fn raw(path: &Path, bytes: Vec<u8>) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
-}
-
-/// A directory without a page: its entries, one per line.
-fn listing(dir: &Path) -> Response {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.path().is_dir() { format!("{name}/") } else { name }
-        })
-        .collect();
-    names.sort();
-    text(names.join("\n"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::resolve;
+    use super::{host_allowed, resolve, servable, without_token};
+
+    #[test]
+    fn only_loopback_names_of_this_port_and_the_token_are_accepted() {
+        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST:8080", "[::1]:8080"] {
+            assert!(host_allowed(ok, 8080), "{ok}");
+        }
+        for bad in ["attacker.example:8080", "127.0.0.1:8081", "127.0.0.1", "localhost", "127.0.0.1.nip.io:8080", ""] {
+            assert!(!host_allowed(bad, 8080), "{bad}");
+        }
+        let token = "0123456789abcdef0123456789abcdef";
+        assert_eq!(without_token(&format!("/{token}/a/run.json"), token), Some("/a/run.json"));
+        assert_eq!(without_token(&format!("/{token}"), token), Some(""));
+        assert_eq!(without_token("/", token), None);
+        assert_eq!(without_token("/a/run.json", token), None);
+        assert_eq!(without_token(&format!("/{}/", &token[1..]), token), None);
+        assert_eq!(without_token(&format!("/{token}0/"), token), None);
+    }
+
+    #[test]
+    fn only_report_artifacts_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let attempt = root.join("r/attempt-1");
+        std::fs::create_dir_all(attempt.join("steps")).unwrap();
+        std::fs::create_dir_all(attempt.join("workspace/steps")).unwrap();
+        for f in ["run.json", "events.jsonl", "steps/1.diff", "agent-server.log", "agent-server.key", "x.txt"] {
+            std::fs::write(attempt.join(f), "{}").unwrap();
+        }
+        for f in ["run.json", "steps/1.diff", ".env"] {
+            std::fs::write(attempt.join("workspace").join(f), "{}").unwrap();
+        }
+        for f in ["run.json", "events.jsonl", "steps/1.diff", ""] {
+            assert!(servable(&root, &attempt.join(f)), "{f}");
+        }
+        for f in ["agent-server.log", "agent-server.key", "x.txt", "steps", "workspace", "workspace/run.json"] {
+            assert!(!servable(&root, &attempt.join(f)), "{f}");
+        }
+        assert!(!servable(&root, &attempt.join("workspace/steps/1.diff")));
+    }
 
     #[test]
     fn paths_stay_inside_the_served_directory() {

@@ -64,8 +64,21 @@ pub fn run_page(dir: &Path, report: &RunReport, live: Option<&Live>) -> String {
         (dir.to_path_buf(), String::new())
     };
     let mut cut = Vec::new();
-    let (events, ranges) = read_events(&attempt_dir.join(&report.events_file), report, &mut cut);
+    // Every file the page reads is one ohrun writes in the attempt's folder, named as ohrun names it: a
+    // report is data (perhaps a hostile run.json in a served directory), and its paths must not make the
+    // page embed any other file.
+    let mut refused = Vec::new();
+    let events_path = match evidence(&attempt_dir, &report.events_file, plain_name(&report.events_file)) {
+        Evidence::Found(path) => Some(path),
+        Evidence::Missing => None,
+        Evidence::Refused => {
+            refused.push(format!("events file {:?}: {REFUSED}", report.events_file));
+            None
+        }
+    };
+    let (events, ranges) = read_events(events_path.as_deref(), report, &mut cut);
 
+    let served = live.is_some();
     let exists = |rel: &str| attempt_dir.join(rel).exists().then(|| format!("{prefix}{}", encode_path(rel)));
     let batch = if dir.parent().is_some_and(|p| p.join(SUMMARY_FILE).is_file()) {
         Some("../report.html")
@@ -77,22 +90,34 @@ pub fn run_page(dir: &Path, report: &RunReport, live: Option<&Live>) -> String {
     let links = json!({
         "run_json": RUN_FILE,
         "attempt_json": (!prefix.is_empty()).then(|| format!("{prefix}{RUN_FILE}")),
-        "events": exists(&report.events_file),
-        "log": exists("agent-server.log"),
-        "workspace": exists("workspace").map(|w| format!("{w}/")),
+        "events": events_path.is_some().then(|| format!("{prefix}{}", encode_path(&report.events_file))),
+        // `ohrun view --serve` serves report artifacts only: neither the log nor the workspace.
+        "log": if served { None } else { exists("agent-server.log") },
+        "workspace": if served { None } else { exists("workspace").map(|w| format!("{w}/")) },
         "batch": batch,
     });
     let mut diff = |info: &Option<super::model::DiffInfo>, what: &str| {
         let file = info.as_ref()?.file.as_ref()?;
-        let text = read_capped(&attempt_dir.join(file), MAX_DIFF_BYTES, &mut cut, what);
-        Some(json!({ "text": text, "link": format!("{prefix}{}", encode_path(file)) }))
+        match evidence(&attempt_dir, file, diff_name(file)) {
+            Evidence::Found(path) => {
+                let text = read_capped(&path, MAX_DIFF_BYTES, &mut cut, what);
+                Some(json!({ "text": text, "link": format!("{prefix}{}", encode_path(file)) }))
+            }
+            Evidence::Missing => None,
+            Evidence::Refused => {
+                refused.push(format!("{what} {file:?}: {REFUSED}"));
+                Some(json!({ "text": null, "link": null, "refused": REFUSED }))
+            }
+        }
     };
     let setup_diff = diff(&report.setup_diff, "the setup's diff");
     let step_diffs: Vec<Option<Value>> =
         report.steps.iter().map(|s| diff(&s.diff, &format!("step {}'s diff", s.index))).collect();
 
     // Earlier attempts (infrastructure failures that were retried), so the reader sees why they ended.
+    // They are numbered from 1 with no gap: counting stops at the first missing one, whatever the report says.
     let earlier: Vec<Value> = (1..report.run.attempt)
+        .map_while(|n| dir.join(format!("attempt-{n}")).is_dir().then_some(n))
         .filter_map(|n| {
             let r = read_report(&dir.join(format!("attempt-{n}")).join(RUN_FILE))?;
             Some(json!({
@@ -113,9 +138,46 @@ pub fn run_page(dir: &Path, report: &RunReport, live: Option<&Live>) -> String {
         "diffs": { "setup": setup_diff, "steps": step_diffs },
         "earlier_attempts": earlier,
         "cut": cut,
+        "refused": refused,
         "live": live_json(live),
     });
-    page(&format!("{} · ohrun", report.run.id), &data, live.is_some())
+    page(&format!("{} · ohrun", report.run.id), &data, served)
+}
+
+/// What the page says instead of a file whose path in the report is not one ohrun writes.
+const REFUSED: &str = "not shown: unexpected path";
+
+enum Evidence {
+    Found(PathBuf),
+    Missing,
+    Refused,
+}
+
+/// The file `rel` of the attempt's folder `attempt_dir`, when `rel` has the shape ohrun gives it
+/// (`shaped`) and is that very file: no symlink anywhere in `rel`, nothing outside the folder.
+fn evidence(attempt_dir: &Path, rel: &str, shaped: bool) -> Evidence {
+    if !shaped {
+        return Evidence::Refused;
+    }
+    let Ok(base) = attempt_dir.canonicalize() else { return Evidence::Missing };
+    let expected = base.join(rel);
+    match expected.canonicalize() {
+        Ok(real) if real == expected && real.is_file() => Evidence::Found(real),
+        Ok(_) => Evidence::Refused,
+        Err(_) => Evidence::Missing,
+    }
+}
+
+/// A file name alone (ohrun writes `events.jsonl`): no directory, nothing absolute, no `.` or `..`.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// `steps/setup.diff` or `steps/N.diff`, the only names ohrun gives a diff.
+fn diff_name(file: &str) -> bool {
+    file.strip_prefix("steps/").and_then(|f| f.strip_suffix(".diff")).is_some_and(|stem| {
+        stem == "setup" || (!stem.is_empty() && stem.len() <= 10 && stem.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// The batch page for the batch directory `dir`.
@@ -161,10 +223,24 @@ fn page(title: &str, data: &Value, served: bool) -> String {
     )
 }
 
-/// JSON that can sit inside a `<script>` element: no `<` at all (so neither `</script>` nor `<!--` can
-/// end or bend the element); `\u003c` is the same string to JSON.parse.
+/// JSON that can sit inside a `<script>` element: no `</` and no `<!` (so neither `</script>` nor `<!--`
+/// can end or bend the element: without them the HTML tokenizer never leaves the script's data state);
+/// `\u003c` is the same string to JSON.parse. Every other `<` stays as it is, and the text is redacted
+/// before that escaping: a secret's JSON-escaped form is masked here (and found by the leak scan where it
+/// survives) even when it contains a `<`.
 fn embed_json(data: &Value) -> String {
-    serde_json::to_string(data).unwrap_or_else(|_| "null".into()).replace('<', "\\u003c")
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+    let json = super::redact::apply(&json);
+    let mut out = String::with_capacity(json.len());
+    let mut chars = json.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '<' && matches!(chars.peek(), Some('/' | '!')) {
+            out.push_str("\\u003c");
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn escape_html(text: &str) -> String {
@@ -192,11 +268,11 @@ fn encode_path(path: &str) -> String {
 /// The attempt's events (long strings cut, the page's budget kept), and the index range of each part of
 /// the conversation: before the first step, then each step. A step starts with its message, the user
 /// `MessageEvent`s being the step messages and the replies ohrun sent for `on_question`, in order.
-fn read_events(path: &Path, report: &RunReport, cut: &mut Vec<String>) -> (Vec<Value>, Vec<[usize; 2]>) {
+fn read_events(path: Option<&Path>, report: &RunReport, cut: &mut Vec<String>) -> (Vec<Value>, Vec<[usize; 2]>) {
     let mut events = Vec::new();
     let mut bytes = 0;
     let (mut long_strings, mut stubs) = (0, 0);
-    if let Ok(file) = std::fs::File::open(path) {
+    if let Some(file) = path.and_then(|p| std::fs::File::open(p).ok()) {
         for line in io::BufReader::new(file).lines() {
             let Ok(line) = line else { break };
             if line.trim().is_empty() {
@@ -299,11 +375,35 @@ mod tests {
     use crate::report::StepReport;
 
     #[test]
-    fn embedded_json_has_no_angle_bracket_and_reads_back_the_same() {
-        let v = json!({"m": "</script><!--<script>x"});
+    fn embedded_json_cannot_end_the_script_and_reads_back_the_same() {
+        let v = json!({"m": "</script><!--<script>x</SCRIPT >a<b"});
         let text = embed_json(&v);
-        assert!(!text.contains('<'), "{text}");
+        assert!(!text.contains("</") && !text.contains("<!"), "{text}");
+        // Any other `<` stays literal, so a secret's JSON-escaped form can still be seen (and masked).
+        assert!(text.contains("a<b") && text.contains("<script>x"), "{text}");
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
+    }
+
+    #[test]
+    fn only_the_names_ohrun_gives_its_evidence_are_read() {
+        assert!(plain_name("events.jsonl"));
+        for bad in ["", ".", "..", "/tmp/x", "../x", "a/b", "a\\b"] {
+            assert!(!plain_name(bad), "{bad:?}");
+        }
+        assert!(diff_name("steps/setup.diff") && diff_name("steps/12.diff"));
+        for bad in ["steps/.diff", "steps/../x.diff", "/steps/1.diff", "steps/1.diff/..", "steps/1a.diff", "x/1.diff"] {
+            assert!(!diff_name(bad), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let attempt = dir.path().join("attempt-1");
+        std::fs::create_dir_all(attempt.join("steps")).unwrap();
+        std::fs::write(dir.path().join("outside.txt"), "outside").unwrap();
+        std::fs::write(attempt.join("steps/1.diff"), "+x").unwrap();
+        std::os::unix::fs::symlink("../../outside.txt", attempt.join("steps/2.diff")).unwrap();
+        assert!(matches!(evidence(&attempt, "steps/1.diff", true), Evidence::Found(_)));
+        assert!(matches!(evidence(&attempt, "steps/2.diff", true), Evidence::Refused), "a symlink out");
+        assert!(matches!(evidence(&attempt, "steps/3.diff", true), Evidence::Missing));
+        assert!(matches!(evidence(&attempt, "../outside.txt", false), Evidence::Refused));
     }
 
     #[test]
@@ -324,7 +424,7 @@ mod tests {
             steps: vec![StepReport { replies: 1, ..StepReport::default() }, StepReport::default()],
             ..RunReport::default()
         };
-        let (events, ranges) = read_events(&dir.path().join("events.jsonl"), &report, &mut Vec::new());
+        let (events, ranges) = read_events(Some(&dir.path().join("events.jsonl")), &report, &mut Vec::new());
         assert_eq!(events.len(), 7);
         assert_eq!(ranges, vec![[0, 1], [1, 5], [5, 7]]);
     }

@@ -265,7 +265,9 @@ fn a_run_page_shows_its_steps_costs_and_diff_and_requests_nothing() {
     // Report text is text: the markup in the step message and the agent's reply shows as written.
     assert!(step1.contains("&lt;/script&gt;&lt;b&gt;not bold&lt;/b&gt;"), "{step1}");
     assert!(step1.contains("first done: &lt;b&gt;not bold&lt;/b&gt;"), "{step1}");
-    assert!(!dom.contains("<b>"), "no report text became markup");
+    // (The embedded data is script text, where a `<` not starting `</` or `<!` stays as it is.)
+    let drawn = &dom[..dom.find("id=\"data\"").expect("the data block")];
+    assert!(drawn.contains("id=\"run-id\"") && !drawn.contains("<b>"), "no report text became markup");
     // Event bodies are drawn only when opened; the list says how many there are.
     assert!(!dom.contains("class=\"evbody\""), "event bodies are drawn lazily");
     assert!(step1.contains("Actions and observations"), "{step1}");
@@ -303,75 +305,298 @@ fn the_batch_page_lists_every_run_failures_first() {
 
 /// GET `path` from `base` (`127.0.0.1:PORT`): status, head, body.
 fn get(base: &str, path: &str) -> (u16, String, String) {
+    get_as(base, base, path)
+}
+
+/// The same with `host` as the Host header.
+fn get_as(base: &str, host: &str, path: &str) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(base).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {base}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let (head, body) = resp.split_once("\r\n\r\n").unwrap();
     (head.split_whitespace().nth(1).unwrap().parse().unwrap(), head.to_ascii_lowercase(), body.to_string())
 }
 
-#[test]
-fn view_serve_serves_the_batch_follows_it_and_stops_on_sigint() {
-    let b = batch();
+/// A running `ohrun view --serve DIR`: killed when dropped, unless stopped.
+struct Serving {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    base: String,
+    /// The URL it printed: `http://127.0.0.1:PORT/TOKEN/`.
+    url: String,
+    /// `/TOKEN`: what every path starts with.
+    prefix: String,
+}
+
+fn serve(dir: &Path) -> Serving {
     let port = free_port();
     let mut child =
-        Ohrun::new().args(["view", "--serve", "--no-open", "--port", &port.to_string()]).args([&b.dir]).spawn();
+        Ohrun::new().args(["view", "--serve", "--no-open", "--port", &port.to_string()]).args([dir]).spawn();
     let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || lines.map_while(std::result::Result::ok).for_each(|l| drop(tx.send(l))));
-    let url = loop {
+    let mut serving = Serving { child, base: format!("127.0.0.1:{port}"), url: String::new(), prefix: String::new() };
+    serving.url = loop {
         let line = rx.recv_timeout(Duration::from_secs(120)).expect("view --serve prints its URL");
         if line.starts_with("http://") {
             break line;
         }
     };
-    assert_eq!(url, format!("http://127.0.0.1:{port}/"));
-    let base = format!("127.0.0.1:{port}");
+    // The URL carries a token: 32 hex digits.
+    let token = serving.url.strip_prefix(&format!("http://127.0.0.1:{port}/")).and_then(|t| t.strip_suffix('/'));
+    let token = token.unwrap_or_else(|| panic!("the URL has the token: {}", serving.url)).to_string();
+    assert!(token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+    serving.prefix = format!("/{token}");
+    serving
+}
 
-    let (status, head, body) = get(&base, "/");
+impl Serving {
+    /// GET a path after the token.
+    fn get(&self, path: &str) -> (u16, String, String) {
+        get(&self.base, &format!("{}{path}", self.prefix))
+    }
+
+    /// Stops it as Ctrl-C does; its exit code.
+    fn stop(mut self) -> Option<i32> {
+        signal(&self.child, libc::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "view --serve did not stop within 15 s of SIGINT");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn view_serve_serves_the_batch_follows_it_and_stops_on_sigint() {
+    let b = batch();
+    let s = serve(&b.dir);
+
+    let (status, head, body) = s.get("/");
     assert_eq!(status, 200, "{head}");
     assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(head.contains("frame-ancestors 'none'") && head.contains("nosniff"), "{head}");
     assert!(body.contains("connect-src 'self'") && body.contains("\"live\":{\"poll\""), "a served page polls");
     let id = &b.ids[0];
-    let (status, _, run_page) = get(&base, &format!("/{id}/report.html"));
+    let (status, _, run_page) = s.get(&format!("/{id}/report.html"));
     assert_eq!(status, 200);
     assert!(run_page.contains("\"page\":\"run\""));
-    let (status, head, _) = get(&base, &format!("/{id}/attempt-1/events.jsonl"));
+    assert!(run_page.contains("\"log\":null"), "a served page links only to what is served");
+    for artifact in [
+        "/summary.json".to_string(),
+        "/junit.xml".to_string(),
+        "/batch.json".to_string(),
+        format!("/{id}/run.json"),
+        format!("/{id}/attempt-1/run.json"),
+        format!("/{id}/attempt-1/steps/1.diff"),
+    ] {
+        assert!(b.dir.join(&artifact[1..]).is_file(), "the batch wrote {artifact}");
+        assert_eq!(s.get(&artifact).0, 200, "{artifact}");
+    }
+    let (status, head, _) = s.get(&format!("/{id}/attempt-1/events.jsonl"));
     assert_eq!(status, 200);
     assert!(head.contains("text/plain") && head.contains("sandbox"), "other files are never pages: {head}");
-    assert_eq!(get(&base, &format!("/{id}")).0, 308, "a directory gets its slash");
-    assert_eq!(get(&base, "/../pages/summary.json").0, 404, "nothing outside the directory");
-    assert_eq!(get(&base, "/missing.json").0, 404);
+    let (status, head, _) = s.get(&format!("/{id}"));
+    assert_eq!(status, 308, "a directory gets its slash");
+    assert!(head.contains(&format!("location: {}/{id}/\r\n", s.prefix)), "{head}");
+    assert_eq!(s.get("/../pages/summary.json").0, 404, "nothing outside the directory");
+    assert_eq!(s.get("/missing.json").0, 404);
 
-    // The page's version follows summary.json: a rewritten summary reloads the page.
-    let version = || get(&base, "/__ohrun/version?page=/").2;
+    // The page's version follows summary.json: a rewritten summary reloads the page. The page polls
+    // with the token.
+    let poll = body.split("\"poll\":\"").nth(1).and_then(|p| p.split('"').next()).unwrap().to_string();
+    assert!(poll.starts_with(&format!("{}/__ohrun/version?page=", s.prefix)), "{poll}");
+    let version = || get(&s.base, &poll).2;
     let before = version();
+    assert!(body.contains(&format!("\"version\":\"{before}\"")), "{before}");
     let summary = std::fs::File::options().write(true).open(b.dir.join("summary.json")).unwrap();
     summary.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
     assert_ne!(version(), before);
 
     if let Some(browser) = chromium() {
-        let page = load(&browser, &url, true);
+        let page = load(&browser, &s.url, true);
         assert!(page.console.is_empty(), "{:?}", page.console);
         assert!(page.dom.contains("data-rendered=\"1\"") && page.dom.split("<tr class=\"run").count() == 13);
+        // A run page through its link's URL: drawn, its step diff embedded.
+        let page = load(&browser, &format!("{}{id}/report.html", s.url), true);
+        assert!(page.console.is_empty(), "{:?}", page.console);
+        assert!(page.dom.contains("data-rendered=\"1\""), "{}", page.dom);
+        assert!(page.dom.contains("<span class=\"add\">+note from step one</span>"), "{}", page.dom);
     }
+    assert_eq!(s.stop(), Some(0));
+}
 
-    signal(&child, libc::SIGINT);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("view --serve did not stop within 15 s of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+#[test]
+fn view_serve_answers_only_to_its_own_host_names() {
+    let b = batch();
+    let s = serve(&b.dir);
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    let path = format!("{}/summary.json", s.prefix);
+    // A page of another site whose name resolves to 127.0.0.1 (DNS rebinding) sends its own Host.
+    for host in ["attacker.example", &format!("attacker.example:{port}"), "127.0.0.1:1", "localhost"] {
+        let (status, head, body) = get_as(&s.base, host, &path);
+        assert_eq!(status, 421, "Host {host}: {head}");
+        assert!(!body.contains("\"runs\""), "{body}");
+    }
+    for host in [format!("localhost:{port}"), format!("[::1]:{port}"), s.base.clone()] {
+        assert_eq!(get_as(&s.base, &host, &path).0, 200, "Host {host}");
+    }
+}
+
+#[test]
+fn view_serve_needs_its_token() {
+    let b = batch();
+    let s = serve(&b.dir);
+    let token = &s.prefix[1..];
+    let wrong: String = token.chars().map(|c| if c == '0' { '1' } else { '0' }).collect();
+    for path in [
+        "/".to_string(),
+        "/summary.json".to_string(),
+        "/report.html".to_string(),
+        "/__ohrun/version?page=/".to_string(),
+        format!("/{}/summary.json", b.ids[0]),
+        format!("/{wrong}/summary.json"),
+        format!("/{}/summary.json", &token[..31]),
+        format!("/{token}0/summary.json"),
+        format!("/summary.json?token={token}"),
+    ] {
+        let (status, head, body) = get(&s.base, &path);
+        assert_eq!(status, 403, "{path}: {head}");
+        assert!(!body.contains("\"runs\"") && !body.contains("<html"), "{path}: {body}");
+    }
+    assert_eq!(s.get("/summary.json").0, 200);
+    let (status, head, _) = get(&s.base, &s.prefix);
+    assert_eq!(status, 308, "{head}");
+    assert!(head.contains(&format!("location: {}/\r\n", s.prefix)), "{head}");
+}
+
+#[test]
+fn view_serve_serves_report_artifacts_only() {
+    let b = batch();
+    // What a local run's attempt folder also holds: the agent's workspace (with whatever it wrote there,
+    // a report of its own included), the agent-server's log and key. Run 2's folder, so the other tests'
+    // pages stay as they were.
+    let id = &b.ids[1];
+    let attempt = b.dir.join(id).join("attempt-1");
+    let ws = attempt.join("workspace");
+    std::fs::create_dir_all(ws.join("steps")).unwrap();
+    std::fs::write(ws.join(".env"), "API_TOKEN=workspace-secret-4711\n").unwrap();
+    std::fs::copy(attempt.join("run.json"), ws.join("run.json")).unwrap();
+    std::fs::write(ws.join("steps/1.diff"), "+workspace-secret-4711\n").unwrap();
+    std::fs::write(ws.join("report.html"), "<script>workspace-secret-4711</script>").unwrap();
+    std::fs::write(attempt.join("agent-server.log"), "log workspace-secret-4711\n").unwrap();
+    std::fs::write(attempt.join("agent-server.key"), "workspace-secret-4711").unwrap();
+    std::fs::write(attempt.join("notes.txt"), "workspace-secret-4711").unwrap();
+    let link = attempt.join("steps/99.diff");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("../workspace/.env", &link).unwrap();
+
+    let s = serve(&b.dir);
+    let a = format!("/{id}/attempt-1");
+    let served = [
+        format!("{a}/workspace/.env"),
+        format!("{a}/workspace/run.json"),
+        format!("{a}/workspace/steps/1.diff"),
+        format!("{a}/workspace/report.html"),
+        format!("{a}/workspace/"),
+        format!("{a}/workspace"),
+        format!("{a}/agent-server.log"),
+        format!("{a}/agent-server.key"),
+        format!("{a}/notes.txt"),
+        format!("{a}/steps/99.diff"),
+        format!("{a}/steps/"),
+        format!("/__ohrun/version?page={a}/workspace/"),
+    ]
+    .into_iter()
+    .filter_map(|path| {
+        let (status, _, body) = s.get(&path);
+        (status != 404 || body.contains("workspace-secret-4711")).then(|| format!("{path}: {status}"))
+    })
+    .collect::<Vec<_>>();
+    assert!(served.is_empty(), "served, not 404: {served:#?}");
+    // The attempt's own page and files are served, and the page does not link to what is not.
+    let (status, _, page) = s.get(&format!("{a}/"));
+    assert_eq!(status, 200);
+    assert!(page.contains("\"page\":\"run\"") && !page.contains("workspace-secret-4711"));
+    assert!(page.contains("\"workspace\":null") && page.contains("\"log\":null"), "{page}");
+    assert_eq!(s.get(&format!("{a}/events.jsonl")).0, 200);
+    assert_eq!(s.get(&format!("/__ohrun/version?page={a}/")).0, 200);
+}
+
+/// A run directory whose run.json names files outside its attempt's folder: the outside files hold
+/// markers that must never reach the page.
+fn hostile_run(root: &Path) -> PathBuf {
+    let outside = root.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let event = serde_json::json!({"kind": "MessageEvent", "source": "user",
+        "llm_message": {"content": "OUTSIDE-EVENTS-7f3a"}});
+    std::fs::write(outside.join("events.txt"), format!("{event}\n")).unwrap();
+    std::fs::write(outside.join("a.diff"), "+OUTSIDE-DIFF-ABS-91c2\n").unwrap();
+    std::fs::write(outside.join("b.diff"), "+OUTSIDE-DIFF-REL-5d0e\n").unwrap();
+    std::fs::write(outside.join("c.diff"), "+OUTSIDE-DIFF-LINK-c3b8\n").unwrap();
+    let run = root.join("run");
+    let attempt = run.join("attempt-1");
+    std::fs::create_dir_all(attempt.join("steps")).unwrap();
+    std::os::unix::fs::symlink(outside.join("c.diff"), attempt.join("steps/2.diff")).unwrap();
+    let mut report = read_report(&batch().dir.join(&batch().ids[0]));
+    report["run"]["attempt"] = 1.into();
+    report["events_file"] = outside.join("events.txt").display().to_string().into();
+    let diff = report["steps"][0]["diff"].clone();
+    assert!(diff.is_object(), "{report}");
+    let with_file = |file: &str| {
+        let mut d = diff.clone();
+        d["file"] = file.into();
+        d
     };
-    assert_eq!(status.code(), Some(0));
+    report["setup_diff"] = with_file(&outside.join("a.diff").display().to_string());
+    report["steps"][0]["diff"] = with_file("../../outside/b.diff");
+    report["steps"][1]["diff"] = with_file("steps/2.diff");
+    std::fs::write(run.join("run.json"), report.to_string()).unwrap();
+    run
+}
+
+const OUTSIDE: [&str; 4] =
+    ["OUTSIDE-EVENTS-7f3a", "OUTSIDE-DIFF-ABS-91c2", "OUTSIDE-DIFF-REL-5d0e", "OUTSIDE-DIFF-LINK-c3b8"];
+
+#[test]
+fn a_report_cannot_make_its_page_show_files_outside_its_attempt() {
+    let root = tempfile::tempdir().unwrap();
+    let run = hostile_run(root.path());
+    let view = Ohrun::new().args(["view", "--no-open"]).args([&run]).env_remove("DISPLAY").output();
+    assert_eq!(view.code, 0, "{}", view.stderr);
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    let shown: Vec<&str> = OUTSIDE.into_iter().filter(|m| html.contains(m)).collect();
+    assert!(shown.is_empty(), "{shown:?} in the page");
+    assert_eq!(html.matches("not shown: unexpected path").count(), 1 + 3 + 3, "said once per file, and per diff");
+    assert!(html.contains("\"events\":null"), "no link to the events file");
+
+    // The same report served.
+    let s = serve(&run);
+    let (status, _, page) = s.get("/");
+    assert_eq!(status, 200);
+    let shown: Vec<&str> = OUTSIDE.into_iter().filter(|m| page.contains(m)).collect();
+    assert!(shown.is_empty(), "{shown:?} in the served page");
+    assert!(page.contains("not shown: unexpected path"));
+
+    if let Some(browser) = chromium() {
+        let page = load(&browser, &file_url(&run.join("report.html")), false);
+        assert_clean(&page, "the page of a hostile report");
+        assert!(page.dom.contains("The report names files ohrun does not write"), "{}", page.dom);
+    }
 }
 
 #[test]

@@ -42,9 +42,15 @@ function append(el, children) {
   }
 }
 
-// Links point at files beside the page (or at anchors in it), never at another scheme.
+// Links point at files beside the page (or at anchors in it), never at another scheme or host: only
+// relative URLs of a few plain characters (ohrun percent-encodes the rest), so no ":" (no scheme, however
+// disguised: browsers drop control characters and spaces around and tabs inside a URL), no backslash,
+// no leading "/" (another host as "//", or a path outside what is served).
 function safeHref(v) {
-  return typeof v === "string" && !/^[a-z][a-z0-9+.-]*:/i.test(v) && !v.startsWith("//");
+  if (typeof v !== "string") return false;
+  const bare = v.replace(/[\x00-\x1f\x7f]/g, "");
+  if (/^[\s\x00-\x1f]*[a-z][a-z0-9+.-]*:/i.test(bare)) return false;
+  return /^[A-Za-z0-9._~%#?=&\/-]*$/.test(v) && !v.startsWith("/");
 }
 
 // A <details> whose content is made when it is first opened.
@@ -274,6 +280,7 @@ function runPage(data, app) {
       h("a", { href: a.link }, "attempt " + a.attempt), " " + a.class + (a.message ? ": " + a.message : "")])));
   }
   if (data.cut.length) append(app, h("div", { class: "banner info" }, "Shortened on this page: ", data.cut.join("; ")));
+  if (data.refused && data.refused.length) append(app, h("div", { class: "banner warn" }, "The report names files ohrun does not write; ", data.refused.join("; ")));
 
   append(app, h("div", { class: "cards" },
     card("Duration", dur(r.duration_ms), r.sandbox.provision_ms != null ? "sandbox ready in " + dur(r.sandbox.provision_ms) : null),
@@ -376,6 +383,7 @@ function diffBlock(info, embedded) {
   const lines = text ? text.replace(/\n$/, "").split("\n") : [];
   const make = () => h("div", null,
     info.error ? h("div", { class: "banner warn" }, "No diff: " + info.error) : null,
+    embedded && embedded.refused ? h("div", { class: "banner warn" }, "The diff file: " + embedded.refused) : null,
     info.changes && info.changes.length ? h("div", { class: "chips", style: "margin-bottom:8px" }, info.changes.map((c) => h("span", { class: "chip" }, c))) : null,
     text ? diffPre(lines) : null,
     embedded && embedded.link ? h("div", { class: "sub", style: "margin-top:4px" }, h("a", { href: embedded.link }, "the diff file")) : null);
