@@ -54,10 +54,18 @@ pub fn scan(files: &[PathBuf]) -> Vec<Leak> {
 /// The same, each file read from a byte offset on (a file ohrun only appended to, such as the GitHub
 /// step summary that the workflow's own steps write too).
 pub fn scan_from(files: &[(PathBuf, usize)]) -> Vec<Leak> {
-    let forms = super::redact::registered();
+    let mut forms = super::redact::registered();
     if forms.is_empty() {
         return Vec::new();
     }
+    // report.html embeds its data with `</` and `<!` escaped as `\u003c/`, `\u003c!` (so no text ends the
+    // script element): a secret holding either is searched in that form too.
+    let embedded: Vec<String> = forms
+        .iter()
+        .filter(|f| f.contains("</") || f.contains("<!"))
+        .map(|f| f.replace("</", "\\u003c/").replace("<!", "\\u003c!"))
+        .collect();
+    forms.extend(embedded);
     let finders: Vec<memchr::memmem::Finder> =
         forms.iter().map(|f| memchr::memmem::Finder::new(f.as_bytes())).collect();
     files
@@ -100,5 +108,15 @@ mod tests {
         std::fs::write(&file, "the workflow wrote appended-secret-value-42 itself\n| run | ok |\n").unwrap();
         assert!(scan_from(&[(file.clone(), ours)]).is_empty());
         assert_eq!(scan_from(&[(file, 0)]).len(), 1);
+    }
+
+    #[test]
+    fn a_secret_that_ends_a_script_element_is_found_as_report_html_embeds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::redact::register("html-secret</script>42");
+        let page = dir.path().join("report.html");
+        std::fs::write(&page, r#"<script type="application/json">{"k":"html-secret\u003c/script>42"}</script>"#)
+            .unwrap();
+        assert_eq!(scan(&[page]).len(), 1);
     }
 }
