@@ -43,6 +43,22 @@ def _execute_command_fitted(cmd, *args, **kwargs):
 
 docker_workspace.execute_command = _execute_command_fitted
 
+
+def _port_free(port):
+    """The SDK's own check binds without SO_REUSEADDR, so a TIME_WAIT connection left by the previous run
+    makes it refuse a port the server (which binds with SO_REUSEADDR) could take: check as the server binds."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
+docker_workspace.check_port_available = _port_free
+
 image, llm_url = sys.argv[1], sys.argv[2]
 llm = LLM(model="openai/rehearsal", api_key="rehearsal", base_url=llm_url, usage_id="agent",
           input_cost_per_token=0.000003, output_cost_per_token=0.000015)

@@ -125,7 +125,7 @@ pub struct RunArgs {
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
     /// How many runs beyond `--jobs` may provision their sandbox and run their setup ahead, then wait
-    /// for a place (default: half of `--jobs`, rounded up, where sandboxes are started; 0 turns it off).
+    /// for a place (default: half of `--jobs`, rounded up, for cloud and runtime sandboxes; 0 for the others).
     #[arg(long, value_name = "N")]
     pub prefetch: Option<usize>,
     /// Start no new run once one has failed.

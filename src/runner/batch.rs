@@ -67,11 +67,12 @@ pub fn default_jobs(kind: &str) -> usize {
 }
 
 /// How many runs of a lane `jobs` wide get their sandbox and setup ready ahead, unless `--prefetch` says
-/// otherwise: half as many again, so the next runs' start-up (seconds for a local or docker server,
-/// more for Cloud) overlaps the runs under way without starting a crowd of servers at once. None for
-/// a lane of servers that already run (`remote`): nothing to start.
-pub fn default_prefetch(provisions: bool, jobs: usize) -> usize {
-    if provisions { jobs.div_ceil(2) } else { 0 }
+/// otherwise: for Cloud and Runtime sandboxes, half as many again (their start is the provider's time, so
+/// it overlaps the runs under way for free); none for local and docker (their servers start on this
+/// machine's CPU: measured on 2 cores, a 12-run local batch took 3 % longer with two more starting at
+/// once, BENCHMARKS.md) and none for `remote` (nothing to start).
+pub fn default_prefetch(kinds: &[&str], jobs: usize) -> usize {
+    if kinds.iter().any(|k| matches!(*k, "cloud" | "runtime")) { jobs.div_ceil(2) } else { 0 }
 }
 
 struct Batch {
@@ -274,8 +275,8 @@ impl Batch {
     /// is free, and waits for them all. `width` runs talk to their agents at once; with a prefetch, that
     /// many more provision and set up meanwhile, then wait for a turn (`Attempt::turns`).
     async fn dispatch(self: Arc<Self>, queue: Vec<(usize, (usize, usize))>, width: usize) {
-        let provisions = queue.iter().any(|(_, (p, r))| self.plans[*p].runs[*r].spec.sandbox.kind() != "remote");
-        let prefetch = self.opts.prefetch.unwrap_or_else(|| default_prefetch(provisions, width));
+        let kinds: Vec<&str> = queue.iter().map(|(_, (p, r))| self.plans[*p].runs[*r].spec.sandbox.kind()).collect();
+        let prefetch = self.opts.prefetch.unwrap_or_else(|| default_prefetch(&kinds, width));
         let places = Arc::new(Semaphore::new(width + prefetch));
         let turns = (prefetch > 0).then(|| Arc::new(Semaphore::new(width)));
         let mut tasks = tokio::task::JoinSet::new();
@@ -382,6 +383,7 @@ impl Batch {
                 batch_dir: &self.opts.out,
                 shared: &self.shared,
                 turns,
+                stop_starting: self.opts.fail_fast.then_some(&self.failed),
             };
             let mut result = run::execute(&attempt).await;
             if let Some(b) = &self.budget {
@@ -390,6 +392,15 @@ impl Batch {
             publish(claim, &mut result, line, self.signals.terminated());
             if result.write_failed {
                 self.write_failed.store(true, Ordering::SeqCst);
+            }
+            // Stopped before its first message by --fail-fast (no signal came): it did not start.
+            if result.report.outcome.class == OutcomeClass::Interrupted
+                && !self.signals.interrupted()
+                && self.opts.fail_fast
+                && self.failed.load(Ordering::SeqCst)
+            {
+                let why = "not started: a run of the batch failed while this one waited for its place (--fail-fast)";
+                return (result, Some((RunStatus::NotStarted, why.into())));
             }
             let tries_left = number - first < retries;
             if !(result.report.outcome.retryable && tries_left) || self.signals.interrupted() {

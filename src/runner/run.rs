@@ -54,6 +54,9 @@ pub(super) struct Attempt<'a> {
     /// With `--prefetch`, the places of the runs that talk to the agent: a run provisions and sets up
     /// ahead, then waits here for one before its first message.
     pub turns: Option<&'a tokio::sync::Semaphore>,
+    /// With `--fail-fast`: set once a run of the batch failed; a run that got ahead then never sends
+    /// its first message.
+    pub stop_starting: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// One attempt; never panics on server or network trouble and always tries to write its `run.json`.
@@ -456,6 +459,10 @@ impl Run<'_> {
         };
         let waited = started.elapsed();
         report.sandbox.waited_for_place_ms = Some(waited.as_millis() as u64);
+        if self.attempt.stop_starting.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+            let why = "not started: a run of the batch failed while this one waited for its place (--fail-fast)";
+            return Err(Failure::new(OutcomeClass::Interrupted, why.to_string()));
+        }
         Ok((Some(place), waited))
     }
 

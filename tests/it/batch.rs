@@ -252,6 +252,29 @@ fn with_a_prefetch_the_next_run_is_set_up_while_one_talks_to_its_agent() {
 }
 
 #[test]
+fn with_fail_fast_a_run_set_up_ahead_never_talks_after_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    // Run 1 fails its setup after 1 s; run 2, set up ahead meanwhile, is ready a second later.
+    let extra = "setup:\n  - sleep {{ n }} && test {{ n }} -ne 1\n";
+    let job = batch_job(dir.path(), "ff-prefetch", 2, extra, SCRIPT);
+    let out = ohrun_run(dir.path(), &["--jobs", "1", "--prefetch", "1", "--fail-fast"], &job);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let batch = dir.path().join("ohrun-reports/ff-prefetch");
+    let summary = read_summary(&batch);
+    assert_eq!(runs(&summary)[0]["status"], "failed", "{summary}");
+    let second = &runs(&summary)[1];
+    assert_eq!(second["status"], "not_started", "{second}");
+    assert!(second["message"].as_str().unwrap().contains("--fail-fast"), "{second}");
+    let report = read_report(&batch.join(second["id"].as_str().unwrap()));
+    assert_eq!(report["setup"][0]["exit_code"], 0, "it was set up ahead");
+    assert_eq!(report["conversation_id"], Value::Null, "it never talked to its agent");
+    assert_eq!(
+        (&report["steps"][0]["end_reason"], &report["steps"][1]["end_reason"]),
+        (&json!("not_run"), &json!("not_run"))
+    );
+}
+
+#[test]
 fn failed_runs_fail_the_batch_and_say_why_everywhere_and_fail_fast_starts_nothing_after() {
     let dir = tempfile::tempdir().unwrap();
     // Runs 3 and 7 fail in setup; a job failure is never retried, whatever `retries` says.
