@@ -47,6 +47,7 @@ def job(work, url, runs):
             f"  session_key: ${{SIM_SESSION_KEY}}\n  working_dir: /sim/{{{{ run.id }}}}\n"
             "llm: {model: sim, api_key: \"${SIM_LLM_KEY}\"}\n"
             "steps:\n  - message: First, for run {{ n }}.\n  - message: Second.\n"
+            + os.environ.get("SCALE_JOB_EXTRA", "")
         )
     return path
 
