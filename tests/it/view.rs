@@ -606,3 +606,30 @@ fn view_refuses_a_directory_without_a_report() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("neither summary.json nor run.json"), "{}", out.stderr);
 }
+
+#[test]
+fn the_seed_job_on_a_local_agent_server_has_a_page_with_its_steps_and_diff() {
+    agent_server_command();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env_remove("LLM_API_KEY")
+        .args(["run", "--rehearse"])
+        .args([repo_root().join("jobs/local.yaml")])
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let run_dir = dir.path().join("ohrun-reports/facts-local/facts-local");
+    let report = read_report(&run_dir);
+    let Some(browser) = chromium() else { return };
+    let page = load(&browser, &file_url(&run_dir.join("report.html")), false);
+    assert_clean(&page, "the local seed run's page");
+    let dom = &page.dom;
+    assert!(dom.contains("id=\"run-id\">facts-local<"), "{dom}");
+    for s in report["steps"].as_array().unwrap() {
+        let step = section(dom, &format!("step-{}", s["index"]));
+        assert!(step.contains(">finished<") && step.contains(&cost(&s["cost"])), "{s}:\n{step}");
+    }
+    // Step 1 wrote FACTS.txt on the local server; step 2 deleted it.
+    assert!(section(dom, "step-1").contains("<span class=\"add\">+This is a git repository.</span>"));
+    assert!(section(dom, "step-2").contains("<span class=\"del\">-This is a git repository.</span>"));
+}
