@@ -83,12 +83,34 @@ fn batch() -> &'static Batch {
     })
 }
 
-/// Headless Chromium, or None when the browser checks are skipped (`OHRUN_TEST_SKIP_BROWSER=1`).
-fn chromium() -> Option<PathBuf> {
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+fn find_chromium() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
-        .find(|p| p.is_file());
-    if found.is_none() && std::env::var("OHRUN_TEST_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        .find(|p| p.is_file())
+}
+
+/// Headless Chromium, or None when the browser checks are skipped (`OHRUN_TEST_SKIP_BROWSER=1`). On a
+/// fresh Debian machine where the tests run as root, it is installed with apt-get on first use, once (as
+/// ohrun installs debootstrap for the image), so that `cargo test` needs no preparation there.
+fn chromium() -> Option<PathBuf> {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    let skip = std::env::var("OHRUN_TEST_SKIP_BROWSER").is_ok_and(|v| v == "1");
+    if find_chromium().is_none() && !skip && unsafe { libc::geteuid() } == 0 {
+        INSTALLED.get_or_init(|| {
+            eprintln!("installing Chromium with apt-get for the report.html tests (once)");
+            let _ = Command::new("timeout")
+                .args([
+                    "900",
+                    "sh",
+                    "-c",
+                    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+                ])
+                .stdout(Stdio::null())
+                .status();
+        });
+    }
+    let found = find_chromium();
+    if found.is_none() && skip {
         eprintln!("OHRUN_TEST_SKIP_BROWSER=1: the browser checks are skipped");
         return None;
     }
