@@ -19,3 +19,4 @@ pub mod runner;
 pub mod schema;
 pub mod settings;
 pub mod style;
+pub mod text;

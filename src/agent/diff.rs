@@ -215,11 +215,7 @@ fn parse(output: &str) -> (DiffInfo, &str) {
     info.truncated = info.paths > info.changes.len() as u64;
     let diff = if diff.len() > MAX_DIFF_BYTES {
         info.truncated = true;
-        let mut end = MAX_DIFF_BYTES;
-        while !diff.is_char_boundary(end) {
-            end -= 1;
-        }
-        &diff[..end]
+        &diff[..crate::text::floor_char_boundary(diff, MAX_DIFF_BYTES)]
     } else {
         diff
     };

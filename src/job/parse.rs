@@ -104,7 +104,7 @@ fn odd_line_break(text: &str) -> Option<Diagnostic> {
 
 /// The line and column (counting `\n` line breaks and characters) of a byte offset into `text`.
 fn span_at(text: &str, index: usize) -> Span {
-    let end = (0..=index.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let end = crate::text::floor_char_boundary(text, index);
     let before = &text[..end];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     Span { line: before.matches('\n').count() + 1, col: before[line_start..].chars().count() + 1, len: 1 }

@@ -332,7 +332,7 @@ fn cut_strings(v: &mut Value) -> usize {
     match v {
         Value::String(s) if s.len() > MAX_EVENT_STRING => {
             let total = s.len();
-            s.truncate(char_boundary(s, MAX_EVENT_STRING));
+            s.truncate(crate::text::floor_char_boundary(s, MAX_EVENT_STRING));
             s.push_str(&format!("\n… [cut: {total} bytes in all; see events.jsonl]"));
             1
         }
@@ -340,11 +340,6 @@ fn cut_strings(v: &mut Value) -> usize {
         Value::Object(o) => o.values_mut().map(cut_strings).sum(),
         _ => 0,
     }
-}
-
-/// The largest index ≤ `at` that starts a character of `s`.
-fn char_boundary(s: &str, at: usize) -> usize {
-    (0..=at.min(s.len())).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0)
 }
 
 fn stub(event: &Value) -> Value {
@@ -364,7 +359,7 @@ fn read_capped(path: &Path, cap: usize, cut: &mut Vec<String>, what: &str) -> Op
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
     if text.len() > cap {
         cut.push(format!("{what} is cut to {} KiB here (it has {} bytes)", cap / 1024, text.len()));
-        text.truncate(char_boundary(&text, cap));
+        text.truncate(crate::text::floor_char_boundary(&text, cap));
     }
     Some(text)
 }
