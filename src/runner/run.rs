@@ -226,15 +226,10 @@ impl Run<'_> {
         let mut own = None;
         let mut lease = None;
         let provisioned = if self.shares_server() {
-            match self.lease(&settings, report).await {
-                Ok(l) => {
-                    let ready = self.ready_on_shared(&l, &settings);
-                    report.sandbox.working_dir = ready.as_ref().ok().map(|r| r.working_dir.clone());
-                    lease = Some(l);
-                    ready
-                }
-                Err(e) => Err(e),
-            }
+            self.lease(&settings, report).await.map(|(l, ready)| {
+                lease = Some(l);
+                ready
+            })
         } else {
             let mut backend = settings.sandbox.clone().backend();
             let ready = self.provision(&mut *backend, &settings.secret_names, report).await;
@@ -321,20 +316,26 @@ impl Run<'_> {
         let ready = backend.provision(&ctx).await;
         record_sandbox(report, backend);
         if let Ok(ready) = &ready {
-            report.sandbox.agent_server_url = Some(ready.client.base_url().to_string());
-            report.sandbox.agent_server_version = ready.server_version();
-            report.sandbox.working_dir = Some(ready.working_dir.clone());
-            report.sandbox.provision_ms = Some(started.elapsed().as_millis() as u64);
-            report.sandbox.disposition = "provisioned".into();
             tracing::info!("{kind} sandbox ready: agent-server at {}", ready.client.base_url());
-            self.say(&format!(
-                "agent-server {} ready in {:.1}s; working dir {}",
-                report.sandbox.agent_server_version.as_deref().unwrap_or("?"),
-                started.elapsed().as_secs_f64(),
-                ready.working_dir
-            ));
+            self.record_ready(report, ready, started);
         }
         ready
+    }
+
+    /// The server is ready (`started`: when this run began to wait for it): into the report and onto the
+    /// console.
+    fn record_ready(&self, report: &mut RunReport, ready: &Ready, started: Instant) {
+        report.sandbox.agent_server_url = Some(ready.client.base_url().to_string());
+        report.sandbox.agent_server_version = ready.server_version();
+        report.sandbox.working_dir = Some(ready.working_dir.clone());
+        report.sandbox.provision_ms = Some(started.elapsed().as_millis() as u64);
+        report.sandbox.disposition = "provisioned".into();
+        self.say(&format!(
+            "agent-server {} ready in {:.1}s; working dir {}",
+            report.sandbox.agent_server_version.as_deref().unwrap_or("?"),
+            started.elapsed().as_secs_f64(),
+            ready.working_dir
+        ));
     }
 
     /// Everything that needs the ready server: checks, setup, the conversation.
@@ -580,9 +581,9 @@ impl Run<'_> {
         matches!(&self.spec().sandbox, Sandbox::Local(l) if l.share == Share::Batch)
     }
 
-    /// A lease on the batch's shared server (started now if it is not running): in the report as if
-    /// this run had provisioned it, with the time it waited for it.
-    async fn lease(&self, settings: &RunSettings, report: &mut RunReport) -> Result<Lease, backend::Error> {
+    /// A lease on the batch's shared server (started now if it is not running), and the server as this
+    /// run sees it: in the report as if this run had provisioned it, with the time it waited for it.
+    async fn lease(&self, settings: &RunSettings, report: &mut RunReport) -> Result<(Lease, Ready), backend::Error> {
         self.attempt.line.activity("waiting for the batch's shared agent-server");
         let progress = |line: &str| self.say(line);
         let starter = Starter {
@@ -596,12 +597,9 @@ impl Run<'_> {
         let lease = self.attempt.shared.acquire(&settings.sandbox, &starter).await?;
         record_sandbox(report, lease.backend());
         report.sandbox.shared = Some(lease.dir().display().to_string());
-        let ready = lease.ready();
-        report.sandbox.agent_server_url = Some(ready.client.base_url().to_string());
-        report.sandbox.agent_server_version = ready.server_version();
-        report.sandbox.provision_ms = Some(started.elapsed().as_millis() as u64);
-        report.sandbox.disposition = "provisioned".into();
-        Ok(lease)
+        let ready = self.ready_on_shared(&lease, settings)?;
+        self.record_ready(report, &ready, started);
+        Ok((lease, ready))
     }
 
     /// The shared server, as this run sees it: its own working directory (the configured one, or a fresh
