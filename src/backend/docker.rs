@@ -32,7 +32,7 @@ pub const LABEL_LEDGER: &str = "dev.ohrun.ledger";
 /// The port the server listens on inside the container (bridge mode), as in the official image.
 const CONTAINER_PORT: u16 = 8000;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct DockerSettings {
     pub image: String,
     /// Extra arguments for the server (the image's default is `--host 0.0.0.0 --port 8000`).
@@ -81,18 +81,7 @@ impl DockerBackend {
 
     /// A container an ohrun that is gone created (for `gc`): removed as if this backend had made it.
     pub fn adopt(docker: Docker, id: String) -> DockerBackend {
-        let settings = DockerSettings {
-            image: String::new(),
-            command: None,
-            binds: Vec::new(),
-            env: Vec::new(),
-            platform: None,
-            network: None,
-            memory_mb: None,
-            cpus: None,
-            init_timeout: Duration::ZERO,
-            working_dir: String::new(),
-        };
+        let settings = DockerSettings::default();
         DockerBackend {
             docker: Some(docker),
             container: Some(id.clone()),
@@ -379,15 +368,9 @@ mod tests {
     fn settings(image: &str) -> DockerSettings {
         DockerSettings {
             image: image.into(),
-            command: None,
             binds: vec!["/src:/workspace/project".into()],
-            env: Vec::new(),
-            platform: None,
-            network: None,
-            memory_mb: None,
-            cpus: None,
-            init_timeout: Duration::ZERO,
             working_dir: "/workspace".into(),
+            ..DockerSettings::default()
         }
     }
 

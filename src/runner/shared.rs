@@ -181,8 +181,7 @@ impl Server {
     /// Gives back what an earlier start left (a dead server, a failed start), then starts a new one.
     async fn restart(&mut self, starter: &Starter<'_>) -> Result<(), backend::Error> {
         if self.ready.take().is_some() {
-            self.release(false).await;
-            self.backend = self.settings.clone().backend();
+            self.discard().await;
         }
         crate::report::writer::create_dir(&self.dir).map_err(|e| {
             backend::Error::failed(format!("cannot create {}: {e}", self.dir.display())).hint("check permissions")
@@ -203,12 +202,17 @@ impl Server {
                 Ok(())
             }
             Err(e) => {
-                self.release(false).await;
-                self.backend = self.settings.clone().backend();
+                self.discard().await;
                 self.failed = Some((Instant::now(), e.clone()));
                 Err(e)
             }
         }
+    }
+
+    /// Gives back whatever the backend made, and takes a fresh backend for the next start.
+    async fn discard(&mut self) {
+        self.release(false).await;
+        self.backend = self.settings.clone().backend();
     }
 
     /// Releases the server; its ledger entry is closed unless the release failed (then `gc` finds it).
