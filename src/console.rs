@@ -199,12 +199,13 @@ impl RunLine<'_> {
 
     /// A line about this run (not shown with -q).
     pub fn say(&self, line: &str) {
-        self.console.say(&prefixed(&self.lead, line));
+        // Redacted before each line gets its prefix: a multi-line secret (a PEM key) matches only whole.
+        self.console.say(&prefixed(&self.lead, &redact::apply(line)));
     }
 
     /// A line about this run that must be seen even with -q.
     pub fn error(&self, line: &str) {
-        self.console.error(&prefixed(&self.lead, line));
+        self.console.error(&prefixed(&self.lead, &redact::apply(line)));
     }
 }
 

@@ -269,6 +269,7 @@ fn provider(s: &Sandbox) -> Result<Provider, Look> {
             api_timeout,
             working_dir: String::new(),
             keep_alive: false,
+            sends_secrets: false,
         };
         Cloud::adopt(settings, id).map(Provider::Cloud)
     } else {
@@ -289,6 +290,7 @@ fn provider(s: &Sandbox) -> Result<Provider, Look> {
             pause_on_close: s.pause_on_close,
             working_dir: String::new(),
             keep_alive: false,
+            sends_secrets: false,
         };
         Runtime::adopt(settings, id, s.runtime_id.clone()).map(Provider::Runtime)
     };

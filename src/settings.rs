@@ -76,6 +76,62 @@ pub fn report_dir(
     r.finish(PathBuf::from(dir))
 }
 
+/// Where the runs of a batch (`(id, spec)` each) write, checked before anything starts: never the batch
+/// directory or above it (run.json and report.html would replace the batch's pages, or land outside it),
+/// never inside another run's directory or the same one. Runs whose `report.dir` cannot be resolved yet
+/// are left to fail on their own.
+pub fn check_run_dirs<'a>(
+    runs: impl Iterator<Item = (&'a str, &'a JobSpec)>,
+    batch_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), Problems> {
+    let batch = lexical_absolute(batch_dir);
+    let mut problems = Vec::new();
+    let mut dirs: Vec<(PathBuf, &str)> = Vec::new();
+    for (id, spec) in runs {
+        let Ok(dir) = report_dir(spec, id, batch_dir, env) else { continue };
+        let dir = lexical_absolute(&dir);
+        if batch.starts_with(&dir) {
+            problems.push(format!(
+                "run {id} would write its report into {}, which is the batch directory {} or above it",
+                dir.display(),
+                batch.display()
+            ));
+        }
+        dirs.push((dir, id));
+    }
+    // Sorted by components, a directory's descendants come right after it.
+    dirs.sort();
+    let mut outer: Option<&(PathBuf, &str)> = None;
+    for d in &dirs {
+        match outer {
+            Some((top, other)) if d.0.starts_with(top) => problems.push(format!(
+                "run {} would write its report into {}, inside the report directory of run {other}",
+                d.1,
+                d.0.display()
+            )),
+            _ => outer = Some(d),
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(Problems { problems }) }
+}
+
+/// `path` made absolute from the current directory, `.` and `..` resolved by name (it may not exist).
+fn lexical_absolute(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Resolves `spec` against `env`.
 pub fn resolve(
     spec: &JobSpec,
@@ -85,7 +141,11 @@ pub fn resolve(
 ) -> Result<RunSettings, Problems> {
     let mut r = Resolver::new(env);
     let llm = llm(spec, rehearsal, &mut r);
-    let sandbox = sandbox(&spec.sandbox, job_dir, &llm, &mut r);
+    let secrets = conversation_secrets(spec, &mut r);
+    // The conversation's create body carries the LLM key and every `secrets:` value: the agent-server's
+    // URL must then not be plain http to a far host, whether or not a session key is sent too.
+    let sends_secrets = (rehearsal.is_none() && llm.api_key.is_some()) || !secrets.is_empty();
+    let sandbox = sandbox(&spec.sandbox, job_dir, &llm, sends_secrets, &mut r);
     if rehearsal.is_some() {
         refuse_far_rehearsal(&sandbox, spec.sandbox.kind(), &mut r);
     }
@@ -101,6 +161,12 @@ pub fn resolve(
             allow_failure: cmd.allow_failure,
         })
         .collect();
+    let secret_names = std::mem::take(&mut r.secret_names);
+    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names })
+}
+
+/// The values of `secrets:`, registered with the redactor.
+fn conversation_secrets(spec: &JobSpec, r: &mut Resolver) -> Vec<(String, String)> {
     let mut secrets = Vec::new();
     for name in &spec.secrets {
         match (r.env)(name) {
@@ -112,8 +178,7 @@ pub fn resolve(
             _ => r.problems.push(format!("environment variable {name} is not set (listed in `secrets`)")),
         }
     }
-    let secret_names = std::mem::take(&mut r.secret_names);
-    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names })
+    secrets
 }
 
 fn llm(spec: &JobSpec, rehearsal: Option<&RehearsalLlm>, r: &mut Resolver) -> LlmSettings {
@@ -134,7 +199,7 @@ fn llm(spec: &JobSpec, rehearsal: Option<&RehearsalLlm>, r: &mut Resolver) -> Ll
         },
         base_url: match rehearsal {
             Some(reh) => Some(reh.base_url.clone()),
-            None => r.optional(l.base_url.as_ref(), "llm.base_url"),
+            None => l.base_url.as_ref().map(|u| r.url(u, "llm.base_url", true, false)).filter(|u| !u.is_empty()),
         },
         api_key: if rehearsal.is_some() { Some("rehearsal".to_string()) } else { api_key },
         usage_id: l.usage_id.clone(),
@@ -144,7 +209,7 @@ fn llm(spec: &JobSpec, rehearsal: Option<&RehearsalLlm>, r: &mut Resolver) -> Ll
     }
 }
 
-fn sandbox(spec: &Sandbox, job_dir: &Path, llm: &LlmSettings, r: &mut Resolver) -> backend::Settings {
+fn sandbox(spec: &Sandbox, job_dir: &Path, llm: &LlmSettings, sends_secrets: bool, r: &mut Resolver) -> backend::Settings {
     match spec {
         Sandbox::Local(l) => backend::Settings::Local(LocalSettings {
             command: l.command.as_ref().map(|c| r.list(c, "sandbox.command")),
@@ -155,13 +220,7 @@ fn sandbox(spec: &Sandbox, job_dir: &Path, llm: &LlmSettings, r: &mut Resolver) 
         }),
         Sandbox::Remote(rm) => {
             let key_var = rm.session_key.as_ref().and_then(|k| k.0.var_names().first().map(|s| s.to_string()));
-            let url = r.text(&rm.url, "sandbox.url");
-            if rm.session_key.is_some()
-                && !url.is_empty()
-                && let Err(e) = check_transport(&url, rm.allow_insecure_http, "sandbox.url")
-            {
-                r.problems.push(e);
-            }
+            let url = r.url(&rm.url, "sandbox.url", rm.allow_insecure_http, rm.session_key.is_some() || sends_secrets);
             backend::Settings::Remote(RemoteSettings {
                 url,
                 session_key: rm.session_key.as_ref().and_then(|k| r.secret(&k.0, "sandbox.session_key")),
@@ -203,7 +262,8 @@ fn sandbox(spec: &Sandbox, job_dir: &Path, llm: &LlmSettings, r: &mut Resolver) 
             })
         }
         Sandbox::Cloud(c) => backend::Settings::Cloud(CloudSettings {
-            api_url: r.url(&c.api_url, c.allow_insecure_http),
+            api_url: r.url(&c.api_url, "sandbox.api_url", c.allow_insecure_http, true),
+            sends_secrets,
             key_var: c.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default(),
             api_key: r.secret(&c.api_key.0, "sandbox.api_key").unwrap_or_default(),
             sandbox_spec_id: r.optional(c.sandbox_spec_id.as_ref(), "sandbox.sandbox_spec_id"),
@@ -214,7 +274,8 @@ fn sandbox(spec: &Sandbox, job_dir: &Path, llm: &LlmSettings, r: &mut Resolver) 
             allow_insecure_http: c.allow_insecure_http,
         }),
         Sandbox::Runtime(rt) => backend::Settings::Runtime(RuntimeSettings {
-            api_url: r.url(&rt.api_url, rt.allow_insecure_http),
+            api_url: r.url(&rt.api_url, "sandbox.api_url", rt.allow_insecure_http, true),
+            sends_secrets,
             allow_insecure_http: rt.allow_insecure_http,
             key_var: rt.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default(),
             api_key: r.secret(&rt.api_key.0, "sandbox.api_key").unwrap_or_default(),
@@ -241,6 +302,28 @@ fn refuse_far_rehearsal(sandbox: &backend::Settings, kind: &str, r: &mut Resolve
         r.problems.push(format!(
             "--rehearse serves the scripted LLM on this machine's loopback, which a {kind} sandbox at {url} cannot reach; rehearse with `kind: local` or `kind: docker`"
         ));
+    }
+}
+
+/// Query parameters whose values are credentials by their name.
+const CREDENTIAL_PARAMS: [&str; 12] =
+    ["key", "api_key", "apikey", "token", "access_token", "auth", "secret", "password", "sig", "signature", "code", "session"];
+
+/// Registers the credentials a URL carries: its user name and password, and the values of query
+/// parameters named like credentials (`?api_key=…`, `&token=…`, `X-Amz-Signature=…`).
+fn register_url_credentials(url: &str) {
+    let Ok(parsed) = reqwest::Url::parse(url) else { return };
+    let decoded = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    if let Some(password) = parsed.password() {
+        redact::register(password);
+        redact::register(&decoded(password));
+        redact::register(&decoded(parsed.username()));
+    }
+    for (name, value) in parsed.query_pairs() {
+        let name = name.to_ascii_lowercase();
+        if CREDENTIAL_PARAMS.iter().any(|c| name == *c || name.ends_with(&format!("-{c}")) || name.ends_with(&format!("_{c}"))) {
+            redact::register(&value);
+        }
     }
 }
 
@@ -292,6 +375,18 @@ impl<'a> Resolver<'a> {
             .collect()
     }
 
+    /// A `${VAR}` that makes up part of a URL's path, query or user info (`https://host/${TOKEN}/v1`) is
+    /// treated as a secret: such a place is where keys go.
+    fn register_url_parts(&self, s: &EnvString, url: &str) {
+        let Ok(parsed) = reqwest::Url::parse(url) else { return };
+        let private = format!("{}:{}{}?{}", parsed.username(), parsed.password().unwrap_or(""), parsed.path(), parsed.query().unwrap_or(""));
+        for name in s.var_names() {
+            if let Some(value) = (self.env)(name).filter(|v| v != url && private.contains(v.as_str())) {
+                redact::register(&value);
+            }
+        }
+    }
+
     fn register_referenced(&self, s: &EnvString) {
         for name in s.var_names() {
             if let Some(value) = (self.env)(name) {
@@ -300,11 +395,15 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// A provider URL, refused when it would carry a key over plain http to a far host.
-    fn url(&mut self, s: &EnvString, allow_insecure_http: bool) -> String {
-        let url = self.text(s, "sandbox.api_url");
-        if !url.is_empty()
-            && let Err(e) = check_transport(&url, allow_insecure_http, "sandbox.api_url")
+    /// A URL ohrun sends requests to, refused when they `carry_keys` over plain http to a far host. The
+    /// credentials a URL holds itself (user info, a token in the query) are secrets.
+    fn url(&mut self, s: &EnvString, what: &str, allow_insecure_http: bool, carry_keys: bool) -> String {
+        let url = self.text(s, what);
+        register_url_credentials(&url);
+        self.register_url_parts(s, &url);
+        if carry_keys
+            && !url.is_empty()
+            && let Err(e) = check_transport(&url, allow_insecure_http, what)
         {
             self.problems.push(e);
         }

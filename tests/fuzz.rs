@@ -180,7 +180,7 @@ fn random_vars(rng: &mut fastrand::Rng) -> Vec<String> {
 /// file or of the `--var` argument) and render.
 fn run_job(text: &str, vars: &[impl AsRef<str>], dir: &Path, seen: &mut Seen) {
     let vars = vars.iter().map(|v| v.as_ref().to_string()).collect();
-    let opts = PlanOptions { vars, max_runs: 1000 };
+    let opts = PlanOptions { vars, max_runs: 1000, ..Default::default() };
     let Err(err) = plan_text(Source { name: "fuzz.yaml".into(), text: text.to_string() }, dir, &opts) else {
         seen.plans += 1;
         return;

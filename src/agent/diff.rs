@@ -135,9 +135,12 @@ impl<'a> Snapshots<'a> {
             Err(e) => return DiffInfo { error: Some(e), ..DiffInfo::default() },
         };
         let (mut info, diff) = parse(&output);
+        // Redacted before it is cut, never cutting a secret: the script sent enough past the cap for that.
+        let (diff, cut) = crate::report::redact::head(diff, MAX_DIFF_BYTES);
+        info.truncated |= cut;
         if !diff.is_empty() {
             let file = format!("steps/{name}.diff");
-            match self.write(&file, diff) {
+            match self.write(&file, &diff) {
                 Ok(()) => info.file = Some(file),
                 Err(e) => info.error = Some(format!("cannot write {file}: {e}")),
             }
@@ -158,8 +161,9 @@ impl<'a> Snapshots<'a> {
         if left.is_zero() {
             return Err("the run's time was up".into());
         }
-        let script =
-            SCRIPT.replace("MAXCHANGES", &MAX_CHANGES.to_string()).replace("MAX", &(MAX_DIFF_BYTES + 1).to_string());
+        // Past the cap by the longest secret form, so that one across the cap is masked whole, not cut.
+        let max = MAX_DIFF_BYTES + crate::report::redact::longest() + 1;
+        let script = SCRIPT.replace("MAXCHANGES", &MAX_CHANGES.to_string()).replace("MAX", &max.to_string());
         let command = format!(
             "sh -c {} ohrun-diff {} {} {mode}",
             shell_quote(&script),
@@ -187,11 +191,11 @@ impl<'a> Snapshots<'a> {
             crate::report::writer::create_dir(dir)?;
         }
         let mut f = crate::report::writer::create_private(&path)?;
-        f.write_all(crate::report::redact::apply(diff).as_bytes())
+        f.write_all(diff.as_bytes()) // redacted by the caller
     }
 }
 
-/// The script's output: the changes and counts, and the diff text (cut at the cap).
+/// The script's output: the changes and counts, and the diff text (as sent: cut to the cap once redacted).
 fn parse(output: &str) -> (DiffInfo, &str) {
     let (head, diff) = match output.split_once("@@ohrun-diff\n") {
         Some((head, diff)) => (head, diff),
@@ -213,12 +217,6 @@ fn parse(output: &str) -> (DiffInfo, &str) {
         }
     }
     info.truncated = info.paths > info.changes.len() as u64;
-    let diff = if diff.len() > MAX_DIFF_BYTES {
-        info.truncated = true;
-        &diff[..crate::text::floor_char_boundary(diff, MAX_DIFF_BYTES)]
-    } else {
-        diff
-    };
     (info, diff)
 }
 
@@ -242,8 +240,9 @@ mod tests {
     #[test]
     fn a_diff_over_the_cap_is_cut_on_a_character_boundary() {
         let out = format!("N 1 0\n@@ohrun-diff\n{}", "é".repeat(MAX_DIFF_BYTES));
-        let (info, diff) = parse(&out);
-        assert!(info.truncated);
+        let (_, diff) = parse(&out);
+        let (diff, cut) = crate::report::redact::head(diff, MAX_DIFF_BYTES);
+        assert!(cut);
         assert!(diff.len() <= MAX_DIFF_BYTES && diff.len() >= MAX_DIFF_BYTES - 1);
     }
 }

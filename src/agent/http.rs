@@ -60,7 +60,10 @@ pub struct AgentClient {
 
 /// One HTTP client for the whole process: its connection pool and TLS roots are shared by every run
 /// (building a client per run cost each run its own copy of the roots: ~0.3 MB and milliseconds of CPU
-/// at 1,000 runs). Timeouts are set per request.
+/// at 1,000 runs). Timeouts are set per request. Redirects are followed only within one origin: every
+/// request ohrun makes may carry a key in a header of its own (`X-Session-API-Key`, `X-API-Key`) or in
+/// its body, and reqwest's default policy strips only `Authorization` and `Cookie` on the way to another
+/// host. A redirect elsewhere comes back as the 3xx it is ([`redirect_detail`]).
 pub fn shared_client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT
@@ -68,10 +71,32 @@ pub fn shared_client() -> reqwest::Client {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .user_agent(concat!("ohrun/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::custom(same_origin_only))
                 .build()
                 .expect("a TLS backend is available")
         })
         .clone()
+}
+
+/// Follows a redirect only to the origin (scheme, host, port) the request was first sent to, at most 5.
+fn same_origin_only(attempt: reqwest::redirect::Attempt) -> reqwest::redirect::Action {
+    let first = attempt.previous().first().map(reqwest::Url::origin);
+    if attempt.previous().len() > 5 || first != Some(attempt.url().origin()) {
+        attempt.stop()
+    } else {
+        attempt.follow()
+    }
+}
+
+/// What to say of a 3xx that was not followed: where it pointed, and why ohrun did not go there.
+pub fn redirect_detail(status: u16, headers: &reqwest::header::HeaderMap) -> Option<String> {
+    if !(300..400).contains(&status) {
+        return None;
+    }
+    let to = headers.get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("nowhere");
+    Some(format!(
+        "redirected to {to}; ohrun follows redirects only within the same scheme, host and port, since its requests carry keys"
+    ))
 }
 
 impl AgentClient {
@@ -98,25 +123,40 @@ impl AgentClient {
         *self.key.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
-    /// `path` (e.g. `/api/conversations/{cid}/events/search`) with encoded query pairs.
-    fn url(&self, path: &str, query: &[(&str, &str)]) -> reqwest::Url {
-        let mut url = self.base_url.join(path.trim_start_matches('/')).unwrap_or_else(|_| self.base_url.clone());
+    /// The URL of `path` (segments after the base, e.g. `["api", "conversations", cid]`, each
+    /// percent-encoded on its own, so an id from a server can never add a segment or a query) with
+    /// encoded query pairs. An empty, `.` or `..` segment would name another resource: refused.
+    fn url(&self, path: &[&str], query: &[(&str, &str)]) -> Result<reqwest::Url, String> {
+        if let Some(bad) = path.iter().find(|s| s.is_empty() || s.chars().all(|c| c == '.')) {
+            return Err(format!("`{bad}` cannot be a part of a URL path (an id the server gave?)"));
+        }
+        let mut url = self.base_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| format!("{} cannot be a base URL", self.base))?
+            .pop_if_empty()
+            .extend(path);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        url
+        Ok(url)
     }
 
     async fn send(
         &self,
         method: &'static str,
-        path: &str,
+        path: &[&str],
         query: &[(&str, &str)],
         body: Option<&Value>,
         timeout: Option<Duration>,
     ) -> Result<(u16, Value), ApiError> {
-        let target = self.url(path, query);
-        let url = format!("{}{path}", self.base);
+        let url = format!("{}/{}", self.base, path.join("/"));
+        let target = self.url(path, query).map_err(|detail| ApiError {
+            method,
+            url: url.clone(),
+            status: None,
+            detail,
+            retry_after: None,
+        })?;
         tracing::debug!("{method} {url}");
         let mut req = match method {
             "GET" => self.http.get(target),
@@ -139,6 +179,7 @@ impl AgentClient {
         })?;
         let status = resp.status().as_u16();
         let retry_after = crate::backend::provider::retry_after(resp.headers());
+        let redirected = redirect_detail(status, resp.headers());
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if (200..300).contains(&status) {
@@ -149,17 +190,19 @@ impl AgentClient {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 }),
-                Value::String(s) if !s.is_empty() => Some(s.chars().take(500).collect()),
+                // Redacted before it is cut: a secret across the cut would leave its prefix.
+                Value::String(s) if !s.is_empty() => Some(crate::report::redact::cut(s, 500)),
                 _ => None,
             }
             .unwrap_or_else(|| "no detail".into());
+            let detail = redirected.unwrap_or(detail);
             Err(ApiError { method, url, status: Some(status), detail, retry_after })
         }
     }
 
     /// A GET, tried again (after Retry-After or a backoff) while the server is busy, failing or silent:
     /// reading twice changes nothing on the server.
-    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, ApiError> {
+    async fn get(&self, path: &[&str], query: &[(&str, &str)]) -> Result<Value, ApiError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -176,29 +219,29 @@ impl AgentClient {
         }
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
+    async fn post(&self, path: &[&str], body: &Value) -> Result<Value, ApiError> {
         self.send("POST", path, &[], Some(body), None).await.map(|(_, v)| v)
     }
 
     /// `GET /health`, without auth and with a short timeout: true when the server answers 2xx.
     pub async fn healthy(&self) -> bool {
-        let url = self.url("/health", &[]);
+        let Ok(url) = self.url(&["health"], &[]) else { return false };
         matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
     }
 
     /// `GET /api/conversations/count`: a cheap call that needs the session key.
     pub async fn conversation_count(&self) -> Result<Value, ApiError> {
-        self.get("/api/conversations/count", &[]).await
+        self.get(&["api", "conversations", "count"], &[]).await
     }
 
     pub async fn server_info(&self) -> Result<Value, ApiError> {
-        self.get("/server_info", &[]).await
+        self.get(&["server_info"], &[]).await
     }
 
     /// Starts a shell command (`/bin/sh -c` in `cwd`, killed by the server after `timeout`); returns its id.
     pub async fn start_bash(&self, command: &str, cwd: &str, timeout: Duration) -> Result<String, ApiError> {
         let body = json!({"command": command, "cwd": cwd, "timeout": timeout.as_secs().max(1)});
-        let v = self.post("/api/bash/start_bash_command", &body).await?;
+        let v = self.post(&["api", "bash", "start_bash_command"], &body).await?;
         Ok(v.get("id").and_then(Value::as_str).unwrap_or_default().to_string())
     }
 
@@ -211,31 +254,31 @@ impl AgentClient {
         if after != "-1" {
             query.push(("order__gt", &after));
         }
-        let v = self.get("/api/bash/bash_events/search", &query).await?;
+        let v = self.get(&["api", "bash", "bash_events", "search"], &query).await?;
         Ok(v.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
     }
 
     /// Stops command `id` (TERM, then KILL, to its process group).
     pub async fn stop_bash(&self, id: &str) -> Result<(), ApiError> {
-        self.post(&format!("/api/bash/bash_commands/{id}/stop"), &json!({})).await.map(|_| ())
+        self.post(&["api", "bash", "bash_commands", id, "stop"], &json!({})).await.map(|_| ())
     }
 
     pub async fn create_conversation(&self, body: &Value) -> Result<Value, ApiError> {
-        self.post("/api/conversations", body).await
+        self.post(&["api", "conversations"], body).await
     }
 
     pub async fn conversation(&self, cid: &str) -> Result<Value, ApiError> {
-        self.get(&format!("/api/conversations/{cid}"), &[]).await
+        self.get(&["api", "conversations", cid], &[]).await
     }
 
     pub async fn send_message(&self, cid: &str, text: &str) -> Result<(), ApiError> {
         let body = json!({"role": "user", "content": [{"type": "text", "text": text}], "run": false});
-        self.post(&format!("/api/conversations/{cid}/events"), &body).await.map(|_| ())
+        self.post(&["api", "conversations", cid, "events"], &body).await.map(|_| ())
     }
 
     /// Starts a run; a 409 (already running) counts as started.
     pub async fn run(&self, cid: &str) -> Result<(), ApiError> {
-        match self.send("POST", &format!("/api/conversations/{cid}/run"), &[], Some(&json!({})), None).await {
+        match self.send("POST", &["api", "conversations", cid, "run"], &[], Some(&json!({})), None).await {
             Ok(_) => Ok(()),
             Err(e) if e.status == Some(409) => Ok(()),
             Err(e) => Err(e),
@@ -244,11 +287,11 @@ impl AgentClient {
 
     /// Cancels the in-flight LLM call and pauses the agent.
     pub async fn interrupt(&self, cid: &str) -> Result<(), ApiError> {
-        self.post(&format!("/api/conversations/{cid}/interrupt"), &json!({})).await.map(|_| ())
+        self.post(&["api", "conversations", cid, "interrupt"], &json!({})).await.map(|_| ())
     }
 
     pub async fn delete_conversation(&self, cid: &str) -> Result<(), ApiError> {
-        self.send("DELETE", &format!("/api/conversations/{cid}"), &[], None, None).await.map(|_| ())
+        self.send("DELETE", &["api", "conversations", cid], &[], None, None).await.map(|_| ())
     }
 
     /// The persisted events of the conversation, oldest first (all pages); with `since` (an event
@@ -270,7 +313,7 @@ impl AgentClient {
         since: Option<&str>,
         filter: &[(&str, &str)],
     ) -> Result<Vec<Value>, ApiError> {
-        let path = format!("/api/conversations/{cid}/events/search");
+        let path = ["api", "conversations", cid, "events", "search"];
         let mut out = Vec::new();
         let mut page: Option<String> = None;
         loop {

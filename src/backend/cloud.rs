@@ -34,6 +34,9 @@ pub struct CloudSettings {
     pub api_timeout: Duration,
     pub working_dir: String,
     pub keep_alive: bool,
+    /// The conversation will carry the LLM key or `secrets:` values: the agent-server URL the provider
+    /// returns must not be plain http to a far host even without a session key.
+    pub sends_secrets: bool,
 }
 
 pub struct Cloud {
@@ -108,7 +111,7 @@ impl Cloud {
     async fn create(&self, api: &ProviderApi, deadline: Instant, ctx: &Context<'_>) -> Result<String, Error> {
         let query: Vec<(&str, &str)> =
             self.settings.sandbox_spec_id.iter().map(|spec| ("sandbox_spec_id", spec.as_str())).collect();
-        let url = api.url("api/v1/sandboxes", &query);
+        let url = api.url(&["api", "v1", "sandboxes"], &query);
         let _serialized = CREATE.lock().await;
         // What existed before, so that after an unclear failure (5xx, timeout) we can tell whether our
         // create may have gone through. None: the server cannot list, so we cannot tell.
@@ -169,7 +172,8 @@ impl Cloud {
                 if let Some(k) = &key {
                     crate::report::redact::register(k);
                 }
-                super::provider::check_agent_url(&url, key.is_some(), self.settings.allow_insecure_http)?;
+                let sends = key.is_some() || self.settings.sends_secrets;
+                super::provider::check_agent_url(&url, sends, self.settings.allow_insecure_http)?;
                 let client = AgentClient::new(&url, key, self.settings.api_timeout);
                 if !client.healthy().await {
                     return Ok(Poll::Waiting);
@@ -189,7 +193,7 @@ impl Cloud {
 
     /// Deletes the sandbox; the id goes in the path and in `?sandbox_id=`, which every server version accepts.
     async fn delete(&self, api: &ProviderApi, id: &str) -> Result<(), String> {
-        let url = api.url(&format!("api/v1/sandboxes/{id}"), &[("sandbox_id", id)]);
+        let url = api.url(&["api", "v1", "sandboxes", id], &[("sandbox_id", id)]);
         let deadline = Some(Instant::now() + Duration::from_secs(120));
         match api.call(Method::DELETE, url, None, true, deadline).await {
             Ok(_) => Ok(()),
@@ -259,13 +263,13 @@ fn agent_server_url(info: &Value) -> Option<String> {
 
 /// The sandbox's current record (`GET /api/v1/sandboxes?id=`), or None when the server does not know it.
 async fn info(api: &ProviderApi, id: &str, deadline: Option<Instant>) -> Result<Option<Value>, ApiFailure> {
-    let v = api.call(Method::GET, api.url("api/v1/sandboxes", &[("id", id)]), None, true, deadline).await?;
+    let v = api.call(Method::GET, api.url(&["api", "v1", "sandboxes"], &[("id", id)]), None, true, deadline).await?;
     Ok(v.as_array().and_then(|a| a.first()).filter(|x| !x.is_null()).cloned())
 }
 
 async fn resume(api: &ProviderApi, id: &str, deadline: Option<Instant>) -> Result<(), ApiFailure> {
     tracing::info!("resuming paused sandbox {id}");
-    api.call(Method::POST, api.url(&format!("api/v1/sandboxes/{id}/resume"), &[]), None, true, deadline)
+    api.call(Method::POST, api.url(&["api", "v1", "sandboxes", id, "resume"], &[]), None, true, deadline)
         .await
         .map(|_| ())
 }
@@ -280,7 +284,7 @@ async fn sandbox_ids(api: &ProviderApi, deadline: Instant) -> Option<HashSet<Str
             query.push(("page_id", p.as_str()));
         }
         let v =
-            api.call(Method::GET, api.url("api/v1/sandboxes/search", &query), None, true, Some(deadline)).await.ok()?;
+            api.call(Method::GET, api.url(&["api", "v1", "sandboxes", "search"], &query), None, true, Some(deadline)).await.ok()?;
         for item in v.get("items").and_then(Value::as_array)? {
             if let Some(id) = item.get("id").and_then(Value::as_str) {
                 ids.insert(id.to_string());

@@ -350,8 +350,10 @@ async fn kill_tmux_servers(state_dir: &Path) {
 /// The last lines of the server's own log, redacted (they go to the console and the report).
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Redacted whole before the tail is taken: a multi-line secret across the cut would leave its tail.
+    let text = crate::report::redact::apply(&text);
     let all: Vec<&str> = text.lines().collect();
-    crate::report::redact::apply(&all[all.len().saturating_sub(lines)..].join("\n")).into_owned()
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Writes the session key of a kept server where only the user can read it.

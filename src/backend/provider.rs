@@ -118,9 +118,16 @@ impl ProviderApi {
         self.base.as_str().trim_end_matches('/')
     }
 
-    /// `path` (relative, e.g. `api/v1/sandboxes`) with query pairs, properly encoded.
-    pub fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
-        let mut url = self.base.join(path.trim_start_matches('/')).unwrap_or_else(|_| self.base.clone());
+    /// `path` (segments after the base, e.g. `["api", "v1", "sandboxes", id]`, each percent-encoded on
+    /// its own, so an id can never add a segment or a query) with query pairs, properly encoded. An empty,
+    /// `.` or `..` segment, which the URL would drop or resolve to another resource, is kept as a
+    /// segment no resource has (`%..`).
+    pub fn url(&self, path: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.clone();
+        let segments = path.iter().map(|s| if s.chars().all(|c| c == '.') { format!("%{s}") } else { s.to_string() });
+        if let Ok(mut p) = url.path_segments_mut() {
+            p.pop_if_empty().extend(segments);
+        }
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
@@ -213,6 +220,7 @@ impl ProviderApi {
         })?;
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers()).map(|d| d.min(Duration::from_secs(60)));
+        let redirected = crate::agent::http::redirect_detail(status, resp.headers());
         let text = resp.text().await.unwrap_or_default();
         if (200..300).contains(&status) {
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
@@ -220,11 +228,14 @@ impl ProviderApi {
         if status == 401 || status == 403 {
             return Err(ApiFailure::Auth { status, what });
         }
+        if let Some(detail) = redirected {
+            return Err(ApiFailure::Status { status, what, detail, retry_after });
+        }
         let detail = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v.get("detail").or_else(|| v.get("error")).or_else(|| v.get("message")).cloned())
             .map(|d| d.as_str().map(str::to_string).unwrap_or_else(|| d.to_string()))
-            .unwrap_or_else(|| text.chars().take(300).collect());
+            .unwrap_or_else(|| crate::report::redact::cut(&text, 300));
         Err(ApiFailure::Status { status, what, detail, retry_after })
     }
 }
@@ -278,8 +289,9 @@ pub fn check_transport(url: &str, allow_insecure_http: bool, what: &str) -> Resu
     }
 }
 
-/// The agent-server URL a provider returned: its session key must not travel over plain http to a far
-/// host either (the sandbox is released as for any failed provisioning).
+/// The agent-server URL a provider returned: its session key, the LLM key and the conversation's secrets
+/// must not travel over plain http to a far host either (the sandbox is released as for any failed
+/// provisioning: exit 3).
 pub fn check_agent_url(url: &str, carries_key: bool, allow_insecure_http: bool) -> Result<(), super::Error> {
     if !carries_key {
         return Ok(());

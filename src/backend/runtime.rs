@@ -34,6 +34,9 @@ pub struct RuntimeSettings {
     pub pause_on_close: bool,
     pub working_dir: String,
     pub keep_alive: bool,
+    /// The conversation will carry the LLM key or `secrets:` values: the agent-server URL the provider
+    /// returns must not be plain http to a far host even without a session key.
+    pub sends_secrets: bool,
 }
 
 pub struct Runtime {
@@ -50,7 +53,7 @@ pub struct Runtime {
 
 /// `GET /sessions/{id}`: Some(runtime) or None for 404.
 async fn lookup(api: &ProviderApi, sid: &str, deadline: Option<Instant>) -> Result<Option<Value>, ApiFailure> {
-    match api.call(Method::GET, api.url(&format!("sessions/{sid}"), &[]), None, true, deadline).await {
+    match api.call(Method::GET, api.url(&["sessions", sid], &[]), None, true, deadline).await {
         Ok(v) => Ok(Some(v)),
         Err(f) if f.is_not_found() => Ok(None),
         Err(f) => Err(f),
@@ -194,7 +197,7 @@ impl Runtime {
         // The session id is ours: if the failed request started it after all, that session is ours.
         provider::create_never_blind(
             api,
-            api.url("start", &[]),
+            api.url(&["start"], &[]),
             Some(&body),
             deadline,
             &mut cancel,
@@ -250,7 +253,8 @@ impl Runtime {
                 if let Some(k) = &key {
                     crate::report::redact::register(k);
                 }
-                super::provider::check_agent_url(url, key.is_some(), self.settings.allow_insecure_http)?;
+                let sends = key.is_some() || self.settings.sends_secrets;
+                super::provider::check_agent_url(url, sends, self.settings.allow_insecure_http)?;
                 let client = AgentClient::new(url, key, self.settings.api_timeout);
                 if !client.healthy().await {
                     return Ok(Poll::Waiting);
@@ -264,7 +268,7 @@ impl Runtime {
 
     async fn call(&self, api: &ProviderApi, what: &str, deadline: Option<Instant>) -> Result<Value, ApiFailure> {
         let rid = self.runtime_id.clone().unwrap_or_default();
-        api.call(Method::POST, api.url(what, &[]), Some(&json!({"runtime_id": rid})), true, deadline).await
+        api.call(Method::POST, api.url(&[what], &[]), Some(&json!({"runtime_id": rid})), true, deadline).await
     }
 
     /// Stops (or pauses) a session ohrun started; when its answer to `/start` was lost, the runtime id is

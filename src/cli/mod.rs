@@ -94,8 +94,10 @@ pub struct JobArgs {
 }
 
 impl JobArgs {
-    pub fn plan_options(&self) -> crate::job::PlanOptions {
-        crate::job::PlanOptions { vars: self.vars.clone(), max_runs: self.max_runs }
+    /// The options to plan `files` with: with several, none renders another's secrets.
+    pub fn plan_options(&self, files: &[PathBuf]) -> crate::job::PlanOptions {
+        let hidden_env = if files.len() > 1 { crate::job::secret_env_names(files) } else { Default::default() };
+        crate::job::PlanOptions { vars: self.vars.clone(), max_runs: self.max_runs, hidden_env }
     }
 }
 

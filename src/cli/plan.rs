@@ -17,8 +17,9 @@ pub fn run(args: &PlanArgs, style: Style) -> i32 {
         }
     };
     let mut plans = Vec::new();
+    let opts = args.job.plan_options(&args.files);
     for file in &args.files {
-        match plan_file(file, &args.job.plan_options()) {
+        match plan_file(file, &opts) {
             Ok(mut p) => {
                 let all = p.runs.len();
                 p.runs.retain(|r| selection.keeps(r));

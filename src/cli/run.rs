@@ -37,6 +37,14 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
     };
     raise_open_file_limit();
     let out = inv.out.clone().unwrap_or_else(|| default_out(&plans));
+    let runs = plans.iter().flat_map(|p| p.runs.iter().map(|r| (r.id.as_str(), &r.spec)));
+    if let Err(problems) = crate::settings::check_run_dirs(runs, &out, &|n| std::env::var(n).ok()) {
+        for p in &problems.problems {
+            eprintln!("error: {p}");
+        }
+        eprintln!("  hint: give each run a directory of its own below the batch directory (`report.dir`), or leave it out");
+        return ExitCode::USAGE;
+    }
     let given = BatchFlags {
         jobs: args.jobs,
         prefetch: args.prefetch,
@@ -133,7 +141,8 @@ fn plans(inv: &Invocation, max_runs: usize, style: Style) -> Result<Vec<Plan>, i
         eprintln!("error: {e}");
         ExitCode::USAGE
     })?;
-    let opts = PlanOptions { vars: inv.vars.clone(), max_runs };
+    let hidden_env = if inv.files.len() > 1 { crate::job::secret_env_names(&inv.files) } else { Default::default() };
+    let opts = PlanOptions { vars: inv.vars.clone(), max_runs, hidden_env };
     let mut plans = Vec::new();
     let mut seen = std::collections::HashMap::new();
     for file in &inv.files {

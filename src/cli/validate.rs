@@ -7,7 +7,7 @@ use crate::style::Style;
 use serde_json::json;
 
 pub fn run(args: &ValidateArgs, style: Style, quiet: bool) -> i32 {
-    let opts = args.job.plan_options();
+    let opts = args.job.plan_options(&args.files);
     let mut all_ok = true;
     let mut results = Vec::new();
     for file in &args.files {

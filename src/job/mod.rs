@@ -18,6 +18,7 @@ use parse::{Document, decode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use source::Seg;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use template::Templates;
 
@@ -31,12 +32,29 @@ pub struct PlanOptions {
     /// `--var name=value` arguments, as given.
     pub vars: Vec<String>,
     pub max_runs: usize,
+    /// Environment variables templates may not render (`{{ env.X }}`) beside the job's own secrets: those
+    /// the other job files of the batch read as `${X}` or list in `secrets:` ([`secret_env_names`]).
+    pub hidden_env: HashSet<String>,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { vars: Vec::new(), max_runs: DEFAULT_MAX_RUNS }
+        PlanOptions { vars: Vec::new(), max_runs: DEFAULT_MAX_RUNS, hidden_env: HashSet::new() }
     }
+}
+
+/// Every variable the job files read through `${X}` or list in `secrets:`: in a batch of several files,
+/// none of them is rendered by any file's templates (`{{ env.X }}` would copy another job's secret into
+/// a plan, a message or a report). A file that cannot be read or parsed adds nothing; planning it reports why.
+pub fn secret_env_names(files: &[PathBuf]) -> HashSet<String> {
+    let mut names = HashSet::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        if let Ok(doc) = parse::load(Source { name: file.display().to_string(), text }) {
+            names.extend(referenced_env_names(&doc.value));
+        }
+    }
+    names
 }
 
 #[derive(Debug)]
@@ -119,7 +137,7 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
         }
         return Err(errors(doc.source, diags, var_reports));
     }
-    let runs = expand_runs(&header, &templates, &doc, job_dir, &mut diags);
+    let runs = expand_runs(&header, &templates, &doc, job_dir, &opts.hidden_env, &mut diags);
     if diags.is_empty() {
         check_report_dirs(&runs, &doc, &mut diags);
     }
@@ -197,9 +215,15 @@ fn read_header(doc: &mut Document, opts: &PlanOptions, diags: &mut Vec<Diagnosti
     Header { job_name: job_name.unwrap_or_default(), vars, matrix }
 }
 
-/// What every run's templates see (vars, the environment minus secrets, the job) and the names in it.
-fn template_base(header: &Header, doc: &Document) -> (minijinja::Value, Vec<String>) {
-    let secret_names = referenced_env_names(&doc.value);
+/// What every run's templates see (vars, the environment minus secrets, the job), the names in it, and
+/// the environment variables left out of it.
+fn template_base(
+    header: &Header,
+    doc: &Document,
+    hidden: &HashSet<String>,
+) -> (minijinja::Value, Vec<String>, HashSet<String>) {
+    let mut secret_names = referenced_env_names(&doc.value);
+    secret_names.extend(hidden.iter().cloned());
     let env: serde_json::Map<String, Value> =
         std::env::vars().filter(|(k, _)| !secret_names.contains(k)).map(|(k, v)| (k, Value::String(v))).collect();
     let mut names: Vec<String> = header.vars.keys().cloned().collect();
@@ -216,7 +240,7 @@ fn template_base(header: &Header, doc: &Document) -> (minijinja::Value, Vec<Stri
     top_level.insert("vars".into(), Value::Object(header.vars.clone().into_iter().collect()));
     top_level.insert("env".into(), Value::Object(env));
     top_level.insert("job".into(), json!({"name": header.job_name, "file": doc.source.name}));
-    (minijinja::Value::from(minijinja::value::Serde(&top_level)), names)
+    (minijinja::Value::from(minijinja::value::Serde(&top_level)), names, secret_names)
 }
 
 /// Every matrix combination rendered, decoded and checked, with its stable id.
@@ -225,13 +249,14 @@ fn expand_runs(
     templates: &Templates,
     doc: &Document,
     job_dir: &Path,
+    hidden_env: &HashSet<String>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<PlannedRun> {
     let combos: Vec<Option<Combo>> = match &header.matrix {
         Some(m) => expand::expand(m).into_iter().map(Some).collect(),
         None => vec![None],
     };
-    let (base, context_names) = template_base(header, doc);
+    let (base, context_names, secret_env) = template_base(header, doc, hidden_env);
     // Each run carries its own matrix values; the axes themselves would only be copied and decoded again
     // for every run (200 values, 10,000 times, in the benchmark).
     let mut per_run = doc.value.clone();
@@ -265,7 +290,7 @@ fn expand_runs(
             let ctx = minijinja::value::merge_maps([own, matrix_value, base.clone()]);
             let mut value = per_run.clone();
             let before = diags.len();
-            templates.render_into(&mut value, &ctx, doc, &context_names, diags);
+            templates.render_into(&mut value, &ctx, doc, (&context_names, &secret_env), diags);
             if diags.len() == before { build_spec(value, doc, job_dir, diags) } else { None }
         };
         dedupe(diags);
@@ -284,10 +309,15 @@ fn expand_runs(
 fn check_report_dirs(runs: &[PlannedRun], doc: &Document, diags: &mut Vec<Diagnostic>) {
     // Compared as paths: `out/x`, `./out/x` and `out//x/` are one directory.
     let mut by_dir: IndexMap<PathBuf, Vec<&str>> = IndexMap::new();
+    let written = doc.value.pointer("/report/dir").and_then(Value::as_str).unwrap_or_default();
     // Without `report.dir`, each run has its own folder (its id) in the batch directory.
     for r in runs.iter().filter(|r| r.spec.report.dir.is_some()) {
-        let dir = r.spec.report.dir.as_ref().map_or("", |d| d.0.as_str());
-        let dir: PathBuf = Path::new(dir).components().filter(|c| *c != std::path::Component::CurDir).collect();
+        let rendered = r.spec.report.dir.as_ref().map_or("", |d| d.0.as_str());
+        if let Some(d) = report_dir_escapes(written, rendered, &r.id) {
+            diags.push(d.at(doc.span(&[key("report"), key("dir")])));
+            continue;
+        }
+        let dir: PathBuf = Path::new(rendered).components().filter(|c| *c != std::path::Component::CurDir).collect();
         by_dir.entry(dir).or_default().push(&r.id);
     }
     for (dir, ids) in by_dir.into_iter().filter(|(_, ids)| ids.len() > 1) {
@@ -307,6 +337,23 @@ fn check_report_dirs(runs: &[PlannedRun], doc: &Document, diags: &mut Vec<Diagno
             return;
         }
     }
+}
+
+/// A rendered `report.dir` that is no directory of its own (empty, `.`), or that a template value (a
+/// matrix entry, a `--var`) walks up from with `..` beyond what the job file itself wrote.
+fn report_dir_escapes(written: &str, rendered: &str, id: &str) -> Option<Diagnostic> {
+    let ups = |s: &str| Path::new(s).components().filter(|c| *c == std::path::Component::ParentDir).count();
+    let empty = Path::new(rendered).components().all(|c| c == std::path::Component::CurDir);
+    if empty {
+        return Some(
+            Diagnostic::new(format!("`report.dir` of run {id} is empty or `.`: the run would write over the directory it is run from"))
+                .hint("name a directory of its own, e.g. `report: {dir: \"out/{{ run.id }}\"}`"),
+        );
+    }
+    (ups(rendered) > ups(written)).then(|| {
+        Diagnostic::new(format!("`report.dir` of run {id} renders to `{rendered}`: a template value adds `..` to it"))
+            .hint("a matrix value or `--var` must not move a run's report out of where the job file puts it")
+    })
 }
 
 fn errors(source: Source, diags: Vec<Diagnostic>, mut var_reports: Vec<Report>) -> JobError {
@@ -490,9 +537,9 @@ fn apply_var_overrides(doc: &mut Document, args: &[String]) -> Vec<Report> {
 
 /// Names used in `${NAME}` references anywhere, plus `secrets`: the template context's `env` leaves these
 /// out, so a secret cannot be rendered into a plan or a report by a template.
-fn referenced_env_names(v: &Value) -> std::collections::HashSet<String> {
-    let mut out = std::collections::HashSet::new();
-    fn walk(v: &Value, out: &mut std::collections::HashSet<String>) {
+fn referenced_env_names(v: &Value) -> HashSet<String> {
+    let mut out = HashSet::new();
+    fn walk(v: &Value, out: &mut HashSet<String>) {
         match v {
             Value::String(s) if s.contains("${") => {
                 for name in values::EnvString(s.clone()).var_names() {

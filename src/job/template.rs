@@ -58,7 +58,7 @@ impl Templates {
         value: &mut Value,
         ctx: &minijinja::Value,
         doc: &Document,
-        context_names: &[String],
+        (context_names, secret_env): (&[String], &std::collections::HashSet<String>),
         diags: &mut Vec<Diagnostic>,
     ) {
         for (i, path) in self.slots.iter().enumerate() {
@@ -73,7 +73,9 @@ impl Templates {
                 }
                 Err(e) => {
                     let names: Vec<&str> = context_names.iter().map(String::as_str).collect();
-                    diags.push(template_error(doc, path, template.source(), &e, &names));
+                    let d = secret_env_error(doc, path, template.source(), &e, secret_env)
+                        .unwrap_or_else(|| template_error(doc, path, template.source(), &e, &names));
+                    diags.push(d);
                 }
             }
         }
@@ -99,6 +101,30 @@ fn collect(v: &Value, path: &mut Path, out: &mut Vec<(Path, String)>) {
         }
         _ => {}
     }
+}
+
+/// `{{ env.X }}` where X is a secret of the batch: refused with a reason, not as a mere undefined name.
+fn secret_env_error(
+    doc: &Document,
+    path: &[Seg],
+    text: &str,
+    e: &minijinja::Error,
+    secret_env: &std::collections::HashSet<String>,
+) -> Option<Diagnostic> {
+    if e.kind() != minijinja::ErrorKind::UndefinedError {
+        return None;
+    }
+    let piece = e.range().and_then(|r| text.get(r))?.trim();
+    let name = piece.strip_prefix("env.").or_else(|| piece.strip_prefix("env[").map(|n| n.trim_matches(|c| "]'\"".contains(c))))?;
+    if !secret_env.contains(name) {
+        return None;
+    }
+    let span = doc.span(path).and_then(|at| doc.source.find_after(at, piece)).or_else(|| doc.span(path));
+    Some(
+        Diagnostic::new(format!("`{piece}` would render a secret: {name} is read as `${{{name}}}` or listed in `secrets:` by a job of this batch"))
+            .at(span)
+            .hint(format!("templates never see secrets; use `${{{name}}}` where the value is resolved at run time (in the fields that accept it)")),
+    )
 }
 
 fn template_error(doc: &Document, path: &[Seg], text: &str, e: &minijinja::Error, names: &[&str]) -> Diagnostic {

@@ -15,13 +15,16 @@ fn path(parts: &[Seg]) -> Path {
     parts.to_vec()
 }
 
-/// A job name becomes part of file names and run ids.
+/// A job name becomes part of file names and run ids: a run's folder is named after it, so a name that
+/// starts with a dot (`.`, `..`, a hidden folder) would put the run on the batch's own files or above them.
 pub fn check_name(name: &str, doc: &Document) -> Option<Diagnostic> {
-    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     (!ok).then(|| {
         Diagnostic::new(format!("`{name}` is not a valid job name"))
             .at(doc.span(&[k("name")]))
-            .hint("use letters, digits, `-`, `_` and `.` only, e.g. `name: fix-flaky-tests`")
+            .hint("use letters, digits, `-`, `_` and `.` only, not starting with `.`, e.g. `name: fix-flaky-tests`")
     })
 }
 

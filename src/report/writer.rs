@@ -21,9 +21,16 @@ pub fn create_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
-/// A new file only its owner can read: reports hold agent output.
+/// A new file only its owner can read: reports hold agent output. A symbolic link in its place is
+/// refused, not followed (a report directory another user could write to must not redirect a write).
 pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 impl ReportWriter {
@@ -56,21 +63,18 @@ pub fn write_report(dir: &Path, report: &RunReport) -> std::io::Result<PathBuf> 
     Ok(path)
 }
 
-/// Writes `path` atomically (temporary file, fsync, rename), redacted and private to the user; a failed
-/// write leaves no temporary file behind.
+/// Writes `path` atomically, redacted and private to the user: a temporary file with a random name,
+/// created exclusively (never through a link someone placed there), fsynced, renamed over `path`, and
+/// the directory fsynced so the rename itself survives a crash. A failed write leaves no temporary file.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = create_private(&tmp).and_then(|mut f| {
-        f.write_all(redact::apply(text).as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()
-    });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(())
+    let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
+    tmp.write_all(redact::apply(text).as_bytes())?;
+    tmp.write_all(b"\n")?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A run report read back (a resumed batch, a merge).

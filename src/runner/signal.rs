@@ -87,17 +87,22 @@ impl Signals {
         let term_flag = terminated.clone();
         // A handler would replace `nohup`'s "ignore": SIGHUP is handled only when it is not ignored.
         let hangups_wanted = !hangup_ignored();
+        // The streams are made here, before the task runs, and kept: a signal that arrives between two
+        // passes of the loop is queued on its stream, never lost (a `ctrl_c()` made anew on each pass
+        // would miss one that came while the previous one was being counted).
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams = signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+        let mut hangup = if hangups_wanted { signal(SignalKind::hangup()).ok() } else { None };
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut term) = signal(SignalKind::terminate()) else { return };
-            let mut hangup = if hangups_wanted { signal(SignalKind::hangup()).ok() } else { None };
+            let Ok((mut interrupt, mut term)) = streams else { return };
             let mut n = 0;
             loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    Some(_) = interrupt.recv() => {}
                     // A hangup counts once (a closing terminal may send it twice).
                     Some(_) = async { hangup.as_mut()?.recv().await } => hangup = None,
-                    _ = term.recv() => term_flag.store(true, Ordering::SeqCst),
+                    Some(_) = term.recv() => term_flag.store(true, Ordering::SeqCst),
+                    else => return,
                 }
                 n += 1;
                 RECEIVED.store(n, Ordering::SeqCst);

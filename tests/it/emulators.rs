@@ -36,6 +36,8 @@ pub struct Faults {
     pub proxied: bool,
     /// Name this host (not loopback) in the agent-server URLs returned, over plain http.
     pub far_host: Option<&'static str>,
+    /// Return no session key with the agent-server URL (a provider whose servers take none).
+    pub no_session_key: bool,
 }
 
 pub struct Sandbox {
@@ -48,6 +50,8 @@ pub struct Sandbox {
     pub key: String,
     /// The host of the agent-server URL returned.
     host: &'static str,
+    /// No session key is returned with it.
+    no_key: bool,
     child: Option<std::process::Child>,
     _state: tempfile::TempDir,
     running_since: Option<Instant>,
@@ -259,6 +263,7 @@ fn spawn_sandbox(id: &str, faults: &Faults) -> Sandbox {
         proxy,
         key,
         host: faults.far_host.unwrap_or("127.0.0.1"),
+        no_key: faults.no_session_key,
         child: Some(child),
         _state: state,
         running_since: None,
@@ -273,10 +278,12 @@ fn record(shared: &Shared, what: String, headers: &HeaderMap, header: &str) -> b
     auth == expected
 }
 
-/// A refused create: 503 (or the fault's status) with Retry-After: 1.
-fn busy(faults: &Faults) -> Response {
+/// A refused create: 503 (or the fault's status) with Retry-After: 1, its detail echoing the API key the
+/// request carried (as a careless provider might): what ohrun records of it must be redacted.
+fn busy(faults: &Faults, key: &str) -> Response {
     let status = StatusCode::from_u16(faults.failing_status.unwrap_or(503)).unwrap();
-    (status, [("retry-after", "1")], axum::Json(json!({"detail": "busy, try later"}))).into_response()
+    let detail = format!("busy, try later (request made with key {key})");
+    (status, [("retry-after", "1")], axum::Json(json!({ "detail": detail }))).into_response()
 }
 
 fn unauthorized() -> Response {
@@ -301,7 +308,7 @@ fn cloud_info(s: &Sandbox) -> Value {
         "created_by_user_id": "emulated-user",
         "sandbox_spec_id": "emulated-spec",
         "status": s.status,
-        "session_api_key": if running { json!(s.key) } else { Value::Null },
+        "session_api_key": if running && !s.no_key { json!(s.key) } else { Value::Null },
         "exposed_urls": if running {
             json!([{"name": "AGENT_SERVER", "url": format!("http://{}:{}", s.host, s.url_port), "port": s.url_port}])
         } else { Value::Null },
@@ -318,7 +325,7 @@ async fn cloud_create(State(shared): State<Arc<Shared>>, headers: HeaderMap, Raw
         let mut faults = shared.faults.lock().unwrap();
         if faults.failing_creates > 0 {
             faults.failing_creates -= 1;
-            return busy(&faults);
+            return busy(&faults, &shared.key);
         }
     }
     *shared.creates.lock().unwrap() += 1;
@@ -330,7 +337,7 @@ async fn cloud_create(State(shared): State<Arc<Shared>>, headers: HeaderMap, Raw
     let mut faults = shared.faults.lock().unwrap();
     if faults.lost_creates > 0 {
         faults.lost_creates -= 1;
-        return busy(&faults);
+        return busy(&faults, &shared.key);
     }
     axum::Json(info).into_response()
 }
@@ -426,7 +433,7 @@ fn runtime_info(s: &Sandbox) -> Value {
         "runtime_id": format!("rt-{}", s.id),
         "session_id": s.id,
         "url": format!("http://{}:{}", s.host, s.port),
-        "session_api_key": s.key,
+        "session_api_key": if s.no_key { Value::Null } else { json!(s.key) },
         "status": status,
         "pod_status": pod,
         "restart_count": 0,
@@ -456,7 +463,7 @@ async fn rt_start(
         let mut faults = shared.faults.lock().unwrap();
         if faults.failing_creates > 0 {
             faults.failing_creates -= 1;
-            return busy(&faults);
+            return busy(&faults, &shared.key);
         }
     }
     let Some(sid) = body.get("session_id").and_then(Value::as_str).map(str::to_string) else {

@@ -22,4 +22,5 @@ mod secrets;
 mod server;
 mod share;
 mod support;
+mod transport;
 mod view;

@@ -6,7 +6,7 @@ use ohrun::job::{PlanOptions, plan_text};
 use proptest::prelude::*;
 
 fn check(text: String) {
-    let opts = PlanOptions { vars: vec!["x=1".into(), "=".into()], max_runs: 1000 };
+    let opts = PlanOptions { vars: vec!["x=1".into(), "=".into()], max_runs: 1000, ..Default::default() };
     let source = Source { name: "fuzz.yaml".into(), text };
     if let Err(err) = plan_text(source, std::path::Path::new("."), &opts) {
         for report in &err.reports {

@@ -7,7 +7,7 @@ use crate::proxy::{Action, BINARY, Proxy, Rule, TEXT, server_frame};
 use crate::run_local::ids;
 use crate::server::{ExternalServer, shared};
 use crate::support::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -269,4 +269,40 @@ fn frames_ohrun_cannot_read_are_logged_raw_and_never_end_a_step() {
         events.into_iter().filter(|e| e["kind"] != "ohrun.RawFrame" && e["kind"] != "EventFromTheFuture").collect();
     assert_same_events(&ids(&real), &server.events(report["conversation_id"].as_str().unwrap()));
     assert_eq!(report["totals"]["events"].as_u64().unwrap() as usize, real.len() + 1);
+}
+
+/// Under `nohup` (SIGHUP ignored, as the harness can ask for after resetting every signal to its default)
+/// a hangup is not a signal to ohrun: after SIGHUP and two SIGINTs it stops gracefully on the second
+/// (the report ends), where three counted signals would have made it exit at once (a checkpoint that
+/// still says `running`).
+#[test]
+fn under_nohup_a_hangup_does_not_count_and_ctrl_c_still_stops_the_run() {
+    let server = shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.yaml"), "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n")
+        .unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: nohup\nsandbox:\n  kind: remote\n  url: {}\n  session_key: ${{TEST_SESSION_KEY}}\n  working_dir: {}\nllm: {{model: m}}\nsteps:\n  - message: Wait.\nrehearsal: script.yaml\n",
+            server.url,
+            dir.path().join("ws").display()
+        ),
+    );
+    let child = Ohrun::new()
+        .hangup_ignored()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &server.key)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .spawn();
+    wait_for_event(dir.path(), "nohup", "MessageEvent", Duration::from_secs(60));
+    for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGINT] {
+        signal(&child, sig);
+    }
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/nohup/nohup"));
+    assert_eq!((&report["status"], &report["outcome"]["class"]), (&json!("ended"), &json!("interrupted")));
 }

@@ -66,6 +66,44 @@ fn run(
     Outcome { code: out.code, stderr: out.stderr, report, dir }
 }
 
+/// A provider whose refusals echo the API key (the emulator's busy answers do): the key is in the retries
+/// the report records and in `-vv`'s log lines, masked; with redaction off the same run shows it, so
+/// `assert_no_secret` can see a leak.
+#[test]
+fn a_provider_answer_that_echoes_the_key_is_masked_and_seen_when_redaction_is_off() {
+    for unredacted in [false, true] {
+        let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults { failing_creates: 1, ..Faults::default() });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("script.yaml"), "replies: []\n").unwrap();
+        let sandbox = sandbox_yaml(&Api::Cloud, &emu.url, &format!("  working_dir: {}\n", dir.path().join("ws").display()));
+        let job = write_job(
+            dir.path(),
+            "job.yaml",
+            &format!("name: echo\nsandbox:\n{sandbox}llm: {{model: m}}\nsteps:\n  - message: hi\nrehearsal: script.yaml\n"),
+        );
+        let mut cmd = Ohrun::new()
+            .current_dir(dir.path())
+            .env("OPENHANDS_CLOUD_API_KEY", CLOUD_KEY)
+            .env("OHRUN_STATE_DIR", dir.path().join("state"))
+            .args(["-vv", "run", "--rehearse"])
+            .args([&job]);
+        if unredacted {
+            cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
+        }
+        let out = cmd.output();
+        let report_dir = dir.path().join("ohrun-reports/echo/echo");
+        let report = read_report(&report_dir);
+        let retries = report["sandbox"]["api_retries"].to_string();
+        if unredacted {
+            assert!(retries.contains(CLOUD_KEY) && out.stderr.contains(CLOUD_KEY), "the key shows: {retries}");
+        } else {
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            assert!(retries.contains("request made with key ***"), "the retry is recorded, masked: {retries}");
+            assert_no_secret(&report_dir, &out.stdout, &out.stderr);
+        }
+    }
+}
+
 fn assert_no_secret(report_dir: &Path, stdout: &str, stderr: &str) {
     for key in [CLOUD_KEY, RUNTIME_KEY] {
         assert!(!stdout.contains(key) && !stderr.contains(key), "a planted key reached the console");
@@ -270,6 +308,58 @@ fn a_session_key_never_goes_over_plain_http_to_a_far_host() {
         let o = run(api, &emu, "far-agent", "", "steps:\n  - message: hi\n", "replies: []\n", key);
         assert_eq!(o.code, 3, "{}", o.stderr);
         assert!(o.stderr.contains("the agent-server URL the provider returned` is plain http"), "{}", o.stderr);
+        assert_eq!((emu.creates(), emu.deletes()), (1, 1));
+    }
+}
+
+/// Without any session key the conversation's create body still carries the LLM key and every `secrets:`
+/// value: plain http to a far host is refused all the same — at once for the job's own URL (exit 2),
+/// after provisioning, with the sandbox released, for a URL a provider returned (exit 3).
+#[test]
+fn keys_in_the_conversation_never_go_over_plain_http_to_a_far_host() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, llm, extra) in [
+        ("far-secrets", "{model: m}", "secrets: [MY_TOKEN]\n"),
+        ("far-llm-key", "{model: m, api_key: '${LLM_KEY}'}", ""),
+    ] {
+        let job = write_job(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!("name: {name}\nsandbox: {{kind: remote, url: 'http://agent.example.com:8000', working_dir: /w}}\nllm: {llm}\n{extra}steps:\n  - message: hi\n"),
+        );
+        let out = Ohrun::new()
+            .current_dir(dir.path())
+            .env("MY_TOKEN", "planted-token-0a1b2c")
+            .env("LLM_KEY", "planted-llm-key-3d4e5f")
+            .args(["run"])
+            .args([&job])
+            .output();
+        assert_eq!(out.code, 2, "{name}: {}", out.stderr);
+        assert!(out.stderr.contains("`sandbox.url` is plain http"), "{name}: {}", out.stderr);
+    }
+    for api in [Api::Cloud, Api::Runtime] {
+        let (var, key) = match api {
+            Api::Cloud => ("OPENHANDS_CLOUD_API_KEY", CLOUD_KEY),
+            Api::Runtime => ("RUNTIME_API_KEY", RUNTIME_KEY),
+        };
+        let faults = Faults { far_host: Some("agent.invalid"), no_session_key: true, ..Faults::default() };
+        let emu = Emulator::start(api.clone(), key, faults);
+        let sandbox = sandbox_yaml(&api, &emu.url, "  working_dir: /w\n");
+        let job = write_job(
+            dir.path(),
+            "provider.yaml",
+            &format!("name: far-provider\nsandbox:\n{sandbox}llm: {{model: m}}\nsecrets: [MY_TOKEN]\nsteps:\n  - message: hi\n"),
+        );
+        let out = Ohrun::new()
+            .current_dir(dir.path())
+            .env(var, key)
+            .env("MY_TOKEN", "planted-token-0a1b2c")
+            .env("OHRUN_STATE_DIR", dir.path().join("state"))
+            .args(["run", "--rehearse"])
+            .args([&job])
+            .output();
+        assert_eq!(out.code, 3, "{}", out.stderr);
+        assert!(out.stderr.contains("the agent-server URL the provider returned` is plain http"), "{}", out.stderr);
         assert_eq!((emu.creates(), emu.deletes()), (1, 1));
     }
 }

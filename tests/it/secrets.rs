@@ -181,3 +181,163 @@ fn a_secret_value_never_reaches_the_console_or_a_rollup_and_the_test_sees_it_whe
         assert!(text.contains(TOKEN), "without redaction the `secrets:` value shows in {name}:\n{text}");
     }
 }
+
+/// The secret of issue L's fault probe: a quote, a backslash, a space, a slash, `&` and `=`, so that each
+/// common encoding of it differs from the others.
+const PROBE: &str = "sk-pr\"obe\\SEC RET/456&x=y";
+
+/// What the agent prints of `$PROBE`: as written and in every encoding the redactor must know, one per
+/// line, each led by its name.
+const ENCODINGS_PY: &str = r#"import base64, json, os, urllib.parse as u
+s = os.environ["PROBE"]
+print("raw", s)
+print("quote", u.quote(s))
+print("quote_all", u.quote(s, safe=""))
+print("quote_plus", u.quote_plus(s))
+print("query", u.urlencode({"k": s}))
+print("json1", json.dumps(s))
+print("json2", json.dumps(json.dumps({"k": s})))
+print("b64", base64.b64encode(s.encode()).decode())
+print("b64url", base64.urlsafe_b64encode(("xy" + s).encode()).decode())
+open("leak.txt", "w").write(s + "\n")
+"#;
+
+/// The forms of `PROBE` that the agent's output above holds (base64 only as far as it depends on the
+/// secret alone).
+fn probe_forms() -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    let json1 = serde_json::to_string(PROBE).unwrap();
+    let json2 = serde_json::to_string(&json1).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(PROBE);
+    let b64url = base64::engine::general_purpose::URL_SAFE.encode(format!("xy{PROBE}"));
+    vec![
+        ("raw", PROBE.to_string()),
+        ("quote", "sk-pr%22obe%5CSEC%20RET/456%26x%3Dy".to_string()),
+        ("quote_all", "sk-pr%22obe%5CSEC%20RET%2F456%26x%3Dy".to_string()),
+        ("quote_plus", "sk-pr%22obe%5CSEC+RET%2F456%26x%3Dy".to_string()),
+        ("json1", json1[1..json1.len() - 1].to_string()),
+        ("json2", json2[1..json2.len() - 1].to_string()),
+        ("b64", b64[..b64.len() - 4].to_string()),
+        ("b64url", b64url[4..b64url.len() - 4].to_string()),
+    ]
+}
+
+/// Runs the probe job: setup writes the encoder, the agent runs it (its output in events.jsonl, report.html
+/// and the run's report), writes the secret into a file (the step's diff) and says it in its final message.
+/// Returns (exit code, stdout + stderr, every file ohrun wrote but the agent's workspace).
+fn run_probe_job(unredacted: bool) -> (i32, String, Vec<(std::path::PathBuf, String)>) {
+    agent_server_command();
+    let dir = tempfile::tempdir().unwrap();
+    let finish = serde_json::to_string(&format!("done: {PROBE}")).unwrap();
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        format!(
+            "replies:\n  - tool: terminal\n    args: {{command: 'PROBE=\"$PROBE\" python3 enc.py'}}\n\
+             \x20 - tool: finish\n    args: {{message: {finish}}}\n"
+        ),
+    )
+    .unwrap();
+    let encoder: String = ENCODINGS_PY.lines().map(|l| format!("    {l}\n")).collect();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: probe\nsandbox: {{kind: local}}\nllm: {{model: m}}\nsecrets: [PROBE]\nsetup:\n  - |\n    cat > enc.py <<'EOF'\n{encoder}    EOF\n\
+             steps:\n  - message: Encode the secret.\nrehearsal: script.yaml\n"
+        ),
+    );
+    let mut cmd = Ohrun::new()
+        .current_dir(dir.path())
+        .env("PROBE", PROBE)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", dir.path().join("step-summary.md"))
+        .args(["-vv", "run", "--rehearse", "--json"])
+        .args([&job]);
+    if unredacted {
+        cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
+    }
+    let out = cmd.output();
+    let batch = dir.path().join("ohrun-reports/probe");
+    let mut files: Vec<_> = files_under(&batch)
+        .into_iter()
+        .filter(|(p, _)| !p.components().any(|c| c.as_os_str() == "workspace"))
+        .collect();
+    files.extend(files_under(dir.path()).into_iter().filter(|(p, _)| p.ends_with("step-summary.md")));
+    (out.code, format!("{}\n{}", out.stdout, out.stderr), files)
+}
+
+#[test]
+fn the_probe_secret_is_masked_in_every_encoding_in_every_output_and_seen_when_redaction_is_off() {
+    let (code, console, files) = run_probe_job(false);
+    assert_eq!(code, 0, "{console}");
+    let names: Vec<String> = files.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into()).collect();
+    for expected in ["run.json", "events.jsonl", "report.html", "summary.json", "junit.xml", "1.diff", "step-summary.md"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} was written: {names:?}");
+    }
+    for (name, form) in probe_forms() {
+        assert!(!console.contains(&form), "the {name} form reached the console: {form}");
+        for (path, text) in &files {
+            assert!(!text.contains(&form), "the {name} form ({form}) is in {}", path.display());
+        }
+    }
+    let events = files.iter().find(|(p, _)| p.ends_with("events.jsonl")).map(|(_, t)| t.as_str()).unwrap();
+    // (The agent-server masks the raw value in terminal output itself; the encoded ones are ohrun's to mask.)
+    for name in ["quote ***", "quote_all ***", "quote_plus ***", "query k=***", "b64 "] {
+        assert!(events.contains(name), "the agent's output passed through, masked ({name})");
+    }
+    let diff = files.iter().find(|(p, _)| p.ends_with("1.diff")).map(|(_, t)| t.as_str()).unwrap();
+    assert!(diff.contains("+***"), "the file the agent wrote is in the step's diff, masked:\n{diff}");
+
+    // With the redactor a no-op the same run shows every form somewhere, and the leak scan fails it:
+    // the checks above can see a leak.
+    let (code, console, files) = run_probe_job(true);
+    assert_eq!(code, 1, "the leak scan fails the run:\n{console}");
+    let all: String = files.iter().map(|(_, t)| t.as_str()).chain([console.as_str()]).collect();
+    for (name, form) in probe_forms() {
+        assert!(all.contains(&form), "without redaction the {name} form ({form}) should have been visible");
+    }
+}
+
+/// A multi-line secret (a PEM key) in an error a server answered with, printed on the console with each
+/// line led by its run's id (a batch of two): redacted whole before the lines are led, and before the
+/// error's text is cut.
+#[test]
+fn a_multi_line_secret_is_masked_on_led_console_lines() {
+    use axum::http::{StatusCode, Uri};
+    use axum::response::IntoResponse;
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nb3BlbmhhbmRzLXByb2JlLXNlY3JldC1rZXktbWF0ZXJpYWw\n-----END PRIVATE KEY-----";
+    // A server that answers the calls without a key, and every other with a 400 whose body echoes the key.
+    let router = axum::Router::new().fallback(move |uri: Uri| async move {
+        match uri.path() {
+            "/health" => (StatusCode::OK, "{}".to_string()).into_response(),
+            "/server_info" => (StatusCode::OK, r#"{"version":"1.58.2"}"#.to_string()).into_response(),
+            _ => (StatusCode::BAD_REQUEST, format!("bad configuration:\n{pem}\n")).into_response(),
+        }
+    });
+    let server = crate::transport::TestServer::start(router);
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: pem\nmatrix: {{n: [1, 2]}}\nsandbox: {{kind: remote, url: '{}', working_dir: /w}}\nllm: {{model: m}}\nsecrets: [KEY_PEM]\n\
+             steps:\n  - message: hi\n",
+            server.url
+        ),
+    );
+    let run = |unredacted: bool| {
+        let mut cmd = Ohrun::new().current_dir(dir.path()).env("KEY_PEM", pem).args(["run", "--rehearse"]).args([&job]);
+        if unredacted {
+            cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
+        }
+        cmd.output()
+    };
+    let out = run(false);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("] error: GET ") && out.stderr.contains("answered 400"), "{}", out.stderr);
+    for line in pem.lines() {
+        assert!(!out.stderr.contains(line), "a line of the key reached the console:\n{}", out.stderr);
+    }
+    let out = run(true);
+    assert!(out.stderr.contains(pem.lines().nth(1).unwrap()), "without redaction the key shows:\n{}", out.stderr);
+}

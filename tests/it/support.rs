@@ -15,6 +15,25 @@ use std::time::{Duration, Instant};
 /// How long one ohrun invocation may take in a test unless the test says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Every ohrun a test starts gets the signals the tests send it with their default dispositions and
+/// unblocked, whatever the test process inherited: under `nohup cargo test` SIGHUP is ignored, and a
+/// shell without job control starts background commands with SIGINT and SIGQUIT ignored; both are
+/// inherited across exec and would silently change what the signal tests see.
+pub fn default_signals(cmd: &mut Command) {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGPIPE] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -32,9 +51,22 @@ impl Ohrun {
     pub fn new() -> Self {
         let mut cmd = Command::new(ohrun_bin());
         cmd.current_dir(repo_root()).env("NO_COLOR", "1").env_remove("RUST_LOG").env("CI", "true");
+        default_signals(&mut cmd);
         // The tests' sandbox ledgers stay out of the user's own (a gc test names its own directory).
         cmd.env("OHRUN_STATE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("ohrun-state"));
         Ohrun { cmd, timeout: DEFAULT_TIMEOUT }
+    }
+
+    /// Spawned as under `nohup`: SIGHUP ignored (after the harness's reset to defaults).
+    pub fn hangup_ignored(mut self) -> Self {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            self.cmd.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        self
     }
 
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Self {
