@@ -209,7 +209,13 @@ fn llm(spec: &JobSpec, rehearsal: Option<&RehearsalLlm>, r: &mut Resolver) -> Ll
     }
 }
 
-fn sandbox(spec: &Sandbox, job_dir: &Path, llm: &LlmSettings, sends_secrets: bool, r: &mut Resolver) -> backend::Settings {
+fn sandbox(
+    spec: &Sandbox,
+    job_dir: &Path,
+    llm: &LlmSettings,
+    sends_secrets: bool,
+    r: &mut Resolver,
+) -> backend::Settings {
     match spec {
         Sandbox::Local(l) => backend::Settings::Local(LocalSettings {
             command: l.command.as_ref().map(|c| r.list(c, "sandbox.command")),
@@ -306,8 +312,20 @@ fn refuse_far_rehearsal(sandbox: &backend::Settings, kind: &str, r: &mut Resolve
 }
 
 /// Query parameters whose values are credentials by their name.
-const CREDENTIAL_PARAMS: [&str; 12] =
-    ["key", "api_key", "apikey", "token", "access_token", "auth", "secret", "password", "sig", "signature", "code", "session"];
+const CREDENTIAL_PARAMS: [&str; 12] = [
+    "key",
+    "api_key",
+    "apikey",
+    "token",
+    "access_token",
+    "auth",
+    "secret",
+    "password",
+    "sig",
+    "signature",
+    "code",
+    "session",
+];
 
 /// Registers the credentials a URL carries: its user name and password, and the values of query
 /// parameters named like credentials (`?api_key=…`, `&token=…`, `X-Amz-Signature=…`).
@@ -321,7 +339,10 @@ fn register_url_credentials(url: &str) {
     }
     for (name, value) in parsed.query_pairs() {
         let name = name.to_ascii_lowercase();
-        if CREDENTIAL_PARAMS.iter().any(|c| name == *c || name.ends_with(&format!("-{c}")) || name.ends_with(&format!("_{c}"))) {
+        if CREDENTIAL_PARAMS
+            .iter()
+            .any(|c| name == *c || name.ends_with(&format!("-{c}")) || name.ends_with(&format!("_{c}")))
+        {
             redact::register(&value);
         }
     }
@@ -379,7 +400,13 @@ impl<'a> Resolver<'a> {
     /// treated as a secret: such a place is where keys go.
     fn register_url_parts(&self, s: &EnvString, url: &str) {
         let Ok(parsed) = reqwest::Url::parse(url) else { return };
-        let private = format!("{}:{}{}?{}", parsed.username(), parsed.password().unwrap_or(""), parsed.path(), parsed.query().unwrap_or(""));
+        let private = format!(
+            "{}:{}{}?{}",
+            parsed.username(),
+            parsed.password().unwrap_or(""),
+            parsed.path(),
+            parsed.query().unwrap_or("")
+        );
         for name in s.var_names() {
             if let Some(value) = (self.env)(name).filter(|v| v != url && private.contains(v.as_str())) {
                 redact::register(&value);

@@ -283,8 +283,10 @@ async fn sandbox_ids(api: &ProviderApi, deadline: Instant) -> Option<HashSet<Str
         if let Some(p) = &page {
             query.push(("page_id", p.as_str()));
         }
-        let v =
-            api.call(Method::GET, api.url(&["api", "v1", "sandboxes", "search"], &query), None, true, Some(deadline)).await.ok()?;
+        let v = api
+            .call(Method::GET, api.url(&["api", "v1", "sandboxes", "search"], &query), None, true, Some(deadline))
+            .await
+            .ok()?;
         for item in v.get("items").and_then(Value::as_array)? {
             if let Some(id) = item.get("id").and_then(Value::as_str) {
                 ids.insert(id.to_string());

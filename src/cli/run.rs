@@ -42,7 +42,9 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
         for p in &problems.problems {
             eprintln!("error: {p}");
         }
-        eprintln!("  hint: give each run a directory of its own below the batch directory (`report.dir`), or leave it out");
+        eprintln!(
+            "  hint: give each run a directory of its own below the batch directory (`report.dir`), or leave it out"
+        );
         return ExitCode::USAGE;
     }
     let given = BatchFlags {

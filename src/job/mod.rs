@@ -140,6 +140,7 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
     let runs = expand_runs(&header, &templates, &doc, job_dir, &opts.hidden_env, &mut diags);
     if diags.is_empty() {
         check_report_dirs(&runs, &doc, &mut diags);
+        check_session_ids(&runs, &doc, &mut diags);
     }
     if !diags.is_empty() {
         return Err(errors(doc.source, diags, var_reports));
@@ -339,6 +340,30 @@ fn check_report_dirs(runs: &[PlannedRun], doc: &Document, diags: &mut Vec<Diagno
     }
 }
 
+/// Two runs of a plan never name the same Runtime API session: the second would attach to (and stop)
+/// the first one's sandbox. Compared as rendered; `${VAR}`s are the same for every run.
+fn check_session_ids(runs: &[PlannedRun], doc: &Document, diags: &mut Vec<Diagnostic>) {
+    let mut by_session: IndexMap<&str, Vec<&str>> = IndexMap::new();
+    for r in runs {
+        if let Sandbox::Runtime(rt) = &r.spec.sandbox
+            && let Some(sid) = &rt.session_id
+        {
+            by_session.entry(sid.0.as_str()).or_default().push(&r.id);
+        }
+    }
+    if let Some((sid, ids)) = by_session.into_iter().find(|(_, ids)| ids.len() > 1) {
+        diags.push(
+            Diagnostic::new(format!(
+                "{} runs would share the Runtime API session `{sid}`: {}",
+                ids.len(),
+                ids.iter().take(4).copied().collect::<Vec<_>>().join(", ")
+            ))
+            .at(doc.span(&[key("sandbox"), key("session_id")]))
+            .hint("make it differ per run, e.g. `session_id: \"nightly-{{ run.id }}\"`, or leave it out (ohrun makes one per run)"),
+        );
+    }
+}
+
 /// A rendered `report.dir` that is no directory of its own (empty, `.`), or that a template value (a
 /// matrix entry, a `--var`) walks up from with `..` beyond what the job file itself wrote.
 fn report_dir_escapes(written: &str, rendered: &str, id: &str) -> Option<Diagnostic> {
@@ -346,8 +371,10 @@ fn report_dir_escapes(written: &str, rendered: &str, id: &str) -> Option<Diagnos
     let empty = Path::new(rendered).components().all(|c| c == std::path::Component::CurDir);
     if empty {
         return Some(
-            Diagnostic::new(format!("`report.dir` of run {id} is empty or `.`: the run would write over the directory it is run from"))
-                .hint("name a directory of its own, e.g. `report: {dir: \"out/{{ run.id }}\"}`"),
+            Diagnostic::new(format!(
+                "`report.dir` of run {id} is empty or `.`: the run would write over the directory it is run from"
+            ))
+            .hint("name a directory of its own, e.g. `report: {dir: \"out/{{ run.id }}\"}`"),
         );
     }
     (ups(rendered) > ups(written)).then(|| {

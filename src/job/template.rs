@@ -115,7 +115,9 @@ fn secret_env_error(
         return None;
     }
     let piece = e.range().and_then(|r| text.get(r))?.trim();
-    let name = piece.strip_prefix("env.").or_else(|| piece.strip_prefix("env[").map(|n| n.trim_matches(|c| "]'\"".contains(c))))?;
+    let name = piece
+        .strip_prefix("env.")
+        .or_else(|| piece.strip_prefix("env[").map(|n| n.trim_matches(|c| "]'\"".contains(c))))?;
     if !secret_env.contains(name) {
         return None;
     }
@@ -123,7 +125,7 @@ fn secret_env_error(
     Some(
         Diagnostic::new(format!("`{piece}` would render a secret: {name} is read as `${{{name}}}` or listed in `secrets:` by a job of this batch"))
             .at(span)
-            .hint(format!("templates never see secrets; use `${{{name}}}` where the value is resolved at run time (in the fields that accept it)")),
+            .hint(format!("templates never see secrets; list it in this job's `secrets:` (the agent reads it as ${name}), or use `${{{name}}}` in a field that takes one")),
     )
 }
 

@@ -226,3 +226,125 @@ fn two_ohrun_processes_never_write_into_one_report_directory() {
         "the first run's event log is whole"
     );
 }
+
+/// A run's folder is named after its job: a name of dots would put it on the batch's own files (`.`) or
+/// above the batch directory (`..`). Refused with exit 2 before anything is written.
+#[test]
+fn job_names_that_would_escape_the_batch_directory_are_refused() {
+    for name in ["..", ".", ".hidden"] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = write_job(
+            dir.path(),
+            "job.yaml",
+            &format!("name: '{name}'\nsandbox: {{kind: local}}\nllm: {{model: m}}\nsteps:\n  - message: hi\n"),
+        );
+        let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+        assert_eq!(out.code, 2, "{name}: {}", out.stderr);
+        assert!(out.stderr.contains("is not a valid job name") && out.stderr.contains("job.yaml:1:"), "{}", out.stderr);
+        assert!(!dir.path().join("ohrun-reports").exists() && !dir.path().join("run.json").exists());
+    }
+}
+
+/// A template value (a matrix entry, a `--var`) cannot walk a run's report out of where the job file puts
+/// it, and no run writes into the batch directory itself, above it, or into another run's folder.
+#[test]
+fn report_directories_that_escape_or_nest_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "sandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: hi\n";
+    let templated = write_job(
+        dir.path(),
+        "templated.yaml",
+        &format!("name: t\nmatrix: {{repo: [a, '../../escape']}}\n{base}report: {{dir: 'out/{{{{ repo }}}}'}}\n"),
+    );
+    let out = Ohrun::new().current_dir(dir.path()).args(["plan"]).args([&templated]).output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("a template value adds `..`") && out.stderr.contains("templated.yaml:"),
+        "{}",
+        out.stderr
+    );
+
+    let dot = write_job(dir.path(), "dot.yaml", &format!("name: dot\n{base}report: {{dir: '.'}}\n"));
+    let out = Ohrun::new().current_dir(dir.path()).args(["validate"]).args([&dot]).output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("is empty or `.`"), "{}", out.stderr);
+
+    // Across the batch: one run's folder inside another's, and one that is the batch directory's parent.
+    let outer = write_job(dir.path(), "outer.yaml", &format!("name: outer\n{base}report: {{dir: 'out/a'}}\n"));
+    let inner = write_job(dir.path(), "inner.yaml", &format!("name: inner\n{base}report: {{dir: 'out/a/inner'}}\n"));
+    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&outer, &inner]).output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("inside the report directory of run outer"), "{}", out.stderr);
+    let above = write_job(dir.path(), "above.yaml", &format!("name: above\n{base}report: {{dir: 'batches'}}\n"));
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .args(["run", "--rehearse", "--out", "batches/nightly"])
+        .args([&above])
+        .output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("is the batch directory") && out.stderr.contains("or above it"), "{}", out.stderr);
+    assert!(!dir.path().join("out").exists() && !dir.path().join("batches").exists(), "nothing was written");
+}
+
+/// In a batch of several job files, no template renders a variable another job keeps secret.
+#[test]
+fn a_template_never_renders_another_jobs_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "sandbox: {kind: local}\nllm: {model: m}\n";
+    let reader = write_job(
+        dir.path(),
+        "reader.yaml",
+        &format!("name: reader\n{base}steps:\n  - message: 'token: {{{{ env.OTHER_TOKEN }}}}'\n"),
+    );
+    let owner = write_job(
+        dir.path(),
+        "owner.yaml",
+        &format!("name: owner\n{base}secrets: [OTHER_TOKEN]\nsteps:\n  - message: hi\n"),
+    );
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("OTHER_TOKEN", "planted-other-token-5a6b")
+        .args(["plan", "--json"])
+        .args([&reader, &owner])
+        .output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(!out.stdout.contains("planted-other-token") && !out.stderr.contains("planted-other-token"));
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("would render a secret") && text.contains("OTHER_TOKEN"), "{text}");
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("OTHER_TOKEN", "planted-other-token-5a6b")
+        .args(["validate"])
+        .args([&reader, &owner])
+        .output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("reader.yaml:5:25"), "the error points at the template: {}", out.stderr);
+}
+
+/// Two runs of a matrix that name one Runtime API session would attach to one sandbox, and the first to
+/// end would stop it under the other: refused at validate time.
+#[test]
+fn matrix_runs_sharing_a_runtime_session_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = "sandbox:\n  kind: runtime\n  api_url: https://runtime.example.com\n  api_key: ${RUNTIME_API_KEY}\n  image: img\n";
+    let shared = write_job(
+        dir.path(),
+        "shared.yaml",
+        &format!(
+            "name: s\nmatrix: {{n: [1, 2]}}\n{sandbox}  session_id: nightly\nllm: {{model: m}}\nsteps:\n  - message: hi\n"
+        ),
+    );
+    let out = Ohrun::new().current_dir(dir.path()).args(["validate"]).args([&shared]).output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("2 runs would share the Runtime API session `nightly`"), "{}", out.stderr);
+    assert!(out.stderr.contains("shared.yaml:8:15"), "{}", out.stderr);
+    let own = write_job(
+        dir.path(),
+        "own.yaml",
+        &format!(
+            "name: s\nmatrix: {{n: [1, 2]}}\n{sandbox}  session_id: 'nightly-{{{{ n }}}}'\nllm: {{model: m}}\nsteps:\n  - message: hi\n"
+        ),
+    );
+    let out = Ohrun::new().current_dir(dir.path()).args(["validate"]).args([&own]).output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}

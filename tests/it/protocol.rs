@@ -279,8 +279,11 @@ fn frames_ohrun_cannot_read_are_logged_raw_and_never_end_a_step() {
 fn under_nohup_a_hangup_does_not_count_and_ctrl_c_still_stops_the_run() {
     let server = shared();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("script.yaml"), "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n")
-        .unwrap();
+    std::fs::write(
+        dir.path().join("script.yaml"),
+        "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n",
+    )
+    .unwrap();
     let job = write_job(
         dir.path(),
         "job.yaml",

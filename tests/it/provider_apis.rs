@@ -75,11 +75,14 @@ fn a_provider_answer_that_echoes_the_key_is_masked_and_seen_when_redaction_is_of
         let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults { failing_creates: 1, ..Faults::default() });
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("script.yaml"), "replies: []\n").unwrap();
-        let sandbox = sandbox_yaml(&Api::Cloud, &emu.url, &format!("  working_dir: {}\n", dir.path().join("ws").display()));
+        let sandbox =
+            sandbox_yaml(&Api::Cloud, &emu.url, &format!("  working_dir: {}\n", dir.path().join("ws").display()));
         let job = write_job(
             dir.path(),
             "job.yaml",
-            &format!("name: echo\nsandbox:\n{sandbox}llm: {{model: m}}\nsteps:\n  - message: hi\nrehearsal: script.yaml\n"),
+            &format!(
+                "name: echo\nsandbox:\n{sandbox}llm: {{model: m}}\nsteps:\n  - message: hi\nrehearsal: script.yaml\n"
+            ),
         );
         let mut cmd = Ohrun::new()
             .current_dir(dir.path())
@@ -325,7 +328,9 @@ fn keys_in_the_conversation_never_go_over_plain_http_to_a_far_host() {
         let job = write_job(
             dir.path(),
             &format!("{name}.yaml"),
-            &format!("name: {name}\nsandbox: {{kind: remote, url: 'http://agent.example.com:8000', working_dir: /w}}\nllm: {llm}\n{extra}steps:\n  - message: hi\n"),
+            &format!(
+                "name: {name}\nsandbox: {{kind: remote, url: 'http://agent.example.com:8000', working_dir: /w}}\nllm: {llm}\n{extra}steps:\n  - message: hi\n"
+            ),
         );
         let out = Ohrun::new()
             .current_dir(dir.path())
@@ -348,7 +353,9 @@ fn keys_in_the_conversation_never_go_over_plain_http_to_a_far_host() {
         let job = write_job(
             dir.path(),
             "provider.yaml",
-            &format!("name: far-provider\nsandbox:\n{sandbox}llm: {{model: m}}\nsecrets: [MY_TOKEN]\nsteps:\n  - message: hi\n"),
+            &format!(
+                "name: far-provider\nsandbox:\n{sandbox}llm: {{model: m}}\nsecrets: [MY_TOKEN]\nsteps:\n  - message: hi\n"
+            ),
         );
         let out = Ohrun::new()
             .current_dir(dir.path())

@@ -271,7 +271,9 @@ fn the_probe_secret_is_masked_in_every_encoding_in_every_output_and_seen_when_re
     let (code, console, files) = run_probe_job(false);
     assert_eq!(code, 0, "{console}");
     let names: Vec<String> = files.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into()).collect();
-    for expected in ["run.json", "events.jsonl", "report.html", "summary.json", "junit.xml", "1.diff", "step-summary.md"] {
+    for expected in
+        ["run.json", "events.jsonl", "report.html", "summary.json", "junit.xml", "1.diff", "step-summary.md"]
+    {
         assert!(names.iter().any(|n| n == expected), "{expected} was written: {names:?}");
     }
     for (name, form) in probe_forms() {
