@@ -105,6 +105,21 @@ fn open_in_browser(target: &std::ffi::OsStr) {
     }
 }
 
+const LAUNCHER_FILE: &str = "open.html";
+
+/// A page only the user can read that sends the browser on to `url`: what `xdg-open` is given instead of
+/// the URL itself, whose token any local user could read in the process table.
+fn launcher(url: &str) -> std::io::Result<tempfile::TempDir> {
+    use std::io::Write;
+    let dir = tempfile::Builder::new().prefix("ohrun-view-").tempdir()?; // 0700
+    let mut page = crate::report::writer::create_private(&dir.path().join(LAUNCHER_FILE))?;
+    write!(
+        page,
+        "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={url}\"><title>ohrun view</title><a href=\"{url}\">{url}</a>\n"
+    )?;
+    Ok(dir)
+}
+
 /// What the server knows: the directory it serves, the token every URL carries and the port it is on.
 struct Served {
     root: PathBuf,
@@ -145,9 +160,17 @@ fn serve(dir: &Path, port: u16, open: bool) -> i32 {
         let url = format!("http://{addr}/{token}/");
         println!("{url}");
         eprintln!("serving {} at {url} (pages follow the reports as they change); Ctrl-C stops", root.display());
-        if open {
-            open_in_browser(url.as_ref());
-        }
+        // Kept until the server stops: the browser may read it late.
+        let _launcher = open.then(|| match launcher(&url) {
+            Ok(dir) => {
+                open_in_browser(dir.path().join(LAUNCHER_FILE).as_os_str());
+                Some(dir)
+            }
+            Err(e) => {
+                eprintln!("warning: cannot open a browser ({e}); open the URL above");
+                None
+            }
+        });
         let served = Arc::new(Served { root, token, port: addr.port() });
         let app = axum::Router::new().fallback(axum::routing::get(handle)).with_state(served);
         let stop = async {
@@ -172,11 +195,14 @@ fn serve(dir: &Path, port: u16, open: bool) -> i32 {
     })
 }
 
-/// Every request: the Host must be this server's (no DNS rebinding), the path must start with the token,
-/// and what it names must be a report artifact.
+/// Every request: the Host must be this server's (no DNS rebinding), and so must the authority of a
+/// request in absolute form (`GET http://host:port/…`), the path must start with the token, and what it
+/// names must be a report artifact.
 async fn handle(State(s): State<Arc<Served>>, headers: HeaderMap, uri: Uri) -> Response {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()));
-    if !host.is_some_and(|h| host_allowed(h, s.port)) {
+    let authority = uri.authority().map(|a| a.as_str());
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(authority);
+    let ours = |h: Option<&str>| h.is_some_and(|h| host_allowed(h, s.port));
+    if !ours(host) || (authority.is_some() && !ours(authority)) {
         return (StatusCode::MISDIRECTED_REQUEST, "this server answers only to 127.0.0.1, localhost and [::1]\n")
             .into_response();
     }

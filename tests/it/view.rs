@@ -477,6 +477,43 @@ fn view_serve_answers_only_to_its_own_host_names() {
     for host in [format!("localhost:{port}"), format!("[::1]:{port}"), s.base.clone()] {
         assert_eq!(get_as(&s.base, &host, &path).0, 200, "Host {host}");
     }
+    // A request in absolute form names its authority in the request line: a foreign one is refused even
+    // with a Host header of ours.
+    let absolute = format!("http://attacker.example:{port}{path}");
+    let (status, head, body) = get_as(&s.base, &s.base, &absolute);
+    assert_eq!(status, 421, "{absolute}: {head}");
+    assert!(!body.contains("\"runs\""), "{body}");
+    assert_eq!(get_as(&s.base, &s.base, &format!("http://{}{path}", s.base)).0, 200);
+}
+
+/// With a display, `view --serve` opens the browser on a private launcher page: the URL's token is in
+/// that file (mode 0600), never in the opener's arguments, which every local user can read.
+#[test]
+fn view_serve_never_puts_its_token_in_a_process_argument() {
+    let b = batch();
+    let bin = tempfile::tempdir().unwrap();
+    let log = bin.path().join("xdg-open.log");
+    let opener = bin.path().join("xdg-open");
+    std::fs::write(
+        &opener,
+        format!("#!/bin/sh\n{{ printf 'argv: %s\\n' \"$*\"; stat -c 'mode: %a' \"$1\"; cat \"$1\"; }} > {}.tmp; mv {0}.tmp {0}\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&opener, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let mut child =
+        Ohrun::new().env("PATH", path).env("DISPLAY", ":99").args(["view", "--serve"]).args([&b.dir]).spawn();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.find_map(|l| l.ok().filter(|l| l.starts_with("http://"))).expect("view --serve prints its URL");
+    let token = url.trim().trim_end_matches('/').rsplit('/').next().unwrap().to_string();
+    assert_eq!(token.len(), 32, "{url}");
+    wait_until(Duration::from_secs(30), "the opener ran", || log.is_file());
+    signal(&child, libc::SIGINT);
+    let _ = child.wait();
+    let seen = std::fs::read_to_string(&log).unwrap();
+    let argv = seen.lines().next().unwrap();
+    assert!(argv.starts_with("argv: /") && !argv.contains(&token), "{seen}");
+    assert!(seen.contains("mode: 600") && seen.contains(url.trim()), "the launcher carries the URL, privately: {seen}");
 }
 
 #[test]
