@@ -100,10 +100,10 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
         plans.iter().enumerate().flat_map(|(p, plan)| (0..plan.runs.len()).map(move |r| (p, r))).collect();
     let _lock = match lock_batch_dir(&opts.out) {
         Ok(lock) => lock,
-        Err(message) => {
+        Err((code, message, hint)) => {
             console.error(&format!("error: {message}"));
-            console.error("hint: wait for it to finish, or give this batch another directory with `--out`");
-            return ExitCode::USAGE;
+            console.error(&format!("hint: {hint}"));
+            return code;
         }
     };
     // Every secret the runs will use is known to the redactor before batch.json is written.
@@ -171,14 +171,23 @@ fn lanes(plans: &[Plan], jobs: Option<usize>) -> Vec<(&'static str, usize)> {
     kinds.into_iter().map(|k| (k, default_jobs(k))).collect()
 }
 
-/// One ohrun process per batch directory at a time.
-fn lock_batch_dir(dir: &Path) -> Result<std::fs::File, String> {
-    create_dir(dir).map_err(|e| format!("cannot create the batch directory {}: {e}", dir.display()))?;
+/// One ohrun process per batch directory at a time. Another process holding it is a usage error (exit 2:
+/// wait, or use another directory); a directory that cannot be made or written is infrastructure (exit 3,
+/// as for any report that cannot be written).
+fn lock_batch_dir(dir: &Path) -> Result<std::fs::File, (i32, String, &'static str)> {
+    const WRITABLE: &str = "give the batch a directory you can write with `--out`, or fix its permissions";
+    create_dir(dir).map_err(|e| {
+        (ExitCode::INFRA, format!("cannot create the batch directory {}: {e}", dir.display()), WRITABLE)
+    })?;
     super::claim::lock(&dir.join(".ohrun-batch.lock")).map_err(|e| match e {
-        super::claim::Locked::By(holder) => {
-            format!("another ohrun ({holder}) is running the batch in {} right now", dir.display())
+        super::claim::Locked::By(holder) => (
+            ExitCode::USAGE,
+            format!("another ohrun ({holder}) is running the batch in {} right now", dir.display()),
+            "wait for it to finish, or give this batch another directory with `--out`",
+        ),
+        super::claim::Locked::Io(e) => {
+            (ExitCode::INFRA, format!("cannot lock the batch directory {}: {e}", dir.display()), WRITABLE)
         }
-        super::claim::Locked::Io(e) => format!("cannot lock the batch directory {}: {e}", dir.display()),
     })
 }
 

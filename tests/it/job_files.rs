@@ -348,3 +348,21 @@ fn matrix_runs_sharing_a_runtime_session_are_refused() {
     let out = Ohrun::new().current_dir(dir.path()).args(["validate"]).args([&own]).output();
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+/// `--out` where no directory can be made is infrastructure (exit 3, as for any report that cannot be
+/// written) with the reason, not the hint meant for a batch another ohrun holds.
+#[test]
+fn an_unwritable_out_is_exit_3_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-file"), "").unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: nowhere\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: hi\n",
+    );
+    let out =
+        Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse", "--out", "a-file/batch"]).args([&job]).output();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot create the batch directory a-file/batch"), "{}", out.stderr);
+    assert!(out.stderr.contains("a directory you can write") && !out.stderr.contains("wait for it"), "{}", out.stderr);
+}
