@@ -94,7 +94,7 @@ impl DockerBackend {
         let docker = connect().await?;
         self.docker = Some(docker.clone());
         let mut cancel = ctx.cancel.clone();
-        image::ensure(&docker, &self.settings.image, ctx.progress, &mut cancel).await?;
+        image::ensure(&docker, &self.settings.image, image::HostPackages::Never, ctx.progress, &mut cancel).await?;
         let key = super::random_key();
         let host_network = self.settings.network.as_deref() == Some("host");
         ctx.ledger.open("docker", |_| {})?;

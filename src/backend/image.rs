@@ -66,11 +66,20 @@ pub fn venv_volume(image: &str) -> Option<String> {
     (image == DEFAULT_IMAGE).then(|| format!("ohrun-agent-server-venv-{}", inputs()))
 }
 
+/// Whether building the default image may install what it needs on the host (debootstrap, with apt-get):
+/// only `ohrun setup docker` may, and says so; a run never changes the host.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HostPackages {
+    MayInstall,
+    Never,
+}
+
 /// Makes sure `image` is on the engine: the default image is built when missing or out of date, and its
 /// venv volume filled when missing; any other image must be there already.
 pub async fn ensure(
     docker: &Docker,
     image: &str,
+    host: HostPackages,
     progress: &(dyn Fn(&str) + Sync),
     cancel: &mut Cancel,
 ) -> Result<(), Error> {
@@ -98,7 +107,7 @@ pub async fn ensure(
         let why = if found.is_some() { "is out of date" } else { "is not on this Docker engine yet" };
         progress(&format!("the image {image} {why}: building it now, offline (a few minutes, once)"));
         let started = std::time::Instant::now();
-        build(docker, image, &wanted, progress, cancel).await?;
+        build(docker, image, &wanted, host, progress, cancel).await?;
         progress(&format!("built {image} in {:.0}s", started.elapsed().as_secs_f64()));
     }
     if !volume_filled(docker, &volume).await? {
@@ -222,6 +231,7 @@ async fn build(
     docker: &Docker,
     tag: &str,
     inputs: &str,
+    host: HostPackages,
     progress: &(dyn Fn(&str) + Sync),
     cancel: &mut Cancel,
 ) -> Result<(), Error> {
@@ -229,7 +239,7 @@ async fn build(
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| Error::failed(format!("cannot create {}: {e}", work.display())))?;
     let rootfs = work.join("rootfs");
-    debootstrap(&rootfs, progress, cancel).await?;
+    debootstrap(&rootfs, host, progress, cancel).await?;
     let base = format!("ohrun/agent-server-base:{inputs}");
     progress(&format!("importing the root filesystem as {base}"));
     import(docker, &rootfs, &base).await?;
@@ -244,23 +254,42 @@ async fn build(
     result
 }
 
+/// Whether debootstrap is to be installed first (with apt-get, as root): only when it is missing and the
+/// caller may change the host (`ohrun setup docker`); a run that needs it says how to get it instead.
+fn install_debootstrap(host: HostPackages, found: bool, can_apt: bool) -> Result<bool, Error> {
+    let missing = || Error::failed("building the agent-server image needs debootstrap, which is not installed");
+    match (found, host, can_apt) {
+        (true, _, _) => Ok(false),
+        (false, HostPackages::Never, _) => Err(missing().hint(
+            "run `sudo ohrun setup docker` once (it installs debootstrap with apt-get and builds the image), or install debootstrap yourself, or name an image you have in `sandbox.image`",
+        )),
+        (false, HostPackages::MayInstall, true) => Ok(true),
+        (false, HostPackages::MayInstall, false) => Err(missing().hint(
+            "install it (`sudo apt-get install debootstrap`) and run `sudo ohrun setup docker`, or name an image you have in `sandbox.image`",
+        )),
+    }
+}
+
 /// A minimal Debian with Python, tmux and git, in `rootfs`. debootstrap's downloads are cached in ohrun's
 /// cache, so a rebuild does not fetch them again.
-async fn debootstrap(rootfs: &Path, progress: &(dyn Fn(&str) + Sync), cancel: &mut Cancel) -> Result<(), Error> {
-    if which("debootstrap").is_none() {
-        if which("apt-get").is_some() && unsafe { libc::geteuid() } == 0 {
-            progress("installing debootstrap with apt-get");
-            install::run(tokio::process::Command::new("apt-get").args(["update", "-qq"]), progress, cancel).await?;
-            install::run(
-                tokio::process::Command::new("apt-get").args(["install", "-y", "-qq", "debootstrap"]),
-                progress,
-                cancel,
-            )
-            .await?;
-        } else {
-            return Err(Error::failed("building the agent-server image needs debootstrap, which is not installed")
-                .hint("install it (`sudo apt-get install debootstrap`) and run `sudo ohrun setup docker`, or name an image you have in `sandbox.image`"));
-        }
+async fn debootstrap(
+    rootfs: &Path,
+    host: HostPackages,
+    progress: &(dyn Fn(&str) + Sync),
+    cancel: &mut Cancel,
+) -> Result<(), Error> {
+    let can_apt = which("apt-get").is_some() && unsafe { libc::geteuid() } == 0;
+    if install_debootstrap(host, which("debootstrap").is_some(), can_apt)? {
+        progress(
+            "installing the host package debootstrap with apt-get (only `ohrun setup docker` installs host packages)",
+        );
+        install::run(tokio::process::Command::new("apt-get").args(["update", "-qq"]), progress, cancel).await?;
+        install::run(
+            tokio::process::Command::new("apt-get").args(["install", "-y", "-qq", "debootstrap"]),
+            progress,
+            cancel,
+        )
+        .await?;
     }
     let cache = install::home().join("debootstrap-cache");
     std::fs::create_dir_all(&cache).map_err(|e| Error::failed(format!("cannot create {}: {e}", cache.display())))?;
@@ -456,4 +485,20 @@ async fn run_and_commit(docker: &Docker, id: &str, tag: &str, inputs: &str, canc
         .await
         .map_err(|e| Error::failed(format!("committing the image failed: {e}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_setup_ever_installs_debootstrap() {
+        use HostPackages::*;
+        assert!(!install_debootstrap(Never, true, true).unwrap());
+        assert!(!install_debootstrap(MayInstall, true, true).unwrap());
+        assert!(install_debootstrap(MayInstall, false, true).unwrap());
+        let run = install_debootstrap(Never, false, true).unwrap_err();
+        assert!(run.hint.as_deref().unwrap_or_default().contains("ohrun setup docker"), "{run:?}");
+        assert!(install_debootstrap(MayInstall, false, false).is_err());
+    }
 }

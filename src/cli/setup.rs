@@ -21,7 +21,8 @@ pub fn run(what: &str) -> i32 {
                 .map(|cmd| format!("agent-server {} is ready: {}", install::AGENT_SERVER_VERSION, cmd.join(" "))),
             _ => {
                 let engine = docker::connect().await?;
-                image::ensure(&engine, image::DEFAULT_IMAGE, &progress, &mut cancel).await?;
+                image::ensure(&engine, image::DEFAULT_IMAGE, image::HostPackages::MayInstall, &progress, &mut cancel)
+                    .await?;
                 Ok(format!("image {} is ready", image::DEFAULT_IMAGE))
             }
         }

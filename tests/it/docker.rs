@@ -1,6 +1,6 @@
 //! The docker sandbox on the real Docker engine. The default image is ohrun's own: the first test that
-//! needs it makes ohrun build it (as a user's first docker job would; locked, so parallel tests build it
-//! once). Without an engine these tests fail, unless `OHRUN_TEST_SKIP_DOCKER=1` says to skip them.
+//! needs it runs `ohrun setup docker` (as a user would before a first docker job; locked, so parallel
+//! tests build it once). Without an engine these tests fail, unless `OHRUN_TEST_SKIP_DOCKER=1` says to skip them.
 
 use crate::support::*;
 use serde_json::Value;
@@ -18,9 +18,16 @@ pub(crate) fn docker(args: &[&str]) -> (bool, String) {
     }
 }
 
-/// True when there is an engine; without one the test fails, unless OHRUN_TEST_SKIP_DOCKER=1.
+/// True when there is an engine and ohrun's default image is on it; without an engine the test fails,
+/// unless OHRUN_TEST_SKIP_DOCKER=1. The image is made by `ohrun setup docker` on first need (once, locked),
+/// as a user would: a run never builds what needs host packages (debootstrap), only `setup` does.
 pub(crate) fn engine_ready() -> bool {
     if docker(&["info"]).0 {
+        static SET_UP: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        SET_UP.get_or_init(|| {
+            let out = Ohrun::new().args(["setup", "docker"]).timeout(DOCKER_TIMEOUT).output();
+            assert_eq!(out.code, 0, "`ohrun setup docker` failed:\n{}", out.stderr);
+        });
         return true;
     }
     if std::env::var("OHRUN_TEST_SKIP_DOCKER").is_ok_and(|v| v == "1") {
