@@ -523,6 +523,41 @@ mod tests {
     }
 
     #[test]
+    fn credentials_in_urls_are_secrets() {
+        let s = spec(
+            "name: t\nsandbox: {kind: remote, url: 'http://127.0.0.1:9/${PREFIX}', working_dir: /w}\n\
+             llm: {model: m, base_url: 'https://bob:${PASS}@llm.example/v1?api_key=${QKEY}&region=eu-west'}\nsteps:\n  - message: hi\n",
+        );
+        let env = |n: &str| match n {
+            "PREFIX" => Some("url-path-token-77".to_string()),
+            "PASS" => Some("p@ss-word-99".to_string()),
+            "QKEY" => Some("query-key-value-55".to_string()),
+            _ => None,
+        };
+        resolve(&s, Path::new("."), None, &env).unwrap();
+        let text = "url-path-token-77 p@ss-word-99 p%40ss-word-99 query-key-value-55 bob eu-west";
+        assert_eq!(redact::apply(text), "*** *** *** *** bob eu-west");
+    }
+
+    #[test]
+    fn a_far_plain_http_server_is_refused_when_the_conversation_carries_a_key() {
+        let job = |extra: &str| {
+            spec(&format!(
+                "name: t\nsandbox: {{kind: remote, url: 'http://agent.example:8000', working_dir: /w{extra}}}\nllm: {{model: m, api_key: '${{K}}'}}\nsteps:\n  - message: hi\n"
+            ))
+        };
+        let env = |n: &str| (n == "K").then(|| "llm-key-over-http-31".to_string());
+        let refused = resolve(&job(""), Path::new("."), None, &env).unwrap_err();
+        assert!(refused.problems[0].contains("`sandbox.url` is plain http"), "{refused}");
+        assert!(resolve(&job(", allow_insecure_http: true"), Path::new("."), None, &env).is_ok());
+        // Without any key in the conversation, plain http is the user's business.
+        let keyless = spec(
+            "name: t\nsandbox: {kind: remote, url: 'http://agent.example:8000', working_dir: /w}\nllm: {model: m}\nsteps:\n  - message: hi\n",
+        );
+        assert!(resolve(&keyless, Path::new("."), None, &|_| None).is_ok());
+    }
+
+    #[test]
     fn the_llm_key_stays_secret_in_a_rehearsal() {
         let s = spec("name: t\nsandbox: {kind: local}\nllm: {model: m, api_key: '${KEY}'}\nsteps:\n  - message: hi\n");
         let env = |n: &str| (n == "KEY").then(|| "rehearsal-key-not-needed".to_string());
