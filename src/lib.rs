@@ -18,5 +18,6 @@ pub mod report;
 pub mod runner;
 pub mod schema;
 pub mod settings;
+pub mod stats;
 pub mod style;
 pub mod text;
