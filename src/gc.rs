@@ -61,9 +61,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Something may still be running that gc could not remove, check or identify.
-    pub fn failed(&self) -> bool {
-        self.items.iter().any(|i| matches!(i.state, State::Failed | State::Unidentified))
+    /// Something may still be running: gc could not remove, check or identify it, or (`--dry-run`) it is
+    /// left for gc to remove.
+    pub fn left_behind(&self) -> bool {
+        self.items.iter().any(|i| matches!(i.state, State::Failed | State::Unidentified | State::Left))
     }
 }
 

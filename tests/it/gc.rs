@@ -273,8 +273,9 @@ fn gc_after_sigkill(kind: Kind, name: &str) {
     assert!(left(&kind, &batch, &ids, &tmux) >= 2, "the killed batch left its sandboxes");
 
     let expected: BTreeSet<(String, String)> = ids.iter().map(|id| (id.clone(), kind_name(&kind).into())).collect();
+    // A dry run that finds something left says so in its exit code too (5, as gc that cannot remove it).
     let (code, dry, stderr) = gc(state.path(), &["--dry-run"], true);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 5, "{stderr}");
     assert_eq!(items(&dry, "left"), expected, "{dry}");
     assert_eq!(dry["items"].as_array().unwrap().len(), 2, "nothing else is listed: {dry}");
     assert!(left(&kind, &batch, &ids, &tmux) >= 2, "a dry run removes nothing");
@@ -415,7 +416,7 @@ fn gc_finds_a_local_server_whose_pid_was_never_recorded_by_its_state_directory()
             "report_dir": "/nowhere", "created_at": now, "state_dir": server_dir_path}}));
     std::fs::write(ledger.join("4194997-1.jsonl"), text).unwrap();
     let (code, dry, _) = gc(state.path(), &["--dry-run"], false);
-    assert_eq!((code, items(&dry, "left")), (0, BTreeSet::from([("unrecorded".into(), "local".into())])), "{dry}");
+    assert_eq!((code, items(&dry, "left")), (5, BTreeSet::from([("unrecorded".into(), "local".into())])), "{dry}");
     let (code, removed, _) = gc(state.path(), &[], false);
     assert_eq!((code, items(&removed, "removed")), (0, BTreeSet::from([("unrecorded".into(), "local".into())])));
     assert!(server.wait().unwrap().signal().is_some(), "the server was stopped");
@@ -453,7 +454,7 @@ fn gc_finds_a_container_by_its_ledger_label_and_only_for_its_own_ledger() {
     let ours = create(&ledger.join("4194998-1.jsonl").display().to_string(), "labelled-here");
     let theirs = create("/elsewhere/ledger/4194998-1.jsonl", "labelled-elsewhere");
     let (code, dry, stderr) = gc(state.path(), &["--dry-run"], false);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 5, "{stderr}");
     assert_eq!(items(&dry, "left"), BTreeSet::from([("labelled-here".into(), "docker".into())]), "{dry}");
     let (code, removed, stderr) = gc(state.path(), &[], false);
     assert_eq!(code, 0, "{stderr}");
