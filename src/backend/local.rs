@@ -20,6 +20,12 @@ use std::time::Duration;
 /// How long the server gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The name of every server's private state directory (under the temp dir), the only kind `gc` removes.
+pub const STATE_DIR_PREFIX: &str = "ohrun-agent-server-";
+/// In the server's environment (and so in every process it starts): its state directory. `gc` finds a
+/// server whose pid ohrun died before recording by this, which no unrelated process carries.
+pub const STATE_DIR_ENV: &str = "OHRUN_SERVER_STATE_DIR";
+
 #[derive(Clone, Debug)]
 pub struct LocalSettings {
     pub command: Option<Vec<String>>,
@@ -129,7 +135,7 @@ impl Local {
         self.log_file = Some(log_file.clone());
         let key = super::random_key();
         let state_dir = tempfile::Builder::new()
-            .prefix("ohrun-agent-server-")
+            .prefix(STATE_DIR_PREFIX)
             .tempdir()
             .map_err(|e| Error::failed(format!("cannot create a state directory: {e}")).hint("check TMPDIR"))?;
         let raw_log = state_dir.path().join("server.log");
@@ -138,7 +144,7 @@ impl Local {
         let copier = LogCopier::start(raw_log.clone(), &log_file)?;
         let pid = child.id().unwrap_or_default();
         self.pid = Some(pid);
-        ctx.ledger.update(|l| l.process = crate::ledger::Process::of(pid));
+        ctx.ledger.update(|l| l.process = crate::liveness::Procfs::system().process(pid));
         tracing::info!("started the agent-server (pid {pid}) on port {port}");
         let report_dir = ctx.report_dir.to_path_buf();
         let watchdog = Watchdog::start(pid, &state_dir.path().join("tmux"));
@@ -229,6 +235,7 @@ fn spawn(
             .env("OH_CONVERSATIONS_PATH", state_dir.join("conversations"))
             .env("OH_BASH_EVENTS_DIR", state_dir.join("bash_events"))
             .env("TMUX_TMPDIR", state_dir.join("tmux"))
+            .env(STATE_DIR_ENV, state_dir)
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .env("OPENHANDS_SUPPRESS_BANNER", "1");
         for (k, v) in env {

@@ -12,8 +12,13 @@ pub fn run(args: &GcArgs, quiet: bool) -> i32 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let opts =
-        Options { dry_run: args.dry_run, older_than: args.older_than.map(Into::into), dir: crate::ledger::dir() };
+    let opts = Options {
+        dry_run: args.dry_run,
+        older_than: args.older_than.map(Into::into),
+        dir: crate::ledger::dir(),
+        procfs: crate::liveness::Procfs::system(),
+        force_dead: args.force_dead.clone(),
+    };
     let _lock = match (!args.dry_run).then(|| lock(&opts.dir)).transpose() {
         Ok(lock) => lock,
         Err(e) => {

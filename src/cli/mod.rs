@@ -196,6 +196,10 @@ pub struct GcArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Count the ohrun process PID as gone where gc cannot tell whether it still runs (no procfs), so that
+    /// what it left is removed. Repeatable; never applies to a process that is known to run.
+    #[arg(long, value_name = "PID")]
+    pub force_dead: Vec<u32>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -185,9 +185,17 @@ fn sigint_during_a_cloud_batch_stops_every_run_and_deletes_every_sandbox() {
 
 /// `ohrun gc --json ARGS` with the ledgers in `state`.
 fn gc(state: &Path, args: &[&str], with_key: bool) -> (i32, Value, String) {
+    gc_env(state, args, with_key, &[])
+}
+
+/// `gc` with more environment.
+fn gc_env(state: &Path, args: &[&str], with_key: bool, env: &[(&str, &Path)]) -> (i32, Value, String) {
     let mut cmd = Ohrun::new().env("OHRUN_STATE_DIR", state).env_remove(KEY_VAR).args(["gc", "--json"]).args(args);
     if with_key {
         cmd = cmd.env(KEY_VAR, CLOUD_KEY);
+    }
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
     }
     let out = cmd.timeout(Duration::from_secs(120)).output();
     assert!(!out.stdout.contains(CLOUD_KEY) && !out.stderr.contains(CLOUD_KEY), "the key reached the console");
@@ -400,26 +408,121 @@ fn gc_never_signals_a_reused_pid_nor_what_a_running_ohrun_holds_and_respects_old
     let _ = reused.wait();
 }
 
-#[test]
-fn gc_finds_a_local_server_whose_pid_was_never_recorded_by_its_state_directory() {
-    // ohrun died between starting the server and recording its pid: the entry names only the server's
-    // private state directory, which the server runs in (a `sleep` stands in for it).
-    let state = tempfile::tempdir().unwrap();
-    let ledger = state.path().join("ledger");
+/// A `sleep 120` standing in for a server (or an ohrun), killed when the test ends however it ends.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn start(configure: impl FnOnce(&mut std::process::Command)) -> Sleeper {
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("120");
+        configure(&mut cmd);
+        Sleeper(cmd.spawn().unwrap())
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Still running (not even exited and waiting to be reaped).
+    fn running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A private directory named like a local server's state directory, the only kind gc removes.
+fn server_state_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("ohrun-agent-server-").tempdir().unwrap()
+}
+
+/// The ledger of a gone ohrun (`owner`) with one local entry naming `sandbox` (besides backend, run id, …).
+fn local_ledger(state: &Path, owner: Value, run: &str, sandbox: Value) -> PathBuf {
+    let ledger = state.join("ledger");
     std::fs::create_dir_all(&ledger).unwrap();
-    let server_dir = tempfile::tempdir().unwrap();
-    let server_dir_path = std::fs::canonicalize(server_dir.path()).unwrap();
-    let mut server = std::process::Command::new("sleep").arg("120").current_dir(&server_dir_path).spawn().unwrap();
     let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-    let text = line(json!({"op": "owner", "process": {"pid": 4_194_997, "start": 1}, "ohrun": "0", "created_at": now}))
-        + &line(json!({"op": "entry", "n": 1, "sandbox": {"backend": "local", "run_id": "unrecorded",
-            "report_dir": "/nowhere", "created_at": now, "state_dir": server_dir_path}}));
-    std::fs::write(ledger.join("4194997-1.jsonl"), text).unwrap();
+    let mut entry = json!({"backend": "local", "run_id": run, "report_dir": "/nowhere", "created_at": now});
+    entry.as_object_mut().unwrap().extend(sandbox.as_object().unwrap().clone());
+    let file = ledger.join(format!("{}-{}.jsonl", owner["pid"], owner["start"]));
+    let text = line(json!({"op": "owner", "process": owner, "ohrun": "0", "created_at": now}))
+        + &line(json!({"op": "entry", "n": 1, "sandbox": entry}));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn gc_finds_a_local_server_whose_pid_was_never_recorded_by_its_environment_never_its_directory() {
+    // ohrun died between starting the server and recording its pid: the entry names only the server's
+    // private state directory, which the server carries in its environment (a `sleep` stands in for it).
+    // A process that merely runs in that directory (a shell someone opened there) is not the server.
+    let state = tempfile::tempdir().unwrap();
+    let server_dir = server_state_dir();
+    let server_dir_path = std::fs::canonicalize(server_dir.path()).unwrap();
+    let mut server = Sleeper::start(|c| {
+        c.env("OHRUN_SERVER_STATE_DIR", &server_dir_path);
+    });
+    let mut bystander = Sleeper::start(|c| {
+        c.current_dir(&server_dir_path);
+    });
+    let owner = json!({"pid": 4_194_997, "start": 1});
+    local_ledger(state.path(), owner, "unrecorded", json!({"state_dir": server_dir_path}));
     let (code, dry, _) = gc(state.path(), &["--dry-run"], false);
     assert_eq!((code, items(&dry, "left")), (5, BTreeSet::from([("unrecorded".into(), "local".into())])), "{dry}");
+    let detail = dry["items"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("agent-server pid {} in", server.pid())), "only the server is named: {detail}");
     let (code, removed, _) = gc(state.path(), &[], false);
     assert_eq!((code, items(&removed, "removed")), (0, BTreeSet::from([("unrecorded".into(), "local".into())])));
-    assert!(server.wait().unwrap().signal().is_some(), "the server was stopped");
+    assert!(server.0.wait().unwrap().signal().is_some(), "the server was stopped");
+    assert!(bystander.running(), "a process that only runs in the state directory was signalled");
+    assert!(!server_dir_path.exists(), "the state directory was removed");
+}
+
+#[test]
+fn without_procfs_gc_removes_nothing_whose_owner_may_run_and_says_why() {
+    // The ledger's owner: a pid that runs, recorded with another start time (with procfs: a reused pid,
+    // the owner is gone). Its server still runs, in its state directory.
+    let state = tempfile::tempdir().unwrap();
+    let no_procfs = tempfile::tempdir().unwrap();
+    let owner = Sleeper::start(|_| {});
+    let mut server = Sleeper::start(|_| {});
+    let server_dir = server_state_dir();
+    let process = json!({"pid": server.pid(), "start": start_time(server.pid())});
+    let sandbox = json!({"process": process, "state_dir": server_dir.path()});
+    let ledger = local_ledger(state.path(), json!({"pid": owner.pid(), "start": 1}), "no-procfs", sandbox);
+    let without = [("OHRUN_PROCFS", no_procfs.path())];
+
+    // Whether the owner runs cannot be told: in use, and why, with the way out.
+    let (code, outcome, stderr) = gc_env(state.path(), &[], false, &without);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(items(&outcome, "in_use"), BTreeSet::from([("no-procfs".into(), "local".into())]), "{outcome}");
+    let detail = outcome["items"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("cannot tell whether"), "{detail}");
+    assert!(detail.contains(&format!("--force-dead {}", owner.pid())), "{detail}");
+    assert!(server.running() && server_dir.path().exists(), "something of a sandbox in use was removed");
+    // The human form says it too.
+    let human =
+        Ohrun::new().env("OHRUN_STATE_DIR", state.path()).env("OHRUN_PROCFS", no_procfs.path()).args(["gc"]).output();
+    assert!(human.stderr.contains("in use: local of run no-procfs: cannot tell whether"), "{}", human.stderr);
+
+    // Forced: the owner counts as gone, but whether its server is still that very process cannot be told
+    // either: not signalled, exit 5.
+    let (code, outcome, stderr) = gc_env(state.path(), &["--force-dead", &owner.pid().to_string()], false, &without);
+    assert_eq!(code, 5, "{stderr}");
+    assert_eq!(items(&outcome, "failed"), BTreeSet::from([("no-procfs".into(), "local".into())]), "{outcome}");
+    assert!(server.running() && server_dir.path().exists(), "a server gc cannot identify was touched");
+    assert!(ledger.exists(), "an entry gc could not remove is kept");
+
+    // With procfs the owner is gone (its pid runs another process): the server and its directory go.
+    let (code, outcome, stderr) = gc(state.path(), &[], false);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(items(&outcome, "removed"), BTreeSet::from([("no-procfs".into(), "local".into())]), "{outcome}");
+    assert!(server.0.wait().unwrap().signal().is_some(), "the server was stopped");
+    assert!(!server_dir.path().exists(), "its state directory was removed");
 }
 
 #[test]
