@@ -249,7 +249,9 @@ fn spawn_sandbox(id: &str, faults: &Faults) -> Sandbox {
     let port = free_port();
     let state = tempfile::tempdir().unwrap();
     let key = format!("emulated-session-{}", uuid::Uuid::new_v4().simple());
-    let child = spawn_agent_server(port, &key, state.path(), &[]);
+    // Its temp files (the diff snapshots among them) go with the sandbox, as on a provider's machine.
+    let tmp = state.path().to_str().expect("a UTF-8 temp dir");
+    let child = spawn_agent_server(port, &key, state.path(), &[("TMPDIR", tmp)]);
     let proxy = proxied.then(|| Arc::new(crate::proxy::Proxy::start(&format!("127.0.0.1:{port}"))));
     Sandbox {
         id: id.to_string(),
