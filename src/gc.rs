@@ -11,7 +11,7 @@ use crate::backend::{Backend, Released};
 use crate::ledger::{self, Process, Sandbox};
 use crate::liveness::{Liveness, Procfs};
 use serde::Serialize;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -86,9 +86,10 @@ pub async fn collect(opts: &Options) -> Outcome {
     let mut out = Outcome { dry_run: opts.dry_run, items: Vec::new() };
     let mut docker = LazyDocker::default();
     let files = ledger::read_all(&opts.dir);
+    let holders: Vec<Option<String>> = files.iter().map(|f| held_by(f, opts)).collect();
+    let sessions = held_sessions(&files, &holders);
     let mut handled: HashSet<String> = HashSet::new();
-    for file in &files {
-        let held = held_by(file, opts);
+    for (file, held) in files.iter().zip(&holders) {
         let mut keep = BTreeSet::new();
         for (n, (sandbox, closed)) in &file.entries {
             let item = |state, detail: String| Item {
@@ -112,12 +113,17 @@ pub async fn collect(opts: &Options) -> Outcome {
                 }
                 Some("kept") => entry(sandbox, &label, &mut docker, opts, true).await,
                 Some(_) => continue,
+                // A session the gone run only attached to was never its to remove.
+                None if sandbox.attached => continue,
                 None if younger(sandbox, opts.older_than) => (State::Younger, String::new()),
-                None => entry(sandbox, &label, &mut docker, opts, false).await,
+                None => match session(sandbox).and_then(|key| sessions.get(&key)) {
+                    Some(why) => (State::InUse, format!("the same session is in use: {why}")),
+                    None => entry(sandbox, &label, &mut docker, opts, false).await,
+                },
             };
             // Every container carries its entry's label: that is how the second net knows it is handled.
             handled.insert(label);
-            if matches!(state.0, State::Failed | State::Younger | State::Kept | State::Left)
+            if matches!(state.0, State::Failed | State::Younger | State::Kept | State::Left | State::InUse)
                 || (state.0 == State::Unidentified && opts.dry_run)
             {
                 keep.insert(*n);
@@ -133,6 +139,23 @@ pub async fn collect(opts: &Options) -> Outcome {
     }
     labelled_containers(&mut out, &handled, &mut docker, opts).await;
     out
+}
+
+/// A Runtime session as several ledgers may name it (a fixed `session_id`): its API and id.
+fn session(s: &Sandbox) -> Option<(String, String)> {
+    let api = s.api_url.as_deref()?.trim_end_matches('/').to_string();
+    (s.backend == "runtime").then_some((api, s.id.clone()?))
+}
+
+/// The Runtime sessions that a ledger gc must not act on has open — started or attached to — with why:
+/// the entry a gone run left for the same session must not stop it under a running one.
+fn held_sessions(files: &[ledger::File], holders: &[Option<String>]) -> HashMap<(String, String), String> {
+    let held = files.iter().zip(holders).filter_map(|(file, why)| Some((file, why.as_ref()?)));
+    held.flat_map(|(file, why)| {
+        let open = file.entries.values().filter(|(_, closed)| closed.is_none());
+        open.filter_map(|(sandbox, _)| Some((session(sandbox)?, why.clone())))
+    })
+    .collect()
 }
 
 /// Why a ledger file is not gc's to act on: its ohrun still runs (or gc cannot tell that it does not), or

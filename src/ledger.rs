@@ -58,6 +58,10 @@ pub struct Sandbox {
     /// A Runtime session released by pausing it rather than stopping it.
     #[serde(default)]
     pub pause_on_close: bool,
+    /// Not created by this run: a Runtime session it attached to (named by the job's `session_id`). Never
+    /// removed; recorded so that `gc` knows a running ohrun uses it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attached: bool,
     /// Labels the container carries.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -263,9 +267,10 @@ impl Slot {
         crate::runner::signal::released(&self.run_id);
     }
 
-    /// What a third signal lists: sandboxes that outlive ohrun (a local server dies with its watchdog).
+    /// What a third signal lists: sandboxes that outlive ohrun (a local server dies with its watchdog; a
+    /// session ohrun only attached to is not its to leave).
     fn note_holding(&self, s: &Sandbox) {
-        if s.backend == "local" {
+        if s.backend == "local" || s.attached {
             return;
         }
         let id = s.id.as_deref().unwrap_or("(its id not known yet)");

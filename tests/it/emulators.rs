@@ -467,7 +467,8 @@ async fn rt_start(
     if body.get("image").and_then(Value::as_str).is_none() {
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"detail": "image is required"}))).into_response();
     }
-    if let Some(existing) = shared.sandboxes.lock().unwrap().get(&sid) {
+    // A session that exists is returned as it is, unless it stopped: then it is started again.
+    if let Some(existing) = shared.sandboxes.lock().unwrap().get(&sid).filter(|s| s.status != "STOPPED") {
         return axum::Json(runtime_info(existing)).into_response();
     }
     *shared.creates.lock().unwrap() += 1;
