@@ -95,6 +95,8 @@ pub struct Shared {
     pub requests: Mutex<Vec<(String, String)>>,
     pub creates: Mutex<u32>,
     pub deletes: Mutex<u32>,
+    /// Lookups being held by `slow_lookups` right now.
+    pub held_lookups: Mutex<u32>,
 }
 
 pub struct Emulator {
@@ -168,6 +170,11 @@ impl Emulator {
 
     pub fn deletes(&self) -> u32 {
         *self.shared.deletes.lock().unwrap()
+    }
+
+    /// How many lookups `slow_lookups` holds right now.
+    pub fn held_lookups(&self) -> u32 {
+        *self.shared.held_lookups.lock().unwrap()
     }
 
     /// The provider pauses every running sandbox now (the server process is frozen).
@@ -344,7 +351,9 @@ async fn cloud_get(State(shared): State<Arc<Shared>>, headers: HeaderMap, RawQue
     let slow = shared.faults.lock().unwrap().slow_lookups;
     let running = shared.sandboxes.lock().unwrap().values().any(|s| s.status == "RUNNING");
     if let Some(delay) = slow.filter(|_| running) {
+        *shared.held_lookups.lock().unwrap() += 1;
         tokio::time::sleep(delay).await;
+        *shared.held_lookups.lock().unwrap() -= 1;
     }
     let boxes = shared.sandboxes.lock().unwrap();
     let items: Vec<Value> =

@@ -482,8 +482,8 @@ fn ctrl_c_is_served_while_a_provider_probe_hangs() {
     let (child, dir) =
         spawn(Api::Cloud, &emu, "probe-hangs", "  init_timeout: 120s\n", "steps:\n  - message: Wait.\n", script);
     wait_for_event(dir.path(), "probe-hangs", "MessageEvent", Duration::from_secs(120));
-    // The first probe (after 5 s) is now waiting on a provider that takes 40 s to answer.
-    std::thread::sleep(Duration::from_secs(7));
+    // Provisioning is over: a lookup the provider holds now is a probe, waiting 40 s for its answer.
+    wait_until(Duration::from_secs(30), "a probe waits on the provider", || emu.held_lookups() > 0);
     let signalled = std::time::Instant::now();
     signal(&child, libc::SIGINT);
     let out = wait_output(child, Duration::from_secs(90));
@@ -531,17 +531,36 @@ fn a_message_is_sent_once_even_when_the_sandbox_is_paused_while_it_is_sent() {
 
 #[test]
 fn a_third_signal_exits_at_once_naming_the_sandbox_left_and_a_hangup_is_a_first() {
-    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults::default());
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults { proxied: true, ..Faults::default() });
     let slow = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n";
     let (child, dir) = spawn(Api::Cloud, &emu, "thrice", "", "steps:\n  - message: Wait.\n", slow);
     wait_for_event(dir.path(), "thrice", "MessageEvent", Duration::from_secs(120));
-    // The first signal starts the graceful stop; before it can finish, two more: exit now.
+    // From now on the server answers nothing for a minute (its event socket stays open), so the graceful
+    // stop cannot get anywhere before the third signal. Each signal is sent once the one before it has
+    // shown in what ohrun asks the server, so none can merge with the next.
+    let proxy = emu.proxy().unwrap();
+    let requests = || proxy.requests_matching("").len();
+    let polls = || proxy.requests_matching("GET /api/conversations/").len();
+    let polled = polls();
+    proxy.add_rule(crate::proxy::Rule {
+        matches: |_| true,
+        times: u32::MAX,
+        action: crate::proxy::Action::Delay(Duration::from_secs(60)),
+    });
+    // The step's REST poll (every 5 s) is held too: it makes no other request meanwhile.
+    wait_until(Duration::from_secs(30), "the step's poll is held", || polls() > polled);
+    signal(&child, libc::SIGINT);
+    wait_until(Duration::from_secs(30), "the first signal interrupted the agent", || {
+        !proxy.requests_matching("/interrupt").is_empty()
+    });
+    let before_second = requests();
+    signal(&child, libc::SIGINT);
+    // The second stops waiting for the agent: the step ends and asks for its costs.
+    wait_until(Duration::from_secs(30), "the second signal ended the wait", || requests() > before_second);
     let signalled = std::time::Instant::now();
-    for _ in 0..3 {
-        signal(&child, libc::SIGINT);
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    signal(&child, libc::SIGINT);
     let out = wait_output(child, Duration::from_secs(30));
+    // The graceful stop would have waited for the server up to its 7 s budget.
     assert!(signalled.elapsed() < Duration::from_secs(5), "took {:?}", signalled.elapsed());
     assert_eq!(out.code, 5, "{}", out.stderr);
     let checkpoint = read_report(&dir.path().join("ohrun-reports/thrice/thrice/attempt-1"));
