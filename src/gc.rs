@@ -147,8 +147,8 @@ fn session(s: &Sandbox) -> Option<(String, String)> {
     (s.backend == "runtime").then_some((api, s.id.clone()?))
 }
 
-/// The Runtime sessions that a ledger gc must not act on has open — started or attached to — with why:
-/// the entry a gone run left for the same session must not stop it under a running one.
+/// The Runtime sessions open — started or attached to — in the ledgers gc must not act on (their ohrun
+/// runs, or may), with why: a gone run's entry for one of them must not stop it under the running one.
 fn held_sessions(files: &[ledger::File], holders: &[Option<String>]) -> HashMap<(String, String), String> {
     let held = files.iter().zip(holders).filter_map(|(file, why)| Some((file, why.as_ref()?)));
     held.flat_map(|(file, why)| {
@@ -500,13 +500,7 @@ mod local {
     /// there, its state directory.
     pub async fn remove(s: &Sandbox, procfs: &Procfs) -> Result<(), String> {
         let servers = servers(s, procfs)?;
-        let running = || servers.iter().filter(|p| procfs.liveness(p) == Liveness::Alive).collect::<Vec<_>>();
-        servers.iter().for_each(|p| signal_group(p, libc::SIGTERM));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !running().is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        running().into_iter().for_each(|p| signal_group(p, libc::SIGKILL));
+        stop(&servers, procfs).await;
         for socket in tmux_sockets(s) {
             let _ = tokio::process::Command::new("tmux")
                 .arg("-S")
@@ -517,17 +511,29 @@ mod local {
                 .await;
         }
         // A killed process and a tmux server told to stop take a moment to be gone.
+        let settled = || servers.iter().all(|p| procfs.liveness(p) != Liveness::Alive) && tmux_sockets(s).is_empty();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !(running().is_empty() && tmux_sockets(s).is_empty()) && Instant::now() < deadline {
+        while !settled() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if !(running().is_empty() && tmux_sockets(s).is_empty()) {
+        if !settled() {
             return Err("it is still running".into());
         }
         match state_dir(s) {
             Some(dir) => std::fs::remove_dir_all(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display())),
             None => Ok(()),
         }
+    }
+
+    /// TERM to each process's group, KILL to those still there after the grace.
+    async fn stop(servers: &[Process], procfs: &Procfs) {
+        let running = || servers.iter().filter(|p| procfs.liveness(p) == Liveness::Alive).collect::<Vec<_>>();
+        servers.iter().for_each(|p| signal_group(p, libc::SIGTERM));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        running().into_iter().for_each(|p| signal_group(p, libc::SIGKILL));
     }
 
     /// The server leads its own process group; signals go to the group only if that is still so.

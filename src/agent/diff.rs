@@ -23,8 +23,9 @@ const MAX_CHANGES: usize = 1000;
 /// How long one snapshot may take (a large workspace is hashed once, then git's stat cache helps).
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `$1`: the snapshot directory's name (in `$TMPDIR`, else `/tmp`), `$2`: the working directory, `$3`: `init` (take the base snapshots) or
-/// `diff` (snapshot again, print what changed since the last one, and keep the new one as the base).
+/// `$1`: the snapshot directory's name (in `$TMPDIR`, else `/tmp`), `$2`: the working directory, `$3`:
+/// `init` (take the base snapshots) or `diff` (snapshot again, print what changed since the last one,
+/// and keep the new one as the base).
 /// Output: `C <status>\t<path>` per change (`B` for a binary file; at most `MAX_CHANGES`), `T <changed
 /// paths>`, `N <insertions> <deletions>`, `W <warning>` when some files could not be read, then
 /// `@@ohrun-diff` and the unified diff (cut at `MAX_DIFF_BYTES` + 1). Any other failure: exit 3 with the
