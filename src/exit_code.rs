@@ -19,7 +19,8 @@ impl ExitCode {
     pub const INFRA: i32 = 3;
     /// A run stopped because it reached its budget (`limits.max_cost`).
     pub const BUDGET: i32 = 4;
-    /// A sandbox could not be released and may still be running (its id is in the report).
+    /// A sandbox could not be released and may still be running (its id is in the report). For `gc`:
+    /// something could not be removed, checked or identified, or (`--dry-run`) is left to remove.
     pub const LEFT_BEHIND: i32 = 5;
     /// Interrupted by SIGINT (Ctrl-C).
     pub const INTERRUPTED: i32 = 130;

@@ -1,15 +1,17 @@
 //! `ohrun gc`: finds what ohrun processes that are gone left behind, from their ledgers (`ledger.rs`), and
 //! removes it through the same release code the backends use. Never touches what no ledger entry or
 //! ohrun label names, nor what a running ohrun holds (its ledger's owner is alive), nor what was kept on
-//! purpose. Local servers are matched by pid + start time, so a reused pid is never signalled.
+//! purpose. Local servers are matched by pid + start time, so a reused pid is never signalled. Where gc
+//! cannot tell whether an owner still runs (no procfs) it counts as running, unless `--force-dead` names it.
 
 use crate::backend::cloud::{Cloud, CloudSettings};
 use crate::backend::docker::{self, DockerBackend};
 use crate::backend::runtime::{Runtime, RuntimeSettings};
 use crate::backend::{Backend, Released};
 use crate::ledger::{self, Process, Sandbox};
+use crate::liveness::{Liveness, Procfs};
 use serde::Serialize;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +21,10 @@ pub struct Options {
     pub older_than: Option<Duration>,
     /// The ledger directory.
     pub dir: PathBuf,
+    /// Where liveness is read.
+    pub procfs: Procfs,
+    /// Owners (pids) to count as gone where gc cannot tell (`--force-dead`).
+    pub force_dead: Vec<u32>,
 }
 
 /// What `gc` found (and did) for one entry.
@@ -61,9 +67,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Something may still be running that gc could not remove, check or identify.
-    pub fn failed(&self) -> bool {
-        self.items.iter().any(|i| matches!(i.state, State::Failed | State::Unidentified))
+    /// Something may still be running: gc could not remove, check or identify it, or (`--dry-run`) it is
+    /// left for gc to remove.
+    pub fn left_behind(&self) -> bool {
+        self.items.iter().any(|i| matches!(i.state, State::Failed | State::Unidentified | State::Left))
     }
 }
 
@@ -79,9 +86,10 @@ pub async fn collect(opts: &Options) -> Outcome {
     let mut out = Outcome { dry_run: opts.dry_run, items: Vec::new() };
     let mut docker = LazyDocker::default();
     let files = ledger::read_all(&opts.dir);
+    let holders: Vec<Option<String>> = files.iter().map(|f| held_by(f, opts)).collect();
+    let sessions = held_sessions(&files, &holders);
     let mut handled: HashSet<String> = HashSet::new();
-    for file in &files {
-        let held = held_by(file);
+    for (file, held) in files.iter().zip(&holders) {
         let mut keep = BTreeSet::new();
         for (n, (sandbox, closed)) in &file.entries {
             let item = |state, detail: String| Item {
@@ -105,12 +113,17 @@ pub async fn collect(opts: &Options) -> Outcome {
                 }
                 Some("kept") => entry(sandbox, &label, &mut docker, opts, true).await,
                 Some(_) => continue,
+                // A session the gone run only attached to was never its to remove.
+                None if sandbox.attached => continue,
                 None if younger(sandbox, opts.older_than) => (State::Younger, String::new()),
-                None => entry(sandbox, &label, &mut docker, opts, false).await,
+                None => match session(sandbox).and_then(|key| sessions.get(&key)) {
+                    Some(why) => (State::InUse, format!("the same session is in use: {why}")),
+                    None => entry(sandbox, &label, &mut docker, opts, false).await,
+                },
             };
             // Every container carries its entry's label: that is how the second net knows it is handled.
             handled.insert(label);
-            if matches!(state.0, State::Failed | State::Younger | State::Kept | State::Left)
+            if matches!(state.0, State::Failed | State::Younger | State::Kept | State::Left | State::InUse)
                 || (state.0 == State::Unidentified && opts.dry_run)
             {
                 keep.insert(*n);
@@ -128,19 +141,53 @@ pub async fn collect(opts: &Options) -> Outcome {
     out
 }
 
-/// Why a ledger file is not gc's to act on: its ohrun still runs, or it ran on another host (a shared
-/// home directory): that host's gc can tell whether its processes live.
-fn held_by(file: &ledger::File) -> Option<String> {
+/// A Runtime session as several ledgers may name it (a fixed `session_id`): its API and id.
+fn session(s: &Sandbox) -> Option<(String, String)> {
+    let api = s.api_url.as_deref()?.trim_end_matches('/').to_string();
+    (s.backend == "runtime").then_some((api, s.id.clone()?))
+}
+
+/// The Runtime sessions open — started or attached to — in the ledgers gc must not act on (their ohrun
+/// runs, or may), with why: a gone run's entry for one of them must not stop it under the running one.
+fn held_sessions(files: &[ledger::File], holders: &[Option<String>]) -> HashMap<(String, String), String> {
+    let held = files.iter().zip(holders).filter_map(|(file, why)| Some((file, why.as_ref()?)));
+    held.flat_map(|(file, why)| {
+        let open = file.entries.values().filter(|(_, closed)| closed.is_none());
+        open.filter_map(|(sandbox, _)| Some((session(sandbox)?, why.clone())))
+    })
+    .collect()
+}
+
+/// Why a ledger file is not gc's to act on: its ohrun still runs (or gc cannot tell that it does not), or
+/// it ran on another host (a shared home directory): that host's gc can tell whether its processes live.
+fn held_by(file: &ledger::File, opts: &Options) -> Option<String> {
     if !file.host.is_empty() && file.host != ledger::host() {
         return Some(format!("recorded on host {}: run gc there", file.host));
     }
     let owner = file.owner.clone().or_else(|| owner_from_name(&file.path))?;
-    owner.alive().then(|| format!("held by the running ohrun (pid {})", owner.pid))
+    owner_holds(&owner, opts)
+}
+
+/// Why what `owner` recorded is still its own: it runs, or gc cannot tell (and `--force-dead` does not
+/// name it). A process that is known to run is never forced.
+fn owner_holds(owner: &Process, opts: &Options) -> Option<String> {
+    let pid = owner.pid;
+    match opts.procfs.liveness(owner) {
+        Liveness::Dead => None,
+        Liveness::Alive if opts.force_dead.contains(&pid) => {
+            Some(format!("held by the running ohrun (pid {pid}; --force-dead does not apply: that very process runs)"))
+        }
+        Liveness::Alive => Some(format!("held by the running ohrun (pid {pid})")),
+        Liveness::Unknown(_) if opts.force_dead.contains(&pid) => None,
+        Liveness::Unknown(why) => Some(format!(
+            "cannot tell whether the ohrun that recorded it (pid {pid}) still runs ({why}); if it has gone: `ohrun gc --force-dead {pid}`"
+        )),
+    }
 }
 
 /// One entry whose owner is gone: look, then remove unless `--dry-run` (or kept).
 async fn entry(sandbox: &Sandbox, label: &str, docker: &mut LazyDocker, opts: &Options, kept: bool) -> (State, String) {
-    let look = look(sandbox, label, docker).await;
+    let look = look(sandbox, label, docker, &opts.procfs).await;
     match look {
         Look::Gone => (State::Gone, String::new()),
         Look::Unidentified => (State::Unidentified, unidentified(sandbox)),
@@ -149,7 +196,7 @@ async fn entry(sandbox: &Sandbox, label: &str, docker: &mut LazyDocker, opts: &O
         Look::Unknown(why) => (State::Failed, format!("cannot check it: {why}")),
         Look::Alive(what) if kept => (State::Kept, what),
         Look::Alive(what) if opts.dry_run => (State::Left, what),
-        Look::Alive(what) => match remove(sandbox, label, docker).await {
+        Look::Alive(what) => match remove(sandbox, label, docker, &opts.procfs).await {
             Ok(()) => (State::Removed, what),
             Err(e) => (State::Failed, format!("{what}: {e}")),
         },
@@ -179,9 +226,9 @@ fn owner_from_name(path: &Path) -> Option<Process> {
     Some(Process { pid: pid.parse().ok()?, start: start.parse().ok()?, boot: String::new() })
 }
 
-async fn look(s: &Sandbox, label: &str, docker: &mut LazyDocker) -> Look {
+async fn look(s: &Sandbox, label: &str, docker: &mut LazyDocker, procfs: &Procfs) -> Look {
     match s.backend.as_str() {
-        "local" => local::look(s),
+        "local" => local::look(s, procfs),
         "docker" => {
             let docker = match docker.get().await {
                 Ok(d) => d,
@@ -220,9 +267,9 @@ fn what(s: &Sandbox) -> String {
     }
 }
 
-async fn remove(s: &Sandbox, label: &str, docker: &mut LazyDocker) -> Result<(), String> {
+async fn remove(s: &Sandbox, label: &str, docker: &mut LazyDocker, procfs: &Procfs) -> Result<(), String> {
     let mut backend: Box<dyn Backend> = match s.backend.as_str() {
-        "local" => return local::remove(s).await,
+        "local" => return local::remove(s, procfs).await,
         "docker" => {
             let docker = docker.get().await?;
             let id = container_of(s, label, &docker).await.ok_or("it is gone")?;
@@ -346,7 +393,7 @@ async fn labelled_containers(out: &mut Outcome, handled: &HashSet<String>, docke
         let label = &labels[docker::LABEL_LEDGER];
         let short = &id[..id.len().min(12)];
         let ours = file.parent() == Some(dir.as_path());
-        let owner_alive = owner_from_name(file).is_some_and(|o| o.alive());
+        let owner_alive = owner_from_name(file).is_some_and(|o| owner_holds(&o, opts).is_some());
         let created = std::time::UNIX_EPOCH + Duration::from_secs(created.max(0) as u64);
         let young = opts.older_than.is_some_and(|d| SystemTime::now().duration_since(created).unwrap_or_default() < d);
         if !ours || owner_alive || young || handled.contains(label) {
@@ -375,34 +422,50 @@ async fn labelled_containers(out: &mut Outcome, handled: &HashSet<String>, docke
     }
 }
 
-/// A local agent-server left running: its process group (by pid + start time) and its tmux servers.
+/// A local agent-server left behind: its processes, its tmux servers and its private state directory (the
+/// conversations, the bash output, the server's log: what a run must not leave readable).
 mod local {
-    use super::{Look, Process, Sandbox};
+    use super::{Look, Sandbox};
+    use crate::backend::local::{STATE_DIR_ENV, STATE_DIR_PREFIX};
+    use crate::liveness::{Liveness, Process, Procfs};
     use std::path::{Path, PathBuf};
     use std::time::{Duration, Instant};
 
-    /// The server, if that very process still runs. An entry without one (ohrun died between starting
-    /// the server and recording it) is found by its working directory: the server runs in its private,
-    /// randomly named state directory, which nothing else uses.
-    fn server(s: &Sandbox) -> Option<Process> {
+    /// The server's processes that still run. With its pid recorded: that very process (pid + start
+    /// time). Without (ohrun died between starting it and recording it): the processes whose environment
+    /// carries its state directory as `STATE_DIR_ENV` — never a process that merely runs in that
+    /// directory. Err: gc cannot tell.
+    fn servers(s: &Sandbox, procfs: &Procfs) -> Result<Vec<Process>, String> {
+        use std::os::unix::ffi::OsStrExt;
         match &s.process {
-            Some(p) => Some(p.clone()).filter(|p| p.alive()),
-            None => s.state_dir.as_deref().and_then(running_in),
+            Some(p) => match procfs.liveness(p) {
+                Liveness::Alive => Ok(vec![p.clone()]),
+                Liveness::Dead => Ok(Vec::new()),
+                Liveness::Unknown(why) => Err(why),
+            },
+            None => {
+                let Some(dir) = &s.state_dir else { return Ok(Vec::new()) };
+                let entry = [STATE_DIR_ENV.as_bytes(), b"=", dir.as_os_str().as_bytes()].concat();
+                Ok(procfs.with_env(&entry)?.into_iter().filter_map(|pid| procfs.process(pid)).collect())
+            }
         }
     }
 
-    fn running_in(dir: &Path) -> Option<Process> {
-        let procs = std::fs::read_dir("/proc").ok()?;
-        procs
-            .flatten()
-            .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
-            .find(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir))
-            .and_then(Process::of)
+    /// The entry's state directory, if it is one ohrun made: a directory (not a link) of this user named
+    /// `ohrun-agent-server-…`. The path comes from a file, and gc removes it: nothing else is ever removed.
+    fn state_dir(s: &Sandbox) -> Option<&Path> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = s.state_dir.as_deref()?;
+        let named = dir.file_name()?.to_str()?.starts_with(STATE_DIR_PREFIX);
+        let meta = std::fs::symlink_metadata(dir).ok()?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let mine = meta.uid() == unsafe { libc::geteuid() };
+        (named && meta.is_dir() && mine).then_some(dir)
     }
 
     /// tmux sockets under the server's state directory that a server still answers on.
     fn tmux_sockets(s: &Sandbox) -> Vec<PathBuf> {
-        let Some(dir) = &s.state_dir else { return Vec::new() };
+        let Some(dir) = state_dir(s) else { return Vec::new() };
         let Ok(entries) = std::fs::read_dir(dir.join("tmux")) else { return Vec::new() };
         entries
             .flatten()
@@ -412,35 +475,34 @@ mod local {
             .collect()
     }
 
-    pub fn look(s: &Sandbox) -> Look {
-        let server = server(s);
+    pub fn look(s: &Sandbox, procfs: &Procfs) -> Look {
+        let servers = match servers(s, procfs) {
+            Ok(servers) => servers,
+            Err(why) => return Look::Unknown(format!("cannot tell whether its agent-server still runs: {why}")),
+        };
         let tmux = tmux_sockets(s).len();
         let mut parts = Vec::new();
-        if let Some(p) = server {
-            parts.push(format!("agent-server pid {}", p.pid));
+        if !servers.is_empty() {
+            let pids: Vec<String> = servers.iter().map(|p| p.pid.to_string()).collect();
+            parts.push(format!("agent-server pid {}", pids.join(", ")));
         }
         if tmux > 0 {
             parts.push(format!("{tmux} tmux server(s)"));
         }
-        if parts.is_empty() {
-            return Look::Gone;
-        }
-        let dir = s.state_dir.as_deref().map(Path::display).map(|d| format!(" in {d}")).unwrap_or_default();
-        Look::Alive(format!("{}{dir}", parts.join(" and ")))
+        let what = match (state_dir(s), parts.is_empty()) {
+            (None, true) => return Look::Gone,
+            (None, false) => parts.join(" and "),
+            (Some(dir), true) => format!("its state directory {}", dir.display()),
+            (Some(dir), false) => format!("{} in {}", parts.join(" and "), dir.display()),
+        };
+        Look::Alive(what)
     }
 
-    /// TERM to the server's process group, KILL after the grace, then its tmux servers and state dir.
-    pub async fn remove(s: &Sandbox) -> Result<(), String> {
-        if let Some(p) = server(s) {
-            signal_group(&p, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while p.alive() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if p.alive() {
-                signal_group(&p, libc::SIGKILL);
-            }
-        }
+    /// TERM to the server's process group, KILL after the grace, then its tmux servers; once nothing runs
+    /// there, its state directory.
+    pub async fn remove(s: &Sandbox, procfs: &Procfs) -> Result<(), String> {
+        let servers = servers(s, procfs)?;
+        stop(&servers, procfs).await;
         for socket in tmux_sockets(s) {
             let _ = tokio::process::Command::new("tmux")
                 .arg("-S")
@@ -451,19 +513,29 @@ mod local {
                 .await;
         }
         // A killed process and a tmux server told to stop take a moment to be gone.
+        let settled = || servers.iter().all(|p| procfs.liveness(p) != Liveness::Alive) && tmux_sockets(s).is_empty();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !matches!(look(s), Look::Gone) && Instant::now() < deadline {
+        while !settled() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        match look(s) {
-            Look::Gone => {
-                if let Some(dir) = &s.state_dir {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                Ok(())
-            }
-            _ => Err("it is still running".into()),
+        if !settled() {
+            return Err("it is still running".into());
         }
+        match state_dir(s) {
+            Some(dir) => std::fs::remove_dir_all(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display())),
+            None => Ok(()),
+        }
+    }
+
+    /// TERM to each process's group, KILL to those still there after the grace.
+    async fn stop(servers: &[Process], procfs: &Procfs) {
+        let running = || servers.iter().filter(|p| procfs.liveness(p) == Liveness::Alive).collect::<Vec<_>>();
+        servers.iter().for_each(|p| signal_group(p, libc::SIGTERM));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        running().into_iter().for_each(|p| signal_group(p, libc::SIGKILL));
     }
 
     /// The server leads its own process group; signals go to the group only if that is still so.

@@ -15,53 +15,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// A process, told apart from a later one with the same pid by its start time (clock ticks after boot)
-/// and the boot it ran in (start times begin again at every boot).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Process {
-    pub pid: u32,
-    pub start: u64,
-    /// `/proc/sys/kernel/random/boot_id`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub boot: String,
-}
-
-impl Process {
-    /// This process.
-    pub fn me() -> Process {
-        let pid = std::process::id();
-        Process { pid, start: start_time(pid).unwrap_or(0), boot: boot_id() }
-    }
-
-    /// `pid` as it is now, if it runs.
-    pub fn of(pid: u32) -> Option<Process> {
-        Some(Process { pid, start: start_time(pid)?, boot: boot_id() })
-    }
-
-    /// Still the same process: same boot, and a reused pid has another start time.
-    pub fn alive(&self) -> bool {
-        (self.boot.is_empty() || self.boot == boot_id()) && start_time(self.pid) == Some(self.start)
-    }
-}
-
-fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|b| b.trim().to_string()).unwrap_or_default()
-}
+pub use crate::liveness::Process;
 
 /// This machine's name: a ledger written on another host (a shared home directory) is not this gc's.
+/// (From uname, not procfs: gc must tell hosts apart where there is no procfs.)
 pub fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
-}
-
-/// Field 22 of /proc/PID/stat. The command name (field 2) may hold spaces and parentheses, so fields are
-/// counted after its closing parenthesis.
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After ")": state is field 3, so start time (22) is the 20th.
-    let start = rest.split_whitespace().nth(19)?.parse().ok()?;
-    // A zombie has exited; it only waits to be reaped.
-    (rest.split_whitespace().next() != Some("Z")).then_some(start)
+    // SAFETY: uname fills the zeroed struct it is given, whose nodename is then NUL-terminated.
+    unsafe {
+        let mut name: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut name) != 0 {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(name.nodename.as_ptr()).to_string_lossy().trim().to_string()
+    }
 }
 
 /// What one entry names: enough for `gc` to find the sandbox again and remove it. Never a secret: keys
@@ -92,6 +58,10 @@ pub struct Sandbox {
     /// A Runtime session released by pausing it rather than stopping it.
     #[serde(default)]
     pub pause_on_close: bool,
+    /// Not created by this run: a Runtime session it attached to (named by the job's `session_id`). Never
+    /// removed; recorded so that `gc` knows a running ohrun uses it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attached: bool,
     /// Labels the container carries.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -165,7 +135,7 @@ fn open_file() -> std::io::Result<Writer> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = dir();
     crate::report::writer::create_dir(&dir)?;
-    let me = Process::me();
+    let me = crate::liveness::Procfs::system().me();
     let path = dir.join(format!("{}-{}.jsonl", me.pid, me.start));
     let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
     let mut writer = Writer { file, path, open: BTreeSet::new(), kept: false };
@@ -297,9 +267,10 @@ impl Slot {
         crate::runner::signal::released(&self.run_id);
     }
 
-    /// What a third signal lists: sandboxes that outlive ohrun (a local server dies with its watchdog).
+    /// What a third signal lists: sandboxes that outlive ohrun (a local server dies with its watchdog; a
+    /// session ohrun only attached to is not its to leave).
     fn note_holding(&self, s: &Sandbox) {
-        if s.backend == "local" {
+        if s.backend == "local" || s.attached {
             return;
         }
         let id = s.id.as_deref().unwrap_or("(its id not known yet)");
@@ -378,16 +349,6 @@ pub fn rewrite(file: &File, keep: &BTreeSet<u64>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn this_process_is_alive_and_a_changed_start_time_is_not() {
-        let me = Process::me();
-        assert!(me.start > 0);
-        assert!(me.alive());
-        assert!(!Process { start: me.start + 1, ..me.clone() }.alive());
-        assert!(!Process { boot: "another-boot".into(), ..me.clone() }.alive());
-        assert!(Process::of(u32::MAX).is_none());
-    }
 
     #[test]
     fn a_partial_last_line_and_unknown_lines_are_skipped() {

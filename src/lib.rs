@@ -12,6 +12,7 @@ pub mod exit_code;
 pub mod gc;
 pub mod job;
 pub mod ledger;
+pub mod liveness;
 pub mod money;
 pub mod rehearse;
 pub mod report;

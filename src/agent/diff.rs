@@ -1,6 +1,8 @@
 //! What each phase changed in the working directory (`report.diffs`): before setup, after setup and
 //! after every step, a script run through the agent-server's bash endpoint snapshots the working
-//! directory as git trees in a private git directory outside it (`/tmp/ohrun-snap-RUN`), so the
+//! directory as git trees in a private git directory outside it (`ohrun-snap-RUN-N` in the sandbox's
+//! `$TMPDIR`, else `/tmp`: a local server's temp dir is inside its private state directory, so a run that
+//! dies leaves no copy of the workspace behind that outlives the server's own files), so the
 //! workspace is never touched — no `.git` created, no index of the user's repository rewritten — and
 //! diffs the new snapshot against the one before. Every git repository inside the working directory
 //! (a clone in a subdirectory, say) is snapshotted on its own, starting from its HEAD, so its files are
@@ -21,15 +23,16 @@ const MAX_CHANGES: usize = 1000;
 /// How long one snapshot may take (a large workspace is hashed once, then git's stat cache helps).
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `$1`: the snapshot directory, `$2`: the working directory, `$3`: `init` (take the base snapshots) or
-/// `diff` (snapshot again, print what changed since the last one, and keep the new one as the base).
+/// `$1`: the snapshot directory's name (in `$TMPDIR`, else `/tmp`), `$2`: the working directory, `$3`:
+/// `init` (take the base snapshots) or `diff` (snapshot again, print what changed since the last one,
+/// and keep the new one as the base).
 /// Output: `C <status>\t<path>` per change (`B` for a binary file; at most `MAX_CHANGES`), `T <changed
 /// paths>`, `N <insertions> <deletions>`, `W <warning>` when some files could not be read, then
 /// `@@ohrun-diff` and the unified diff (cut at `MAX_DIFF_BYTES` + 1). Any other failure: exit 3 with the
 /// reason on stderr, and the bases stay where they were.
 const SCRIPT: &str = r#"set -u
 umask 077
-snap=$1; wd=$2; mode=$3
+snap=${TMPDIR:-/tmp}/$1; wd=$2; mode=$3
 fail() { echo "$*" >&2; exit 3; }
 command -v git >/dev/null 2>&1 || fail "git is not installed in the sandbox"
 cd "$wd" 2>/dev/null || fail "no working directory $wd"
@@ -94,8 +97,8 @@ rm -f "$snap/diff" "$snap/names" "$snap/counts" "$snap/changes" "$snap/sums" "$s
 pub struct Snapshots<'a> {
     client: &'a AgentClient,
     working_dir: String,
-    /// In the sandbox, outside the working directory.
-    snap_dir: String,
+    /// Its name in the sandbox's temp dir, outside the working directory.
+    snap_name: String,
     /// The attempt's directory, where `steps/` goes.
     attempt_dir: PathBuf,
 }
@@ -116,7 +119,7 @@ impl<'a> Snapshots<'a> {
         let snapshots = Snapshots {
             client,
             working_dir: working_dir.to_string(),
-            snap_dir: format!("/tmp/ohrun-snap-{name}-{}", fastrand::u32(..)),
+            snap_name: format!("ohrun-snap-{name}-{}", fastrand::u32(..)),
             attempt_dir: attempt_dir.to_path_buf(),
         };
         match snapshots.script("init", deadline, cancel).await {
@@ -151,7 +154,7 @@ impl<'a> Snapshots<'a> {
     /// Removes the snapshots from the sandbox — also when ohrun is stopping: they are a copy of the
     /// workspace (a sandbox that is going away takes them along anyway).
     pub async fn remove(&self) {
-        let command = format!("rm -rf {}", shell_quote(&self.snap_dir));
+        let command = format!("rm -rf \"${{TMPDIR:-/tmp}}\"/{}", shell_quote(&self.snap_name));
         let _ = run_command(self.client, &command, "/", Duration::from_secs(10), &mut Cancel::never()).await;
     }
 
@@ -167,7 +170,7 @@ impl<'a> Snapshots<'a> {
         let command = format!(
             "sh -c {} ohrun-diff {} {} {mode}",
             shell_quote(&script),
-            shell_quote(&self.snap_dir),
+            shell_quote(&self.snap_name),
             shell_quote(&self.working_dir)
         );
         match run_command(self.client, &command, "/", left.min(SNAPSHOT_TIMEOUT), cancel).await {

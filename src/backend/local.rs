@@ -6,6 +6,11 @@
 //! directory, and any tmux server left there is killed after the stop. A crash is seen at once: the probe
 //! reaps the child (a zombie is not alive). If ohrun itself dies (SIGKILL) a watchdog stops the server
 //! and its tmux servers.
+//!
+//! The state directory holds what a run must not leave readable — the conversations (secrets among
+//! them), the bash output, the server's own log — so it is its user's alone from its creation (0700, the
+//! server under umask 077), the server's temp dir (`TMPDIR`: the editor's history, the diff snapshots)
+//! is inside it, and it goes with the release, with the watchdog when ohrun dies, or with `ohrun gc`.
 
 use super::{
     Backend, BoxFuture, Context, Error, Probe, Ready, Record, Released, SandboxProbe, free_port, health, install,
@@ -19,6 +24,12 @@ use std::time::Duration;
 
 /// How long the server gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The name of every server's private state directory (under the temp dir), the only kind `gc` removes.
+pub const STATE_DIR_PREFIX: &str = "ohrun-agent-server-";
+/// In the server's environment (and so in every process it starts): its state directory. `gc` finds a
+/// server whose pid ohrun died before recording by this, which no unrelated process carries.
+pub const STATE_DIR_ENV: &str = "OHRUN_SERVER_STATE_DIR";
 
 #[derive(Clone, Debug)]
 pub struct LocalSettings {
@@ -52,7 +63,8 @@ struct Server {
 /// Stops the server and its tmux servers if ohrun dies without doing it (SIGKILL, a crash): a small shell
 /// in its own process group that waits on a pipe only ohrun holds. ohrun's end, however it comes, closes
 /// the pipe; unless ohrun wrote `done` (released) or `keep` (kept) first, the watchdog sends TERM to the
-/// server's process group, KILL after the grace, and kills the tmux servers under its state directory.
+/// server's process group, KILL once the grace is over, kills the tmux servers under its state directory
+/// and removes that directory.
 /// The tmux servers need it most: they daemonize out of the group and would otherwise run on for ever.
 /// `reaped` says the server has exited and was reaped: its pid and group may belong to others from then
 /// on, so only the tmux servers are left to the watchdog.
@@ -62,21 +74,25 @@ struct Watchdog {
     reaped: bool,
 }
 
-// (Numeric signals: dash's `kill` takes `-15 -PGID`, not `-TERM -- -PGID`.)
+// $1: the server's pgid, $2: its state directory, $3: the grace in seconds. (Numeric signals: dash's
+// `kill` takes `-15 -PGID`, not `-TERM -- -PGID`.)
 const WATCHDOG: &str = r#"read -r word
 case "$word" in
   done|keep) exit 0 ;;
   reaped) read -r word; case "$word" in done|keep) exit 0 ;; esac ;;
-  *) kill -15 "-$1" 2>/dev/null; sleep "$3"; kill -9 "-$1" 2>/dev/null ;;
+  *) kill -15 "-$1" 2>/dev/null
+     i=0; while [ "$i" -lt "$3" ] && kill -0 "-$1" 2>/dev/null; do sleep 1; i=$((i + 1)); done
+     kill -9 "-$1" 2>/dev/null ;;
 esac
-for s in "$2"/*/*; do [ -S "$s" ] && tmux -S "$s" kill-server 2>/dev/null; done; exit 0"#;
+for s in "$2"/tmux/*/*; do [ -S "$s" ] && tmux -S "$s" kill-server 2>/dev/null; done
+rm -rf "$2"; exit 0"#;
 
 impl Watchdog {
-    fn start(pgid: u32, tmux_dir: &Path) -> Option<Watchdog> {
+    fn start(pgid: u32, state_dir: &Path) -> Option<Watchdog> {
         use std::os::unix::process::CommandExt;
         let mut process = std::process::Command::new("sh")
             .args(["-c", WATCHDOG, "ohrun-watchdog", &pgid.to_string()])
-            .arg(tmux_dir)
+            .arg(state_dir)
             .arg(STOP_GRACE.as_secs().to_string())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
@@ -128,20 +144,18 @@ impl Local {
         let log_file = ctx.report_dir.join("agent-server.log");
         self.log_file = Some(log_file.clone());
         let key = super::random_key();
-        let state_dir = tempfile::Builder::new()
-            .prefix("ohrun-agent-server-")
-            .tempdir()
-            .map_err(|e| Error::failed(format!("cannot create a state directory: {e}")).hint("check TMPDIR"))?;
+        let state_dir = state_dir()?;
         let raw_log = state_dir.path().join("server.log");
         ctx.ledger.open("local", |l| l.state_dir = Some(state_dir.path().to_path_buf()))?;
         let child = spawn(&command, port, &key, state_dir.path(), &raw_log, &self.settings.env, ctx.hide_env)?;
-        let copier = LogCopier::start(raw_log.clone(), &log_file)?;
         let pid = child.id().unwrap_or_default();
         self.pid = Some(pid);
-        ctx.ledger.update(|l| l.process = crate::ledger::Process::of(pid));
+        // Recorded before anything else can fail or be interrupted.
+        ctx.ledger.update(|l| l.process = crate::liveness::Procfs::system().process(pid));
+        let copier = LogCopier::start(raw_log.clone(), &log_file)?;
         tracing::info!("started the agent-server (pid {pid}) on port {port}");
         let report_dir = ctx.report_dir.to_path_buf();
-        let watchdog = Watchdog::start(pid, &state_dir.path().join("tmux"));
+        let watchdog = Watchdog::start(pid, state_dir.path());
         let watchdog = Mutex::new(watchdog);
         self.server = Some(Server { child: Mutex::new(child), pid, state_dir, report_dir, copier, watchdog });
         let client = AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key), Duration::from_secs(60));
@@ -201,6 +215,22 @@ pub fn workspace(configured: Option<&Path>, report_dir: &Path) -> Result<PathBuf
     Ok(std::fs::canonicalize(&workspace).unwrap_or(workspace))
 }
 
+/// The server's private state directory, with its `tmux/` and `tmp/`: 0700 from the start.
+fn state_dir() -> Result<tempfile::TempDir, Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let failed =
+        |e: std::io::Error| Error::failed(format!("cannot create a state directory: {e}")).hint("check TMPDIR");
+    let dir = tempfile::Builder::new()
+        .prefix(STATE_DIR_PREFIX)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(failed)?;
+    for sub in ["tmux", "tmp"] {
+        std::fs::DirBuilder::new().mode(0o700).create(dir.path().join(sub)).map_err(failed)?;
+    }
+    Ok(dir)
+}
+
 fn spawn(
     command: &[String],
     port: u16,
@@ -210,7 +240,7 @@ fn spawn(
     env: &[(String, String)],
     hide_env: &[String],
 ) -> Result<Box<dyn ChildWrapper>, Error> {
-    let log = std::fs::File::create(raw_log)
+    let log = crate::report::writer::create_private(raw_log)
         .and_then(|f| Ok((f.try_clone()?, f)))
         .map_err(|e| Error::failed(format!("cannot create {}: {e}", raw_log.display())).hint("check TMPDIR"))?;
     let mut cmd = CommandWrap::with_new(&command[0], |c| {
@@ -229,13 +259,22 @@ fn spawn(
             .env("OH_CONVERSATIONS_PATH", state_dir.join("conversations"))
             .env("OH_BASH_EVENTS_DIR", state_dir.join("bash_events"))
             .env("TMUX_TMPDIR", state_dir.join("tmux"))
+            .env("TMPDIR", state_dir.join("tmp"))
+            .env(STATE_DIR_ENV, state_dir)
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .env("OPENHANDS_SUPPRESS_BANNER", "1");
         for (k, v) in env {
             c.env(k, v);
         }
+        // SAFETY: umask is async-signal-safe, as what runs between fork and exec must be.
+        unsafe {
+            c.pre_exec(|| {
+                // Whatever the server and its tools write is its user's alone.
+                libc::umask(0o077);
+                Ok(())
+            });
+        }
     });
-    let _ = std::fs::create_dir_all(state_dir.join("tmux"));
     cmd.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
     cmd.spawn().map_err(|e| {
         Error::failed(format!("cannot start the agent-server `{}`: {e}", command.join(" ")))
@@ -313,6 +352,9 @@ impl Server {
         }
         kill_tmux_servers(self.state_dir.path()).await;
         self.copier.finish().await;
+        if let Err(e) = self.state_dir.close() {
+            tracing::warn!("cannot remove the agent-server's state directory: {e}");
+        }
         result
     }
 

@@ -2,7 +2,10 @@
 //! image if it is not there, wait until `pod_status` is ready AND the agent-server answers `/health`, and
 //! stop (or pause) it on release. `init_timeout` bounds all of it. `/start` is never blindly repeated: the
 //! session id is ours, so after an unclear failure ohrun asks for the session before starting again. A
-//! session ohrun did not start (an existing `session_id`) is never stopped.
+//! session that did not exist, or that ohrun found stopped (or failed) and started again, is this run's:
+//! recorded in the ledger and stopped on release. One that ohrun found running, paused or starting (an
+//! existing `session_id`) is never stopped; it is recorded as attached, so that `gc` never stops what a
+//! running ohrun uses.
 
 use super::provider::{self, ApiFailure, Found, Poll, ProviderApi};
 use super::{Backend, BoxFuture, Context, Error, Probe, Ready, Record, Released, SandboxProbe};
@@ -125,24 +128,25 @@ impl Runtime {
         self.api = Some(api.clone());
         let sid = s.session_id.clone().unwrap_or_else(|| format!("ohrun-{}", uuid::Uuid::new_v4().simple()));
         self.session_id = Some(sid.clone());
-        let runtime = match lookup(&api, &sid, Some(deadline)).await.map_err(|f| self.fail(f))? {
-            Some(v) if matches!(lower(&v, "status").as_str(), "running" | "paused") => {
+        let existing = lookup(&api, &sid, Some(deadline)).await.map_err(|f| self.fail(f))?;
+        let status = existing.as_ref().map(|v| lower(v, "status"));
+        // ohrun (re)starts a session that does not exist, or that stopped or failed: that one is this run's.
+        // One that runs, is paused or is starting is someone else's (another run's, another tool's).
+        self.started = status.as_deref().is_none_or(|st| matches!(st, "stopped" | "error"));
+        ctx.ledger.open("runtime", |l| {
+            l.api_url = Some(s.api_url.clone());
+            l.key_var = Some(s.key_var.clone());
+            l.allow_insecure_http = s.allow_insecure_http;
+            l.id = Some(sid.clone());
+            l.pause_on_close = s.pause_on_close;
+            l.attached = !self.started;
+        })?;
+        let runtime = match existing {
+            Some(v) if matches!(status.as_deref(), Some("running" | "paused")) => {
                 (ctx.progress)(&format!("attaching to the existing runtime session {sid}"));
                 v
             }
-            existing => {
-                // Only a session that did not exist is ohrun's to stop; one the job named in another
-                // state (starting, stopped) is started as the SDK does, and left alone afterwards.
-                self.started = existing.is_none();
-                if self.started {
-                    ctx.ledger.open("runtime", |l| {
-                        l.api_url = Some(s.api_url.clone());
-                        l.key_var = Some(s.key_var.clone());
-                        l.allow_insecure_http = s.allow_insecure_http;
-                        l.id = Some(sid.clone());
-                        l.pause_on_close = s.pause_on_close;
-                    })?;
-                }
+            _ => {
                 let v = self.start_session(&api, &sid, deadline, ctx).await?;
                 (ctx.progress)(&format!("started runtime session {sid}; waiting until it is ready"));
                 v

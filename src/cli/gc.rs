@@ -1,5 +1,6 @@
 //! `ohrun gc [--dry-run] [--older-than D] [--json]`: removes what ohrun processes that are gone left
-//! behind (the work is in `gc.rs`); exit 5 when something could not be removed or checked.
+//! behind (the work is in `gc.rs`); exit 5 when something could not be removed or checked, or (`--dry-run`)
+//! is left to remove.
 
 use super::GcArgs;
 use crate::exit_code::ExitCode;
@@ -11,8 +12,13 @@ pub fn run(args: &GcArgs, quiet: bool) -> i32 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let opts =
-        Options { dry_run: args.dry_run, older_than: args.older_than.map(Into::into), dir: crate::ledger::dir() };
+    let opts = Options {
+        dry_run: args.dry_run,
+        older_than: args.older_than.map(Into::into),
+        dir: crate::ledger::dir(),
+        procfs: crate::liveness::Procfs::system(),
+        force_dead: args.force_dead.clone(),
+    };
     let _lock = match (!args.dry_run).then(|| lock(&opts.dir)).transpose() {
         Ok(lock) => lock,
         Err(e) => {
@@ -32,7 +38,7 @@ pub fn run(args: &GcArgs, quiet: bool) -> i32 {
     } else {
         eprint!("{text}");
     }
-    if outcome.failed() { ExitCode::LEFT_BEHIND } else { ExitCode::SUCCESS }
+    if outcome.left_behind() { ExitCode::LEFT_BEHIND } else { ExitCode::SUCCESS }
 }
 
 /// One gc at a time per ledger directory (it rewrites the files of processes that are gone).

@@ -66,9 +66,9 @@ pub enum Command {
     Rehearse(RehearseArgs),
     /// Combine batch directories (the shards of one plan) into one summary.json and junit.xml.
     Merge(MergeArgs),
-    /// Remove what ohrun processes that are gone (killed, crashed) left behind: agent-servers,
-    /// containers, Cloud and Runtime sandboxes named in the sandbox ledger. Exit 5 if any could not be
-    /// removed.
+    /// Remove what ohrun processes that are gone (killed, crashed) left behind: agent-servers and their
+    /// state, containers, Cloud and Runtime sandboxes named in the sandbox ledger. Exit 5 if any could not
+    /// be removed (with --dry-run: if any is left).
     Gc(GcArgs),
     /// Write report.html for a batch directory (and each of its runs) or a run directory, print its path
     /// and open it in the browser when there is a display; `--serve` serves the directory on 127.0.0.1,
@@ -189,7 +189,7 @@ pub struct MergeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
-    /// List what is left behind; remove nothing.
+    /// List what is left behind; remove nothing (exit 5 when something is).
     #[arg(long)]
     pub dry_run: bool,
     /// Only what was created longer ago than this (e.g. `2h`).
@@ -198,6 +198,10 @@ pub struct GcArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Count the ohrun process PID as gone where gc cannot tell whether it still runs (no procfs), so that
+    /// what it left is removed. Repeatable; never applies to a process that is known to run.
+    #[arg(long, value_name = "PID")]
+    pub force_dead: Vec<u32>,
 }
 
 #[derive(Debug, clap::Args)]

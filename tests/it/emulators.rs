@@ -99,6 +99,8 @@ pub struct Shared {
     pub requests: Mutex<Vec<(String, String)>>,
     pub creates: Mutex<u32>,
     pub deletes: Mutex<u32>,
+    /// Lookups being held by `slow_lookups` right now.
+    pub held_lookups: Mutex<u32>,
 }
 
 pub struct Emulator {
@@ -172,6 +174,11 @@ impl Emulator {
 
     pub fn deletes(&self) -> u32 {
         *self.shared.deletes.lock().unwrap()
+    }
+
+    /// How many lookups `slow_lookups` holds right now.
+    pub fn held_lookups(&self) -> u32 {
+        *self.shared.held_lookups.lock().unwrap()
     }
 
     /// The provider pauses every running sandbox now (the server process is frozen).
@@ -253,7 +260,9 @@ fn spawn_sandbox(id: &str, faults: &Faults) -> Sandbox {
     let port = free_port();
     let state = tempfile::tempdir().unwrap();
     let key = format!("emulated-session-{}", uuid::Uuid::new_v4().simple());
-    let child = spawn_agent_server(port, &key, state.path(), &[]);
+    // Its temp files (the diff snapshots among them) go with the sandbox, as on a provider's machine.
+    let tmp = state.path().to_str().expect("a UTF-8 temp dir");
+    let child = spawn_agent_server(port, &key, state.path(), &[("TMPDIR", tmp)]);
     let proxy = proxied.then(|| Arc::new(crate::proxy::Proxy::start(&format!("127.0.0.1:{port}"))));
     Sandbox {
         id: id.to_string(),
@@ -349,7 +358,9 @@ async fn cloud_get(State(shared): State<Arc<Shared>>, headers: HeaderMap, RawQue
     let slow = shared.faults.lock().unwrap().slow_lookups;
     let running = shared.sandboxes.lock().unwrap().values().any(|s| s.status == "RUNNING");
     if let Some(delay) = slow.filter(|_| running) {
+        *shared.held_lookups.lock().unwrap() += 1;
         tokio::time::sleep(delay).await;
+        *shared.held_lookups.lock().unwrap() -= 1;
     }
     let boxes = shared.sandboxes.lock().unwrap();
     let items: Vec<Value> =
@@ -472,7 +483,8 @@ async fn rt_start(
     if body.get("image").and_then(Value::as_str).is_none() {
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"detail": "image is required"}))).into_response();
     }
-    if let Some(existing) = shared.sandboxes.lock().unwrap().get(&sid) {
+    // A session that exists is returned as it is, unless it stopped: then it is started again.
+    if let Some(existing) = shared.sandboxes.lock().unwrap().get(&sid).filter(|s| s.status != "STOPPED") {
         return axum::Json(runtime_info(existing)).into_response();
     }
     *shared.creates.lock().unwrap() += 1;

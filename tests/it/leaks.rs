@@ -37,11 +37,17 @@ fn a_report_directory_that_cannot_be_created_is_exit_3_before_provisioning() {
         "job.yaml",
         "name: blocked\nsandbox: {kind: local}\nllm: {model: m}\nsteps:\n  - message: hi\nreport: {dir: blocker/reports}\n",
     );
-    let started = Instant::now();
-    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+    let state = tempfile::tempdir().unwrap();
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("OHRUN_STATE_DIR", state.path())
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("cannot be written") && out.stderr.contains("nothing was started"), "{}", out.stderr);
-    assert!(started.elapsed() < Duration::from_secs(5), "no agent-server was started");
+    // ohrun records every sandbox in its ledger before it creates it: no ledger, no agent-server.
+    assert!(!state.path().join("ledger").exists(), "a sandbox was provisioned");
     assert!(!out.stderr.contains("agent-server 1.58.2 ready"), "{}", out.stderr);
 }
 
@@ -132,8 +138,9 @@ fn an_interrupted_setup_command_is_recorded_and_stopped() {
     );
     let child =
         Ohrun::new().current_dir(dir.path()).env("K", &server.key).args(["run", "--rehearse"]).args([&job]).spawn();
-    wait_until(Duration::from_secs(60), "the working directory exists", || dir.path().join("ws").exists());
-    std::thread::sleep(Duration::from_secs(2));
+    // The command runs on the server (a local one): its shell's command line names the marker.
+    let marker_text = marker.display().to_string();
+    wait_until(Duration::from_secs(60), "the setup command runs", || !processes_with_arg(&marker_text).is_empty());
     signal(&child, libc::SIGINT);
     let out = wait_output(child, Duration::from_secs(30));
     assert_eq!(out.code, 130, "{}", out.stderr);
@@ -145,8 +152,22 @@ fn an_interrupted_setup_command_is_recorded_and_stopped() {
     assert_eq!(setup[0]["exit_code"], -1);
     assert!(setup[0]["command"].as_str().unwrap().starts_with("sleep 20"));
     assert_eq!(report["steps"][0]["end_reason"], "not_run");
-    std::thread::sleep(Duration::from_secs(20));
-    assert!(!marker.exists(), "the command was stopped on the server");
+    // Stopped, it never gets to `touch`; left running, it would, and only then exit.
+    wait_until(Duration::from_secs(30), "the setup command is gone", || processes_with_arg(&marker_text).is_empty());
+    assert!(!marker.exists(), "the command was not stopped on the server");
+}
+
+/// The pids of the processes one of whose command-line arguments contains `text`.
+fn processes_with_arg(text: &str) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| String::from_utf8_lossy(arg).contains(text)))
+        })
+        .collect()
 }
 
 #[test]

@@ -431,7 +431,21 @@ fn spawn(
     script: &str,
 ) -> (std::process::Child, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("script.yaml"), script).unwrap();
+    let child = spawn_in(dir.path(), api, emulator, name, sandbox_extra, extra, script);
+    (child, dir)
+}
+
+/// `spawn` in `dir` (several runs may share it, and their sandbox ledger directory, `dir/state`).
+fn spawn_in(
+    dir: &Path,
+    api: Api,
+    emulator: &Emulator,
+    name: &str,
+    sandbox_extra: &str,
+    extra: &str,
+    script: &str,
+) -> std::process::Child {
+    std::fs::write(dir.join(format!("{name}.script.yaml")), script).unwrap();
     let var = match api {
         Api::Cloud => "OPENHANDS_CLOUD_API_KEY",
         Api::Runtime => "RUNTIME_API_KEY",
@@ -440,24 +454,20 @@ fn spawn(
         Api::Cloud => CLOUD_KEY,
         Api::Runtime => RUNTIME_KEY,
     };
-    let sandbox = sandbox_yaml(
-        &api,
-        &emulator.url,
-        &format!("  working_dir: {}\n{sandbox_extra}", dir.path().join("ws").display()),
-    );
+    let sandbox =
+        sandbox_yaml(&api, &emulator.url, &format!("  working_dir: {}\n{sandbox_extra}", dir.join("ws").display()));
     let job = write_job(
-        dir.path(),
-        "job.yaml",
-        &format!("name: {name}\nsandbox:\n{sandbox}llm: {{model: m}}\n{extra}rehearsal: script.yaml\n"),
+        dir,
+        &format!("{name}.yaml"),
+        &format!("name: {name}\nsandbox:\n{sandbox}llm: {{model: m}}\n{extra}rehearsal: {name}.script.yaml\n"),
     );
-    let child = Ohrun::new()
-        .current_dir(dir.path())
+    Ohrun::new()
+        .current_dir(dir)
         .env(var, key)
-        .env("OHRUN_STATE_DIR", dir.path().join("state"))
+        .env("OHRUN_STATE_DIR", dir.join("state"))
         .args(["run", "--rehearse"])
         .args([&job])
-        .spawn();
-    (child, dir)
+        .spawn()
 }
 
 fn sigint_while_starting(api: Api, name: &str) {
@@ -569,8 +579,8 @@ fn ctrl_c_is_served_while_a_provider_probe_hangs() {
     let (child, dir) =
         spawn(Api::Cloud, &emu, "probe-hangs", "  init_timeout: 120s\n", "steps:\n  - message: Wait.\n", script);
     wait_for_event(dir.path(), "probe-hangs", "MessageEvent", Duration::from_secs(120));
-    // The first probe (after 5 s) is now waiting on a provider that takes 40 s to answer.
-    std::thread::sleep(Duration::from_secs(7));
+    // Provisioning is over: a lookup the provider holds now is a probe, waiting 40 s for its answer.
+    wait_until(Duration::from_secs(30), "a probe waits on the provider", || emu.held_lookups() > 0);
     let signalled = std::time::Instant::now();
     signal(&child, libc::SIGINT);
     let out = wait_output(child, Duration::from_secs(90));
@@ -618,17 +628,36 @@ fn a_message_is_sent_once_even_when_the_sandbox_is_paused_while_it_is_sent() {
 
 #[test]
 fn a_third_signal_exits_at_once_naming_the_sandbox_left_and_a_hangup_is_a_first() {
-    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults::default());
+    let emu = Emulator::start(Api::Cloud, CLOUD_KEY, Faults { proxied: true, ..Faults::default() });
     let slow = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 120s\n";
     let (child, dir) = spawn(Api::Cloud, &emu, "thrice", "", "steps:\n  - message: Wait.\n", slow);
     wait_for_event(dir.path(), "thrice", "MessageEvent", Duration::from_secs(120));
-    // The first signal starts the graceful stop; before it can finish, two more: exit now.
+    // From now on the server answers nothing for a minute (its event socket stays open), so the graceful
+    // stop cannot get anywhere before the third signal. Each signal is sent once the one before it has
+    // shown in what ohrun asks the server, so none can merge with the next.
+    let proxy = emu.proxy().unwrap();
+    let requests = || proxy.requests_matching("").len();
+    let polls = || proxy.requests_matching("GET /api/conversations/").len();
+    let polled = polls();
+    proxy.add_rule(crate::proxy::Rule {
+        matches: |_| true,
+        times: u32::MAX,
+        action: crate::proxy::Action::Delay(Duration::from_secs(60)),
+    });
+    // The step's REST poll (every 5 s) is held too: it makes no other request meanwhile.
+    wait_until(Duration::from_secs(30), "the step's poll is held", || polls() > polled);
+    signal(&child, libc::SIGINT);
+    wait_until(Duration::from_secs(30), "the first signal interrupted the agent", || {
+        !proxy.requests_matching("/interrupt").is_empty()
+    });
+    let before_second = requests();
+    signal(&child, libc::SIGINT);
+    // The second stops waiting for the agent: the step ends and asks for its costs.
+    wait_until(Duration::from_secs(30), "the second signal ended the wait", || requests() > before_second);
     let signalled = std::time::Instant::now();
-    for _ in 0..3 {
-        signal(&child, libc::SIGINT);
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    signal(&child, libc::SIGINT);
     let out = wait_output(child, Duration::from_secs(30));
+    // The graceful stop would have waited for the server up to its 7 s budget.
     assert!(signalled.elapsed() < Duration::from_secs(5), "took {:?}", signalled.elapsed());
     assert_eq!(out.code, 5, "{}", out.stderr);
     let checkpoint = read_report(&dir.path().join("ohrun-reports/thrice/thrice/attempt-1"));
@@ -659,4 +688,71 @@ fn a_third_signal_exits_at_once_naming_the_sandbox_left_and_a_hangup_is_a_first(
         (&json!("interrupted"), &json!("released"))
     );
     assert_eq!(emu.deletes(), 2);
+}
+
+#[test]
+fn a_stopped_runtime_session_that_ohrun_starts_again_is_recorded_and_stopped() {
+    // The job names its session; the first run starts and stops it. A rerun finds it stopped and starts it
+    // again: that start is this run's, so it is stopped at the end and reported as released, not as a
+    // session someone else runs.
+    let emu = Emulator::start(Api::Runtime, RUNTIME_KEY, Faults::default());
+    let fixed = "  session_id: ohrun-test-fixed-session\n";
+    for (n, name) in ["fixed-first", "fixed-again"].into_iter().enumerate() {
+        let o = run(Api::Runtime, &emu, name, fixed, "steps:\n  - message: hi\n", "replies: []\n", RUNTIME_KEY);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(o.report["sandbox"]["disposition"], "released", "{}", o.report["sandbox"]);
+        assert_eq!(o.report["sandbox"]["id"], "rt-ohrun-test-fixed-session", "{}", o.report["sandbox"]);
+        assert_eq!((emu.creates(), emu.deletes()), (n as u32 + 1, n as u32 + 1), "started and stopped again");
+        assert_eq!(emu.statuses(), vec!["STOPPED".to_string()]);
+        // Its ledger entry was closed by the confirmed release (the file goes with its last entry).
+        assert_eq!(std::fs::read_dir(o.dir.path().join("state/ledger")).unwrap().count(), 0, "{name}");
+    }
+}
+
+#[test]
+fn gc_never_stops_a_runtime_session_that_a_running_ohrun_is_attached_to() {
+    // A run starts the job's session and is killed: its ledger entry stays open. A second run (the same
+    // session_id) attaches to the session, which still runs. gc must leave the session alone while that
+    // run holds it, and stop it once no running ohrun does.
+    let emu = Emulator::start(Api::Runtime, RUNTIME_KEY, Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = "  session_id: ohrun-test-shared-session\n";
+    let slow = "replies:\n  - tool: finish\n    args: {message: slow}\n    delay: 300s\n";
+    let steps = "steps:\n  - message: Wait.\n    timeout: 10m\n";
+    let killed = spawn_in(dir.path(), Api::Runtime, &emu, "starter", fixed, steps, slow);
+    wait_for_event(dir.path(), "starter", "MessageEvent", Duration::from_secs(120));
+    signal(&killed, libc::SIGKILL);
+    let _ = wait_output(killed, Duration::from_secs(10));
+    let attached = spawn_in(dir.path(), Api::Runtime, &emu, "attacher", fixed, steps, slow);
+    wait_for_event(dir.path(), "attacher", "MessageEvent", Duration::from_secs(120));
+    assert_eq!(emu.creates(), 1, "the second run attached to the running session");
+
+    let gc = || {
+        Ohrun::new()
+            .env("OHRUN_STATE_DIR", dir.path().join("state"))
+            .env("RUNTIME_API_KEY", RUNTIME_KEY)
+            .args(["gc", "--json"])
+            .output()
+    };
+    let held = gc();
+    assert_eq!(held.code, 0, "{}", held.stderr);
+    let items = held.json()["items"].as_array().unwrap().clone();
+    let starter = items.iter().find(|i| i["run_id"] == "starter").expect("the killed run's entry");
+    assert_eq!(starter["state"], "in_use", "{items:?}");
+    assert!(starter["detail"].as_str().unwrap().contains("held by the running ohrun"), "{starter}");
+    assert_eq!((emu.deletes(), emu.statuses()), (0, vec!["RUNNING".to_string()]), "gc stopped a session in use");
+
+    // The attached run ends: the session is not its to stop, and now nothing holds it.
+    signal(&attached, libc::SIGINT);
+    let out = wait_output(attached, Duration::from_secs(60));
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/attacher/attacher"));
+    assert_eq!(report["sandbox"]["disposition"], "attached", "{}", report["sandbox"]);
+    assert_eq!(emu.deletes(), 0);
+    let removed = gc();
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    let items = removed.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!((&items[0]["run_id"], &items[0]["state"]), (&json!("starter"), &json!("removed")), "{items:?}");
+    assert_eq!((emu.deletes(), emu.statuses()), (1, vec!["STOPPED".to_string()]));
 }
