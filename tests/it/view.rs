@@ -4,8 +4,9 @@
 //! the pages must draw what the reports say, make no request and log nothing. `ohrun view --serve`
 //! serves the same directory.
 //!
-//! Chromium (Debian's `chromium`, installed by `.ci/run`) is required: without it these tests fail,
-//! unless `OHRUN_TEST_SKIP_BROWSER=1` says to skip the browser checks.
+//! Chromium is required: the one on PATH, or else Debian's, fetched once into the target dir without
+//! installing anything (`browser.rs`); if that fails these tests fail, unless `OHRUN_TEST_SKIP_BROWSER=1`
+//! says to skip the browser checks.
 
 use crate::server::shared;
 use crate::support::*;
@@ -89,35 +90,30 @@ fn find_chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Headless Chromium, or None when the browser checks are skipped (`OHRUN_TEST_SKIP_BROWSER=1`). On a
-/// fresh Debian machine where the tests run as root, it is installed with apt-get on first use, once (as
-/// ohrun installs debootstrap for the image), so that `cargo test` needs no preparation there.
+/// Headless Chromium, or None when the browser checks are skipped (`OHRUN_TEST_SKIP_BROWSER=1` and no
+/// Chromium on PATH). Chromium on PATH is used; without one, Debian's is fetched once per machine into the
+/// target dir and run from there, installing nothing (`browser.rs`), so that `cargo test` needs no
+/// preparation on a fresh Debian machine. A failed fetch fails the test.
 fn chromium() -> Option<PathBuf> {
-    static INSTALLED: OnceLock<()> = OnceLock::new();
+    static BROWSER: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     let skip = std::env::var("OHRUN_TEST_SKIP_BROWSER").is_ok_and(|v| v == "1");
-    if find_chromium().is_none() && !skip && unsafe { libc::geteuid() } == 0 {
-        INSTALLED.get_or_init(|| {
-            eprintln!("installing Chromium with apt-get for the report.html tests (once)");
-            let _ = Command::new("timeout")
-                .args([
-                    "900",
-                    "sh",
-                    "-c",
-                    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
-                ])
-                .stdout(Stdio::null())
-                .status();
-        });
+    let found = BROWSER.get_or_init(|| match find_chromium() {
+        Some(path) => Ok(path),
+        None if skip => Err(String::new()),
+        None => crate::browser::private_chromium(),
+    });
+    match found {
+        Ok(path) => Some(path.clone()),
+        Err(_) if skip => {
+            eprintln!("OHRUN_TEST_SKIP_BROWSER=1: the browser checks are skipped");
+            None
+        }
+        Err(e) => panic!(
+            "these tests need Chromium: none is on PATH, and fetching Debian's privately into the target dir \
+             failed: {e}\nInstall Chromium (Debian: apt-get install chromium), or set OHRUN_TEST_SKIP_BROWSER=1 \
+             to skip the browser checks"
+        ),
     }
-    let found = find_chromium();
-    if found.is_none() && skip {
-        eprintln!("OHRUN_TEST_SKIP_BROWSER=1: the browser checks are skipped");
-        return None;
-    }
-    Some(found.expect(
-        "these tests need Chromium (Debian: apt-get install chromium; .ci/run installs it); \
-         OHRUN_TEST_SKIP_BROWSER=1 skips them",
-    ))
 }
 
 /// What the browser saw of a page.
@@ -159,7 +155,11 @@ fn load(browser: &Path, url: &str, direct: bool) -> Loaded {
     let mut cmd = Command::new(browser);
     cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", "--no-first-run"])
         .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--dump-dom"])
-        .arg(format!("--user-data-dir={}", profile.path().display()));
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        // Its crash reports and dconf cache go into the throwaway profile, not the user's home.
+        .env("HOME", profile.path())
+        .env("XDG_CONFIG_HOME", profile.path().join("config"))
+        .env("XDG_CACHE_HOME", profile.path().join("cache"));
     if !direct {
         cmd.arg(format!("--proxy-server=http://127.0.0.1:{proxy_port}")).arg("--proxy-bypass-list=<-loopback>");
     }
