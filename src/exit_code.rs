@@ -37,6 +37,9 @@ impl ExitCode {
             OutcomeClass::LeftBehind => Self::LEFT_BEHIND,
             OutcomeClass::Interrupted if terminated => Self::TERMINATED,
             OutcomeClass::Interrupted => Self::INTERRUPTED,
+            // Never a final outcome: a run that did not end counts as the infrastructure's failure, as a
+            // pending one does.
+            OutcomeClass::Running => Self::INFRA,
         }
     }
 

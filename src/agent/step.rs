@@ -18,7 +18,7 @@ use super::http::ApiError;
 use super::{Admission, BoxFuture, Probe, SandboxProbe};
 use crate::job::model::Step;
 use crate::money::Usd;
-use crate::report::{EndReason, StepError};
+use crate::report::{EndReason, StepError, Tokens, Totals};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,8 @@ pub(super) struct StepContext<'a> {
     pub step: &'a Step,
     pub limits: &'a Limits<'a>,
     pub progress: &'a dyn Progress,
+    /// What the conversation had spent when the step began.
+    pub before: &'a Totals,
     pub probe: &'a dyn SandboxProbe,
 }
 
@@ -106,7 +108,7 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn track(&mut self, v: &Value, live_cost: &mut Usd) {
+    fn track(&mut self, v: &Value, live: &mut Totals) {
         match v.get("kind").and_then(Value::as_str).unwrap_or("") {
             "ConversationErrorEvent" => {
                 self.last_error = Some(StepError {
@@ -138,9 +140,7 @@ impl Tracker {
                 }
             }
             "ConversationStateUpdateEvent" => {
-                if let Some(s) = super::stats::stats_in(v) {
-                    *live_cost = super::stats::sum_stats(s).cost.max(*live_cost);
-                }
+                super::stats::raise(live, v);
             }
             _ => {}
         }
@@ -176,9 +176,9 @@ fn snapshot_terminal(v: &Value) -> Option<String> {
 /// events, and none of it may panic whatever the server sends.
 #[doc(hidden)]
 pub fn read_event(event: &Value) -> (Option<String>, Option<String>, Usd) {
-    let (mut tracker, mut cost) = (Tracker::default(), Usd::ZERO);
-    tracker.track(event, &mut cost);
-    (terminal_status(event), snapshot_terminal(event), cost)
+    let (mut tracker, mut live) = (Tracker::default(), Totals::default());
+    tracker.track(event, &mut live);
+    (terminal_status(event), snapshot_terminal(event), live.cost)
 }
 
 /// Polls an optional future; pends forever when there is none (so a `select!` branch stays quiet).
@@ -219,6 +219,8 @@ struct Wait<'p> {
     reconcile: Option<BoxFuture<'static, Result<Vec<Value>, ApiError>>>,
     reconcile_again: bool,
     interrupt: Option<BoxFuture<'static, ()>>,
+    /// The conversation's spend last handed to the progress (so each change is reported once).
+    reported: (Usd, Tokens, u64),
 }
 
 impl Conversation<'_> {
@@ -229,7 +231,7 @@ impl Conversation<'_> {
         }
         let verdict = self.send_and_wait(message, ctx).await;
         if let Some(b) = ctx.limits.batch {
-            b.update(ctx.limits.run_id, self.live_cost);
+            b.update(ctx.limits.run_id, self.live.cost);
             b.step_ended(ctx.limits.run_id, matches!(verdict.reason, EndReason::Finished | EndReason::Question));
         }
         verdict
@@ -239,7 +241,7 @@ impl Conversation<'_> {
     /// costs); Ctrl-C and the step's deadline still count.
     async fn admitted(&mut self, ctx: &StepContext<'_>) -> Result<(), Verdict> {
         let Some(budget) = ctx.limits.batch else { return Ok(()) };
-        budget.update(ctx.limits.run_id, self.live_cost);
+        budget.update(ctx.limits.run_id, self.live.cost);
         let mut cancel = self.cancel.clone();
         loop {
             match budget.admit(ctx.limits.run_id) {
@@ -428,6 +430,7 @@ impl Conversation<'_> {
             reconcile: None,
             reconcile_again: false,
             interrupt: None,
+            reported: (ctx.before.cost, ctx.before.tokens, ctx.before.llm_calls),
         };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -441,6 +444,7 @@ impl Conversation<'_> {
                 w.over = Some(over);
             }
             self.check_limits(&mut w, ctx);
+            self.report_spend(&mut w, ctx);
             let wait_until = w.stop_deadline.unwrap_or(ctx.deadline);
             let socket_open = self.socket.is_some();
             tokio::select! {
@@ -484,9 +488,18 @@ impl Conversation<'_> {
 
     /// The budgets: stop the agent once the run, or the batch, has spent its money.
     fn check_limits(&mut self, w: &mut Wait<'_>, ctx: &StepContext<'_>) {
-        let run_over = ctx.limits.max_cost.is_some_and(|limit| self.live_cost > limit);
-        if w.stop.is_none() && (ctx.limits.batch_exhausted(self.live_cost) || run_over) {
+        let run_over = ctx.limits.max_cost.is_some_and(|limit| self.live.cost > limit);
+        if w.stop.is_none() && (ctx.limits.batch_exhausted(self.live.cost) || run_over) {
             self.stop(w, Stop::Budget, ctx.step);
+        }
+    }
+
+    /// What the step has spent so far, to the progress (the checkpoint) each time it grew.
+    fn report_spend(&self, w: &mut Wait<'_>, ctx: &StepContext<'_>) {
+        let now = (self.live.cost, self.live.tokens, self.live.llm_calls);
+        if now != w.reported {
+            w.reported = now;
+            ctx.progress.spend(ctx.index, ctx.before, &self.live);
         }
     }
 
@@ -521,7 +534,7 @@ impl Conversation<'_> {
                     return;
                 }
                 self.log(&f.event);
-                w.tracker.track(&f.event, &mut self.live_cost);
+                w.tracker.track(&f.event, &mut self.live);
                 if after_arming && let Some(status) = terminal_status(&f.event) {
                     w.over = Some((status, Some(f.received)));
                 }
@@ -563,7 +576,7 @@ impl Conversation<'_> {
         match events {
             Ok(events) => {
                 for v in self.absorb(events) {
-                    w.tracker.track(&v, &mut self.live_cost);
+                    w.tracker.track(&v, &mut self.live);
                 }
             }
             Err(e) => {
@@ -578,7 +591,7 @@ impl Conversation<'_> {
 
     fn on_tick<'a>(&mut self, w: &mut Wait<'a>, ctx: &StepContext<'a>) {
         let events = self.event_count;
-        ctx.progress.step(ctx.index, ctx.total, ctx.started.elapsed(), events, self.live_cost);
+        ctx.progress.step(ctx.index, ctx.total, ctx.started.elapsed(), events, self.live.cost);
         w.ticks += 1;
         // A provider may pause a sandbox under a running job with every connection still open: ask it now
         // and then, not only when the server stops answering.
@@ -612,7 +625,7 @@ impl Conversation<'_> {
         w.failed_polls = 0;
         if let Ok(events) = events {
             for v in self.absorb(events) {
-                w.tracker.track(&v, &mut self.live_cost);
+                w.tracker.track(&v, &mut self.live);
             }
             if w.socket_down {
                 w.gap_since = Some(self.last_ts.clone());
@@ -658,7 +671,7 @@ impl Conversation<'_> {
             let since = self.last_ts.clone();
             if let Ok(events) = tokio::time::timeout(step.max_wait.0, self.reconcile(since)).await {
                 for v in events {
-                    tracker.track(&v, &mut self.live_cost);
+                    tracker.track(&v, &mut self.live);
                 }
             }
         }
@@ -681,7 +694,7 @@ impl Conversation<'_> {
             match tokio::time::timeout_at(until.into(), recv(&mut self.socket)).await {
                 Ok(Some(WsEvent::Frame(f))) => {
                     if self.log(&f.event) {
-                        tracker.track(&f.event, &mut self.live_cost);
+                        tracker.track(&f.event, &mut self.live);
                     }
                 }
                 Ok(Some(WsEvent::Reconnected)) => {
@@ -737,7 +750,7 @@ mod tests {
     #[test]
     fn questions_errors_and_final_messages_are_tracked() {
         let mut t = Tracker::default();
-        let mut cost = Usd::ZERO;
+        let mut cost = Totals::default();
         let msg = json!({"kind": "MessageEvent", "source": "agent", "llm_message": {"content": [{"type": "text", "text": "Which one?"}]}});
         t.track(&msg, &mut cost);
         assert_eq!(t.text_reply.as_deref(), Some("Which one?"));

@@ -139,6 +139,7 @@ impl Local {
         let pid = child.id().unwrap_or_default();
         self.pid = Some(pid);
         ctx.ledger.update(|l| l.process = crate::ledger::Process::of(pid));
+        (ctx.recorded)(self.record());
         tracing::info!("started the agent-server (pid {pid}) on port {port}");
         let report_dir = ctx.report_dir.to_path_buf();
         let watchdog = Watchdog::start(pid, &state_dir.path().join("tmux"));

@@ -99,6 +99,7 @@ impl RunStatus {
             OutcomeClass::Infrastructure => RunStatus::Errored,
             OutcomeClass::Interrupted => RunStatus::Interrupted,
             OutcomeClass::LeftBehind => RunStatus::LeftBehind,
+            OutcomeClass::Running => RunStatus::Pending,
         }
     }
 

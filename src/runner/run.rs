@@ -97,6 +97,8 @@ pub(super) fn new_report(plan: &Plan, planned: &PlannedRun, rehearsal: bool, att
         },
         rehearsal,
         status: ReportStatus::Running,
+        // Until the attempt ends, its checkpoints say so: a killed run must never read as a success.
+        outcome: Outcome::running(),
         started_at: now_rfc3339(),
         sandbox: SandboxInfo {
             kind: planned.spec.sandbox.kind().to_string(),
@@ -154,7 +156,7 @@ pub(super) fn set_outcome(report: &mut RunReport, failure: Option<&Failure>, ter
     let class = failure.map_or(OutcomeClass::Succeeded, |f| f.class);
     report.outcome = Outcome {
         class,
-        exit_code: ExitCode::for_class(class, terminated),
+        exit_code: Some(ExitCode::for_class(class, terminated)),
         message: failure.map(Failure::report_message),
         retryable: failure.is_some_and(|f| f.retryable),
         lacked_resources: failure.is_some_and(|f| f.lacked_resources),
@@ -302,6 +304,7 @@ impl Run<'_> {
         let kind = self.spec().sandbox.kind();
         self.attempt.line.activity(&format!("provisioning the {kind} sandbox"));
         let progress = |line: &str| self.say(line);
+        let recorded = |record| self.checkpoint.sandbox_recorded(record);
         let ctx = backend::Context {
             run_id: &self.attempt.planned.id,
             job: &self.spec().name,
@@ -311,6 +314,7 @@ impl Run<'_> {
             cancel: self.attempt.signals.cancel(),
             progress: &progress,
             ledger: &self.ledger,
+            recorded: &recorded,
         };
         let started = Instant::now();
         let ready = backend.provision(&ctx).await;
@@ -618,7 +622,11 @@ impl Run<'_> {
 
 /// What the backend knows about its sandbox, into the report (also after a failed provisioning).
 fn record_sandbox(report: &mut RunReport, backend: &dyn Backend) {
-    let record = backend.record();
+    record_into(report, backend.record());
+}
+
+/// A backend's record into the report's `sandbox`.
+pub(super) fn record_into(report: &mut RunReport, record: backend::Record) {
     report.sandbox.id = record.id;
     report.sandbox.log_file = record.log_file.map(|p| p.display().to_string());
     report.sandbox.api_retries = record.api_retries;
