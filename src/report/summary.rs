@@ -307,7 +307,7 @@ impl Summary {
                 "| `{}` | {} | {} | {} | ${} | {secs} |\n",
                 r.id,
                 r.status.as_str(),
-                why.replace('|', "\\|"),
+                table_cell(&why),
                 r.attempts,
                 r.cost
             ));
@@ -370,6 +370,13 @@ impl Summary {
     }
 }
 
+/// Text as one cell of a markdown table row: a line break would end the row (and the table) and a `|`
+/// would start another cell, so breaks become `<br>` and pipes are escaped.
+fn table_cell(text: &str) -> String {
+    let one_line = text.replace("\r\n", "\n").replace(['\r', '\u{85}', '\u{2028}', '\u{2029}'], "\n");
+    one_line.replace('|', "\\|").replace('\n', "<br>")
+}
+
 /// A workflow command's data, escaped as the GitHub runner unescapes it (`%`, CR and LF).
 fn escape_data(text: &str) -> String {
     text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
@@ -408,6 +415,17 @@ mod tests {
         (failed.job_file, failed.message) = ("jobs/a,b:c.yaml".into(), Some("100% gone\nnext line".into()));
         let s = Summary::new(vec![run("a", RunStatus::Succeeded, None), failed]);
         assert_eq!(s.annotations(), ["::error file=jobs/a%2Cb%3Ac.yaml,title=ohrun b::error: 100%25 gone%0Anext line"]);
+    }
+
+    #[test]
+    fn a_message_with_line_breaks_and_pipes_stays_in_its_row_and_cell() {
+        let mut failed = run("b", RunStatus::Failed, Some("error"));
+        failed.message = Some("first | line\r\nsecond\nthird\u{2028}fourth".into());
+        let table = Summary::new(vec![failed, run("a", RunStatus::Succeeded, None)]).markdown();
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(rows.len(), 4, "{table}");
+        assert!(rows.iter().all(|r| r.starts_with('|') && r.ends_with('|')), "{table}");
+        assert!(rows[2].contains("| error: first \\| line<br>second<br>third<br>fourth |"), "{table}");
     }
 
     #[test]

@@ -22,5 +22,6 @@ mod run_local;
 mod secrets;
 mod server;
 mod share;
+mod step_summary;
 mod support;
 mod view;
