@@ -73,16 +73,17 @@ pub struct Outcome {
 
 impl<'a> Conversation<'a> {
     /// Creates the conversation and subscribes to its events (the subscribe-time snapshot is stale).
+    /// `confirm_calls`: a batch budget admits each LLM call (confirmation mode, `step.rs`).
     pub async fn start(
         client: &'a AgentClient,
-        spec: &JobSpec,
-        settings: &RunSettings,
+        (spec, settings): (&JobSpec, &RunSettings),
         working_dir: &str,
+        confirm_calls: bool,
         writer: &'a mut ReportWriter,
         cancel: Cancel,
     ) -> Result<Conversation<'a>, Error> {
         let id = uuid::Uuid::new_v4().to_string();
-        let body = super::request::conversation_body(&id, spec, settings, working_dir);
+        let body = super::request::conversation_body(&id, spec, settings, working_dir, confirm_calls);
         create(client, &id, &body, &cancel).await?;
         let (socket, _stale) =
             EventSocket::connect(client, &id, Duration::from_secs(30)).await.map_err(Error::Socket)?;

@@ -28,6 +28,25 @@ pub struct Summary {
     /// The agent-servers the runs shared (`sandbox.share: batch`), once the batch has released them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared_sandboxes: Vec<SharedSandbox>,
+    /// The batch's budget (`--max-cost`, `batch.max_cost`) and what was spent against it. A cap holds for
+    /// one ohrun process: the shards of a plan each keep their own, so N shards may spend up to N × the cap
+    /// together (`ohrun merge` reports their total against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSummary>,
+}
+
+/// A batch's cap and its spend. In a merge: the shards' cap against what they spent together.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct BudgetSummary {
+    /// The cap (USD) each ohrun process kept on its own; in a merge, the largest of the shards'.
+    pub cap: Usd,
+    /// How many ohrun processes (shards) each kept that cap on its own: together they may spend up to
+    /// `processes` × `cap`.
+    pub processes: usize,
+    /// What the runs of this summary spent (its `totals.cost`).
+    pub spent: Usd,
+    /// `spent` is more than `cap`: the shards of a merge spent more together than the cap of one.
+    pub over_cap: bool,
 }
 
 /// An agent-server that runs of the batch shared, and how the batch ended it.
@@ -232,8 +251,18 @@ impl Summary {
             t.tokens = t.tokens.plus(r.tokens);
             t.llm_calls += r.llm_calls;
         }
+        if let Some(b) = &mut self.budget {
+            (b.spent, b.over_cap) = (t.cost, t.cost > b.cap);
+        }
         self.totals = t;
         self.updated_at = super::writer::now_rfc3339();
+    }
+
+    /// The summary of a batch (or a merge of `processes` shards) whose cap was `cap`, if it had one.
+    pub fn with_budget(mut self, cap: Option<Usd>, processes: usize) -> Summary {
+        self.budget = cap.map(|cap| BudgetSummary { cap, processes, ..BudgetSummary::default() });
+        self.recount(self.totals.duration_ms);
+        self
     }
 
     /// Writes summary.json and junit.xml into `dir`, atomically.

@@ -399,9 +399,9 @@ impl Run<'_> {
         let client = &ready.client;
         let mut conv = Conversation::start(
             client,
-            self.spec(),
-            settings,
+            (self.spec(), settings),
             &ready.working_dir,
+            self.attempt.budget.is_some(),
             writer,
             self.attempt.signals.cancel(),
         )
@@ -421,6 +421,8 @@ impl Run<'_> {
             max_cost: self.spec().limits.max_cost,
             batch: self.attempt.budget.map(|b| b as &dyn crate::agent::SharedBudget),
             run_id: &self.attempt.planned.id,
+            price_named: settings.llm.input_cost_per_token.is_some() && settings.llm.output_cost_per_token.is_some(),
+            max_iterations: self.spec().agent.max_iterations,
         };
         let outcome = conv.run_steps(self.spec(), &self.job_dir, &limits, &progress, backend, snapshots).await;
         // Steps that ran replace their `not_run` entries; the rest stay as they were listed.
@@ -673,6 +675,12 @@ fn classify(report: &RunReport) -> Result<(), Failure> {
             .map(|e| format!(": {}", crate::console::code_and_detail(&e.code, &e.detail)))
             .unwrap_or_default();
         let failure = Failure::new(class, format!("step {} ended: {}{detail}", s.index, s.end_reason.as_str()));
+        if s.error.as_ref().is_some_and(|e| e.code == "NoPrice") {
+            // A cap the model's (missing) price cannot keep is the job's to fix, as a wrong key is.
+            return Err(Failure { class: OutcomeClass::UsageError, ..failure }.hint(
+                "name the price to assume in the job: `llm.input_cost_per_token` and `llm.output_cost_per_token` (USD per token)",
+            ));
+        }
         // A lost server is the infrastructure's failure: another attempt may go through.
         return Err(if s.end_reason == EndReason::Lost { failure.retryable() } else { failure });
     }

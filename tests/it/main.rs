@@ -1,6 +1,7 @@
 //! One integration-test binary: every test drives the real `ohrun` executable.
 
 mod batch;
+mod budget;
 mod checkpoints;
 mod ci_examples;
 mod diffs;
