@@ -41,7 +41,7 @@ pub fn run(args: &MergeArgs, quiet: bool) -> i32 {
             args.out.display()
         );
     }
-    if let Some(b) = &merged.budget {
+    if let Some(b) = merged.budget.as_ref().filter(|b| b.over_cap || !quiet) {
         report_budget(b);
     }
     if !missing.is_empty() {
@@ -52,12 +52,15 @@ pub fn run(args: &MergeArgs, quiet: bool) -> i32 {
     ExitCode::for_class(merged.worst_class(), false)
 }
 
-/// The shards' total against their cap: each kept it on its own, so together they may have spent more.
+/// The shards' total against their cap: each kept it on its own, so together they may have spent more
+/// (a warning, shown even with `-q`).
 fn report_budget(b: &BudgetSummary) {
-    let verdict =
-        if b.over_cap { format!("over it by ${}", b.spent.saturating_sub(b.cap)) } else { "within it".to_string() };
+    let (lead, verdict) = match b.over_cap {
+        true => ("warning", format!("over it by ${}", b.spent.saturating_sub(b.cap))),
+        false => ("budget", "within it".to_string()),
+    };
     eprintln!(
-        "budget: ${} spent against a batch budget of ${}, {verdict} (a cap holds per process: each of these {} kept it on its own, up to ${} together)",
+        "{lead}: ${} spent against a batch budget of ${}, {verdict} (a cap holds per process: each of these {} kept it on its own, up to ${} together)",
         b.spent,
         b.cap,
         if b.processes == 1 { "1 batch".to_string() } else { format!("{} batches", b.processes) },
