@@ -12,7 +12,8 @@ impl ExitCode {
     /// A run failed: an agent error, a step that timed out, a failed setup command, a question with
     /// `on_question: fail`.
     pub const RUN_FAILED: i32 = 1;
-    /// The job file or the command line is wrong; nothing was started.
+    /// The job file or the command line is wrong; nothing was started. (Or a cost cap was set for a model
+    /// without a price: the run stopped at its first call, which the job's price keys fix.)
     pub const USAGE: i32 = 2;
     /// Infrastructure: the sandbox could not be provisioned, an API or the network failed, or the report
     /// could not be written.
@@ -38,6 +39,9 @@ impl ExitCode {
             OutcomeClass::LeftBehind => Self::LEFT_BEHIND,
             OutcomeClass::Interrupted if terminated => Self::TERMINATED,
             OutcomeClass::Interrupted => Self::INTERRUPTED,
+            // Never a final outcome: a run that did not end counts as the infrastructure's failure, as a
+            // pending one does.
+            OutcomeClass::Running => Self::INFRA,
         }
     }
 
@@ -46,7 +50,7 @@ impl ExitCode {
 Exit codes:
   0    every run succeeded (validate/plan: every file is valid)
   1    a run failed: agent error, step timeout, failed setup command
-  2    the job file or the command line is wrong; nothing was started
+  2    the job file or the command line is wrong; nothing was started (or a cost cap on a model without a price)
   3    infrastructure: provisioning, an API or the network failed, or the report could not be written
   4    a run reached its budget (limits.max_cost), or the batch its own (--max-cost)
   5    a sandbox could not be released and may still be running

@@ -30,6 +30,9 @@ pub trait Progress: Sync {
     fn step_done(&self, report: &StepReport, total: usize);
     /// When a step starts (its report holds its message and start time).
     fn step_started(&self, _report: &StepReport) {}
+    /// When what the conversation spent grew during step `index`: `before` is what it had spent when the
+    /// step began, `now` what it has spent now (as its `stats` frames say).
+    fn spend(&self, _index: usize, _before: &Totals, _now: &Totals) {}
 }
 
 pub struct Conversation<'a> {
@@ -42,8 +45,9 @@ pub struct Conversation<'a> {
     pub event_count: usize,
     /// The newest event timestamp logged, as the server wrote it.
     pub(super) last_ts: Option<String>,
-    /// The latest cost seen in a `stats` frame, for budgets and the live line.
-    pub(super) live_cost: Usd,
+    /// What the latest `stats` frames say was spent, for budgets, the live line and the checkpoints (and
+    /// the floor of the final figures, should the last stats not be readable).
+    pub(super) live: Totals,
     pub(super) cancel: Cancel,
     /// The server is gone: no more calls to it (each would only wait for its timeout).
     pub(super) lost: bool,
@@ -69,16 +73,17 @@ pub struct Outcome {
 
 impl<'a> Conversation<'a> {
     /// Creates the conversation and subscribes to its events (the subscribe-time snapshot is stale).
+    /// `confirm_calls`: a batch budget admits each LLM call (confirmation mode, `step.rs`).
     pub async fn start(
         client: &'a AgentClient,
-        spec: &JobSpec,
-        settings: &RunSettings,
+        (spec, settings): (&JobSpec, &RunSettings),
         working_dir: &str,
+        confirm_calls: bool,
         writer: &'a mut ReportWriter,
         cancel: Cancel,
     ) -> Result<Conversation<'a>, Error> {
         let id = uuid::Uuid::new_v4().to_string();
-        let body = super::request::conversation_body(&id, spec, settings, working_dir);
+        let body = super::request::conversation_body(&id, spec, settings, working_dir, confirm_calls);
         create(client, &id, &body, &cancel).await?;
         let (socket, _stale) =
             EventSocket::connect(client, &id, Duration::from_secs(30)).await.map_err(Error::Socket)?;
@@ -91,7 +96,7 @@ impl<'a> Conversation<'a> {
             writer,
             event_count: 0,
             last_ts: None,
-            live_cost: Usd::ZERO,
+            live: Totals::default(),
             cancel,
             lost: false,
             evidence_error: None,
@@ -162,6 +167,7 @@ impl<'a> Conversation<'a> {
             match ev {
                 WsEvent::Frame(f) => {
                     self.log(&f.event);
+                    super::stats::raise(&mut self.live, &f.event);
                 }
                 WsEvent::Disconnected => {
                     drained.gap_since.get_or_insert_with(|| self.last_ts.clone());
@@ -206,12 +212,16 @@ impl<'a> Conversation<'a> {
             let started = Instant::now();
             let events_before = self.event_count;
             progress.step_started(&report);
-            self.run_step(step, &text, &mut report, total, limits, progress, probe).await;
+            self.run_step(step, &text, &mut report, total, limits, (progress, &before), probe).await;
             report.ended_at = Some(now_rfc3339());
             report.duration_ms = Some(started.elapsed().as_millis() as u64);
             report.event_count = self.event_count - events_before;
-            let after =
-                bounded_if_stopping(&self.cancel, self.stats()).await.flatten().unwrap_or_else(|| before.clone());
+            // Never less than the step's stats frames showed: a failed read must not make money unspent.
+            let after = bounded_if_stopping(&self.cancel, self.stats())
+                .await
+                .flatten()
+                .unwrap_or_else(|| before.clone())
+                .at_least(&self.live);
             report.cost = after.cost.saturating_sub(before.cost);
             report.tokens = after.tokens.minus(before.tokens);
             report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
@@ -236,7 +246,8 @@ impl<'a> Conversation<'a> {
         let since = self.last_ts.clone();
         let cancel = self.cancel.clone();
         let _ = bounded_if_stopping(&cancel, self.reconcile(since)).await;
-        let mut totals = bounded_if_stopping(&self.cancel, self.stats()).await.flatten().unwrap_or(before);
+        let mut totals =
+            bounded_if_stopping(&self.cancel, self.stats()).await.flatten().unwrap_or(before).at_least(&self.live);
         totals.events = self.event_count;
         Outcome { steps, totals }
     }
@@ -251,14 +262,23 @@ impl<'a> Conversation<'a> {
         report: &mut StepReport,
         total: usize,
         limits: &Limits<'_>,
-        progress: &dyn Progress,
+        (progress, before): (&dyn Progress, &Totals),
         probe: &dyn SandboxProbe,
     ) {
         let started = Instant::now();
         let step_deadline = started + step.timeout.0;
         let deadline = limits.run_deadline.map_or(step_deadline, |r| r.min(step_deadline));
-        let ctx =
-            super::step::StepContext { index: report.index, total, started, deadline, step, limits, progress, probe };
+        let ctx = super::step::StepContext {
+            index: report.index,
+            total,
+            started,
+            deadline,
+            step,
+            limits,
+            progress,
+            before,
+            probe,
+        };
         let mut message = text.to_string();
         loop {
             let verdict: Verdict = self.one_run(&message, &ctx).await;

@@ -285,6 +285,12 @@ impl AgentClient {
         }
     }
 
+    /// Lets an agent that waits for a confirmation go on (`POST /run`). Unlike [`Self::run`], a 409 is an
+    /// error here: the last run is still winding down, so its agent has not stopped to wait yet.
+    pub async fn go_on(&self, cid: &str) -> Result<(), ApiError> {
+        self.send("POST", &["api", "conversations", cid, "run"], &[], Some(&json!({})), None).await.map(|_| ())
+    }
+
     /// Cancels the in-flight LLM call and pauses the agent.
     pub async fn interrupt(&self, cid: &str) -> Result<(), ApiError> {
         self.post(&["api", "conversations", cid, "interrupt"], &json!({})).await.map(|_| ())

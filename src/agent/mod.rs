@@ -4,6 +4,7 @@
 pub mod conversation;
 pub mod diff;
 pub mod events;
+mod gate;
 pub mod http;
 pub mod request;
 pub mod setup;
@@ -32,23 +33,28 @@ pub trait SandboxProbe: Send + Sync {
     fn probe(&self) -> BoxFuture<'_, Probe>;
 }
 
-/// Whether a run may send its next message.
+/// Whether a run may make its next LLM call (send its message, or let its agent go on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
     Send,
-    /// Not yet: another run is finding out what a call costs.
+    /// Not yet: another run is finding out what a call costs, or calls under way hold the money back.
     Wait,
     /// The batch's money is gone.
     Refuse,
+    /// The model's calls cost nothing to the agent-server (it has no price for it), so no cap can be kept.
+    NoPrice,
 }
 
-/// A budget several runs share: told what a run has spent so far, it says when no money is left.
+/// A budget several runs share: told what a run has spent so far, it admits each LLM call of a run and
+/// says when no money is left.
 pub trait SharedBudget: Sync {
     fn update(&self, run_id: &str, cost: crate::money::Usd);
-    /// May this run send its next message: now, later, or not at all.
+    /// May this run make its next call: now, later, or not at all.
     fn admit(&self, run_id: &str) -> Admission;
     /// A step of this run ended; `answered`: the agent finished its turn (so its calls were billed).
     fn step_ended(&self, run_id: &str, answered: bool);
+    /// This run's calls were billed without a price: no call is admitted any more.
+    fn no_price(&self);
     fn exhausted(&self) -> bool;
 }
 

@@ -5,15 +5,24 @@ use crate::job::model::{AgentSpec, JobSpec};
 use crate::settings::RunSettings;
 use serde_json::{Value, json};
 
-/// The whole create request for conversation `id` working in `working_dir`.
-pub fn conversation_body(id: &str, spec: &JobSpec, settings: &RunSettings, working_dir: &str) -> Value {
+/// The whole create request for conversation `id` working in `working_dir`. `confirm_calls` (a batch
+/// budget): the agent stops after each call's action until ohrun lets it go on, so that ohrun admits
+/// every LLM call (`runner::budget`).
+pub fn conversation_body(
+    id: &str,
+    spec: &JobSpec,
+    settings: &RunSettings,
+    working_dir: &str,
+    confirm_calls: bool,
+) -> Value {
+    let policy = if confirm_calls { "AlwaysConfirm" } else { "NeverConfirm" };
     let mut body = json!({
         "conversation_id": id,
         "agent": agent_body(spec, settings),
         "workspace": {"working_dir": working_dir, "kind": "LocalWorkspace"},
         "max_iterations": spec.agent.max_iterations,
         "stuck_detection": true,
-        "confirmation_policy": {"kind": "NeverConfirm"},
+        "confirmation_policy": {"kind": policy},
         // Title generation is an extra LLM call that can be billed after the last step ended; off, every
         // call belongs to a step and the reported cost is complete.
         "autotitle": false,

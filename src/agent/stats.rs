@@ -44,6 +44,15 @@ pub fn last_stats_in(events_jsonl: &str) -> Option<Totals> {
     })
 }
 
+/// Raises `live` to the totals an event's `stats` show, if it carries any; true when that changed them.
+/// (A socket `stats` frame has no list of calls, so `llm_calls` grows only with a `full_state`.)
+pub fn raise(live: &mut Totals, event: &Value) -> bool {
+    let Some(seen) = stats_in(event).map(sum_stats) else { return false };
+    let before = (live.cost, live.tokens, live.llm_calls);
+    *live = std::mem::take(live).at_least(&seen);
+    before != (live.cost, live.tokens, live.llm_calls)
+}
+
 /// The `stats` an event carries: a `stats` update, or the stats of a `full_state` snapshot.
 pub fn stats_in(event: &Value) -> Option<&Value> {
     if event.get("kind").and_then(Value::as_str) != Some("ConversationStateUpdateEvent") {

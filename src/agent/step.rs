@@ -14,11 +14,12 @@
 //! call are futures the loop polls beside the socket, the deadline and Ctrl-C.
 
 use super::conversation::{Conversation, Progress, is_full_state};
+use super::gate::{Gate, WAITING};
 use super::http::ApiError;
 use super::{Admission, BoxFuture, Probe, SandboxProbe};
 use crate::job::model::Step;
 use crate::money::Usd;
-use crate::report::{EndReason, StepError};
+use crate::report::{EndReason, StepError, Tokens, Totals};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -38,9 +39,14 @@ const SEND_ATTEMPTS: u32 = 5;
 pub struct Limits<'a> {
     pub run_deadline: Option<Instant>,
     pub max_cost: Option<Usd>,
-    /// The budget of the batch this run is part of, if it has one.
+    /// The budget of the batch this run is part of, if it has one (its conversation then runs in
+    /// confirmation mode: every call is admitted, `gate.rs`).
     pub batch: Option<&'a dyn super::SharedBudget>,
     pub run_id: &'a str,
+    /// The job named the price per token (so a call billed at zero is free, not a model without a price).
+    pub price_named: bool,
+    /// `agent.max_iterations`: the most LLM calls of one run of the agent.
+    pub max_iterations: u32,
 }
 
 impl Limits<'_> {
@@ -52,6 +58,11 @@ impl Limits<'_> {
             b.exhausted()
         })
     }
+
+    /// A cap is set (the run's own or the batch's).
+    fn capped(&self) -> bool {
+        self.max_cost.is_some() || self.batch.is_some()
+    }
 }
 
 pub(super) struct StepContext<'a> {
@@ -62,6 +73,8 @@ pub(super) struct StepContext<'a> {
     pub step: &'a Step,
     pub limits: &'a Limits<'a>,
     pub progress: &'a dyn Progress,
+    /// What the conversation had spent when the step began.
+    pub before: &'a Totals,
     pub probe: &'a dyn SandboxProbe,
 }
 
@@ -70,8 +83,14 @@ pub(super) struct StepContext<'a> {
 enum Stop {
     Timeout,
     Budget,
+    /// A cap is set, and the model's calls are billed at $0: no price is known, so it cannot be kept.
+    NoPrice,
     Interrupted,
 }
+
+/// Why a capped run stops when its model has no price.
+const NO_PRICE: &str =
+    "the agent-server has no price for this model (its calls were billed $0), so the cost cap cannot be kept";
 
 pub(super) struct Verdict {
     pub reason: EndReason,
@@ -103,10 +122,12 @@ struct Tracker {
     last_error: Option<StepError>,
     text_reply: Option<String>,
     final_message: Option<String>,
+    /// The id of the last action: the one an agent stopped for a confirmation waits on.
+    last_action: Option<String>,
 }
 
 impl Tracker {
-    fn track(&mut self, v: &Value, live_cost: &mut Usd) {
+    fn track(&mut self, v: &Value, live: &mut Totals) {
         match v.get("kind").and_then(Value::as_str).unwrap_or("") {
             "ConversationErrorEvent" => {
                 self.last_error = Some(StepError {
@@ -131,6 +152,7 @@ impl Tracker {
             }
             "ActionEvent" => {
                 self.text_reply = None;
+                self.last_action = v.get("id").and_then(Value::as_str).map(str::to_string);
                 if v.get("tool_name").and_then(Value::as_str) == Some("finish")
                     && let Some(m) = v.pointer("/action/message").and_then(Value::as_str)
                 {
@@ -138,9 +160,7 @@ impl Tracker {
                 }
             }
             "ConversationStateUpdateEvent" => {
-                if let Some(s) = super::stats::stats_in(v) {
-                    *live_cost = super::stats::sum_stats(s).cost.max(*live_cost);
-                }
+                super::stats::raise(live, v);
             }
             _ => {}
         }
@@ -176,9 +196,9 @@ fn snapshot_terminal(v: &Value) -> Option<String> {
 /// events, and none of it may panic whatever the server sends.
 #[doc(hidden)]
 pub fn read_event(event: &Value) -> (Option<String>, Option<String>, Usd) {
-    let (mut tracker, mut cost) = (Tracker::default(), Usd::ZERO);
-    tracker.track(event, &mut cost);
-    (terminal_status(event), snapshot_terminal(event), cost)
+    let (mut tracker, mut live) = (Tracker::default(), Totals::default());
+    tracker.track(event, &mut live);
+    (terminal_status(event), snapshot_terminal(event), live.cost)
 }
 
 /// Polls an optional future; pends forever when there is none (so a `select!` branch stays quiet).
@@ -219,6 +239,22 @@ struct Wait<'p> {
     reconcile: Option<BoxFuture<'static, Result<Vec<Value>, ApiError>>>,
     reconcile_again: bool,
     interrupt: Option<BoxFuture<'static, ()>>,
+    /// The conversation's spend last handed to the progress (so each change is reported once).
+    reported: (Usd, Tokens, u64),
+    /// Under a batch budget: the stops after each call, let go once the budget admits the next.
+    gate: Gate,
+    gated: bool,
+}
+
+impl Wait<'_> {
+    /// Under a batch budget, a run whose agent stopped after a call (`waiting_for_confirmation`) has not
+    /// ended: the gate lets it go on when the budget admits the next call. False: the run is over.
+    fn stopped_for_a_call(&mut self, status: &str) -> bool {
+        self.gated
+            && status == WAITING
+            && self.stop.is_none()
+            && self.gate.stopped_at(self.tracker.last_action.as_deref())
+    }
 }
 
 impl Conversation<'_> {
@@ -229,7 +265,7 @@ impl Conversation<'_> {
         }
         let verdict = self.send_and_wait(message, ctx).await;
         if let Some(b) = ctx.limits.batch {
-            b.update(ctx.limits.run_id, self.live_cost);
+            b.update(ctx.limits.run_id, self.live.cost);
             b.step_ended(ctx.limits.run_id, matches!(verdict.reason, EndReason::Finished | EndReason::Question));
         }
         verdict
@@ -239,7 +275,7 @@ impl Conversation<'_> {
     /// costs); Ctrl-C and the step's deadline still count.
     async fn admitted(&mut self, ctx: &StepContext<'_>) -> Result<(), Verdict> {
         let Some(budget) = ctx.limits.batch else { return Ok(()) };
-        budget.update(ctx.limits.run_id, self.live_cost);
+        budget.update(ctx.limits.run_id, self.live.cost);
         let mut cancel = self.cancel.clone();
         loop {
             match budget.admit(ctx.limits.run_id) {
@@ -251,6 +287,7 @@ impl Conversation<'_> {
                         "the batch's budget was reached before this message was sent".into(),
                     ));
                 }
+                Admission::NoPrice => return Err(Verdict::failed(EndReason::Budget, "NoPrice", NO_PRICE.into())),
                 // Polled: the price arrives from another run's frames, a tenth of a second is soon enough.
                 Admission::Wait => tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -428,6 +465,9 @@ impl Conversation<'_> {
             reconcile: None,
             reconcile_again: false,
             interrupt: None,
+            reported: (ctx.before.cost, ctx.before.tokens, ctx.before.llm_calls),
+            gate: Gate::default(),
+            gated: ctx.limits.batch.is_some(),
         };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -435,14 +475,20 @@ impl Conversation<'_> {
         let mut again = self.cancel.clone();
         let (status, decided) = loop {
             if let Some(over) = w.over.take() {
-                if w.reconcile.is_none() {
+                if w.reconcile.is_some() {
+                    w.over = Some(over);
+                } else if !w.stopped_for_a_call(&over.0) {
                     break over;
                 }
-                w.over = Some(over);
             }
             self.check_limits(&mut w, ctx);
+            self.report_spend(&mut w, ctx);
+            if let Some(refused) = self.advance_gate(&mut w, ctx) {
+                break refused;
+            }
             let wait_until = w.stop_deadline.unwrap_or(ctx.deadline);
             let socket_open = self.socket.is_some();
+            let ask_at = w.gate.ask_at();
             tokio::select! {
                 ev = recv(&mut self.socket), if socket_open => self.on_socket(ev, &mut w),
                 p = maybe(&mut w.probe), if w.probe.is_some() => {
@@ -465,6 +511,10 @@ impl Conversation<'_> {
                     self.on_reconciled(events, &mut w);
                 }
                 _ = maybe(&mut w.interrupt), if w.interrupt.is_some() => w.interrupt = None,
+                went = w.gate.going_on(), if w.gate.is_going_on() => w.gate.went_on(went),
+                _ = tokio::time::sleep_until(ask_at.unwrap_or(ctx.deadline).into()), if ask_at.is_some() => {
+                    w.gate.time_to_ask();
+                }
                 _ = tick.tick() => self.on_tick(&mut w, ctx),
                 _ = tokio::time::sleep_until(wait_until.into()) => {
                     if w.stop.is_some() {
@@ -482,11 +532,45 @@ impl Conversation<'_> {
         self.verdict(status, latency_ms, w.stop, w.tracker, ctx.step).await
     }
 
-    /// The budgets: stop the agent once the run, or the batch, has spent its money.
+    /// The budgets: stop the agent once the run, or the batch, has spent its money — or at once, when a
+    /// cap is set and the model turns out to have no price (every call billed $0 would pass any cap).
     fn check_limits(&mut self, w: &mut Wait<'_>, ctx: &StepContext<'_>) {
-        let run_over = ctx.limits.max_cost.is_some_and(|limit| self.live_cost > limit);
-        if w.stop.is_none() && (ctx.limits.batch_exhausted(self.live_cost) || run_over) {
+        if w.stop.is_some() {
+            return;
+        }
+        let unpriced = self.live.cost == Usd::ZERO && self.live.tokens.billed() > 0;
+        if unpriced && ctx.limits.capped() && !ctx.limits.price_named {
+            if let Some(b) = ctx.limits.batch {
+                b.no_price();
+            }
+            return self.stop(w, Stop::NoPrice, ctx.step);
+        }
+        let run_over = ctx.limits.max_cost.is_some_and(|limit| self.live.cost > limit);
+        if ctx.limits.batch_exhausted(self.live.cost) || run_over {
             self.stop(w, Stop::Budget, ctx.step);
+        }
+    }
+
+    /// At a stop after a call: the budget's verdict on the next one (a refusal ends the step there), or
+    /// the end of the run the server would have made at `max_iterations`.
+    fn advance_gate(&mut self, w: &mut Wait<'_>, ctx: &StepContext<'_>) -> Option<(String, Option<Instant>)> {
+        let budget = ctx.limits.batch.filter(|_| w.stop.is_none() && !self.lost)?;
+        if w.gate.is_waiting() && w.gate.calls() >= ctx.limits.max_iterations {
+            let detail = format!("Agent reached maximum iterations limit ({}).", ctx.limits.max_iterations);
+            w.tracker.last_error = Some(StepError { code: "MaxIterationsReached".into(), detail });
+            return Some(("error".to_string(), None));
+        }
+        let refused = w.gate.advance(budget, ctx.limits.run_id, self.live.cost, (self.client, &self.id))?;
+        w.stop = Some(if refused == Admission::NoPrice { Stop::NoPrice } else { Stop::Budget });
+        Some((WAITING.to_string(), None))
+    }
+
+    /// What the step has spent so far, to the progress (the checkpoint) each time it grew.
+    fn report_spend(&self, w: &mut Wait<'_>, ctx: &StepContext<'_>) {
+        let now = (self.live.cost, self.live.tokens, self.live.llm_calls);
+        if now != w.reported {
+            w.reported = now;
+            ctx.progress.spend(ctx.index, ctx.before, &self.live);
         }
     }
 
@@ -521,7 +605,7 @@ impl Conversation<'_> {
                     return;
                 }
                 self.log(&f.event);
-                w.tracker.track(&f.event, &mut self.live_cost);
+                w.tracker.track(&f.event, &mut self.live);
                 if after_arming && let Some(status) = terminal_status(&f.event) {
                     w.over = Some((status, Some(f.received)));
                 }
@@ -563,7 +647,7 @@ impl Conversation<'_> {
         match events {
             Ok(events) => {
                 for v in self.absorb(events) {
-                    w.tracker.track(&v, &mut self.live_cost);
+                    w.tracker.track(&v, &mut self.live);
                 }
             }
             Err(e) => {
@@ -578,7 +662,7 @@ impl Conversation<'_> {
 
     fn on_tick<'a>(&mut self, w: &mut Wait<'a>, ctx: &StepContext<'a>) {
         let events = self.event_count;
-        ctx.progress.step(ctx.index, ctx.total, ctx.started.elapsed(), events, self.live_cost);
+        ctx.progress.step(ctx.index, ctx.total, ctx.started.elapsed(), events, self.live.cost);
         w.ticks += 1;
         // A provider may pause a sandbox under a running job with every connection still open: ask it now
         // and then, not only when the server stops answering.
@@ -610,15 +694,22 @@ impl Conversation<'_> {
             return;
         };
         w.failed_polls = 0;
+        if let Some(stats) = info.get("stats") {
+            self.live = std::mem::take(&mut self.live).at_least(&super::stats::sum_stats(stats));
+        }
         if let Ok(events) = events {
             for v in self.absorb(events) {
-                w.tracker.track(&v, &mut self.live_cost);
+                w.tracker.track(&v, &mut self.live);
             }
             if w.socket_down {
                 w.gap_since = Some(self.last_ts.clone());
             }
         }
         let status = info.get("execution_status").and_then(Value::as_str).unwrap_or("").to_string();
+        // A stop after a call, as REST sees it (its pending action tells a stale status from a new stop).
+        if w.stopped_for_a_call(&status) {
+            return;
+        }
         match status.as_str() {
             "error" | "stuck" => w.over = Some((status, None)),
             "finished" | "paused" | "waiting_for_confirmation" => match &w.rest_terminal {
@@ -644,6 +735,8 @@ impl Conversation<'_> {
             self.drain_quiet(quiet, step.max_wait.0, &mut tracker).await;
         }
         let reason = match (stop, status.as_str()) {
+            // A cap that cannot be kept fails the run however far its agent got.
+            (Some(Stop::NoPrice), _) => EndReason::Budget,
             // The agent finished on its own just as ohrun asked it to stop: the step is done, and says so.
             (_, "finished") => EndReason::Finished,
             (Some(Stop::Timeout), _) => EndReason::Timeout,
@@ -658,14 +751,18 @@ impl Conversation<'_> {
             let since = self.last_ts.clone();
             if let Ok(events) = tokio::time::timeout(step.max_wait.0, self.reconcile(since)).await {
                 for v in events {
-                    tracker.track(&v, &mut self.live_cost);
+                    tracker.track(&v, &mut self.live);
                 }
             }
         }
+        let error = match stop {
+            Some(Stop::NoPrice) => Some(StepError { code: "NoPrice".into(), detail: NO_PRICE.into() }),
+            _ => tracker.last_error,
+        };
         Verdict {
             reason,
             status: Some(status),
-            error: tracker.last_error,
+            error,
             text_reply: tracker.text_reply,
             final_message: tracker.final_message,
             latency_ms,
@@ -681,7 +778,7 @@ impl Conversation<'_> {
             match tokio::time::timeout_at(until.into(), recv(&mut self.socket)).await {
                 Ok(Some(WsEvent::Frame(f))) => {
                     if self.log(&f.event) {
-                        tracker.track(&f.event, &mut self.live_cost);
+                        tracker.track(&f.event, &mut self.live);
                     }
                 }
                 Ok(Some(WsEvent::Reconnected)) => {
@@ -737,7 +834,7 @@ mod tests {
     #[test]
     fn questions_errors_and_final_messages_are_tracked() {
         let mut t = Tracker::default();
-        let mut cost = Usd::ZERO;
+        let mut cost = Totals::default();
         let msg = json!({"kind": "MessageEvent", "source": "agent", "llm_message": {"content": [{"type": "text", "text": "Which one?"}]}});
         t.track(&msg, &mut cost);
         assert_eq!(t.text_reply.as_deref(), Some("Which one?"));

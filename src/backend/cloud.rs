@@ -96,6 +96,7 @@ impl Cloud {
         };
         self.id = Some(id.clone());
         ctx.ledger.update(|l| l.id = Some(id.clone()));
+        (ctx.recorded)(self.record());
         (ctx.progress)(&format!("created sandbox {id}; waiting until it runs"));
         let mut cancel = ctx.cancel.clone();
         let unknown = std::sync::atomic::AtomicU32::new(0);

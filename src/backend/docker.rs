@@ -157,6 +157,7 @@ impl DockerBackend {
             l.id = Some(created.id.clone());
             l.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         });
+        (ctx.recorded)(self.record());
         Ok(created.id)
     }
 

@@ -152,6 +152,7 @@ impl Local {
         self.pid = Some(pid);
         // Recorded before anything else can fail or be interrupted.
         ctx.ledger.update(|l| l.process = crate::liveness::Procfs::system().process(pid));
+        (ctx.recorded)(self.record());
         let copier = LogCopier::start(raw_log.clone(), &log_file)?;
         tracing::info!("started the agent-server (pid {pid}) on port {port}");
         let report_dir = ctx.report_dir.to_path_buf();

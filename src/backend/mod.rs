@@ -100,6 +100,9 @@ pub struct Context<'a> {
     pub progress: &'a (dyn Fn(&str) + Sync),
     /// Where the backend records what it creates, before creating it (`ledger.rs`).
     pub ledger: &'a crate::ledger::Slot,
+    /// Told the backend's [`Record`] each time it learns an id while provisioning, so that the run's
+    /// checkpoint names the sandbox as soon as the ledger and the console do.
+    pub recorded: &'a (dyn Fn(Record) + Sync),
 }
 
 impl Context<'_> {

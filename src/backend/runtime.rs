@@ -156,6 +156,7 @@ impl Runtime {
             .ok_or_else(|| Error::failed(format!("the Runtime API sent no runtime id for {sid}: {runtime}")))?;
         self.runtime_id = Some(rid.clone());
         ctx.ledger.update(|l| l.runtime_id = Some(rid.clone()));
+        (ctx.recorded)(self.record());
         if lower(&runtime, "status") == "paused" {
             self.call(&api, "resume", Some(deadline)).await.map_err(|f| self.fail(f))?;
         }

@@ -4,8 +4,9 @@
 
 use super::MergeArgs;
 use crate::exit_code::ExitCode;
+use crate::money::Usd;
 use crate::report::OutcomeClass;
-use crate::report::summary::{RunSummary, Summary};
+use crate::report::summary::{BudgetSummary, RunSummary, Summary};
 use crate::report::writer::create_dir;
 use crate::runner::state::BatchState;
 use std::path::{Component, Path, PathBuf};
@@ -15,13 +16,14 @@ pub fn run(args: &MergeArgs, quiet: bool) -> i32 {
         eprintln!("error: cannot create {}: {e}", args.out.display());
         return ExitCode::INFRA;
     }
-    let (runs, duration_ms) = match collect(&args.dirs, &args.out) {
+    let (runs, duration_ms, caps) = match collect(&args.dirs, &args.out) {
         Ok(r) => r,
         Err(code) => return code,
     };
     let missing = missing_shards(&args.dirs);
     let mut merged = Summary::new(runs);
     merged.recount(duration_ms);
+    let merged = merged.with_budget(caps.iter().copied().max(), caps.len());
     if let Err(e) = merged.write(&args.out) {
         eprintln!("error: cannot write {}: {e}", args.out.display());
         return ExitCode::INFRA;
@@ -39,12 +41,31 @@ pub fn run(args: &MergeArgs, quiet: bool) -> i32 {
             args.out.display()
         );
     }
+    if let Some(b) = merged.budget.as_ref().filter(|b| b.over_cap || !quiet) {
+        report_budget(b);
+    }
     if !missing.is_empty() {
         eprintln!("error: shard {} of this plan is not among the directories merged", missing.join(", "));
         eprintln!("  hint: its runs are missing from the summary; merge every shard's directory");
         return ExitCode::for_class(merged.worst_class().max(OutcomeClass::Infrastructure), false);
     }
     ExitCode::for_class(merged.worst_class(), false)
+}
+
+/// The shards' total against their cap: each kept it on its own, so together they may have spent more
+/// (a warning, shown even with `-q`).
+fn report_budget(b: &BudgetSummary) {
+    let (lead, verdict) = match b.over_cap {
+        true => ("warning", format!("over it by ${}", b.spent.saturating_sub(b.cap))),
+        false => ("budget", "within it".to_string()),
+    };
+    eprintln!(
+        "{lead}: ${} spent against a batch budget of ${}, {verdict} (a cap holds per process: each of these {} kept it on its own, up to ${} together)",
+        b.spent,
+        b.cap,
+        if b.processes == 1 { "1 batch".to_string() } else { format!("{} batches", b.processes) },
+        Usd { nanos: b.cap.nanos.saturating_mul(b.processes as u64) },
+    );
 }
 
 /// The shards (`i/n`) of the plan that no directory holds, from each directory's batch.json: a merge
@@ -65,12 +86,13 @@ fn missing_shards(dirs: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// Every run of every directory, in plan order, with report paths relative to `out`; and the longest
-/// shard's wall time (shards run side by side).
-fn collect(dirs: &[PathBuf], out: &Path) -> Result<(Vec<RunSummary>, u64), i32> {
+/// Every run of every directory, in plan order, with report paths relative to `out`; the longest
+/// shard's wall time (shards run side by side); and the caps of the shards that had a budget.
+fn collect(dirs: &[PathBuf], out: &Path) -> Result<(Vec<RunSummary>, u64, Vec<Usd>), i32> {
     let mut runs = Vec::new();
     let mut seen = std::collections::HashMap::new();
     let mut duration_ms = 0;
+    let mut caps = Vec::new();
     for dir in dirs {
         let Some(summary) = Summary::read(dir) else {
             eprintln!("error: {} has no readable summary.json", dir.display());
@@ -78,6 +100,7 @@ fn collect(dirs: &[PathBuf], out: &Path) -> Result<(Vec<RunSummary>, u64), i32> 
             return Err(ExitCode::USAGE);
         };
         duration_ms = duration_ms.max(summary.totals.duration_ms);
+        caps.extend(summary.budget.as_ref().map(|b| b.cap));
         for mut r in summary.runs {
             if let Some(other) = seen.insert(r.id.clone(), dir.clone()) {
                 eprintln!("error: run `{}` is in both {} and {}", r.id, other.display(), dir.display());
@@ -89,7 +112,7 @@ fn collect(dirs: &[PathBuf], out: &Path) -> Result<(Vec<RunSummary>, u64), i32> 
         }
     }
     runs.sort_by(|a, b| (&a.job_file, a.index).cmp(&(&b.job_file, b.index)));
-    Ok((runs, duration_ms))
+    Ok((runs, duration_ms, caps))
 }
 
 /// `path` as seen from the directory `from` (both made absolute first); `path` itself when that fails.

@@ -7,7 +7,7 @@
 //! A batch page embeds only summary.json; each run page embeds its own events and diffs, which the
 //! script renders only when the reader opens them, so a 1,000-run batch opens quickly.
 
-use super::model::RunReport;
+use super::model::{OutcomeClass, ReportStatus, RunReport};
 use super::summary::{SUMMARY_FILE, Summary};
 use super::writer::{RUN_FILE, read_report, write_atomic};
 use serde_json::{Value, json};
@@ -120,10 +120,17 @@ pub fn run_page(dir: &Path, report: &RunReport, live: Option<&Live>) -> String {
         .map_while(|n| dir.join(format!("attempt-{n}")).is_dir().then_some(n))
         .filter_map(|n| {
             let r = read_report(&dir.join(format!("attempt-{n}")).join(RUN_FILE))?;
+            // Still a checkpoint: ohrun ended during that attempt, which a resume counts as interrupted.
+            let (class, message) = match r.status {
+                ReportStatus::Running => {
+                    (OutcomeClass::Interrupted, Some("ohrun ended during this attempt (killed?)".to_string()))
+                }
+                ReportStatus::Ended => (r.outcome.class, r.outcome.message),
+            };
             Some(json!({
                 "attempt": n,
-                "class": r.outcome.class,
-                "message": r.outcome.message,
+                "class": class,
+                "message": message,
                 "link": format!("attempt-{n}/{RUN_FILE}"),
             }))
         })

@@ -74,7 +74,8 @@ pub struct SandboxInfo {
     /// Where ohrun keeps the server's log, for local sandboxes.
     pub log_file: Option<String>,
     /// What happened at the end: released, kept, not_provisioned, release_failed, attached, or shared (the
-    /// batch's shared server, released by the batch).
+    /// batch's shared server, released by the batch). A checkpoint says `provisioning` once the sandbox
+    /// exists (its id is known) and `provisioned` once its agent-server answered.
     pub disposition: String,
     pub release_error: Option<String>,
     /// How long until the agent-server answered: provisioning it, or (a shared server) waiting for it.
@@ -255,6 +256,22 @@ impl Tokens {
         }
     }
 
+    /// Field by field, the larger.
+    pub fn max(self, o: Tokens) -> Tokens {
+        Tokens {
+            prompt: self.prompt.max(o.prompt),
+            completion: self.completion.max(o.completion),
+            cache_read: self.cache_read.max(o.cache_read),
+            cache_write: self.cache_write.max(o.cache_write),
+            reasoning: self.reasoning.max(o.reasoning),
+        }
+    }
+
+    /// Input and output tokens: what a priced call is billed for.
+    pub fn billed(self) -> u64 {
+        self.prompt.saturating_add(self.completion)
+    }
+
     pub fn minus(self, o: Tokens) -> Tokens {
         Tokens {
             prompt: self.prompt.saturating_sub(o.prompt),
@@ -281,12 +298,29 @@ pub struct Totals {
     pub cost_by_usage: IndexMap<String, Usd>,
 }
 
+impl Totals {
+    /// These totals, raised to `other`'s wherever they are larger. The conversation's figures only grow,
+    /// so the larger of two readings is the later one: what was seen spent is never given back.
+    pub fn at_least(mut self, other: &Totals) -> Totals {
+        if other.cost > self.cost {
+            self.cost = other.cost;
+            self.cost_by_usage = other.cost_by_usage.clone();
+        }
+        self.tokens = self.tokens.max(other.tokens);
+        self.llm_calls = self.llm_calls.max(other.llm_calls);
+        self.largest_call = self.largest_call.max(other.largest_call);
+        self.events = self.events.max(other.events);
+        self
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Outcome {
-    /// succeeded, failed, usage_error, infrastructure, budget, left_behind, interrupted.
+    /// succeeded, failed, usage_error, infrastructure, budget, left_behind, interrupted; `running` in a
+    /// checkpoint (`status: running`): the attempt has not ended, so it has no outcome yet.
     pub class: OutcomeClass,
-    /// The process exit code this run alone would give.
-    pub exit_code: i32,
+    /// The process exit code this run alone would give; null while it runs.
+    pub exit_code: Option<i32>,
     /// What went wrong, in a sentence.
     pub message: Option<String>,
     /// The failure was the infrastructure's (a sandbox that did not start, a lost server, a provider's
@@ -297,6 +331,13 @@ pub struct Outcome {
     /// Secrets the leak scan found in what ohrun wrote (file and offset; never the value): the run failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leaks: Vec<super::leak::Leak>,
+}
+
+impl Outcome {
+    /// The outcome of an attempt that has not ended (every checkpoint before the final run.json).
+    pub fn running() -> Outcome {
+        Outcome { class: OutcomeClass::Running, exit_code: None, ..Outcome::default() }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -312,6 +353,8 @@ pub enum ReportStatus {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeClass {
+    /// Not ended yet: what a checkpoint says, so that a run killed mid-way never reads as a success.
+    Running,
     #[default]
     Succeeded,
     Failed,

@@ -28,6 +28,25 @@ pub struct Summary {
     /// The agent-servers the runs shared (`sandbox.share: batch`), once the batch has released them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared_sandboxes: Vec<SharedSandbox>,
+    /// The batch's budget (`--max-cost`, `batch.max_cost`) and what was spent against it. A cap holds for
+    /// one ohrun process: the shards of a plan each keep their own, so N shards may spend up to N × the cap
+    /// together (`ohrun merge` reports their total against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSummary>,
+}
+
+/// A batch's cap and its spend. In a merge: the shards' cap against what they spent together.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct BudgetSummary {
+    /// The cap (USD) each ohrun process kept on its own; in a merge, the largest of the shards'.
+    pub cap: Usd,
+    /// How many ohrun processes (shards) each kept that cap on its own: together they may spend up to
+    /// `processes` × `cap`.
+    pub processes: usize,
+    /// What the runs of this summary spent (its `totals.cost`).
+    pub spent: Usd,
+    /// `spent` is more than `cap`: the shards of a merge spent more together than the cap of one.
+    pub over_cap: bool,
 }
 
 /// An agent-server that runs of the batch shared, and how the batch ended it.
@@ -99,6 +118,7 @@ impl RunStatus {
             OutcomeClass::Infrastructure => RunStatus::Errored,
             OutcomeClass::Interrupted => RunStatus::Interrupted,
             OutcomeClass::LeftBehind => RunStatus::LeftBehind,
+            OutcomeClass::Running => RunStatus::Pending,
         }
     }
 
@@ -231,8 +251,18 @@ impl Summary {
             t.tokens = t.tokens.plus(r.tokens);
             t.llm_calls += r.llm_calls;
         }
+        if let Some(b) = &mut self.budget {
+            (b.spent, b.over_cap) = (t.cost, t.cost > b.cap);
+        }
         self.totals = t;
         self.updated_at = super::writer::now_rfc3339();
+    }
+
+    /// The summary of a batch (or a merge of `processes` shards) whose cap was `cap`, if it had one.
+    pub fn with_budget(mut self, cap: Option<Usd>, processes: usize) -> Summary {
+        self.budget = cap.map(|cap| BudgetSummary { cap, processes, ..BudgetSummary::default() });
+        self.recount(self.totals.duration_ms);
+        self
     }
 
     /// Writes summary.json and junit.xml into `dir`, atomically.
@@ -306,7 +336,7 @@ impl Summary {
                 "| `{}` | {} | {} | {} | ${} | {secs} |\n",
                 r.id,
                 r.status.as_str(),
-                why.replace('|', "\\|"),
+                table_cell(&why),
                 r.attempts,
                 r.cost
             ));
@@ -369,6 +399,13 @@ impl Summary {
     }
 }
 
+/// Text as one cell of a markdown table row: a line break would end the row (and the table) and a `|`
+/// would start another cell, so breaks become `<br>` and pipes are escaped.
+fn table_cell(text: &str) -> String {
+    let one_line = text.replace("\r\n", "\n").replace(['\r', '\u{85}', '\u{2028}', '\u{2029}'], "\n");
+    one_line.replace('|', "\\|").replace('\n', "<br>")
+}
+
 /// A workflow command's data, escaped as the GitHub runner unescapes it (`%`, CR and LF).
 fn escape_data(text: &str) -> String {
     text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
@@ -407,6 +444,17 @@ mod tests {
         (failed.job_file, failed.message) = ("jobs/a,b:c.yaml".into(), Some("100% gone\nnext line".into()));
         let s = Summary::new(vec![run("a", RunStatus::Succeeded, None), failed]);
         assert_eq!(s.annotations(), ["::error file=jobs/a%2Cb%3Ac.yaml,title=ohrun b::error: 100%25 gone%0Anext line"]);
+    }
+
+    #[test]
+    fn a_message_with_line_breaks_and_pipes_stays_in_its_row_and_cell() {
+        let mut failed = run("b", RunStatus::Failed, Some("error"));
+        failed.message = Some("first | line\r\nsecond\nthird\u{2028}fourth".into());
+        let table = Summary::new(vec![failed, run("a", RunStatus::Succeeded, None)]).markdown();
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(rows.len(), 4, "{table}");
+        assert!(rows.iter().all(|r| r.starts_with('|') && r.ends_with('|')), "{table}");
+        assert!(rows[2].contains("| error: first \\| line<br>second<br>third<br>fourth |"), "{table}");
     }
 
     #[test]

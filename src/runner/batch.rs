@@ -119,7 +119,8 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
     let (entries, spent, largest_call) = initial_entries(&plans, &opts);
     let batch = Arc::new(Batch {
         shared: SharedSandboxes::new(&opts.out),
-        summary: Mutex::new(Summary::new(entries)),
+        // The cap is this process's: each shard of a plan keeps its own (summary.json says so).
+        summary: Mutex::new(Summary::new(entries).with_budget(opts.max_cost, 1)),
         budget: opts.max_cost.map(|cap| Budget::new(cap, spent, largest_call)),
         failed: AtomicBool::new(false),
         rollups_due: tokio::sync::Notify::new(),
@@ -332,18 +333,13 @@ impl Batch {
             Ok(c) => c,
             Err(f) => return self.fail_early(index, &line, f),
         };
-        if let Some(b) = &self.budget
-            && !self.budget_start(&r.id).await
-        {
+        if let Some(refused) = self.budget_start(&r.id).await {
             if self.signals.interrupted() {
                 return self.record(index, not_started(self.entry(index), "not started: the batch was interrupted"));
             }
             let mut e = self.entry(index);
-            (e.status, e.end_reason, e.message) = (
-                RunStatus::Budget,
-                Some("budget".into()),
-                Some(format!("not started: the batch's budget (${}) was reached", b.cap())),
-            );
+            let (status, why) = self.refusal(refused, "not started");
+            (e.status, e.end_reason, e.message) = (status, Some("budget".into()), Some(why));
             return self.record(index, e);
         }
         let first = claim.next_attempt();
@@ -423,32 +419,44 @@ impl Batch {
             if self.signals.cancel().sleep(wait).await {
                 return (result, Some((RunStatus::Interrupted, "interrupted while waiting to retry".into())));
             }
-            if let Some(b) = &self.budget
-                && !self.budget_start(&r.id).await
-            {
-                let why = format!("not retried: the batch's budget (${}) was reached", b.cap());
-                return (result, Some((RunStatus::Budget, why)));
+            if let Some(refused) = self.budget_start(&r.id).await {
+                return (result, Some(self.refusal(refused, "not retried")));
             }
             number += 1;
         }
     }
 
-    /// Takes run `id`'s place in the batch's budget: waits while only the running runs' reservations are
-    /// in the way; false when the money is gone, or ohrun was interrupted meanwhile.
-    async fn budget_start(&self, id: &str) -> bool {
-        let Some(budget) = &self.budget else { return true };
+    /// Takes run `id`'s place in the batch's budget: waits while only the calls under way hold the money
+    /// back; the refusal (`Refuse`, `NoPrice`) when the run may not start, `Refuse` also when ohrun was
+    /// interrupted meanwhile.
+    async fn budget_start(&self, id: &str) -> Option<Admission> {
+        let budget = self.budget.as_ref()?;
         let mut cancel = self.signals.cancel();
         loop {
             match budget.try_start(id) {
-                Admission::Send => return true,
-                Admission::Refuse => return false,
-                // Polled: a running run's end frees its reservation; a fifth of a second is soon enough.
+                Admission::Send => return None,
+                // Polled: a call under way lands (and frees its reservation) soon; a fifth of a second is soon enough.
                 Admission::Wait => {
                     if cancel.sleep(Duration::from_millis(200)).await {
-                        return false;
+                        return Some(Admission::Refuse);
                     }
                 }
+                refused => return Some(refused),
             }
+        }
+    }
+
+    /// A run's status and why, when the budget kept it from starting (`what`: "not started", "not retried").
+    fn refusal(&self, refused: Admission, what: &str) -> (RunStatus, String) {
+        let cap = self.budget.as_ref().map(Budget::cap).unwrap_or_default();
+        match refused {
+            Admission::NoPrice => (
+                RunStatus::UsageError,
+                format!(
+                    "{what}: the model has no price on the agent-server, so the batch's budget (${cap}) cannot be kept"
+                ),
+            ),
+            _ => (RunStatus::Budget, format!("{what}: the batch's budget (${cap}) was reached")),
         }
     }
 

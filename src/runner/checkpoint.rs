@@ -6,7 +6,7 @@
 use crate::agent::conversation::Progress;
 use crate::money::Usd;
 use crate::report::writer::write_report;
-use crate::report::{RunReport, SetupResult, StepReport};
+use crate::report::{RunReport, SetupResult, StepReport, Totals};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -54,6 +54,29 @@ impl Checkpoint {
         });
     }
 
+    /// What step `index` has spent so far (`now` − `before`) and the conversation in all: a run killed
+    /// mid-step leaves what it spent in its run.json, not zeros.
+    fn spend(&self, index: usize, before: &Totals, now: &Totals) {
+        self.update(|r| {
+            if let Some(step) = r.steps.get_mut(index.saturating_sub(1)) {
+                step.cost = now.cost.saturating_sub(before.cost);
+                step.tokens = now.tokens.minus(before.tokens);
+                step.llm_calls = now.llm_calls.saturating_sub(before.llm_calls);
+            }
+            r.totals = std::mem::take(&mut r.totals).at_least(now);
+        });
+    }
+
+    /// What the backend recorded about its sandbox while provisioning (an id the moment it exists).
+    pub fn sandbox_recorded(&self, record: crate::backend::Record) {
+        self.update(|r| {
+            if record.id.is_some() && r.sandbox.disposition == "not_provisioned" {
+                r.sandbox.disposition = "provisioning".into();
+            }
+            super::run::record_into(r, record);
+        });
+    }
+
     /// A checkpoint that cannot be written is not fatal here: the final write says so for the attempt.
     fn write(&self, report: &RunReport) {
         if let Err(e) = write_report(&self.dir, report) {
@@ -81,5 +104,9 @@ impl Progress for Checkpointed<'_> {
     fn step_started(&self, report: &StepReport) {
         self.checkpoint.step(report);
         self.inner.step_started(report);
+    }
+
+    fn spend(&self, index: usize, before: &Totals, now: &Totals) {
+        self.checkpoint.spend(index, before, now);
     }
 }

@@ -97,6 +97,8 @@ pub(super) fn new_report(plan: &Plan, planned: &PlannedRun, rehearsal: bool, att
         },
         rehearsal,
         status: ReportStatus::Running,
+        // Until the attempt ends, its checkpoints say so: a killed run must never read as a success.
+        outcome: Outcome::running(),
         started_at: now_rfc3339(),
         sandbox: SandboxInfo {
             kind: planned.spec.sandbox.kind().to_string(),
@@ -154,7 +156,7 @@ pub(super) fn set_outcome(report: &mut RunReport, failure: Option<&Failure>, ter
     let class = failure.map_or(OutcomeClass::Succeeded, |f| f.class);
     report.outcome = Outcome {
         class,
-        exit_code: ExitCode::for_class(class, terminated),
+        exit_code: Some(ExitCode::for_class(class, terminated)),
         message: failure.map(Failure::report_message),
         retryable: failure.is_some_and(|f| f.retryable),
         lacked_resources: failure.is_some_and(|f| f.lacked_resources),
@@ -302,6 +304,7 @@ impl Run<'_> {
         let kind = self.spec().sandbox.kind();
         self.attempt.line.activity(&format!("provisioning the {kind} sandbox"));
         let progress = |line: &str| self.say(line);
+        let recorded = |record| self.checkpoint.sandbox_recorded(record);
         let ctx = backend::Context {
             run_id: &self.attempt.planned.id,
             job: &self.spec().name,
@@ -311,6 +314,7 @@ impl Run<'_> {
             cancel: self.attempt.signals.cancel(),
             progress: &progress,
             ledger: &self.ledger,
+            recorded: &recorded,
         };
         let started = Instant::now();
         let ready = backend.provision(&ctx).await;
@@ -395,9 +399,9 @@ impl Run<'_> {
         let client = &ready.client;
         let mut conv = Conversation::start(
             client,
-            self.spec(),
-            settings,
+            (self.spec(), settings),
             &ready.working_dir,
+            self.attempt.budget.is_some(),
             writer,
             self.attempt.signals.cancel(),
         )
@@ -417,6 +421,8 @@ impl Run<'_> {
             max_cost: self.spec().limits.max_cost,
             batch: self.attempt.budget.map(|b| b as &dyn crate::agent::SharedBudget),
             run_id: &self.attempt.planned.id,
+            price_named: settings.llm.input_cost_per_token.is_some() && settings.llm.output_cost_per_token.is_some(),
+            max_iterations: self.spec().agent.max_iterations,
         };
         let outcome = conv.run_steps(self.spec(), &self.job_dir, &limits, &progress, backend, snapshots).await;
         // Steps that ran replace their `not_run` entries; the rest stay as they were listed.
@@ -618,7 +624,11 @@ impl Run<'_> {
 
 /// What the backend knows about its sandbox, into the report (also after a failed provisioning).
 fn record_sandbox(report: &mut RunReport, backend: &dyn Backend) {
-    let record = backend.record();
+    record_into(report, backend.record());
+}
+
+/// A backend's record into the report's `sandbox`.
+pub(super) fn record_into(report: &mut RunReport, record: backend::Record) {
     report.sandbox.id = record.id;
     report.sandbox.log_file = record.log_file.map(|p| p.display().to_string());
     report.sandbox.api_retries = record.api_retries;
@@ -665,6 +675,12 @@ fn classify(report: &RunReport) -> Result<(), Failure> {
             .map(|e| format!(": {}", crate::console::code_and_detail(&e.code, &e.detail)))
             .unwrap_or_default();
         let failure = Failure::new(class, format!("step {} ended: {}{detail}", s.index, s.end_reason.as_str()));
+        if s.error.as_ref().is_some_and(|e| e.code == "NoPrice") {
+            // A cap the model's (missing) price cannot keep is the job's to fix, as a wrong key is.
+            return Err(Failure { class: OutcomeClass::UsageError, ..failure }.hint(
+                "name the price to assume in the job: `llm.input_cost_per_token` and `llm.output_cost_per_token` (USD per token)",
+            ));
+        }
         // A lost server is the infrastructure's failure: another attempt may go through.
         return Err(if s.end_reason == EndReason::Lost { failure.retryable() } else { failure });
     }

@@ -195,6 +195,8 @@ impl Server {
             cancel: starter.cancel.clone(),
             progress: starter.progress,
             ledger: &self.ledger,
+            // A shared server is in the batch's summary, not in a run's checkpoint.
+            recorded: &|_| {},
         };
         match self.backend.provision(&ctx).await {
             Ok(ready) => {

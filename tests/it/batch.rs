@@ -597,6 +597,11 @@ fn a_batch_killed_mid_way_resumes_where_it_stopped() {
             let last = cost(&read_report(&batch.join(&id).join("attempt-2"))["totals"]["cost"]);
             let killed = logged_cost(&batch.join(&id).join("attempt-1"));
             assert!((cost(&r["cost"]) - (last + killed)).abs() < 1e-9, "{id}: {r} = {last} + {killed}");
+            // The run's page says what the resume counted it as, not what its checkpoint still says.
+            let page = std::fs::read_to_string(batch.join(&id).join("report.html")).unwrap();
+            let data = page.split("id=\"data\">").nth(1).and_then(|d| d.split("</script>").next()).unwrap();
+            let data: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(data["earlier_attempts"][0]["class"], "interrupted", "{id}: {}", data["earlier_attempts"]);
         }
     }
 }

@@ -2,6 +2,8 @@
 
 mod batch;
 mod browser;
+mod budget;
+mod checkpoints;
 mod ci_examples;
 mod diffs;
 mod docker;
@@ -22,6 +24,7 @@ mod run_local;
 mod secrets;
 mod server;
 mod share;
+mod step_summary;
 mod support;
 mod transport;
 mod view;
