@@ -113,9 +113,9 @@ fn launcher(url: &str) -> std::io::Result<tempfile::TempDir> {
     use std::io::Write;
     let dir = tempfile::Builder::new().prefix("ohrun-view-").tempdir()?; // 0700
     let mut page = crate::report::writer::create_private(&dir.path().join(LAUNCHER_FILE))?;
-    write!(
+    writeln!(
         page,
-        "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={url}\"><title>ohrun view</title><a href=\"{url}\">{url}</a>\n"
+        "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={url}\"><title>ohrun view</title><a href=\"{url}\">{url}</a>"
     )?;
     Ok(dir)
 }
