@@ -22,3 +22,4 @@ pub mod settings;
 pub mod stats;
 pub mod style;
 pub mod text;
+pub mod verify;

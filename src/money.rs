@@ -17,6 +17,10 @@ impl Usd {
     const SCALE: u64 = 1_000_000_000;
     pub const ZERO: Usd = Usd { nanos: 0 };
 
+    pub fn is_zero(&self) -> bool {
+        self.nanos == 0
+    }
+
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim().trim_start_matches('$').trim();
         let bad = || format!("`{text}` is not an amount of dollars (write it like 2.50)");
@@ -52,6 +56,11 @@ impl Usd {
     /// below a million dollars.
     pub fn as_f64(self) -> f64 {
         self.nanos as f64 / Self::SCALE as f64
+    }
+
+    /// An nth of it, rounded down to the nano-dollar (a mean cost per run); n = 0 gives zero.
+    pub fn split(self, n: u64) -> Usd {
+        Usd { nanos: self.nanos.checked_div(n).unwrap_or(0) }
     }
 
     pub fn saturating_sub(self, other: Usd) -> Usd {

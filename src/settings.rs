@@ -10,7 +10,8 @@ use crate::backend::local::LocalSettings;
 use crate::backend::provider::{check_transport, is_loopback_url};
 use crate::backend::remote::RemoteSettings;
 use crate::backend::runtime::RuntimeSettings;
-use crate::job::model::{JobSpec, Sandbox};
+use crate::job::checks::CheckSpec;
+use crate::job::model::{JobSpec, LlmSpec, Sandbox};
 use crate::job::values::{EnvError, EnvString};
 use crate::report::redact;
 use serde_json::Value;
@@ -47,6 +48,18 @@ pub struct RunSettings {
     pub secrets: Vec<(String, String)>,
     /// Every variable name the job reads through a secret reference (kept out of child processes).
     pub secret_names: Vec<String>,
+    /// Each check's `env:` (keyed `verify.checks[i]`, `steps[j].checks[i]`), expanded.
+    pub check_env: std::collections::HashMap<String, Vec<(String, String)>>,
+    /// The LLM of each judge that names its own (same keys); the others judge with `llm`.
+    pub judge_llm: std::collections::HashMap<String, LlmSettings>,
+}
+
+/// Where a check sits in the job: `verify.checks[i]`, or `steps[j].checks[i]` (`step` is 0-based).
+pub fn check_key(step: Option<usize>, index: usize) -> String {
+    match step {
+        Some(j) => format!("steps[{j}].checks[{index}]"),
+        None => format!("verify.checks[{index}]"),
+    }
 }
 
 /// The rehearsal endpoint replacing the job's LLM, if any.
@@ -140,7 +153,7 @@ pub fn resolve(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RunSettings, Problems> {
     let mut r = Resolver::new(env);
-    let llm = llm(spec, rehearsal, &mut r);
+    let llm = llm(&spec.llm, rehearsal, &mut r);
     let secrets = conversation_secrets(spec, &mut r);
     // The conversation's create body carries the LLM key and every `secrets:` value: the agent-server's
     // URL must then not be plain http to a far host, whether or not a session key is sent too.
@@ -161,8 +174,34 @@ pub fn resolve(
             allow_failure: cmd.allow_failure,
         })
         .collect();
+    let (check_env, judge_llm) = checks(spec, rehearsal, &mut r);
     let secret_names = std::mem::take(&mut r.secret_names);
-    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names })
+    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names, check_env, judge_llm })
+}
+
+type CheckSettings =
+    (std::collections::HashMap<String, Vec<(String, String)>>, std::collections::HashMap<String, LlmSettings>);
+
+/// Every check's `env:` and every judge's own LLM, resolved like the job's.
+fn checks(spec: &JobSpec, rehearsal: Option<&RehearsalLlm>, r: &mut Resolver) -> CheckSettings {
+    let finals = spec.verify.iter().flat_map(|v| v.checks.iter().enumerate().map(|(i, c)| (check_key(None, i), c)));
+    let per_step = spec
+        .steps
+        .iter()
+        .enumerate()
+        .flat_map(|(j, s)| s.checks.iter().enumerate().map(move |(i, c)| (check_key(Some(j), i), c)));
+    let all: Vec<(String, &CheckSpec)> = finals.chain(per_step).collect();
+    let mut env = std::collections::HashMap::new();
+    let mut judges = std::collections::HashMap::new();
+    for (key, check) in all {
+        if !check.env.is_empty() {
+            env.insert(key.clone(), r.env_map(&check.env, &format!("{key}.env")));
+        }
+        if let Some(l) = check.judge.as_ref().and_then(|j| j.llm.as_ref()) {
+            judges.insert(key, llm(l, rehearsal, r));
+        }
+    }
+    (env, judges)
 }
 
 /// The values of `secrets:`, registered with the redactor.
@@ -181,8 +220,7 @@ fn conversation_secrets(spec: &JobSpec, r: &mut Resolver) -> Vec<(String, String
     secrets
 }
 
-fn llm(spec: &JobSpec, rehearsal: Option<&RehearsalLlm>, r: &mut Resolver) -> LlmSettings {
-    let l = &spec.llm;
+fn llm(l: &LlmSpec, rehearsal: Option<&RehearsalLlm>, r: &mut Resolver) -> LlmSettings {
     // The key is a secret whether or not a rehearsal replaces the LLM: its variable stays out of every
     // process ohrun starts and its value out of every output.
     let api_key = l.api_key.as_ref().and_then(|k| match rehearsal {

@@ -23,6 +23,23 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Progress the conversation reports while it waits.
+/// Checks run right after a step (`steps[].checks`): their results, and whether the run stops there (a
+/// required check with `on_fail: stop` failed, or could not run).
+pub trait StepChecks: Sync {
+    fn after<'a>(
+        &'a self,
+        step: &'a crate::job::model::Step,
+        report: &'a StepReport,
+    ) -> super::BoxFuture<'a, (Vec<crate::report::CheckResult>, bool)>;
+}
+
+/// What happens after each step that finished: its diff, then its checks.
+#[derive(Default)]
+pub struct AfterStep<'a> {
+    pub diffs: Option<&'a Snapshots<'a>>,
+    pub checks: Option<&'a dyn StepChecks>,
+}
+
 pub trait Progress: Sync {
     /// Every second while step `index` (1-based) of `total` runs.
     fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: Usd);
@@ -200,7 +217,7 @@ impl<'a> Conversation<'a> {
         limits: &Limits<'_>,
         progress: &dyn Progress,
         probe: &dyn SandboxProbe,
-        diffs: Option<&Snapshots<'_>>,
+        then: &AfterStep<'_>,
     ) -> Outcome {
         let mut steps = Vec::new();
         let mut before = self.stats().await.unwrap_or_default();
@@ -227,18 +244,26 @@ impl<'a> Conversation<'a> {
             report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
             before = after;
             // What the step changed; not once ohrun is stopping, nor on a server that is gone.
-            if let Some(s) = diffs
+            if let Some(s) = then.diffs
                 && !self.cancel.is_set()
                 && report.end_reason != EndReason::Lost
             {
                 let name = report.index.to_string();
                 report.diff = Some(s.take(&name, limits.run_deadline, &mut self.cancel.clone()).await);
             }
-            progress.step_done(&report, total);
             let reason = report.end_reason;
             let ok = matches!(reason, EndReason::Finished) || (reason == EndReason::Question && report.error.is_none());
+            let mut stop = false;
+            if let Some(checks) = then.checks
+                && ok
+                && !step.checks.is_empty()
+                && !self.cancel.is_set()
+            {
+                (report.checks, stop) = checks.after(step, &report).await;
+            }
+            progress.step_done(&report, total);
             steps.push(report);
-            if !ok || self.cancel.is_set() {
+            if !ok || stop || self.cancel.is_set() {
                 break;
             }
         }

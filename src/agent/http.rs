@@ -263,6 +263,45 @@ impl AgentClient {
         self.post(&["api", "bash", "bash_commands", id, "stop"], &json!({})).await.map(|_| ())
     }
 
+    /// Writes `bytes` to the absolute path `path` in the sandbox (`POST /api/file/upload`; parent
+    /// directories are created).
+    pub async fn upload_file(&self, path: &str, bytes: Vec<u8>) -> Result<(), ApiError> {
+        let url = format!("{}/api/file/upload", self.base);
+        let fail = |status, detail| ApiError { method: "POST", url: url.clone(), status, detail, retry_after: None };
+        let target = self.url(&["api", "file", "upload"], &[("path", path)]).map_err(|d| fail(None, d))?;
+        let name = path.rsplit('/').next().unwrap_or("file").to_string();
+        let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(bytes).file_name(name));
+        let mut req = self.http.post(target).multipart(form).timeout(self.request_timeout);
+        if let Some(k) = self.session_key() {
+            req = req.header("X-Session-API-Key", k);
+        }
+        let resp = req.send().await.map_err(|e| fail(None, error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(fail(Some(status), crate::report::redact::cut(&body, 500)))
+    }
+
+    /// The bytes of the file at the absolute path `path` in the sandbox (`GET /api/file/download`).
+    pub async fn download_file(&self, path: &str) -> Result<Vec<u8>, ApiError> {
+        let url = format!("{}/api/file/download", self.base);
+        let fail = |status, detail| ApiError { method: "GET", url: url.clone(), status, detail, retry_after: None };
+        let target = self.url(&["api", "file", "download"], &[("path", path)]).map_err(|d| fail(None, d))?;
+        let mut req = self.http.get(target).timeout(self.request_timeout);
+        if let Some(k) = self.session_key() {
+            req = req.header("X-Session-API-Key", k);
+        }
+        let resp = req.send().await.map_err(|e| fail(None, error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(fail(Some(status), crate::report::redact::cut(&body, 500)));
+        }
+        resp.bytes().await.map(|b| b.to_vec()).map_err(|e| fail(Some(status), error_chain(&e)))
+    }
+
     pub async fn create_conversation(&self, body: &Value) -> Result<Value, ApiError> {
         self.post(&["api", "conversations"], body).await
     }

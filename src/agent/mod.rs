@@ -6,6 +6,7 @@ pub mod diff;
 pub mod events;
 mod gate;
 pub mod http;
+pub mod patch;
 pub mod request;
 pub mod setup;
 pub mod stats;

@@ -1,6 +1,7 @@
 //! Job files: parse (with positions), template, expand the matrix, validate. The result is a [`Plan`]:
 //! every run with its stable id and its fully rendered, checked [`JobSpec`].
 
+pub mod checks;
 pub mod expand;
 pub mod model;
 pub mod parse;

@@ -58,6 +58,21 @@ pub struct JobSpec {
     /// Limits that hold across all the runs of one invocation.
     #[serde(default)]
     pub batch: BatchSpec,
+    /// Checks of the agent's work once it has finished: each run gets a score and a verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<super::checks::VerifySpec>,
+    /// Trials of each run (each its own sandbox), for pass@k and flakiness; `--repeat` overrides it.
+    #[serde(default = "JobSpec::default_repeat", skip_serializing_if = "JobSpec::is_one")]
+    pub repeat: u32,
+}
+
+impl JobSpec {
+    fn default_repeat() -> u32 {
+        1
+    }
+    fn is_one(n: &u32) -> bool {
+        *n == 1
+    }
 }
 
 /// How often, and after how long, a run that failed for infrastructure reasons (the sandbox did not start,
@@ -639,6 +654,10 @@ pub struct Step {
     /// What to do when the agent ends its turn by asking the user something.
     #[serde(default)]
     pub on_question: OnQuestion,
+    /// Checks run right after this step (same shape as `verify.checks`; `on_fail` says whether a failed
+    /// required one ends the run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<super::checks::CheckSpec>,
 }
 
 impl Step {

@@ -15,6 +15,9 @@ fn path(parts: &[Seg]) -> Path {
     parts.to_vec()
 }
 
+/// The most trials of one run.
+const MAX_REPEAT: u32 = 1000;
+
 /// A job name becomes part of file names and run ids: a run's folder is named after it, so a name that
 /// starts with a dot (`.`, `..`, a hidden folder) would put the run on the batch's own files or above them.
 pub fn check_name(name: &str, doc: &Document) -> Option<Diagnostic> {
@@ -35,6 +38,7 @@ pub fn check(spec: &JobSpec, job_dir: &FsPath, doc: &Document) -> Vec<Diagnostic
     c.sandbox(&spec.sandbox);
     c.llm_and_agent(spec);
     c.limits_report_secrets(spec, job_dir);
+    c.verify(spec, job_dir);
     c.finish()
 }
 
@@ -75,6 +79,75 @@ impl<'s> Checker<'_, 's> {
                 ),
                 _ => {}
             }
+        }
+    }
+
+    /// `verify:`, every step's `checks:` and `repeat`.
+    fn verify(&mut self, spec: &'s JobSpec, job_dir: &FsPath) {
+        if spec.repeat == 0 || spec.repeat > MAX_REPEAT {
+            self.at(path(&[k("repeat")]), format!("`repeat: {}` is out of range", spec.repeat), "use 1 to 1000 trials");
+        }
+        if let Some(v) = &spec.verify {
+            if v.checks.is_empty() {
+                self.at(
+                    path(&[k("verify"), k("checks")]),
+                    "`verify` has no checks".into(),
+                    "add `- name: …` with `run:` or `judge:`",
+                );
+            }
+            if let Some(files) = &v.files
+                && !job_dir.join(files).exists()
+            {
+                self.at(
+                    path(&[k("verify"), k("files")]),
+                    format!("`verify.files` {files} does not exist"),
+                    "paths are relative to the job file's directory",
+                );
+            }
+            self.checks(&[k("verify"), k("checks")], &v.checks);
+        }
+        for (i, step) in spec.steps.iter().enumerate() {
+            self.checks(&[k("steps"), Seg::Index(i), k("checks")], &step.checks);
+        }
+    }
+
+    fn checks(&mut self, base: &[Seg], checks: &'s [crate::job::checks::CheckSpec]) {
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in checks.iter().enumerate() {
+            let at = |key: &str| -> Path { base.iter().cloned().chain([Seg::Index(i), k(key)]).collect() };
+            let whole: Path = base.iter().cloned().chain([Seg::Index(i)]).collect();
+            self.durations.push((at("timeout"), c.timeout));
+            if !names.insert(c.name.as_str()) || c.name.trim().is_empty() {
+                self.at(
+                    at("name"),
+                    format!("check name `{}` is empty or used twice", c.name),
+                    "give each check a name of its own",
+                );
+            }
+            match (&c.run, &c.judge) {
+                (Some(_), Some(_)) | (None, None) => self.at(
+                    whole,
+                    format!("check `{}` needs exactly one of `run` and `judge`", c.name),
+                    "`run: <command>` checks by exit code (or reward.json); `judge: {criteria: […]}` asks an LLM",
+                ),
+                (None, Some(j)) if j.criteria.is_empty() => self.at(
+                    at("judge"),
+                    format!("judge `{}` has no criteria", c.name),
+                    "list what must hold, one sentence each, under `criteria:`",
+                ),
+                _ => {}
+            }
+            if !(c.weight.is_finite() && c.weight >= 0.0) {
+                self.at(
+                    at("weight"),
+                    format!("weight {} is not a number ≥ 0", c.weight),
+                    "weights are relative, e.g. 1 or 2",
+                );
+            }
+            if !(0.0..=1.0).contains(&c.threshold) {
+                self.at(at("threshold"), format!("threshold {} is outside 0–1", c.threshold), "a check's value is 0–1");
+            }
+            self.env_map(&at("env"), &c.env);
         }
     }
 

@@ -5,7 +5,10 @@ pub mod html;
 pub mod leak;
 pub mod model;
 pub mod redact;
+pub mod scores;
 pub mod summary;
+pub mod verdict;
 pub mod writer;
 
 pub use model::*;
+pub use verdict::{CheckResult, PatchInfo, Verdict, Verification};

@@ -33,6 +33,13 @@ pub struct RunReport {
     pub setup_diff: Option<DiffInfo>,
     pub conversation_id: Option<String>,
     pub steps: Vec<StepReport>,
+    /// What the agent and setup changed relative to the commit the run started from (`final.patch`),
+    /// when the working directory is a git repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_patch: Option<super::PatchInfo>,
+    /// The checks of the agent's work (`verify:`), its score and verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::Verification>,
     pub totals: Totals,
     pub outcome: Outcome,
     /// The event log, one server event per line, each once; a socket frame ohrun could not read is a line
@@ -60,6 +67,9 @@ pub struct RunInfo {
     pub matrix: Option<serde_json::Map<String, Value>>,
     /// Which attempt of the run this report is (1 unless infrastructure failures were retried).
     pub attempt: u32,
+    /// Which trial of the run (`repeat`, `--repeat`): 1-based; absent when the run has one trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -151,6 +161,9 @@ pub struct StepReport {
     /// What the step changed in the working directory (`report.diffs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<DiffInfo>,
+    /// The step's own checks (`steps[].checks`), run right after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<super::CheckResult>,
 }
 
 /// What changed in the working directory over one phase (setup, a step): the list of changed paths and

@@ -220,6 +220,17 @@ pub fn apply(text: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8(masked(text.as_bytes(), &spans)).unwrap_or_default())
 }
 
+/// `bytes` (any data, not only UTF-8: a patch) with every registered secret masked.
+pub fn apply_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
+    if disabled_for_tests() {
+        return Cow::Borrowed(bytes);
+    }
+    let reg = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
+    let Some(matcher) = &reg.matcher else { return Cow::Borrowed(bytes) };
+    let spans = spans(matcher, bytes);
+    if spans.is_empty() { Cow::Borrowed(bytes) } else { Cow::Owned(masked(bytes, &spans)) }
+}
+
 /// `text` redacted, then cut to at most `max_chars` characters (with `…` when cut): the order matters.
 pub fn cut(text: &str, max_chars: usize) -> String {
     let clean = apply(text);

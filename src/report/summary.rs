@@ -33,6 +33,10 @@ pub struct Summary {
     /// together (`ohrun merge` reports their total against it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSummary>,
+    /// How many runs did the job right (jobs with `verify:`): the batch's and each job's counts, pass rate
+    /// over verified runs only, mean score; and per run id over its trials, pass@k and pass^k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::scores::Scores>,
 }
 
 /// A batch's cap and its spend. In a merge: the shards' cap against what they spent together.
@@ -85,6 +89,19 @@ pub struct RunSummary {
     pub duration_ms: Option<u64>,
     /// The run's final report, relative to the batch directory when it is inside it.
     pub report: Option<String>,
+    /// Which trial of the run this is (`repeat`), 1-based; absent when the run has one trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<u32>,
+    /// The verification's verdict (`verify:`): passed, failed, or error (a verifier or the infrastructure
+    /// failed; never counted as a failed task). Absent when the job verifies nothing or it is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<super::Verdict>,
+    /// The weighted mean of the checks' values (0–1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Each check: name, passed, value (per-step checks first, then `verify:`'s).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<super::scores::CheckBrief>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -171,6 +188,12 @@ pub fn end_reason(report: &RunReport) -> String {
     if report.outcome.class == OutcomeClass::Succeeded {
         return EndReason::Finished.as_str().to_string();
     }
+    if let Some(v) = &report.verification
+        && v.not_verified.is_none()
+        && matches!(v.verdict, Some(super::Verdict::Failed | super::Verdict::Error))
+    {
+        return if v.verdict == Some(super::Verdict::Failed) { "checks" } else { "verifier_error" }.to_string();
+    }
     // A question the agent asked is a step that ended as asked, unless it errored.
     let ended_as_asked = |s: &&crate::report::StepReport| {
         matches!(s.end_reason, EndReason::Finished | EndReason::NotRun)
@@ -209,6 +232,10 @@ impl RunSummary {
             message: report.outcome.message.as_ref().and_then(|m| m.lines().next()).map(str::to_string),
             duration_ms: report.duration_ms,
             report: report_path,
+            trial: report.run.trial,
+            verdict: report.verification.as_ref().and_then(|v| v.verdict),
+            score: report.verification.as_ref().and_then(|v| v.score),
+            checks: report.verification.iter().flat_map(|v| &v.checks).map(super::scores::CheckBrief::of).collect(),
             ..RunSummary::default()
         };
         RunSummary { attempts: report.run.attempt, ..entry.spent(attempts) }
@@ -254,6 +281,7 @@ impl Summary {
         if let Some(b) = &mut self.budget {
             (b.spent, b.over_cap) = (t.cost, t.cost > b.cap);
         }
+        self.verification = super::scores::Scores::of(&self.runs);
         self.totals = t;
         self.updated_at = super::writer::now_rfc3339();
     }

@@ -383,6 +383,7 @@ impl Batch {
                 signals: &self.signals,
                 dir: claim.attempt_dir(number),
                 number,
+                trial: None,
                 budget: self.budget.as_ref(),
                 resource_factor: factor,
                 batch_dir: &self.opts.out,

@@ -11,6 +11,7 @@ mod run;
 mod shared;
 pub mod signal;
 pub mod state;
+mod verifying;
 
 pub use batch::{BatchOptions, default_jobs, run_batch};
 

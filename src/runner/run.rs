@@ -44,6 +44,8 @@ pub(super) struct Attempt<'a> {
     /// Where this attempt's evidence goes (`<run dir>/attempt-N`).
     pub dir: PathBuf,
     pub number: u32,
+    /// Which trial of the run this attempt belongs to (`repeat`), when it has several.
+    pub trial: Option<u32>,
     pub budget: Option<&'a Budget>,
     /// A retry of a Runtime API run that lacked resources asks for more.
     pub resource_factor: Option<u8>,
@@ -94,6 +96,7 @@ pub(super) fn new_report(plan: &Plan, planned: &PlannedRun, rehearsal: bool, att
             index: planned.index,
             matrix: planned.matrix.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
             attempt,
+            trial: None,
         },
         rehearsal,
         status: ReportStatus::Running,
@@ -194,20 +197,20 @@ pub(super) fn summary_line(r: &RunReport, file: Option<&Path>, style: crate::sty
     )
 }
 
-struct Run<'a> {
-    attempt: &'a Attempt<'a>,
-    job_dir: PathBuf,
-    run_deadline: Option<Instant>,
-    checkpoint: Checkpoint,
+pub(super) struct Run<'a> {
+    pub(super) attempt: &'a Attempt<'a>,
+    pub(super) job_dir: PathBuf,
+    pub(super) run_deadline: Option<Instant>,
+    pub(super) checkpoint: Checkpoint,
     ledger: crate::ledger::Slot,
 }
 
 impl Run<'_> {
-    fn spec(&self) -> &JobSpec {
+    pub(super) fn spec(&self) -> &JobSpec {
         &self.attempt.planned.spec
     }
 
-    fn say(&self, line: &str) {
+    pub(super) fn say(&self, line: &str) {
         self.attempt.line.say(line);
     }
 
@@ -389,11 +392,17 @@ impl Run<'_> {
         report: &mut RunReport,
         snapshots: Option<&Snapshots<'_>>,
     ) -> Result<(), Failure> {
+        let early_base = self.start_commit(ready).await;
         let setup = self.setup(ready, settings, report).await;
         if let Some(s) = snapshots {
             report.setup_diff = Some(s.take("setup", self.run_deadline, &mut self.attempt.signals.cancel()).await);
         }
         setup?;
+        // The commit the final patch is taken against: before setup, or after it when setup made the repository.
+        let base = match early_base {
+            Some(b) => Some(b),
+            None => self.start_commit(ready).await,
+        };
         let (_place, waited) = self.wait_for_place(report).await?;
         self.attempt.line.activity("starting the conversation");
         let client = &ready.client;
@@ -424,7 +433,21 @@ impl Run<'_> {
             price_named: settings.llm.input_cost_per_token.is_some() && settings.llm.output_cost_per_token.is_some(),
             max_iterations: self.spec().agent.max_iterations,
         };
-        let outcome = conv.run_steps(self.spec(), &self.job_dir, &limits, &progress, backend, snapshots).await;
+        let step_checker = super::verifying::StepChecker {
+            checker: super::verifying::Checker {
+                run: self,
+                settings,
+                probe: backend,
+                log_dir: self.attempt.dir.join("verify"),
+                spent_before: crate::money::Usd::ZERO,
+            },
+            target: crate::verify::Target { client: &ready.client, working_dir: &ready.working_dir },
+        };
+        let after = crate::agent::conversation::AfterStep {
+            diffs: snapshots,
+            checks: Some(&step_checker as &dyn crate::agent::conversation::StepChecks),
+        };
+        let outcome = conv.run_steps(self.spec(), &self.job_dir, &limits, &progress, backend, &after).await;
         // Steps that ran replace their `not_run` entries; the rest stay as they were listed.
         for step in outcome.steps {
             let i = step.index - 1;
@@ -437,6 +460,7 @@ impl Run<'_> {
         {
             result = Err(Failure::new(OutcomeClass::Infrastructure, format!("the event log is incomplete: {e}")));
         }
+        let result = self.after_steps((ready, backend, settings), base.as_deref(), report, result).await;
         // A kept sandbox keeps its conversation too, so it can be inspected or continued.
         let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
         if !keeps(self.spec().cleanup, class)

@@ -1,0 +1,133 @@
+//! The run's final patch: everything the agent and setup changed in the working directory's git
+//! repository, relative to the commit the run started from, as `final.patch` beside run.json. Taken with
+//! a private index and object directory in the sandbox (the repository's own index and objects are only
+//! read), binary-safe (`git diff --binary --full-index` of the whole tree, new files included, `.gitignore`d
+//! ones left out), so that `git apply final.patch` on the base commit gives the final tree exactly — the
+//! tree recorded beside it. Fetched through the agent-server's file API, on every backend alike. This is
+//! what a fresh verifier applies and what delivery pushes.
+
+use super::http::AgentClient;
+use super::setup::{run_command, shell_quote};
+use crate::cancel::Cancel;
+use crate::report::PatchInfo;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub const PATCH_FILE: &str = "final.patch";
+/// The largest patch fetched: beyond it the report says how large it was and keeps none.
+const MAX_PATCH_BYTES: u64 = 100 * 1024 * 1024;
+const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The commit the working directory's repository is at, if it is one with a commit.
+pub async fn head(client: &AgentClient, working_dir: &str, cancel: &mut Cancel) -> Option<String> {
+    let cmd = "unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; git rev-parse -q --verify 'HEAD^{commit}' 2>/dev/null";
+    let out = run_command(client, cmd, working_dir, Duration::from_secs(30), cancel).await.ok()?;
+    let commit = out.stdout.trim();
+    (out.exit_code == 0 && commit.len() >= 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| commit.to_string())
+}
+
+/// `$1` working dir, `$2` base commit (empty: the empty tree). Prints the temporary directory holding
+/// `final.patch`, the final tree, the number of changed paths, the patch's size and the base tree; exit 4 when the
+/// working directory is in no repository, 3 on any other failure (the reason on stderr).
+const SCRIPT: &str = r#"set -u
+wd=$1; base=$2
+fail() { echo "$*" >&2; exit 3; }
+command -v git >/dev/null 2>&1 || fail "git is not installed in the sandbox"
+cd "$wd" 2>/dev/null || fail "no working directory $wd"
+unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES
+top=$(git rev-parse --show-toplevel 2>/dev/null) || { echo "the working directory is not in a git repository" >&2; exit 4; }
+objects=$(git rev-parse --path-format=absolute --git-path objects) || fail "cannot find the repository's objects"
+umask 077
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ohrun-patch.XXXXXX") || fail "cannot make a temporary directory"
+mkdir "$tmp/objects" || fail "cannot make $tmp/objects"
+export GIT_INDEX_FILE="$tmp/index" GIT_OBJECT_DIRECTORY="$tmp/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
+g() { git -c core.autocrlf=false -c core.safecrlf=false -c core.quotePath=false "$@"; }
+if [ -n "$base" ]; then from=$(g rev-parse "$base^{tree}") || fail "cannot read the base commit $base"; g read-tree "$base" || fail "cannot read the base commit $base"
+else from=$(g hash-object -t tree /dev/null); g read-tree --empty || fail "cannot start an empty index"; fi
+g add -A -- "$top" 2>"$tmp/err" || fail "git add failed: $(tail -n 1 "$tmp/err")"
+tree=$(g write-tree) || fail "git write-tree failed"
+g diff --cached --binary --full-index --no-color --no-ext-diff --no-renames "$from" > "$tmp/final.patch" || fail "git diff failed"
+paths=$(g diff --cached --name-only --no-renames "$from" | wc -l)
+bytes=$(wc -c < "$tmp/final.patch")
+printf '%s\n%s\n%s\n%s\n%s\n' "$tmp" "$tree" $paths $bytes "$from"
+"#;
+
+/// Takes the final patch against `base` (None: against the empty tree, for a repository that had no
+/// commit) and writes it, redacted, to `final.patch` in `attempt_dir`.
+pub async fn capture(
+    client: &AgentClient,
+    working_dir: &str,
+    base: Option<&str>,
+    attempt_dir: &Path,
+    deadline: Option<Instant>,
+    cancel: &mut Cancel,
+) -> PatchInfo {
+    let mut info = PatchInfo { base_commit: base.map(str::to_string), ..PatchInfo::default() };
+    let left = deadline.map_or(GIT_TIMEOUT, |d| d.saturating_duration_since(Instant::now()).min(GIT_TIMEOUT));
+    let command = format!(
+        "sh -c {} ohrun-patch {} {}",
+        shell_quote(SCRIPT),
+        shell_quote(working_dir),
+        shell_quote(base.unwrap_or(""))
+    );
+    let out = match run_command(client, &command, "/", left, cancel).await {
+        Ok(out) if out.exit_code == 0 => out,
+        Ok(out) => {
+            let why = out.stderr.lines().last().unwrap_or("").trim().to_string();
+            info.error =
+                Some(if why.is_empty() { format!("taking the patch failed (exit {})", out.exit_code) } else { why });
+            return info;
+        }
+        Err((_, e)) => {
+            info.error = Some(format!("taking the patch failed: {e}"));
+            return info;
+        }
+    };
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    let [tmp, tree, paths, bytes, base_tree] = lines[..] else {
+        info.error = Some(format!("unexpected output from the patch script: {}", out.stdout.trim()));
+        return info;
+    };
+    (info.tree, info.paths, info.bytes) =
+        (Some(tree.to_string()), paths.parse().unwrap_or(0), bytes.parse().unwrap_or(0));
+    info.base_tree = Some(base_tree.to_string());
+    if info.bytes > MAX_PATCH_BYTES {
+        info.error = Some(format!("the patch is {} bytes, more than the {MAX_PATCH_BYTES} kept", info.bytes));
+    } else {
+        fetch(client, &format!("{tmp}/{PATCH_FILE}"), attempt_dir, &mut info).await;
+    }
+    let rm = format!("rm -rf {}", shell_quote(tmp));
+    let _ = run_command(client, &rm, "/", Duration::from_secs(30), &mut Cancel::never()).await;
+    info
+}
+
+/// Downloads the patch and writes it, redacted, beside run.json, with its sha256.
+async fn fetch(client: &AgentClient, remote: &str, attempt_dir: &Path, info: &mut PatchInfo) {
+    let bytes = match client.download_file(remote).await {
+        Ok(b) => b,
+        Err(e) => {
+            info.error = Some(format!("fetching the patch failed: {e}"));
+            return;
+        }
+    };
+    // A secret the agent wrote into a file must not leave in a patch either; a masked patch may no longer
+    // apply, and says so.
+    let clean = crate::report::redact::apply_bytes(&bytes);
+    info.redacted = clean.len() != bytes.len() || *clean != bytes[..];
+    let path = attempt_dir.join(PATCH_FILE);
+    let written = crate::report::writer::create_private(&path).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(&clean)?;
+        f.sync_all()
+    });
+    match written {
+        Ok(()) => {
+            info.file = Some(PATCH_FILE.to_string());
+            info.sha256 = Some(Sha256::digest(&clean).iter().map(|b| format!("{b:02x}")).collect());
+            info.bytes = clean.len() as u64;
+        }
+        Err(e) => info.error = Some(format!("cannot write {}: {e}", path.display())),
+    }
+}

@@ -1,0 +1,184 @@
+//! summary.json's `verification`: how many runs did the job right. Verdicts are counted apart from
+//! infrastructure: a run whose verifier or sandbox failed (`error`) is in no pass rate's denominator.
+//! Trials of one run id (`repeat`) give pass@k, pass^k and flakiness, and cluster in the batch's
+//! interval (`crate::stats`).
+
+use super::Verdict;
+use super::summary::RunSummary;
+use crate::money::Usd;
+use crate::stats::{self, Interval};
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A check's result as summary.json lists it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct CheckBrief {
+    pub name: String,
+    pub passed: bool,
+    pub value: Option<f64>,
+    /// The check could not run (a verifier error).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub error: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Scores {
+    /// Every run (trial) of the batch with a verdict.
+    pub batch: Tally,
+    /// The same per job name.
+    pub jobs: IndexMap<String, Tally>,
+    /// Per run id with more than one trial: how its trials went.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub trials: IndexMap<String, TrialStats>,
+}
+
+/// Verdicts counted, and what they add up to.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+    /// Verifier or infrastructure errors: not in the pass rate.
+    pub error: u64,
+    /// passed / (passed + failed), with a 95 % interval clustered by run id (trials of one run id are
+    /// alike); None when nothing was verified.
+    pub pass_rate: Option<Interval>,
+    /// The mean score of the runs that have one.
+    pub mean_score: Option<f64>,
+    /// What the runs cost in all, divided by the runs that passed (None when none did).
+    pub cost_per_pass: Option<Usd>,
+}
+
+/// The trials of one run id.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct TrialStats {
+    /// Trials with a verdict of passed or failed (errors are left out, as from every rate).
+    pub trials: u64,
+    pub passed: u64,
+    /// Trials whose verdict is `error` (not counted above).
+    pub errors: u64,
+    /// Unbiased pass@k for k = 1 … trials: the chance that one of k trials passes.
+    pub pass_at: IndexMap<String, f64>,
+    /// pass^k for k = 1 … trials: the chance that k trials all pass.
+    pub pass_all: IndexMap<String, f64>,
+    pub mean_score: Option<f64>,
+    /// The trials disagree: some passed, some failed.
+    pub flaky: bool,
+}
+
+impl CheckBrief {
+    pub fn of(c: &super::CheckResult) -> CheckBrief {
+        CheckBrief { name: c.name.clone(), passed: c.passed, value: c.value, error: c.error.is_some() }
+    }
+}
+
+impl Scores {
+    /// The verification rollup of `runs`; None when no run has a verdict (the jobs verify nothing, or
+    /// none has been verified yet).
+    pub fn of(runs: &[RunSummary]) -> Option<Scores> {
+        if runs.iter().all(|r| r.verdict.is_none()) {
+            return None;
+        }
+        let mut jobs: IndexMap<String, Vec<&RunSummary>> = IndexMap::new();
+        for r in runs {
+            jobs.entry(r.job.clone()).or_default().push(r);
+        }
+        let all: Vec<&RunSummary> = runs.iter().collect();
+        let mut by_id: IndexMap<&str, Vec<&RunSummary>> = IndexMap::new();
+        for r in runs.iter().filter(|r| r.trial.is_some()) {
+            by_id.entry(&r.id).or_default().push(r);
+        }
+        Some(Scores {
+            batch: tally(&all),
+            jobs: jobs.iter().map(|(job, rs)| (job.clone(), tally(rs))).collect(),
+            trials: by_id.into_iter().map(|(id, rs)| (id.to_string(), trial_stats(&rs))).collect(),
+        })
+    }
+}
+
+fn tally(runs: &[&RunSummary]) -> Tally {
+    let count = |v: Verdict| runs.iter().filter(|r| r.verdict == Some(v)).count() as u64;
+    let (passed, failed, error) = (count(Verdict::Passed), count(Verdict::Failed), count(Verdict::Error));
+    let mut clusters: IndexMap<&str, (u64, u64)> = IndexMap::new();
+    for r in runs.iter().filter(|r| matches!(r.verdict, Some(Verdict::Passed | Verdict::Failed))) {
+        let c = clusters.entry(&r.id).or_default();
+        c.0 += u64::from(r.verdict == Some(Verdict::Passed));
+        c.1 += 1;
+    }
+    let clusters: Vec<(u64, u64)> = clusters.into_values().collect();
+    let cost: Usd = runs.iter().map(|r| r.cost).sum();
+    Tally {
+        passed,
+        failed,
+        error,
+        pass_rate: stats::clustered_pass_rate(&clusters),
+        mean_score: mean(runs.iter().filter_map(|r| r.score)),
+        cost_per_pass: (passed > 0).then(|| cost.split(passed)),
+    }
+}
+
+fn trial_stats(trials: &[&RunSummary]) -> TrialStats {
+    let verified = trials.iter().filter(|r| matches!(r.verdict, Some(Verdict::Passed | Verdict::Failed)));
+    let n = verified.clone().count() as u64;
+    let c = verified.filter(|r| r.verdict == Some(Verdict::Passed)).count() as u64;
+    let ks = 1..=n;
+    TrialStats {
+        trials: n,
+        passed: c,
+        errors: trials.iter().filter(|r| r.verdict == Some(Verdict::Error)).count() as u64,
+        pass_at: ks.clone().filter_map(|k| Some((k.to_string(), stats::pass_at_k(n, c, k)?))).collect(),
+        pass_all: ks.filter_map(|k| Some((k.to_string(), stats::pass_all_k(n, c, k)?))).collect(),
+        mean_score: mean(trials.iter().filter_map(|r| r.score)),
+        flaky: c > 0 && c < n,
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / f64::from(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str, trial: Option<u32>, verdict: Verdict, score: f64) -> RunSummary {
+        RunSummary {
+            id: id.into(),
+            job: "j".into(),
+            trial,
+            verdict: Some(verdict),
+            score: Some(score),
+            cost: Usd::parse("0.10").unwrap(),
+            ..RunSummary::default()
+        }
+    }
+
+    #[test]
+    fn a_flaky_run_of_five_trials_has_the_closed_form_pass_at_k() {
+        use Verdict::*;
+        let runs: Vec<RunSummary> = [Passed, Failed, Passed, Passed, Failed]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| run("r", Some(i as u32 + 1), *v, if *v == Passed { 1.0 } else { 0.0 }))
+            .collect();
+        let s = Scores::of(&runs).unwrap();
+        let t = &s.trials["r"];
+        assert_eq!((t.trials, t.passed, t.flaky), (5, 3, true));
+        assert!((t.pass_at["1"] - 0.6).abs() < 1e-12 && (t.pass_at["2"] - 0.9).abs() < 1e-12);
+        assert_eq!(t.pass_at["3"], 1.0);
+        assert!((t.pass_all["2"] - 0.3).abs() < 1e-12 && (t.pass_all["3"] - 0.1).abs() < 1e-12);
+        assert_eq!(s.batch.cost_per_pass, Some(Usd::parse("0.166666666").unwrap()));
+    }
+
+    #[test]
+    fn errors_are_counted_apart_and_in_no_rate() {
+        use Verdict::*;
+        let runs = [run("a", None, Passed, 1.0), run("b", None, Failed, 0.5), run("c", None, Error, 0.0)];
+        let s = Scores::of(&runs).unwrap();
+        assert_eq!((s.batch.passed, s.batch.failed, s.batch.error), (1, 1, 1));
+        assert_eq!(s.batch.pass_rate.unwrap().estimate, 0.5);
+        assert!(s.trials.is_empty());
+        assert_eq!(Scores::of(&[RunSummary::default()]), None);
+    }
+}

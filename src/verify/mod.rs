@@ -1,0 +1,107 @@
+//! Verification: was the agent's work right? Checks — commands (`check.rs`) and LLM judges
+//! (`judge.rs`) — run once the agent has finished (`verify:`), or right after a step (`steps[].checks`),
+//! in the run's own sandbox (`shared`) or in a fresh one that only gets the run's final patch (`fresh`,
+//! in `runner::verifying`). Hidden files arrive only after the agent is done (`files.rs`). The verdict
+//! keeps the infrastructure apart: a check that could not run is a verifier error (`error`, exit 3,
+//! retried like any infrastructure failure), never a failed task.
+
+pub mod check;
+pub mod files;
+pub mod judge;
+
+use crate::agent::http::AgentClient;
+use crate::agent::setup::run_command;
+use crate::cancel::Cancel;
+use crate::job::checks::CheckSpec;
+use crate::report::{CheckResult, Verdict};
+use std::time::Duration;
+
+/// The sandbox checks run in.
+pub struct Target<'a> {
+    pub client: &'a AgentClient,
+    pub working_dir: &'a str,
+}
+
+/// The result a check starts from: its name, weight and flags.
+pub fn base_result(spec: &CheckSpec) -> CheckResult {
+    CheckResult {
+        name: spec.name.clone(),
+        kind: if spec.judge.is_some() { "judge" } else { "run" }.into(),
+        required: spec.required,
+        weight: spec.weight,
+        ..CheckResult::default()
+    }
+}
+
+/// Whether a command check passed: its value reaches the threshold (a judge says so itself).
+pub fn settle(mut result: CheckResult, spec: &CheckSpec) -> CheckResult {
+    if result.kind == "run" {
+        result.passed = result.error.is_none() && result.value.is_some_and(|v| v >= spec.threshold);
+    } else if result.error.is_some() {
+        result.passed = false;
+    }
+    result
+}
+
+/// The verdict and score of a run from all its checks (per-step and final): `error` when a required
+/// check could not run, else `failed` when a required check failed, else `passed`. The score is the
+/// weighted mean of the values the checks gave (an optional check that could not run is left out).
+pub fn verdict(results: &[CheckResult]) -> (Verdict, Option<f64>) {
+    let verdict = if results.iter().any(|r| r.required && r.error.is_some()) {
+        Verdict::Error
+    } else if results.iter().any(|r| r.required && !r.passed) {
+        Verdict::Failed
+    } else {
+        Verdict::Passed
+    };
+    let scored: Vec<(f64, f64)> = results.iter().filter_map(|r| Some((r.value?, r.weight))).collect();
+    let weights: f64 = scored.iter().map(|(_, w)| w).sum();
+    let score = (weights > 0.0).then(|| scored.iter().map(|(v, w)| v * w).sum::<f64>() / weights);
+    (verdict, score)
+}
+
+/// What a shared sandbox shows of an agent that prepared its own verdict: `reward.json` files in the
+/// working directory and output directories made in advance under ohrun's naming. They are never read;
+/// the report says they were there.
+pub async fn notices(target: &Target<'_>, cancel: &mut Cancel) -> Vec<String> {
+    let look = "find . -name .git -prune -o -name reward.json -print 2>/dev/null | head -n 20; \
+                ls -d \"${TMPDIR:-/tmp}\"/ohrun-verify-out.* 2>/dev/null | head -n 20";
+    let Ok(out) = run_command(target.client, look, target.working_dir, Duration::from_secs(60), cancel).await else {
+        return Vec::new();
+    };
+    out.stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("{} was there before verification began (written by the agent?); it was not read", l.trim()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(required: bool, passed: bool, value: Option<f64>, weight: f64, error: bool) -> CheckResult {
+        CheckResult {
+            required,
+            passed,
+            value,
+            weight,
+            error: error.then(|| "timed out".to_string()),
+            ..CheckResult::default()
+        }
+    }
+
+    #[test]
+    fn the_verdict_keeps_verifier_errors_apart_from_failures() {
+        let pass = r(true, true, Some(1.0), 2.0, false);
+        let fail_optional = r(false, false, Some(0.0), 1.0, false);
+        assert_eq!(verdict(&[pass.clone(), fail_optional.clone()]), (Verdict::Passed, Some(2.0 / 3.0)));
+        let fail = r(true, false, Some(0.0), 1.0, false);
+        assert_eq!(verdict(&[pass.clone(), fail]).0, Verdict::Failed);
+        let error = r(true, false, None, 1.0, true);
+        assert_eq!(verdict(&[pass.clone(), error]), (Verdict::Error, Some(1.0)));
+        let optional_error = r(false, false, None, 1.0, true);
+        assert_eq!(verdict(&[pass, optional_error]).0, Verdict::Passed);
+        assert_eq!(verdict(&[]), (Verdict::Passed, None));
+    }
+}
