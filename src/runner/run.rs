@@ -434,14 +434,9 @@ impl Run<'_> {
             max_iterations: self.spec().agent.max_iterations,
         };
         let step_checker = super::verifying::StepChecker {
-            checker: super::verifying::Checker {
-                run: self,
-                settings,
-                probe: backend,
-                log_dir: self.attempt.dir.join("verify"),
-                spent_before: crate::money::Usd::ZERO,
-            },
+            checker: self.checker(settings, backend, "verify", crate::money::Usd::ZERO),
             target: crate::verify::Target { client: &ready.client, working_dir: &ready.working_dir },
+            attempt_dir: &self.attempt.dir,
         };
         let after = crate::agent::conversation::AfterStep {
             diffs: snapshots,

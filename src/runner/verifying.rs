@@ -6,118 +6,40 @@
 use super::run::Run;
 use crate::agent::conversation::StepChecks;
 use crate::agent::patch;
-use crate::agent::setup::{run_command, shell_quote};
 use crate::agent::{BoxFuture, SandboxProbe};
-use crate::backend::{self, Backend, Ready, Released};
-use crate::cancel::Cancel;
+use crate::backend::{Ready, Released};
 use crate::error::Failure;
-use crate::job::checks::{CheckSpec, OnFail, VerifyMode, VerifySpec};
+use crate::job::checks::{OnFail, VerifyMode, VerifySpec};
 use crate::job::model::Step;
 use crate::money::Usd;
 use crate::report::{CheckResult, OutcomeClass, RunReport, StepReport, Verdict, Verification};
-use crate::settings::{self, RunSettings};
-use crate::verify::judge::{Evidence, JudgeRun};
-use crate::verify::{self, Target, check, files};
-use std::time::{Duration, Instant};
+use crate::settings::RunSettings;
+use crate::verify::judge::Evidence;
+use crate::verify::{self, Checker, Target, fresh};
+use std::time::Instant;
 
-/// What running checks needs beside the sandbox.
-pub(super) struct Checker<'r> {
-    pub run: &'r Run<'r>,
-    pub settings: &'r RunSettings,
-    pub probe: &'r dyn SandboxProbe,
-    /// Judge logs go under here (`verify/`, or `verify/fresh/`).
-    pub log_dir: std::path::PathBuf,
-    /// What the run spent before these checks (a judge's spend is counted on top of it).
-    pub spent_before: Usd,
-}
-
-impl Checker<'_> {
-    /// Runs `checks` (at `step`, 0-based, or the final ones) against `target`, in order.
-    pub async fn run_all(
-        &self,
-        target: &Target<'_>,
-        checks: &[CheckSpec],
-        step: Option<usize>,
-        evidence: &Evidence,
-    ) -> Vec<CheckResult> {
-        let mut results = Vec::new();
-        for (i, spec) in checks.iter().enumerate() {
-            let key = settings::check_key(step, i);
-            let mut cancel = self.run.attempt.signals.cancel();
-            if cancel.is_set() {
-                break;
-            }
-            self.run.attempt.line.activity(&format!("checking: {}", spec.name));
-            let base = verify::base_result(spec);
-            let result = match (&spec.run, &spec.judge) {
-                (Some(command), _) => {
-                    let env = self.env(&key);
-                    let cmd =
-                        check::CommandCheck { name: &spec.name, run: command, env: &env, timeout: self.timeout(spec) };
-                    check::run(target, &cmd, base, &mut cancel).await
-                }
-                (None, Some(judge)) => {
-                    let spent_here = results.iter().map(|r: &CheckResult| r.cost).sum();
-                    let judge_run = self.judge_run(&key, results.len(), spent_here, evidence);
-                    verify::judge::run(target, judge, judge_run, base, &mut cancel).await
-                }
-                (None, None) => CheckResult { error: Some("the check has neither `run` nor `judge`".into()), ..base },
-            };
-            let result = verify::settle(result, spec);
-            self.run.say(&check_line(&result));
-            results.push(result);
-        }
-        results
-    }
-
-    /// The check's environment: ohrun's own variables, then its `env:`.
-    fn env(&self, key: &str) -> Vec<(String, String)> {
-        let a = self.run.attempt;
-        let mut env = vec![
-            ("OHRUN_RUN_ID".to_string(), a.planned.id.clone()),
-            ("OHRUN_ATTEMPT".to_string(), a.number.to_string()),
-            ("OHRUN_TRIAL".to_string(), a.trial.unwrap_or(1).to_string()),
-        ];
-        env.extend(self.settings.check_env.get(key).cloned().unwrap_or_default());
-        env
-    }
-
-    /// Its own timeout, within the run's.
-    fn timeout(&self, spec: &CheckSpec) -> Duration {
-        let left = self.run.run_deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        left.map_or(spec.timeout.0, |l| spec.timeout.0.min(l.max(Duration::from_secs(1))))
-    }
-
-    fn judge_run<'e>(&'e self, key: &str, n: usize, spent_here: Usd, evidence: &'e Evidence) -> JudgeRun<'e> {
-        let mut settings = self.settings.clone();
-        if let Some(llm) = self.settings.judge_llm.get(key) {
-            settings.llm = llm.clone();
-        }
-        settings.secrets.clear();
-        let a = self.run.attempt;
-        JudgeRun {
+impl<'r> Run<'r> {
+    /// A checker for this attempt: `log_dir` under its directory, `spent_before` what the run spent so far.
+    pub(super) fn checker(
+        &'r self,
+        settings: &'r RunSettings,
+        probe: &'r dyn SandboxProbe,
+        log_dir: &str,
+        spent_before: Usd,
+    ) -> Checker<'r> {
+        let a = self.attempt;
+        Checker {
             spec: &a.planned.spec,
             settings,
-            evidence,
-            log_dir: self.log_dir.join(format!("judge-{}", n + 1)),
-            run_deadline: self.run.run_deadline,
-            batch: a.budget.map(|b| b as &dyn crate::agent::SharedBudget),
-            run_id: &a.planned.id,
-            spent_before: self.spent_before + spent_here,
-            price_named: self.settings.llm.input_cost_per_token.is_some()
-                && self.settings.llm.output_cost_per_token.is_some(),
-            probe: self.probe,
+            probe,
+            log_dir: a.dir.join(log_dir),
+            spent_before,
+            ids: (&a.planned.id, a.number, a.trial.unwrap_or(1)),
+            deadline: self.run_deadline,
+            cancel: a.signals.cancel(),
+            budget: a.budget.map(|b| b as &dyn crate::agent::SharedBudget),
+            voice: a.line,
         }
-    }
-}
-
-/// `check <name>: passed (1.00)` for the console.
-fn check_line(r: &CheckResult) -> String {
-    let value = r.value.map(|v| format!(" ({v:.2})")).unwrap_or_default();
-    match &r.error {
-        Some(e) => format!("check {}: could not run — {e}", r.name),
-        None if r.passed => format!("check {}: passed{value}", r.name),
-        None => format!("check {}: FAILED{value}", r.name),
     }
 }
 
@@ -125,6 +47,7 @@ fn check_line(r: &CheckResult) -> String {
 pub(super) struct StepChecker<'r> {
     pub checker: Checker<'r>,
     pub target: Target<'r>,
+    pub attempt_dir: &'r std::path::Path,
 }
 
 impl StepChecks for StepChecker<'_> {
@@ -143,7 +66,7 @@ impl StepChecks for StepChecker<'_> {
 
 fn step_diff(s: &StepChecker<'_>, report: &StepReport) -> String {
     let file = report.diff.as_ref().and_then(|d| d.file.as_ref());
-    file.and_then(|f| std::fs::read_to_string(s.checker.run.attempt.dir.join(f)).ok()).unwrap_or_default()
+    file.and_then(|f| std::fs::read_to_string(s.attempt_dir.join(f)).ok()).unwrap_or_default()
 }
 
 impl Run<'_> {
@@ -248,41 +171,10 @@ impl Run<'_> {
         v: &mut Verification,
     ) -> Vec<CheckResult> {
         let target = Target { client: &ready.client, working_dir: &ready.working_dir };
-        let mut cancel = self.attempt.signals.cancel();
-        v.notices = verify::notices(&target, &mut cancel).await;
-        if let Err(e) = self.copy_files(spec, &target, v).await {
-            return vec![setup_error("verify.files", e)];
-        }
-        let checker = Checker {
-            run: self,
-            settings,
-            probe,
-            log_dir: self.attempt.dir.join("verify"),
-            spent_before: report.totals.cost,
-        };
-        checker.run_all(&target, &spec.checks, None, &self.evidence(report)).await
-    }
-
-    async fn copy_files(&self, spec: &VerifySpec, target: &Target<'_>, v: &mut Verification) -> Result<(), String> {
-        let Some(given) = &spec.files else { return Ok(()) };
-        let local = files::local_files(&self.job_dir, given)?;
-        let replaced = files::copy_in(target, &local, &mut self.attempt.signals.cancel()).await?;
-        v.notices.extend(
-            replaced
-                .into_iter()
-                .map(|p| format!("{p} was already in the working directory before the hidden files arrived; replaced")),
-        );
-        Ok(())
-    }
-
-    /// What a judge is shown: the final patch (else the step diffs) and the agent's last message.
-    fn evidence(&self, report: &RunReport) -> Evidence {
-        let read = |f: &str| std::fs::read_to_string(self.attempt.dir.join(f)).ok();
-        let diff = report.final_patch.as_ref().and_then(|p| p.file.as_deref()).and_then(read).unwrap_or_else(|| {
-            report.steps.iter().filter_map(|s| s.diff.as_ref()?.file.as_deref()).filter_map(read).collect()
-        });
-        let final_message = report.steps.iter().rev().find_map(|s| s.final_message.clone());
-        Evidence { final_message, diff }
+        v.notices = verify::notices(&target, &mut self.attempt.signals.cancel()).await;
+        let checker = self.checker(settings, probe, "verify", report.totals.cost);
+        let evidence = verify::evidence(&self.attempt.dir, report);
+        verify::check_in(&target, spec, &self.job_dir, &checker, &evidence, &mut v.notices).await
     }
 
     /// In a new sandbox of the same kind and settings: setup again, the run's final patch applied onto the
@@ -294,170 +186,70 @@ impl Run<'_> {
         report: &RunReport,
         v: &mut Verification,
     ) -> Vec<CheckResult> {
-        let Some(patch_file) = usable_patch(report).map(|f| self.attempt.dir.join(f)) else {
-            let why = report
-                .final_patch
-                .as_ref()
-                .and_then(|p| p.error.clone())
-                .unwrap_or_else(|| "no final patch was taken".into());
-            return vec![setup_error("fresh sandbox", format!("nothing to verify in a fresh sandbox: {why}"))];
+        let patch = match usable_patch(report).map(|f| std::fs::read(self.attempt.dir.join(f))) {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => return vec![verify::setup_error("fresh sandbox", format!("cannot read final.patch: {e}"))],
+            None => {
+                let why = report.final_patch.as_ref().and_then(|p| p.error.clone());
+                let why = why.unwrap_or_else(|| "no final patch was taken (or it had a secret masked)".into());
+                return vec![verify::setup_error(
+                    "fresh sandbox",
+                    format!("nothing to verify in a fresh sandbox: {why}"),
+                )];
+            }
         };
+        let base: fresh::Base =
+            report.final_patch.as_ref().map(|p| (p.base_commit.clone(), p.base_tree.clone())).unwrap_or_default();
         let dir = self.attempt.dir.join("verify").join("fresh");
         let ledger = crate::ledger::Slot::new(
             &format!("{}#verify", self.attempt.planned.id),
             &dir,
             Some(self.attempt.batch_dir),
         );
+        let say = |line: &str| self.say(line);
+        let place = fresh::Place {
+            run_id: &self.attempt.planned.id,
+            job: &self.spec().name,
+            dir: &dir,
+            hide_env: &settings.secret_names,
+            deadline: self.run_deadline,
+            cancel: self.attempt.signals.cancel(),
+            progress: &say,
+            ledger: &ledger,
+            remote: matches!(self.spec().sandbox, crate::job::model::Sandbox::Remote(_)),
+        };
         let mut backend = settings.sandbox.clone().backend();
         self.attempt.line.activity("provisioning a fresh sandbox to verify in");
-        let ready = self.provision_for_verify(&mut *backend, &settings.secret_names, &dir, &ledger).await;
+        let ready = fresh::provision(&mut *backend, &place).await;
         let results = match &ready {
             Ok(ready) => {
-                let base = report.final_patch.as_ref().map(|p| (p.base_commit.clone(), p.base_tree.clone()));
-                self.check_fresh(spec, ready, &*backend, settings, base, &patch_file, report, v).await
+                let target = Target { client: &ready.client, working_dir: &ready.working_dir };
+                let checker = self.checker(settings, &*backend, "verify/fresh", report.totals.cost);
+                let evidence = verify::evidence(&self.attempt.dir, report);
+                let mut cancel = self.attempt.signals.cancel();
+                let results = match fresh::prepare(&target, &settings.setup, &base, &patch, &mut cancel).await {
+                    Ok(()) => verify::check_in(&target, spec, &self.job_dir, &checker, &evidence, &mut v.notices).await,
+                    Err(e) => vec![verify::setup_error("fresh sandbox", e)],
+                };
+                if place.remote {
+                    fresh::remove_dir(&target).await;
+                }
+                results
             }
-            Err(e) => {
-                vec![setup_error("fresh sandbox", format!("the fresh sandbox could not be provisioned: {}", e.message))]
-            }
+            Err(e) => vec![verify::setup_error("fresh sandbox", format!("it could not be provisioned: {}", e.message))],
         };
         let keep = self.spec().cleanup == crate::job::model::CleanupPolicy::Never;
         let released = backend.release(keep).await;
-        let record = backend.record();
         if !matches!(released, Released::Failed(_)) {
             ledger.close(released.disposition());
         }
         v.sandbox = Some(crate::report::verdict::VerifySandbox {
             kind: self.spec().sandbox.kind().to_string(),
-            id: record.id,
+            id: backend.record().id,
             working_dir: ready.as_ref().ok().map(|r| r.working_dir.clone()),
             disposition: released.disposition().to_string(),
         });
         results
-    }
-
-    async fn provision_for_verify(
-        &self,
-        backend: &mut dyn Backend,
-        hide_env: &[String],
-        dir: &std::path::Path,
-        ledger: &crate::ledger::Slot,
-    ) -> Result<Ready, backend::Error> {
-        crate::report::writer::create_dir(dir)
-            .map_err(|e| backend::Error::failed(format!("cannot create {}: {e}", dir.display())))?;
-        let progress = |line: &str| self.say(line);
-        let recorded = |_| {};
-        let ctx = backend::Context {
-            run_id: &self.attempt.planned.id,
-            job: &self.spec().name,
-            report_dir: dir,
-            hide_env,
-            run_deadline: self.run_deadline,
-            cancel: self.attempt.signals.cancel(),
-            progress: &progress,
-            ledger,
-            recorded: &recorded,
-        };
-        let mut ready = backend.provision(&ctx).await?;
-        // A remote server is the same server: the fresh working directory is a new one beside the run's.
-        if matches!(self.spec().sandbox, crate::job::model::Sandbox::Remote(_)) {
-            let short = uuid::Uuid::new_v4().simple().to_string();
-            ready.working_dir = format!("{}.ohrun-verify-{}", ready.working_dir.trim_end_matches('/'), &short[..8]);
-        }
-        Ok(ready)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn check_fresh(
-        &self,
-        spec: &VerifySpec,
-        ready: &Ready,
-        probe: &dyn SandboxProbe,
-        settings: &RunSettings,
-        base: Option<(Option<String>, Option<String>)>,
-        patch_file: &std::path::Path,
-        report: &RunReport,
-        v: &mut Verification,
-    ) -> Vec<CheckResult> {
-        let target = Target { client: &ready.client, working_dir: &ready.working_dir };
-        if let Err(e) = self.prepare_fresh(&target, settings, base, patch_file).await {
-            return vec![setup_error("fresh sandbox", e)];
-        }
-        if let Err(e) = self.copy_files(spec, &target, v).await {
-            return vec![setup_error("verify.files", e)];
-        }
-        let checker = Checker {
-            run: self,
-            settings,
-            probe,
-            log_dir: self.attempt.dir.join("verify").join("fresh"),
-            spent_before: report.totals.cost,
-        };
-        let results = checker.run_all(&target, &spec.checks, None, &self.evidence(report)).await;
-        if matches!(self.spec().sandbox, crate::job::model::Sandbox::Remote(_)) {
-            let rm = format!("rm -rf {}", shell_quote(&ready.working_dir));
-            let _ = run_command(&ready.client, &rm, "/", Duration::from_secs(60), &mut Cancel::never()).await;
-        }
-        results
-    }
-
-    /// The fresh working directory made, set up, at the base commit, with the final patch applied.
-    async fn prepare_fresh(
-        &self,
-        target: &Target<'_>,
-        settings: &RunSettings,
-        base: Option<(Option<String>, Option<String>)>,
-        patch_file: &std::path::Path,
-    ) -> Result<(), String> {
-        let mut cancel = self.attempt.signals.cancel();
-        let wd = target.working_dir;
-        let mkdir = format!("mkdir -p {}", shell_quote(wd));
-        run_command(target.client, &mkdir, "/", Duration::from_secs(60), &mut cancel)
-            .await
-            .map_err(|(_, e)| e.to_string())?;
-        let commands = settings.setup.clone();
-        let done = crate::agent::setup::run_setup(target.client, &commands, wd, &cancel, &mut |_| {}).await;
-        if let Some(e) = done.error {
-            return Err(format!("setup in the fresh sandbox failed: {e}"));
-        }
-        if let Some(f) = done.failed() {
-            return Err(format!("setup command `{}` exited with {} in the fresh sandbox", f.command, f.exit_code));
-        }
-        if let Some((Some(base), tree)) = base {
-            // At the base commit; else checked out at it; else a setup from scratch that made the same
-            // tree under another commit is the same base.
-            let checkout = format!(
-                "unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; [ \"$(git rev-parse -q --verify HEAD)\" = {b} ] || \
-                 {{ git cat-file -e {b}^{{commit}} 2>/dev/null && git checkout -q --detach {b}; }} || \
-                 {{ [ -n {t} ] && [ \"$(git rev-parse -q --verify 'HEAD^{{tree}}')\" = {t} ]; }} || \
-                 {{ echo \"the base commit is not in this repository and HEAD's tree differs\" >&2; exit 1; }}",
-                b = shell_quote(&base),
-                t = shell_quote(tree.as_deref().unwrap_or(""))
-            );
-            let out = run_command(target.client, &checkout, wd, Duration::from_secs(120), &mut cancel)
-                .await
-                .map_err(|(_, e)| e.to_string())?;
-            if out.exit_code != 0 {
-                return Err(format!(
-                    "the fresh sandbox cannot be put at the base commit {base}: {}",
-                    out.stderr.trim()
-                ));
-            }
-        }
-        let bytes = std::fs::read(patch_file).map_err(|e| format!("cannot read {}: {e}", patch_file.display()))?;
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let remote = format!("/tmp/ohrun-final-{}.patch", uuid::Uuid::new_v4().simple());
-        target.client.upload_file(&remote, bytes).await.map_err(|e| format!("cannot copy the final patch in: {e}"))?;
-        let apply =
-            format!("git apply --binary --whitespace=nowarn {r}; s=$?; rm -f {r}; exit $s", r = shell_quote(&remote));
-        let out = run_command(target.client, &apply, wd, Duration::from_secs(300), &mut cancel)
-            .await
-            .map_err(|(_, e)| e.to_string())?;
-        if out.exit_code != 0 {
-            return Err(format!("the final patch does not apply in the fresh sandbox: {}", out.stderr.trim()));
-        }
-        Ok(())
     }
 }
 
@@ -466,18 +258,6 @@ fn usable_patch(report: &RunReport) -> Option<std::path::PathBuf> {
     let p = report.final_patch.as_ref()?;
     let file = p.file.as_ref().filter(|_| p.error.is_none() && !p.redacted)?;
     Some(std::path::PathBuf::from(file))
-}
-
-/// A check-shaped verifier error for what failed before any check could run.
-fn setup_error(name: &str, error: String) -> CheckResult {
-    CheckResult {
-        name: name.into(),
-        kind: "setup".into(),
-        required: true,
-        weight: 0.0,
-        error: Some(error),
-        ..CheckResult::default()
-    }
 }
 
 fn mode_name(mode: VerifyMode) -> &'static str {

@@ -6,14 +6,20 @@
 //! retried like any infrastructure failure), never a failed task.
 
 pub mod check;
+pub mod checker;
 pub mod files;
+pub mod fresh;
 pub mod judge;
+
+pub use checker::Checker;
 
 use crate::agent::http::AgentClient;
 use crate::agent::setup::run_command;
 use crate::cancel::Cancel;
-use crate::job::checks::CheckSpec;
-use crate::report::{CheckResult, Verdict};
+use crate::job::checks::{CheckSpec, VerifySpec};
+use crate::report::{CheckResult, RunReport, Verdict};
+use judge::Evidence;
+use std::path::Path;
 use std::time::Duration;
 
 /// The sandbox checks run in.
@@ -58,6 +64,54 @@ pub fn verdict(results: &[CheckResult]) -> (Verdict, Option<f64>) {
     let weights: f64 = scored.iter().map(|(_, w)| w).sum();
     let score = (weights > 0.0).then(|| scored.iter().map(|(v, w)| v * w).sum::<f64>() / weights);
     (verdict, score)
+}
+
+/// What a verifier does once its sandbox is ready: the hidden files copied in (what they replaced goes
+/// into `notices`), then the checks.
+pub async fn check_in(
+    target: &Target<'_>,
+    spec: &VerifySpec,
+    job_dir: &Path,
+    checker: &Checker<'_>,
+    evidence: &Evidence,
+    notices: &mut Vec<String>,
+) -> Vec<CheckResult> {
+    if let Some(given) = &spec.files {
+        let copied = match files::local_files(job_dir, given) {
+            Ok(local) => files::copy_in(target, &local, &mut checker.cancel.clone()).await,
+            Err(e) => Err(e),
+        };
+        match copied {
+            Ok(replaced) => notices.extend(replaced.into_iter().map(|p| {
+                format!("{p} was already in the working directory before the hidden files arrived; replaced")
+            })),
+            Err(e) => return vec![setup_error("verify.files", e)],
+        }
+    }
+    checker.run_all(target, &spec.checks, None, evidence).await
+}
+
+/// A check-shaped verifier error for what failed before any check could run.
+pub fn setup_error(name: &str, error: String) -> CheckResult {
+    CheckResult {
+        name: name.into(),
+        kind: "setup".into(),
+        required: true,
+        weight: 0.0,
+        error: Some(error),
+        ..CheckResult::default()
+    }
+}
+
+/// What a judge is shown of a run: its final patch (else its step diffs) and its agent's last message.
+pub fn evidence(attempt_dir: &Path, report: &RunReport) -> Evidence {
+    let read = |f: &str| std::fs::read_to_string(attempt_dir.join(f)).ok();
+    let patch = report.final_patch.as_ref().and_then(|p| p.file.as_deref()).and_then(read);
+    let diff = patch.unwrap_or_else(|| {
+        report.steps.iter().filter_map(|s| s.diff.as_ref()?.file.as_deref()).filter_map(read).collect()
+    });
+    let final_message = report.steps.iter().rev().find_map(|s| s.final_message.clone());
+    Evidence { final_message, diff }
 }
 
 /// What a shared sandbox shows of an agent that prepared its own verdict: `reward.json` files in the
