@@ -157,7 +157,7 @@ pub fn resolve(
     let secrets = conversation_secrets(spec, &mut r);
     // The conversation's create body carries the LLM key and every `secrets:` value: the agent-server's
     // URL must then not be plain http to a far host, whether or not a session key is sent too.
-    let sends_secrets = (rehearsal.is_none() && llm.api_key.is_some()) || !secrets.is_empty();
+    let sends_secrets = (rehearsal.is_none() && llm.api_key.is_some()) || !secrets.is_empty() || sends_env_values(spec);
     let sandbox = sandbox(&spec.sandbox, job_dir, &llm, sends_secrets, &mut r);
     if rehearsal.is_some() {
         refuse_far_rehearsal(&sandbox, spec.sandbox.kind(), &mut r);
@@ -202,6 +202,14 @@ fn checks(spec: &JobSpec, rehearsal: Option<&RehearsalLlm>, r: &mut Resolver) ->
         }
     }
     (env, judges)
+}
+
+/// Values from the environment that requests to the agent-server carry: a setup command's or a check's
+/// `env:` (exported in the command ohrun sends; treated as secrets, so they must not go in clear text).
+fn sends_env_values(spec: &JobSpec) -> bool {
+    let refers = |m: &indexmap::IndexMap<String, EnvString>| m.values().any(|v| !v.var_names().is_empty());
+    let checks = spec.verify.iter().flat_map(|v| &v.checks).chain(spec.steps.iter().flat_map(|s| &s.checks));
+    spec.setup.iter().any(|c| refers(&c.env)) || checks.clone().any(|c| refers(&c.env))
 }
 
 /// The values of `secrets:`, registered with the redactor.
@@ -438,13 +446,16 @@ impl<'a> Resolver<'a> {
     /// treated as a secret: such a place is where keys go.
     fn register_url_parts(&self, s: &EnvString, url: &str) {
         let Ok(parsed) = reqwest::Url::parse(url) else { return };
-        let private = format!(
+        let raw = format!(
             "{}:{}{}?{}",
             parsed.username(),
             parsed.password().unwrap_or(""),
             parsed.path(),
             parsed.query().unwrap_or("")
         );
+        // The parser percent-encodes what it must: a value is looked for as written and decoded.
+        let decoded = percent_encoding::percent_decode_str(&raw).decode_utf8_lossy().into_owned();
+        let private = format!("{raw}\n{decoded}");
         for name in s.var_names() {
             if let Some(value) = (self.env)(name).filter(|v| v != url && private.contains(v.as_str())) {
                 redact::register(&value);
@@ -575,6 +586,13 @@ mod tests {
         resolve(&s, Path::new("."), None, &env).unwrap();
         let text = "url-path-token-77 p@ss-word-99 p%40ss-word-99 query-key-value-55 bob eu-west";
         assert_eq!(redact::apply(text), "*** *** *** *** bob eu-west");
+        // A value the URL parser has to encode is found all the same.
+        let s = spec(
+            "name: t\nsandbox: {kind: remote, url: 'http://127.0.0.1:9/${ODD}/', working_dir: /w}\nllm: {model: m}\nsteps:\n  - message: hi\n",
+        );
+        let odd = |n: &str| (n == "ODD").then(|| "odd\"path secret/77".to_string());
+        resolve(&s, Path::new("."), None, &odd).unwrap();
+        assert_eq!(redact::apply("x odd\"path secret/77 y"), "x *** y");
     }
 
     #[test]

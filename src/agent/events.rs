@@ -55,8 +55,15 @@ pub fn socket_url(base: &str, cid: &str) -> String {
     } else {
         base.to_string()
     };
+    // The id is the server's: one path segment, encoded, so it can never add a segment or a query.
+    let cid = if cid.chars().all(|c| c == '.') { format!("%{cid}") } else { cid.to_string() };
+    let cid = percent_encoding::utf8_percent_encode(&cid, SEGMENT);
     format!("{}/sockets/events/{cid}", ws.trim_end_matches('/'))
 }
+
+/// What a path segment cannot hold as it is.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 impl EventSocket {
     /// Connects and waits (up to `ready_timeout`) for the server's first frame, the subscribe-time

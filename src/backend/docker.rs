@@ -294,14 +294,19 @@ fn container_body(
     }
 }
 
+/// The last `lines` lines of a container's output, redacted before they are cut: the engine is asked for
+/// as many more as the longest secret spans, so a multi-line secret across the cut is masked whole.
 pub async fn log_tail(docker: &Docker, id: &str, lines: usize) -> String {
-    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
+    let asked = lines + crate::report::redact::max_lines();
+    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&asked.to_string()).build();
     let mut stream = docker.logs(id, Some(options));
     let mut out = String::new();
     while let Some(Ok(chunk)) = stream.next().await {
         out.push_str(&chunk.to_string());
     }
-    out.trim_end().to_string()
+    let clean = crate::report::redact::apply(out.trim_end());
+    let all: Vec<&str> = clean.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl Backend for DockerBackend {

@@ -20,8 +20,8 @@ use bollard::Docker;
 use bollard::models::{ContainerConfig, ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
 use bollard::query_parameters::{
     CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder,
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RemoveVolumeOptionsBuilder,
 };
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -433,14 +433,12 @@ async fn run_and_commit(docker: &Docker, id: &str, tag: &str, inputs: &str, canc
         .map_err(|e| Error::failed(format!("starting the build container failed: {e}")))?;
     let code = wait_exit(docker, id, cancel).await?;
     if code != 0 {
-        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("30").build();
-        let tail: Vec<String> =
-            docker.logs(id, Some(options)).filter_map(|c| async { c.ok().map(|c| c.to_string()) }).collect().await;
+        let tail = super::docker::log_tail(docker, id, 30).await;
         return Err(Error::new(
             ErrorKind::Failed,
             format!("installing the agent-server in the image failed (exit {code})"),
         )
-        .log_tail(tail.concat())
+        .log_tail(tail)
         .hint("PyPI must be reachable from this machine"));
     }
     let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, "latest"));

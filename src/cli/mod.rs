@@ -350,3 +350,29 @@ pub fn job_error_json(err: &crate::job::JobError) -> serde_json::Value {
         })
         .collect()
 }
+
+/// Runs of `plans` whose report folders would be the batch directory (`out`, else the default one), above
+/// it, or inside another run's folder: printed, and true when there are any.
+fn run_dir_problems(plans: &[crate::job::Plan], out: Option<&std::path::Path>) -> bool {
+    run_dir_problems_of(plans.iter(), out)
+}
+
+fn run_dir_problems_of<'a>(plans: impl Iterator<Item = &'a crate::job::Plan>, out: Option<&std::path::Path>) -> bool {
+    let plans: Vec<&crate::job::Plan> = plans.collect();
+    let out = out.map(std::path::Path::to_path_buf).unwrap_or_else(|| default_out(&plans));
+    let runs = plans.iter().flat_map(|p| p.runs.iter().map(|r| (r.id.as_str(), &r.spec)));
+    let Err(problems) = crate::settings::check_run_dirs(runs, &out, &|n| std::env::var(n).ok()) else { return false };
+    for p in &problems.problems {
+        eprintln!("error: {p}");
+    }
+    eprintln!("  hint: give each run a directory of its own below the batch directory (`report.dir`), or leave it out");
+    true
+}
+
+/// `ohrun-reports/JOB` for one job file, `ohrun-reports/batch` for several.
+fn default_out<P: std::borrow::Borrow<crate::job::Plan>>(plans: &[P]) -> PathBuf {
+    match plans {
+        [one] => PathBuf::from("ohrun-reports").join(&one.borrow().job_name),
+        _ => PathBuf::from("ohrun-reports/batch"),
+    }
+}

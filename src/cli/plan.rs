@@ -35,6 +35,9 @@ pub fn run(args: &PlanArgs, style: Style) -> i32 {
             }
         }
     }
+    if super::run_dir_problems_of(plans.iter().map(|(p, _)| p), None) {
+        return ExitCode::USAGE;
+    }
     // One buffered write: plans can have many thousands of runs.
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

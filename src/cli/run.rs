@@ -36,15 +36,8 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
         Err(code) => return code,
     };
     raise_open_file_limit();
-    let out = inv.out.clone().unwrap_or_else(|| default_out(&plans));
-    let runs = plans.iter().flat_map(|p| p.runs.iter().map(|r| (r.id.as_str(), &r.spec)));
-    if let Err(problems) = crate::settings::check_run_dirs(runs, &out, &|n| std::env::var(n).ok()) {
-        for p in &problems.problems {
-            eprintln!("error: {p}");
-        }
-        eprintln!(
-            "  hint: give each run a directory of its own below the batch directory (`report.dir`), or leave it out"
-        );
+    let out = inv.out.clone().unwrap_or_else(|| super::default_out(&plans));
+    if super::run_dir_problems(&plans, Some(&out)) {
         return ExitCode::USAGE;
     }
     let given = BatchFlags {
@@ -163,14 +156,6 @@ fn plans(inv: &Invocation, max_runs: usize, style: Style) -> Result<Vec<Plan>, i
         plans.push(plan);
     }
     Ok(plans)
-}
-
-/// `ohrun-reports/JOB` for one job file, `ohrun-reports/batch` for several.
-fn default_out(plans: &[Plan]) -> PathBuf {
-    match plans {
-        [one] => PathBuf::from("ohrun-reports").join(&one.job_name),
-        _ => PathBuf::from("ohrun-reports/batch"),
-    }
 }
 
 /// A resumed batch must be the same plan, unless `--force`: changed, added or removed runs are listed.

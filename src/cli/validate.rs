@@ -10,6 +10,7 @@ pub fn run(args: &ValidateArgs, style: Style, quiet: bool) -> i32 {
     let opts = args.job.plan_options(&args.files);
     let mut all_ok = true;
     let mut results = Vec::new();
+    let mut plans = Vec::new();
     for file in &args.files {
         match plan_file(file, &opts) {
             Ok(plan) => {
@@ -25,6 +26,7 @@ pub fn run(args: &ValidateArgs, style: Style, quiet: bool) -> i32 {
                         if runs == 1 { "" } else { "s" }
                     );
                 }
+                plans.push(plan);
             }
             Err(err) => {
                 all_ok = false;
@@ -38,6 +40,9 @@ pub fn run(args: &ValidateArgs, style: Style, quiet: bool) -> i32 {
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results).unwrap_or_default());
+    }
+    if all_ok && super::run_dir_problems(&plans, None) {
+        all_ok = false;
     }
     if all_ok { ExitCode::SUCCESS } else { ExitCode::USAGE }
 }

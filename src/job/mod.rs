@@ -378,6 +378,12 @@ fn report_dir_escapes(written: &str, rendered: &str, id: &str) -> Option<Diagnos
             .hint("name a directory of its own, e.g. `report: {dir: \"out/{{ run.id }}\"}`"),
         );
     }
+    if Path::new(rendered).is_absolute() && !Path::new(written).is_absolute() {
+        return Some(
+            Diagnostic::new(format!("`report.dir` of run {id} renders to the absolute path `{rendered}`"))
+                .hint("a matrix value or `--var` must not move a run's report out of where the job file puts it"),
+        );
+    }
     (ups(rendered) > ups(written)).then(|| {
         Diagnostic::new(format!("`report.dir` of run {id} renders to `{rendered}`: a template value adds `..` to it"))
             .hint("a matrix value or `--var` must not move a run's report out of where the job file puts it")
@@ -580,7 +586,9 @@ fn referenced_env_names(v: &Value) -> HashSet<String> {
         }
     }
     walk(v, &mut out);
-    if let Some(Value::Array(names)) = v.get("secrets") {
+    // `secrets:` and `forward_env` name variables whose values go into the sandbox as secrets.
+    let named = [v.get("secrets"), v.pointer("/sandbox/forward_env")];
+    for names in named.into_iter().flatten().filter_map(Value::as_array) {
         out.extend(names.iter().filter_map(Value::as_str).map(str::to_string));
     }
     out

@@ -15,6 +15,10 @@ fn path(parts: &[Seg]) -> Path {
     parts.to_vec()
 }
 
+/// What a batch directory holds beside its runs' folders: no run may be named like one.
+const BATCH_FILES: [&str; 8] =
+    ["report.html", "summary.json", "junit.xml", "batch.json", "compare.html", "shared", "verify", "artifacts"];
+
 /// The most trials of one run.
 const MAX_REPEAT: u32 = 1000;
 
@@ -23,11 +27,12 @@ const MAX_REPEAT: u32 = 1000;
 pub fn check_name(name: &str, doc: &Document) -> Option<Diagnostic> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !BATCH_FILES.contains(&name.to_ascii_lowercase().as_str());
     (!ok).then(|| {
         Diagnostic::new(format!("`{name}` is not a valid job name"))
             .at(doc.span(&[k("name")]))
-            .hint("use letters, digits, `-`, `_` and `.` only, not starting with `.`, e.g. `name: fix-flaky-tests`")
+            .hint("use letters, digits, `-`, `_` and `.` only, not starting with `.` nor the name of a batch file (`report.html`, `summary.json`, …), e.g. `name: fix-flaky-tests`")
     })
 }
 

@@ -178,9 +178,11 @@ fn base64_core(value: &[u8], shift: usize, alphabet: &GeneralPurpose) -> String 
     encoded.get(first..last).unwrap_or_default().to_string()
 }
 
-/// The byte ranges of `text` that hold a registered form, overlapping and touching ones merged.
+/// The byte ranges of `text` that hold a registered form — also across the line breaks of wrapped base64
+/// (`base64` wraps at 76 columns, PEM at 64) — overlapping and touching ones merged.
 fn spans(matcher: &AhoCorasick, text: &[u8]) -> Vec<(usize, usize)> {
     let mut found: Vec<(usize, usize)> = matcher.find_overlapping_iter(text).map(|m| (m.start(), m.end())).collect();
+    found.extend(wrapped_spans(matcher, text));
     found.sort_unstable();
     let mut merged: Vec<(usize, usize)> = Vec::with_capacity(found.len());
     for (start, end) in found {
@@ -190,6 +192,67 @@ fn spans(matcher: &AhoCorasick, text: &[u8]) -> Vec<(usize, usize)> {
         }
     }
     merged
+}
+
+/// The shortest line width taken for wrapped base64.
+const MIN_WRAP: usize = 40;
+
+fn is_base64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+}
+
+/// Matches inside blocks of wrapped base64: runs of lines of one width (at least `MIN_WRAP`), each all
+/// base64, the last no longer than the others. Each block is searched with its line breaks taken out, and a
+/// match is mapped back to the bytes it covers (line breaks included).
+fn wrapped_spans(matcher: &AhoCorasick, text: &[u8]) -> Vec<(usize, usize)> {
+    let mut lines: Vec<(usize, usize)> = Vec::new(); // (start, end without the line break)
+    let mut at = 0;
+    for line in text.split(|b| *b == b'\n') {
+        let end = at + line.len() - usize::from(line.ends_with(b"\r"));
+        lines.push((at, end));
+        at += line.len() + 1;
+    }
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let width = lines[i].1 - lines[i].0;
+        let full = |&(s, e): &(usize, usize)| e - s == width && text[s..e].iter().all(|b| is_base64(*b));
+        if width < MIN_WRAP || !full(&lines[i]) {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < lines.len() && full(&lines[j]) {
+            j += 1;
+        }
+        // The block's last line may be shorter.
+        if j < lines.len()
+            && (1..width).contains(&(lines[j].1 - lines[j].0))
+            && text[lines[j].0..lines[j].1].iter().all(|b| is_base64(*b))
+        {
+            j += 1;
+        }
+        if j - i >= 2 {
+            found.extend(block_spans(matcher, text, &lines[i..j]));
+        }
+        i = j;
+    }
+    found
+}
+
+/// The matches in one block of wrapped lines, as byte ranges of `text`.
+fn block_spans(matcher: &AhoCorasick, text: &[u8], lines: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut joined = Vec::new();
+    let mut origin = Vec::new(); // the byte of `text` each byte of `joined` came from
+    for &(s, e) in lines {
+        joined.extend_from_slice(&text[s..e]);
+        origin.extend(s..e);
+    }
+    matcher
+        .find_overlapping_iter(&joined)
+        .filter(|m| m.end() > m.start())
+        .map(|m| (origin[m.start()], origin[m.end() - 1] + 1))
+        .collect()
 }
 
 /// `text` with each span replaced by the mask.
@@ -240,6 +303,13 @@ pub fn cut(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// How many lines the longest registered form spans: how many more lines a tail must hold before it is
+/// redacted and cut, so that a multi-line secret across the cut is seen whole.
+pub fn max_lines() -> usize {
+    let reg = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
+    reg.forms.iter().map(|f| f.matches('\n').count() + 1).max().unwrap_or(1)
+}
+
 /// How far past a cut a text must reach for [`head`] to see a secret across the cut whole.
 pub fn longest() -> usize {
     REGISTRY.read().unwrap_or_else(|e| e.into_inner()).longest
@@ -264,14 +334,21 @@ pub fn head(text: &str, max_bytes: usize) -> (Cow<'_, str>, bool) {
     (Cow::Owned(apply(&text[..cut]).into_owned()), true)
 }
 
-/// Test builds only (the `test-hooks` feature, which only the tests' own dev-dependency turns on):
-/// `OHRUN_TEST_UNREDACTED=1` switches redaction off, so that the secrets tests can prove they would see a
-/// leak. A binary built for users has no such switch.
+/// Redaction switched off for the rest of the process: only the tests' own `ohrun-unredacted` binary
+/// (built with the `test-hooks` feature, which only the tests' dev-dependency on ohrun turns on) calls
+/// this, so that the secrets tests can prove they would see a leak. `ohrun` itself never does, in any build.
+#[cfg(feature = "test-hooks")]
+pub fn switch_off_for_tests() {
+    UNREDACTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[cfg(feature = "test-hooks")]
+static UNREDACTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn disabled_for_tests() -> bool {
     #[cfg(feature = "test-hooks")]
     {
-        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *OFF.get_or_init(|| std::env::var("OHRUN_TEST_UNREDACTED").is_ok_and(|v| v == "1"))
+        UNREDACTED.load(std::sync::atomic::Ordering::Relaxed)
     }
     #[cfg(not(feature = "test-hooks"))]
     false
@@ -385,6 +462,26 @@ mod tests {
                 let b64 = engine.encode(format!("{prefix}{PROBE}\n"));
                 let masked = apply(&b64);
                 assert!(masked.contains(MASK) && masked.len() < b64.len() - 20, "{prefix:?}: {b64} → {masked}");
+            }
+        }
+    }
+
+    #[test]
+    fn base64_wrapped_at_any_column_is_masked_across_its_line_breaks() {
+        use base64::Engine;
+        let key = "sk-ant-api03-wrapped-base64-secret-0123456789abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789";
+        register(key);
+        for prefix in ["", "x", "some text before it: "] {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{prefix}{key}\n"));
+            for width in [76, 64] {
+                let wrapped: Vec<String> =
+                    encoded.as_bytes().chunks(width).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+                let text = format!("out:\n{}\ndone\n", wrapped.join("\n"));
+                let masked = apply(&text);
+                // What is left of the encoded lines is at most the few characters that also depend on
+                // what is around the key.
+                let left: usize = masked.lines().filter(|l| l.len() > 8 && !l.contains(MASK)).map(str::len).sum();
+                assert!(masked.contains(MASK) && left == 0, "{prefix:?} at {width}:\n{text}\n→\n{masked}");
             }
         }
     }

@@ -552,7 +552,9 @@ impl Run<'_> {
             setup::run_setup(client, &commands, &ready.working_dir, &self.attempt.signals.cancel(), &mut on_result)
                 .await;
         let failed = done.failed().map(|r| {
-            let last = r.stderr.lines().last().unwrap_or("").trim().to_string();
+            // Redacted whole before its last line is taken: a multi-line secret would leave its last line.
+            let stderr = crate::report::redact::apply(&r.stderr);
+            let last = stderr.lines().last().unwrap_or("").trim().to_string();
             let detail = if last.is_empty() { String::new() } else { format!(": {last}") };
             Failure::new(
                 OutcomeClass::Failed,

@@ -231,7 +231,7 @@ fn two_ohrun_processes_never_write_into_one_report_directory() {
 /// above the batch directory (`..`). Refused with exit 2 before anything is written.
 #[test]
 fn job_names_that_would_escape_the_batch_directory_are_refused() {
-    for name in ["..", ".", ".hidden"] {
+    for name in ["..", ".", ".hidden", "report.html", "Summary.json", "batch.json"] {
         let dir = tempfile::tempdir().unwrap();
         let job = write_job(
             dir.path(),
@@ -272,6 +272,9 @@ fn report_directories_that_escape_or_nest_are_refused_before_anything_runs() {
     // Across the batch: one run's folder inside another's, and one that is the batch directory's parent.
     let outer = write_job(dir.path(), "outer.yaml", &format!("name: outer\n{base}report: {{dir: 'out/a'}}\n"));
     let inner = write_job(dir.path(), "inner.yaml", &format!("name: inner\n{base}report: {{dir: 'out/a/inner'}}\n"));
+    let out = Ohrun::new().current_dir(dir.path()).args(["validate"]).args([&outer, &inner]).output();
+    assert_eq!(out.code, 2, "validate refuses it too: {}", out.stderr);
+    assert!(out.stderr.contains("inside the report directory of run outer"), "{}", out.stderr);
     let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&outer, &inner]).output();
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("inside the report directory of run outer"), "{}", out.stderr);
@@ -296,6 +299,22 @@ fn a_template_never_renders_another_jobs_secret() {
         "reader.yaml",
         &format!("name: reader\n{base}steps:\n  - message: 'token: {{{{ env.OTHER_TOKEN }}}}'\n"),
     );
+    // A variable a docker job forwards into its sandbox is a secret too.
+    let forwarder = write_job(
+        dir.path(),
+        "forwarder.yaml",
+        "name: forwarder\nsandbox: {kind: docker, forward_env: [GH_TOK]}\nllm: {model: m}\nsteps:\n  - message: hi\n",
+    );
+    let gh_reader =
+        write_job(dir.path(), "gh.yaml", &format!("name: gh\n{base}steps:\n  - message: '{{{{ env.GH_TOK }}}}'\n"));
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("GH_TOK", "planted-gh-tok-77")
+        .args(["validate"])
+        .args([&gh_reader, &forwarder])
+        .output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("would render a secret") && !out.stderr.contains("planted-gh-tok"), "{}", out.stderr);
     let owner = write_job(
         dir.path(),
         "owner.yaml",

@@ -84,15 +84,12 @@ fn a_provider_answer_that_echoes_the_key_is_masked_and_seen_when_redaction_is_of
                 "name: echo\nsandbox:\n{sandbox}llm: {{model: m}}\nsteps:\n  - message: hi\nrehearsal: script.yaml\n"
             ),
         );
-        let mut cmd = Ohrun::new()
+        let cmd = Ohrun::redacted(!unredacted)
             .current_dir(dir.path())
             .env("OPENHANDS_CLOUD_API_KEY", CLOUD_KEY)
             .env("OHRUN_STATE_DIR", dir.path().join("state"))
             .args(["-vv", "run", "--rehearse"])
             .args([&job]);
-        if unredacted {
-            cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
-        }
         let out = cmd.output();
         let report_dir = dir.path().join("ohrun-reports/echo/echo");
         let report = read_report(&report_dir);
@@ -324,6 +321,8 @@ fn keys_in_the_conversation_never_go_over_plain_http_to_a_far_host() {
     for (name, llm, extra) in [
         ("far-secrets", "{model: m}", "secrets: [MY_TOKEN]\n"),
         ("far-llm-key", "{model: m, api_key: '${LLM_KEY}'}", ""),
+        // A setup command's `env:` value from the environment travels in the command ohrun sends.
+        ("far-setup-env", "{model: m}", "setup:\n  - run: echo hi\n    env: {TOKEN: '${MY_TOKEN}'}\n"),
     ] {
         let job = write_job(
             dir.path(),

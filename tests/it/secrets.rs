@@ -1,7 +1,7 @@
 //! Secrets have one choke point: every byte ohrun writes goes through the redactor. The values are planted
 //! where they do reach output — a setup command and the scripted agent echo them, a server `env:` value
 //! carries one, `--json` prints the report, `-vv` logs — and the same run with redaction switched off
-//! (`OHRUN_TEST_UNREDACTED=1`, debug builds only) must show them: a test that could not see a leak
+//! (the `ohrun-unredacted` binary, built only for the tests) must show them: a test that could not see a leak
 //! would prove nothing.
 
 use crate::support::*;
@@ -35,7 +35,7 @@ fn run_leaky_job(unredacted: bool) -> (String, String, Vec<(std::path::PathBuf, 
          secrets: [MY_TOKEN]\nsetup:\n  - run: printf 'setup=%s quoted=%s llm=%s\\n' \"$A\" \"$B\" \"$LLM_API_KEY\"\n    env: {A: '${SETUP_SECRET}', B: '${QUOTED}'}\n\
          steps:\n  - message: Use the token.\nrehearsal: script.yaml\n",
     );
-    let mut cmd = Ohrun::new()
+    let cmd = Ohrun::redacted(!unredacted)
         .current_dir(dir.path())
         .env("LLM_API_KEY", LLM_KEY)
         .env("MY_TOKEN", TOKEN)
@@ -44,9 +44,6 @@ fn run_leaky_job(unredacted: bool) -> (String, String, Vec<(std::path::PathBuf, 
         .env("QUOTED", QUOTED)
         .args(["-vv", "run", "--rehearse", "--json"])
         .args([&job]);
-    if unredacted {
-        cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
-    }
     let out = cmd.output();
     let report_dir = dir.path().join("ohrun-reports/secrets/secrets");
     let report = read_report(&report_dir);
@@ -139,7 +136,7 @@ fn run_failing_setup(unredacted: bool) -> (String, Vec<(&'static str, String)>) 
         ),
     );
     let step_summary = dir.path().join("step-summary.md");
-    let mut cmd = Ohrun::new()
+    let cmd = Ohrun::redacted(!unredacted)
         .current_dir(dir.path())
         .env("K", &server.key)
         .env("MY_TOKEN", TOKEN)
@@ -147,9 +144,6 @@ fn run_failing_setup(unredacted: bool) -> (String, Vec<(&'static str, String)>) 
         .env("GITHUB_STEP_SUMMARY", &step_summary)
         .args(["-vv", "run", "--rehearse"])
         .args([&job]);
-    if unredacted {
-        cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
-    }
     let out = cmd.output();
     assert_eq!(out.code, 1, "{}", out.stderr);
     let batch = dir.path().join("ohrun-reports/leaky-setup");
@@ -246,16 +240,13 @@ fn run_probe_job(unredacted: bool) -> (i32, String, Vec<(std::path::PathBuf, Str
              steps:\n  - message: Encode the secret.\nrehearsal: script.yaml\n"
         ),
     );
-    let mut cmd = Ohrun::new()
+    let cmd = Ohrun::redacted(!unredacted)
         .current_dir(dir.path())
         .env("PROBE", PROBE)
         .env("GITHUB_ACTIONS", "true")
         .env("GITHUB_STEP_SUMMARY", dir.path().join("step-summary.md"))
         .args(["-vv", "run", "--rehearse", "--json"])
         .args([&job]);
-    if unredacted {
-        cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
-    }
     let out = cmd.output();
     let batch = dir.path().join("ohrun-reports/probe");
     let mut files: Vec<_> = files_under(&batch)
@@ -328,10 +319,11 @@ fn a_multi_line_secret_is_masked_on_led_console_lines() {
         ),
     );
     let run = |unredacted: bool| {
-        let mut cmd = Ohrun::new().current_dir(dir.path()).env("KEY_PEM", pem).args(["run", "--rehearse"]).args([&job]);
-        if unredacted {
-            cmd = cmd.env("OHRUN_TEST_UNREDACTED", "1");
-        }
+        let cmd = Ohrun::redacted(!unredacted)
+            .current_dir(dir.path())
+            .env("KEY_PEM", pem)
+            .args(["run", "--rehearse"])
+            .args([&job]);
         cmd.output()
     };
     let out = run(false);
@@ -342,4 +334,36 @@ fn a_multi_line_secret_is_masked_on_led_console_lines() {
     }
     let out = run(true);
     assert!(out.stderr.contains(pem.lines().nth(1).unwrap()), "without redaction the key shows:\n{}", out.stderr);
+}
+
+/// A failing setup command's last line of stderr goes into the failure message: a secret spanning two
+/// lines is redacted whole before that line is taken, so its second line never shows.
+#[test]
+fn the_last_line_of_a_failed_setup_never_holds_part_of_a_secret() {
+    let server = crate::server::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "two-line-secret-AAAA1111\ntwo-line-secret-BBBB2222";
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: two-lines\nsandbox: {{kind: remote, url: '{}', session_key: '${{K}}', working_dir: '{}'}}\nllm: {{model: m}}\n\
+             secrets: [TWO_LINES]\nsetup:\n  - run: printf '%s\\n' \"$T\" >&2; exit 3\n    env: {{T: '${{TWO_LINES}}'}}\nsteps:\n  - message: hi\n",
+            server.url,
+            dir.path().join("ws").display()
+        ),
+    );
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("K", &server.key)
+        .env("TWO_LINES", secret)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let report = std::fs::read_to_string(dir.path().join("ohrun-reports/two-lines/two-lines/run.json")).unwrap();
+    for (what, text) in [("the console", out.stderr.as_str()), ("run.json", report.as_str())] {
+        assert!(!text.contains("BBBB2222") && !text.contains("AAAA1111"), "part of the secret is in {what}:\n{text}");
+    }
+    assert!(out.stderr.contains("exited with 3: ***"), "{}", out.stderr);
 }

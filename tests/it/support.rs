@@ -49,7 +49,19 @@ pub struct Ohrun {
 
 impl Ohrun {
     pub fn new() -> Self {
-        let mut cmd = Command::new(ohrun_bin());
+        Self::redacted(true)
+    }
+
+    /// `redacted: false` runs `ohrun-unredacted`: the same program with redaction switched off, built only
+    /// for the tests (the `test-hooks` feature), so a test can prove it would see a leak. A build for users
+    /// has no such binary and no such switch.
+    pub fn redacted(redacted: bool) -> Self {
+        let program = if redacted || std::env::var_os("OHRUN_TEST_BIN").is_some() {
+            ohrun_bin()
+        } else {
+            PathBuf::from(env!("CARGO_BIN_EXE_ohrun-unredacted"))
+        };
+        let mut cmd = Command::new(program);
         cmd.current_dir(repo_root()).env("NO_COLOR", "1").env_remove("RUST_LOG").env("CI", "true");
         default_signals(&mut cmd);
         // The tests' sandbox ledgers stay out of the user's own (a gc test names its own directory).
