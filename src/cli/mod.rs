@@ -7,6 +7,7 @@ mod rehearse;
 mod run;
 mod setup;
 mod validate;
+mod verify;
 mod view;
 
 use crate::exit_code::ExitCode;
@@ -74,6 +75,10 @@ pub enum Command {
     /// and open it in the browser when there is a display; `--serve` serves the directory on 127.0.0.1,
     /// its pages following the reports while a batch runs.
     View(ViewArgs),
+    /// Regrade a finished batch (or run) without the agent: each run's checks again in a fresh sandbox with
+    /// its saved final patch, a new `verify-N/` beside its old verdict. `--patch empty` (no change) and
+    /// `--patch FILE` (a reference solution) validate the checks themselves.
+    Verify(VerifyArgs),
     /// Print a JSON Schema: `job` (job files), `report` (run.json) or `rehearsal` (rehearsal scripts).
     Schema {
         #[arg(default_value = "job", value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
@@ -221,6 +226,22 @@ pub struct ViewArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// A batch directory (with summary.json) or a run's directory (with run.json).
+    pub dir: PathBuf,
+    /// What the checks get: `final` (each run's own final patch, the default), `empty` (no change: which
+    /// checks pass anyway?) or a patch FILE (a reference solution: every check should pass).
+    #[arg(long, value_name = "final|empty|FILE")]
+    pub patch: Option<String>,
+    /// Judges answer from the job's rehearsal script (or SCRIPT) instead of its LLM.
+    #[arg(long, value_name = "SCRIPT", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub rehearse: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RehearseArgs {
     /// Rehearsal script (YAML); without one, every agent call is answered with `finish`.
     pub script: Option<PathBuf>,
@@ -306,6 +327,7 @@ pub fn main() -> i32 {
         Command::Gc(args) => gc::run(&args, cli.quiet),
         Command::View(args) => view::run(&args, cli.quiet),
         Command::Validate(args) => validate::run(&args, style, cli.quiet),
+        Command::Verify(args) => verify::run(&args, cli.quiet),
         Command::Plan(args) => plan::run(&args, style),
         Command::Schema { name } => match crate::schema::generate(&name) {
             Some(text) => {

@@ -113,3 +113,20 @@ pub struct PatchInfo {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redacted: bool,
 }
+
+/// A regrade (`ohrun verify`): `verify-N/verification.json` in the run's folder.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Regrade {
+    pub format: u32,
+    pub run_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<u32>,
+    /// What the checks were given: `final` (the run's own final patch), `empty` (no change), or the path of
+    /// a reference patch.
+    pub patch: String,
+    /// The verdict the run had before.
+    pub earlier_verdict: Option<Verdict>,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    pub verification: Verification,
+}
