@@ -10,10 +10,12 @@ impl ExitCode {
     /// Every run succeeded (or, for `validate` and `plan`, every file is valid).
     pub const SUCCESS: i32 = 0;
     /// A run failed: an agent error, a step that timed out, a failed setup command, a question with
-    /// `on_question: fail`.
+    /// `on_question: fail`. For `compare`: the comparison failed its `--fail-on` (a pair regressed, or the
+    /// pass rate dropped significantly): the same meaning, work that got worse.
     pub const RUN_FAILED: i32 = 1;
     /// The job file or the command line is wrong; nothing was started. (Or a cost cap was set for a model
-    /// without a price: the run stopped at its first call, which the job's price keys fix.)
+    /// without a price: the run stopped at its first call, which the job's price keys fix.) For `compare`:
+    /// a batch without a readable summary.json, or one that lists a run twice.
     pub const USAGE: i32 = 2;
     /// Infrastructure: the sandbox could not be provisioned, an API or the network failed, or the report
     /// could not be written.
@@ -45,11 +47,24 @@ impl ExitCode {
         }
     }
 
+    /// The code of `compare`: 1 when the comparison failed its `--fail-on`, else 0.
+    pub fn for_comparison(gate_failed: bool) -> i32 {
+        if gate_failed { Self::RUN_FAILED } else { Self::SUCCESS }
+    }
+
+    /// The code of a comparison that could not be made.
+    pub fn for_compare_error(e: &crate::compare::Error) -> i32 {
+        match e {
+            crate::compare::Error::NoSummary { .. } | crate::compare::Error::Duplicate { .. } => Self::USAGE,
+            crate::compare::Error::Write { .. } => Self::INFRA,
+        }
+    }
+
     /// The table printed in `--help` and kept in README.md.
     pub const TABLE: &'static str = "\
 Exit codes:
   0    every run succeeded (validate/plan: every file is valid)
-  1    a run failed: agent error, step timeout, failed setup command
+  1    a run failed: agent error, step timeout, failed setup command (compare: its --fail-on failed)
   2    the job file or the command line is wrong; nothing was started (or a cost cap on a model without a price)
   3    infrastructure: provisioning, an API or the network failed, or the report could not be written
   4    a run reached its budget (limits.max_cost), or the batch its own (--max-cost)

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod backend;
 pub mod cancel;
 pub mod cli;
+pub mod compare;
 pub mod console;
 pub mod diagnostic;
 pub mod error;

@@ -3,7 +3,7 @@
 use crate::job::model::JobSpec;
 
 /// The schemas ohrun publishes, by the name `ohrun schema NAME` takes.
-pub const NAMES: [&str; 4] = ["job", "report", "rehearsal", "summary"];
+pub const NAMES: [&str; 5] = ["job", "report", "rehearsal", "summary", "compare"];
 
 pub fn generate(name: &str) -> Option<String> {
     let schema = match name {
@@ -11,6 +11,7 @@ pub fn generate(name: &str) -> Option<String> {
         "report" => schemars::schema_for!(crate::report::RunReport),
         "rehearsal" => schemars::schema_for!(crate::rehearse::script::Script),
         "summary" => schemars::schema_for!(crate::report::summary::Summary),
+        "compare" => schemars::schema_for!(crate::compare::Comparison),
         _ => return None,
     };
     let mut text = serde_json::to_string_pretty(&schema).ok()?;

@@ -7,9 +7,9 @@ use crate::exit_code::ExitCode;
 use crate::money::Usd;
 use crate::report::OutcomeClass;
 use crate::report::summary::{BudgetSummary, RunSummary, Summary};
-use crate::report::writer::create_dir;
+use crate::report::writer::{create_dir, relative};
 use crate::runner::state::BatchState;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 pub fn run(args: &MergeArgs, quiet: bool) -> i32 {
     if let Err(e) = create_dir(&args.out) {
@@ -113,31 +113,4 @@ fn collect(dirs: &[PathBuf], out: &Path) -> Result<(Vec<RunSummary>, u64, Vec<Us
     }
     runs.sort_by(|a, b| (&a.job_file, a.index).cmp(&(&b.job_file, b.index)));
     Ok((runs, duration_ms, caps))
-}
-
-/// `path` as seen from the directory `from` (both made absolute first); `path` itself when that fails.
-fn relative(path: &Path, from: &Path) -> PathBuf {
-    let absolute = |p: &Path| {
-        std::path::absolute(p).ok().map(|a| a.components().filter(|c| *c != Component::CurDir).collect::<PathBuf>())
-    };
-    let (Some(to), Some(base)) = (absolute(path), absolute(from)) else { return path.to_path_buf() };
-    let common = to.components().zip(base.components()).take_while(|(a, b)| a == b).count();
-    let up = base.components().skip(common).map(|_| Component::ParentDir);
-    up.chain(to.components().skip(common)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::relative;
-    use std::path::Path;
-
-    #[test]
-    fn report_paths_are_relative_to_the_merged_directory() {
-        assert_eq!(
-            relative(Path::new("/w/shard-1/r/run.json"), Path::new("/w/merged")),
-            Path::new("../shard-1/r/run.json")
-        );
-        assert_eq!(relative(Path::new("/w/m/r/run.json"), Path::new("/w/m")), Path::new("r/run.json"));
-        assert_eq!(relative(Path::new("a/./b/run.json"), Path::new("a/out/x")), Path::new("../../b/run.json"));
-    }
 }

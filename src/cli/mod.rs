@@ -1,5 +1,6 @@
 //! The command line: argument types (clap derive) and dispatch to one module per subcommand.
 
+mod compare;
 mod gc;
 mod merge;
 mod plan;
@@ -24,6 +25,8 @@ Examples:
   ohrun run jobs/multi-repo.yaml --shard 2/3 --out shard-2
   ohrun run --resume ohrun-reports/multi-repo   rerun what did not succeed
   ohrun merge shard-1 shard-2 shard-3   one summary of the shards
+  ohrun compare last-night tonight --fail-on regression
+                                        what passed last night and fails now (exit 1 if any)
   ohrun gc --dry-run                    list what killed ohrun processes left running
   ohrun setup local                     install the managed agent-server ahead of time
   ohrun setup docker                    build the default agent-server image ahead of time
@@ -67,6 +70,10 @@ pub enum Command {
     Rehearse(RehearseArgs),
     /// Combine batch directories (the shards of one plan) into one summary.json and junit.xml.
     Merge(MergeArgs),
+    /// Compare two batches run by run (matched by id and trial): regressions, fixes, the change in pass
+    /// rate with McNemar's exact test, score, cost, tokens and duration; a table (or --json) and
+    /// compare.html.
+    Compare(CompareArgs),
     /// Remove what ohrun processes that are gone (killed, crashed) left behind: agent-servers and their
     /// state, containers, Cloud and Runtime sandboxes named in the sandbox ledger. Exit 5 if any could not
     /// be removed (with --dry-run: if any is left).
@@ -79,7 +86,8 @@ pub enum Command {
     /// its saved final patch, a new `verify-N/` beside its old verdict. `--patch empty` (no change) and
     /// `--patch FILE` (a reference solution) validate the checks themselves.
     Verify(VerifyArgs),
-    /// Print a JSON Schema: `job` (job files), `report` (run.json) or `rehearsal` (rehearsal scripts).
+    /// Print a JSON Schema: `job` (job files), `report` (run.json), `summary` (summary.json), `compare`
+    /// (`compare --json`) or `rehearsal` (rehearsal scripts).
     Schema {
         #[arg(default_value = "job", value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
         name: String,
@@ -190,6 +198,34 @@ pub struct MergeArgs {
     /// Where the merged summary.json and junit.xml go.
     #[arg(long, value_name = "DIR", default_value = "ohrun-reports/merged")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The earlier batch: a batch directory (of `run` or `merge`) or its summary.json.
+    pub base: PathBuf,
+    /// The later batch, compared with BASE.
+    pub new: PathBuf,
+    /// Print the comparison as JSON on stdout (`ohrun schema compare`) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Where compare.html goes (default: NEW's directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Exit 1 when any pair regressed (`regression`), or only when the pass rate dropped significantly at
+    /// --alpha (`significant`); `never`: exit 0 whatever the result.
+    #[arg(long, value_enum, default_value_t = crate::compare::FailOn::Never)]
+    pub fail_on: crate::compare::FailOn,
+    /// The significance level of McNemar's exact test (0 < alpha < 1).
+    #[arg(long, default_value_t = 0.05, value_parser = parse_alpha)]
+    pub alpha: f64,
+}
+
+fn parse_alpha(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(a) if a > 0.0 && a < 1.0 => Ok(a),
+        _ => Err("a level between 0 and 1, such as 0.05".to_string()),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -324,6 +360,7 @@ pub fn main() -> i32 {
         Command::Setup { what } => setup::run(&what),
         Command::Rehearse(args) => rehearse::run(&args),
         Command::Merge(args) => merge::run(&args, cli.quiet),
+        Command::Compare(args) => compare::run(&args, cli.quiet),
         Command::Gc(args) => gc::run(&args, cli.quiet),
         Command::View(args) => view::run(&args, cli.quiet),
         Command::Validate(args) => validate::run(&args, style, cli.quiet),

@@ -215,14 +215,20 @@ fn live_json(live: Option<&Live>) -> Value {
 
 fn page(title: &str, data: &Value, served: bool) -> String {
     let csp = if served { CSP_SERVED } else { CSP_FILE };
+    document(title, data, csp, JS, "run.json and summary.json hold the same data")
+}
+
+/// An ohrun page (report.html, compare.html): the shared style sheet, `data` embedded as JSON, and
+/// `script`, which draws it; `elsewhere` says where else its data is, for a browser without JavaScript.
+pub(crate) fn document(title: &str, data: &Value, csp: &str, script: &str, elsewhere: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
          <meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta name=\"generator\" content=\"ohrun {version}\">\n\
          <link rel=\"icon\" href=\"data:,\">\n<title>{title}</title>\n<style>\n{CSS}</style></head>\n\
-         <body>\n<noscript>This report is drawn by JavaScript; run.json and summary.json hold the same data.</noscript>\n\
-         <main id=\"app\"></main>\n<script type=\"application/json\" id=\"data\">{data}</script>\n<script>\n{JS}</script>\n\
+         <body>\n<noscript>This page is drawn by JavaScript; {elsewhere}.</noscript>\n\
+         <main id=\"app\"></main>\n<script type=\"application/json\" id=\"data\">{data}</script>\n<script>\n{script}</script>\n\
          </body></html>",
         version = env!("CARGO_PKG_VERSION"),
         title = escape_html(title),
@@ -266,7 +272,7 @@ fn escape_html(text: &str) -> String {
 }
 
 /// A relative file path as a URL path (each segment percent-encoded, `/` kept).
-fn encode_path(path: &str) -> String {
+pub(crate) fn encode_path(path: &str) -> String {
     const SEGMENT: &percent_encoding::AsciiSet =
         &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
     percent_encoding::utf8_percent_encode(path, SEGMENT).to_string()

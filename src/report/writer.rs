@@ -93,3 +93,32 @@ pub fn existing_run_id(dir: &Path) -> Option<String> {
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
+
+/// `path` as seen from the directory `from` (both made absolute first); `path` itself when that fails.
+/// Report paths in a summary are relative to the directory that holds it (a merge, a comparison's page).
+pub fn relative(path: &Path, from: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = |p: &Path| {
+        std::path::absolute(p).ok().map(|a| a.components().filter(|c| *c != Component::CurDir).collect::<PathBuf>())
+    };
+    let (Some(to), Some(base)) = (absolute(path), absolute(from)) else { return path.to_path_buf() };
+    let common = to.components().zip(base.components()).take_while(|(a, b)| a == b).count();
+    let up = base.components().skip(common).map(|_| Component::ParentDir);
+    up.chain(to.components().skip(common)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative;
+    use std::path::Path;
+
+    #[test]
+    fn report_paths_are_relative_to_the_merged_directory() {
+        assert_eq!(
+            relative(Path::new("/w/shard-1/r/run.json"), Path::new("/w/merged")),
+            Path::new("../shard-1/r/run.json")
+        );
+        assert_eq!(relative(Path::new("/w/m/r/run.json"), Path::new("/w/m")), Path::new("r/run.json"));
+        assert_eq!(relative(Path::new("a/./b/run.json"), Path::new("a/out/x")), Path::new("../../b/run.json"));
+    }
+}

@@ -104,6 +104,47 @@ fn the_github_actions_workflow_runs_every_shard_and_merges_them() {
 }
 
 #[test]
+fn the_nightly_compare_gates_on_regressions_against_the_previous_nights_merge() {
+    let doc = load("github-actions.yml").remove(0);
+    let job = &doc["jobs"]["compare"];
+    assert_eq!(job["needs"].as_str(), Some("report"), "it compares the merged batch");
+    let steps = job["steps"].as_sequence().unwrap();
+    // Both nights are the artifact the report job uploads: tonight's, and the previous run's by its id.
+    let uploaded = doc["jobs"]["report"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/upload-artifact@")))
+        .map(|s| s["with"]["name"].clone())
+        .unwrap();
+    let downloads: Vec<&Value> = steps
+        .iter()
+        .filter(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/download-artifact@")))
+        .collect();
+    assert_eq!(downloads.len(), 2);
+    assert!(downloads.iter().all(|d| d["with"]["name"] == uploaded), "{downloads:?}");
+    let previous =
+        downloads.iter().find(|d| d["with"]["run-id"].is_string()).expect("one download names the previous run");
+    let mut compares = Vec::new();
+    for step in steps {
+        for cmd in ohrun_commands(step["run"].as_str().unwrap_or(""), &[]) {
+            if let Some(ohrun::cli::Command::Compare(c)) = assert_accepted(&cmd).map(|c| c.command) {
+                compares.push(c);
+            }
+        }
+    }
+    let [c] = compares.as_slice() else { panic!("one `ohrun compare`: {compares:?}") };
+    assert_eq!(c.fail_on, ohrun::compare::FailOn::Regression);
+    assert_eq!(
+        Some(c.base.display().to_string().as_str()),
+        previous["with"]["path"].as_str(),
+        "BASE is the previous night"
+    );
+    let tonight = downloads.iter().find(|d| !d["with"]["run-id"].is_string()).unwrap();
+    assert_eq!(Some(c.new.display().to_string().as_str()), tonight["with"]["path"].as_str(), "NEW is tonight");
+}
+
+#[test]
 fn the_kubernetes_indexed_job_runs_every_shard_and_the_merge_reads_them_all() {
     let docs = load("kubernetes-indexed-job.yaml");
     let (shards, merge) = (&docs[0], &docs[1]);

@@ -68,7 +68,7 @@ fn the_schema_rejects_what_the_parser_rejects() {
 
 #[test]
 fn schemas_have_not_drifted_from_the_types() {
-    for name in ["job", "report", "rehearsal", "summary"] {
+    for name in ["job", "report", "rehearsal", "summary", "compare"] {
         let out = Ohrun::new().args(["schema", name]).output();
         assert_eq!(out.code, 0);
         let path = repo_root().join(format!("schemas/{name}.schema.json"));

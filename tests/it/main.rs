@@ -5,6 +5,7 @@ mod browser;
 mod budget;
 mod checkpoints;
 mod ci_examples;
+mod compare;
 mod diffs;
 mod docker;
 mod emulators;

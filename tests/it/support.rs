@@ -223,15 +223,20 @@ fn read_checked(file: &Path, schema: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let doc: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", file.display()));
+    check_schema(&doc, schema, &file.display().to_string());
+    doc
+}
+
+/// `doc` (`what`) must match `schemas/SCHEMA.schema.json`.
+pub fn check_schema(doc: &serde_json::Value, schema: &str, what: &str) {
     if std::env::var_os("OHRUN_TEST_BIN").is_some() {
-        return doc; // another build writes its own format: only its behaviour is under test
+        return; // another build writes its own format: only its behaviour is under test
     }
     let schema_file = repo_root().join(format!("schemas/{schema}.schema.json"));
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_file).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
-    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
-    assert!(errors.is_empty(), "{} does not match schemas/{schema}.schema.json: {errors:?}", file.display());
-    doc
+    let schema_doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_file).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema_doc).expect("the schema compiles");
+    let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{what} does not match schemas/{schema}.schema.json: {errors:?}");
 }
 
 /// The pids of a process's children (of all its threads: a child is listed under the thread that forked it).
