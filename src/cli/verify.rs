@@ -231,6 +231,7 @@ async fn regrade(
         }
         Err(e) => vec![verify::setup_error("fresh sandbox", format!("it could not be provisioned: {}", e.message))],
     };
+    verify::tell_setup_errors(&v.checks, &line);
     line.activity("releasing the sandbox");
     let released = backend.release(false).await;
     if !matches!(released, crate::backend::Released::Failed(_)) {
@@ -315,12 +316,11 @@ fn next_number(run_dir: &Path) -> u32 {
 /// passed, 1 when one failed, 3 when a check could not run; for `--patch empty`, 1 when a required check
 /// passed without any change (it cannot tell work from none), else 0.
 fn conclude(outcomes: &[Outcome], patch: &Patch, json: bool) -> i32 {
-    let mut passing_unchanged: Vec<(String, String)> = Vec::new();
+    let mut passing_unchanged: Vec<(String, String, bool)> = Vec::new();
     for o in outcomes {
         if let Some(r) = &o.regrade {
-            passing_unchanged.extend(
-                r.verification.checks.iter().filter(|c| c.passed && c.required).map(|c| (c.name.clone(), o.id.clone())),
-            );
+            let passed = r.verification.checks.iter().filter(|c| c.passed);
+            passing_unchanged.extend(passed.map(|c| (c.name.clone(), o.id.clone(), c.required)));
         }
     }
     if json {
@@ -334,20 +334,23 @@ fn conclude(outcomes: &[Outcome], patch: &Patch, json: bool) -> i32 {
                 "checks": o.regrade.as_ref().map(|r| r.verification.checks.iter().map(crate::report::scores::CheckBrief::of).collect::<Vec<_>>()),
                 "error": o.error,
             })).collect::<Vec<_>>(),
-            "pass_without_change": matches!(patch, Patch::Empty).then(|| passing_unchanged.iter().map(|(c, r)| serde_json::json!({"check": c, "run": r})).collect::<Vec<_>>()),
+            "pass_without_change": matches!(patch, Patch::Empty).then(|| passing_unchanged.iter().map(|(c, r, req)| serde_json::json!({"check": c, "run": r, "required": req})).collect::<Vec<_>>()),
         });
         crate::console::print_stdout(&serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
     let verdicts: Vec<Option<Verdict>> =
         outcomes.iter().map(|o| o.regrade.as_ref().and_then(|r| r.verification.verdict)).collect();
     if matches!(patch, Patch::Empty) {
-        if passing_unchanged.is_empty() {
+        let required = passing_unchanged.iter().filter(|(_, _, req)| *req).count();
+        if !passing_unchanged.is_empty() {
+            eprintln!("checks that pass without any change (they cannot tell work from none):");
+            for (check, run, req) in &passing_unchanged {
+                eprintln!("  {check} (run {run}){}", if *req { "" } else { " — optional" });
+            }
+        }
+        if required == 0 {
             eprintln!("every required check fails without a change: they can tell work from none");
             return ExitCode::SUCCESS;
-        }
-        eprintln!("checks that pass without any change (they cannot tell work from none):");
-        for (check, run) in &passing_unchanged {
-            eprintln!("  {check} (run {run})");
         }
         return ExitCode::RUN_FAILED;
     }

@@ -131,6 +131,7 @@ impl Run<'_> {
                 self.settle(&mut v)
             }
         };
+        verify::tell_setup_errors(&v.checks, self.attempt.line);
         v.cost = v.checks.iter().map(|c| c.cost).sum();
         v.duration_ms = Some(started.elapsed().as_millis() as u64);
         report.totals.cost += v.cost;

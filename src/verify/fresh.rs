@@ -71,8 +71,13 @@ pub async fn prepare(
     if let Some(f) = done.failed() {
         return Err(format!("setup command `{}` exited with {} in the fresh sandbox", f.command, f.exit_code));
     }
-    if let (Some(commit), tree) = base {
-        at_base(target, commit, tree.as_deref(), cancel).await?;
+    match base {
+        (Some(commit), tree) => at_base(target, commit, tree.as_deref(), cancel).await?,
+        // A repository without a commit: the patch holds every file, so what setup made goes first.
+        (None, _) => {
+            let clean = "unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; git rev-parse -q --is-inside-work-tree >/dev/null 2>&1 && git clean -fdq; true";
+            let _ = run_command(target.client, clean, wd, Duration::from_secs(120), cancel).await;
+        }
     }
     if patch.is_empty() {
         return Ok(());
@@ -90,14 +95,18 @@ pub async fn prepare(
     Ok(())
 }
 
-/// At the base commit; else checked out at it; else — a setup from scratch that made the same tree under
-/// another commit — at the same base all the same.
+/// The working tree exactly at the base commit, as the patch expects it: what setup changed or added
+/// (and the patch holds, as it was taken relative to the base) is undone; files git ignores (a tool setup
+/// built) stay. At the base commit; else checked out at it; else — a setup from scratch that made the same
+/// tree under another commit — at that commit all the same.
 async fn at_base(target: &Target<'_>, commit: &str, tree: Option<&str>, cancel: &mut Cancel) -> Result<(), String> {
     let script = format!(
-        "unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; [ \"$(git rev-parse -q --verify HEAD)\" = {b} ] || \
-         {{ git cat-file -e {b}^{{commit}} 2>/dev/null && git checkout -q --detach {b}; }} || \
-         {{ [ -n {t} ] && [ \"$(git rev-parse -q --verify 'HEAD^{{tree}}')\" = {t} ]; }} || \
-         {{ echo \"the base commit is not in this repository and HEAD's tree differs\" >&2; exit 1; }}",
+        "unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; \
+         {{ [ \"$(git rev-parse -q --verify HEAD)\" = {b} ] && git reset -q --hard; }} || \
+         {{ git cat-file -e {b}^{{commit}} 2>/dev/null && git checkout -q -f --detach {b}; }} || \
+         {{ [ -n {t} ] && [ \"$(git rev-parse -q --verify 'HEAD^{{tree}}')\" = {t} ] && git reset -q --hard; }} || \
+         {{ echo \"the base commit is not in this repository and HEAD's tree differs\" >&2; exit 1; }}; \
+         git clean -fdq",
         b = shell_quote(commit),
         t = shell_quote(tree.unwrap_or(""))
     );

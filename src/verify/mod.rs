@@ -91,6 +91,13 @@ pub async fn check_in(
     checker.run_all(target, &spec.checks, None, evidence).await
 }
 
+/// Says why verification could not begin, for each such check-shaped error in `results`.
+pub fn tell_setup_errors(results: &[CheckResult], voice: &dyn checker::Voice) {
+    for r in results.iter().filter(|r| r.kind == "setup") {
+        voice.say(&format!("error: could not verify: {}", r.error.as_deref().unwrap_or_default()));
+    }
+}
+
 /// A check-shaped verifier error for what failed before any check could run.
 pub fn setup_error(name: &str, error: String) -> CheckResult {
     CheckResult {
@@ -119,7 +126,7 @@ pub fn evidence(attempt_dir: &Path, report: &RunReport) -> Evidence {
 /// the report says they were there.
 pub async fn notices(target: &Target<'_>, cancel: &mut Cancel) -> Vec<String> {
     let look = "find . -name .git -prune -o -name reward.json -print 2>/dev/null | head -n 20; \
-                ls -d \"${TMPDIR:-/tmp}\"/ohrun-verify-out.* 2>/dev/null | head -n 20";
+                ls -d \"${TMPDIR:-/tmp}\"/ohrun-verify-out.* /tmp/ohrun-verify-out.* 2>/dev/null | sort -u | head -n 20";
     let Ok(out) = run_command(target.client, look, target.working_dir, Duration::from_secs(60), cancel).await else {
         return Vec::new();
     };
