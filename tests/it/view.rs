@@ -94,7 +94,7 @@ fn find_chromium() -> Option<PathBuf> {
 /// Chromium on PATH). Chromium on PATH is used; without one, Debian's is fetched once per machine into the
 /// target dir and run from there, installing nothing (`browser.rs`), so that `cargo test` needs no
 /// preparation on a fresh Debian machine. A failed fetch fails the test.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     static BROWSER: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     let skip = std::env::var("OHRUN_TEST_SKIP_BROWSER").is_ok_and(|v| v == "1");
     let found = BROWSER.get_or_init(|| match find_chromium() {
@@ -117,17 +117,17 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// What the browser saw of a page.
-struct Loaded {
-    dom: String,
+pub(crate) struct Loaded {
+    pub(crate) dom: String,
     /// Console messages (errors, CSP violations, anything the page logged).
-    console: Vec<String>,
+    pub(crate) console: Vec<String>,
     /// Requests that reached the proxy, other than Chromium's own background traffic.
-    requests: Vec<String>,
+    pub(crate) requests: Vec<String>,
 }
 
 /// Loads `url` in headless Chromium and dumps its DOM once loaded. Every request the browser makes goes
 /// through a proxy of ours that records it and answers nothing (loopback too, unless `direct`).
-fn load(browser: &Path, url: &str, direct: bool) -> Loaded {
+pub(crate) fn load(browser: &Path, url: &str, direct: bool) -> Loaded {
     let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy_port = proxy.local_addr().unwrap().port();
     proxy.set_nonblocking(true).unwrap();
@@ -215,12 +215,12 @@ fn wait_bounded(mut child: std::process::Child, timeout: Duration, group: i32) -
     (out.join().unwrap(), err.join().unwrap())
 }
 
-fn file_url(path: &Path) -> String {
+pub(crate) fn file_url(path: &Path) -> String {
     format!("file://{}", path.display())
 }
 
 /// The page drew itself completely: no console message, no request, the script's end reached.
-fn assert_clean(page: &Loaded, what: &str) {
+pub(crate) fn assert_clean(page: &Loaded, what: &str) {
     assert!(page.console.is_empty(), "{what} logged to the console:\n{}", page.console.join("\n"));
     assert!(page.requests.is_empty(), "{what} made requests: {:?}", page.requests);
     assert!(page.dom.contains("data-rendered=\"1\""), "{what} did not finish drawing:\n{}", page.dom);
@@ -234,7 +234,7 @@ fn cost(v: &Value) -> String {
 }
 
 /// The part of `dom` from the element with `id` to the end of its section.
-fn section<'a>(dom: &'a str, id: &str) -> &'a str {
+pub(crate) fn section<'a>(dom: &'a str, id: &str) -> &'a str {
     let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in the page:\n{dom}"));
     let rest = &dom[start..];
     &rest[..rest.find("</section>").unwrap_or(rest.len())]
@@ -342,7 +342,7 @@ fn get_as(base: &str, host: &str, path: &str) -> (u16, String, String) {
 }
 
 /// A running `ohrun view --serve DIR`: killed when dropped, unless stopped.
-struct Serving {
+pub(crate) struct Serving {
     child: std::process::Child,
     /// `127.0.0.1:PORT`.
     base: String,
@@ -352,7 +352,7 @@ struct Serving {
     prefix: String,
 }
 
-fn serve(dir: &Path) -> Serving {
+pub(crate) fn serve(dir: &Path) -> Serving {
     let port = free_port();
     let mut child =
         Ohrun::new().args(["view", "--serve", "--no-open", "--port", &port.to_string()]).args([dir]).spawn();
@@ -376,7 +376,7 @@ fn serve(dir: &Path) -> Serving {
 
 impl Serving {
     /// GET a path after the token.
-    fn get(&self, path: &str) -> (u16, String, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String, String) {
         get(&self.base, &format!("{}{path}", self.prefix))
     }
 
