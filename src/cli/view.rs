@@ -6,6 +6,7 @@
 //! artifacts only (never a workspace, a log or a key).
 
 use super::ViewArgs;
+use crate::agent::patch::PATCH_FILE;
 use crate::exit_code::ExitCode;
 use crate::report::html::{self, HTML_FILE, Live};
 use crate::report::summary::JUNIT_FILE;
@@ -288,8 +289,9 @@ async fn file(s: &Served, url_path: &str) -> Response {
     }
 }
 
-/// The files a served directory shows: the pages and the reports, events and diffs ohrun writes. Never
-/// the agent's workspace (a local run's `workspace/` holds whatever the agent wrote, `.env` files
+/// The files a served directory shows: the pages and the reports, events and diffs ohrun writes, and an
+/// attempt's `final.patch` (beside its run.json: redacted, like the step diffs, and only what they show
+/// too). Never the agent's workspace (a local run's `workspace/` holds whatever the agent wrote, `.env` files
 /// included), the agent-server's log or key, or anything else.
 const ARTIFACTS: [&str; 6] = [HTML_FILE, RUN_FILE, SUMMARY_FILE, JUNIT_FILE, BATCH_FILE, EVENTS_FILE];
 
@@ -304,7 +306,8 @@ fn servable(root: &Path, path: &Path) -> bool {
     }
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
     let in_steps = path.parent().and_then(Path::file_name).is_some_and(|d| d == "steps");
-    path.is_file() && (ARTIFACTS.contains(&name) || (in_steps && name.ends_with(".diff")))
+    let patch = name == PATCH_FILE && path.parent().is_some_and(|d| d.join(RUN_FILE).is_file());
+    path.is_file() && (ARTIFACTS.contains(&name) || (in_steps && name.ends_with(".diff")) || patch)
 }
 
 #[derive(Clone, Copy)]
@@ -428,16 +431,21 @@ mod tests {
         let attempt = root.join("r/attempt-1");
         std::fs::create_dir_all(attempt.join("steps")).unwrap();
         std::fs::create_dir_all(attempt.join("workspace/steps")).unwrap();
-        for f in ["run.json", "events.jsonl", "steps/1.diff", "agent-server.log", "agent-server.key", "x.txt"] {
+        let files = ["run.json", "events.jsonl", "steps/1.diff", "agent-server.log", "agent-server.key", "x.txt"];
+        for f in files.iter().chain(&["final.patch", "steps/final.patch"]) {
             std::fs::write(attempt.join(f), "{}").unwrap();
         }
-        for f in ["run.json", "steps/1.diff", ".env"] {
+        for f in ["run.json", "steps/1.diff", ".env", "final.patch"] {
             std::fs::write(attempt.join("workspace").join(f), "{}").unwrap();
         }
-        for f in ["run.json", "events.jsonl", "steps/1.diff", ""] {
+        for f in ["run.json", "events.jsonl", "steps/1.diff", "final.patch", ""] {
             assert!(servable(&root, &attempt.join(f)), "{f}");
         }
         for f in ["agent-server.log", "agent-server.key", "x.txt", "steps", "workspace", "workspace/run.json"] {
+            assert!(!servable(&root, &attempt.join(f)), "{f}");
+        }
+        // A final.patch only beside a run.json, never in a workspace.
+        for f in ["steps/final.patch", "workspace/final.patch"] {
             assert!(!servable(&root, &attempt.join(f)), "{f}");
         }
         assert!(!servable(&root, &attempt.join("workspace/steps/1.diff")));

@@ -330,7 +330,13 @@ mod tests {
 
     #[test]
     fn the_checks_that_changed_are_listed_with_both_states() {
-        let c = |name: &str, passed, error| CheckBrief { name: name.into(), passed, value: None, error };
+        let c = |name: &str, passed, error| CheckBrief {
+            name: name.into(),
+            passed,
+            value: None,
+            error,
+            ..CheckBrief::default()
+        };
         let base = [c("tests", true, false), c("lint", true, false), c("old", false, false), c("judge", true, false)];
         let new = [c("tests", false, false), c("lint", true, false), c("judge", false, true), c("new", true, false)];
         let changed = changed_checks(&base, &new);

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 pub const HTML_FILE: &str = "report.html";
 
 const CSS: &str = include_str!("html/page.css");
-const JS: &str = include_str!("html/page.js");
+/// page.js, then the verification's drawing (function declarations only: page.js's last lines start drawing).
+const JS: &str = concat!(include_str!("html/page.js"), "\n", include_str!("html/checks.js"));
 
 /// A page opened from a file may make no request at all.
 pub const CSP_FILE: &str = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:";
@@ -77,6 +78,16 @@ pub fn run_page(dir: &Path, report: &RunReport, live: Option<&Live>) -> String {
         }
     };
     let (events, ranges) = read_events(events_path.as_deref(), report, &mut cut);
+    let final_patch = report.final_patch.as_ref().and_then(|p| p.file.as_deref()).and_then(|file| {
+        match evidence(&attempt_dir, file, file == crate::agent::patch::PATCH_FILE) {
+            Evidence::Found(_) => Some(format!("{prefix}{}", encode_path(file))),
+            Evidence::Missing => None,
+            Evidence::Refused => {
+                refused.push(format!("final patch {file:?}: {REFUSED}"));
+                None
+            }
+        }
+    });
 
     let served = live.is_some();
     let exists = |rel: &str| attempt_dir.join(rel).exists().then(|| format!("{prefix}{}", encode_path(rel)));
@@ -94,6 +105,8 @@ pub fn run_page(dir: &Path, report: &RunReport, live: Option<&Live>) -> String {
         // `ohrun view --serve` serves report artifacts only: neither the log nor the workspace.
         "log": if served { None } else { exists("agent-server.log") },
         "workspace": if served { None } else { exists("workspace").map(|w| format!("{w}/")) },
+        // Served too (`ohrun view --serve`): a report artifact, redacted like the step diffs.
+        "final_patch": final_patch,
         "batch": batch,
     });
     let mut diff = |info: &Option<super::model::DiffInfo>, what: &str| {

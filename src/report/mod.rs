@@ -2,6 +2,7 @@
 //! (streamed as events arrive), with every secret value redacted.
 
 pub mod html;
+pub mod junit;
 pub mod leak;
 pub mod model;
 pub mod redact;

@@ -20,7 +20,32 @@ pub struct CheckBrief {
     /// The check could not run (a verifier error).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub error: bool,
+    /// False for an optional check (`required: false`): its failure only lowers the score.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub required: bool,
+    /// A check that did not pass: its exit code, when it ran to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// A check that did not pass: why it could not run (the verifier error), else the explanation of its
+    /// judge or its `reward.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// A check that did not pass: the last lines of its output (stderr, then stdout; redacted, at most
+    /// 2,000 characters; run.json has more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tail: Option<String>,
 }
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
+}
+
+/// The characters of a check's output tail kept in summary.json (and so in junit.xml).
+const BRIEF_TAIL_CHARS: usize = 2000;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Scores {
@@ -68,8 +93,60 @@ pub struct TrialStats {
 
 impl CheckBrief {
     pub fn of(c: &super::CheckResult) -> CheckBrief {
-        CheckBrief { name: c.name.clone(), passed: c.passed, value: c.value, error: c.error.is_some() }
+        let brief = CheckBrief {
+            name: c.name.clone(),
+            passed: c.passed,
+            value: c.value,
+            error: c.error.is_some(),
+            required: c.required,
+            ..CheckBrief::default()
+        };
+        if c.passed {
+            return brief;
+        }
+        let output = [&c.stderr_tail, &c.stdout_tail].into_iter().filter(|t| !t.trim().is_empty());
+        let output: Vec<&str> = output.map(|t| t.trim_end()).collect();
+        let output = output.join("\n");
+        let skip = output.chars().count().saturating_sub(BRIEF_TAIL_CHARS);
+        CheckBrief {
+            exit_code: c.exit_code,
+            why: c.error.clone().or_else(|| c.explanation.clone()),
+            output_tail: (!output.is_empty()).then(|| output.chars().skip(skip).collect()),
+            ..brief
+        }
     }
+
+    /// `passed`, `failed`, `error` (it could not run), or `failed (optional)`.
+    pub fn state(&self) -> &'static str {
+        match (self.passed, self.error, self.required) {
+            (true, _, _) => "passed",
+            (false, true, _) => "error",
+            (false, false, true) => "failed",
+            (false, false, false) => "failed (optional)",
+        }
+    }
+}
+
+impl Tally {
+    /// The console's words for it: `pass rate 67 % (95 % CI 30–90 %) · 4 passed, 2 failed, 1 error (not in
+    /// the rate) · mean score 0.70`.
+    pub fn line(&self) -> String {
+        let rate = match &self.pass_rate {
+            Some(r) => format!("pass rate {} (95 % CI {:.0}–{})", percent(r.estimate), r.low * 100.0, percent(r.high)),
+            None => "pass rate —".to_string(),
+        };
+        let mut counts = format!("{} passed, {} failed", self.passed, self.failed);
+        if self.error > 0 {
+            counts.push_str(&format!(", {} error (not in the rate)", self.error));
+        }
+        let score = self.mean_score.map(|s| format!(" · mean score {s:.2}")).unwrap_or_default();
+        format!("{rate} · {counts}{score}")
+    }
+}
+
+/// `0.6667` as `67 %`.
+pub fn percent(x: f64) -> String {
+    format!("{:.0} %", x * 100.0)
 }
 
 impl Scores {
@@ -169,6 +246,30 @@ mod tests {
         assert_eq!(t.pass_at["3"], 1.0);
         assert!((t.pass_all["2"] - 0.3).abs() < 1e-12 && (t.pass_all["3"] - 0.1).abs() < 1e-12);
         assert_eq!(s.batch.cost_per_pass, Some(Usd::parse("0.166666666").unwrap()));
+    }
+
+    #[test]
+    fn a_check_that_did_not_pass_keeps_why_and_the_end_of_its_output() {
+        let c = crate::report::CheckResult {
+            name: "t".into(),
+            required: true,
+            exit_code: Some(1),
+            stdout_tail: "x".repeat(3000),
+            stderr_tail: "boom\n".into(),
+            explanation: Some("no".into()),
+            ..Default::default()
+        };
+        let b = CheckBrief::of(&c);
+        assert_eq!((b.state(), b.exit_code, b.why.as_deref()), ("failed", Some(1), Some("no")));
+        let tail = b.output_tail.unwrap();
+        assert_eq!(tail.chars().count(), BRIEF_TAIL_CHARS, "the end of it");
+        assert!(tail.chars().all(|ch| ch == 'x'), "stderr first, then stdout, whose end is kept");
+        let short = CheckBrief::of(&crate::report::CheckResult { stdout_tail: "out\n".into(), ..c.clone() });
+        assert_eq!(short.output_tail.as_deref(), Some("boom\nout"));
+        let passed = CheckBrief::of(&crate::report::CheckResult { passed: true, ..c });
+        assert_eq!((passed.why, passed.output_tail, passed.exit_code), (None, None, None));
+        let tally = Tally { passed: 2, failed: 1, error: 1, mean_score: Some(0.7), ..Tally::default() };
+        assert_eq!(tally.line(), "pass rate — · 2 passed, 1 failed, 1 error (not in the rate) · mean score 0.70");
     }
 
     #[test]

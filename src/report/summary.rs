@@ -1,6 +1,6 @@
 //! A batch's rollups, from the runs' reports: `summary.json` (every run with its status, why it ended,
-//! attempts, cost, tokens, duration, where its report is; totals), `junit.xml` (one testsuite per job, one
-//! testcase per run), the GitHub Actions step summary and error annotations, and the `--json` lines. The
+//! attempts, cost, tokens, duration, where its report is; verdicts and checks; totals), `junit.xml`
+//! (`junit.rs`), the GitHub Actions step summary and error annotations, and the `--json` lines. The
 //! files are rewritten atomically after every run ends, so a crash leaves a true partial summary (runs
 //! not finished yet say `pending`).
 
@@ -304,53 +304,27 @@ impl Summary {
         serde_json::from_str(&std::fs::read_to_string(dir.join(SUMMARY_FILE)).ok()?).ok()
     }
 
-    /// One testsuite per job, one testcase per run; a failure's text is its end reason and message.
-    pub fn junit(&self) -> Result<String, quick_junit::SerializeError> {
-        use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
-        let mut suites: IndexMap<&str, TestSuite> = IndexMap::new();
-        for r in &self.runs {
-            let mut status = match r.status {
-                RunStatus::Succeeded => TestCaseStatus::success(),
-                RunStatus::Failed | RunStatus::Budget => TestCaseStatus::non_success(NonSuccessKind::Failure),
-                RunStatus::Pending | RunStatus::NotStarted => TestCaseStatus::skipped(),
-                _ => TestCaseStatus::non_success(NonSuccessKind::Error),
-            };
-            if r.status != RunStatus::Succeeded {
-                let why = r.end_reason.as_deref().unwrap_or(r.status.as_str());
-                let text = match &r.message {
-                    Some(m) => format!("{why}: {m}"),
-                    None => why.to_string(),
-                };
-                // The schema gives <skipped> no attributes: its reason is its text.
-                if matches!(r.status, RunStatus::Pending | RunStatus::NotStarted) {
-                    status.set_description(text);
-                } else {
-                    status.set_message(text);
-                    status.set_type(r.status.as_str());
-                }
-            }
-            let mut case = TestCase::new(r.id.as_str(), status);
-            case.set_classname(r.job.as_str());
-            if let Some(ms) = r.duration_ms {
-                case.set_time(std::time::Duration::from_millis(ms));
-            }
-            if let Some(path) = &r.report {
-                case.set_system_out(format!("report: {path}\ncost: ${}\nattempts: {}", r.cost, r.attempts));
-            }
-            suites.entry(r.job.as_str()).or_insert_with(|| TestSuite::new(r.job.as_str())).add_test_case(case);
-        }
-        let mut report = Report::new("ohrun");
-        report.add_test_suites(suites.into_values());
-        report.set_time(std::time::Duration::from_millis(self.totals.duration_ms));
-        Ok(without_testsuites_skipped(report.to_string()?))
-    }
-
-    /// A markdown table of the runs, failures first, for `$GITHUB_STEP_SUMMARY`.
+    /// A markdown table of the runs, failures first, for `$GITHUB_STEP_SUMMARY`; when runs were verified,
+    /// the pass rate above it and each run's verdict and failed checks in it.
     pub fn markdown(&self) -> String {
         let t = &self.totals;
         let counts: Vec<String> = t.by_status.iter().map(|(k, v)| format!("{v} {k}")).collect();
         let mut out = format!("### ohrun: {} runs — {} — ${}\n\n", t.runs, counts.join(", "), t.cost);
-        out.push_str("| run | status | why | attempts | cost | duration |\n|---|---|---|---|---|---|\n");
+        let verified = self.verification.as_ref();
+        if let Some(v) = verified {
+            out.push_str(&format!("**Verified:** {}\n\n", v.batch.line()));
+            if v.jobs.len() > 1 {
+                for (job, tally) in &v.jobs {
+                    out.push_str(&format!("- {}: {}\n", table_cell(job), tally.line()));
+                }
+                out.push('\n');
+            }
+        }
+        let (head, rule) = match verified {
+            Some(_) => ("| run | status | verdict | failed checks | why |", "|---|---|---|---|---|"),
+            None => ("| run | status | why |", "|---|---|---|"),
+        };
+        out.push_str(&format!("{head} attempts | cost | duration |\n{rule}---|---|---|\n"));
         let mut runs: Vec<&RunSummary> = self.runs.iter().collect();
         runs.sort_by_key(|r| r.status == RunStatus::Succeeded);
         for r in runs {
@@ -360,8 +334,12 @@ impl Summary {
                 _ => String::new(),
             };
             let secs = r.duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_default();
+            let verdict = match verified {
+                Some(_) => format!(" {} | {} |", verdict_cell(r), table_cell(&failed_checks(r))),
+                None => String::new(),
+            };
             out.push_str(&format!(
-                "| `{}` | {} | {} | {} | ${} | {secs} |\n",
+                "| `{}` | {} |{verdict} {} | {} | ${} | {secs} |\n",
                 r.id,
                 r.status.as_str(),
                 table_cell(&why),
@@ -427,6 +405,24 @@ impl Summary {
     }
 }
 
+/// `passed 0.83`, `failed 0.50`, `error`; empty when the run has no verdict.
+fn verdict_cell(r: &RunSummary) -> String {
+    let score = r.score.map(|s| format!(" {s:.2}")).unwrap_or_default();
+    r.verdict.map(|v| format!("{}{score}", v.as_str())).unwrap_or_default()
+}
+
+/// The checks of a run that did not pass: `tests pass (exit 1); lint (could not run: timed out after
+/// 10m); changelog (optional)`.
+fn failed_checks(r: &RunSummary) -> String {
+    let what = |c: &super::scores::CheckBrief| match c.state() {
+        "error" => format!("could not run: {}", c.why.as_deref().unwrap_or("?")),
+        "failed (optional)" => "optional".to_string(),
+        _ => c.exit_code.map_or_else(|| format!("value {:.2}", c.value.unwrap_or(0.0)), |e| format!("exit {e}")),
+    };
+    let failed = r.checks.iter().filter(|c| !c.passed).map(|c| format!("{} ({})", c.name, what(c)));
+    failed.collect::<Vec<_>>().join("; ")
+}
+
 /// Text as one cell of a markdown table row: a line break would end the row (and the table) and a `|`
 /// would start another cell, so breaks become `<br>` and pipes are escaped.
 fn table_cell(text: &str) -> String {
@@ -437,17 +433,6 @@ fn table_cell(text: &str) -> String {
 /// A workflow command's data, escaped as the GitHub runner unescapes it (`%`, CR and LF).
 fn escape_data(text: &str) -> String {
     text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
-}
-
-/// quick-junit writes a `skipped` count on `<testsuites>`, which the Jenkins JUnit schema it targets
-/// (https://llg.cubic.org/docs/junit/) does not allow there; each `<testsuite>` keeps its own.
-fn without_testsuites_skipped(xml: String) -> String {
-    let Some(start) = xml.find("<testsuites") else { return xml };
-    let end = xml[start..].find('>').map_or(xml.len(), |e| start + e);
-    let tag = &xml[start..end];
-    let Some(at) = tag.find(" skipped=\"") else { return xml };
-    let close = tag[at + 10..].find('"').map_or(tag.len(), |c| at + 10 + c + 1);
-    format!("{}{}{}", &xml[..start + at], &tag[close..], &xml[end..])
 }
 
 #[cfg(test)]
@@ -486,28 +471,31 @@ mod tests {
     }
 
     #[test]
-    fn junit_has_a_case_per_run_and_no_testsuites_skipped_count() {
-        let s = Summary::new(vec![
-            run("a", RunStatus::Succeeded, None),
-            run("b", RunStatus::Failed, Some("setup")),
-            run("c", RunStatus::NotStarted, Some("not_started")),
-        ]);
-        let xml = s.junit().unwrap();
-        let testsuites = xml.lines().find(|l| l.contains("<testsuites")).unwrap();
-        assert!(!testsuites.contains("skipped="), "{testsuites}");
-        assert!(testsuites.contains("tests=\"3\"") && testsuites.contains("failures=\"1\""), "{testsuites}");
-        assert!(xml.contains("<testsuite name=\"j\" tests=\"3\" skipped=\"1\""), "{xml}");
-        assert!(xml.contains("<failure message=\"setup: setup &lt;&amp;&gt; happened\" type=\"failed\""), "{xml}");
-        assert!(xml.contains("<skipped>not_started: not_started &lt;&amp;&gt; happened</skipped>"), "{xml}");
-    }
-
-    #[test]
-    fn removing_the_count_leaves_everything_else() {
-        let xml =
-            "<?xml?>\n<testsuites name=\"x\" tests=\"1\" skipped=\"12\" failures=\"0\">\n<testsuite skipped=\"1\"/>";
-        assert_eq!(
-            without_testsuites_skipped(xml.into()),
-            "<?xml?>\n<testsuites name=\"x\" tests=\"1\" failures=\"0\">\n<testsuite skipped=\"1\"/>"
+    fn a_verified_batch_shows_its_pass_rate_and_each_runs_failed_checks() {
+        use super::super::scores::CheckBrief;
+        let check = |name: &str, passed: bool| CheckBrief {
+            name: name.into(),
+            passed,
+            value: Some(if passed { 1.0 } else { 0.0 }),
+            required: true,
+            exit_code: (!passed).then_some(2),
+            ..CheckBrief::default()
+        };
+        let mut failed = run("b", RunStatus::Failed, Some("checks"));
+        (failed.verdict, failed.score) = (Some(super::super::Verdict::Failed), Some(0.5));
+        failed.checks = vec![check("builds", true), check("tests | pass\nall", false)];
+        let mut passed = run("a", RunStatus::Succeeded, None);
+        (passed.verdict, passed.score) = (Some(super::super::Verdict::Passed), Some(1.0));
+        passed.checks = vec![check("builds", true)];
+        let table = Summary::new(vec![passed, failed]).markdown();
+        assert!(table.contains("**Verified:** pass rate 50 % (95 % CI "), "{table}");
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 4, "{table}");
+        assert!(rows[0].starts_with("| run | status | verdict | failed checks | why |"), "{table}");
+        assert!(
+            rows[2].contains("| `b` | failed | failed 0.50 | tests \\| pass<br>all (exit 2) | checks: "),
+            "{table}"
         );
+        assert!(rows[3].contains("| `a` | succeeded | passed 1.00 |  | "), "{table}");
     }
 }

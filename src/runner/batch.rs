@@ -565,11 +565,15 @@ impl Batch {
             let mut totals = serde_json::to_value(&summary.totals).unwrap_or_default();
             totals["batch"] = serde_json::json!(self.opts.out.display().to_string());
             totals["exit_code"] = serde_json::json!(code);
+            if let Some(v) = &summary.verification {
+                totals["verification"] = serde_json::json!(v.batch);
+            }
             print_stdout(&json_line("summary", totals));
         }
         if summary.runs.len() > 1 {
+            let verified = summary.verification.as_ref().map(|v| format!(" · {}", v.batch.line())).unwrap_or_default();
             self.console.say(&format!(
-                "{} runs: {} · ${} · {}",
+                "{} runs: {}{verified} · ${} · {}",
                 summary.totals.runs,
                 summary.totals.by_status.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "),
                 summary.totals.cost,

@@ -188,8 +188,9 @@ pub(super) fn summary_line(r: &RunReport, file: Option<&Path>, style: crate::sty
     let why =
         r.outcome.message.as_deref().and_then(|m| m.lines().next()).map(|m| format!(" — {m}")).unwrap_or_default();
     let file = file.map(|f| f.display().to_string()).unwrap_or_else(|| "no run.json".into());
+    let verdict = r.verification.as_ref().map(|v| super::verifying::verdict_words(v, s)).unwrap_or_default();
     format!(
-        "{mark} {} · {done}/{} steps · ${} · {:.1}s · {file}{why}",
+        "{mark} {}{verdict} · {done}/{} steps · ${} · {:.1}s · {file}{why}",
         r.run.id,
         r.steps.len(),
         r.totals.cost,

@@ -43,6 +43,18 @@ impl<'r> Run<'r> {
     }
 }
 
+/// ` · passed 0.83`, ` · failed 0.50`, ` · error`, ` · not verified`: the verdict on a run's end line.
+pub(super) fn verdict_words(v: &Verification, s: crate::style::Style) -> String {
+    let score = v.score.map(|x| format!(" {x:.2}")).unwrap_or_default();
+    let words = match v.verdict {
+        _ if v.not_verified.is_some() => return format!(" · {}", s.dim("not verified")),
+        Some(Verdict::Passed) => s.ok(&format!("passed{score}")),
+        Some(verdict) => s.error(&format!("{}{score}", verdict.as_str())),
+        None => return String::new(),
+    };
+    format!(" · {words}")
+}
+
 /// The checks of each step, right after it (`steps[].checks`).
 pub(super) struct StepChecker<'r> {
     pub checker: Checker<'r>,

@@ -190,3 +190,77 @@ fn the_checker_accepts_the_schemas_own_shape_and_sees_each_kind_of_violation() {
         assert!(errors.iter().any(|e| e.contains(want)), "{xml}: expected `{want}` in {errors:?}");
     }
 }
+
+/// A summary with checks (as `ohrun merge` reads it): one testcase per (run, check), a failed check a
+/// `<failure>`, a check that could not run an `<error>`, a failed optional check a pass that says so, and
+/// a run that failed before its checks could tell keeps its own testcase — all valid for the schema.
+#[test]
+fn a_summary_with_checks_gives_a_valid_junit_with_a_case_per_run_and_check() {
+    use crate::support::Ohrun;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let shard = dir.path().join("shard");
+    std::fs::create_dir(&shard).unwrap();
+    let tokens = json!({"prompt": 0, "completion": 0, "cache_read": 0, "cache_write": 0, "reasoning": 0});
+    let run = |id: &str, status: &str, why: &str, verdict: &str, checks: serde_json::Value| {
+        json!({"id": id, "index": 1, "job": "j", "job_file": "j.yaml", "matrix": null, "status": status,
+               "end_reason": why, "message": format!("{why} <&>"), "attempts": 1, "cost": 0.0, "tokens": tokens,
+               "llm_calls": 0, "duration_ms": 1000, "report": format!("{id}/run.json"), "verdict": verdict,
+               "checks": checks})
+    };
+    let runs = [
+        run(
+            "failed",
+            "failed",
+            "checks",
+            "failed",
+            json!([
+            {"name": "tests", "passed": false, "value": 0.0, "exit_code": 1, "output_tail": "1 failed\u{1b}[0m <b>"},
+            {"name": "lint", "passed": false, "value": 0.0, "required": false, "exit_code": 2}]),
+        ),
+        run(
+            "timed-out",
+            "errored",
+            "verifier_error",
+            "error",
+            json!([
+            {"name": "tests", "passed": false, "value": null, "error": true, "why": "timed out after 10m"}]),
+        ),
+        run("agent-error", "failed", "error", "failed", json!([{"name": "step check", "passed": true, "value": 1.0}])),
+    ];
+    let summary = json!({"format": 1, "ohrun_version": "0.1.0", "updated_at": "2026-12-01T00:00:00Z", "runs": runs,
+        "totals": {"runs": 3, "by_status": {}, "cost": 0.0, "tokens": tokens, "llm_calls": 0, "duration_ms": 1000}});
+    std::fs::write(shard.join("summary.json"), summary.to_string()).unwrap();
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .args(["merge", "shard", "--out", "merged"])
+        .output();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let xml = std::fs::read_to_string(dir.path().join("merged/junit.xml")).unwrap();
+    assert_valid_junit(&xml);
+    let root = parse(&xml).unwrap();
+    let cases: Vec<&Node> = root.children.iter().flat_map(|s| &s.children).filter(|c| c.name == "testcase").collect();
+    let described: Vec<(&str, &str, Option<&str>)> = cases
+        .iter()
+        .map(|c| (attr(c, "classname").unwrap(), attr(c, "name").unwrap(), c.children.first().map(|e| e.name.as_str())))
+        .collect();
+    assert_eq!(
+        described,
+        [
+            ("failed", "tests", Some("failure")),
+            ("failed", "lint", Some("system-out")),
+            ("timed-out", "tests", Some("error")),
+            ("j", "agent-error", Some("failure")),
+            ("agent-error", "step check", None),
+        ],
+        "{xml}"
+    );
+    let failure = &cases[0].children[0];
+    assert_eq!(attr(failure, "message"), Some("check `tests` failed: exit 1, value 0.00"));
+    assert!(xml.contains(">output (last lines):\n1 failed &lt;b&gt;</failure>"), "escaped, no colour code: {xml}");
+    assert!(cases[1].children[0].text.starts_with("optional check failed: exit 2"), "{xml}");
+    assert_eq!(attr(&cases[2].children[0], "message"), Some("check `tests` could not run: timed out after 10m"));
+    assert_eq!(attr(&cases[3].children[0], "message"), Some("error: error <&>"));
+}

@@ -28,5 +28,6 @@ mod share;
 mod step_summary;
 mod support;
 mod transport;
+mod verdicts;
 mod verify;
 mod view;

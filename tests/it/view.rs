@@ -342,7 +342,7 @@ fn get_as(base: &str, host: &str, path: &str) -> (u16, String, String) {
 }
 
 /// A running `ohrun view --serve DIR`: killed when dropped, unless stopped.
-struct Serving {
+pub(crate) struct Serving {
     child: std::process::Child,
     /// `127.0.0.1:PORT`.
     base: String,
@@ -352,7 +352,7 @@ struct Serving {
     prefix: String,
 }
 
-fn serve(dir: &Path) -> Serving {
+pub(crate) fn serve(dir: &Path) -> Serving {
     let port = free_port();
     let mut child =
         Ohrun::new().args(["view", "--serve", "--no-open", "--port", &port.to_string()]).args([dir]).spawn();
@@ -376,7 +376,7 @@ fn serve(dir: &Path) -> Serving {
 
 impl Serving {
     /// GET a path after the token.
-    fn get(&self, path: &str) -> (u16, String, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String, String) {
         get(&self.base, &format!("{}{path}", self.prefix))
     }
 

@@ -117,10 +117,11 @@ function saveState(extra) { try { sessionStorage.setItem(stateKey, JSON.stringif
 function batchPage(data, app) {
   const s = data.summary;
   const state = loadState();
+  const verified = !!s.verification;
   const runs = s.runs.map((r, i) => Object.assign({}, r, {
     link: data.links[i],
     tok: tokens(r.tokens),
-    search: [r.id, r.status, r.end_reason, r.message, r.job, r.matrix ? JSON.stringify(r.matrix) : ""].join(" ").toLowerCase(),
+    search: [r.id, r.status, r.end_reason, r.message, r.job, r.matrix ? JSON.stringify(r.matrix) : "", r.verdict, checkWords(r)].join(" ").toLowerCase(),
   }));
   const t = s.totals;
   const maxCost = Math.max(0, ...runs.map((r) => r.cost || 0));
@@ -136,6 +137,7 @@ function batchPage(data, app) {
       card("Tokens", num(tokens(t.tokens)), "prompt + completion", tokenTitle(t.tokens)),
       card("LLM calls", num(t.llm_calls)),
       card("Wall time", dur(t.duration_ms)),
+      verdictCards(s),
     ),
   ]);
   if (s.shared_sandboxes && s.shared_sandboxes.length) {
@@ -156,10 +158,11 @@ function batchPage(data, app) {
     const failed = (RANK[r.status] ?? 9) < RANK.pending;
     return h("tr", { class: "run" + (failed ? " failed-row" : ""), "data-id": r.id },
       h("td", { class: "num muted" }, r.index),
-      h("td", { class: "id" }, r.link ? h("a", { href: r.link }, r.id) : h("span", null, r.id), r.message ? h("div", { class: "msg", title: r.message }, r.message) : null),
+      h("td", { class: "id" }, r.link ? h("a", { href: r.link }, r.id) : h("span", null, r.id), r.message ? h("div", { class: "msg", title: r.message }, r.message) : null, failedChecks(r)),
       h("td", { class: "matrix" }, matrixChips(r.matrix)),
       h("td", null, badge(r.status)),
       h("td", null, r.end_reason ? badge(r.end_reason) : h("span", { class: "muted" }, "—")),
+      verdictCells(r, verified),
       h("td", { class: "num" }, r.attempts),
       h("td", { class: "num" }, cost(r.cost), bar),
       h("td", { class: "num", title: tokenTitle(r.tokens) }, num(r.tok)),
@@ -169,7 +172,7 @@ function batchPage(data, app) {
 
   const columns = [
     ["#", "index", true], ["Run", "id"], ["Matrix", "matrix"], ["Status", "status"], ["End reason", "end_reason"],
-    ["Attempts", "attempts", true], ["Cost", "cost", true], ["Tokens", "tok", true], ["Duration", "duration_ms", true],
+    ...verdictColumns(verified), ["Attempts", "attempts", true], ["Cost", "cost", true], ["Tokens", "tok", true], ["Duration", "duration_ms", true],
   ];
   let sort = state.sort || { key: null, dir: 1 }; // key null: failures first, then plan order
   const failuresFirst = (a, b) => (RANK[a.status] ?? 9) - (RANK[b.status] ?? 9) || a.index - b.index;
@@ -197,6 +200,7 @@ function batchPage(data, app) {
   const tbody = h("tbody");
   const foot = h("tfoot");
   append(app, h("table", null, h("thead", null, head), tbody, foot));
+  scoresSection(s, app);
 
   function draw() {
     const q = filter.value.trim().toLowerCase();
@@ -208,7 +212,7 @@ function batchPage(data, app) {
     count.textContent = shown.length === runs.length ? plural(runs.length, "run") + (sort.key ? "" : ", failures first") : `${shown.length} of ${plural(runs.length, "run")}`;
     const sum = (f) => shown.reduce((a, [r]) => a + (f(r) || 0), 0);
     foot.replaceChildren(h("tr", null,
-      h("td", { colspan: 5 }, shown.length === runs.length ? "Total" : `Total of ${shown.length} shown`),
+      h("td", { colspan: 5 + verdictColumns(verified).length }, shown.length === runs.length ? "Total" : `Total of ${shown.length} shown`),
       h("td", { class: "num" }, num(sum((r) => r.attempts))),
       h("td", { class: "num" }, cost(sum((r) => r.cost))),
       h("td", { class: "num" }, num(sum((r) => r.tok))),
@@ -257,7 +261,7 @@ function runPage(data, app) {
 
   append(app, [
     h("div", { class: "crumbs" }, L.batch ? [h("a", { href: L.batch }, "← batch"), " · "] : null, "ohrun · run"),
-    h("h1", { id: "run-id" }, r.run.id, badge(status, r.outcome.message)),
+    h("h1", { id: "run-id" }, r.run.id, badge(status, r.outcome.message), verdictBadge(r.verification, "verdict ")),
     h("div", { class: "sub" },
       h("span", null, "job " + r.job.name),
       h("span", null, "attempt " + r.run.attempt),
@@ -289,6 +293,7 @@ function runPage(data, app) {
     card("LLM calls", num(r.totals.llm_calls)),
     card("Steps", stepsDone + " / " + r.steps.length, "finished"),
     card("Events", num(r.totals.events)),
+    verdictCard(r),
   ));
 
   timeline(r, app);
@@ -303,6 +308,8 @@ function runPage(data, app) {
       () => eventList(data.events, before)));
   }
   r.steps.forEach((s, i) => append(app, stepBox(s, data, ranges[i + 1] || [0, 0], data.diffs.steps[i])));
+  verificationSection(r, app);
+  patchSection(r, L, app);
 
   if (r.notes.length) append(app, [h("h2", null, "Notes"), h("ul", { class: "muted" }, r.notes.map((n) => h("li", null, n)))]);
   append(app, [h("h2", null, "Sandbox"), h("div", { class: "chips" },
@@ -360,6 +367,7 @@ function stepBox(s, data, range, diffText) {
   if (s.error) append(body, h("div", null, h("div", { class: "label" }, "Error"), h("div", { class: "said err" }, s.error.code + ": " + s.error.detail)));
   if (s.final_message) append(body, h("div", null, h("div", { class: "label" }, "Agent's final message"), h("div", { class: "said agent" }, s.final_message)));
   if (s.diff || diffText) append(body, diffBlock(s.diff, diffText));
+  append(body, stepChecks(s));
   if (n > 0) append(body, lazy({ class: "section" }, ["Actions and observations ", h("span", { class: "sub" }, plural(n, "event"))], () => eventList(data.events, range)));
   return h("section", { class: "box step", id: "step-" + s.index },
     h("header", null,
