@@ -45,7 +45,8 @@ pub struct Tally {
     pub pass_rate: Option<Interval>,
     /// The mean score of the runs that have one.
     pub mean_score: Option<f64>,
-    /// What the runs cost in all, divided by the runs that passed (None when none did).
+    /// What the runs cost in all, divided by the runs that passed (None when none did); for the batch,
+    /// the runs of the jobs that verify (another job's money bought no pass).
     pub cost_per_pass: Option<Usd>,
 }
 
@@ -83,16 +84,40 @@ impl Scores {
         for r in runs {
             jobs.entry(r.job.clone()).or_default().push(r);
         }
-        let all: Vec<&RunSummary> = runs.iter().collect();
+        let verifying: Vec<&RunSummary> =
+            jobs.values().filter(|rs| rs.iter().any(|r| r.verdict.is_some())).flatten().copied().collect();
         let mut by_id: IndexMap<&str, Vec<&RunSummary>> = IndexMap::new();
         for r in runs.iter().filter(|r| r.trial.is_some()) {
             by_id.entry(&r.id).or_default().push(r);
         }
         Some(Scores {
-            batch: tally(&all),
+            batch: tally(&verifying),
             jobs: jobs.iter().map(|(job, rs)| (job.clone(), tally(rs))).collect(),
             trials: by_id.into_iter().map(|(id, rs)| (id.to_string(), trial_stats(&rs))).collect(),
         })
+    }
+}
+
+impl Tally {
+    /// For the console: `pass rate 60 % (3/5 passed; 95 % CI 23–88 %)`, and the errors left out of it;
+    /// None when nothing has a verdict.
+    pub fn brief(&self) -> Option<String> {
+        let errors = match self.error {
+            0 => String::new(),
+            n => format!(", {n} not counted (verifier or infrastructure error)"),
+        };
+        let Some(rate) = self.pass_rate else {
+            return (self.error > 0).then(|| format!("nothing verified{errors}"));
+        };
+        let pct = |x: f64| (x * 100.0).round();
+        Some(format!(
+            "pass rate {:.0} % ({}/{} passed; 95 % CI {:.0}–{:.0} %){errors}",
+            pct(rate.estimate),
+            self.passed,
+            self.passed + self.failed,
+            pct(rate.low),
+            pct(rate.high)
+        ))
     }
 }
 
@@ -169,6 +194,16 @@ mod tests {
         assert_eq!(t.pass_at["3"], 1.0);
         assert!((t.pass_all["2"] - 0.3).abs() < 1e-12 && (t.pass_all["3"] - 0.1).abs() < 1e-12);
         assert_eq!(s.batch.cost_per_pass, Some(Usd::parse("0.166666666").unwrap()));
+    }
+
+    #[test]
+    fn the_cost_per_pass_of_a_batch_leaves_out_jobs_that_verify_nothing() {
+        let mut other = run("x", None, Verdict::Passed, 1.0);
+        (other.job, other.verdict, other.score) = ("unverified".into(), None, None);
+        let s =
+            Scores::of(&[run("a", None, Verdict::Passed, 1.0), run("b", None, Verdict::Failed, 0.0), other]).unwrap();
+        assert_eq!(s.batch.cost_per_pass, Some(Usd::parse("0.2").unwrap()));
+        assert_eq!(s.jobs["unverified"].cost_per_pass, None);
     }
 
     #[test]

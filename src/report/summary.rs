@@ -329,7 +329,7 @@ impl Summary {
                     status.set_type(r.status.as_str());
                 }
             }
-            let mut case = TestCase::new(r.id.as_str(), status);
+            let mut case = TestCase::new(super::run_label(&r.id, r.trial), status);
             case.set_classname(r.job.as_str());
             if let Some(ms) = r.duration_ms {
                 case.set_time(std::time::Duration::from_millis(ms));
@@ -362,7 +362,7 @@ impl Summary {
             let secs = r.duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_default();
             out.push_str(&format!(
                 "| `{}` | {} | {} | {} | ${} | {secs} |\n",
-                r.id,
+                super::run_label(&r.id, r.trial),
                 r.status.as_str(),
                 table_cell(&why),
                 r.attempts,
@@ -419,7 +419,7 @@ impl Summary {
                 format!(
                     "::error file={},title={}::{}",
                     property(&r.job_file),
-                    property(&format!("ohrun {}", r.id)),
+                    property(&format!("ohrun {}", super::run_label(&r.id, r.trial))),
                     escape_data(&format!("{why}{message}"))
                 )
             })

@@ -73,11 +73,7 @@ impl Checker<'_> {
     /// The check's environment: ohrun's own variables, then its `env:`.
     fn env(&self, key: &str) -> Vec<(String, String)> {
         let a = self.run.attempt;
-        let mut env = vec![
-            ("OHRUN_RUN_ID".to_string(), a.planned.id.clone()),
-            ("OHRUN_ATTEMPT".to_string(), a.number.to_string()),
-            ("OHRUN_TRIAL".to_string(), a.trial.unwrap_or(1).to_string()),
-        ];
+        let mut env = super::trials::ohrun_env(&a.planned.id, a.trial, a.number);
         env.extend(self.settings.check_env.get(key).cloned().unwrap_or_default());
         env
     }
@@ -102,7 +98,7 @@ impl Checker<'_> {
             log_dir: self.log_dir.join(format!("judge-{}", n + 1)),
             run_deadline: self.run.run_deadline,
             batch: a.budget.map(|b| b as &dyn crate::agent::SharedBudget),
-            run_id: &a.planned.id,
+            run_id: a.label,
             spent_before: self.spent_before + spent_here,
             price_named: self.settings.llm.input_cost_per_token.is_some()
                 && self.settings.llm.output_cost_per_token.is_some(),
@@ -303,11 +299,8 @@ impl Run<'_> {
             return vec![setup_error("fresh sandbox", format!("nothing to verify in a fresh sandbox: {why}"))];
         };
         let dir = self.attempt.dir.join("verify").join("fresh");
-        let ledger = crate::ledger::Slot::new(
-            &format!("{}#verify", self.attempt.planned.id),
-            &dir,
-            Some(self.attempt.batch_dir),
-        );
+        let ledger =
+            crate::ledger::Slot::new(&format!("{}#verify", self.attempt.label), &dir, Some(self.attempt.batch_dir));
         let mut backend = settings.sandbox.clone().backend();
         self.attempt.line.activity("provisioning a fresh sandbox to verify in");
         let ready = self.provision_for_verify(&mut *backend, &settings.secret_names, &dir, &ledger).await;

@@ -27,4 +27,5 @@ mod share;
 mod step_summary;
 mod support;
 mod transport;
+mod trials;
 mod view;
