@@ -102,8 +102,10 @@ fn collect(dirs: &[PathBuf], out: &Path) -> Result<(Vec<RunSummary>, u64, Vec<Us
         duration_ms = duration_ms.max(summary.totals.duration_ms);
         caps.extend(summary.budget.as_ref().map(|b| b.cap));
         for mut r in summary.runs {
-            if let Some(other) = seen.insert(r.id.clone(), dir.clone()) {
-                eprintln!("error: run `{}` is in both {} and {}", r.id, other.display(), dir.display());
+            // A run's trials are rows of one id: a shard takes all of them.
+            if let Some(other) = seen.insert((r.id.clone(), r.trial), dir.clone()) {
+                let run = crate::report::run_label(&r.id, r.trial);
+                eprintln!("error: run `{run}` is in both {} and {}", other.display(), dir.display());
                 eprintln!("  hint: merge the shards of one plan (`--shard i/n`), each once");
                 return Err(ExitCode::USAGE);
             }
@@ -111,6 +113,6 @@ fn collect(dirs: &[PathBuf], out: &Path) -> Result<(Vec<RunSummary>, u64, Vec<Us
             runs.push(r);
         }
     }
-    runs.sort_by(|a, b| (&a.job_file, a.index).cmp(&(&b.job_file, b.index)));
+    runs.sort_by(|a, b| (&a.job_file, a.index, a.trial).cmp(&(&b.job_file, b.index, b.trial)));
     Ok((runs, duration_ms, caps))
 }

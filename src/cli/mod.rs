@@ -152,6 +152,10 @@ pub struct RunArgs {
     /// The most the whole batch may spend, in USD (overrides the jobs' `batch.max_cost`).
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub max_cost: Option<crate::money::Usd>,
+    /// Run each run N times as trials, each in its own sandbox, for pass@k and flakiness (overrides the
+    /// jobs' `repeat`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: Option<u32>,
     /// The batch directory: batch.json, summary.json, junit.xml (default: `ohrun-reports/JOB`, or
     /// `ohrun-reports/batch` for several job files).
     #[arg(long, value_name = "DIR")]

@@ -46,14 +46,22 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
         retries: args.retries,
         max_cost: args.max_cost,
         fail_fast: args.fail_fast,
+        repeat: args.repeat,
     };
-    let mut state =
-        BatchState::of(&plans, &inv.vars, inv.shard.as_deref(), &inv.filters, inv.rehearse.as_deref(), given);
-    if inv.resume {
-        match check_unchanged(&out, &state, args.force) {
-            Ok(before) => state.flags = state.flags.or(&before.flags),
-            Err(code) => return code,
-        }
+    let before = match inv.resume.then(|| read_before(&out)).transpose() {
+        Ok(before) => before,
+        Err(code) => return code,
+    };
+    // A resume keeps the flags the batch had unless this names others, its trials among them.
+    let flags = match &before {
+        Some(b) => given.or(&b.flags),
+        None => given,
+    };
+    let state = BatchState::of(&plans, &inv.vars, inv.shard.as_deref(), &inv.filters, inv.rehearse.as_deref(), flags);
+    if let Some(before) = &before
+        && let Err(code) = check_unchanged(&out, before, &state, args.force)
+    {
+        return code;
     }
     let mut rehearsals = Vec::new();
     for plan in &plans {
@@ -71,6 +79,7 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
         jobs: flags.jobs,
         prefetch: flags.prefetch,
         retries: flags.retries,
+        repeat: flags.repeat,
         max_cost,
         fail_fast: flags.fail_fast,
         out,
@@ -158,17 +167,21 @@ fn plans(inv: &Invocation, max_runs: usize, style: Style) -> Result<Vec<Plan>, i
     Ok(plans)
 }
 
-/// A resumed batch must be the same plan, unless `--force`: changed, added or removed runs are listed.
-/// Returns what the batch recorded before.
-fn check_unchanged(out: &Path, now: &BatchState, force: bool) -> Result<BatchState, i32> {
-    let before = BatchState::read(out).map_err(|e| {
+/// What the batch to resume recorded.
+fn read_before(out: &Path) -> Result<BatchState, i32> {
+    BatchState::read(out).map_err(|e| {
         eprintln!("error: {e}");
         eprintln!("  hint: `--resume` continues a batch that ran before; run it without `--resume` first");
         ExitCode::USAGE
-    })?;
+    })
+}
+
+/// A resumed batch must be the same plan, unless `--force`: changed, added or removed runs, and runs
+/// with another number of trials, are listed.
+fn check_unchanged(out: &Path, before: &BatchState, now: &BatchState, force: bool) -> Result<(), i32> {
     let diff = before.diff(now);
     if diff.is_empty() || force {
-        return Ok(before);
+        return Ok(());
     }
     eprintln!("error: the plan changed since the batch in {} started:", out.display());
     for line in &diff {

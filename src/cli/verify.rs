@@ -212,6 +212,7 @@ async fn regrade(
                 log_dir: dir.clone(),
                 spent_before: crate::money::Usd::ZERO,
                 ids: (&id, t.report.run.attempt, t.report.run.trial.unwrap_or(1)),
+                budget_key: &id,
                 deadline: place.deadline,
                 cancel: signals.cancel(),
                 budget: None,

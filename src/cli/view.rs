@@ -82,7 +82,15 @@ fn write_pages(dir: &Path, quiet: bool) -> Result<PathBuf, i32> {
         html::write_run_page(dir, &report).map_err(failed)
     } else {
         eprintln!("error: {} has neither summary.json nor run.json", dir.display());
-        eprintln!("  hint: name a batch directory (`ohrun-reports/JOB`) or a run's directory in it");
+        if dir.join("trial-1").join(RUN_FILE).is_file() {
+            // A run of several trials keeps a folder per trial and no report of its own.
+            eprintln!(
+                "  hint: this run has trials: name one of them (`{}`) or the batch directory",
+                dir.join("trial-1").display()
+            );
+        } else {
+            eprintln!("  hint: name a batch directory (`ohrun-reports/JOB`) or a run's directory in it");
+        }
         Err(ExitCode::USAGE)
     }
 }

@@ -96,7 +96,7 @@ pub fn run_page(dir: &Path, report: &RunReport, live: Option<&Live>) -> String {
     } else if prefix.is_empty() && dir.parent().and_then(Path::parent).is_some_and(|p| p.join(SUMMARY_FILE).is_file()) {
         Some("../../report.html")
     } else {
-        None
+        trial_batch_link(dir, prefix.is_empty())
     };
     let links = json!({
         "run_json": RUN_FILE,
@@ -162,6 +162,15 @@ pub fn run_page(dir: &Path, report: &RunReport, live: Option<&Live>) -> String {
         "live": live_json(live),
     });
     page(&format!("{} · ohrun", report.run.id), &data, served)
+}
+
+/// The batch page seen from a trial's folder (`RUN/trial-K/`, a level deeper than a run's) or from an
+/// attempt's folder in it (`in_attempt`).
+fn trial_batch_link(dir: &Path, in_attempt: bool) -> Option<&'static str> {
+    let trial = if in_attempt { dir.parent()? } else { dir };
+    trial.file_name()?.to_str()?.strip_prefix("trial-")?.parse::<u32>().ok()?;
+    trial.ancestors().nth(2).filter(|b| b.join(SUMMARY_FILE).is_file())?;
+    Some(if in_attempt { "../../../report.html" } else { "../../report.html" })
 }
 
 /// What the page says instead of a file whose path in the report is not one ohrun writes.

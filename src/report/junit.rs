@@ -58,7 +58,7 @@ fn run_case(r: &RunSummary) -> TestCase {
             status.set_type(r.status.as_str());
         }
     }
-    let mut case = TestCase::new(r.id.as_str(), status);
+    let mut case = TestCase::new(super::run_label(&r.id, r.trial), status);
     case.set_classname(r.job.as_str());
     if let Some(ms) = r.duration_ms {
         case.set_time(std::time::Duration::from_millis(ms));

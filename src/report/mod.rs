@@ -13,3 +13,12 @@ pub mod writer;
 
 pub use model::*;
 pub use verdict::{CheckResult, PatchInfo, Verdict, Verification};
+
+/// How a run's trial is named where runs are listed (console, JUnit, the step summary): `RUN_ID#K`, or the
+/// run id when the run has one trial.
+pub fn run_label(id: &str, trial: Option<u32>) -> String {
+    match trial {
+        Some(k) => format!("{id}#{k}"),
+        None => id.to_string(),
+    }
+}

@@ -70,7 +70,8 @@ pub struct Tally {
     pub pass_rate: Option<Interval>,
     /// The mean score of the runs that have one.
     pub mean_score: Option<f64>,
-    /// What the runs cost in all, divided by the runs that passed (None when none did).
+    /// What the runs cost in all, divided by the runs that passed (None when none did); for the batch,
+    /// the runs of the jobs that verify (another job's money bought no pass).
     pub cost_per_pass: Option<Usd>,
 }
 
@@ -160,13 +161,14 @@ impl Scores {
         for r in runs {
             jobs.entry(r.job.clone()).or_default().push(r);
         }
-        let all: Vec<&RunSummary> = runs.iter().collect();
+        let verifying: Vec<&RunSummary> =
+            jobs.values().filter(|rs| rs.iter().any(|r| r.verdict.is_some())).flatten().copied().collect();
         let mut by_id: IndexMap<&str, Vec<&RunSummary>> = IndexMap::new();
         for r in runs.iter().filter(|r| r.trial.is_some()) {
             by_id.entry(&r.id).or_default().push(r);
         }
         Some(Scores {
-            batch: tally(&all),
+            batch: tally(&verifying),
             jobs: jobs.iter().map(|(job, rs)| (job.clone(), tally(rs))).collect(),
             trials: by_id.into_iter().map(|(id, rs)| (id.to_string(), trial_stats(&rs))).collect(),
         })
@@ -270,6 +272,16 @@ mod tests {
         assert_eq!((passed.why, passed.output_tail, passed.exit_code), (None, None, None));
         let tally = Tally { passed: 2, failed: 1, error: 1, mean_score: Some(0.7), ..Tally::default() };
         assert_eq!(tally.line(), "pass rate — · 2 passed, 1 failed, 1 error (not in the rate) · mean score 0.70");
+    }
+
+    #[test]
+    fn the_cost_per_pass_of_a_batch_leaves_out_jobs_that_verify_nothing() {
+        let mut other = run("x", None, Verdict::Passed, 1.0);
+        (other.job, other.verdict, other.score) = ("unverified".into(), None, None);
+        let s =
+            Scores::of(&[run("a", None, Verdict::Passed, 1.0), run("b", None, Verdict::Failed, 0.0), other]).unwrap();
+        assert_eq!(s.batch.cost_per_pass, Some(Usd::parse("0.2").unwrap()));
+        assert_eq!(s.jobs["unverified"].cost_per_pass, None);
     }
 
     #[test]

@@ -340,7 +340,7 @@ impl Summary {
             };
             out.push_str(&format!(
                 "| `{}` | {} |{verdict} {} | {} | ${} | {secs} |\n",
-                r.id,
+                super::run_label(&r.id, r.trial),
                 r.status.as_str(),
                 table_cell(&why),
                 r.attempts,
@@ -397,7 +397,7 @@ impl Summary {
                 format!(
                     "::error file={},title={}::{}",
                     property(&r.job_file),
-                    property(&format!("ohrun {}", r.id)),
+                    property(&format!("ohrun {}", super::run_label(&r.id, r.trial))),
                     escape_data(&format!("{why}{message}"))
                 )
             })

@@ -1,9 +1,10 @@
 //! A batch: the selected runs of one or more job files, run concurrently in one process (one tokio task per
 //! run, started in plan order in a lane per sandbox kind, or one lane of `--jobs` for all), each in its own directory with an
-//! `attempt-N/` per attempt. Infrastructure failures are retried with backoff; agent and job failures
-//! never are. After every run the rollups are rewritten (summary.json, junit.xml; in a large batch, at
-//! most one rewrite per 0.2 ms × runs when many end at once), so a crash leaves a true partial summary;
-//! `--resume` reruns only what did not succeed, from each run's own run.json.
+//! `attempt-N/` per attempt; each trial of a run (`--repeat`) is scheduled like a run (`trials.rs`).
+//! Infrastructure failures are retried with backoff; agent and job failures never are. After every run
+//! the rollups are rewritten (summary.json, junit.xml; in a large batch, at most one rewrite per
+//! 0.2 ms × runs when many end at once), so a crash leaves a true partial summary; `--resume` reruns only
+//! what did not succeed (of trials: what left no verdict), from each run's own run.json.
 
 use super::budget::{Admission, Budget};
 use super::claim::{Claim, attempts};
@@ -11,6 +12,7 @@ use super::run::{self, Attempt};
 use super::shared::SharedSandboxes;
 use super::signal::Signals;
 use super::state::{BATCH_FILE, BatchState};
+use super::trials::{self, Unit};
 use crate::agent::stats::last_stats_in;
 use crate::backend::Released;
 use crate::console::{Console, RunLine, print_stdout};
@@ -44,6 +46,8 @@ pub struct BatchOptions {
     pub prefetch: Option<usize>,
     /// `--retries`, overriding each job's `retries.max`.
     pub retries: Option<u32>,
+    /// `--repeat`, overriding each job's `repeat`: trials per run.
+    pub repeat: Option<u32>,
     /// The batch's budget (`--max-cost`, else the smallest `batch.max_cost` of the jobs).
     pub max_cost: Option<Usd>,
     pub fail_fast: bool,
@@ -77,6 +81,8 @@ pub fn default_prefetch(kinds: &[&str], jobs: usize) -> usize {
 
 struct Batch {
     plans: Vec<Plan>,
+    /// The trials to run (one per run without `repeat`), in the summary's order.
+    units: Vec<Unit>,
     /// Agent-servers the runs share (`sandbox.share: batch`).
     shared: SharedSandboxes,
     opts: BatchOptions,
@@ -89,15 +95,14 @@ struct Batch {
     write_failed: AtomicBool,
     /// A run ended: the rollups are to be rewritten (`write_rollups_when_due`).
     rollups_due: tokio::sync::Notify,
-    /// A batch of one run: its lines need no run id.
+    /// A batch of one run (and one trial): its lines need no run id.
     alone: bool,
     started: Instant,
 }
 
 /// Runs the batch and returns the process exit code. Each run is a tokio task of its own.
 pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, signals: Signals) -> i32 {
-    let runs: Vec<(usize, usize)> =
-        plans.iter().enumerate().flat_map(|(p, plan)| (0..plan.runs.len()).map(move |r| (p, r))).collect();
+    let units = trials::units(&plans, opts.repeat);
     let _lock = match lock_batch_dir(&opts.out) {
         Ok(lock) => lock,
         Err((code, message, hint)) => {
@@ -116,7 +121,7 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
         console.error(&format!("error: cannot write {}/batch.json: {e}", opts.out.display()));
         return ExitCode::INFRA;
     }
-    let (entries, spent, largest_call) = initial_entries(&plans, &opts);
+    let (entries, spent, largest_call) = trials::initial_entries(&plans, &units, &opts);
     let batch = Arc::new(Batch {
         shared: SharedSandboxes::new(&opts.out),
         // The cap is this process's: each shard of a plan keeps its own (summary.json says so).
@@ -125,24 +130,23 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
         failed: AtomicBool::new(false),
         rollups_due: tokio::sync::Notify::new(),
         write_failed: AtomicBool::new(false),
-        alone: runs.len() == 1,
+        alone: units.len() == 1,
         started: Instant::now(),
         plans,
+        units,
         opts,
         console,
         signals,
     });
     batch.write_rollups();
-    batch.console.start_overall(runs.len() as u64);
+    batch.console.start_overall(batch.units.len() as u64);
     let rollups = tokio::spawn(batch.clone().write_rollups_when_due());
     let mut dispatchers = tokio::task::JoinSet::new();
     for (lane, width) in lanes(&batch.plans, batch.opts.jobs) {
         let batch = batch.clone();
-        let queue: Vec<(usize, (usize, usize))> = runs
-            .iter()
-            .copied()
-            .enumerate()
-            .filter(|(_, (p, r))| batch.opts.jobs.is_some() || batch.plans[*p].runs[*r].spec.sandbox.kind() == lane)
+        let queue: Vec<usize> = trials::dispatch_order(&batch.units)
+            .into_iter()
+            .filter(|i| batch.opts.jobs.is_some() || batch.planned(*i).1.spec.sandbox.kind() == lane)
             .collect();
         dispatchers.spawn(async move { batch.dispatch(queue, width).await });
     }
@@ -192,51 +196,10 @@ fn lock_batch_dir(dir: &Path) -> Result<std::fs::File, (i32, String, &'static st
     })
 }
 
-/// Every run's first entry in the summary (pending; or, resuming, what a run that succeeded before left),
-/// and what the batch spent before and its dearest call (resuming).
-fn initial_entries(plans: &[Plan], opts: &BatchOptions) -> (Vec<RunSummary>, Usd, Usd) {
-    let (mut spent, mut largest_call) = (Usd::ZERO, Usd::ZERO);
-    let entries = plans
-        .iter()
-        .flat_map(|plan| plan.runs.iter().map(move |r| (plan, r)))
-        .map(|(plan, r)| {
-            let pending = pending_entry(plan, r);
-            if !opts.resume {
-                return pending;
-            }
-            let Ok(dir) = settings::report_dir(&r.spec, &r.id, &opts.out, &run::env) else { return pending };
-            let earlier = reports_on_disk(&dir, 1);
-            spent += earlier.iter().map(|a| a.totals.cost).sum();
-            largest_call = earlier.iter().map(|a| a.totals.largest_call).fold(largest_call, Usd::max);
-            let refs: Vec<&RunReport> = earlier.iter().collect();
-            // The newest attempt decides (the run folder's copy may be missing after a kill).
-            match earlier.last() {
-                Some(last) if last.outcome.class == OutcomeClass::Succeeded => {
-                    RunSummary::ended(last, &refs, Some(report_path(&opts.out, &dir)))
-                }
-                // To be run again: what it spent so far still counts.
-                _ => pending.spent(&refs),
-            }
-        })
-        .collect();
-    (entries, spent, largest_call)
-}
-
-fn pending_entry(plan: &Plan, r: &PlannedRun) -> RunSummary {
-    RunSummary {
-        id: r.id.clone(),
-        index: r.index,
-        job: plan.job_name.clone(),
-        job_file: plan.file.display().to_string(),
-        matrix: r.matrix.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-        ..RunSummary::default()
-    }
-}
-
 /// The reports of the attempts in `dir` numbered `first` or later, in order. An attempt that did not end
 /// (ohrun was killed during it: its run.json, if any, still says `running`) counts as interrupted, with
 /// the money its event log says it spent: that was spent all the same.
-fn reports_on_disk(dir: &Path, first: u32) -> Vec<RunReport> {
+pub(super) fn reports_on_disk(dir: &Path, first: u32) -> Vec<RunReport> {
     let mut numbers: Vec<u32> = attempts(dir).into_iter().filter(|n| *n >= first).collect();
     numbers.sort();
     numbers
@@ -270,7 +233,7 @@ fn killed_attempt(attempt: &Path, number: u32, checkpoint: Option<RunReport>) ->
 }
 
 /// Where a run's report is, as the summary says it: relative to the batch directory when inside it.
-fn report_path(out: &Path, run_dir: &Path) -> String {
+pub(super) fn report_path(out: &Path, run_dir: &Path) -> String {
     let file = run_dir.join(RUN_FILE);
     file.strip_prefix(out).map(Path::to_path_buf).unwrap_or(file).display().to_string()
 }
@@ -281,16 +244,16 @@ fn backoff(base: Duration, n: u32) -> Duration {
 }
 
 impl Batch {
-    /// Starts the runs of one lane in plan order, each as a task of its own once one of the lane's places
+    /// Starts the runs of one lane in plan order (trials trial-major), each as a task of its own once one of the lane's places
     /// is free, and waits for them all. `width` runs talk to their agents at once; with a prefetch, that
     /// many more provision and set up meanwhile, then wait for a turn (`Attempt::turns`).
-    async fn dispatch(self: Arc<Self>, queue: Vec<(usize, (usize, usize))>, width: usize) {
-        let kinds: Vec<&str> = queue.iter().map(|(_, (p, r))| self.plans[*p].runs[*r].spec.sandbox.kind()).collect();
+    async fn dispatch(self: Arc<Self>, queue: Vec<usize>, width: usize) {
+        let kinds: Vec<&str> = queue.iter().map(|i| self.planned(*i).1.spec.sandbox.kind()).collect();
         let prefetch = self.opts.prefetch.unwrap_or_else(|| default_prefetch(&kinds, width));
         let places = Arc::new(Semaphore::new(width + prefetch));
         let turns = (prefetch > 0).then(|| Arc::new(Semaphore::new(width)));
         let mut tasks = tokio::task::JoinSet::new();
-        for (index, (p, r)) in queue {
+        for index in queue {
             if self.entry(index).status != RunStatus::Pending {
                 continue; // succeeded before (resuming)
             }
@@ -298,7 +261,7 @@ impl Batch {
             let batch = self.clone();
             let turns = turns.clone();
             tasks.spawn(async move {
-                batch.run_one(index, p, r, turns.as_deref()).await;
+                batch.run_one(index, turns.as_deref()).await;
                 drop(place);
             });
         }
@@ -311,16 +274,24 @@ impl Batch {
         }
     }
 
-    async fn run_one(&self, index: usize, plan_index: usize, run_index: usize, turns: Option<&Semaphore>) {
-        let plan = &self.plans[plan_index];
-        let r = &plan.runs[run_index];
+    /// The plan and the run of unit `index`.
+    fn planned(&self, index: usize) -> (&Plan, &PlannedRun) {
+        let u = self.units[index];
+        (&self.plans[u.plan], &self.plans[u.plan].runs[u.run])
+    }
+
+    /// One trial of a run (the run itself without trials), in its own folder, until its last attempt.
+    async fn run_one(&self, index: usize, turns: Option<&Semaphore>) {
+        let (_, r) = self.planned(index);
+        let trial = self.units[index].trial;
+        let label = trials::label(&r.id, trial);
         if self.signals.interrupted() || (self.opts.fail_fast && self.failed.load(Ordering::SeqCst)) {
             return self
                 .record(index, not_started(self.entry(index), "not started: the batch stopped before it got here"));
         }
-        let line = self.console.run_line(&self.lead(&r.id));
+        let line = self.console.run_line(&self.lead(&r.id, trial));
         let dir = match settings::report_dir(&r.spec, &r.id, &self.opts.out, &run::env) {
-            Ok(dir) => dir,
+            Ok(dir) => trials::folder(&dir, trial),
             Err(problems) => {
                 return self.fail_early(
                     index,
@@ -333,7 +304,7 @@ impl Batch {
             Ok(c) => c,
             Err(f) => return self.fail_early(index, &line, f),
         };
-        if let Some(refused) = self.budget_start(&r.id).await {
+        if let Some(refused) = self.budget_start(&label).await {
             if self.signals.interrupted() {
                 return self.record(index, not_started(self.entry(index), "not started: the batch was interrupted"));
             }
@@ -343,7 +314,7 @@ impl Batch {
             return self.record(index, e);
         }
         let first = claim.next_attempt();
-        let (last, not_retried) = self.attempts(plan, plan_index, r, &claim, &line, turns).await;
+        let (last, not_retried) = self.attempts(index, &claim, &line, turns).await;
         let counted = if self.opts.resume { 1 } else { first };
         let all = reports_on_disk(&claim.dir, counted);
         let refs: Vec<&RunReport> = all.iter().collect();
@@ -363,13 +334,14 @@ impl Batch {
     /// budget stopped it (the run's status then says so).
     async fn attempts(
         &self,
-        plan: &Plan,
-        plan_index: usize,
-        r: &PlannedRun,
+        index: usize,
         claim: &Claim,
         line: &RunLine<'_>,
         turns: Option<&Semaphore>,
     ) -> (super::RunResult, Option<(RunStatus, String)>) {
+        let (plan, r) = self.planned(index);
+        let Unit { plan: plan_index, trial, .. } = self.units[index];
+        let label = trials::label(&r.id, trial);
         let retries = self.opts.retries.unwrap_or(r.spec.retries.max);
         let first = claim.next_attempt();
         let mut factor: Option<u8> = None;
@@ -383,7 +355,8 @@ impl Batch {
                 signals: &self.signals,
                 dir: claim.attempt_dir(number),
                 number,
-                trial: None,
+                trial,
+                label: &label,
                 budget: self.budget.as_ref(),
                 resource_factor: factor,
                 batch_dir: &self.opts.out,
@@ -393,7 +366,7 @@ impl Batch {
             };
             let mut result = run::execute(&attempt).await;
             if let Some(b) = &self.budget {
-                b.finish(&r.id, result.report.totals.cost);
+                b.finish(&label, result.report.totals.cost);
             }
             publish(claim, &mut result, line, self.signals.terminated());
             if result.write_failed {
@@ -420,7 +393,7 @@ impl Batch {
             if self.signals.cancel().sleep(wait).await {
                 return (result, Some((RunStatus::Interrupted, "interrupted while waiting to retry".into())));
             }
-            if let Some(refused) = self.budget_start(&r.id).await {
+            if let Some(refused) = self.budget_start(&label).await {
                 return (result, Some(self.refusal(refused, "not retried")));
             }
             number += 1;
@@ -478,9 +451,9 @@ impl Batch {
         self.record(index, e);
     }
 
-    /// What leads the lines of run `id`: its id, unless the batch has no other run.
-    fn lead(&self, id: &str) -> String {
-        if self.alone { String::new() } else { format!("[{id}] ") }
+    /// What leads the lines of run `id` (of its trial): its id (`id#K`), unless the batch has no other run.
+    fn lead(&self, id: &str, trial: Option<u32>) -> String {
+        if self.alone { String::new() } else { format!("[{}] ", trials::label(id, trial)) }
     }
 
     fn entry(&self, index: usize) -> RunSummary {
@@ -495,7 +468,7 @@ impl Batch {
         if self.opts.json {
             print_stdout(&json_line("run", serde_json::to_value(&entry).unwrap_or_default()));
         }
-        let lead = self.lead(&entry.id);
+        let lead = self.lead(&entry.id, entry.trial);
         self.summary.lock().unwrap_or_else(|e| e.into_inner()).runs[index] = entry;
         self.show_progress(Some(&lead));
         self.rollups_due.notify_one();
@@ -571,14 +544,7 @@ impl Batch {
             print_stdout(&json_line("summary", totals));
         }
         if summary.runs.len() > 1 {
-            let verified = summary.verification.as_ref().map(|v| format!(" · {}", v.batch.line())).unwrap_or_default();
-            self.console.say(&format!(
-                "{} runs: {}{verified} · ${} · {}",
-                summary.totals.runs,
-                summary.totals.by_status.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "),
-                summary.totals.cost,
-                self.opts.out.join(crate::report::summary::SUMMARY_FILE).display()
-            ));
+            self.console.say(&trials::batch_line(&summary, &self.opts.out.join(SUMMARY_FILE)));
         }
         code
     }

@@ -11,6 +11,7 @@ mod run;
 mod shared;
 pub mod signal;
 pub mod state;
+pub mod trials;
 mod verifying;
 
 pub use batch::{BatchOptions, default_jobs, run_batch};

@@ -46,6 +46,8 @@ pub(super) struct Attempt<'a> {
     pub number: u32,
     /// Which trial of the run this attempt belongs to (`repeat`), when it has several.
     pub trial: Option<u32>,
+    /// The run's id, `#K` for a trial: its name in the batch's budget, ledger and list of sandboxes.
+    pub label: &'a str,
     pub budget: Option<&'a Budget>,
     /// A retry of a Runtime API run that lacked resources asks for more.
     pub resource_factor: Option<u8>,
@@ -65,13 +67,14 @@ pub(super) struct Attempt<'a> {
 pub(super) async fn execute(a: &Attempt<'_>) -> RunResult {
     let started = Instant::now();
     let mut report = new_report(a.plan, a.planned, a.rehearsal.is_some(), a.number);
+    report.run.trial = a.trial;
     a.line.activity(&format!("starting ({} sandbox)", a.planned.spec.sandbox.kind()));
     let run = Run {
         attempt: a,
         job_dir: a.plan.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         run_deadline: a.planned.spec.limits.timeout.map(|t| started + t.0),
         checkpoint: Checkpoint::new(a.dir.clone(), &report),
-        ledger: crate::ledger::Slot::new(&a.planned.id, &a.dir, Some(a.batch_dir)),
+        ledger: crate::ledger::Slot::new(a.label, &a.dir, Some(a.batch_dir)),
     };
     // The first checkpoint, at once: the attempt's folder never stays without a run.json, however soon
     // ohrun is killed — and writing it is the check that the report can be written at all.
@@ -191,7 +194,7 @@ pub(super) fn summary_line(r: &RunReport, file: Option<&Path>, style: crate::sty
     let verdict = r.verification.as_ref().map(|v| super::verifying::verdict_words(v, s)).unwrap_or_default();
     format!(
         "{mark} {}{verdict} · {done}/{} steps · ${} · {:.1}s · {file}{why}",
-        r.run.id,
+        super::trials::label(&r.run.id, r.run.trial),
         r.steps.len(),
         r.totals.cost,
         r.duration_ms.unwrap_or(0) as f64 / 1000.0,
@@ -267,7 +270,7 @@ impl Run<'_> {
             }
             (None, None) => Released::NothingToRelease,
         };
-        super::signal::released(&self.attempt.planned.id);
+        super::signal::released(self.attempt.label);
         drop(rehearsal);
         worst(result, released)
     }
@@ -275,6 +278,10 @@ impl Run<'_> {
     fn resolve(&self, rehearsal: Option<&Rehearsal>) -> Result<RunSettings, Failure> {
         let reh_llm = rehearsal.map(|r| RehearsalLlm { base_url: r.base_url("127.0.0.1") });
         let mut resolved = settings::resolve(self.spec(), &self.job_dir, reh_llm.as_ref(), &env);
+        if let Ok(s) = &mut resolved {
+            let a = self.attempt;
+            super::trials::for_trial(s, &a.planned.id, a.trial, a.number);
+        }
         if let (Ok(s), Some(factor)) = (&mut resolved, self.attempt.resource_factor)
             && let backend::Settings::Runtime(rt) = &mut s.sandbox
         {
@@ -430,7 +437,7 @@ impl Run<'_> {
             run_deadline: self.run_deadline.map(|d| d + waited),
             max_cost: self.spec().limits.max_cost,
             batch: self.attempt.budget.map(|b| b as &dyn crate::agent::SharedBudget),
-            run_id: &self.attempt.planned.id,
+            run_id: self.attempt.label,
             price_named: settings.llm.input_cost_per_token.is_some() && settings.llm.output_cost_per_token.is_some(),
             max_iterations: self.spec().agent.max_iterations,
         };

@@ -16,15 +16,19 @@ pub struct BatchState {
     pub ohrun_version: String,
     pub created_at: String,
     pub jobs: Vec<JobEntry>,
-    /// Every run of the batch (after `--shard` and `--filter`), by id: the hash of its rendered job.
+    /// Every run of the batch (after `--shard` and `--filter`), by id: the hash of its rendered job
+    /// (without `repeat`, which `trials` records).
     pub runs: BTreeMap<String, String>,
+    /// The runs with more than one trial (`repeat`, `--repeat`): how many.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trials: BTreeMap<String, u32>,
     /// The command line's `--var`, `--shard`, `--filter` and `--rehearse`, so a resume plans the same.
     pub vars: Vec<String>,
     pub shard: Option<String>,
     pub filters: Vec<String>,
     pub rehearse: Option<String>,
-    /// `--jobs`, `--retries`, `--max-cost` and `--fail-fast` as given, so that a resume (a restarted CI
-    /// pod, say) keeps the same cap, retries and width unless it names others.
+    /// `--jobs`, `--retries`, `--max-cost`, `--fail-fast` and `--repeat` as given, so that a resume (a
+    /// restarted CI pod, say) keeps the same cap, retries, width and trials unless it names others.
     #[serde(default)]
     pub flags: BatchFlags,
 }
@@ -37,6 +41,8 @@ pub struct BatchFlags {
     pub retries: Option<u32>,
     pub max_cost: Option<crate::money::Usd>,
     pub fail_fast: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<u32>,
 }
 
 impl BatchFlags {
@@ -48,6 +54,7 @@ impl BatchFlags {
             retries: self.retries.or(earlier.retries),
             max_cost: self.max_cost.or(earlier.max_cost),
             fail_fast: self.fail_fast || earlier.fail_fast,
+            repeat: self.repeat.or(earlier.repeat),
         }
     }
 }
@@ -59,10 +66,12 @@ pub struct JobEntry {
 }
 
 /// The hash of a run's rendered job and of the message files it names (relative to `job_dir`): a change
-/// to anything the run would do changes it.
+/// to anything a trial of the run would do changes it. How many trials is not part of it (`trials`): a
+/// changed `repeat` is told as such, and a job without it hashes as before trials existed.
 pub fn spec_hash(spec: &crate::job::model::JobSpec, job_dir: &Path) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(serde_json::to_string(spec).unwrap_or_default().as_bytes());
+    let one_trial = crate::job::model::JobSpec { repeat: 1, ..spec.clone() };
+    hasher.update(serde_json::to_string(&one_trial).unwrap_or_default().as_bytes());
     for step in &spec.steps {
         if let crate::job::model::Message::File { .. } = &step.message {
             hasher.update(crate::agent::conversation::message_text(&step.message, job_dir).as_bytes());
@@ -95,6 +104,12 @@ impl BatchState {
                     p.runs.iter().map(move |r| (r.id.clone(), spec_hash(&r.spec, job_dir)))
                 })
                 .collect(),
+            trials: plans
+                .iter()
+                .flat_map(|p| p.runs.iter())
+                .map(|r| (r.id.clone(), super::trials::trials(&r.spec, flags.repeat)))
+                .filter(|(_, n)| *n > 1)
+                .collect(),
             vars: vars.to_vec(),
             shard: shard.map(str::to_string),
             filters: filters.to_vec(),
@@ -115,8 +130,9 @@ impl BatchState {
         crate::report::writer::write_atomic(&dir.join(BATCH_FILE), &crate::report::redact::apply(&text))
     }
 
-    /// What changed between the batch that was and the plan now: runs added, removed, and changed, and
-    /// an LLM that changed between scripted and real (a batch is one or the other).
+    /// What changed between the batch that was and the plan now: runs added, removed, changed, or with
+    /// another number of trials, and an LLM that changed between scripted and real (a batch is one or
+    /// the other).
     pub fn diff(&self, now: &BatchState) -> Vec<String> {
         let mut out = Vec::new();
         let llm = |s: &BatchState| if s.rehearse.is_some() { "the scripted LLM (--rehearse)" } else { "the real LLM" };
@@ -127,10 +143,43 @@ impl BatchState {
             match self.runs.get(id) {
                 None => out.push(format!("+ {id} (new)")),
                 Some(h) if h != hash => out.push(format!("~ {id} (changed)")),
-                Some(_) => {}
+                Some(_) => {
+                    let trials = |s: &BatchState| s.trials.get(id).copied().unwrap_or(1);
+                    if trials(self) != trials(now) {
+                        let (was, is) = (trials(self), trials(now));
+                        out.push(format!("~ {id} ({was} trial{}, now {is})", if was == 1 { "" } else { "s" }));
+                    }
+                }
             }
         }
         out.extend(self.runs.keys().filter(|id| !now.runs.contains_key(*id)).map(|id| format!("- {id} (gone)")));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(trials: &[(&str, u32)]) -> BatchState {
+        BatchState {
+            runs: [("a", "h1"), ("b", "h2")].iter().map(|(id, h)| (id.to_string(), h.to_string())).collect(),
+            trials: trials.iter().map(|(id, n)| (id.to_string(), *n)).collect(),
+            ..BatchState::default()
+        }
+    }
+
+    #[test]
+    fn another_number_of_trials_is_a_change_of_plan() {
+        assert!(state(&[("a", 5)]).diff(&state(&[("a", 5)])).is_empty());
+        assert_eq!(state(&[("a", 5)]).diff(&state(&[("a", 3)])), ["~ a (5 trials, now 3)"]);
+        assert_eq!(state(&[]).diff(&state(&[("b", 2)])), ["~ b (1 trial, now 2)"]);
+    }
+
+    #[test]
+    fn a_resume_keeps_the_repeat_it_was_started_with_unless_told_otherwise() {
+        let earlier = BatchFlags { repeat: Some(5), ..BatchFlags::default() };
+        assert_eq!(BatchFlags::default().or(&earlier).repeat, Some(5));
+        assert_eq!(BatchFlags { repeat: Some(2), ..BatchFlags::default() }.or(&earlier).repeat, Some(2));
     }
 }

@@ -35,6 +35,7 @@ impl<'r> Run<'r> {
             log_dir: a.dir.join(log_dir),
             spent_before,
             ids: (&a.planned.id, a.number, a.trial.unwrap_or(1)),
+            budget_key: a.label,
             deadline: self.run_deadline,
             cancel: a.signals.cancel(),
             budget: a.budget.map(|b| b as &dyn crate::agent::SharedBudget),
@@ -214,11 +215,8 @@ impl Run<'_> {
         let base: fresh::Base =
             report.final_patch.as_ref().map(|p| (p.base_commit.clone(), p.base_tree.clone())).unwrap_or_default();
         let dir = self.attempt.dir.join("verify").join("fresh");
-        let ledger = crate::ledger::Slot::new(
-            &format!("{}#verify", self.attempt.planned.id),
-            &dir,
-            Some(self.attempt.batch_dir),
-        );
+        let ledger =
+            crate::ledger::Slot::new(&format!("{}#verify", self.attempt.label), &dir, Some(self.attempt.batch_dir));
         let say = |line: &str| self.say(line);
         let place = fresh::Place {
             run_id: &self.attempt.planned.id,

@@ -25,6 +25,8 @@ pub struct Checker<'r> {
     pub spent_before: Usd,
     /// `OHRUN_RUN_ID`, `OHRUN_ATTEMPT`, `OHRUN_TRIAL` for the commands.
     pub ids: (&'r str, u32, u32),
+    /// What the batch's budget knows the run (trial) as.
+    pub budget_key: &'r str,
     pub deadline: Option<Instant>,
     pub cancel: Cancel,
     pub budget: Option<&'r dyn SharedBudget>,
@@ -117,7 +119,7 @@ impl Checker<'_> {
             log_dir: self.log_dir.join(format!("judge-{}", n + 1)),
             run_deadline: self.deadline,
             batch: self.budget,
-            run_id: self.ids.0,
+            run_id: self.budget_key,
             spent_before: self.spent_before + spent_here,
             price_named: self.settings.llm.input_cost_per_token.is_some()
                 && self.settings.llm.output_cost_per_token.is_some(),

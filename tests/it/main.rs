@@ -28,6 +28,7 @@ mod share;
 mod step_summary;
 mod support;
 mod transport;
+mod trials;
 mod verdicts;
 mod verify;
 mod view;
