@@ -21,7 +21,9 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The commit the working directory's repository is at, if it is one with a commit.
 pub async fn head(client: &AgentClient, working_dir: &str, cancel: &mut Cancel) -> Option<String> {
-    let cmd = "unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; git rev-parse -q --verify 'HEAD^{commit}' 2>/dev/null";
+    // Only a repository whose top the working directory is: one it merely sits inside (a checkout ohrun
+    // or the user runs in) is not the run's.
+    let cmd = "unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; [ \"$(git rev-parse --show-toplevel 2>/dev/null)\" = \"$(pwd -P)\" ] && git rev-parse -q --verify 'HEAD^{commit}' 2>/dev/null";
     let out = run_command(client, cmd, working_dir, Duration::from_secs(30), cancel).await.ok()?;
     let commit = out.stdout.trim();
     (out.exit_code == 0 && commit.len() >= 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -37,7 +39,8 @@ fail() { echo "$*" >&2; exit 3; }
 command -v git >/dev/null 2>&1 || fail "git is not installed in the sandbox"
 cd "$wd" 2>/dev/null || fail "no working directory $wd"
 unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES
-top=$(git rev-parse --show-toplevel 2>/dev/null) || { echo "the working directory is not in a git repository" >&2; exit 4; }
+top=$(git rev-parse --show-toplevel 2>/dev/null) || { echo "the working directory is not a git repository" >&2; exit 4; }
+[ "$top" = "$(pwd -P)" ] || { echo "the working directory is inside the repository $top, not its top" >&2; exit 4; }
 objects=$(git rev-parse --path-format=absolute --git-path objects) || fail "cannot find the repository's objects"
 umask 077
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ohrun-patch.XXXXXX") || fail "cannot make a temporary directory"

@@ -216,7 +216,7 @@ mod tests {
         r.checks = vec![check("step one wrote it", true, true, None)];
         r.trial = Some(2);
         let xml = Summary::new(vec![r]).junit().unwrap();
-        assert!(xml.contains("<testcase name=\"b\" classname=\"j\">"), "{xml}");
+        assert!(xml.contains("<testcase name=\"b#2\" classname=\"j\">"), "{xml}");
         assert!(xml.contains("<testcase name=\"step one wrote it (trial 2)\" classname=\"b\"/>"), "{xml}");
     }
 

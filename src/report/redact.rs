@@ -283,6 +283,11 @@ pub fn apply(text: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8(masked(text.as_bytes(), &spans)).unwrap_or_default())
 }
 
+/// The first line of `text`, redacted first: a secret spanning lines would otherwise leave its first line.
+pub fn first_line(text: &str) -> String {
+    apply(text).lines().next().unwrap_or_default().to_string()
+}
+
 /// `bytes` (any data, not only UTF-8: a patch) with every registered secret masked.
 pub fn apply_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
     if disabled_for_tests() {

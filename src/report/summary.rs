@@ -229,7 +229,7 @@ impl RunSummary {
             matrix: report.run.matrix.clone(),
             status: RunStatus::from_class(report.outcome.class),
             end_reason: Some(end_reason(report)),
-            message: report.outcome.message.as_ref().and_then(|m| m.lines().next()).map(str::to_string),
+            message: report.outcome.message.as_deref().map(super::redact::first_line),
             duration_ms: report.duration_ms,
             report: report_path,
             trial: report.run.trial,
@@ -297,7 +297,28 @@ impl Summary {
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         write_atomic(&dir.join(SUMMARY_FILE), &json)?;
-        write_atomic(&dir.join(JUNIT_FILE), &self.junit().map_err(std::io::Error::other)?)
+        write_atomic(&dir.join(JUNIT_FILE), &self.redacted().junit().map_err(std::io::Error::other)?)
+    }
+
+    /// The same summary with every text in it redacted: what junit.xml, the step summary and the
+    /// annotations are made from. Each escapes its text its own way (XML, markdown cells, `%0A`), and a
+    /// secret escaped differently would no longer be found by the redactor afterwards, so it goes first.
+    pub fn redacted(&self) -> Summary {
+        fn walk(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::String(s) => {
+                    if let std::borrow::Cow::Owned(clean) = super::redact::apply(s) {
+                        *s = clean;
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+                serde_json::Value::Object(m) => m.values_mut().for_each(walk),
+                _ => {}
+            }
+        }
+        let Ok(mut value) = serde_json::to_value(self) else { return Summary::default() };
+        walk(&mut value);
+        serde_json::from_value(value).unwrap_or_default()
     }
 
     pub fn read(dir: &Path) -> Option<Summary> {
@@ -368,7 +389,7 @@ impl Summary {
     /// written.
     pub fn publish_to_github(&self) -> Result<Option<(std::path::PathBuf, usize)>, String> {
         if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
-            for line in self.annotations() {
+            for line in self.redacted().annotations() {
                 eprintln!("{}", super::redact::apply(&line));
             }
         }
@@ -380,7 +401,7 @@ impl Summary {
             .create(true)
             .append(true)
             .open(&path)
-            .and_then(|mut f| f.write_all(super::redact::apply(&self.markdown()).as_bytes()))
+            .and_then(|mut f| f.write_all(super::redact::apply(&self.redacted().markdown()).as_bytes()))
             .map_err(|e| format!("cannot append to $GITHUB_STEP_SUMMARY: {e}"))?;
         Ok(Some((path, ours_from)))
     }
@@ -424,10 +445,11 @@ fn failed_checks(r: &RunSummary) -> String {
 }
 
 /// Text as one cell of a markdown table row: a line break would end the row (and the table) and a `|`
-/// would start another cell, so breaks become `<br>` and pipes are escaped.
+/// would start another cell, so breaks become `<br>` and pipes are escaped; `<` and `&` are escaped so
+/// that text in it is never HTML to GitHub's renderer.
 fn table_cell(text: &str) -> String {
     let one_line = text.replace("\r\n", "\n").replace(['\r', '\u{85}', '\u{2028}', '\u{2029}'], "\n");
-    one_line.replace('|', "\\|").replace('\n', "<br>")
+    one_line.replace('&', "&amp;").replace('<', "&lt;").replace('|', "\\|").replace('\n', "<br>")
 }
 
 /// A workflow command's data, escaped as the GitHub runner unescapes it (`%`, CR and LF).

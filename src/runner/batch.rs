@@ -387,8 +387,13 @@ impl Batch {
             }
             factor = self.grown_factor(r, &result, factor);
             let wait = backoff(r.spec.retries.backoff.0, number - first + 1);
-            let why =
-                result.report.outcome.message.as_deref().and_then(|m| m.lines().next()).unwrap_or("infrastructure");
+            let why = result
+                .report
+                .outcome
+                .message
+                .as_deref()
+                .map(crate::report::redact::first_line)
+                .unwrap_or_else(|| "infrastructure".into());
             line.say(&format!("attempt {number} failed ({why}); attempt {} in {:.1}s", number + 1, wait.as_secs_f64()));
             if self.signals.cancel().sleep(wait).await {
                 return (result, Some((RunStatus::Interrupted, "interrupted while waiting to retry".into())));

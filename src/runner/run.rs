@@ -188,8 +188,12 @@ pub(super) fn summary_line(r: &RunReport, file: Option<&Path>, style: crate::sty
         _ => s.error("FAILED"),
     };
     let done = r.steps.iter().filter(|st| st.end_reason != EndReason::NotRun).count();
-    let why =
-        r.outcome.message.as_deref().and_then(|m| m.lines().next()).map(|m| format!(" — {m}")).unwrap_or_default();
+    let why = r
+        .outcome
+        .message
+        .as_deref()
+        .map(|m| format!(" — {}", crate::report::redact::first_line(m)))
+        .unwrap_or_default();
     let file = file.map(|f| f.display().to_string()).unwrap_or_else(|| "no run.json".into());
     let verdict = r.verification.as_ref().map(|v| super::verifying::verdict_words(v, s)).unwrap_or_default();
     format!(

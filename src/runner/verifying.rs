@@ -127,7 +127,8 @@ impl Run<'_> {
         let result = match (&result, spec) {
             (Err(f), _) => {
                 v.verdict = not_verified_verdict(f.class);
-                v.not_verified = Some(format!("the run did not finish: {}", f.message.lines().next().unwrap_or("")));
+                v.not_verified =
+                    Some(format!("the run did not finish: {}", crate::report::redact::first_line(&f.message)));
                 v.checks = step_checks.clone();
                 result
             }

@@ -63,7 +63,9 @@ pub async fn run(target: &Target<'_>, check: &CommandCheck<'_>, base: CheckResul
 
 /// A new, empty directory for the check's `reward.json` (its name is random and made now).
 async fn fresh_out_dir(target: &Target<'_>, cancel: &mut Cancel) -> Result<String, String> {
-    let mk = "umask 077; mktemp -d \"${TMPDIR:-/tmp}/ohrun-verify-out.XXXXXXXX\"";
+    // `ohrun-verify-out-` and a random part: ohrun never makes `ohrun-verify-out.*`, so one found there was
+    // made by someone else (`verify::notices`).
+    let mk = "umask 077; mktemp -d \"${TMPDIR:-/tmp}/ohrun-verify-out-XXXXXXXXXX\"";
     match run_command(target.client, mk, "/", Duration::from_secs(30), cancel).await {
         Ok(out) if out.exit_code == 0 && out.stdout.trim().starts_with('/') => Ok(out.stdout.trim().to_string()),
         Ok(out) => Err(format!("cannot make the check's output directory: {}", out.stderr.trim())),

@@ -122,8 +122,9 @@ pub fn evidence(attempt_dir: &Path, report: &RunReport) -> Evidence {
 }
 
 /// What a shared sandbox shows of an agent that prepared its own verdict: `reward.json` files in the
-/// working directory and output directories made in advance under ohrun's naming. They are never read;
-/// the report says they were there.
+/// working directory and output directories made in advance under a name like ohrun's (`ohrun-verify-out.*`,
+/// which ohrun itself never makes, so other runs' checks on a shared server are not mistaken for it). They
+/// are never read; the report says they were there.
 pub async fn notices(target: &Target<'_>, cancel: &mut Cancel) -> Vec<String> {
     let look = "find . -name .git -prune -o -name reward.json -print 2>/dev/null | head -n 20; \
                 ls -d \"${TMPDIR:-/tmp}\"/ohrun-verify-out.* /tmp/ohrun-verify-out.* 2>/dev/null | sort -u | head -n 20";

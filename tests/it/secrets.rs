@@ -122,7 +122,7 @@ fn secrets_never_reach_any_output_and_the_test_sees_a_leak_when_redaction_is_off
 /// A failing setup command whose last line of stderr carries a secret: the failure message goes to the
 /// console and into run.json, and, as the batch's rollups say why a run failed, into summary.json,
 /// junit.xml, the GitHub step summary and its `::error` annotation. Returns (stderr, [(name, text)]).
-fn run_failing_setup(unredacted: bool) -> (String, Vec<(&'static str, String)>) {
+fn run_failing_setup(unredacted: bool, secret: &str) -> (String, Vec<(&'static str, String)>) {
     let server = crate::server::shared();
     let dir = tempfile::tempdir().unwrap();
     let job = write_job(
@@ -139,7 +139,7 @@ fn run_failing_setup(unredacted: bool) -> (String, Vec<(&'static str, String)>) 
     let cmd = Ohrun::redacted(!unredacted)
         .current_dir(dir.path())
         .env("K", &server.key)
-        .env("MY_TOKEN", TOKEN)
+        .env("MY_TOKEN", secret)
         .env("GITHUB_ACTIONS", "true")
         .env("GITHUB_STEP_SUMMARY", &step_summary)
         .args(["-vv", "run", "--rehearse"])
@@ -159,7 +159,7 @@ fn run_failing_setup(unredacted: bool) -> (String, Vec<(&'static str, String)>) 
 
 #[test]
 fn a_secret_value_never_reaches_the_console_or_a_rollup_and_the_test_sees_it_when_redaction_is_off() {
-    let (stderr, files) = run_failing_setup(false);
+    let (stderr, files) = run_failing_setup(false, TOKEN);
     assert!(stderr.contains("exited with 3: token=***"), "the failure is on the console, masked:\n{stderr}");
     let annotation = stderr.lines().find(|l| l.starts_with("::error ")).unwrap_or_default();
     assert!(annotation.contains("token=***"), "the annotation says why, masked: {stderr}");
@@ -168,11 +168,25 @@ fn a_secret_value_never_reaches_the_console_or_a_rollup_and_the_test_sees_it_whe
         assert!(!text.contains(TOKEN), "a secret is in {name}:\n{text}");
         assert!(text.contains("token=***"), "{name} says why the run failed:\n{text}");
     }
-    let (stderr, files) = run_failing_setup(true);
+    let (stderr, files) = run_failing_setup(true, TOKEN);
     let annotation = stderr.lines().find(|l| l.starts_with("::error ")).unwrap_or_default();
     assert!(annotation.contains(TOKEN), "without redaction the `secrets:` value shows:\n{stderr}");
     for (name, text) in &files {
         assert!(text.contains(TOKEN), "without redaction the `secrets:` value shows in {name}:\n{text}");
+    }
+}
+
+/// Secrets holding what junit.xml (`"`, `&`, `<`), the step summary (`|`, `<`) and the annotations (`%`)
+/// escape: each output is made from redacted text, so the escaping never hides a secret from the redactor.
+#[test]
+fn a_secret_that_an_output_escapes_is_still_masked_in_it() {
+    for (secret, fragment) in [(PROBE, "SEC RET/456"), ("sk-a|b%c<d&e\"-secret-4242", "-secret-4242")] {
+        let (stderr, files) = run_failing_setup(false, secret);
+        assert!(!stderr.contains(fragment), "{stderr}");
+        for (name, text) in &files {
+            assert!(!text.contains(fragment), "a secret is in {name}:\n{text}");
+            assert!(text.contains("token=***"), "{name} says why the run failed, masked:\n{text}");
+        }
     }
 }
 
