@@ -174,6 +174,12 @@ part_docker_local() {
 # server (`sandbox.share: batch`). bench/local_batch.py takes each as NAME='FLAGS|SANDBOX_KEYS'.
 LOCAL_BATCH_VARIANTS=("plain=--prefetch 0|" "prefetch=--prefetch 2|" "share=--prefetch 0|share: batch")
 LOCAL_BATCH_FILLED_IN=1
+part_verify() {
+  run_part verify "What verification costs a run: none, shared, fresh, shared + judge (issue J)" \
+    "BENCH_RUNS=$RUNS python3 bench/verify_cost.py" \
+    env BENCH_RUNS="$RUNS" python3 bench/verify_cost.py
+}
+
 part_html() {
   run_part html "report.html of a 1,000-run x 200-event batch in headless Chromium (issue I)" \
     "python3 bench/html_scale.py" \
@@ -248,6 +254,7 @@ part_batch
 part_docker_local
 part_local_batch
 part_html
+part_verify
 part_first_install
 
 leftovers || FAILED+=("leftovers")
@@ -261,7 +268,7 @@ TOTAL=$(( $(date +%s) - T0 ))
   echo "|---|---|---|"
   printf '%s\n' "${TIMES[@]}"
   for p in "${PLACEHOLDERS[@]}"; do echo; echo "**To confirm:** $p"; done
-  for part in plan scale seed docker_sdk matrix_sdk batch docker_local local_batch html first_install; do
+  for part in plan scale seed docker_sdk matrix_sdk batch docker_local local_batch html verify first_install; do
     [ -f "$OUT/$part.md" ] && { echo; cat "$OUT/$part.md"; }
   done
 } > "$OUT/RESULTS.md"

@@ -407,9 +407,34 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
+/// How often a server is started again on another port when the free port it was given was taken
+/// before it could bind it (another process on this machine got there first).
+const PORT_TRIES: u32 = 3;
+
+impl Local {
+    /// Starts the server; when the port chosen for it was taken meanwhile, the dead server is cleaned up
+    /// (its ledger entry closed) and another port tried.
+    async fn start_on_a_free_port(&mut self, ctx: &Context<'_>) -> Result<Ready, Error> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let started = self.start(ctx).await;
+            let port_taken = |e: &Error| e.log_tail.as_deref().is_some_and(|t| t.contains("address already in use"));
+            match started {
+                Err(e) if self.settings.port.is_none() && tries < PORT_TRIES && port_taken(&e) => {
+                    tracing::info!("the agent-server's port was taken before it could bind it; starting it again");
+                    let released = self.release(false).await;
+                    ctx.ledger.close(released.disposition());
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 impl Backend for Local {
     fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
-        Box::pin(self.start(ctx))
+        Box::pin(self.start_on_a_free_port(ctx))
     }
 
     fn release(&mut self, keep: bool) -> BoxFuture<'_, Released> {

@@ -16,8 +16,7 @@ fn path(parts: &[Seg]) -> Path {
 }
 
 /// What a batch directory holds beside its runs' folders: no run may be named like one.
-const BATCH_FILES: [&str; 8] =
-    ["report.html", "summary.json", "junit.xml", "batch.json", "compare.html", "shared", "verify", "artifacts"];
+const BATCH_FILES: [&str; 5] = ["report.html", "summary.json", "junit.xml", "batch.json", "compare.html"];
 
 /// The most trials of one run.
 const MAX_REPEAT: u32 = 1000;

@@ -308,3 +308,39 @@ fn summary_report_dir(batch: &Path, i: usize) -> PathBuf {
     let s = read_summary(batch);
     Path::new(s["runs"][i]["report"].as_str().unwrap()).parent().unwrap().to_path_buf()
 }
+
+/// Fresh mode on the docker kind: the checks run in a second container that got only the final patch;
+/// both containers are gone afterwards.
+#[test]
+fn fresh_mode_verifies_in_a_new_container() {
+    if !crate::docker::engine_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.yaml"), SOLVER).unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: fresh-docker\nsandbox: {{kind: docker}}\nllm: {{model: m}}\nvars: {{n: 1}}\nsetup:\n{REPO_SETUP}steps:\n  - message: Answer.\n\
+             verify:\n  mode: fresh\n  checks:\n    - name: answer is 42\n      run: test \"$(cat answer.txt)\" = 42\n    - name: base.txt deleted\n      run: test ! -e base.txt\n\
+             rehearsal: script.yaml\n"
+        ),
+    );
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .timeout(crate::docker::DOCKER_TIMEOUT)
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/fresh-docker/fresh-docker"));
+    let v = &report["verification"];
+    assert_eq!((v["mode"].as_str(), v["verdict"].as_str()), (Some("fresh"), Some("passed")), "{v}");
+    assert_eq!(
+        (v["sandbox"]["kind"].as_str(), v["sandbox"]["disposition"].as_str()),
+        (Some("docker"), Some("released"))
+    );
+    assert_ne!(v["sandbox"]["id"], report["sandbox"]["id"], "a container of its own");
+    assert!(crate::docker::containers_of("fresh-docker").is_empty(), "no container is left");
+}
