@@ -56,11 +56,35 @@ impl ReportWriter {
 
 /// Writes `run.json` atomically: readers see the old report or the new one, never half of one.
 pub fn write_report(dir: &Path, report: &RunReport) -> std::io::Result<PathBuf> {
-    create_dir(dir)?;
     let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     let path = dir.join(RUN_FILE);
+    if !dir.exists() {
+        born_with(dir, RUN_FILE, &text)?;
+        return Ok(path);
+    }
     write_atomic(&path, &text)?;
     Ok(path)
+}
+
+/// Makes directory `dir` with `file` in it, never one without the other: both are made under a
+/// temporary name beside it and renamed into place together (an attempt's folder never lacks its
+/// run.json, however soon ohrun is killed). A folder someone made meanwhile is kept, the file written in.
+fn born_with(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    create_dir(parent)?;
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("dir");
+    let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).tempdir_in(parent)?; // 0700
+    write_atomic(&tmp.path().join(file), text)?;
+    let tmp = tmp.keep(); // from here on it is either renamed into place or removed below
+    let renamed = std::fs::rename(&tmp, dir);
+    if renamed.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    match renamed {
+        Ok(()) => std::fs::File::open(parent)?.sync_all(),
+        Err(_) if dir.is_dir() => write_atomic(&dir.join(file), text),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes `path` atomically, redacted and private to the user: a temporary file with a random name,
@@ -109,6 +133,18 @@ pub fn relative(path: &Path, from: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_new_report_directory_appears_with_its_run_json_and_leaves_nothing_else() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("attempt-1");
+        write_report(&dir, &RunReport::default()).unwrap();
+        assert!(dir.join(RUN_FILE).is_file());
+        let names: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["attempt-1"], "no temporary directory is left");
+        write_report(&dir, &RunReport::default()).unwrap();
+    }
+
     use super::relative;
     use std::path::Path;
 
