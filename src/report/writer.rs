@@ -133,6 +133,7 @@ pub fn relative(path: &Path, from: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use super::{RUN_FILE, RunReport, write_report};
 
     #[test]
     fn a_new_report_directory_appears_with_its_run_json_and_leaves_nothing_else() {
