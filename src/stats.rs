@@ -100,21 +100,33 @@ impl Pairs {
             return 1.0;
         }
         let low = self.regressed.min(self.fixed);
-        let tail: f64 = (0..=low).map(|i| choose(n, i)).sum::<f64>() * 0.5f64.powi(n as i32);
+        // In logs: C(n, i) overflows and ½ⁿ underflows past about a thousand discordant pairs.
+        let mut ln_term = n as f64 * 0.5f64.ln(); // ln P[X = 0]
+        let mut ln_terms = Vec::with_capacity(low as usize + 1);
+        for i in 0..=low {
+            ln_terms.push(ln_term);
+            ln_term += ((n - i) as f64).ln() - ((i + 1) as f64).ln();
+        }
+        let top = ln_terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let tail = top.exp() * ln_terms.iter().map(|t| (t - top).exp()).sum::<f64>();
         (2.0 * tail).min(1.0)
     }
 
-    /// The change in pass rate (new − base) with a 95 % interval: the Wald interval for paired
-    /// proportions, `(c − b)/n ± z · √(b + c − (c − b)²/n) / n`, clipped to [−1, 1]. None without pairs.
+    /// The change in pass rate (new − base) with a 95 % interval: the estimate `(c − b)/n`, and the
+    /// Agresti–Min adjusted Wald interval for paired proportions — half a pair added to each cell
+    /// (`b̃ = b + ½`, `c̃ = c + ½`, `ñ = n + 2`), `(c̃ − b̃)/ñ ± z · √(b̃ + c̃ − (c̃ − b̃)²/ñ) / ñ` — which,
+    /// unlike the plain Wald interval, never collapses to a point when every pair agrees or all changes go
+    /// one way; clipped to [−1, 1]. None without pairs.
     pub fn difference(&self) -> Option<Interval> {
         let n = self.total() as f64;
         if n == 0.0 {
             return None;
         }
         let (b, c) = (self.regressed as f64, self.fixed as f64);
-        let d = (c - b) / n;
-        let half = Z95 * (b + c - (c - b).powi(2) / n).max(0.0).sqrt() / n;
-        Some(Interval { estimate: d, low: (d - half).max(-1.0), high: (d + half).min(1.0) })
+        let (bt, ct, nt) = (b + 0.5, c + 0.5, n + 2.0);
+        let centre = (ct - bt) / nt;
+        let half = Z95 * (bt + ct - (ct - bt).powi(2) / nt).max(0.0).sqrt() / nt;
+        Some(Interval { estimate: (c - b) / n, low: (centre - half).max(-1.0), high: (centre + half).min(1.0) })
     }
 }
 
@@ -173,11 +185,24 @@ mod tests {
         let pairs = Pairs { both_passed: 6, both_failed: 2, regressed: 1, fixed: 1 };
         let d = pairs.difference().unwrap();
         assert!(close(d.estimate, 0.0));
-        // half = 1.96 · √2 / 10
-        assert!(close(d.high, Z95 * 2f64.sqrt() / 10.0));
+        // b̃ = c̃ = 1.5, ñ = 12: half = 1.96 · √3 / 12, centred on 0.
+        assert!(close(d.high, Z95 * 3f64.sqrt() / 12.0) && close(d.low, -d.high));
+        // Every pair fixed: estimate 1, and an interval that is not a point (b̃ = ½, c̃ = 4½, ñ = 6).
         let all_fixed = Pairs { fixed: 4, ..Pairs::default() }.difference().unwrap();
-        assert!(close(all_fixed.estimate, 1.0) && close(all_fixed.low, 1.0));
+        let (centre, half) = (4.0 / 6.0, Z95 * (5.0 - 16.0 / 6.0f64).sqrt() / 6.0);
+        assert!(close(all_fixed.estimate, 1.0) && close(all_fixed.low, centre - half) && all_fixed.high == 1.0);
+        // No pair changed: estimate 0 with a width of its own.
+        let none = Pairs { both_passed: 5, ..Pairs::default() }.difference().unwrap();
+        assert!(close(none.estimate, 0.0) && none.high > 0.1 && close(none.low, -none.high));
         assert_eq!(Pairs::default().difference(), None);
+    }
+
+    #[test]
+    fn mcnemar_holds_for_many_discordant_pairs() {
+        // 600 against 500: z = 100/√1100 ≈ 3.015, two-sided p ≈ 0.0026 (normal approximation; exact ≈ 0.0028).
+        let p = Pairs { regressed: 600, fixed: 500, ..Pairs::default() }.mcnemar_p();
+        assert!(p > 0.002 && p < 0.0035, "{p}");
+        assert!(Pairs { regressed: 5000, fixed: 5000, ..Pairs::default() }.mcnemar_p() > 0.99);
     }
 
     #[test]

@@ -260,6 +260,7 @@ impl<'a> Conversation<'a> {
                 && !self.cancel.is_set()
             {
                 (report.checks, stop) = checks.after(step, &report).await;
+                report.stopped_by_checks = stop;
             }
             progress.step_done(&report, total);
             steps.push(report);

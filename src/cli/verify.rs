@@ -110,9 +110,34 @@ impl Patch {
             }
         }
     }
+
+    /// Where the fresh tree starts: a run's own final patch was taken against its base commit (setup's
+    /// changes included), so the set-up tree goes back there first; no patch or a reference solution is
+    /// applied to the set-up tree as the agent would have found it.
+    fn base(&self, t: &Graded) -> Option<fresh::Base> {
+        match self {
+            Patch::Final => {
+                let patch = t.report.final_patch.as_ref();
+                Some(patch.map(|p| (p.base_commit.clone(), p.base_tree.clone())).unwrap_or_default())
+            }
+            Patch::Empty | Patch::File(..) => None,
+        }
+    }
+
+    /// What a judge is shown: the run's own work for its own patch; for no change, nothing; for a
+    /// reference solution, that solution — never the run's final message beside a change it did not make.
+    fn evidence(&self, t: &Graded, bytes: &[u8]) -> verify::Evidence {
+        match self {
+            Patch::Final => verify::evidence(&t.attempt_dir, &t.report),
+            Patch::Empty | Patch::File(..) => {
+                verify::Evidence { final_message: None, diff: String::from_utf8_lossy(bytes).into_owned() }
+            }
+        }
+    }
 }
 
-/// The runs under `dir`: every run of a batch (by its summary), or the one run whose folder it is.
+/// The runs under `dir`: every run of a batch (by its summary), the one run whose folder it is, or each
+/// trial of a run with trials (`trial-K/run.json`).
 fn targets(dir: &Path) -> Result<(PathBuf, Vec<Graded>), String> {
     if dir.join(SUMMARY_FILE).is_file() {
         let summary =
@@ -123,10 +148,27 @@ fn targets(dir: &Path) -> Result<(PathBuf, Vec<Graded>), String> {
         });
         return Ok((dir.to_path_buf(), runs.collect()));
     }
-    let run_json = dir.join(RUN_FILE);
-    let t = target(dir, &run_json)
-        .ok_or_else(|| format!("{} has neither summary.json nor a readable run.json", dir.display()))?;
-    Ok((dir.parent().map(Path::to_path_buf).unwrap_or_default(), vec![t]))
+    let batch_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let Some(t) = target(dir, &dir.join(RUN_FILE)) {
+        return Ok((batch_dir, vec![t]));
+    }
+    let trials: Vec<Graded> = (1..)
+        .map(|k| dir.join(format!("trial-{k}")))
+        .take_while(|trial| trial.is_dir())
+        .filter_map(|trial| target(&trial, &trial.join(RUN_FILE)))
+        .collect();
+    if trials.is_empty() {
+        return Err(format!("{} has neither summary.json nor a readable run.json", dir.display()));
+    }
+    Ok((batch_dir, trials))
+}
+
+/// The run's job file: its absolute path when recorded and still there, else the path as given.
+fn job_file(report: &RunReport) -> PathBuf {
+    match &report.job.path {
+        Some(path) if Path::new(path).is_file() => PathBuf::from(path),
+        _ => PathBuf::from(&report.job.file),
+    }
 }
 
 fn target(run_dir: &Path, run_json: &Path) -> Option<Graded> {
@@ -140,6 +182,7 @@ fn target(run_dir: &Path, run_json: &Path) -> Option<Graded> {
 /// What regrading one run came to.
 struct Outcome {
     id: String,
+    trial: Option<u32>,
     regrade: Option<Regrade>,
     error: Option<String>,
 }
@@ -157,7 +200,7 @@ async fn regrade(
     let line = console.run_line(&format!("[{id}] "));
     let failed = |e: String| {
         line.error(&format!("error: {e}"));
-        Outcome { id: id.clone(), regrade: None, error: Some(e) }
+        Outcome { id: id.clone(), trial: t.report.run.trial, regrade: None, error: Some(e) }
     };
     let planned = match plan_of(&t.report, vars) {
         Ok(p) => p,
@@ -170,7 +213,7 @@ async fn regrade(
         Ok(b) => b,
         Err(e) => return failed(e),
     };
-    let job_dir = Path::new(&t.report.job.file).parent().map(Path::to_path_buf).unwrap_or_default();
+    let job_dir = job_file(&t.report).parent().map(Path::to_path_buf).unwrap_or_default();
     let rehearsal = match start_rehearsal(args.rehearse.as_deref(), &planned, &job_dir).await {
         Ok(r) => r,
         Err(e) => return failed(e),
@@ -197,7 +240,7 @@ async fn regrade(
         cancel: signals.cancel(),
         progress: &say,
         ledger: &ledger,
-        remote: matches!(planned.spec.sandbox, crate::job::model::Sandbox::Remote(_)),
+        relocate: fresh::relocates(&planned.spec.sandbox),
     };
     line.activity("provisioning a fresh sandbox");
     let mut backend = settings.sandbox.clone().backend();
@@ -218,14 +261,13 @@ async fn regrade(
                 budget: None,
                 voice: &line,
             };
-            let base =
-                t.report.final_patch.as_ref().map(|p| (p.base_commit.clone(), p.base_tree.clone())).unwrap_or_default();
-            let evidence = verify::evidence(&t.attempt_dir, &t.report);
-            let results = match fresh::prepare(&target, &settings.setup, &base, &bytes, &mut signals.cancel()).await {
+            let (base, evidence) = (patch.base(t), patch.evidence(t, &bytes));
+            let mut cancel = signals.cancel();
+            let results = match fresh::prepare(&target, &settings.setup, base.as_ref(), &bytes, &mut cancel).await {
                 Ok(()) => verify::check_in(&target, &spec, &job_dir, &checker, &evidence, &mut v.notices).await,
                 Err(e) => vec![verify::setup_error("fresh sandbox", e)],
             };
-            if place.remote {
+            if place.relocate {
                 fresh::remove_dir(&target).await;
             }
             results
@@ -269,12 +311,12 @@ async fn regrade(
         verdict.as_str(),
         score.map_or("-".into(), |s| format!("{s:.2}"))
     ));
-    Outcome { id, regrade: Some(regrade), error: None }
+    Outcome { id, trial: t.report.run.trial, regrade: Some(regrade), error: None }
 }
 
 /// The run's job planned again (with the batch's `--var`s) and the run found in it by id.
 fn plan_of(report: &RunReport, vars: &[String]) -> Result<PlannedRun, String> {
-    let file = Path::new(&report.job.file);
+    let file = &job_file(report);
     let opts = PlanOptions { vars: vars.to_vec(), ..PlanOptions::default() };
     let plan = plan_file(file, &opts)
         .map_err(|_| format!("its job file {} does not plan (run `ohrun validate` on it)", file.display()))?;
@@ -329,6 +371,7 @@ fn conclude(outcomes: &[Outcome], patch: &Patch, json: bool) -> i32 {
             "patch": patch.name(),
             "runs": outcomes.iter().map(|o| serde_json::json!({
                 "id": o.id,
+                "trial": o.trial,
                 "verdict": o.regrade.as_ref().and_then(|r| r.verification.verdict),
                 "score": o.regrade.as_ref().and_then(|r| r.verification.score),
                 "earlier_verdict": o.regrade.as_ref().and_then(|r| r.earlier_verdict),
@@ -341,6 +384,7 @@ fn conclude(outcomes: &[Outcome], patch: &Patch, json: bool) -> i32 {
     }
     let verdicts: Vec<Option<Verdict>> =
         outcomes.iter().map(|o| o.regrade.as_ref().and_then(|r| r.verification.verdict)).collect();
+    let unverified = verdicts.iter().filter(|v| matches!(v, None | Some(Verdict::Error))).count();
     if matches!(patch, Patch::Empty) {
         let required = passing_unchanged.iter().filter(|(_, _, req)| *req).count();
         if !passing_unchanged.is_empty() {
@@ -349,11 +393,16 @@ fn conclude(outcomes: &[Outcome], patch: &Patch, json: bool) -> i32 {
                 eprintln!("  {check} (run {run}){}", if *req { "" } else { " — optional" });
             }
         }
-        if required == 0 {
+        return if required > 0 {
+            ExitCode::RUN_FAILED
+        } else if unverified > 0 {
+            // A check that could not run did not fail for want of a change: nothing is known of it.
+            eprintln!("{unverified} runs could not be checked: whether their checks tell work from none is unknown");
+            ExitCode::INFRA
+        } else {
             eprintln!("every required check fails without a change: they can tell work from none");
-            return ExitCode::SUCCESS;
-        }
-        return ExitCode::RUN_FAILED;
+            ExitCode::SUCCESS
+        };
     }
     let count = |v: Verdict| verdicts.iter().filter(|x| **x == Some(v)).count();
     eprintln!(
@@ -361,9 +410,9 @@ fn conclude(outcomes: &[Outcome], patch: &Patch, json: bool) -> i32 {
         outcomes.len(),
         count(Verdict::Passed),
         count(Verdict::Failed),
-        count(Verdict::Error) + verdicts.iter().filter(|v| v.is_none()).count()
+        unverified
     );
-    if count(Verdict::Error) > 0 || verdicts.iter().any(Option::is_none) {
+    if unverified > 0 {
         ExitCode::INFRA
     } else if count(Verdict::Failed) > 0 {
         ExitCode::RUN_FAILED

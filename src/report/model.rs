@@ -57,6 +57,10 @@ pub struct JobInfo {
     pub file: String,
     /// sha256 of the job file's bytes.
     pub file_hash: String,
+    /// The job file's absolute path (`file` is as given, relative to where ohrun ran): `ohrun verify`
+    /// finds the job from any directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -164,6 +168,9 @@ pub struct StepReport {
     /// The step's own checks (`steps[].checks`), run right after it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<super::CheckResult>,
+    /// A required check of this step failed with `on_fail: stop` (or could not run): the run ended here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_by_checks: bool,
 }
 
 /// What changed in the working directory over one phase (setup, a step): the list of changed paths and

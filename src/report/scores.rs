@@ -191,7 +191,7 @@ fn tally(runs: &[&RunSummary]) -> Tally {
         failed,
         error,
         pass_rate: stats::clustered_pass_rate(&clusters),
-        mean_score: mean(runs.iter().filter_map(|r| r.score)),
+        mean_score: mean_score(runs),
         cost_per_pass: (passed > 0).then(|| cost.split(passed)),
     }
 }
@@ -207,9 +207,16 @@ fn trial_stats(trials: &[&RunSummary]) -> TrialStats {
         errors: trials.iter().filter(|r| r.verdict == Some(Verdict::Error)).count() as u64,
         pass_at: ks.clone().filter_map(|k| Some((k.to_string(), stats::pass_at_k(n, c, k)?))).collect(),
         pass_all: ks.filter_map(|k| Some((k.to_string(), stats::pass_all_k(n, c, k)?))).collect(),
-        mean_score: mean(trials.iter().filter_map(|r| r.score)),
+        mean_score: mean_score(trials),
         flaky: c > 0 && c < n,
     }
+}
+
+/// The mean score over the runs with a verdict of passed or failed — the same runs as the pass rate: an
+/// `error` run is in neither, and a run that failed without a score (its agent did not finish) counts 0.
+fn mean_score(runs: &[&RunSummary]) -> Option<f64> {
+    let verified = runs.iter().filter(|r| matches!(r.verdict, Some(Verdict::Passed | Verdict::Failed)));
+    mean(verified.map(|r| r.score.unwrap_or(0.0)))
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {

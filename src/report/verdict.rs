@@ -83,9 +83,17 @@ pub struct CheckResult {
     pub explanation: Option<String>,
     /// Why it could not run (a verifier error): then it neither passed nor failed.
     pub error: Option<String>,
-    /// What a judge's call cost.
+    /// What a judge's calls cost (whether or not it answered), with their tokens and number.
     #[serde(default, skip_serializing_if = "Usd::is_zero")]
     pub cost: Usd,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tokens: crate::report::Tokens,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub llm_calls: u64,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// The run's final patch: what the agent and setup changed, relative to the commit the run started from.

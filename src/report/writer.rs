@@ -73,7 +73,9 @@ fn born_with(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     create_dir(parent)?;
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("dir");
-    let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).tempdir_in(parent)?; // 0700
+    let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).tempdir_in(parent)?;
+    // Private like every folder ohrun makes (tempfile's own folders follow the umask).
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     write_atomic(&tmp.path().join(file), text)?;
     let tmp = tmp.keep(); // from here on it is either renamed into place or removed below
     let renamed = std::fs::rename(&tmp, dir);

@@ -93,6 +93,7 @@ pub(super) fn new_report(plan: &Plan, planned: &PlannedRun, rehearsal: bool, att
             name: plan.job_name.clone(),
             file: plan.file.display().to_string(),
             file_hash: plan.file_hash.clone(),
+            path: std::path::absolute(&plan.file).ok().map(|p| p.display().to_string()),
         },
         run: RunInfo {
             id: planned.id.clone(),
@@ -408,6 +409,9 @@ impl Run<'_> {
         let setup = self.setup(ready, settings, report).await;
         if let Some(s) = snapshots {
             report.setup_diff = Some(s.take("setup", self.run_deadline, &mut self.attempt.signals.cancel()).await);
+        }
+        if let Err(f) = &setup {
+            self.setup_failed(report, f);
         }
         setup?;
         // The commit the final patch is taken against: before setup, or after it when setup made the repository.

@@ -12,6 +12,7 @@ use crate::error::Failure;
 use crate::job::checks::{OnFail, VerifyMode, VerifySpec};
 use crate::job::model::Step;
 use crate::money::Usd;
+use crate::report::redact::first_line;
 use crate::report::{CheckResult, OutcomeClass, RunReport, StepReport, Verdict, Verification};
 use crate::settings::RunSettings;
 use crate::verify::judge::Evidence;
@@ -122,13 +123,11 @@ impl Run<'_> {
         let mode = spec.map_or(VerifyMode::Shared, |v| v.mode);
         let mut v = Verification { mode: mode_name(mode).into(), ..Verification::default() };
         let started = Instant::now();
-        let stopped_at_step =
-            report.steps.iter().any(|s| s.checks.iter().any(|c| c.required && (!c.passed || c.error.is_some())));
+        // A step's required check failed with `on_fail: stop`: the run ended there, unfinished.
+        let stopped_at_step = report.steps.iter().any(|s| s.stopped_by_checks);
         let result = match (&result, spec) {
             (Err(f), _) => {
-                v.verdict = not_verified_verdict(f.class);
-                v.not_verified =
-                    Some(format!("the run did not finish: {}", crate::report::redact::first_line(&f.message)));
+                not_verified(&mut v, f.class, &format!("the run did not finish: {}", first_line(&f.message)));
                 v.checks = step_checks.clone();
                 result
             }
@@ -145,13 +144,34 @@ impl Run<'_> {
                 self.settle(&mut v)
             }
         };
+        // Stopped while checking: checks that never ran prove nothing, so there is no verdict.
+        let result = if self.attempt.signals.interrupted() && result.is_ok() {
+            not_verified(&mut v, OutcomeClass::Interrupted, "interrupted while verifying");
+            Err(Failure::new(OutcomeClass::Interrupted, "interrupted while verifying"))
+        } else {
+            result
+        };
         verify::tell_setup_errors(&v.checks, self.attempt.line);
-        v.cost = v.checks.iter().map(|c| c.cost).sum();
+        add_judges_to_totals(&mut v, report);
         v.duration_ms = Some(started.elapsed().as_millis() as u64);
-        report.totals.cost += v.cost;
         report.verification = Some(v);
         self.checkpoint.save(report);
         result
+    }
+
+    /// A run whose setup failed never reached the agent: when its job verifies, it gets the verdict
+    /// `error` (not a failed task: the task was never tried), so no pass rate and no comparison counts it.
+    pub(super) fn setup_failed(&self, report: &mut RunReport, f: &Failure) {
+        let verifies = self.spec().verify.is_some() || self.spec().steps.iter().any(|s| !s.checks.is_empty());
+        if !verifies || !matches!(f.class, OutcomeClass::Failed | OutcomeClass::Infrastructure) {
+            return;
+        }
+        let why = &f.message;
+        let mode = self.spec().verify.as_ref().map_or(VerifyMode::Shared, |v| v.mode);
+        let mut v = Verification { mode: mode_name(mode).into(), ..Verification::default() };
+        v.verdict = Some(Verdict::Error);
+        v.not_verified = Some(format!("setup failed: {}", first_line(why)));
+        report.verification = Some(v);
     }
 
     /// The verdict and score from the checks, and the run's result with them.
@@ -204,14 +224,7 @@ impl Run<'_> {
         let patch = match usable_patch(report).map(|f| std::fs::read(self.attempt.dir.join(f))) {
             Some(Ok(bytes)) => bytes,
             Some(Err(e)) => return vec![verify::setup_error("fresh sandbox", format!("cannot read final.patch: {e}"))],
-            None => {
-                let why = report.final_patch.as_ref().and_then(|p| p.error.clone());
-                let why = why.unwrap_or_else(|| "no final patch was taken (or it had a secret masked)".into());
-                return vec![verify::setup_error(
-                    "fresh sandbox",
-                    format!("nothing to verify in a fresh sandbox: {why}"),
-                )];
-            }
+            None => return vec![unusable_patch(report)],
         };
         let base: fresh::Base =
             report.final_patch.as_ref().map(|p| (p.base_commit.clone(), p.base_tree.clone())).unwrap_or_default();
@@ -228,7 +241,7 @@ impl Run<'_> {
             cancel: self.attempt.signals.cancel(),
             progress: &say,
             ledger: &ledger,
-            remote: matches!(self.spec().sandbox, crate::job::model::Sandbox::Remote(_)),
+            relocate: fresh::relocates(&self.spec().sandbox),
         };
         let mut backend = settings.sandbox.clone().backend();
         self.attempt.line.activity("provisioning a fresh sandbox to verify in");
@@ -239,11 +252,11 @@ impl Run<'_> {
                 let checker = self.checker(settings, &*backend, "verify/fresh", report.totals.cost);
                 let evidence = verify::evidence(&self.attempt.dir, report);
                 let mut cancel = self.attempt.signals.cancel();
-                let results = match fresh::prepare(&target, &settings.setup, &base, &patch, &mut cancel).await {
+                let results = match fresh::prepare(&target, &settings.setup, Some(&base), &patch, &mut cancel).await {
                     Ok(()) => verify::check_in(&target, spec, &self.job_dir, &checker, &evidence, &mut v.notices).await,
                     Err(e) => vec![verify::setup_error("fresh sandbox", e)],
                 };
-                if place.remote {
+                if place.relocate {
                     fresh::remove_dir(&target).await;
                 }
                 results
@@ -265,6 +278,32 @@ impl Run<'_> {
     }
 }
 
+/// Why there is no patch to verify in a fresh sandbox, as a check. The run started in a repository and
+/// its agent left one whose patch cannot be taken or used as is (it removed `.git`, wrote more than the
+/// cap, wrote a secret into a file): that is the agent's work failing to be what it must, a failed task.
+/// No repository to begin with (the job's own setup), or no patch taken at all (the server was lost):
+/// the verifier could not run, an error.
+fn unusable_patch(report: &RunReport) -> CheckResult {
+    let Some(p) = &report.final_patch else {
+        return verify::setup_error("fresh sandbox", "no final patch was taken to verify in a fresh sandbox".into());
+    };
+    let why = p.error.clone().unwrap_or_else(|| "it had a secret masked (a file the agent wrote holds one)".into());
+    if p.base_commit.is_none() {
+        return verify::setup_error(
+            "fresh sandbox",
+            format!("fresh mode needs the working directory to be a git repository with a commit: {why}"),
+        );
+    }
+    CheckResult {
+        name: "final patch".into(),
+        kind: "setup".into(),
+        required: true,
+        value: Some(0.0),
+        explanation: Some(format!("the agent's work cannot be carried into a fresh sandbox: {why}")),
+        ..CheckResult::default()
+    }
+}
+
 /// The final patch on disk, when there is one that applies as taken (not cut, not masked).
 fn usable_patch(report: &RunReport) -> Option<std::path::PathBuf> {
     let p = report.final_patch.as_ref()?;
@@ -279,12 +318,27 @@ fn mode_name(mode: VerifyMode) -> &'static str {
     }
 }
 
-/// The verdict of a run whose agent did not finish: failed for the agent's own failure, error for the
-/// infrastructure's; none for a run stopped by the user or its budget.
-fn not_verified_verdict(class: OutcomeClass) -> Option<Verdict> {
-    match class {
-        OutcomeClass::Failed => Some(Verdict::Failed),
-        OutcomeClass::Infrastructure | OutcomeClass::LeftBehind => Some(Verdict::Error),
-        _ => None,
+/// A run that was not verified: `why`, and its verdict — failed (score 0) for the agent's own failure,
+/// error for the infrastructure's, none for a run stopped by the user or its budget.
+fn not_verified(v: &mut Verification, class: OutcomeClass, why: &str) {
+    (v.verdict, v.score) = match class {
+        OutcomeClass::Failed => (Some(Verdict::Failed), Some(0.0)),
+        OutcomeClass::Infrastructure | OutcomeClass::LeftBehind => (Some(Verdict::Error), None),
+        _ => (None, None),
+    };
+    v.not_verified = Some(why.to_string());
+}
+
+/// The judges' calls are the run's calls: their cost, tokens and number join the run's totals (under
+/// the usage id `judge`), as they already did the batch's budget.
+fn add_judges_to_totals(v: &mut Verification, report: &mut RunReport) {
+    v.cost = v.checks.iter().map(|c| c.cost).sum();
+    let tokens = v.checks.iter().fold(crate::report::Tokens::default(), |t, c| t.plus(c.tokens));
+    let calls: u64 = v.checks.iter().map(|c| c.llm_calls).sum();
+    if v.cost.is_zero() && calls == 0 {
+        return;
     }
+    let t = &mut report.totals;
+    (t.cost, t.tokens, t.llm_calls) = (t.cost + v.cost, t.tokens.plus(tokens), t.llm_calls + calls);
+    *t.cost_by_usage.entry("judge".into()).or_default() += v.cost;
 }

@@ -100,10 +100,10 @@ impl Checker<'_> {
         env
     }
 
-    /// Its own timeout, within the run's.
+    /// Its own timeout. Not cut to what is left of the run's `limits.timeout`: that is the agent's time,
+    /// and an agent that used it all must not turn its checks into verifier errors.
     fn timeout(&self, spec: &CheckSpec) -> Duration {
-        let left = self.deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        left.map_or(spec.timeout.0, |l| spec.timeout.0.min(l.max(Duration::from_secs(1))))
+        spec.timeout.0
     }
 
     fn judge_run<'e>(&'e self, key: &str, n: usize, spent_here: Usd, evidence: &'e Evidence) -> JudgeRun<'e> {

@@ -1,7 +1,8 @@
 //! `verify.files`: hidden files (tests the agent never saw) copied into the working directory only after
 //! the agent is done, through the agent-server's file API, each under its path relative to the job file
-//! (`verify/test_hidden.py` → `<working dir>/verify/test_hidden.py`). What was there already under those
-//! paths (the agent may have made its own) is replaced, and said.
+//! (`verify/test_hidden.py` → `<working dir>/verify/test_hidden.py`). Whatever was under the given path
+//! before — a directory the agent filled with files of its own (a `conftest.py` that rigs the tests), or
+//! a link — is removed first, and said: the hidden path holds the hidden files and nothing else.
 
 use super::Target;
 use crate::agent::setup::{run_command, shell_quote};
@@ -32,27 +33,26 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Copies the files into the sandbox's working directory (keeping their execute bits); returns the paths
-/// that existed there before, which they replaced.
+/// Copies the files under `given` into the sandbox's working directory (keeping their execute bits),
+/// after removing whatever was under `given` there; returns what was (at most 50 paths).
 pub async fn copy_in(
     target: &Target<'_>,
+    given: &str,
     files: &[(PathBuf, String)],
     cancel: &mut Cancel,
 ) -> Result<Vec<String>, String> {
     let wd = target.working_dir.trim_end_matches('/');
-    let quoted: Vec<String> = files.iter().map(|(_, rel)| shell_quote(rel)).collect();
-    let list = format!("for p in {}; do [ -e \"$p\" ] && printf '%s\\n' \"$p\"; done; true", quoted.join(" "));
-    let existed = match run_command(target.client, &list, wd, Duration::from_secs(60), cancel).await {
+    let top = shell_quote(given.trim_end_matches('/').trim_start_matches("./"));
+    let clear =
+        format!("{{ [ -e {top} ] || [ -L {top} ]; }} && find {top} 2>/dev/null | head -n 50; rm -rf {top}; true");
+    let existed = match run_command(target.client, &clear, wd, Duration::from_secs(60), cancel).await {
         Ok(out) => out.stdout.lines().map(str::to_string).collect(),
-        Err((_, e)) => return Err(format!("cannot look at the working directory: {e}")),
+        Err((_, e)) => return Err(format!("cannot clear `verify.files` in the working directory: {e}")),
     };
     let mut executable = Vec::new();
     for (local, rel) in files {
         let bytes = std::fs::read(local).map_err(|e| format!("cannot read {}: {e}", local.display()))?;
         let remote = format!("{wd}/{rel}");
-        // What was there may be a directory or a link the agent made: out of the way first.
-        let clear = format!("rm -rf {}", shell_quote(&remote));
-        let _ = run_command(target.client, &clear, "/", Duration::from_secs(30), cancel).await;
         target.client.upload_file(&remote, bytes).await.map_err(|e| format!("cannot copy {rel} in: {e}"))?;
         if is_executable(local) {
             executable.push(shell_quote(&remote));

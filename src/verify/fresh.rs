@@ -22,8 +22,21 @@ pub struct Place<'a> {
     pub cancel: Cancel,
     pub progress: &'a (dyn Fn(&str) + Sync),
     pub ledger: &'a crate::ledger::Slot,
-    /// A remote server is the same server: the fresh working directory is a new one beside the run's.
-    pub remote: bool,
+    /// The sandbox would be the run's own working directory (a remote server, a local one with a set
+    /// `working_dir`): the fresh one is a new directory beside it ([`relocates`]).
+    pub relocate: bool,
+}
+
+/// Whether a fresh sandbox of this kind would reuse the run's working directory: a remote server is the
+/// same server, and a local server given a `working_dir` works in that very directory. Verifying there
+/// would neither be fresh nor leave the user's directory alone.
+pub fn relocates(sandbox: &crate::job::model::Sandbox) -> bool {
+    use crate::job::model::Sandbox;
+    match sandbox {
+        Sandbox::Remote(_) => true,
+        Sandbox::Local(l) => l.working_dir.is_some(),
+        _ => false,
+    }
 }
 
 /// Provisions the fresh sandbox.
@@ -43,7 +56,7 @@ pub async fn provision(backend: &mut dyn Backend, place: &Place<'_>) -> Result<R
         recorded: &recorded,
     };
     let mut ready = backend.provision(&ctx).await?;
-    if place.remote {
+    if place.relocate {
         let short = uuid::Uuid::new_v4().simple().to_string();
         ready.working_dir = format!("{}.ohrun-verify-{}", ready.working_dir.trim_end_matches('/'), &short[..8]);
     }
@@ -53,11 +66,14 @@ pub async fn provision(backend: &mut dyn Backend, place: &Place<'_>) -> Result<R
 /// The commit the run started from and its tree (`PatchInfo.base_commit`, `base_tree`).
 pub type Base = (Option<String>, Option<String>);
 
-/// The fresh working directory made, set up, at the base commit, with `patch` applied (empty: nothing).
+/// The fresh working directory made and set up; then, for a run's own final patch (`base` given: it was
+/// taken against the base commit, setup's changes included), put back at the base commit; then `patch`
+/// applied (empty: nothing). Without `base` (a reference patch, or none) the set-up tree is kept, as the
+/// agent would have found it.
 pub async fn prepare(
     target: &Target<'_>,
     setup: &[SetupCommand],
-    base: &Base,
+    base: Option<&Base>,
     patch: &[u8],
     cancel: &mut Cancel,
 ) -> Result<(), String> {
@@ -72,9 +88,10 @@ pub async fn prepare(
         return Err(format!("setup command `{}` exited with {} in the fresh sandbox", f.command, f.exit_code));
     }
     match base {
-        (Some(commit), tree) => at_base(target, commit, tree.as_deref(), cancel).await?,
+        None => {}
+        Some((Some(commit), tree)) => at_base(target, commit, tree.as_deref(), cancel).await?,
         // A repository without a commit: the patch holds every file, so what setup made goes first.
-        (None, _) => {
+        Some((None, _)) => {
             let clean = "unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; git rev-parse -q --is-inside-work-tree >/dev/null 2>&1 && git clean -fdq; true";
             let _ = run_command(target.client, clean, wd, Duration::from_secs(120), cancel).await;
         }
@@ -119,7 +136,7 @@ async fn at_base(target: &Target<'_>, commit: &str, tree: Option<&str>, cancel: 
     Ok(())
 }
 
-/// A remote server's fresh working directory is removed afterwards (the sandbox itself stays).
+/// A relocated fresh working directory is removed afterwards (the sandbox itself stays).
 pub async fn remove_dir(target: &Target<'_>) {
     let rm = format!("rm -rf {}", shell_quote(target.working_dir));
     let _ = run_command(target.client, &rm, "/", Duration::from_secs(60), &mut Cancel::never()).await;

@@ -89,9 +89,11 @@ pub async fn run(
     let started = Instant::now();
     let mut result = CheckResult { kind: "judge".into(), ..base };
     let message = prompt(target, judge, run.evidence, cancel).await;
-    match converse(target, &run, &message, cancel).await {
-        Ok((answer, cost)) => {
-            result.cost = cost;
+    let (answer, spent) = converse(target, &run, &message, cancel).await;
+    // What the judge's calls cost counts whether or not it answered.
+    (result.cost, result.tokens, result.llm_calls) = (spent.cost, spent.tokens, spent.llm_calls);
+    match answer {
+        Ok(answer) => {
             match parse_answer(&answer) {
                 Ok((passed, score, explanation)) => {
                     // The judge's own word decides whether it passed; its score is the value.
@@ -140,20 +142,25 @@ fn cut(text: &str, max: usize) -> String {
     }
 }
 
-/// One conversation with the judge: its final message and what it cost.
+/// One conversation with the judge: its final message (or why there is none), and what its calls cost
+/// either way.
 async fn converse(
     target: &Target<'_>,
     run: &JudgeRun<'_>,
     message: &str,
     cancel: &Cancel,
-) -> Result<(String, Usd), String> {
+) -> (Result<String, String>, crate::report::Totals) {
+    let none = crate::report::Totals::default();
     let spec = judge_spec(run.spec, message);
-    let mut writer = ReportWriter::create(&run.log_dir).map_err(|e| format!("cannot write the judge's log: {e}"))?;
+    let mut writer = match ReportWriter::create(&run.log_dir) {
+        Ok(w) => w,
+        Err(e) => return (Err(format!("cannot write the judge's log: {e}")), none),
+    };
     // An empty directory of its own: the server would `git init` a working directory that is no repository.
     let mk = "umask 077; mktemp -d \"${TMPDIR:-/tmp}/ohrun-judge.XXXXXXXX\"";
     let judge_dir = match run_command(target.client, mk, "/", Duration::from_secs(30), &mut cancel.clone()).await {
         Ok(out) if out.exit_code == 0 && out.stdout.trim().starts_with('/') => out.stdout.trim().to_string(),
-        _ => return Err("cannot make a directory for the judge's conversation".into()),
+        _ => return (Err("cannot make a directory for the judge's conversation".into()), none),
     };
     let on_top = run.batch.map(|inner| OnTop { inner, before: run.spent_before });
     let limits = Limits {
@@ -165,21 +172,31 @@ async fn converse(
         max_iterations: 5,
     };
     let confirm = limits.batch.is_some();
-    let mut conv =
+    let started =
         Conversation::start(target.client, (&spec, &run.settings), &judge_dir, confirm, &mut writer, cancel.clone())
-            .await
-            .map_err(|e| format!("the judge's conversation could not start: {e}"))?;
+            .await;
+    let rm = format!("rm -rf {}", shell_quote(&judge_dir));
+    let mut conv = match started {
+        Ok(conv) => conv,
+        Err(e) => {
+            let _ = run_command(target.client, &rm, "/", Duration::from_secs(30), &mut Cancel::never()).await;
+            return (Err(format!("the judge's conversation could not start: {e}")), none);
+        }
+    };
     let outcome = conv.run_steps(&spec, Path::new("."), &limits, &Quiet, run.probe, &Default::default()).await;
     let _ = conv.close().await;
-    let rm = format!("rm -rf {}", shell_quote(&judge_dir));
     let _ = run_command(target.client, &rm, "/", Duration::from_secs(30), &mut Cancel::never()).await;
-    let step = outcome.steps.into_iter().next().ok_or("the judge's conversation ended before it answered")?;
+    (answer_of(outcome.steps.into_iter().next()), outcome.totals)
+}
+
+/// The judge's final message, when its one step finished.
+fn answer_of(step: Option<crate::report::StepReport>) -> Result<String, String> {
+    let step = step.ok_or("the judge's conversation ended before it answered")?;
     if step.end_reason != crate::report::EndReason::Finished {
         let why = step.error.map(|e| format!(": {} {}", e.code, e.detail)).unwrap_or_default();
         return Err(format!("the judge did not answer ({}{why})", step.end_reason.as_str()));
     }
-    let answer = step.final_message.ok_or("the judge gave no answer")?;
-    Ok((answer, outcome.totals.cost))
+    step.final_message.ok_or_else(|| "the judge gave no answer".to_string())
 }
 
 /// The job's agent turned judge: no tools, no condenser, a few iterations, the rules in its prompt.

@@ -18,7 +18,7 @@ use crate::agent::setup::run_command;
 use crate::cancel::Cancel;
 use crate::job::checks::{CheckSpec, VerifySpec};
 use crate::report::{CheckResult, RunReport, Verdict};
-use judge::Evidence;
+pub use judge::Evidence;
 use std::path::Path;
 use std::time::Duration;
 
@@ -49,14 +49,15 @@ pub fn settle(mut result: CheckResult, spec: &CheckSpec) -> CheckResult {
     result
 }
 
-/// The verdict and score of a run from all its checks (per-step and final): `error` when a required
-/// check could not run, else `failed` when a required check failed, else `passed`. The score is the
-/// weighted mean of the values the checks gave (an optional check that could not run is left out).
+/// The verdict and score of a run from all its checks (per-step and final): `failed` when a required
+/// check ran and failed (that is settled, whatever else could not run), else `error` when a required
+/// check could not run, else `passed`. The score is the weighted mean of the values the checks gave (an
+/// optional check that could not run is left out).
 pub fn verdict(results: &[CheckResult]) -> (Verdict, Option<f64>) {
-    let verdict = if results.iter().any(|r| r.required && r.error.is_some()) {
-        Verdict::Error
-    } else if results.iter().any(|r| r.required && !r.passed) {
+    let verdict = if results.iter().any(|r| r.required && r.error.is_none() && !r.passed) {
         Verdict::Failed
+    } else if results.iter().any(|r| r.required && r.error.is_some()) {
+        Verdict::Error
     } else {
         Verdict::Passed
     };
@@ -78,13 +79,15 @@ pub async fn check_in(
 ) -> Vec<CheckResult> {
     if let Some(given) = &spec.files {
         let copied = match files::local_files(job_dir, given) {
-            Ok(local) => files::copy_in(target, &local, &mut checker.cancel.clone()).await,
+            Ok(local) => files::copy_in(target, given, &local, &mut checker.cancel.clone()).await,
             Err(e) => Err(e),
         };
         match copied {
-            Ok(replaced) => notices.extend(replaced.into_iter().map(|p| {
-                format!("{p} was already in the working directory before the hidden files arrived; replaced")
-            })),
+            Ok(replaced) => notices.extend(
+                replaced
+                    .into_iter()
+                    .map(|p| format!("{p} was in the working directory before the hidden files arrived; removed")),
+            ),
             Err(e) => return vec![setup_error("verify.files", e)],
         }
     }
@@ -94,7 +97,8 @@ pub async fn check_in(
 /// Says why verification could not begin, for each such check-shaped error in `results`.
 pub fn tell_setup_errors(results: &[CheckResult], voice: &dyn checker::Voice) {
     for r in results.iter().filter(|r| r.kind == "setup") {
-        voice.say(&format!("error: could not verify: {}", r.error.as_deref().unwrap_or_default()));
+        let why = r.error.as_deref().or(r.explanation.as_deref()).unwrap_or_default();
+        voice.say(&format!("{}: {why}", if r.error.is_some() { "error: could not verify" } else { "FAILED" }));
     }
 }
 
@@ -159,9 +163,11 @@ mod tests {
         let fail_optional = r(false, false, Some(0.0), 1.0, false);
         assert_eq!(verdict(&[pass.clone(), fail_optional.clone()]), (Verdict::Passed, Some(2.0 / 3.0)));
         let fail = r(true, false, Some(0.0), 1.0, false);
-        assert_eq!(verdict(&[pass.clone(), fail]).0, Verdict::Failed);
+        assert_eq!(verdict(&[pass.clone(), fail.clone()]).0, Verdict::Failed);
         let error = r(true, false, None, 1.0, true);
-        assert_eq!(verdict(&[pass.clone(), error]), (Verdict::Error, Some(1.0)));
+        assert_eq!(verdict(&[pass.clone(), error.clone()]), (Verdict::Error, Some(1.0)));
+        // A required check that ran and failed settles it, whatever else could not run.
+        assert_eq!(verdict(&[error, fail]).0, Verdict::Failed);
         let optional_error = r(false, false, None, 1.0, true);
         assert_eq!(verdict(&[pass, optional_error]).0, Verdict::Passed);
         assert_eq!(verdict(&[]), (Verdict::Passed, None));
