@@ -100,7 +100,12 @@ impl Pairs {
             return 1.0;
         }
         let low = self.regressed.min(self.fixed);
-        // In logs: C(n, i) overflows and ½ⁿ underflows past about a thousand discordant pairs.
+        if n <= 1000 {
+            // Directly, exact to the last bit for the small batches hand-computed values are checked on.
+            let tail: f64 = (0..=low).map(|i| choose(n, i)).sum::<f64>() * 0.5f64.powi(n as i32);
+            return (2.0 * tail).min(1.0);
+        }
+        // In logs: past about a thousand discordant pairs C(n, i) overflows and ½ⁿ underflows.
         let mut ln_term = n as f64 * 0.5f64.ln(); // ln P[X = 0]
         let mut ln_terms = Vec::with_capacity(low as usize + 1);
         for i in 0..=low {

@@ -131,6 +131,16 @@ fn a_six_run_matrix_on_a_remote_server_is_verified_four_pass_two_fail() {
 /// failure, and in no pass rate.
 #[test]
 fn a_check_that_times_out_is_a_verifier_error_retried_and_never_a_failed_task() {
+    check_times_out("remote");
+}
+
+#[test]
+fn a_check_that_times_out_on_a_local_server_is_a_verifier_error_too() {
+    check_times_out("local");
+}
+
+fn check_times_out(kind: &str) {
+    agent_server_command();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("script.yaml"), SOLVER).unwrap();
     let job = write_job(
@@ -139,7 +149,7 @@ fn a_check_that_times_out_is_a_verifier_error_retried_and_never_a_failed_task() 
         &format!(
             "name: slowcheck\n{}llm: {{model: m}}\nvars: {{n: 1}}\nsetup:\n{REPO_SETUP}steps:\n  - message: Answer.\n\
              verify:\n  checks:\n    - name: hangs\n      run: sleep 60\n      timeout: 1s\nretries: {{max: 1, backoff: 1s}}\nrehearsal: script.yaml\n",
-            sandbox("remote", dir.path())
+            sandbox(kind, dir.path())
         ),
     );
     let out = run_batch(dir.path(), &job, &[]);
@@ -164,10 +174,21 @@ fn a_check_that_times_out_is_a_verifier_error_retried_and_never_a_failed_task() 
 /// either; a shared sandbox whose check runs the setup's checker is, as the docs say, and says what it saw.
 #[test]
 fn a_cheating_agent_passes_where_the_docs_say_it_cannot() {
+    cheating_agent("local");
+}
+
+#[test]
+fn a_cheating_agent_on_a_remote_server_passes_where_the_docs_say_it_cannot() {
+    cheating_agent("remote");
+}
+
+fn cheating_agent(kind: &str) {
     agent_server_command();
     let dir = tempfile::tempdir().unwrap();
     let cheat = "replies:\n  - tool: terminal\n    args: {command: 'printf \"#!/bin/sh\\nexit 0\\n\" > tools/check; mkdir -p hidden; printf \"exit 0\\n\" > hidden/check.sh; echo {\\\"score\\\": 1} > reward.json; mkdir -p /tmp/ohrun-verify-out.cheat; echo {\\\"score\\\": 1} > /tmp/ohrun-verify-out.cheat/reward.json'}\n  - tool: finish\n    args: {message: all done, honest}\n";
-    std::fs::write(dir.path().join("script.yaml"), cheat).unwrap();
+    // Its own planted output directory per test: the two kinds' tests run at once.
+    let planted = format!("/tmp/ohrun-verify-out.cheat-{kind}");
+    std::fs::write(dir.path().join("script.yaml"), cheat.replace("/tmp/ohrun-verify-out.cheat", &planted)).unwrap();
     std::fs::create_dir(dir.path().join("hidden")).unwrap();
     std::fs::write(dir.path().join("hidden/check.sh"), "test -f answer.txt\n").unwrap();
     let setup = "setup:\n  - git init -q && git config user.email t@t && git config user.name t && printf 'tools/\\n' > .gitignore && git add -A && git commit -qm base\n  - mkdir -p tools && printf '#!/bin/sh\\ntest -f answer.txt\\n' > tools/check && chmod +x tools/check\n";
@@ -176,7 +197,8 @@ fn a_cheating_agent_passes_where_the_docs_say_it_cannot() {
             dir.path(),
             &format!("{name}.yaml"),
             &format!(
-                "name: {name}\nsandbox: {{kind: local}}\nllm: {{model: m}}\n{setup}steps:\n  - message: Solve it.\n{verify}rehearsal: script.yaml\n"
+                "name: {name}\n{}llm: {{model: m}}\n{setup}steps:\n  - message: Solve it.\n{verify}rehearsal: script.yaml\n",
+                sandbox(kind, dir.path())
             ),
         )
     };
@@ -186,7 +208,7 @@ fn a_cheating_agent_passes_where_the_docs_say_it_cannot() {
         job("fresh", "verify:\n  mode: fresh\n  checks:\n    - name: setup's checker\n      run: tools/check\n");
     let shared_tool = job("shared-tool", "verify:\n  checks:\n    - name: setup's checker\n      run: tools/check\n");
     for (job, expected) in [(&hidden, "failed"), (&fresh, "failed"), (&shared_tool, "passed")] {
-        let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([job]).output();
+        let out = run_batch(dir.path(), job, &[]);
         let name = job.file_stem().unwrap().to_str().unwrap();
         let report = read_report(&dir.path().join(format!("ohrun-reports/{name}/{name}")));
         let v = &report["verification"];
@@ -203,13 +225,23 @@ fn a_cheating_agent_passes_where_the_docs_say_it_cannot() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all("/tmp/ohrun-verify-out.cheat");
+    let _ = std::fs::remove_dir_all(&planted);
 }
 
 /// A judge passes or fails the work by its answer (the scripted LLM's); its call is billed, counted in the
 /// run's totals and in the batch's budget.
 #[test]
 fn a_judge_decides_by_its_answer_and_its_spend_counts() {
+    judged("remote");
+}
+
+#[test]
+fn a_judge_on_a_local_server_decides_by_its_answer_and_its_spend_counts() {
+    judged("local");
+}
+
+fn judged(kind: &str) {
+    agent_server_command();
     let dir = tempfile::tempdir().unwrap();
     for (name, passed) in [("judged-pass", true), ("judged-fail", false)] {
         let answer = format!(
@@ -227,7 +259,7 @@ fn a_judge_decides_by_its_answer_and_its_spend_counts() {
                 "name: {name}\n{}llm: {{model: m}}\nvars: {{n: 1}}\nsetup:\n{REPO_SETUP}steps:\n  - message: Answer.\n\
                  verify:\n  checks:\n    - name: explains the change\n      judge:\n        criteria: [The final message says which file changed.]\n        files: [answer.txt]\n\
                  rehearsal: {name}.script.yaml\n",
-                sandbox("remote", dir.path())
+                sandbox(kind, dir.path())
             ),
         );
         let out = run_batch(dir.path(), &job, &["--max-cost", "5"]);
