@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod liveness;
 pub mod money;
 pub mod rehearse;
+pub mod repo;
 pub mod report;
 pub mod runner;
 pub mod schema;
