@@ -2,6 +2,7 @@
 //! docs/architecture.md for how the pieces fit.
 
 pub mod agent;
+pub mod artifacts;
 pub mod backend;
 pub mod cancel;
 pub mod cli;

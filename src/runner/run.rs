@@ -258,6 +258,9 @@ impl Run<'_> {
             }
             Err(e) => Err(Failure::from(e.clone())),
         };
+        if let Ok(ready) = &provisioned {
+            self.collect_artifacts(ready, report, result.is_ok()).await;
+        }
         self.checkpoint.save(report);
         let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
         let keep = provisioned.is_ok() && keeps(self.spec().cleanup, class);

@@ -61,3 +61,44 @@ impl Run<'_> {
         }
     }
 }
+
+impl Run<'_> {
+    /// `artifacts:` from the working directory into `attempt-N/artifacts/`, before release, whatever the
+    /// outcome (unless the sandbox is gone); what was over `artifacts_max` is a warning naming it.
+    pub(super) async fn collect_artifacts(&self, ready: &Ready, report: &mut RunReport, succeeded: bool) {
+        use crate::job::repo::ArtifactWhen;
+        let patterns: Vec<&str> = self
+            .spec()
+            .artifacts
+            .iter()
+            .filter(|a| match a.when() {
+                ArtifactWhen::Always => true,
+                ArtifactWhen::OnSuccess => succeeded,
+                ArtifactWhen::OnFailure => !succeeded,
+            })
+            .map(|a| a.path())
+            .collect();
+        let lost = report.steps.iter().any(|s| s.end_reason == crate::report::EndReason::Lost);
+        if patterns.is_empty() || lost {
+            return;
+        }
+        self.attempt.line.activity("collecting artifacts");
+        let max = self.spec().artifacts_max.0;
+        let found =
+            crate::artifacts::collect(&ready.client, &ready.working_dir, &patterns, max, &self.attempt.dir).await;
+        if !found.skipped.is_empty() {
+            let names: Vec<String> = found.skipped.iter().map(|s| format!("{} ({} bytes)", s.path, s.size)).collect();
+            let warning = format!("artifacts over `artifacts_max` ({max} bytes) were skipped: {}", names.join(", "));
+            self.attempt.line.error(&format!("warning: {warning}"));
+            report.warnings.push(warning);
+        }
+        if let Some(e) = &found.error {
+            let warning = format!("artifacts: {e}");
+            self.attempt.line.error(&format!("warning: {warning}"));
+            report.warnings.push(warning);
+        }
+        let bytes: u64 = found.files.iter().map(|f| f.size).sum();
+        self.say(&format!("collected {} artifact(s), {bytes} bytes", found.files.len()));
+        report.artifacts = Some(found);
+    }
+}
