@@ -133,12 +133,17 @@ fn private(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// The clone (its `.git` included) as one gzipped tar archive.
+/// The clone (its `.git` included) as one gzipped tar archive: its top-level entries, not `.` (whose
+/// private mode and owner the sandbox's working directory must not take).
 pub async fn archive(dir: &Path) -> Result<Vec<u8>, Error> {
+    let listed = std::fs::read_dir(dir).map_err(|e| Error::Failed(format!("cannot read the clone: {e}")))?;
+    let mut names: Vec<std::ffi::OsString> = listed.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+    names.sort();
     let out = tokio::process::Command::new("tar")
         .arg("-C")
         .arg(dir)
-        .args(["-czf", "-", "."])
+        .args(["-czf", "-", "--"])
+        .args(&names)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -158,7 +163,7 @@ pub async fn ship(client: &AgentClient, archive: Vec<u8>, working_dir: &str, can
     let remote = format!("/tmp/ohrun-repo-{}.tar.gz", uuid::Uuid::new_v4().simple());
     client.upload_file(&remote, archive).await.map_err(|e| Error::Failed(format!("cannot copy the clone in: {e}")))?;
     let unpack = format!(
-        "mkdir -p {wd} && tar -xzf {a} -C {wd} --no-same-owner; s=$?; rm -f {a}; exit $s",
+        "mkdir -p {wd} && tar -xzf {a} -C {wd} --no-same-owner --no-overwrite-dir -m; s=$?; rm -f {a}; exit $s",
         wd = shell_quote(working_dir),
         a = shell_quote(&remote)
     );

@@ -170,3 +170,28 @@ fn a_secret_in_a_text_artifact_fails_the_run_and_a_binary_one_is_listed_unscanne
         }
     }
 }
+
+/// In a container: the repository cloned on the host and shipped in, the artifacts collected out.
+#[test]
+fn artifacts_and_the_repo_in_a_docker_container() {
+    if !crate::docker::engine_ready() {
+        return;
+    }
+    let git = crate::git_server::GitServer::start();
+    let base = git.init_repo("svc", &[("README.md", "service\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    // The container's workspace is a host directory, so the test can compare the collected files.
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::set_permissions(&ws, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let sandbox = format!("{{kind: docker, mounts: [{{host: '{}', container: /workspace}}]}}", ws.display());
+    let repo = format!("repo: {{url: '{}'}}\n", git.url("svc"));
+    let (out, report) = run(dir.path(), "indocker", &sandbox, false, &repo, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(report["repo"]["base_commit"], base);
+    assert_eq!(report["final_patch"]["base_commit"], base, "{:#}", report["final_patch"]);
+    assert_eq!(std::fs::read_to_string(ws.join("README.md")).unwrap(), "service\n");
+    let attempt = dir.path().join("ohrun-reports/indocker/indocker/attempt-1");
+    let expected = [("dist/.env", true), ("dist/a.txt", true), ("dist/sub/b.bin", false), ("ok.txt", true)];
+    assert_listed(&report, &attempt, &ws, &expected);
+}
