@@ -156,3 +156,23 @@ fn a_token_over_plain_http_to_a_far_host_is_refused_at_validate_time() {
     assert!(out.stderr.contains("job.yaml:5:8"), "{}", out.stderr);
     assert!(out.stderr.contains("clear text"), "{}", out.stderr);
 }
+
+#[test]
+fn plan_shows_each_runs_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        "name: planned\nmatrix:\n  repo: [acme/api, acme/web]\nsandbox: {kind: local}\nllm: {model: m}\n\
+         repo:\n  url: 'https://github.com/{{ repo }}.git'\n  ref: main\nsteps:\n  - message: Look.\n",
+    );
+    let out = Ohrun::new().current_dir(dir.path()).args(["plan"]).args([&job]).output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("repo https://github.com/acme/api.git @ main"), "{}", out.stdout);
+    assert!(out.stdout.contains("repo https://github.com/acme/web.git @ main"), "{}", out.stdout);
+    let out = Ohrun::new().current_dir(dir.path()).args(["plan", "--json"]).args([&job]).output();
+    let plan: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let runs = plan["runs"].as_array().unwrap_or_else(|| plan["plans"][0]["runs"].as_array().unwrap());
+    assert_eq!(runs[1]["repo"]["url"], "https://github.com/acme/web.git");
+    assert_eq!(runs[1]["repo"]["ref"], "main");
+}
