@@ -176,3 +176,22 @@ fn plan_shows_each_runs_repository() {
     assert_eq!(runs[1]["repo"]["url"], "https://github.com/acme/web.git");
     assert_eq!(runs[1]["repo"]["ref"], "main");
 }
+
+/// `verify.mode: fresh` rebuilds the run's start in a new sandbox: the repository too.
+#[test]
+fn a_fresh_verification_sandbox_gets_the_repository_too() {
+    agent_server_command();
+    let git = GitServer::start();
+    let base = git.init_repo("fresh", &[("hello.txt", "fresh\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "name: fresh\nsandbox: {{kind: local}}\nllm: {{model: m}}\nrepo: {{url: '{}'}}\n\
+         verify:\n  mode: fresh\n  checks:\n    - name: at-base\n      run: test \"$(git rev-parse HEAD)\" = {base} && test -f hello.txt\n\
+         steps:\n  - message: Look.\nrehearsal: script.yaml\n",
+        git.url("fresh")
+    );
+    let out = run_job(dir.path(), &text, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/fresh/fresh"));
+    assert_eq!(report["verification"]["verdict"], "passed", "{:#}", report["verification"]);
+}
