@@ -2,6 +2,7 @@
 //! docs/architecture.md for how the pieces fit.
 
 pub mod agent;
+pub mod artifacts;
 pub mod backend;
 pub mod cancel;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod ledger;
 pub mod liveness;
 pub mod money;
 pub mod rehearse;
+pub mod repo;
 pub mod report;
 pub mod runner;
 pub mod schema;

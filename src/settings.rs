@@ -52,6 +52,19 @@ pub struct RunSettings {
     pub check_env: std::collections::HashMap<String, Vec<(String, String)>>,
     /// The LLM of each judge that names its own (same keys); the others judge with `llm`.
     pub judge_llm: std::collections::HashMap<String, LlmSettings>,
+    /// `repo:`, its URL and token expanded.
+    pub repo: Option<RepoSettings>,
+}
+
+/// The repository a run starts from (`repo:`).
+#[derive(Clone, Debug)]
+pub struct RepoSettings {
+    pub url: String,
+    pub git_ref: Option<String>,
+    pub depth: Option<u32>,
+    /// Registered with the redactor; only ever in the environment of ohrun's own `git`.
+    pub token: Option<String>,
+    pub timeout: std::time::Duration,
 }
 
 /// Where a check sits in the job: `verify.checks[i]`, or `steps[j].checks[i]` (`step` is 0-based).
@@ -175,8 +188,20 @@ pub fn resolve(
         })
         .collect();
     let (check_env, judge_llm) = checks(spec, rehearsal, &mut r);
+    let repo = spec.repo.as_ref().map(|repo| repo_settings(repo, &mut r));
     let secret_names = std::mem::take(&mut r.secret_names);
-    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names, check_env, judge_llm })
+    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names, check_env, judge_llm, repo })
+}
+
+/// `repo:` expanded: the token a secret, the URL checked again now that its `${VAR}`s have values.
+fn repo_settings(repo: &crate::job::repo::RepoSpec, r: &mut Resolver) -> RepoSettings {
+    let token = repo.token.as_ref().and_then(|t| r.secret(&t.0, "repo.token"));
+    let url = r.text(&repo.url, "repo.url");
+    register_url_credentials(&url);
+    if let Some(problem) = crate::job::repo::url_problem(&url, token.is_some()) {
+        r.problems.push(problem);
+    }
+    RepoSettings { url, git_ref: repo.git_ref.clone(), depth: repo.depth, token, timeout: repo.timeout.0 }
 }
 
 type CheckSettings =

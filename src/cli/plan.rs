@@ -64,7 +64,15 @@ fn plan_json(plan: &Plan, all: usize) -> Value {
     let runs: Vec<Value> = plan
         .runs
         .iter()
-        .map(|r| json!({"index": r.index, "id": r.id, "sandbox": r.spec.sandbox.kind(), "steps": r.spec.steps.len(), "matrix": r.matrix}))
+        .map(|r| {
+            let mut run = json!({"index": r.index, "id": r.id, "sandbox": r.spec.sandbox.kind(), "steps": r.spec.steps.len(), "matrix": r.matrix});
+            if let Some(repo) = &r.spec.repo {
+                // As written: `${VAR}`s are resolved when the run starts, never in a plan.
+                let url = crate::repo::display_url(&repo.url.0);
+                run["repo"] = json!({"url": url, "ref": repo.git_ref, "depth": repo.depth});
+            }
+            run
+        })
         .collect();
     json!({"file": plan.file, "job": plan.job_name, "file_hash": plan.file_hash, "runs": runs, "total": plan.runs.len(), "expanded": all})
 }
@@ -87,6 +95,10 @@ fn write_table(out: &mut impl Write, plan: &Plan, all: usize) {
             r.spec.sandbox.kind(),
             r.spec.steps.len()
         );
+        if let Some(repo) = &r.spec.repo {
+            let at = repo.git_ref.as_deref().unwrap_or("(default branch)");
+            let _ = writeln!(out, "{:>5}  repo {} @ {at}", "", crate::repo::display_url(&repo.url.0));
+        }
     }
     let n = plan.runs.len();
     let of = if n == all { String::new() } else { format!(" (selected of {all})") };

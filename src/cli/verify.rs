@@ -263,7 +263,7 @@ async fn regrade(
             };
             let (base, evidence) = (patch.base(t), patch.evidence(t, &bytes));
             let mut cancel = signals.cancel();
-            let results = match fresh::prepare(&target, &settings.setup, base.as_ref(), &bytes, &mut cancel).await {
+            let results = match fresh::prepare(&target, &settings, base.as_ref(), &bytes, &mut cancel).await {
                 Ok(()) => verify::check_in(&target, &spec, &job_dir, &checker, &evidence, &mut v.notices).await,
                 Err(e) => vec![verify::setup_error("fresh sandbox", e)],
             };

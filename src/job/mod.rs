@@ -5,6 +5,7 @@ pub mod checks;
 pub mod expand;
 pub mod model;
 pub mod parse;
+pub mod repo;
 pub mod select;
 pub mod source;
 pub mod template;

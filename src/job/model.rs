@@ -64,6 +64,19 @@ pub struct JobSpec {
     /// Trials of each run (each its own sandbox), for pass@k and flakiness; `--repeat` overrides it.
     #[serde(default = "JobSpec::default_repeat", skip_serializing_if = "JobSpec::is_one")]
     pub repeat: u32,
+    /// A git repository cloned (on ohrun's side) into the working directory before setup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<super::repo::RepoSpec>,
+    /// Files collected from the working directory before the sandbox is released, into the attempt's
+    /// `artifacts/`: globs (`**` crosses directories, dotfiles match) or `{path, when}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<super::repo::ArtifactSpec>,
+    /// The most bytes of artifacts one run keeps (`100MB`, default); what is over it is skipped and named.
+    #[serde(
+        default = "super::repo::ByteSize::default_artifacts_max",
+        skip_serializing_if = "super::repo::is_default_artifacts_max"
+    )]
+    pub artifacts_max: super::repo::ByteSize,
 }
 
 impl JobSpec {

@@ -43,6 +43,7 @@ pub fn check(spec: &JobSpec, job_dir: &FsPath, doc: &Document) -> Vec<Diagnostic
     c.llm_and_agent(spec);
     c.limits_report_secrets(spec, job_dir);
     c.verify(spec, job_dir);
+    c.repo_and_artifacts(spec);
     c.finish()
 }
 
@@ -112,6 +113,59 @@ impl<'s> Checker<'_, 's> {
         }
         for (i, step) in spec.steps.iter().enumerate() {
             self.checks(&[k("steps"), Seg::Index(i), k("checks")], &step.checks);
+        }
+    }
+
+    /// `repo:` (its URL: https, or http only to loopback; a token never over plain http to a far host)
+    /// and `artifacts:` (relative globs that stay in the working directory).
+    fn repo_and_artifacts(&mut self, spec: &'s JobSpec) {
+        if let Some(repo) = &spec.repo {
+            self.env(path(&[k("repo"), k("url")]), &repo.url);
+            self.durations.push((path(&[k("repo"), k("timeout")]), repo.timeout));
+            // A URL with `${VAR}`s is checked again once they are expanded (settings.rs).
+            if repo.url.var_names().is_empty()
+                && let Some(problem) = super::repo::url_problem(&repo.url.0, repo.token.is_some())
+            {
+                self.at(
+                    path(&[k("repo"), k("url")]),
+                    problem,
+                    "use `https://…` (or `http://127.0.0.1…` for a server on this machine)",
+                );
+            }
+            if repo.git_ref.as_deref().is_some_and(|r| r.trim().is_empty() || r.starts_with('-')) {
+                self.at(
+                    path(&[k("repo"), k("ref")]),
+                    "`repo.ref` must name a branch, a tag or a commit".into(),
+                    "e.g. `ref: main`, `ref: v1.2.0` or a full commit sha; leave it out for the default branch",
+                );
+            }
+            if repo.depth == Some(0) {
+                self.at(
+                    path(&[k("repo"), k("depth")]),
+                    "`repo.depth: 0` clones nothing".into(),
+                    "use 1 or more, or leave it out for the whole history",
+                );
+            }
+        }
+        for (i, a) in spec.artifacts.iter().enumerate() {
+            let glob = a.path();
+            let bad = glob.trim().is_empty()
+                || glob.starts_with('/')
+                || glob.split('/').any(|part| part == "..")
+                || glob.contains(['\'', '\n', '\0']);
+            if bad {
+                let at = match a {
+                    super::repo::ArtifactSpec::Glob(_) => path(&[k("artifacts"), Seg::Index(i)]),
+                    super::repo::ArtifactSpec::Entry(_) => path(&[k("artifacts"), Seg::Index(i), k("path")]),
+                };
+                self.at(
+                    at,
+                    format!(
+                        "artifact pattern `{glob}` is empty, absolute, leaves the working directory or holds a quote"
+                    ),
+                    "write a glob relative to the working directory, e.g. `dist/**` or `logs/*.log`",
+                );
+            }
         }
     }
 

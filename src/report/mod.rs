@@ -6,6 +6,7 @@ pub mod junit;
 pub mod leak;
 pub mod model;
 pub mod redact;
+pub mod repo;
 pub mod scores;
 pub mod summary;
 pub mod verdict;

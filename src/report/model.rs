@@ -40,6 +40,12 @@ pub struct RunReport {
     /// The checks of the agent's work (`verify:`), its score and verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<super::Verification>,
+    /// The repository cloned into the working directory (`repo:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<super::repo::RepoInfo>,
+    /// The files collected from the sandbox (`artifacts:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<super::repo::Artifacts>,
     pub totals: Totals,
     pub outcome: Outcome,
     /// The event log, one server event per line, each once; a socket frame ohrun could not read is a line

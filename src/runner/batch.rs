@@ -637,6 +637,9 @@ fn scan_for_leaks(claim: &Claim, result: &mut super::RunResult, line: &RunLine<'
     let mut files = leak::files_under(&attempt_dir);
     files.push(claim.report_file());
     files.push(claim.dir.join(html::HTML_FILE));
+    // Text artifacts are scanned; binary ones are listed as not scanned (`scanned: false`).
+    let artifacts = result.report.artifacts.iter().flat_map(|a| a.files.iter().filter(|f| f.scanned));
+    files.extend(artifacts.map(|f| attempt_dir.join(crate::artifacts::DIR).join(&f.path)));
     let leaks = leak::scan(&files);
     if leaks.is_empty() {
         return;

@@ -13,6 +13,7 @@ pub mod signal;
 pub mod state;
 pub mod trials;
 mod verifying;
+mod workspace;
 
 pub use batch::{BatchOptions, default_jobs, run_batch};
 

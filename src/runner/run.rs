@@ -258,6 +258,9 @@ impl Run<'_> {
             }
             Err(e) => Err(Failure::from(e.clone())),
         };
+        if let Ok(ready) = &provisioned {
+            self.collect_artifacts(ready, report, result.is_ok()).await;
+        }
         self.checkpoint.save(report);
         let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
         let keep = provisioned.is_ok() && keeps(self.spec().cleanup, class);
@@ -369,6 +372,8 @@ impl Run<'_> {
     ) -> Result<(), Failure> {
         self.check_server(ready, report)?;
         self.make_working_dir(ready).await?;
+        // Before the diffs' base snapshot: the clone is where the run starts, not what setup changed.
+        self.bring_repo(ready, settings, report).await?;
         let snapshots = self.snapshots(ready, report).await;
         let result = self.set_up_and_converse(ready, backend, settings, writer, report, snapshots.as_ref()).await;
         if let Some(s) = snapshots {
@@ -405,7 +410,10 @@ impl Run<'_> {
         report: &mut RunReport,
         snapshots: Option<&Snapshots<'_>>,
     ) -> Result<(), Failure> {
-        let early_base = self.start_commit(ready).await;
+        let early_base = match report.repo.as_ref().and_then(|r| r.base_commit.clone()) {
+            Some(b) => Some(b),
+            None => self.start_commit(ready).await,
+        };
         let setup = self.setup(ready, settings, report).await;
         if let Some(s) = snapshots {
             report.setup_diff = Some(s.take("setup", self.run_deadline, &mut self.attempt.signals.cancel()).await);

@@ -260,7 +260,7 @@ impl Run<'_> {
                 let checker = self.checker(settings, &*backend, "verify/fresh", report.totals.cost);
                 let evidence = verify::evidence(&self.attempt.dir, report);
                 let mut cancel = self.attempt.signals.cancel();
-                let results = match fresh::prepare(&target, &settings.setup, Some(&base), &patch, &mut cancel).await {
+                let results = match fresh::prepare(&target, settings, Some(&base), &patch, &mut cancel).await {
                     Ok(()) => verify::check_in(&target, spec, &self.job_dir, &checker, &evidence, &mut v.notices).await,
                     Err(e) => vec![verify::setup_error("fresh sandbox", e)],
                 };

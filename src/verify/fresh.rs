@@ -7,7 +7,6 @@ use super::Target;
 use crate::agent::setup::{run_command, run_setup, shell_quote};
 use crate::backend::{self, Backend, Ready};
 use crate::cancel::Cancel;
-use crate::settings::SetupCommand;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -72,7 +71,7 @@ pub type Base = (Option<String>, Option<String>);
 /// agent would have found it.
 pub async fn prepare(
     target: &Target<'_>,
-    setup: &[SetupCommand],
+    settings: &crate::settings::RunSettings,
     base: Option<&Base>,
     patch: &[u8],
     cancel: &mut Cancel,
@@ -80,7 +79,19 @@ pub async fn prepare(
     let wd = target.working_dir;
     let mkdir = format!("mkdir -p {}", shell_quote(wd));
     run_command(target.client, &mkdir, "/", Duration::from_secs(60), cancel).await.map_err(|(_, e)| e.to_string())?;
-    let done = run_setup(target.client, setup, wd, cancel, &mut |_| {}).await;
+    // The run's repository first, as the run had it (`repo:`), then its setup.
+    if let Some(repo) = &settings.repo {
+        let shipped = async {
+            let cloned = crate::repo::clone(repo, cancel).await?;
+            let archive = crate::repo::archive(&cloned.dir).await?;
+            crate::repo::ship(target.client, archive, wd, cancel).await
+        };
+        shipped.await.map_err(|e| match e {
+            crate::repo::Error::Failed(why) => format!("cloning the repository into the fresh sandbox failed: {why}"),
+            crate::repo::Error::Interrupted => "interrupted while cloning the repository".to_string(),
+        })?;
+    }
+    let done = run_setup(target.client, &settings.setup, wd, cancel, &mut |_| {}).await;
     if let Some(e) = done.error {
         return Err(format!("setup in the fresh sandbox failed: {e}"));
     }

@@ -1,5 +1,6 @@
 //! One integration-test binary: every test drives the real `ohrun` executable.
 
+mod artifacts;
 mod batch;
 mod browser;
 mod budget;
@@ -11,6 +12,7 @@ mod docker;
 mod emulators;
 mod faults;
 mod gc;
+mod git_server;
 mod golden;
 mod job_files;
 mod jobs;
@@ -21,6 +23,7 @@ mod protocol;
 mod provider_apis;
 mod proxy;
 mod rehearse;
+mod repo;
 mod run_local;
 mod secrets;
 mod server;
