@@ -467,6 +467,7 @@ impl Run<'_> {
             checker: self.checker(settings, backend, "verify", crate::money::Usd::ZERO),
             target: crate::verify::Target { client: &ready.client, working_dir: &ready.working_dir },
             attempt_dir: &self.attempt.dir,
+            spent: std::sync::Mutex::new(crate::money::Usd::ZERO),
         };
         let after = crate::agent::conversation::AfterStep {
             diffs: snapshots,

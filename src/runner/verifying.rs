@@ -62,13 +62,19 @@ pub(super) struct StepChecker<'r> {
     pub checker: Checker<'r>,
     pub target: Target<'r>,
     pub attempt_dir: &'r std::path::Path,
+    /// What the run has spent so far: the steps that ended, and the judges of their checks.
+    pub spent: std::sync::Mutex<Usd>,
 }
 
 impl StepChecks for StepChecker<'_> {
     fn after<'a>(&'a self, step: &'a Step, report: &'a StepReport) -> BoxFuture<'a, (Vec<CheckResult>, bool)> {
         Box::pin(async move {
             let evidence = Evidence { final_message: report.final_message.clone(), diff: step_diff(self, report) };
-            let results = self.checker.run_all(&self.target, &step.checks, Some(report.index - 1), &evidence).await;
+            let before = *self.spent.lock().unwrap_or_else(|p| p.into_inner()) + report.cost;
+            let at = Some(report.index - 1);
+            let results = self.checker.run_all_after(before, &self.target, &step.checks, at, &evidence).await;
+            let judged: Usd = results.iter().map(|r| r.cost).sum();
+            *self.spent.lock().unwrap_or_else(|p| p.into_inner()) = before + judged;
             let stop = results
                 .iter()
                 .zip(&step.checks)
@@ -125,6 +131,7 @@ impl Run<'_> {
         let started = Instant::now();
         // A step's required check failed with `on_fail: stop`: the run ended there, unfinished.
         let stopped_at_step = report.steps.iter().any(|s| s.stopped_by_checks);
+        let finished = result.is_ok();
         let result = match (&result, spec) {
             (Err(f), _) => {
                 not_verified(&mut v, f.class, &format!("the run did not finish: {}", first_line(&f.message)));
@@ -144,8 +151,9 @@ impl Run<'_> {
                 self.settle(&mut v)
             }
         };
-        // Stopped while checking: checks that never ran prove nothing, so there is no verdict.
-        let result = if self.attempt.signals.interrupted() && result.is_ok() {
+        // Stopped while checking: checks that never ran (or were cut short) prove nothing, so there is
+        // no verdict, whatever the checks that were cut reported.
+        let result = if self.attempt.signals.interrupted() && finished {
             not_verified(&mut v, OutcomeClass::Interrupted, "interrupted while verifying");
             Err(Failure::new(OutcomeClass::Interrupted, "interrupted while verifying"))
         } else {

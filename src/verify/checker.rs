@@ -58,6 +58,19 @@ impl Checker<'_> {
         step: Option<usize>,
         evidence: &Evidence,
     ) -> Vec<CheckResult> {
+        self.run_all_after(self.spent_before, target, checks, step, evidence).await
+    }
+
+    /// [`Checker::run_all`] when the run has spent `spent_before` so far (a step's checks: the steps
+    /// before them, and their own judges, count against `limits.max_cost`).
+    pub async fn run_all_after(
+        &self,
+        spent_before: Usd,
+        target: &Target<'_>,
+        checks: &[CheckSpec],
+        step: Option<usize>,
+        evidence: &Evidence,
+    ) -> Vec<CheckResult> {
         let mut results = Vec::new();
         for (i, spec) in checks.iter().enumerate() {
             let key = settings::check_key(step, i);
@@ -75,8 +88,8 @@ impl Checker<'_> {
                     check::run(target, &cmd, base, &mut cancel).await
                 }
                 (None, Some(judge)) => {
-                    let spent_here = results.iter().map(|r: &CheckResult| r.cost).sum();
-                    let judge_run = self.judge_run(&key, results.len(), spent_here, evidence);
+                    let spent_here: Usd = results.iter().map(|r: &CheckResult| r.cost).sum();
+                    let judge_run = self.judge_run(step, results.len(), spent_before + spent_here, evidence);
                     super::judge::run(target, judge, judge_run, base, &mut cancel).await
                 }
                 (None, None) => CheckResult { error: Some("the check has neither `run` nor `judge`".into()), ..base },
@@ -106,9 +119,16 @@ impl Checker<'_> {
         spec.timeout.0
     }
 
-    fn judge_run<'e>(&'e self, key: &str, n: usize, spent_here: Usd, evidence: &'e Evidence) -> JudgeRun<'e> {
+    fn judge_run<'e>(
+        &'e self,
+        step: Option<usize>,
+        n: usize,
+        spent_before: Usd,
+        evidence: &'e Evidence,
+    ) -> JudgeRun<'e> {
+        let key = settings::check_key(step, n);
         let mut settings = self.settings.clone();
-        if let Some(llm) = self.settings.judge_llm.get(key) {
+        if let Some(llm) = self.settings.judge_llm.get(&key) {
             settings.llm = llm.clone();
         }
         settings.secrets.clear();
@@ -116,15 +136,24 @@ impl Checker<'_> {
             spec: self.spec,
             settings,
             evidence,
-            log_dir: self.log_dir.join(format!("judge-{}", n + 1)),
+            log_dir: self.log_dir.join(judge_dir(step, n)),
             run_deadline: self.deadline,
             batch: self.budget,
             run_id: self.budget_key,
-            spent_before: self.spent_before + spent_here,
+            spent_before,
             price_named: self.settings.llm.input_cost_per_token.is_some()
                 && self.settings.llm.output_cost_per_token.is_some(),
             probe: self.probe,
         }
+    }
+}
+
+/// Where the judge of check `n` (0-based) logs: `judge-N` for the final checks, `step-J-judge-N` for a
+/// step's, so two steps' first judges never share a log.
+fn judge_dir(step: Option<usize>, n: usize) -> String {
+    match step {
+        Some(j) => format!("step-{}-judge-{}", j + 1, n + 1),
+        None => format!("judge-{}", n + 1),
     }
 }
 

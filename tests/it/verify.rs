@@ -197,7 +197,10 @@ fn a_cheating_agent_passes_where_the_docs_say_it_cannot() {
             assert!(notices.contains("reward.json") && notices.contains("ohrun-verify-out.cheat"), "{name}: {notices}");
         }
         if name == "hidden" {
-            assert!(notices.contains("hidden/check.sh was already in the working directory"), "{notices}");
+            assert!(
+                notices.contains("hidden/check.sh was in the working directory before the hidden files arrived"),
+                "{notices}"
+            );
         }
     }
     let _ = std::fs::remove_dir_all("/tmp/ohrun-verify-out.cheat");
@@ -343,4 +346,126 @@ fn fresh_mode_verifies_in_a_new_container() {
     );
     assert_ne!(v["sandbox"]["id"], report["sandbox"]["id"], "a container of its own");
     assert!(crate::docker::containers_of("fresh-docker").is_empty(), "no container is left");
+}
+
+/// Fresh mode on a local server given a `working_dir`: the checks run in a new directory beside it, which
+/// is removed afterwards, and the user's directory keeps the agent's work. An agent that removes `.git`
+/// leaves no patch to carry over: its failure (exit 1, a failed "final patch" check), not the verifier's.
+#[test]
+fn fresh_mode_beside_a_local_working_dir_and_an_agent_that_breaks_the_repository_fails() {
+    agent_server_command();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, command) in [("solve", "echo 42 > answer.txt"), ("break", "echo 42 > answer.txt; rm -rf .git")] {
+        let script = format!(
+            "replies:\n  - tool: terminal\n    args: {{command: '{command}'}}\n  - tool: finish\n    args: {{message: done}}\n"
+        );
+        std::fs::write(dir.path().join(format!("{name}.script.yaml")), script).unwrap();
+    }
+    for (name, code, verdict) in [("solve", 0, "passed"), ("break", 1, "failed")] {
+        let work = dir.path().join(format!("work-{name}"));
+        std::fs::create_dir(&work).unwrap();
+        let job = write_job(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\nsandbox: {{kind: local, working_dir: '{}'}}\nllm: {{model: m}}\nvars: {{n: 1}}\nsetup:\n{REPO_SETUP}steps:\n  - message: Answer.\n\
+                 verify:\n  mode: fresh\n  checks:\n    - name: answer is 42\n      run: test \"$(cat answer.txt)\" = 42\nrehearsal: {name}.script.yaml\n",
+                work.display()
+            ),
+        );
+        let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).output();
+        assert_eq!(out.code, code, "{name}: {}", out.stderr);
+        let report = read_report(&dir.path().join(format!("ohrun-reports/{name}/{name}")));
+        let v = &report["verification"];
+        assert_eq!(v["verdict"], verdict, "{name}: {v}");
+        assert_eq!(
+            std::fs::read_to_string(work.join("answer.txt")).unwrap().trim(),
+            "42",
+            "the user's directory keeps the work"
+        );
+        if name == "solve" {
+            let fresh = v["sandbox"]["working_dir"].as_str().unwrap();
+            assert_ne!(Path::new(fresh), work, "verified beside the run's directory, not in it");
+            assert!(fresh.starts_with(&work.display().to_string()) && !Path::new(fresh).exists(), "{fresh} is removed");
+        } else {
+            let check = &v["checks"][0];
+            assert_eq!(
+                (check["name"].as_str(), check["kind"].as_str(), check["passed"].as_bool()),
+                (Some("final patch"), Some("setup"), Some(false)),
+                "{check}"
+            );
+            assert!(check["error"].is_null(), "the agent's failure, not the verifier's: {check}");
+            assert_eq!(report["outcome"]["class"], "failed");
+        }
+    }
+}
+
+/// SIGINT while a check runs: the run is interrupted (exit 130), gets no verdict (neither failed nor an
+/// error: nobody knows), and its report is valid and complete.
+#[test]
+fn an_interrupt_during_verification_leaves_the_run_unverified() {
+    agent_server_command();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.yaml"), SOLVER).unwrap();
+    let started = dir.path().join("check-started");
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: cut\nsandbox: {{kind: local}}\nllm: {{model: m}}\nvars: {{n: 1}}\nsetup:\n{REPO_SETUP}steps:\n  - message: Answer.\n\
+             verify:\n  checks:\n    - name: slow\n      run: touch '{}' && sleep 120\n      timeout: 5m\nrehearsal: script.yaml\n",
+            started.display()
+        ),
+    );
+    let child = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse"]).args([&job]).spawn();
+    wait_until(std::time::Duration::from_secs(120), "the check runs", || started.exists());
+    signal(&child, libc::SIGINT);
+    let out = wait_output(child, std::time::Duration::from_secs(60));
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/cut/cut"));
+    assert_eq!(report["outcome"]["class"], "interrupted", "{}", report["outcome"]);
+    assert!(report["verification"]["verdict"].is_null(), "{}", report["verification"]);
+    assert_eq!(report["sandbox"]["disposition"], "released");
+    let summary = read_summary(&dir.path().join("ohrun-reports/cut"));
+    assert!(summary["runs"][0]["verdict"].is_null(), "{}", summary["runs"][0]);
+    let tally = &summary["verification"]["batch"];
+    let count = |k: &str| tally[k].as_u64().unwrap_or(0);
+    assert_eq!((count("failed"), count("error")), (0, 0), "counted neither failed nor error: {tally}");
+}
+
+/// `ohrun verify --patch empty` from another directory, over the trials of a run: a check that cannot run
+/// without the agent's work (it times out) is not a check that "fails without a change" — exit 3, unknown.
+#[test]
+fn ohrun_verify_of_trials_from_elsewhere_says_unknown_when_a_check_cannot_run() {
+    agent_server_command();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.yaml"), SOLVER).unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "name: unknown\nsandbox: {{kind: local}}\nllm: {{model: m}}\nvars: {{n: 1}}\nsetup:\n{REPO_SETUP}steps:\n  - message: Answer.\n\
+             verify:\n  checks:\n    - name: answer or hang\n      run: test -f answer.txt || sleep 60\n      timeout: 2s\nrehearsal: script.yaml\n"
+        ),
+    );
+    let out = Ohrun::new().current_dir(dir.path()).args(["run", "--rehearse", "--repeat", "2"]).args([&job]).output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let run_dir = dir.path().join("ohrun-reports/unknown/unknown");
+    assert!(run_dir.join("trial-2/run.json").is_file());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let regrade = |patch: &str| {
+        Ohrun::new()
+            .current_dir(elsewhere.path())
+            .args(["verify", "--json", "--patch", patch])
+            .args([&run_dir])
+            .output()
+    };
+    let again = regrade("final");
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let trials: Vec<u64> =
+        again.json()["runs"].as_array().unwrap().iter().map(|r| r["trial"].as_u64().unwrap()).collect();
+    assert_eq!(trials, [1, 2]);
+    let empty = regrade("empty");
+    assert_eq!(empty.code, 3, "{}", empty.stderr);
+    assert!(empty.stderr.contains("could not be checked"), "{}", empty.stderr);
 }
