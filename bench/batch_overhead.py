@@ -28,7 +28,8 @@ import math
 from benchlib import KEY, cpu_of, machine_busy, start_server, stop_server, ts, watch, write_matrix_job
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OHRUN = ROOT / "target/release/ohrun"
+# BENCH_OHRUN=PATH: another ohrun binary (the one before a change), measured the same way.
+OHRUN = os.environ.get("BENCH_OHRUN") or ROOT / "target/release/ohrun"
 JOBS = int(os.environ.get("BENCH_JOBS", "4"))
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "12,100").split(",")]
 def ohrun(work, args):

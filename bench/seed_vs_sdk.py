@@ -2,7 +2,12 @@
 real agent-server and the same scripted LLM (`ohrun rehearse`, restarted for every run). Measures wall
 time, each client's own CPU time and peak RSS (VmHWM, sampled from /proc; the agent-server is nobody's),
 the time of each phase of both clients (start-up, connect, setup command, conversation, each step,
-close), and, for ohrun, the completion latency it records per step.
+close), for ohrun the completion latency it records per step, and the agent-server's own CPU per run
+(/proc/<server>/stat before and after each run: utime + stime, and cutime + cstime, the commands it ran
+and waited for; the agent's terminal runs in tmux, which is nobody's child, the same for both clients).
+
+BENCH_OHRUN_BEFORE=PATH adds a client `ohrun-before`: another ohrun binary (the one before a change),
+taking its turn in the same rounds. BENCH_SEED_QUIET=0 leaves out the SDK with the seed's 2 s quiet window.
 
 Run with the managed venv's Python (it has the SDK):
     ~/.cache/ohrun/agent-server-1.58.2/bin/python bench/seed_vs_sdk.py
@@ -20,9 +25,17 @@ from benchlib import KEY, start_server, stop_server, ts, watch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OHRUN = ROOT / "target/release/ohrun"
+OHRUN_BEFORE = os.environ.get("BENCH_OHRUN_BEFORE")
 SCRIPT = ROOT / "jobs/rehearsals/facts.yaml"
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 PHASES = ["start-up", "connect", "setup", "conversation", "step 1", "step 2", "close"]
+
+
+def server_cpu(pid):
+    """(own CPU s, CPU s of the children it waited for) of the agent-server so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
 def start_rehearsal():
@@ -60,7 +73,7 @@ def sdk_phases(out, spawned, exited):
     }
 
 
-def run_ohrun(url, work, wd, llm_url):
+def run_ohrun(url, work, wd, llm_url, binary=OHRUN):
     job = pathlib.Path(work, "job.yaml")
     job.write_text(
         f"name: seed\nsandbox: {{kind: remote, url: '{url}', session_key: '${{KEY}}', working_dir: '{wd}'}}\n"
@@ -70,7 +83,7 @@ def run_ohrun(url, work, wd, llm_url):
         "steps:\n  - message: Read the current repo and write 3 facts about the project into FACTS.txt.\n"
         "  - message: Great! Now delete that file.\n")
     spawned = time.time()
-    proc = subprocess.Popen([OHRUN, "-q", "run", job], cwd=work, env=dict(os.environ, KEY=KEY))
+    proc = subprocess.Popen([binary, "-q", "run", job], cwd=work, env=dict(os.environ, KEY=KEY))
     rss, cpu = watch(proc)
     exited = time.time()
     assert proc.returncode == 0, "ohrun failed"
@@ -98,12 +111,17 @@ def med(xs):
 
 def report(results):
     print(f"{RUNS} runs each, interleaved, one agent-server and the scripted LLM\n")
-    print("| client | wall, median (min … max) | client CPU, median | client peak RSS, median | cost reported |")
-    print("|---|---|---|---|---|")
+    print("| client | wall, median (min … max) | client CPU, median | client peak RSS, median | cost reported "
+          "| agent-server CPU per run (own + its commands) | of which its commands |")
+    print("|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         walls = [r[0] for r in rows]
+        server = [r[6][0] + r[6][1] for r in rows]
+        children = [r[6][1] for r in rows]
         print(f"| {name} | {med(walls):.2f} s ({min(walls):.2f} … {max(walls):.2f}) | {med([r[2] for r in rows]):.2f} s | "
-              f"{med([r[1] for r in rows]) / 1024:.1f} MiB | ${rows[0][3]:.4f} |")
+              f"{med([r[1] for r in rows]) / 1024:.1f} MiB | ${rows[0][3]:.4f} | "
+              f"{med(server):.2f} s ({min(server):.2f} … {max(server):.2f}) | "
+              f"{med(children):.2f} s ({min(children):.2f} … {max(children):.2f}) |")
     print("\nPer phase, median seconds (min … max):\n")
     print("| phase | " + " | ".join(results) + " |")
     print("|---|" + "---|" * len(results))
@@ -113,6 +131,11 @@ def report(results):
             xs = [r[4][phase] for r in rows]
             cells.append(f"{med(xs):.3f} ({min(xs):.3f} … {max(xs):.3f})")
         print(f"| {phase} | " + " | ".join(cells) + " |")
+    if "sdk" in results:
+        sdk = med([r[6][0] + r[6][1] for r in results["sdk"]])
+        for name in [n for n in results if n.startswith("ohrun")]:
+            ours = med([r[6][0] + r[6][1] for r in results[name]])
+            print(f"\nagent-server CPU per {name} run / per SDK run: {ours / sdk:.2f} (goal ≤ 0.8)")
     latencies = [lat for r in results["ohrun"] for lat in r[5]]
     print(f"\nohrun completion latency (final state frame read → step done), {len(latencies)} steps: "
           f"median {med(latencies):.3f} ms, max {max(latencies):.3f} ms")
@@ -120,17 +143,29 @@ def report(results):
 
 def main():
     server, url = start_server()
-    results = {"ohrun": [], "sdk": [], "sdk+quiet2s": []}
+    results = {"ohrun": []}
+    if OHRUN_BEFORE:
+        results["ohrun-before"] = []
+    results["sdk"] = []
+    if os.environ.get("BENCH_SEED_QUIET", "1") != "0":
+        results["sdk+quiet2s"] = []
     try:
         for _ in range(RUNS):
             for name in results:
                 work = tempfile.mkdtemp()
                 wd = os.path.join(work, "ws")
                 reh, llm_url = start_rehearsal()
+                before = server_cpu(server.pid)
                 if name == "ohrun":
-                    results[name].append(run_ohrun(url, work, wd, llm_url))
+                    row = run_ohrun(url, work, wd, llm_url)
+                elif name == "ohrun-before":
+                    row = run_ohrun(url, work, wd, llm_url, OHRUN_BEFORE)
                 else:
-                    results[name].append(run_sdk(url, work, wd, llm_url, "2" if name.endswith("quiet2s") else "0"))
+                    row = run_sdk(url, work, wd, llm_url, "2" if name.endswith("quiet2s") else "0")
+                # The server may still be finishing the run's requests (a deleted conversation's clean-up).
+                time.sleep(0.5)
+                after = server_cpu(server.pid)
+                results[name].append(row + ((after[0] - before[0], after[1] - before[1]),))
                 reh.terminate()
                 reh.wait()
     finally:

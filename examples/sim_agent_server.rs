@@ -292,6 +292,9 @@ fn route(shared: &Shared, method: &str, target: &str, body: Value) -> (u16, Valu
         ("POST", ["api", "bash", "start_bash_command"]) => {
             (200, json!({"id": uuid::Uuid::new_v4().simple().to_string()}))
         }
+        ("POST", ["api", "bash", "execute_bash_command"]) => {
+            (200, json!({"kind": "BashOutput", "order": 0, "stdout": "", "stderr": "", "exit_code": 0}))
+        }
         ("GET", ["api", "bash", "bash_events", "search"]) => (
             200,
             json!({"items": [{"kind": "BashOutput", "order": 0, "stdout": "", "stderr": "", "exit_code": 0}], "next_page_id": null}),

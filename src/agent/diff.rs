@@ -26,7 +26,8 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// `$1`: the snapshot directory's name (in `$TMPDIR`, else `/tmp`), `$2`: the working directory, `$3`:
 /// `init` (take the base snapshots) or `diff` (snapshot again, print what changed since the last one,
 /// and keep the new one as the base).
-/// Output: `C <status>\t<path>` per change (`B` for a binary file; at most `MAX_CHANGES`), `T <changed
+/// Output: `H <commit>` (the working directory's repository's HEAD, `-` for none), then, for `diff`,
+/// `C <status>\t<path>` per change (`B` for a binary file; at most `MAX_CHANGES`), `T <changed
 /// paths>`, `N <insertions> <deletions>`, `W <warning>` when some files could not be read, then
 /// `@@ohrun-diff` and the unified diff (cut at `MAX_DIFF_BYTES` + 1). Any other failure: exit 3 with the
 /// reason on stderr, and the bases stay where they were.
@@ -83,6 +84,10 @@ while IFS= read -r root; do
 done < "$snap/roots"
 # Only now, every root done, do the new snapshots become the bases.
 for next in "$snap"/*/ohrun-next; do [ -f "$next" ] && mv "$next" "${next%-next}-base"; done
+# The commit the working directory's own repository is at (only one whose top it is), in the same
+# command: the final patch is taken against it.
+unset GIT_DIR GIT_WORK_TREE
+if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ] && h=$(git rev-parse -q --verify 'HEAD^{commit}' 2>/dev/null); then echo "H $h"; else echo "H -"; fi
 [ "$mode" = init ] && exit 0
 head -n MAXCHANGES "$snap/changes" | sed 's/^/C /'
 echo "T $(wc -l < "$snap/changes")"
@@ -113,7 +118,7 @@ impl<'a> Snapshots<'a> {
         attempt_dir: &Path,
         deadline: Option<Instant>,
         cancel: &mut Cancel,
-    ) -> Result<Snapshots<'a>, String> {
+    ) -> Result<(Snapshots<'a>, Option<String>), String> {
         let name: String =
             run_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
         let snapshots = Snapshots {
@@ -123,7 +128,10 @@ impl<'a> Snapshots<'a> {
             attempt_dir: attempt_dir.to_path_buf(),
         };
         match snapshots.script("init", deadline, cancel).await {
-            Ok(_) => Ok(snapshots),
+            Ok(output) => {
+                let head = head_of(&output).flatten();
+                Ok((snapshots, head))
+            }
             Err(e) => {
                 snapshots.remove().await;
                 Err(e)
@@ -133,10 +141,22 @@ impl<'a> Snapshots<'a> {
 
     /// What changed since the last snapshot, into `steps/NAME.diff` (NAME: `setup`, or a step's number).
     pub async fn take(&self, name: &str, deadline: Option<Instant>, cancel: &mut Cancel) -> DiffInfo {
+        self.take_with_head(name, deadline, cancel).await.0
+    }
+
+    /// `take`, and the commit the working directory's repository is at now (`Some(None)`: it has none;
+    /// None: the snapshot failed, so it is not known).
+    pub async fn take_with_head(
+        &self,
+        name: &str,
+        deadline: Option<Instant>,
+        cancel: &mut Cancel,
+    ) -> (DiffInfo, Option<Option<String>>) {
         let output = match self.script("diff", deadline, cancel).await {
             Ok(output) => output,
-            Err(e) => return DiffInfo { error: Some(e), ..DiffInfo::default() },
+            Err(e) => return (DiffInfo { error: Some(e), ..DiffInfo::default() }, None),
         };
+        let head = head_of(&output);
         let (mut info, diff) = parse(&output);
         // Redacted before it is cut, never cutting a secret: the script sent enough past the cap for that.
         let (diff, cut) = crate::report::redact::head(diff, MAX_DIFF_BYTES);
@@ -148,7 +168,7 @@ impl<'a> Snapshots<'a> {
                 Err(e) => info.error = Some(format!("cannot write {file}: {e}")),
             }
         }
-        info
+        (info, head)
     }
 
     /// Removes the snapshots from the sandbox — also when ohrun is stopping: they are a copy of the
@@ -198,6 +218,14 @@ impl<'a> Snapshots<'a> {
     }
 }
 
+/// The `H` line of the script's output: `Some(None)` when the working directory is no repository's top
+/// or has no commit, None when the line is missing.
+fn head_of(output: &str) -> Option<Option<String>> {
+    let line = output.lines().take_while(|l| *l != "@@ohrun-diff").find_map(|l| l.strip_prefix("H "))?;
+    let commit = line.trim();
+    Some((commit.len() >= 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())).then(|| commit.to_string()))
+}
+
 /// The script's output: the changes and counts, and the diff text (as sent: cut to the cap once redacted).
 fn parse(output: &str) -> (DiffInfo, &str) {
     let (head, diff) = match output.split_once("@@ohrun-diff\n") {
@@ -238,6 +266,14 @@ mod tests {
             Some("some files could not be read (left out): warning: could not open directory 'x/'")
         );
         assert_eq!(diff, "diff --git a/README.md b/README.md\n+x\n");
+    }
+
+    #[test]
+    fn the_head_line_gives_the_commit_or_none() {
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(head_of(&format!("H {commit}\nT 0\n@@ohrun-diff\n")), Some(Some(commit.to_string())));
+        assert_eq!(head_of("H -\nT 0\n@@ohrun-diff\nH 0123\n"), Some(None));
+        assert_eq!(head_of("T 0\n@@ohrun-diff\nH 0123456789abcdef0123456789abcdef01234567\n"), None);
     }
 
     #[test]

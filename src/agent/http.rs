@@ -58,6 +58,10 @@ pub struct AgentClient {
     request_timeout: Duration,
 }
 
+/// How long past a command's own timeout ohrun waits for the server to answer that it ended (the server
+/// kills it at its timeout, then gives it a second or two to go).
+pub const BASH_ANSWER_MARGIN: Duration = Duration::from_secs(30);
+
 /// One HTTP client for the whole process: its connection pool and TLS roots are shared by every run
 /// (building a client per run cost each run its own copy of the roots: ~0.3 MB and milliseconds of CPU
 /// at 1,000 runs). Timeouts are set per request. Redirects are followed only within one origin: every
@@ -243,6 +247,26 @@ impl AgentClient {
         let body = json!({"command": command, "cwd": cwd, "timeout": timeout.as_secs().max(1)});
         let v = self.post(&["api", "bash", "start_bash_command"], &body).await?;
         Ok(v.get("id").and_then(Value::as_str).unwrap_or_default().to_string())
+    }
+
+    /// Runs a shell command to its end in one request (`execute_bash_command`: the server answers when
+    /// it has exited or its `timeout` killed it, with every output chunk joined): no polling.
+    pub async fn execute_bash(&self, command: &str, cwd: &str, timeout: Duration) -> Result<Value, ApiError> {
+        let body = json!({"command": command, "cwd": cwd, "timeout": timeout.as_secs().max(1)});
+        let wait = Duration::from_secs(timeout.as_secs().max(1)) + BASH_ANSWER_MARGIN;
+        self.send("POST", &["api", "bash", "execute_bash_command"], &[], Some(&body), Some(wait)).await.map(|(_, v)| v)
+    }
+
+    /// The id of the newest command (among the last hundred) whose text contains `tag`.
+    pub async fn find_bash(&self, tag: &str) -> Result<Option<String>, ApiError> {
+        let query = [("kind__eq", "BashCommand"), ("sort_order", "TIMESTAMP_DESC"), ("limit", "100")];
+        let v = self.get(&["api", "bash", "bash_events", "search"], &query).await?;
+        let items = v.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(items
+            .iter()
+            .find(|c| c.get("command").and_then(Value::as_str).is_some_and(|text| text.contains(tag)))
+            .and_then(|c| c.get("id").and_then(Value::as_str))
+            .map(str::to_string))
     }
 
     /// The output chunks of command `id` after chunk `after` (-1: all), in order; the last one carries

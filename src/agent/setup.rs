@@ -1,7 +1,7 @@
 //! Shell commands in the sandbox through the agent-server's bash endpoint: the job's setup commands, in
-//! order, each in the working directory unless it says otherwise. A command is started, then followed
-//! until it exits; when ohrun is interrupted the command is stopped on the server and recorded as
-//! interrupted, with whatever output had come back.
+//! order, each in the working directory unless it says otherwise. A command runs in one request that the
+//! server answers when it has exited (`run_command`); when ohrun is interrupted the command is stopped on
+//! the server and recorded as interrupted, with whatever output had come back.
 
 use super::Error;
 use super::http::AgentClient;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// How long ohrun waits beyond a command's own timeout for the server to report its end.
-const MARGIN: Duration = Duration::from_secs(30);
+const MARGIN: Duration = super::http::BASH_ANSWER_MARGIN;
 
 /// What running the setup commands gave.
 pub struct Setup {
@@ -86,6 +86,12 @@ pub struct Output {
 }
 
 /// Runs one command to its end; on failure, what had come back so far and why it stopped.
+///
+/// One request (`execute_bash_command`), answered when the command has exited: no polling, so the server
+/// scans its bash-event store once per command instead of once per poll. The command carries a tag (a
+/// first line that is a shell comment) by which ohrun finds it again when it must: to stop it when ohrun
+/// is interrupted, and to follow it by polling when the request itself was cut (a proxy that closes long
+/// requests). A server without the endpoint gets the start-and-poll way.
 pub async fn run_command(
     client: &AgentClient,
     command: &str,
@@ -94,16 +100,77 @@ pub async fn run_command(
     cancel: &mut Cancel,
 ) -> Result<Output, (Output, Error)> {
     let started = Instant::now();
-    let mut out = Output::default();
-    let id = match client.start_bash(command, cwd, timeout).await {
-        Ok(id) => id,
-        Err(e) => return Err((out, e.into())),
+    if cancel.is_set() {
+        return Err((Output::default(), Error::Interrupted));
+    }
+    let tag = format!("ohrun-command-{:016x}", fastrand::u64(..));
+    let tagged = format!("# {tag}\n{command}");
+    let answer = tokio::select! {
+        answer = client.execute_bash(&tagged, cwd, timeout) => answer,
+        _ = cancel.wait() => {
+            if let Some(id) = find(client, &tag).await {
+                let _ = client.stop_bash(&id).await;
+            }
+            return Err((Output { elapsed: started.elapsed(), ..Output::default() }, Error::Interrupted));
+        }
     };
+    match answer {
+        Ok(v) => Ok(output_of(&v, started)),
+        // A server older than the endpoint.
+        Err(e) if matches!(e.status, Some(404 | 405)) => {
+            let id = match client.start_bash(&tagged, cwd, timeout).await {
+                Ok(id) => id,
+                Err(e) => return Err((Output::default(), e.into())),
+            };
+            follow(client, &id, started, timeout, cancel).await
+        }
+        // No answer (or a gateway's): the command may be running; follow it if it is.
+        Err(e) if e.status.is_none() || matches!(e.status, Some(502..=504)) => match find(client, &tag).await {
+            Some(id) => follow(client, &id, started, timeout, cancel).await,
+            None => Err((Output { elapsed: started.elapsed(), ..Output::default() }, e.into())),
+        },
+        Err(e) => Err((Output { elapsed: started.elapsed(), ..Output::default() }, e.into())),
+    }
+}
+
+/// The id of the command tagged `tag`; looked for a few times over a second, since a request just sent
+/// may not have reached the server yet.
+async fn find(client: &AgentClient, tag: &str) -> Option<String> {
+    for _ in 0..5 {
+        if let Ok(Some(id)) = client.find_bash(tag).await {
+            return Some(id);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// The answer of `execute_bash_command` (a `BashOutput` with every chunk joined; `null` for no output).
+fn output_of(v: &Value, started: Instant) -> Output {
+    let text = |key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    Output {
+        exit_code: v.get("exit_code").and_then(Value::as_i64).unwrap_or(-1),
+        stdout: text("stdout"),
+        stderr: text("stderr"),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Follows a started command by polling its output until it exits (or its time is up: then it is
+/// stopped, exit -1); interrupted, it is stopped on the server.
+async fn follow(
+    client: &AgentClient,
+    id: &str,
+    started: Instant,
+    timeout: Duration,
+    cancel: &mut Cancel,
+) -> Result<Output, (Output, Error)> {
+    let mut out = Output::default();
     let deadline = started + timeout + MARGIN;
     let mut last = -1i64;
     let mut interval = Duration::from_millis(20);
     loop {
-        let chunks = match client.bash_output(&id, last).await {
+        let chunks = match client.bash_output(id, last).await {
             Ok(c) => c,
             Err(e) => {
                 out.elapsed = started.elapsed();
@@ -121,13 +188,13 @@ pub async fn run_command(
             }
         }
         if Instant::now() >= deadline {
-            let _ = client.stop_bash(&id).await;
+            let _ = client.stop_bash(id).await;
             out.exit_code = -1;
             out.elapsed = started.elapsed();
             return Ok(out);
         }
         if cancel.sleep(interval).await {
-            let _ = client.stop_bash(&id).await;
+            let _ = client.stop_bash(id).await;
             out.elapsed = started.elapsed();
             return Err((out, Error::Interrupted));
         }

@@ -270,6 +270,7 @@ fn expand_runs(
     let mut runs: Vec<PlannedRun> = Vec::with_capacity(count);
     let mut seen_ids = std::collections::HashMap::new();
     let mut untemplated: Option<JobSpec> = None;
+    let job_dir = &validate::JobDir::new(job_dir);
     for (i, combo) in combos.into_iter().enumerate() {
         let mut id = expand::run_id(&header.job_name, combo.as_ref());
         let n = seen_ids.entry(id.clone()).or_insert(0usize);
@@ -401,11 +402,20 @@ fn errors(source: Source, diags: Vec<Diagnostic>, mut var_reports: Vec<Report>) 
 }
 
 fn dedupe(diags: &mut Vec<Diagnostic>) {
+    // Called once per run: nothing to do (and nothing to allocate) for a sound one.
+    if diags.len() < 2 {
+        return;
+    }
     let mut seen = std::collections::HashSet::new();
     diags.retain(|d| seen.insert((d.message.clone(), d.span)));
 }
 
-fn build_spec(mut value: Value, doc: &Document, job_dir: &Path, diags: &mut Vec<Diagnostic>) -> Option<JobSpec> {
+fn build_spec(
+    mut value: Value,
+    doc: &Document,
+    job_dir: &validate::JobDir,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<JobSpec> {
     let spec = decode_job(&mut value, doc, diags)?;
     let problems = validate::check(&spec, job_dir, doc);
     if problems.is_empty() {

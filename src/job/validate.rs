@@ -35,7 +35,36 @@ pub fn check_name(name: &str, doc: &Document) -> Option<Diagnostic> {
     })
 }
 
-pub fn check(spec: &JobSpec, job_dir: &FsPath, doc: &Document) -> Vec<Diagnostic> {
+/// The job file's directory, and what was found in it so far: every run of a plan names the same message,
+/// check and rehearsal files, so each is looked up once per job file, not once per run.
+pub struct JobDir<'p> {
+    path: &'p FsPath,
+    /// Relative path → (exists, is a file).
+    found: std::cell::RefCell<std::collections::HashMap<String, (bool, bool)>>,
+}
+
+impl<'p> JobDir<'p> {
+    pub fn new(path: &'p FsPath) -> JobDir<'p> {
+        JobDir { path, found: Default::default() }
+    }
+
+    fn look(&self, relative: &str) -> (bool, bool) {
+        *self.found.borrow_mut().entry(relative.to_string()).or_insert_with(|| {
+            let meta = std::fs::metadata(self.path.join(relative));
+            (meta.is_ok(), meta.is_ok_and(|m| m.is_file()))
+        })
+    }
+
+    fn is_file(&self, relative: &str) -> bool {
+        self.look(relative).1
+    }
+
+    fn exists(&self, relative: &str) -> bool {
+        self.look(relative).0
+    }
+}
+
+pub fn check(spec: &JobSpec, job_dir: &JobDir, doc: &Document) -> Vec<Diagnostic> {
     let mut c = Checker { doc, out: Vec::new(), durations: Vec::new(), env_strings: Vec::new() };
     c.steps(spec, job_dir);
     c.setup(spec);
@@ -64,7 +93,7 @@ impl<'s> Checker<'_, 's> {
         self.env_strings.push((p, s));
     }
 
-    fn steps(&mut self, spec: &'s JobSpec, job_dir: &FsPath) {
+    fn steps(&mut self, spec: &'s JobSpec, job_dir: &JobDir) {
         if spec.steps.is_empty() {
             self.at(path(&[k("steps")]), "a job needs at least one step".into(), "add `- message: ...` under `steps:`");
         }
@@ -77,7 +106,7 @@ impl<'s> Checker<'_, 's> {
                     format!("step {} has an empty message", i + 1),
                     "write what the agent should do",
                 ),
-                Message::File { file } if !job_dir.join(file).is_file() => self.at(
+                Message::File { file } if !job_dir.is_file(file) => self.at(
                     path(&[k("steps"), Seg::Index(i), k("message"), k("file")]),
                     format!("message file `{file}` does not exist"),
                     "paths are relative to the job file's directory",
@@ -88,7 +117,7 @@ impl<'s> Checker<'_, 's> {
     }
 
     /// `verify:`, every step's `checks:` and `repeat`.
-    fn verify(&mut self, spec: &'s JobSpec, job_dir: &FsPath) {
+    fn verify(&mut self, spec: &'s JobSpec, job_dir: &JobDir) {
         if spec.repeat == 0 || spec.repeat > MAX_REPEAT {
             self.at(path(&[k("repeat")]), format!("`repeat: {}` is out of range", spec.repeat), "use 1 to 1000 trials");
         }
@@ -101,7 +130,7 @@ impl<'s> Checker<'_, 's> {
                 );
             }
             if let Some(files) = &v.files
-                && !job_dir.join(files).exists()
+                && !job_dir.exists(files)
             {
                 self.at(
                     path(&[k("verify"), k("files")]),
@@ -398,7 +427,7 @@ impl<'s> Checker<'_, 's> {
         }
     }
 
-    fn limits_report_secrets(&mut self, spec: &'s JobSpec, job_dir: &FsPath) {
+    fn limits_report_secrets(&mut self, spec: &'s JobSpec, job_dir: &JobDir) {
         if spec.limits.max_cost.is_some_and(|c| c.nanos == 0) {
             self.at(
                 path(&[k("limits"), k("max_cost")]),
@@ -419,7 +448,7 @@ impl<'s> Checker<'_, 's> {
         self.env_names(&[k("secrets")], &spec.secrets);
         if let Some(r) = &spec.rehearsal {
             self.literal(path(&[k("rehearsal")]), r);
-            if !r.contains("${") && !job_dir.join(r).is_file() {
+            if !r.contains("${") && !job_dir.is_file(r) {
                 self.at(
                     path(&[k("rehearsal")]),
                     format!("rehearsal script `{r}` does not exist"),

@@ -26,20 +26,28 @@ const MIN_BASE64_LEN: usize = 8;
 
 /// Every registered form and the automaton that finds them all at once.
 struct Registry {
+    /// The values registered as given: a value seen before is not encoded again (a batch registers the
+    /// same keys once per run).
+    values: Vec<String>,
     forms: Vec<String>,
     matcher: Option<AhoCorasick>,
     /// The longest form, in bytes: how much text a line-buffered writer must hold back.
     longest: usize,
 }
 
-static REGISTRY: RwLock<Registry> = RwLock::new(Registry { forms: Vec::new(), matcher: None, longest: 0 });
+static REGISTRY: RwLock<Registry> =
+    RwLock::new(Registry { values: Vec::new(), forms: Vec::new(), matcher: None, longest: 0 });
 
 /// Registers a secret value, and the forms it takes when a program re-encodes it, for every later write.
 pub fn register(value: &str) {
-    if value.len() < MIN_LEN {
+    if value.len() < MIN_LEN || REGISTRY.read().unwrap_or_else(|e| e.into_inner()).values.iter().any(|v| v == value) {
         return;
     }
     let mut reg = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
+    if reg.values.iter().any(|v| v == value) {
+        return;
+    }
+    reg.values.push(value.to_string());
     let before = reg.forms.len();
     for form in forms(value) {
         if form.len() >= MIN_LEN && !reg.forms.contains(&form) {

@@ -374,17 +374,22 @@ impl Run<'_> {
         self.make_working_dir(ready).await?;
         // Before the diffs' base snapshot: the clone is where the run starts, not what setup changed.
         self.bring_repo(ready, settings, report).await?;
-        let snapshots = self.snapshots(ready, report).await;
-        let result = self.set_up_and_converse(ready, backend, settings, writer, report, snapshots.as_ref()).await;
+        let (snapshots, head) = match self.snapshots(ready, report).await {
+            Some((s, head)) => (Some(s), Some(head)),
+            None => (None, None),
+        };
+        let result =
+            self.set_up_and_converse(ready, backend, settings, writer, report, (snapshots.as_ref(), head)).await;
         if let Some(s) = snapshots {
             s.remove().await;
         }
         result
     }
 
-    /// The base snapshot of the working directory for the diffs (`report.diffs`); None when they are off
-    /// or the sandbox cannot take them (the report says why).
-    async fn snapshots<'r>(&self, ready: &'r Ready, report: &mut RunReport) -> Option<Snapshots<'r>> {
+    /// The base snapshot of the working directory for the diffs (`report.diffs`), and the commit its
+    /// repository is at (taken in the same command); None when they are off or the sandbox cannot take
+    /// them (the report says why).
+    async fn snapshots<'r>(&self, ready: &'r Ready, report: &mut RunReport) -> Option<(Snapshots<'r>, Option<String>)> {
         if !self.spec().report.diffs {
             return None;
         }
@@ -400,7 +405,8 @@ impl Run<'_> {
         }
     }
 
-    /// Setup (and what it changed), a place to talk to the agent, the conversation.
+    /// Setup (and what it changed), a place to talk to the agent, the conversation. `start_head`: the
+    /// commit the working directory was at, when the base snapshot's command told it (`Some(None)`: none).
     async fn set_up_and_converse(
         &self,
         ready: &Ready,
@@ -408,24 +414,32 @@ impl Run<'_> {
         settings: &RunSettings,
         writer: &mut ReportWriter,
         report: &mut RunReport,
-        snapshots: Option<&Snapshots<'_>>,
+        (snapshots, start_head): (Option<&Snapshots<'_>>, Option<Option<String>>),
     ) -> Result<(), Failure> {
-        let early_base = match report.repo.as_ref().and_then(|r| r.base_commit.clone()) {
-            Some(b) => Some(b),
-            None => self.start_commit(ready).await,
+        // The cloned repository's base commit, else the head the base snapshot saw, else asked now.
+        let cloned = report.repo.as_ref().and_then(|r| r.base_commit.clone());
+        let early_base = match (cloned, start_head) {
+            (Some(b), _) => Some(b),
+            (None, Some(head)) => head,
+            (None, None) => self.start_commit(ready).await,
         };
         let setup = self.setup(ready, settings, report).await;
+        let mut head_after_setup = None;
         if let Some(s) = snapshots {
-            report.setup_diff = Some(s.take("setup", self.run_deadline, &mut self.attempt.signals.cancel()).await);
+            let (diff, head) = s.take_with_head("setup", self.run_deadline, &mut self.attempt.signals.cancel()).await;
+            report.setup_diff = Some(diff);
+            head_after_setup = head;
         }
         if let Err(f) = &setup {
             self.setup_failed(report, f);
         }
         setup?;
-        // The commit the final patch is taken against: before setup, or after it when setup made the repository.
-        let base = match early_base {
-            Some(b) => Some(b),
-            None => self.start_commit(ready).await,
+        // The commit the final patch is taken against: before setup, or after it when setup made the
+        // repository (told by the setup diff's command when there was one).
+        let base = match (early_base, head_after_setup) {
+            (Some(b), _) => Some(b),
+            (None, Some(head)) => head,
+            (None, None) => self.start_commit(ready).await,
         };
         let (_place, waited) = self.wait_for_place(report).await?;
         self.attempt.line.activity("starting the conversation");

@@ -68,16 +68,39 @@ pub struct JobEntry {
 /// The hash of a run's rendered job and of the message files it names (relative to `job_dir`): a change
 /// to anything a trial of the run would do changes it. How many trials is not part of it (`trials`): a
 /// changed `repeat` is told as such, and a job without it hashes as before trials existed.
-pub fn spec_hash(spec: &crate::job::model::JobSpec, job_dir: &Path) -> String {
+/// `messages`: the message files read so far (each is read once per batch, not once per run).
+pub fn spec_hash(
+    spec: &crate::job::model::JobSpec,
+    job_dir: &Path,
+    messages: &mut std::collections::HashMap<std::path::PathBuf, String>,
+) -> String {
     let mut hasher = Sha256::new();
     let one_trial = crate::job::model::JobSpec { repeat: 1, ..spec.clone() };
-    hasher.update(serde_json::to_string(&one_trial).unwrap_or_default().as_bytes());
+    // Written straight into the hasher: no JSON string per run.
+    let _ = serde_json::to_writer(HashWriter(&mut hasher), &one_trial);
     for step in &spec.steps {
-        if let crate::job::model::Message::File { .. } = &step.message {
-            hasher.update(crate::agent::conversation::message_text(&step.message, job_dir).as_bytes());
+        if let crate::job::model::Message::File { file } = &step.message {
+            let text = messages
+                .entry(job_dir.join(file))
+                .or_insert_with(|| crate::agent::conversation::message_text(&step.message, job_dir));
+            hasher.update(text.as_bytes());
         }
     }
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A writer that feeds a hasher.
+struct HashWriter<'h>(&'h mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl BatchState {
@@ -97,13 +120,17 @@ impl BatchState {
                 .iter()
                 .map(|p| JobEntry { file: p.file.display().to_string(), hash: p.file_hash.clone() })
                 .collect(),
-            runs: plans
-                .iter()
-                .flat_map(|p| {
-                    let job_dir = p.file.parent().unwrap_or(Path::new(""));
-                    p.runs.iter().map(move |r| (r.id.clone(), spec_hash(&r.spec, job_dir)))
-                })
-                .collect(),
+            runs: {
+                let mut messages = std::collections::HashMap::new();
+                plans
+                    .iter()
+                    .flat_map(|p| p.runs.iter().map(move |r| (p, r)))
+                    .map(|(p, r)| {
+                        let job_dir = p.file.parent().unwrap_or(Path::new(""));
+                        (r.id.clone(), spec_hash(&r.spec, job_dir, &mut messages))
+                    })
+                    .collect()
+            },
             trials: plans
                 .iter()
                 .flat_map(|p| p.runs.iter())
