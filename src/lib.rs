@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod cli;
 pub mod compare;
 pub mod console;
+pub mod deliver;
 pub mod diagnostic;
 pub mod error;
 pub mod exit_code;

@@ -52,6 +52,8 @@ pub struct RunSettings {
     pub check_env: std::collections::HashMap<String, Vec<(String, String)>>,
     /// The LLM of each judge that names its own (same keys); the others judge with `llm`.
     pub judge_llm: std::collections::HashMap<String, LlmSettings>,
+    /// `deliver:`, resolved (the token registered with the redactor and kept from every child process).
+    pub deliver: Option<crate::deliver::DeliverSettings>,
 }
 
 /// Where a check sits in the job: `verify.checks[i]`, or `steps[j].checks[i]` (`step` is 0-based).
@@ -175,8 +177,33 @@ pub fn resolve(
         })
         .collect();
     let (check_env, judge_llm) = checks(spec, rehearsal, &mut r);
+    let deliver = spec.deliver.as_ref().map(|d| deliver(d, &mut r));
     let secret_names = std::mem::take(&mut r.secret_names);
-    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names, check_env, judge_llm })
+    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names, check_env, judge_llm, deliver })
+}
+
+/// `deliver:`: the token is a secret; the API and the repository must not get it over plain http to a
+/// host that is not loopback (no `allow_insecure_http` here: a token for GitHub never travels in clear).
+fn deliver(d: &crate::job::deliver::DeliverSpec, r: &mut Resolver) -> crate::deliver::DeliverSettings {
+    let token = d.token.as_ref().and_then(|t| r.secret(&t.0, "deliver.token"));
+    let carries = token.is_some();
+    let api_url = r.url(&d.api_url, "deliver.api_url", false, carries);
+    let repository = d.repository.as_ref().map(|u| r.url(u, "deliver.repository", false, carries)).unwrap_or_default();
+    crate::deliver::DeliverSettings {
+        when: d.when,
+        repository,
+        branch: d.branch.clone(),
+        commit_message: d.commit_message.clone(),
+        author: d
+            .author
+            .as_deref()
+            .and_then(crate::deliver::git::Author::parse)
+            .unwrap_or_else(crate::deliver::git::Author::ohrun),
+        pull_request: d.pull_request.clone(),
+        api_url,
+        token,
+        timeout: d.timeout.0,
+    }
 }
 
 type CheckSettings =

@@ -64,6 +64,9 @@ pub struct JobSpec {
     /// Trials of each run (each its own sandbox), for pass@k and flakiness; `--repeat` overrides it.
     #[serde(default = "JobSpec::default_repeat", skip_serializing_if = "JobSpec::is_one")]
     pub repeat: u32,
+    /// Deliver the agent's work: a branch pushed from ohrun's side and a pull request opened or updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<super::deliver::DeliverSpec>,
 }
 
 impl JobSpec {

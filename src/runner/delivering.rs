@@ -1,0 +1,65 @@
+//! The runner's side of delivery (`crate::deliver` has the push and the API): after the sandbox was
+//! released and the verdict is known, before the attempt's last report write. A delivery that failed is
+//! the infrastructure's (exit 3), not retried (another attempt would run the agent again; `--resume`
+//! does, and finds the same branch and pull request); the verdict stands as it was.
+
+use super::run::{Run, set_outcome};
+use crate::deliver::{self, Pacing};
+use crate::error::Failure;
+use crate::report::{Delivery, DeliveryStatus, OutcomeClass, RunReport};
+use crate::settings::RunSettings;
+
+/// What the batch gives each attempt for delivery.
+pub(crate) enum Delivering<'a> {
+    /// `--no-deliver`: nothing is sent anywhere.
+    Off,
+    /// One lock per API host, shared by the batch's runs.
+    On(&'a Pacing),
+}
+
+impl Run<'_> {
+    /// Delivers the attempt's work when the job asks for it; the attempt's result with the delivery's.
+    pub(super) async fn deliver(
+        &self,
+        settings: &RunSettings,
+        report: &mut RunReport,
+        result: Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let Some(s) = &settings.deliver else { return result };
+        let pacing = match self.attempt.delivering {
+            Delivering::Off => {
+                let reason = "--no-deliver: nothing was pushed or sent".to_string();
+                report.delivery = Some(Delivery { reason: Some(reason), ..Default::default() });
+                return result;
+            }
+            Delivering::On(p) => p,
+        };
+        // The outcome as it stands decides whether to deliver (`finish` sets it again, the same).
+        set_outcome(report, result.as_ref().err(), self.attempt.signals.terminated());
+        self.attempt.line.activity("delivering");
+        let ctx = deliver::Context { report, attempt_dir: &self.attempt.dir, pacing };
+        let delivery = deliver::deliver(s, &ctx).await;
+        self.say(&describe(&delivery));
+        let failed = (delivery.status == DeliveryStatus::Failed).then(|| delivery.reason.clone().unwrap_or_default());
+        report.delivery = Some(delivery);
+        self.checkpoint.save(report);
+        match (failed, result) {
+            (Some(why), Ok(())) => Err(Failure::new(OutcomeClass::Infrastructure, format!("delivery failed: {why}"))
+                .hint("the verdict stands; `ohrun run --resume` runs it again and delivers to the same branch and pull request")),
+            (_, result) => result,
+        }
+    }
+}
+
+/// The console's line about it.
+fn describe(d: &Delivery) -> String {
+    let why = d.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    match d.status {
+        DeliveryStatus::Delivered => {
+            let pr = d.pr_url.as_deref().map(|u| format!(", pull request {u}")).unwrap_or_default();
+            format!("delivered: branch {}{pr}", d.branch.as_deref().unwrap_or_default())
+        }
+        DeliveryStatus::Skipped => format!("not delivered{why}"),
+        DeliveryStatus::Failed => format!("delivery failed{why}"),
+    }
+}
