@@ -211,7 +211,9 @@ impl<'a> Delivering<'a> {
         let r = self.ctx.report;
         let patch = r.final_patch.as_ref().expect("decided");
         let message = self.commit_message();
-        let file = self.ctx.attempt_dir.join(patch.file.as_deref().unwrap_or("final.patch"));
+        // Absolute: git runs in the temporary clone.
+        let file = std::path::absolute(self.ctx.attempt_dir.join(patch.file.as_deref().unwrap_or("final.patch")))
+            .map_err(|e| format!("the final patch's path: {e}"))?;
         let push = git::Push {
             fetch_url: &upstream.url,
             push_url: &target.url,
