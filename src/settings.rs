@@ -182,6 +182,16 @@ pub fn resolve(
     r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names, check_env, judge_llm, deliver })
 }
 
+/// `deliver:` alone (for the batch's summary comment, which needs no sandbox or LLM).
+pub fn resolve_deliver(
+    spec: &JobSpec,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<crate::deliver::DeliverSettings>, Problems> {
+    let mut r = Resolver::new(env);
+    let deliver = spec.deliver.as_ref().map(|d| deliver(d, &mut r));
+    r.finish(deliver)
+}
+
 /// `deliver:`: the token is a secret; the API and the repository must not get it over plain http to a
 /// host that is not loopback (no `allow_insecure_http` here: a token for GitHub never travels in clear).
 fn deliver(d: &crate::job::deliver::DeliverSpec, r: &mut Resolver) -> crate::deliver::DeliverSettings {

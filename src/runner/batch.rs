@@ -164,6 +164,10 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
     }
     rollups.abort();
     batch.release_shared().await;
+    if !batch.opts.no_deliver && !batch.signals.interrupted() {
+        let summary = batch.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        super::delivering::post_batch_summary(&batch.plans, &summary, &batch.opts.out, &batch.console).await;
+    }
     batch.console.clear();
     batch.finish()
 }

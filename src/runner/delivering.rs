@@ -63,3 +63,42 @@ fn describe(d: &Delivery) -> String {
         DeliveryStatus::Failed => format!("delivery failed{why}"),
     }
 }
+
+/// `deliver.batch_summary`: one comment on the issue with the batch's table, found again by its marker
+/// (the batch directory's name) and replaced on a resume or rerun. Once, after every run ended; a
+/// failure is a warning on the console (each run's own delivery is in its run.json).
+pub(super) async fn post_batch_summary(
+    plans: &[crate::job::Plan],
+    summary: &crate::report::summary::Summary,
+    out: &std::path::Path,
+    console: &crate::console::Console,
+) {
+    let wanted = plans.iter().flat_map(|p| &p.runs).find_map(|r| {
+        let issue = r.spec.deliver.as_ref()?.batch_summary.as_ref()?.issue.clone();
+        Some((r, issue))
+    });
+    let Some((run, issue)) = wanted else { return };
+    let Some((owner, repo, n)) = crate::job::deliver::parse_issue(&issue) else { return };
+    let Some(s) = crate::settings::resolve_deliver(&run.spec, &super::run::env).ok().flatten() else {
+        console.error("warning: the batch summary was not posted: `deliver:` could not be resolved");
+        return;
+    };
+    let batch_id = std::path::absolute(out)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "batch".into());
+    let rows: Vec<_> =
+        summary.runs.iter().map(|r| (r, r.delivery.as_ref().and_then(|d| d.pr_url.as_deref()))).collect();
+    let body = deliver::summary::table(&batch_id, &rows, summary);
+    let deadline = std::time::Instant::now() + s.timeout;
+    let posted = match deliver::github::Github::new(&s.api_url, s.token.clone(), deadline) {
+        Ok(mut gh) => {
+            deliver::summary::post(&mut gh, (owner, repo, n), &batch_id, &body).await.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e),
+    };
+    match posted {
+        Ok(url) => console.say(&format!("batch summary: {url}")),
+        Err(e) => console.error(&format!("warning: the batch summary was not posted on {issue}: {e}")),
+    }
+}

@@ -123,7 +123,7 @@ fn a_matrix_delivers_one_draft_pr_per_passing_run_and_a_rerun_updates_them_witho
     let job = w.job(
         &["r1", "r2", "r3"],
         "sandbox: {kind: local}\n",
-        "  pull_request: {labels: [automated], reviewers: [octocat]}\n",
+        "  pull_request: {labels: [automated], reviewers: [octocat]}\n  batch_summary: {issue: acme/tracker#7}\n",
     );
     let out = w.run(&job, &[]);
     assert_eq!(out.code, 1, "one run fails its check:\n{}", out.stderr);
@@ -157,6 +157,18 @@ fn a_matrix_delivers_one_draft_pr_per_passing_run_and_a_rerun_updates_them_witho
         let html = std::fs::read_to_string(w.batch().join("report.html")).unwrap();
         assert!(html.contains(d["pr_url"].as_str().unwrap()), "report.html links {}", d["pr_url"]);
     }
+    // One batch comment on the issue, with both pull requests.
+    let comments = w.gh.comments();
+    assert_eq!(comments.len(), 1, "{comments:?}\n{}\n{}", out.stderr, out.stdout);
+    let (repo, issue, _, body) = &comments[0];
+    assert_eq!((repo.as_str(), *issue), ("acme/tracker", 7));
+    assert!(body.contains("<!-- ohrun batch: fix -->") && body.matches("/pull/1").count() == 2, "{body}");
+    // Pull requests were looked for by head branch, in any state.
+    let lookups = w.gh.requests().into_iter().filter(|r| r.method == "GET" && r.path.ends_with("/pulls")).count();
+    assert!(
+        lookups >= 2
+            && w.gh.requests().iter().any(|r| r.query.contains("head=acme%3Aohrun") && r.query.contains("state=all"))
+    );
     // Every API request carried the token and GitHub's headers; every push carried it as a header.
     for r in w.gh.requests() {
         assert_eq!(r.authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()), "{} {}", r.method, r.path);
@@ -165,7 +177,8 @@ fn a_matrix_delivers_one_draft_pr_per_passing_run_and_a_rerun_updates_them_witho
             (Some("application/vnd.github+json"), Some("2022-11-28"))
         );
     }
-    let pushes: Vec<_> = w.git.requests().into_iter().filter(|r| r.path.ends_with("git-receive-pack")).collect();
+    let pushes: Vec<_> =
+        w.git.requests().into_iter().filter(|r| r.method == "POST" && r.path.ends_with("git-receive-pack")).collect();
     assert_eq!(pushes.len(), 2, "{pushes:?}");
     assert!(pushes.iter().all(|r| r.authorization.as_deref().is_some_and(|a| a.starts_with("Basic "))));
     w.assert_token_nowhere();
@@ -178,6 +191,7 @@ fn a_matrix_delivers_one_draft_pr_per_passing_run_and_a_rerun_updates_them_witho
     assert_eq!(w.creates(), creates, "no pull request created on a rerun");
     let patches = w.gh.requests().iter().filter(|r| r.method == "PATCH" && r.path.contains("/pulls/")).count();
     assert_eq!(patches, 2, "both updated");
+    assert_eq!(w.gh.comments().len(), 1, "the batch comment is replaced, not added");
     for (repo, _, report) in w.runs().into_iter().filter(|(r, _, _)| r != "r3") {
         assert_eq!(
             (report["delivery"]["pr_number"].as_u64(), report["delivery"]["pr_created"].as_bool()),
