@@ -8,6 +8,7 @@ pub mod cancel;
 pub mod cli;
 pub mod compare;
 pub mod console;
+pub mod deliver;
 pub mod diagnostic;
 pub mod error;
 pub mod exit_code;

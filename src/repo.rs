@@ -76,7 +76,7 @@ async fn checkout(git: &Git, repo: &RepoSettings) -> Result<(), Error> {
     git.run(&["checkout", "--quiet", "--detach", sha], true).await.map(|_| ())
 }
 
-fn is_full_sha(r: &str) -> bool {
+pub fn is_full_sha(r: &str) -> bool {
     matches!(r.len(), 40 | 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

@@ -52,6 +52,8 @@ pub struct RunSettings {
     pub check_env: std::collections::HashMap<String, Vec<(String, String)>>,
     /// The LLM of each judge that names its own (same keys); the others judge with `llm`.
     pub judge_llm: std::collections::HashMap<String, LlmSettings>,
+    /// `deliver:`, resolved (the token registered with the redactor and kept from every child process).
+    pub deliver: Option<crate::deliver::DeliverSettings>,
     /// `repo:`, its URL and token expanded.
     pub repo: Option<RepoSettings>,
 }
@@ -189,8 +191,9 @@ pub fn resolve(
         .collect();
     let (check_env, judge_llm) = checks(spec, rehearsal, &mut r);
     let repo = spec.repo.as_ref().map(|repo| repo_settings(repo, &mut r));
+    let deliver = spec.deliver.as_ref().map(|d| deliver(d, &mut r, repo.as_ref()));
     let secret_names = std::mem::take(&mut r.secret_names);
-    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names, check_env, judge_llm, repo })
+    r.finish(RunSettings { llm, sandbox, setup, secrets, secret_names, check_env, judge_llm, repo, deliver })
 }
 
 /// `repo:` expanded: the token a secret, the URL checked again now that its `${VAR}`s have values.
@@ -202,6 +205,55 @@ fn repo_settings(repo: &crate::job::repo::RepoSpec, r: &mut Resolver) -> RepoSet
         r.problems.push(problem);
     }
     RepoSettings { url, git_ref: repo.git_ref.clone(), depth: repo.depth, token, timeout: repo.timeout.0 }
+}
+
+/// `deliver:` alone (for the batch's summary comment, which needs no sandbox or LLM).
+pub fn resolve_deliver(
+    spec: &JobSpec,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<crate::deliver::DeliverSettings>, Problems> {
+    let mut r = Resolver::new(env);
+    let repo = spec.repo.as_ref().map(|repo| repo_settings(repo, &mut r));
+    let deliver = spec.deliver.as_ref().map(|d| deliver(d, &mut r, repo.as_ref()));
+    r.finish(deliver)
+}
+
+/// `deliver:`: the token is a secret; the API and the repository must not get it over plain http to a
+/// host that is not loopback (no `allow_insecure_http` here: a token for GitHub never travels in clear).
+/// Without a `repository` it is the run's `repo:` (its URL, and its `ref` as the pull request's base when
+/// that is a branch name rather than a commit id).
+fn deliver(
+    d: &crate::job::deliver::DeliverSpec,
+    r: &mut Resolver,
+    repo: Option<&RepoSettings>,
+) -> crate::deliver::DeliverSettings {
+    let token = d.token.as_ref().and_then(|t| r.secret(&t.0, "deliver.token"));
+    let carries = token.is_some();
+    let api_url = r.url(&d.api_url, "deliver.api_url", false, carries);
+    let repository = match &d.repository {
+        Some(u) => r.url(u, "deliver.repository", false, carries),
+        None => repo.map(|repo| repo.url.clone()).unwrap_or_default(),
+    };
+    let mut pull_request = d.pull_request.clone();
+    if pull_request.base.is_none() {
+        let branch = repo.and_then(|repo| repo.git_ref.clone()).filter(|r| !crate::repo::is_full_sha(r));
+        pull_request.base = branch;
+    }
+    crate::deliver::DeliverSettings {
+        when: d.when,
+        repository,
+        branch: d.branch.clone(),
+        commit_message: d.commit_message.clone(),
+        author: d
+            .author
+            .as_deref()
+            .and_then(crate::deliver::git::Author::parse)
+            .unwrap_or_else(crate::deliver::git::Author::ohrun),
+        pull_request,
+        api_url,
+        token,
+        timeout: d.timeout.0,
+    }
 }
 
 type CheckSettings =

@@ -146,6 +146,10 @@ pub struct RunArgs {
     /// Start no new run once one has failed.
     #[arg(long)]
     pub fail_fast: bool,
+    /// A dry run of `deliver:`: no branch is pushed, no pull request opened, no comment posted (run.json
+    /// says so).
+    #[arg(long)]
+    pub no_deliver: bool,
     /// Retries of a run that failed for infrastructure reasons (overrides the jobs' `retries.max`).
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,

@@ -65,7 +65,7 @@ fn plan_json(plan: &Plan, all: usize) -> Value {
         .runs
         .iter()
         .map(|r| {
-            let mut run = json!({"index": r.index, "id": r.id, "sandbox": r.spec.sandbox.kind(), "steps": r.spec.steps.len(), "matrix": r.matrix});
+            let mut run = json!({"index": r.index, "id": r.id, "sandbox": r.spec.sandbox.kind(), "steps": r.spec.steps.len(), "matrix": r.matrix, "deliver": delivery(r)});
             if let Some(repo) = &r.spec.repo {
                 // As written: `${VAR}`s are resolved when the run starts, never in a plan.
                 let url = crate::repo::display_url(&repo.url.0);
@@ -99,10 +99,41 @@ fn write_table(out: &mut impl Write, plan: &Plan, all: usize) {
             let at = repo.git_ref.as_deref().unwrap_or("(default branch)");
             let _ = writeln!(out, "{:>5}  repo {} @ {at}", "", crate::repo::display_url(&repo.url.0));
         }
+        if let Some(d) = delivery(r) {
+            let pr = d["pull_request"].as_str().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{:>5}  └ deliver ({}): branch {} of {}; {pr}",
+                "",
+                d["when"].as_str().unwrap_or_default(),
+                d["branch"].as_str().unwrap_or_default(),
+                d["repository"].as_str().unwrap_or_default(),
+            );
+        }
     }
     let n = plan.runs.len();
     let of = if n == all { String::new() } else { format!(" (selected of {all})") };
     let _ = writeln!(out, "{n} run{} of job `{}`{of}", if n == 1 { "" } else { "s" }, plan.job_name);
+}
+
+/// What `deliver:` would do for the run, and where (`${VAR}`s as written: a plan reads no secret).
+fn delivery(r: &crate::job::PlannedRun) -> Option<Value> {
+    use crate::job::deliver::PrMode;
+    let d = r.spec.deliver.as_ref()?;
+    let repository = d.repository.as_ref().map(|u| u.0.clone()).unwrap_or_default();
+    let branch = d.branch.clone().unwrap_or_else(|| format!("ohrun/{}", r.id));
+    let upstream = crate::deliver::RepoUrl::parse(&repository).ok();
+    let pushed_to = match (&upstream, &d.pull_request.fork_owner) {
+        (Some(u), Some(owner)) => u.fork(owner).url,
+        _ => repository.clone(),
+    };
+    let on = upstream.map(|u| format!("{}/{}", u.owner, u.name)).unwrap_or_else(|| repository.clone());
+    let pr = match d.pull_request.mode {
+        PrMode::None => "no pull request".to_string(),
+        PrMode::Draft => format!("draft pull request on {on} via {}", d.api_url.0),
+        PrMode::Ready => format!("pull request on {on} via {}", d.api_url.0),
+    };
+    Some(json!({"when": d.when.as_str(), "repository": pushed_to, "branch": branch, "pull_request": pr}))
 }
 
 fn scalar(v: &Value) -> String {

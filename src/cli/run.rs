@@ -86,6 +86,7 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
         json: args.json,
         resume: inv.resume,
         state,
+        no_deliver: args.no_deliver,
     };
     let runtime = match super::runtime() {
         Ok(r) => r,

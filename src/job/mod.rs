@@ -2,6 +2,7 @@
 //! every run with its stable id and its fully rendered, checked [`JobSpec`].
 
 pub mod checks;
+pub mod deliver;
 pub mod expand;
 pub mod model;
 pub mod parse;

@@ -77,6 +77,9 @@ pub struct JobSpec {
         skip_serializing_if = "super::repo::is_default_artifacts_max"
     )]
     pub artifacts_max: super::repo::ByteSize,
+    /// Deliver the agent's work: a branch pushed from ohrun's side and a pull request opened or updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<super::deliver::DeliverSpec>,
 }
 
 impl JobSpec {

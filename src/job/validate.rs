@@ -73,6 +73,7 @@ pub fn check(spec: &JobSpec, job_dir: &JobDir, doc: &Document) -> Vec<Diagnostic
     c.limits_report_secrets(spec, job_dir);
     c.verify(spec, job_dir);
     c.repo_and_artifacts(spec);
+    c.deliver(spec);
     c.finish()
 }
 
@@ -455,6 +456,82 @@ impl<'s> Checker<'_, 's> {
                     "paths are relative to the job file's directory",
                 );
             }
+        }
+    }
+
+    /// `deliver:` — a branch git accepts, an issue it can find, GitHub logins, and a repository to push to.
+    fn deliver(&mut self, spec: &'s JobSpec) {
+        use super::deliver::{branch_problem, is_login, parse_issue};
+        let Some(d) = &spec.deliver else { return };
+        let dp = |keys: &[&str]| -> Path { std::iter::once(k("deliver")).chain(keys.iter().map(|x| k(x))).collect() };
+        self.durations.push((dp(&["timeout"]), d.timeout));
+        self.env(dp(&["api_url"]), &d.api_url);
+        match &d.repository {
+            Some(r) => {
+                self.env(dp(&["repository"]), r);
+                if !r.0.contains("${") && crate::deliver::RepoUrl::parse(&r.0).is_err() {
+                    self.at(
+                        dp(&["repository"]),
+                        format!("`{}` is not a repository URL ohrun can push to", r.0),
+                        "write `https://HOST/OWNER/NAME.git` (or http:// to a loopback host)",
+                    );
+                }
+            }
+            None if spec.repo.is_some() => {} // the run's own `repo:`
+            None => self.at(
+                path(&[k("deliver")]),
+                "`deliver` needs the repository to push to".into(),
+                "add `repo:` to the job, or `repository: https://github.com/OWNER/NAME.git` under `deliver:`",
+            ),
+        }
+        if let Some(b) = &d.branch
+            && let Some(why) = branch_problem(b)
+        {
+            self.at(
+                dp(&["branch"]),
+                format!("`{b}` is not a branch name git accepts: {why}"),
+                "e.g. `ohrun/{{ run.id }}`",
+            );
+        }
+        if let Some(a) = &d.author
+            && crate::deliver::git::Author::parse(a).is_none()
+        {
+            self.at(
+                dp(&["author"]),
+                format!("`{a}` is not `Name <email>`"),
+                "e.g. `author: \"Fix Bot <bot@example.com>\"`",
+            );
+        }
+        let pr = &d.pull_request;
+        for (i, login) in pr.reviewers.iter().enumerate() {
+            if !is_login(login) {
+                let at = path(&[k("deliver"), k("pull_request"), k("reviewers"), Seg::Index(i)]);
+                self.at(at, format!("`{login}` is not a GitHub user name"), "letters, digits and `-`");
+            }
+        }
+        for (i, label) in pr.labels.iter().enumerate() {
+            if label.trim().is_empty() {
+                let at = path(&[k("deliver"), k("pull_request"), k("labels"), Seg::Index(i)]);
+                self.at(at, "a label is empty".into(), "remove it or name the label");
+            }
+        }
+        if let Some(f) = &pr.fork_owner
+            && !is_login(f)
+        {
+            self.at(
+                dp(&["pull_request", "fork_owner"]),
+                format!("`{f}` is not a GitHub owner name"),
+                "letters, digits and `-`",
+            );
+        }
+        if let Some(s) = &d.batch_summary
+            && parse_issue(&s.issue).is_none()
+        {
+            self.at(
+                dp(&["batch_summary", "issue"]),
+                format!("`{}` does not name an issue", s.issue),
+                "write `OWNER/REPO#NUMBER`, e.g. `acme/tools#12`",
+            );
         }
     }
 

@@ -46,6 +46,9 @@ pub struct RunReport {
     /// The files collected from the sandbox (`artifacts:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<super::repo::Artifacts>,
+    /// What `deliver:` did: the branch, commit and pull request, or why nothing was delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
     pub totals: Totals,
     pub outcome: Outcome,
     /// The event log, one server event per line, each once; a socket frame ohrun could not read is a line
@@ -389,4 +392,48 @@ pub enum OutcomeClass {
     Infrastructure,
     Interrupted,
     LeftBehind,
+}
+
+/// What `deliver:` did for one run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Delivery {
+    /// `delivered` (the branch was pushed; the pull request, if any, opened or updated), `skipped` (nothing
+    /// to deliver, or not asked to: `reason` says why) or `failed` (`reason` says what went wrong).
+    pub status: DeliveryStatus,
+    /// Why it was skipped or failed; for a pull request closed or merged meanwhile, that it was not reopened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `owner/name` the branch was pushed to (the fork, with `fork_owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The commit pushed (the final patch on the base commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_number: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_url: Option<String>,
+    /// `draft`, `open`, `closed` or `merged`, as last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_state: Option<String>,
+    /// Whether this delivery opened the pull request (false: it found and updated one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pr_created: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Requests to the GitHub API tried again (rate limits, unclear failures), with the waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_retries: Vec<ApiRetry>,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Delivered,
+    #[default]
+    Skipped,
+    Failed,
 }

@@ -102,6 +102,35 @@ pub struct RunSummary {
     /// Each check: name, passed, value (per-step checks first, then `verify:`'s).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<super::scores::CheckBrief>,
+    /// What `deliver:` did: status, branch, pull request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryBrief>,
+}
+
+/// A run's delivery in the summary.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct DeliveryBrief {
+    pub status: super::DeliveryStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl DeliveryBrief {
+    fn of(d: &super::Delivery) -> DeliveryBrief {
+        DeliveryBrief {
+            status: d.status,
+            branch: d.branch.clone(),
+            pr_url: d.pr_url.clone(),
+            pr_state: d.pr_state.clone(),
+            reason: d.reason.as_deref().map(super::redact::first_line),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -236,6 +265,7 @@ impl RunSummary {
             verdict: report.verification.as_ref().and_then(|v| v.verdict),
             score: report.verification.as_ref().and_then(|v| v.score),
             checks: report.verification.iter().flat_map(|v| &v.checks).map(super::scores::CheckBrief::of).collect(),
+            delivery: report.delivery.as_ref().map(DeliveryBrief::of),
             ..RunSummary::default()
         };
         RunSummary { attempts: report.run.attempt, ..entry.spent(attempts) }

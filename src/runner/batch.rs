@@ -57,6 +57,8 @@ pub struct BatchOptions {
     /// Skip runs that succeeded before, and count what the batch spent before.
     pub resume: bool,
     pub state: BatchState,
+    /// `--no-deliver`: no run pushes a branch, opens a pull request or comments.
+    pub no_deliver: bool,
 }
 
 /// How many runs of a kind run at once unless `--jobs` says otherwise. A local or docker run starts a
@@ -98,6 +100,8 @@ struct Batch {
     /// A batch of one run (and one trial): its lines need no run id.
     alone: bool,
     started: Instant,
+    /// Pull requests are created one at a time per API host (`deliver:`).
+    pacing: crate::deliver::Pacing,
 }
 
 /// Runs the batch and returns the process exit code. Each run is a tokio task of its own.
@@ -132,6 +136,7 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
         write_failed: AtomicBool::new(false),
         alone: units.len() == 1,
         started: Instant::now(),
+        pacing: crate::deliver::Pacing::default(),
         plans,
         units,
         opts,
@@ -159,6 +164,10 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
     }
     rollups.abort();
     batch.release_shared().await;
+    if !batch.opts.no_deliver && !batch.signals.interrupted() {
+        let summary = batch.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        super::delivering::post_batch_summary(&batch.plans, &summary, &batch.opts.out, &batch.console).await;
+    }
     batch.console.clear();
     batch.finish()
 }
@@ -363,6 +372,11 @@ impl Batch {
                 shared: &self.shared,
                 turns,
                 stop_starting: self.opts.fail_fast.then_some(&self.failed),
+                delivering: if self.opts.no_deliver {
+                    super::delivering::Delivering::Off
+                } else {
+                    super::delivering::Delivering::On(&self.pacing)
+                },
             };
             let mut result = run::execute(&attempt).await;
             if let Some(b) = &self.budget {

@@ -7,6 +7,7 @@ mod batch;
 pub mod budget;
 mod checkpoint;
 mod claim;
+mod delivering;
 mod run;
 mod shared;
 pub mod signal;

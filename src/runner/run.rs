@@ -61,6 +61,8 @@ pub(super) struct Attempt<'a> {
     /// With `--fail-fast`: set once a run of the batch failed; a run that got ahead then never sends
     /// its first message.
     pub stop_starting: Option<&'a std::sync::atomic::AtomicBool>,
+    /// `deliver:`'s pacing per API host, or `--no-deliver`.
+    pub delivering: super::delivering::Delivering<'a>,
 }
 
 /// One attempt; never panics on server or network trouble and always tries to write its `run.json`.
@@ -280,7 +282,8 @@ impl Run<'_> {
         };
         super::signal::released(self.attempt.label);
         drop(rehearsal);
-        worst(result, released)
+        let result = worst(result, released);
+        self.deliver(&settings, report, result).await
     }
 
     fn resolve(&self, rehearsal: Option<&Rehearsal>) -> Result<RunSettings, Failure> {

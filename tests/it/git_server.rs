@@ -34,6 +34,8 @@ pub struct GitRequest {
 struct Shared {
     root: PathBuf,
     token: Mutex<Option<String>>,
+    /// The token is asked of pushes only (clones and fetches are public), as on a public GitHub repository.
+    push_only: std::sync::atomic::AtomicBool,
     requests: Mutex<Vec<GitRequest>>,
 }
 
@@ -82,6 +84,24 @@ impl GitServer {
     /// From now on, every request must carry this token (None: no auth).
     pub fn require_token(&self, token: Option<&str>) {
         *self.shared.token.lock().unwrap() = token.map(str::to_string);
+    }
+
+    /// Pushes (receive-pack) must carry this token; clones and fetches need none.
+    pub fn require_token_to_push(&self, token: &str) {
+        self.shared.push_only.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.require_token(Some(token));
+    }
+
+    /// A repository `owner/name` with one commit of `files` on `main`: its URL.
+    pub fn create_repo(&self, owner_name: &str, files: &[(&str, &str)]) -> String {
+        self.init_repo(owner_name, files);
+        self.url(owner_name)
+    }
+
+    /// `git ARGS` in the bare repository `owner/name`: its stdout, trimmed; None when git failed.
+    pub fn git(&self, owner_name: &str, args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new("git").args(args).current_dir(self.bare(owner_name)).output().unwrap();
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     pub fn requests(&self) -> Vec<GitRequest> {
@@ -180,7 +200,10 @@ async fn serve(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         query: query.clone(),
         authorization: authorization.clone(),
     });
-    let token = shared.token.lock().unwrap().clone();
+    let pushing = parts.uri.path().ends_with("git-receive-pack")
+        || parts.uri.query().is_some_and(|q| q.contains("service=git-receive-pack"));
+    let exempt = shared.push_only.load(std::sync::atomic::Ordering::SeqCst) && !pushing;
+    let token = shared.token.lock().unwrap().clone().filter(|_| !exempt);
     if let Some(token) = token
         && !authorized(authorization.as_deref(), &token)
     {

@@ -53,6 +53,22 @@ function safeHref(v) {
   return /^[A-Za-z0-9._~%#?=&\/-]*$/.test(v) && !v.startsWith("/");
 }
 
+// The one kind of link that leaves the page: a delivered pull request, https only, plain characters, opened
+// without a referrer. (Following a link is navigation, not a request the page makes.)
+function prLink(url, text) {
+  if (typeof url !== "string" || !/^https:\/\/[A-Za-z0-9._~%\/:?#=&+-]+$/.test(url)) return h("span", null, text);
+  const a = h("a", { class: "pr", rel: "noreferrer noopener", target: "_blank" }, text);
+  a.setAttribute("href", url);
+  return a;
+}
+
+function deliveryNote(d) {
+  if (!d) return null;
+  if (d.pr_url) return h("div", { class: "msg" }, "pull request: ", prLink(d.pr_url, d.pr_url), d.pr_state ? " (" + d.pr_state + ")" : "");
+  if (d.status === "delivered") return h("div", { class: "msg" }, "branch " + (d.branch || "") + " pushed");
+  return d.reason ? h("div", { class: "msg" }, "not delivered: " + d.reason) : null;
+}
+
 // A <details> whose content is made when it is first opened.
 function lazy(props, summary, make) {
   const d = h("details", props, h("summary", null, summary));
@@ -158,7 +174,7 @@ function batchPage(data, app) {
     const failed = (RANK[r.status] ?? 9) < RANK.pending;
     return h("tr", { class: "run" + (failed ? " failed-row" : ""), "data-id": r.id },
       h("td", { class: "num muted" }, r.index),
-      h("td", { class: "id" }, r.link ? h("a", { href: r.link }, r.id) : h("span", null, r.id), r.message ? h("div", { class: "msg", title: r.message }, r.message) : null, failedChecks(r)),
+      h("td", { class: "id" }, r.link ? h("a", { href: r.link }, r.id) : h("span", null, r.id), r.message ? h("div", { class: "msg", title: r.message }, r.message) : null, failedChecks(r), deliveryNote(r.delivery)),
       h("td", { class: "matrix" }, matrixChips(r.matrix)),
       h("td", null, badge(r.status)),
       h("td", null, r.end_reason ? badge(r.end_reason) : h("span", { class: "muted" }, "—")),
@@ -277,6 +293,14 @@ function runPage(data, app) {
       L.workspace ? h("a", { href: L.workspace }, "workspace/") : null),
   ]);
   if (r.outcome.message) append(app, h("div", { class: "banner " + (tone(status) === "ok" ? "info" : tone(status)) }, r.outcome.message));
+  if (r.delivery) {
+    const d = r.delivery;
+    const tn = d.status === "failed" ? "bad" : "info";
+    append(app, h("div", { class: "banner " + tn }, "Delivery " + d.status + (d.branch ? " · branch " + d.branch : "") + (d.commit ? " · commit " + d.commit.slice(0, 12) : ""),
+      d.pr_url ? [" · pull request ", prLink(d.pr_url, "#" + d.pr_number), d.pr_state ? " (" + d.pr_state + ")" : ""] : null,
+      d.reason ? " — " + d.reason : null,
+      d.warnings && d.warnings.length ? h("ul", null, d.warnings.map((w) => h("li", null, w))) : null));
+  }
   if (r.outcome.leaks && r.outcome.leaks.length) append(app, h("div", { class: "banner bad" }, `The leak scan found ${r.outcome.leaks.length} secret(s) in what ohrun wrote; the run failed.`));
   if (r.warnings.length) append(app, h("div", { class: "banner warn" }, h("ul", null, r.warnings.map((w) => h("li", null, w)))));
   if (data.earlier_attempts.length) {
