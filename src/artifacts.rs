@@ -34,7 +34,8 @@ for p in "$@"; do
     total=$((total + size)); printf '%s\0' "$f" >> "$out/keep"
   done
 done
-tar -czf "$out/a.tgz" --null --no-recursion -T "$out/keep" || exit 4
+# A file that changed while it was read (a log still written) is archived as read: tar's exit 1.
+tar -czf "$out/a.tgz" --warning=no-file-changed --null --no-recursion -T "$out/keep"; [ $? -le 1 ] || exit 4
 printf 'archive %s\n' "$out/a.tgz"
 "#;
 
@@ -87,18 +88,25 @@ async fn fetch(
     let _ = run_command(client, &format!("rm -rf {}", shell_quote(parent)), "/", Duration::from_secs(30), &mut cancel)
         .await;
     let dir = attempt_dir.join(DIR);
-    unpack(&bytes?, &dir).await?;
+    unpack(&bytes?, &dir, max).await?;
     found.files = describe(&dir)?;
     Ok(())
 }
 
-/// Unpacks after checking every member: a regular file, a relative path, no `..`.
-async fn unpack(bytes: &[u8], dir: &Path) -> Result<(), String> {
+/// Unpacks after checking every member: a regular file, a relative path, no `..`, and no more bytes in
+/// all than the cap (the sandbox's script keeps to it; a sandbox is not trusted to).
+async fn unpack(bytes: &[u8], dir: &Path, max: u64) -> Result<(), String> {
     let listing = tar(&["-tvzf", "-"], bytes, None).await?;
+    let mut total: u64 = 0;
     for line in listing.lines().filter(|l| !l.is_empty()) {
         if !line.starts_with('-') {
             return Err(format!("the artifacts' archive holds something other than a file: {line}"));
         }
+        // `-rw-r--r-- user/group SIZE date time name`
+        total = total.saturating_add(line.split_whitespace().nth(2).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX));
+    }
+    if total > max {
+        return Err(format!("the artifacts' archive unpacks to {total} bytes, over artifacts_max ({max})"));
     }
     let names = tar(&["-tzf", "-"], bytes, None).await?;
     for name in names.lines().filter(|l| !l.is_empty()) {

@@ -80,6 +80,17 @@ pub fn is_full_sha(r: &str) -> bool {
     matches!(r.len(), 40 | 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Takes out of a git command's environment every `GIT_*` variable ohrun inherited: `GIT_DIR` or
+/// `GIT_WORK_TREE` would point it at the user's own repository, `GIT_TRACE_CURL` would log the token's
+/// header, `GIT_CONFIG_*` would add to or override ohrun's own settings.
+pub fn scrub_git_env(cmd: &mut tokio::process::Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| n.starts_with("GIT_")) {
+            cmd.env_remove(&name);
+        }
+    }
+}
+
 /// The token as git's `http.extraHeader` through `GIT_CONFIG_*` (environment only: a process listing
 /// or the clone's config never shows it); without a token, no header. Never follow a redirect with it.
 fn auth_env(token: Option<&str>) -> Vec<(String, String)> {
@@ -110,7 +121,10 @@ impl Git {
         if inside {
             cmd.arg("-C").arg(&self.dir);
         }
+        scrub_git_env(&mut cmd);
         cmd.args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -235,8 +235,10 @@ fn deliver(
         None => repo.map(|repo| repo.url.clone()).unwrap_or_default(),
     };
     let mut pull_request = d.pull_request.clone();
+    let mut base_from_repo = false;
     if pull_request.base.is_none() {
         let branch = repo.and_then(|repo| repo.git_ref.clone()).filter(|r| !crate::repo::is_full_sha(r));
+        base_from_repo = branch.is_some();
         pull_request.base = branch;
     }
     crate::deliver::DeliverSettings {
@@ -253,6 +255,7 @@ fn deliver(
         api_url,
         token,
         timeout: d.timeout.0,
+        base_from_repo,
     }
 }
 

@@ -443,3 +443,14 @@ fn default_out<P: std::borrow::Borrow<crate::job::Plan>>(plans: &[P]) -> PathBuf
         _ => PathBuf::from("ohrun-reports/batch"),
     }
 }
+
+/// Makes this process's `/proc/PID/environ` (and memory) unreadable to other processes of the same user:
+/// a local agent runs as that user, and ohrun's environment holds the tokens and keys it was given
+/// (`GITHUB_TOKEN`, an LLM key). Its children are unaffected (an exec makes a process dumpable again).
+pub(crate) fn keep_environment_private() {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes no pointers and only changes this process's own flag.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+    }
+}

@@ -120,7 +120,11 @@ fn write_table(out: &mut impl Write, plan: &Plan, all: usize) {
 fn delivery(r: &crate::job::PlannedRun) -> Option<Value> {
     use crate::job::deliver::PrMode;
     let d = r.spec.deliver.as_ref()?;
-    let repository = d.repository.as_ref().map(|u| u.0.clone()).unwrap_or_default();
+    let repository = match (&d.repository, &r.spec.repo) {
+        (Some(u), _) => u.0.clone(),
+        (None, Some(repo)) => crate::repo::display_url(&repo.url.0),
+        (None, None) => String::new(),
+    };
     let branch = d.branch.clone().unwrap_or_else(|| format!("ohrun/{}", r.id));
     let upstream = crate::deliver::RepoUrl::parse(&repository).ok();
     let pushed_to = match (&upstream, &d.pull_request.fork_owner) {

@@ -24,6 +24,7 @@ struct Invocation {
 }
 
 pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
+    super::keep_environment_private();
     let inv = match invocation(args) {
         Ok(i) => i,
         Err(message) => {

@@ -45,6 +45,8 @@ pub struct Push<'a> {
     pub author: &'a Author,
     pub token: Option<&'a str>,
     pub deadline: Instant,
+    /// The sandbox's final tree: a commit whose tree differs is never pushed.
+    pub expected_tree: Option<&'a str>,
 }
 
 /// What was pushed.
@@ -72,6 +74,11 @@ pub async fn push(p: &Push<'_>) -> Result<Pushed, String> {
     git.run("committing", &["commit", "-q", "--no-verify", "--allow-empty-message", "-m", p.message]).await?;
     let commit = git.run("reading the commit", &["rev-parse", "HEAD"]).await?;
     let tree = git.run("reading the tree", &["rev-parse", "HEAD^{tree}"]).await?;
+    if let Some(expected) = p.expected_tree.filter(|t| *t != tree) {
+        return Err(format!(
+            "the patch on the base commit gives tree {tree}, not the sandbox's final tree {expected}: nothing pushed"
+        ));
+    }
     let refspec = format!("+HEAD:refs/heads/{}", p.branch);
     git.run("pushing the branch", &["push", "-q", "--no-verify", p.push_url, &refspec]).await?;
     Ok(Pushed::Commit { commit, tree })
@@ -86,8 +93,10 @@ impl Git<'_> {
     /// Only the base commit (shallow); a server that refuses to fetch a commit by id gets a full fetch.
     async fn fetch_base(&self) -> Result<(), String> {
         let url = self.push.fetch_url;
-        let shallow = ["fetch", "-q", "--no-tags", "--depth=1", url, self.push.base_commit];
-        if self.run("fetching the base commit", &shallow).await.is_ok() {
+        // A push to a fork needs the base's history: the fork may lack it, and a shallow clone cannot send it.
+        let depth = if self.push.push_url == url { "--depth=1" } else { "--no-tags" };
+        let by_id = ["fetch", "-q", "--no-tags", depth, url, self.push.base_commit];
+        if self.run("fetching the base commit", &by_id).await.is_ok() {
             return Ok(());
         }
         let all = ["fetch", "-q", "--no-tags", url, "+refs/heads/*:refs/remotes/origin/*"];
@@ -125,6 +134,7 @@ impl Git<'_> {
 /// No user or system configuration, no prompt, no redirect, the author, and the token as a header for
 /// the push URL's origin only.
 fn isolate(cmd: &mut tokio::process::Command, home: &Path, p: &Push<'_>) {
+    crate::repo::scrub_git_env(cmd);
     cmd.env("HOME", home)
         .env("XDG_CONFIG_HOME", home)
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -144,6 +154,8 @@ fn isolate(cmd: &mut tokio::process::Command, home: &Path, p: &Push<'_>) {
     ];
     if let Some(token) = p.token {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+        // What goes on the wire: a leak of it is a leak of the token.
+        crate::report::redact::register(&basic);
         for origin in origins(&[p.fetch_url, p.push_url]) {
             config.push((format!("http.{origin}/.extraHeader"), format!("Authorization: Basic {basic}")));
         }

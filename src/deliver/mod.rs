@@ -30,6 +30,9 @@ pub struct DeliverSettings {
     pub api_url: String,
     pub token: Option<String>,
     pub timeout: Duration,
+    /// The pull request's base is `repo.ref` (not `pull_request.base`): when GitHub refuses it (a tag),
+    /// the default branch is used instead.
+    pub base_from_repo: bool,
 }
 
 /// A repository URL: where it is, and its owner and name (the last two path segments).
@@ -88,9 +91,16 @@ pub fn decide(when: DeliverWhen, report: &RunReport) -> Result<(), String> {
             crate::report::summary::RunStatus::from_class(class).as_str()
         ));
     }
+    if let Some(k) = report.run.trial {
+        // Every trial of a run id would push to one branch and update one pull request, racing.
+        return Err(format!(
+            "trial {k} of a run with trials: trials deliver nothing (run without --repeat to deliver)"
+        ));
+    }
     let verdict = report.verification.as_ref().and_then(|v| v.verdict);
-    let agent_finished =
-        class == OutcomeClass::Succeeded || report.verification.as_ref().is_some_and(|v| v.not_verified.is_none());
+    let stopped_at_step = report.steps.iter().any(|s| s.stopped_by_checks);
+    let agent_finished = !stopped_at_step
+        && (class == OutcomeClass::Succeeded || report.verification.as_ref().is_some_and(|v| v.not_verified.is_none()));
     let wanted = match when {
         DeliverWhen::Always => Ok(()),
         DeliverWhen::Finished if agent_finished => Ok(()),
@@ -224,19 +234,14 @@ impl<'a> Delivering<'a> {
             author: &self.s.author,
             token: self.s.token.as_deref(),
             deadline: self.deadline,
+            expected_tree: patch.tree.as_deref(),
         };
         match git::push(&push).await? {
             git::Pushed::Empty => {
                 self.d.reason = Some("the final patch changes nothing on the base commit: nothing pushed".into());
                 Ok(false)
             }
-            git::Pushed::Commit { commit, tree } => {
-                if patch.tree.as_deref().is_some_and(|t| t != tree) {
-                    self.d.warnings.push(format!(
-                        "the pushed tree {tree} differs from the sandbox's final tree {}",
-                        patch.tree.as_deref().unwrap_or_default()
-                    ));
-                }
+            git::Pushed::Commit { commit, .. } => {
                 self.d.commit = Some(commit);
                 Ok(true)
             }
@@ -275,7 +280,10 @@ impl<'a> Delivering<'a> {
         };
         self.record_pr(&pr, self.d.pr_created);
         self.d.status = DeliveryStatus::Delivered;
-        self.labels_and_reviewers(gh, up, pr.number).await;
+        // Once, when it is made: a nightly update must not request the reviewers' attention again.
+        if self.d.pr_created {
+            self.labels_and_reviewers(gh, up, pr.number).await;
+        }
         Ok(())
     }
 
@@ -300,10 +308,30 @@ impl<'a> Delivering<'a> {
                 ));
                 gh.create_pr(up, head, &base, text, false).await
             }
+            Err(GithubError::Status { status: 422, message, .. })
+                if self.s.base_from_repo && message.to_lowercase().contains("base") =>
+            {
+                // `repo.ref` was a tag, say: the default branch is the base after all.
+                let refused = base;
+                let base =
+                    gh.default_branch(up.0, up.1).await.map_err(|e| format!("reading the default branch: {e}"))?;
+                self.d
+                    .warnings
+                    .push(format!("base `{refused}` refused ({message}): the pull request is against `{base}`"));
+                gh.create_pr(up, head, &base, text, draft).await
+            }
             other => other,
         };
         let pr = match created {
             Ok(pr) => pr,
+            // GitHub's list lags its creates: one made meanwhile (a run of the same id) is found and updated.
+            Err(GithubError::Status { status: 422, message, .. })
+                if message.to_lowercase().contains("already exists") =>
+            {
+                let (head_owner, branch) = head.split_once(':').unwrap_or_default();
+                let pr = self.found(gh, up, head_owner, branch).await?.ok_or_else(|| format!("creating: {message}"))?;
+                return gh.update_pr(up, pr.number, text).await.map_err(|e| format!("updating: {e}"));
+            }
             // No clear answer: it may have been made. Look before anything else (never create blindly).
             Err(e @ GithubError::Unclear { .. }) => {
                 let head_owner = head.split(':').next().unwrap_or_default();

@@ -144,6 +144,7 @@ pub fn plan_text(source: Source, job_dir: &Path, opts: &PlanOptions) -> Result<(
     if diags.is_empty() {
         check_report_dirs(&runs, &doc, &mut diags);
         check_session_ids(&runs, &doc, &mut diags);
+        check_delivery_branches(&runs, &doc, &mut diags);
     }
     if !diags.is_empty() {
         return Err(errors(doc.source, diags, var_reports));
@@ -364,6 +365,31 @@ fn check_session_ids(runs: &[PlannedRun], doc: &Document, diags: &mut Vec<Diagno
             ))
             .at(doc.span(&[key("sandbox"), key("session_id")]))
             .hint("make it differ per run, e.g. `session_id: \"nightly-{{ run.id }}\"`, or leave it out (ohrun makes one per run)"),
+        );
+    }
+}
+
+/// Two runs of a plan never deliver to one branch of one repository: each would force-push over the
+/// other's commit and update the other's pull request. Compared as rendered.
+fn check_delivery_branches(runs: &[PlannedRun], doc: &Document, diags: &mut Vec<Diagnostic>) {
+    let mut by_branch: IndexMap<(String, String), Vec<&str>> = IndexMap::new();
+    for r in runs {
+        let Some(d) = &r.spec.deliver else { continue };
+        let repository = d.repository.as_ref().or(r.spec.repo.as_ref().map(|repo| &repo.url));
+        let branch = d.branch.clone().unwrap_or_else(|| format!("ohrun/{}", r.id));
+        let fork = d.pull_request.fork_owner.clone().unwrap_or_default();
+        let target = format!("{}{fork}", repository.map_or("", |u| u.0.as_str()));
+        by_branch.entry((target, branch)).or_default().push(&r.id);
+    }
+    if let Some(((_, branch), ids)) = by_branch.into_iter().find(|(_, ids)| ids.len() > 1) {
+        diags.push(
+            Diagnostic::new(format!(
+                "{} runs would deliver to the branch `{branch}` of one repository: {}",
+                ids.len(),
+                ids.iter().take(4).copied().collect::<Vec<_>>().join(", ")
+            ))
+            .at(doc.span(&[key("deliver"), key("branch")]).or_else(|| doc.span(&[key("deliver")])))
+            .hint("make it differ per run, e.g. `branch: \"ohrun/fix-{{ run.id }}\"`, or leave it out (ohrun/RUN_ID)"),
         );
     }
 }

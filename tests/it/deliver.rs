@@ -157,7 +157,13 @@ fn a_matrix_delivers_one_draft_pr_per_passing_run_and_a_rerun_updates_them_witho
         // summary.json and report.html link the pull request.
         assert_eq!(entry["delivery"]["pr_url"], d["pr_url"], "{entry}");
         let html = std::fs::read_to_string(w.batch().join("report.html")).unwrap();
-        assert!(html.contains(d["pr_url"].as_str().unwrap()), "report.html links {}", d["pr_url"]);
+        assert!(html.contains(d["pr_url"].as_str().unwrap()), "report.html carries {}", d["pr_url"]);
+        // Drawn as a link by the page itself (headless Chromium), not only carried in its data.
+        if let Some(browser) = crate::view::chromium() {
+            let page = crate::view::load(&browser, &crate::view::file_url(&w.batch().join("report.html")), false);
+            let link = format!("href=\"{}\"", d["pr_url"].as_str().unwrap());
+            assert!(page.dom.contains(&link), "the batch page links the pull request: {link}");
+        }
     }
     // One batch comment on the issue, with both pull requests.
     let comments = w.gh.comments();
@@ -286,6 +292,33 @@ fn no_deliver_sends_nothing_and_a_token_over_plain_http_to_a_far_host_is_refused
     assert!(w.gh.requests().is_empty());
 }
 
+/// Nothing can make two runs race for one branch: a plan whose runs would share one is refused, and the
+/// trials of a run (`--repeat`) deliver nothing.
+#[test]
+fn runs_never_share_a_branch_and_trials_deliver_nothing() {
+    let w = world(GhFaults::default());
+    let shared_branch =
+        w.job(&["r1", "r2"], "sandbox: {kind: local}\n", "  repository: '__REPO__'\n  branch: ohrun/fix\n");
+    let text = std::fs::read_to_string(&shared_branch).unwrap().replace("__REPO__", &w.git.url("acme/r1"));
+    std::fs::write(&shared_branch, text).unwrap();
+    let out = Ohrun::new().current_dir(w.dir.path()).args(["validate"]).args([&shared_branch]).output();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("2 runs would deliver to the branch `ohrun/fix`"), "{}", out.stderr);
+    assert!(out.stderr.contains("job.yaml:"), "it points at the job file: {}", out.stderr);
+
+    let job = w.job(&["r1"], "sandbox: {kind: local}\n", "");
+    let out = w.run(&job, &["--repeat", "2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(w.gh.prs().is_empty(), "no pull request from trials");
+    let trial = read_report(&w.batch().join(summary_report(&w.batch(), 0)));
+    assert!(trial["delivery"]["reason"].as_str().unwrap().contains("trials deliver nothing"), "{}", trial["delivery"]);
+}
+
+fn summary_report(batch: &Path, i: usize) -> PathBuf {
+    let s = read_summary(batch);
+    Path::new(s["runs"][i]["report"].as_str().unwrap()).parent().unwrap().to_path_buf()
+}
+
 #[test]
 fn a_kill_during_delivery_then_resume_still_makes_one_pr() {
     let w = world(GhFaults { stall_after_create: Some(Duration::from_secs(60)), ..Default::default() });
@@ -332,7 +365,9 @@ fn the_token_reaches_no_agent_server_request_and_no_file_and_the_scan_would_see_
             .args(["run", "--rehearse"])
             .args([&job])
             .output();
-        assert!(proxy.requests_matching(TOKEN).is_empty(), "a request to the agent-server carries the token");
+        // Heads and bodies are recorded (the session key is in every request's head), and the token is in none.
+        assert!(!proxy.traffic_containing(&server.key).is_empty(), "the proxy records request heads");
+        assert!(proxy.traffic_containing(TOKEN).is_empty(), "a request to the agent-server carries the token");
         // Everything but the test's own script (which plants the token).
         let files: Vec<_> =
             files_under(w.dir.path()).into_iter().filter(|(p, _)| !p.ends_with("script.yaml")).collect();

@@ -43,8 +43,7 @@ pub struct GitServer {
     _root: tempfile::TempDir,
     base: String,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: crate::transport::TestServer,
 }
 
 impl GitServer {
@@ -53,22 +52,8 @@ impl GitServer {
         let root = tempfile::tempdir().unwrap();
         let shared = Arc::new(Shared { root: root.path().to_path_buf(), ..Default::default() });
         let router = Router::new().fallback(serve).with_state(shared.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
-        GitServer { _root: root, base, shared, shutdown: Some(tx), thread: Some(thread) }
+        let server = crate::transport::TestServer::start(router);
+        GitServer { _root: root, base: server.url.clone(), shared, _server: server }
     }
 
     /// The URL of repository `name` (`name.git` under the root).
@@ -149,17 +134,6 @@ impl GitServer {
 
     fn work(&self, name: &str) -> PathBuf {
         self.shared.root.join(".work").join(name)
-    }
-}
-
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

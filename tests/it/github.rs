@@ -62,7 +62,7 @@ struct Shared {
 pub struct GithubEmulator {
     pub url: String,
     shared: Arc<Shared>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _server: crate::transport::TestServer,
 }
 
 type S = State<Arc<Shared>>;
@@ -80,22 +80,8 @@ impl GithubEmulator {
             .route("/repos/{o}/{r}/issues/comments/{id}", patch(edit_comment))
             .layer(axum::middleware::from_fn_with_state(shared.clone(), record))
             .with_state(shared.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
-        GithubEmulator { url, shared, _stop: tx }
+        let server = crate::transport::TestServer::start(router);
+        GithubEmulator { url: server.url.clone(), shared, _server: server }
     }
 
     pub fn requests(&self) -> Vec<ApiRequest> {
@@ -164,11 +150,18 @@ async fn list_prs(State(s): S, Path((o, r)): Path<(String, String)>, RawQuery(q)
         .split('&')
         .find_map(|kv| kv.strip_prefix("head="))
         .map(|h| percent_encoding::percent_decode_str(h).decode_utf8_lossy().into_owned());
+    // As GitHub: open ones only unless `state=closed` or `state=all` is asked for.
+    let state = q.split('&').find_map(|kv| kv.strip_prefix("state=")).unwrap_or("open").to_string();
+    let wanted = |p: &Pr| match state.as_str() {
+        "all" => true,
+        "closed" => p.state != "open",
+        _ => p.state == "open",
+    };
     let repo = format!("{o}/{r}");
     let prs = s.prs.lock().unwrap();
     let found: Vec<Value> = prs
         .iter()
-        .filter(|p| p.repo == repo && head.as_ref().is_none_or(|h| &p.head == h))
+        .filter(|p| p.repo == repo && head.as_ref().is_none_or(|h| &p.head == h) && wanted(p))
         .map(|p| pr_json(WEB, p))
         .collect();
     Json(Value::Array(found))

@@ -34,6 +34,8 @@ struct Shared {
     rules: Mutex<Vec<Rule>>,
     /// Request lines seen ("POST /api/...").
     requests: Mutex<Vec<String>>,
+    /// Every request as sent: its head (line and headers) and body.
+    traffic: Mutex<Vec<String>>,
     /// Open socket tunnels (both ends), for `cut`.
     tunnels: Mutex<Vec<TcpStream>>,
     refuse_sockets: AtomicBool,
@@ -113,6 +115,11 @@ impl Proxy {
     }
 
     /// Request lines seen so far that contain `text`.
+    /// The requests (head and body, as sent) that contain `text` anywhere.
+    pub fn traffic_containing(&self, text: &str) -> Vec<String> {
+        self.shared.traffic.lock().unwrap().iter().filter(|r| r.contains(text)).cloned().collect()
+    }
+
     pub fn requests_matching(&self, text: &str) -> Vec<String> {
         self.shared.requests.lock().unwrap().iter().filter(|r| r.contains(text)).cloned().collect()
     }
@@ -216,6 +223,7 @@ fn serve(client: TcpStream, upstream: &str, shared: &Arc<Shared>) {
     let mut client = client;
     while let Some(req) = read_request(&mut reader) {
         shared.requests.lock().unwrap().push(req.line().split(" HTTP/").next().unwrap_or_default().to_string());
+        shared.traffic.lock().unwrap().push(format!("{}\n{}", req.head, String::from_utf8_lossy(&req.body)));
         if shared.blocked.load(Ordering::SeqCst) {
             let _ = client.shutdown(Shutdown::Both);
             return;
