@@ -80,6 +80,15 @@ pub fn is_full_sha(r: &str) -> bool {
     matches!(r.len(), 40 | 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The token as HTTP Basic credentials (`x-access-token:TOKEN`, base64), as GitHub takes it from git.
+/// Registered with the redactor: the header's value is what goes on the wire, so a leak of it is a leak
+/// of the token.
+pub fn basic_credentials(token: &str) -> String {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+    redact::register(&basic);
+    basic
+}
+
 /// Takes out of a git command's environment every `GIT_*` variable ohrun inherited: `GIT_DIR` or
 /// `GIT_WORK_TREE` would point it at the user's own repository, `GIT_TRACE_CURL` would log the token's
 /// header, `GIT_CONFIG_*` would add to or override ohrun's own settings.
@@ -96,9 +105,7 @@ pub fn scrub_git_env(cmd: &mut tokio::process::Command) {
 fn auth_env(token: Option<&str>) -> Vec<(String, String)> {
     let mut env = vec![("GIT_TERMINAL_PROMPT".to_string(), "0".to_string())];
     let Some(token) = token else { return env };
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
-    // The header's value is what goes on the wire: a leak of it is a leak of the token.
-    redact::register(&basic);
+    let basic = basic_credentials(token);
     env.extend([
         ("GIT_CONFIG_COUNT".into(), "2".into()),
         ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),

@@ -5,7 +5,6 @@
 //! messages) or a config file. Every git command is bounded by the delivery's deadline and sees no user or
 //! system configuration (no credential helper, no hooks, no prompt).
 
-use base64::Engine;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
@@ -153,9 +152,7 @@ fn isolate(cmd: &mut tokio::process::Command, home: &Path, p: &Push<'_>) {
         ("protocol.file.allow".into(), "never".into()),
     ];
     if let Some(token) = p.token {
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
-        // What goes on the wire: a leak of it is a leak of the token.
-        crate::report::redact::register(&basic);
+        let basic = crate::repo::basic_credentials(token);
         for origin in origins(&[p.fetch_url, p.push_url]) {
             config.push((format!("http.{origin}/.extraHeader"), format!("Authorization: Basic {basic}")));
         }

@@ -140,17 +140,7 @@ fn without_testsuites_skipped(xml: String) -> String {
 mod tests {
     use super::*;
 
-    fn run(id: &str, status: RunStatus, why: Option<&str>) -> RunSummary {
-        RunSummary {
-            id: id.into(),
-            job: "j".into(),
-            job_file: "jobs/j.yaml".into(),
-            status,
-            end_reason: why.map(str::to_string),
-            message: why.map(|w| format!("{w} <&> happened")),
-            ..RunSummary::default()
-        }
-    }
+    use crate::report::summary::tests::run;
 
     fn check(name: &str, passed: bool, required: bool, error: Option<&str>) -> CheckBrief {
         CheckBrief {

@@ -488,10 +488,11 @@ fn escape_data(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn run(id: &str, status: RunStatus, why: Option<&str>) -> RunSummary {
+    /// A run of job `j` that ended with `status` (and, when `why` is given, that end reason and a message).
+    pub(crate) fn run(id: &str, status: RunStatus, why: Option<&str>) -> RunSummary {
         RunSummary {
             id: id.into(),
             job: "j".into(),
