@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-/// The attempt's folder for them.
-pub const DIR: &str = "artifacts";
+pub use crate::report::repo::ARTIFACTS_DIR as DIR;
 
 /// `$1`: the byte cap; the patterns follow. Prints `skip SIZE PATH` per file over the cap, then
 /// `archive PATH` (an empty archive when nothing matched).

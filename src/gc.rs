@@ -303,7 +303,7 @@ fn provider(s: &Sandbox) -> Result<Provider, Look> {
         .filter(|k| !k.is_empty())
         .ok_or_else(|| Look::Unknown(format!("set {key_var} (the key it was created with) to check and remove it")))?;
     crate::report::redact::register(&api_key);
-    crate::backend::provider::check_transport(&api_url, s.allow_insecure_http, "api_url").map_err(Look::Unknown)?;
+    crate::net::check_transport(&api_url, s.allow_insecure_http, "api_url").map_err(Look::Unknown)?;
     let api_timeout = Duration::from_secs(60);
     let made = if s.backend == "cloud" {
         let settings = CloudSettings {

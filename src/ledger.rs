@@ -97,18 +97,8 @@ enum Line {
     },
 }
 
-/// `$OHRUN_STATE_DIR`, else the user's state directory (`~/.local/state/ohrun`), else `state/` in ohrun's
-/// cache; absolute, because container labels name ledger files by path.
-pub fn state_dir() -> PathBuf {
-    let dir = std::env::var_os("OHRUN_STATE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| dirs::state_dir().map(|d| d.join("ohrun")))
-        .unwrap_or_else(|| crate::backend::install::home().join("state"));
-    std::path::absolute(&dir).unwrap_or(dir)
-}
-
 pub fn dir() -> PathBuf {
-    state_dir().join("ledger")
+    crate::paths::state_dir().join("ledger")
 }
 
 /// This process's ledger file, opened on the first entry.
@@ -193,14 +183,18 @@ fn close(n: u64, disposition: &str) {
     }
 }
 
+/// Hears what a slot holds that would outlive ohrun (`Some`: what to say of it) and when it lets go of it
+/// (`None`), by run id: the runner keeps the list that its third signal prints.
+pub type Watcher = std::sync::Arc<dyn Fn(&str, Option<String>) + Send + Sync>;
+
 /// One attempt's place in the ledger: the backend opens it before it creates its sandbox and adds what it
-/// learns; the runner closes it after the release. Also keeps the third signal's list of what may be
-/// left (`signal::holding`) up to date.
+/// learns; the runner closes it after the release. Tells its [`Watcher`] what it holds.
 pub struct Slot {
     run_id: String,
     report_dir: PathBuf,
     batch_dir: Option<PathBuf>,
     entry: Mutex<Option<(u64, Sandbox)>>,
+    watcher: Option<Watcher>,
 }
 
 impl Slot {
@@ -211,7 +205,14 @@ impl Slot {
             report_dir: absolute(report_dir),
             batch_dir: batch_dir.map(absolute),
             entry: Mutex::new(None),
+            watcher: None,
         }
+    }
+
+    /// The same slot, telling `watcher` what it holds.
+    pub fn watched_by(mut self, watcher: Watcher) -> Slot {
+        self.watcher = Some(watcher);
+        self
     }
 
     fn entry(&self) -> std::sync::MutexGuard<'_, Option<(u64, Sandbox)>> {
@@ -220,7 +221,7 @@ impl Slot {
 
     /// A new entry for a `backend` sandbox about to be created; `fill` adds what is known already. Err when
     /// the ledger cannot be written: then nothing must be created.
-    pub fn open(&self, backend: &str, fill: impl FnOnce(&mut Sandbox)) -> Result<(), crate::backend::Error> {
+    pub fn open(&self, backend: &str, fill: impl FnOnce(&mut Sandbox)) -> std::io::Result<()> {
         let mut sandbox = Sandbox {
             backend: backend.into(),
             run_id: self.run_id.clone(),
@@ -230,11 +231,7 @@ impl Slot {
             ..Sandbox::default()
         };
         fill(&mut sandbox);
-        let n = record(None, &sandbox).map_err(|e| {
-            crate::backend::Error::failed(format!("cannot write the sandbox ledger in {}: {e}", dir().display())).hint(
-                "ohrun records every sandbox there before creating it; set OHRUN_STATE_DIR to a writable directory",
-            )
-        })?;
+        let n = record(None, &sandbox)?;
         self.note_holding(&sandbox);
         *self.entry() = Some((n, sandbox));
         Ok(())
@@ -264,18 +261,21 @@ impl Slot {
         if let Some((n, _)) = self.entry().take() {
             close(n, disposition);
         }
-        crate::runner::signal::released(&self.run_id);
+        if let Some(w) = &self.watcher {
+            w(&self.run_id, None);
+        }
     }
 
     /// What a third signal lists: sandboxes that outlive ohrun (a local server dies with its watchdog; a
     /// session ohrun only attached to is not its to leave).
     fn note_holding(&self, s: &Sandbox) {
+        let Some(w) = &self.watcher else { return };
         if s.backend == "local" || s.attached {
             return;
         }
         let id = s.id.as_deref().unwrap_or("(its id not known yet)");
         let file = self.report_dir.join(crate::report::writer::RUN_FILE);
-        crate::runner::signal::holding(&self.run_id, format!("{} sandbox {id} (see {})", s.backend, file.display()));
+        w(&self.run_id, Some(format!("{} sandbox {id} (see {})", s.backend, file.display())));
     }
 }
 

@@ -17,6 +17,8 @@ pub mod job;
 pub mod ledger;
 pub mod liveness;
 pub mod money;
+pub mod net;
+pub mod paths;
 pub mod rehearse;
 pub mod repo;
 pub mod report;

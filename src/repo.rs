@@ -8,11 +8,21 @@ use crate::agent::http::AgentClient;
 use crate::agent::setup::{run_command, shell_quote};
 use crate::cancel::Cancel;
 use crate::report::redact;
-use crate::settings::RepoSettings;
 use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+
+/// The repository a run starts from (`repo:`).
+#[derive(Clone, Debug)]
+pub struct RepoSettings {
+    pub url: String,
+    pub git_ref: Option<String>,
+    pub depth: Option<u32>,
+    /// Registered with the redactor; only ever in the environment of ohrun's own `git`.
+    pub token: Option<String>,
+    pub timeout: std::time::Duration,
+}
 
 /// A clone on this machine, removed when dropped.
 pub struct Cloned {

@@ -3,16 +3,18 @@
 //! value is registered with the redactor, and nothing downstream reads the environment again. Each
 //! backend owns its settings type; this module only assembles them.
 
+use crate::agent::setup::SetupCommand;
 use crate::backend;
 use crate::backend::cloud::CloudSettings;
 use crate::backend::docker::DockerSettings;
 use crate::backend::local::LocalSettings;
-use crate::backend::provider::{check_transport, is_loopback_url};
 use crate::backend::remote::RemoteSettings;
 use crate::backend::runtime::RuntimeSettings;
 use crate::job::checks::CheckSpec;
 use crate::job::model::{JobSpec, LlmSpec, Sandbox};
 use crate::job::values::{EnvError, EnvString};
+use crate::net::{check_transport, is_loopback_url};
+use crate::repo::RepoSettings;
 use crate::report::redact;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -26,17 +28,6 @@ pub struct LlmSettings {
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
     pub options: serde_json::Map<String, Value>,
-}
-
-/// A setup command with its `${VAR}`s expanded.
-#[derive(Clone, Debug)]
-pub struct SetupCommand {
-    pub run: String,
-    /// Relative to the sandbox's working directory unless absolute.
-    pub cwd: Option<String>,
-    pub env: Vec<(String, String)>,
-    pub timeout: std::time::Duration,
-    pub allow_failure: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -56,17 +47,6 @@ pub struct RunSettings {
     pub deliver: Option<crate::deliver::DeliverSettings>,
     /// `repo:`, its URL and token expanded.
     pub repo: Option<RepoSettings>,
-}
-
-/// The repository a run starts from (`repo:`).
-#[derive(Clone, Debug)]
-pub struct RepoSettings {
-    pub url: String,
-    pub git_ref: Option<String>,
-    pub depth: Option<u32>,
-    /// Registered with the redactor; only ever in the environment of ohrun's own `git`.
-    pub token: Option<String>,
-    pub timeout: std::time::Duration,
 }
 
 /// Where a check sits in the job: `verify.checks[i]`, or `steps[j].checks[i]` (`step` is 0-based).

@@ -14,6 +14,7 @@ use crate::agent::diff::Snapshots;
 use crate::cancel::Cancel;
 use crate::job::model::{JobSpec, Message, OnQuestion, Step};
 use crate::money::Usd;
+use crate::net::retry::RetryPolicy;
 use crate::report::writer::{ReportWriter, now_rfc3339};
 use crate::report::{EndReason, StepError, StepReport, Totals};
 use crate::settings::RunSettings;
@@ -390,7 +391,7 @@ pub fn message_text(message: &Message, job_dir: &Path) -> String {
 
 /// Creates the conversation, never twice. The id is ohrun's own, so after an unclear failure (no answer,
 /// 5xx, 429) ohrun asks for that id: if the create went through after all, that conversation is this
-/// run's; if not, it tries again (after the server's Retry-After, or a backoff).
+/// run's; if not, it tries again (after the server's Retry-After, or a backoff), three tries in all as for a read.
 async fn create(client: &AgentClient, id: &str, body: &Value, cancel: &Cancel) -> Result<(), ApiError> {
     let mut attempt = 0;
     loop {
@@ -404,12 +405,10 @@ async fn create(client: &AgentClient, id: &str, body: &Value, cancel: &Cancel) -
             tracing::info!("{e}; but conversation {id} exists: it is this run's");
             return Ok(());
         }
-        if attempt >= CREATE_TRIES || cancel.clone().sleep(e.wait_before(attempt)).await {
+        let Some(wait) = RetryPolicy::AGENT_READ.next_wait(attempt, e.retry_after) else { return Err(e) };
+        if cancel.clone().sleep(wait).await {
             return Err(e);
         }
         tracing::info!("{e}; creating conversation {id} again");
     }
 }
-
-/// Tries of a conversation create that failed in a way that may pass.
-const CREATE_TRIES: u32 = 3;

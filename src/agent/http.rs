@@ -1,6 +1,8 @@
 //! The agent-server's REST API. Every failure becomes an [`ApiError`] naming the method, the URL, the
 //! status and the server's `detail`, so callers never format HTTP errors themselves.
 
+use crate::cancel::Cancel;
+use crate::net::retry::{Failure, Retry, RetryPolicy};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -18,20 +20,19 @@ pub struct ApiError {
 impl ApiError {
     /// Busy (429), failing (5xx) or no answer: worth another try later.
     pub fn is_transient(&self) -> bool {
-        self.status.is_none_or(|s| s == 429 || s >= 500)
-    }
-
-    /// How long to wait before try `attempt` (1-based): the server's Retry-After (at most `MAX_WAIT`),
-    /// else the usual backoff.
-    pub fn wait_before(&self, attempt: u32) -> Duration {
-        self.retry_after.map_or_else(|| crate::backend::provider::backoff(attempt), |d| d.min(MAX_WAIT))
+        self.retry().is_transient()
     }
 }
 
-/// The longest a Retry-After is honoured; a server asking for more gets asked again sooner.
-const MAX_WAIT: Duration = Duration::from_secs(10);
-/// Tries of an idempotent request (GET) that failed in a way that may pass.
-const GET_TRIES: u32 = 3;
+impl Failure for ApiError {
+    fn retry(&self) -> Retry {
+        Retry::of_status(self.status)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,52 +57,13 @@ pub struct AgentClient {
     http: reqwest::Client,
     /// Bounds each request (long-running calls pass their own).
     request_timeout: Duration,
+    /// Stops the retries of reads once ohrun is asked to stop: a failed read is then not worth a wait.
+    cancel: Cancel,
 }
 
 /// How long past a command's own timeout ohrun waits for the server to answer that it ended (the server
 /// kills it at its timeout, then gives it a second or two to go).
 pub const BASH_ANSWER_MARGIN: Duration = Duration::from_secs(30);
-
-/// One HTTP client for the whole process: its connection pool and TLS roots are shared by every run
-/// (building a client per run cost each run its own copy of the roots: ~0.3 MB and milliseconds of CPU
-/// at 1,000 runs). Timeouts are set per request. Redirects are followed only within one origin: every
-/// request ohrun makes may carry a key in a header of its own (`X-Session-API-Key`, `X-API-Key`) or in
-/// its body, and reqwest's default policy strips only `Authorization` and `Cookie` on the way to another
-/// host. A redirect elsewhere comes back as the 3xx it is ([`redirect_detail`]).
-pub fn shared_client() -> reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .user_agent(concat!("ohrun/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::custom(same_origin_only))
-                .build()
-                .expect("a TLS backend is available")
-        })
-        .clone()
-}
-
-/// Follows a redirect only to the origin (scheme, host, port) the request was first sent to, at most 5.
-fn same_origin_only(attempt: reqwest::redirect::Attempt) -> reqwest::redirect::Action {
-    let first = attempt.previous().first().map(reqwest::Url::origin);
-    if attempt.previous().len() > 5 || first != Some(attempt.url().origin()) {
-        attempt.stop()
-    } else {
-        attempt.follow()
-    }
-}
-
-/// What to say of a 3xx that was not followed: where it pointed, and why ohrun did not go there.
-pub fn redirect_detail(status: u16, headers: &reqwest::header::HeaderMap) -> Option<String> {
-    if !(300..400).contains(&status) {
-        return None;
-    }
-    let to = headers.get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("nowhere");
-    Some(format!(
-        "redirected to {to}; ohrun follows redirects only within the same scheme, host and port, since its requests carry keys"
-    ))
-}
 
 impl AgentClient {
     /// `request_timeout` bounds each request (long-running calls pass their own).
@@ -111,7 +73,13 @@ impl AgentClient {
         let base_url = reqwest::Url::parse(&format!("{base}/"))
             .unwrap_or_else(|_| reqwest::Url::parse("http://invalid.invalid/").expect("a URL"));
         let key = std::sync::Arc::new(std::sync::RwLock::new(key));
-        AgentClient { base, base_url, key, http: shared_client(), request_timeout }
+        AgentClient { base, base_url, key, http: crate::net::shared_client(), request_timeout, cancel: Cancel::never() }
+    }
+
+    /// The same client, whose retries stop when `cancel` fires.
+    pub fn with_cancel(mut self, cancel: Cancel) -> AgentClient {
+        self.cancel = cancel;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -182,8 +150,8 @@ impl AgentClient {
             retry_after: None,
         })?;
         let status = resp.status().as_u16();
-        let retry_after = crate::backend::provider::retry_after(resp.headers());
-        let redirected = redirect_detail(status, resp.headers());
+        let retry_after = crate::net::retry_after(resp.headers());
+        let redirected = crate::net::redirect_detail(status, resp.headers());
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if (200..300).contains(&status) {
@@ -207,20 +175,9 @@ impl AgentClient {
     /// A GET, tried again (after Retry-After or a backoff) while the server is busy, failing or silent:
     /// reading twice changes nothing on the server.
     async fn get(&self, path: &[&str], query: &[(&str, &str)]) -> Result<Value, ApiError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.send("GET", path, query, None, None).await {
-                Ok((_, v)) => return Ok(v),
-                // Once ohrun is asked to stop, a failed read is not worth a wait.
-                Err(e) if e.is_transient() && attempt < GET_TRIES && !crate::runner::signal::stopping() => {
-                    let wait = e.wait_before(attempt);
-                    tracing::info!("{e}; trying again in {wait:?}");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let once = || async { self.send("GET", path, query, None, None).await.map(|(_, v)| v) };
+        let log = |_, e: &ApiError, wait| tracing::info!("{e}; trying again in {wait:?}");
+        RetryPolicy::AGENT_READ.run(true, None, &mut self.cancel.clone(), once, log).await
     }
 
     async fn post(&self, path: &[&str], body: &Value) -> Result<Value, ApiError> {

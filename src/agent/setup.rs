@@ -7,9 +7,19 @@ use super::Error;
 use super::http::AgentClient;
 use crate::cancel::Cancel;
 use crate::report::SetupResult;
-use crate::settings::SetupCommand;
 use serde_json::Value;
 use std::time::{Duration, Instant};
+
+/// A setup command with its `${VAR}`s expanded.
+#[derive(Clone, Debug)]
+pub struct SetupCommand {
+    pub run: String,
+    /// Relative to the sandbox's working directory unless absolute.
+    pub cwd: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout: std::time::Duration,
+    pub allow_failure: bool,
+}
 
 /// How long ohrun waits beyond a command's own timeout for the server to report its end.
 const MARGIN: Duration = super::http::BASH_ANSWER_MARGIN;

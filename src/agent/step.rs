@@ -19,6 +19,7 @@ use super::http::ApiError;
 use super::{Admission, BoxFuture, Probe, SandboxProbe};
 use crate::job::model::Step;
 use crate::money::Usd;
+use crate::net::retry::{Failure, Retry, RetryPolicy};
 use crate::report::{EndReason, StepError, Tokens, Totals};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -32,8 +33,9 @@ const POLL_EVERY_TICKS: u64 = 5;
 const LOST_AFTER_FAILED_POLLS: u32 = 30;
 /// How long REST must report a terminal status before it is believed without the socket (the SDK's 30 s).
 pub const REST_GRACE: Duration = Duration::from_secs(30);
-/// How often a message or a run is tried when the server answers unclearly or is busy.
-const SEND_ATTEMPTS: u32 = 5;
+/// How often a message or a run is tried, and the waits between, when the server answers unclearly or is
+/// busy.
+const ESSENTIAL: RetryPolicy = RetryPolicy::AGENT_ESSENTIAL;
 
 /// Limits that apply to every step of a run.
 pub struct Limits<'a> {
@@ -347,25 +349,23 @@ impl Conversation<'_> {
         let since = self.last_ts.clone();
         // The user messages ohrun knows of: any other stored since `since` is this one.
         let known = self.user_message_ids.clone();
-        for attempt in 1..=SEND_ATTEMPTS {
+        for attempt in 1..=ESSENTIAL.tries {
             let (why, wait) = match self.client.send_message(&self.id, message).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.status == Some(429) => return Ok(()),
-                Err(e) if e.status.is_some_and(|s| s < 500) => {
+                Err(e) if e.retry() == Retry::Never => {
                     return Err(Verdict::failed(
                         EndReason::Error,
                         "MessageRefused",
                         format!("sending the message failed: {e}"),
                     ));
                 }
-                Err(e) => (format!("sending the message failed: {e}"), e.wait_before(attempt)),
+                Err(e) => (format!("sending the message failed: {e}"), ESSENTIAL.next_wait(attempt, e.retry_after)),
             };
             if self.was_stored(since.as_deref(), &known, ctx, &why).await? {
                 return Ok(());
             }
-            if attempt == SEND_ATTEMPTS {
-                return Err(self.lost_verdict(why));
-            }
+            let Some(wait) = wait else { return Err(self.lost_verdict(why)) };
             self.pause_before_retry(wait).await?;
         }
         Ok(())
@@ -380,7 +380,7 @@ impl Conversation<'_> {
         ctx: &StepContext<'_>,
         why: &str,
     ) -> Result<bool, Verdict> {
-        for attempt in 1..=SEND_ATTEMPTS {
+        for attempt in 1..=ESSENTIAL.tries {
             match self.client.user_messages(&self.id, since).await {
                 Ok(events) => {
                     return Ok(events
@@ -390,7 +390,7 @@ impl Conversation<'_> {
                 }
                 Err(_) => self.ask_provider(ctx, why).await?,
             }
-            self.pause_before_retry(crate::backend::provider::backoff(attempt)).await?;
+            self.pause_before_retry(ESSENTIAL.backoff(attempt)).await?;
         }
         Err(self.lost_verdict(format!("{why}; the agent-server did not answer since")))
     }
@@ -399,10 +399,10 @@ impl Conversation<'_> {
     /// harmless 409), never by sending the message again.
     async fn start_run(&mut self, ctx: &StepContext<'_>) -> Result<(), Verdict> {
         let mut why = String::new();
-        for attempt in 1..=SEND_ATTEMPTS {
+        for attempt in 1..=ESSENTIAL.tries {
             match self.client.run(&self.id).await {
                 Ok(()) => return Ok(()),
-                Err(e) if e.status.is_some_and(|s| s != 429 && s < 500) => {
+                Err(e) if e.retry() == Retry::Never => {
                     return Err(Verdict::failed(
                         EndReason::Error,
                         "RunRefused",
@@ -415,7 +415,8 @@ impl Conversation<'_> {
                         self.ask_provider(ctx, &why).await?;
                     }
                     // The server's Retry-After when it sent one (a busy server knows best), else a backoff.
-                    self.pause_before_retry(e.wait_before(attempt)).await?;
+                    let Some(wait) = ESSENTIAL.next_wait(attempt, e.retry_after) else { break };
+                    self.pause_before_retry(wait).await?;
                 }
             }
         }

@@ -105,6 +105,7 @@ impl Cloud {
                 self.look(&api, &id, deadline, &unknown)
             })
             .await?;
+        let client = client.with_cancel(ctx.cancel.clone());
         self.client = Some(client.clone());
         Ok(Ready { client, working_dir: s.working_dir, server_info })
     }
@@ -117,11 +118,13 @@ impl Cloud {
         // What existed before, so that after an unclear failure (5xx, timeout) we can tell whether our
         // create may have gone through. None: the server cannot list, so we cannot tell.
         let before = sandbox_ids(api, deadline).await;
-        ctx.ledger.open("cloud", |l| {
-            l.api_url = Some(self.settings.api_url.clone());
-            l.key_var = Some(self.settings.key_var.clone());
-            l.allow_insecure_http = self.settings.allow_insecure_http;
-        })?;
+        ctx.ledger
+            .open("cloud", |l| {
+                l.api_url = Some(self.settings.api_url.clone());
+                l.key_var = Some(self.settings.key_var.clone());
+                l.allow_insecure_http = self.settings.allow_insecure_http;
+            })
+            .map_err(Error::ledger)?;
         let mut cancel = ctx.cancel.clone();
         let created = provider::create_never_blind(
             api,

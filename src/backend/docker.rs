@@ -97,7 +97,7 @@ impl DockerBackend {
         image::ensure(&docker, &self.settings.image, image::HostPackages::Never, ctx.progress, &mut cancel).await?;
         let key = super::random_key();
         let host_network = self.settings.network.as_deref() == Some("host");
-        ctx.ledger.open("docker", |_| {})?;
+        ctx.ledger.open("docker", |_| {}).map_err(Error::ledger)?;
         // A published port can be taken between choosing it and starting the container: try a few.
         let mut last_error = String::new();
         for _attempt in 0..3 {
@@ -115,7 +115,8 @@ impl DockerBackend {
             }
             (ctx.progress)(&format!("container {} started from {}", short(&id), self.settings.image));
             let client =
-                AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key.clone()), Duration::from_secs(60));
+                AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key.clone()), Duration::from_secs(60))
+                    .with_cancel(ctx.cancel.clone());
             self.wait_healthy(&docker, &id, &client, ctx).await?;
             let server_info = client.server_info().await?;
             self.client = Some(client.clone());

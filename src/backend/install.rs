@@ -33,13 +33,7 @@ const COMPILE: &str = "import compileall, sys\nfor d in sys.argv[1:]: compileall
 /// The uv that installs the lock (a PyPI package, so it comes from the same registry).
 const UV_VERSION: &str = "0.13.9";
 
-/// ohrun's cache: `$OHRUN_HOME`, else the user cache dir (`~/.cache/ohrun`).
-pub fn home() -> PathBuf {
-    std::env::var_os("OHRUN_HOME")
-        .map(PathBuf::from)
-        .or_else(|| dirs::cache_dir().map(|d| d.join("ohrun")))
-        .unwrap_or_else(|| PathBuf::from(".ohrun"))
-}
+pub use crate::paths::home;
 
 pub fn venv_dir() -> PathBuf {
     home().join(format!("agent-server-{AGENT_SERVER_VERSION}"))

@@ -146,7 +146,7 @@ impl Local {
         let key = super::random_key();
         let state_dir = state_dir()?;
         let raw_log = state_dir.path().join("server.log");
-        ctx.ledger.open("local", |l| l.state_dir = Some(state_dir.path().to_path_buf()))?;
+        ctx.ledger.open("local", |l| l.state_dir = Some(state_dir.path().to_path_buf())).map_err(Error::ledger)?;
         let child = spawn(&command, port, &key, state_dir.path(), &raw_log, &self.settings.env, ctx.hide_env)?;
         let pid = child.id().unwrap_or_default();
         self.pid = Some(pid);
@@ -159,7 +159,8 @@ impl Local {
         let watchdog = Watchdog::start(pid, state_dir.path());
         let watchdog = Mutex::new(watchdog);
         self.server = Some(Server { child: Mutex::new(child), pid, state_dir, report_dir, copier, watchdog });
-        let client = AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key), Duration::from_secs(60));
+        let client = AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key), Duration::from_secs(60))
+            .with_cancel(ctx.cancel.clone());
         let deadline = ctx.deadline(self.settings.init_timeout);
         let (limit, raise) = ctx.limit(self.settings.init_timeout);
         let tail_of = raw_log.clone();

@@ -231,6 +231,12 @@ impl Error {
         self
     }
 
+    /// The sandbox ledger could not record a sandbox about to be created: then nothing is created.
+    pub fn ledger(e: std::io::Error) -> Error {
+        Error::failed(format!("cannot write the sandbox ledger in {}: {e}", crate::ledger::dir().display()))
+            .hint("ohrun records every sandbox there before creating it; set OHRUN_STATE_DIR to a writable directory")
+    }
+
     pub fn log_tail(mut self, tail: impl Into<String>) -> Error {
         let tail = tail.into();
         self.log_tail = (!tail.trim().is_empty()).then_some(tail);
@@ -240,7 +246,7 @@ impl Error {
 
 impl From<crate::agent::http::ApiError> for Error {
     fn from(e: crate::agent::http::ApiError) -> Error {
-        let kind = if e.status.is_none_or(|s| s == 429 || s >= 500) { ErrorKind::Transient } else { ErrorKind::Failed };
+        let kind = if e.is_transient() { ErrorKind::Transient } else { ErrorKind::Failed };
         Error::new(kind, e.to_string())
     }
 }

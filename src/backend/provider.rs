@@ -6,13 +6,13 @@
 
 use super::{Error, ErrorKind};
 use crate::cancel::Cancel;
+use crate::net::retry::{Failure, Retry, RetryPolicy};
+use crate::net::{check_transport, retry_after};
 use crate::report::ApiRetry;
 use reqwest::{Method, Url};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const MAX_ATTEMPTS: u32 = 6;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiFailure {
@@ -35,25 +35,9 @@ impl ApiFailure {
         }
     }
 
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ApiFailure::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
     /// Worth another try later (the server was busy or unreachable).
     pub fn is_transient(&self) -> bool {
-        match self {
-            ApiFailure::Status { status, .. } => *status == 429 || *status >= 500,
-            ApiFailure::Transport { .. } => true,
-            ApiFailure::Auth { .. } => false,
-        }
-    }
-
-    /// Refused before the server did anything (429): safe to repeat even a create.
-    fn refused_before_acting(&self) -> bool {
-        matches!(self, ApiFailure::Status { status: 429, .. })
+        self.retry().is_transient()
     }
 
     pub fn is_not_found(&self) -> bool {
@@ -67,6 +51,23 @@ impl ApiFailure {
             ApiFailure::Auth { .. } => Error::new(ErrorKind::Failed, self.to_string())
                 .hint(format!("check the {api} key in {key_var} (and `sandbox.api_url`)")),
             _ => Error::new(kind, self.to_string()),
+        }
+    }
+}
+
+impl Failure for ApiFailure {
+    fn retry(&self) -> Retry {
+        match self {
+            ApiFailure::Auth { .. } => Retry::Never,
+            ApiFailure::Status { status, .. } => Retry::of_status(Some(*status)),
+            ApiFailure::Transport { .. } => Retry::Unclear,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiFailure::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }
@@ -95,7 +96,7 @@ impl ProviderApi {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let http = crate::agent::http::shared_client();
+        let http = crate::net::shared_client();
         Ok(ProviderApi {
             base,
             http,
@@ -152,21 +153,20 @@ impl ProviderApi {
         self.retries.lock().unwrap_or_else(|e| e.into_inner()).push(r);
     }
 
-    /// Waits before another attempt of a request that failed with `f` (Retry-After, else backoff), and
-    /// records it. False when the wait would pass `deadline` or ohrun was cancelled meanwhile.
+    /// Waits before another attempt of a create that failed with `f` and made nothing (Retry-After,
+    /// else backoff), and records it. False when no try is left, the wait would pass `deadline` or
+    /// ohrun was cancelled meanwhile.
     pub async fn wait_before_retry(
         &self,
         method: &Method,
         url: &Url,
         attempt: u32,
         f: &ApiFailure,
-        deadline: Option<Instant>,
+        deadline: Instant,
         cancel: &mut Cancel,
     ) -> bool {
-        let wait = f.retry_after().unwrap_or_else(|| backoff(attempt));
-        if deadline.is_some_and(|d| Instant::now() + wait >= d) || attempt >= MAX_ATTEMPTS {
-            return false;
-        }
+        // Repeating is safe here: the caller found that the failed request made nothing.
+        let Some(wait) = RetryPolicy::PROVIDER.wait_for(attempt, f, true, Some(deadline)) else { return false };
         self.record_retry(method, url, attempt, f, wait);
         !cancel.sleep(wait).await
     }
@@ -183,18 +183,9 @@ impl ProviderApi {
         deadline: Option<Instant>,
     ) -> Result<Value, ApiFailure> {
         let mut cancel = self.cancel.clone();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let failure = match self.once(&method, &url, body).await {
-                Ok(v) => return Ok(v),
-                Err(f) => f,
-            };
-            let safe = failure.refused_before_acting() || (idempotent && failure.is_transient());
-            if !safe || !self.wait_before_retry(&method, &url, attempt, &failure, deadline, &mut cancel).await {
-                return Err(failure);
-            }
-        }
+        let once = || self.once(&method, &url, body);
+        let log = |attempt, f: &ApiFailure, wait| self.record_retry(&method, &url, attempt, f, wait);
+        RetryPolicy::PROVIDER.run(idempotent, deadline, &mut cancel, once, log).await
     }
 
     async fn once(&self, method: &Method, url: &Url, body: Option<&Value>) -> Result<Value, ApiFailure> {
@@ -219,8 +210,8 @@ impl ProviderApi {
             ApiFailure::Transport { what: what.clone(), detail }
         })?;
         let status = resp.status().as_u16();
-        let retry_after = retry_after(resp.headers()).map(|d| d.min(Duration::from_secs(60)));
-        let redirected = crate::agent::http::redirect_detail(status, resp.headers());
+        let retry_after = retry_after(resp.headers());
+        let redirected = crate::net::redirect_detail(status, resp.headers());
         let text = resp.text().await.unwrap_or_default();
         if (200..300).contains(&status) {
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
@@ -250,13 +241,6 @@ pub fn release_shortcut(released: bool, keep: bool) -> Option<super::Released> {
 }
 
 /// After the delete or stop: remembered when it worked (a second release does nothing), loud when not.
-/// The `Retry-After` a server sent, in seconds (the HTTP-date form is not used by the servers ohrun
-/// talks to).
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
 pub fn released(done: &mut bool, result: Result<(), String>) -> super::Released {
     match result {
         Ok(()) => {
@@ -264,28 +248,6 @@ pub fn released(done: &mut bool, result: Result<(), String>) -> super::Released 
             super::Released::Released
         }
         Err(e) => super::Released::Failed(e),
-    }
-}
-
-/// 0.5 s, 1 s, 2 s, … up to 10 s, each ±25 % so that many clients do not retry in step.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 0.5 * 2f64.powi(attempt.saturating_sub(1).min(5) as i32);
-    let jitter = 0.75 + fastrand::f64() * 0.5;
-    Duration::from_secs_f64((base * jitter).min(10.0))
-}
-
-/// http to a host that is not loopback sends the key in clear text.
-pub fn check_transport(url: &str, allow_insecure_http: bool, what: &str) -> Result<(), String> {
-    let Ok(parsed) = Url::parse(url) else {
-        return Err(format!("`{what}` must be an http(s) URL, not `{url}`"));
-    };
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if allow_insecure_http || is_loopback(&parsed) => Ok(()),
-        "http" => Err(format!(
-            "`{what}` is plain http to a host that is not loopback ({url}): the key would travel in clear text; use https, or set `allow_insecure_http: true`"
-        )),
-        _ => Err(format!("`{what}` must be an http(s) URL, not `{url}`")),
     }
 }
 
@@ -298,17 +260,6 @@ pub fn check_agent_url(url: &str, carries_key: bool, allow_insecure_http: bool) 
     }
     check_transport(url, allow_insecure_http, "the agent-server URL the provider returned")
         .map_err(|e| super::Error::failed(e).hint("the provider should return an https URL"))
-}
-
-/// True for URLs whose host is 127.0.0.0/8, ::1 or localhost.
-pub fn is_loopback(url: &Url) -> bool {
-    let host = url.host_str().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-pub fn is_loopback_url(url: &str) -> bool {
-    Url::parse(url).is_ok_and(|u| is_loopback(&u))
 }
 
 /// What one look at a starting sandbox found.
@@ -416,7 +367,7 @@ where
             Found::Failed => return Err(failure.into_error(key_var, api_name)),
             Found::Nothing => {}
         }
-        if !api.wait_before_retry(&Method::POST, &url, attempt, &failure, Some(deadline), cancel).await {
+        if !api.wait_before_retry(&Method::POST, &url, attempt, &failure, deadline, cancel).await {
             return Err(if cancel.is_set() { Error::interrupted() } else { failure.into_error(key_var, api_name) });
         }
     }

@@ -4,6 +4,7 @@
 
 use super::{Backend, BoxFuture, Context, Error, Probe, Ready, Record, Released, SandboxProbe};
 use crate::agent::http::AgentClient;
+use crate::cancel::Cancel;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -26,9 +27,9 @@ impl Remote {
         Remote { settings, client: None }
     }
 
-    async fn attach(&mut self) -> Result<Ready, Error> {
+    async fn attach(&mut self, cancel: Cancel) -> Result<Ready, Error> {
         let s = &self.settings;
-        let client = AgentClient::new(&s.url, s.session_key.clone(), s.api_timeout);
+        let client = AgentClient::new(&s.url, s.session_key.clone(), s.api_timeout).with_cancel(cancel);
         if !client.healthy().await {
             return Err(Error::new(
                 super::ErrorKind::Transient,
@@ -57,8 +58,8 @@ impl Remote {
 }
 
 impl Backend for Remote {
-    fn provision<'a>(&'a mut self, _ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
-        Box::pin(self.attach())
+    fn provision<'a>(&'a mut self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Ready, Error>> {
+        Box::pin(self.attach(ctx.cancel.clone()))
     }
 
     fn release(&mut self, _keep: bool) -> BoxFuture<'_, Released> {

@@ -133,14 +133,16 @@ impl Runtime {
         // ohrun (re)starts a session that does not exist, or that stopped or failed: that one is this run's.
         // One that runs, is paused or is starting is someone else's (another run's, another tool's).
         self.started = status.as_deref().is_none_or(|st| matches!(st, "stopped" | "error"));
-        ctx.ledger.open("runtime", |l| {
-            l.api_url = Some(s.api_url.clone());
-            l.key_var = Some(s.key_var.clone());
-            l.allow_insecure_http = s.allow_insecure_http;
-            l.id = Some(sid.clone());
-            l.pause_on_close = s.pause_on_close;
-            l.attached = !self.started;
-        })?;
+        ctx.ledger
+            .open("runtime", |l| {
+                l.api_url = Some(s.api_url.clone());
+                l.key_var = Some(s.key_var.clone());
+                l.allow_insecure_http = s.allow_insecure_http;
+                l.id = Some(sid.clone());
+                l.pause_on_close = s.pause_on_close;
+                l.attached = !self.started;
+            })
+            .map_err(Error::ledger)?;
         let runtime = match existing {
             Some(v) if matches!(status.as_deref(), Some("running" | "paused")) => {
                 (ctx.progress)(&format!("attaching to the existing runtime session {sid}"));
@@ -166,6 +168,7 @@ impl Runtime {
                 self.look(&api, &sid, &rid, deadline)
             })
             .await?;
+        let client = client.with_cancel(ctx.cancel.clone());
         self.client = Some(client.clone());
         Ok(Ready { client, working_dir: s.working_dir, server_info })
     }

@@ -230,7 +230,8 @@ async fn regrade(
     let started = Instant::now();
     let started_at = crate::report::writer::now_rfc3339();
     let mut v = Verification { mode: "fresh".into(), ..Verification::default() };
-    let ledger = crate::ledger::Slot::new(&format!("{id}#verify-{n}"), &dir, Some(batch_dir));
+    let ledger =
+        crate::ledger::Slot::new(&format!("{id}#verify-{n}"), &dir, Some(batch_dir)).watched_by(signals.watcher());
     let say = |l: &str| line.say(l);
     let place = fresh::Place {
         run_id: &id,

@@ -1,19 +1,17 @@
 //! The GitHub REST calls of a delivery: find a pull request by its head branch, create or update it, its
 //! labels and reviewers, and the batch's summary comment. Through the process's one HTTP client
-//! (`agent::http::shared_client`: redirects only within the same origin, so the token never follows one
-//! to another host); rate limits (403/429 with `retry-after`, or `x-ratelimit-remaining: 0` with
-//! `x-ratelimit-reset`) are waited out with the providers' `retry_after` and `backoff`, bounded by the
-//! delivery's deadline and a number of attempts.
+//! (`net::shared_client`: redirects only within the same origin, so the token never follows one to
+//! another host); rate limits (403/429 with `retry-after`, or `x-ratelimit-remaining: 0` with
+//! `x-ratelimit-reset`) are waited out under `RetryPolicy::GITHUB`, bounded by the delivery's deadline.
 
-use crate::backend::provider::{backoff, retry_after};
+use crate::cancel::Cancel;
+use crate::net::retry::{Failure, Retry, RetryPolicy};
+use crate::net::retry_after;
 use crate::report::ApiRetry;
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const MAX_ATTEMPTS: u32 = 5;
-/// The longest one wait for a rate limit; a reset further away fails the delivery (resume it later).
-const MAX_WAIT: Duration = Duration::from_secs(120);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a call could not do.
@@ -227,7 +225,8 @@ impl Github {
     }
 
     /// One request, tried again while the API limits the rate (any request: it did nothing) or, for an
-    /// `idempotent` one, while it fails unclearly.
+    /// `idempotent` one, while it fails unclearly; a rate limit that lasts longer than the policy waits
+    /// fails the call (the delivery can be resumed after the reset).
     async fn call(
         &mut self,
         method: Method,
@@ -238,32 +237,26 @@ impl Github {
     ) -> Result<Value, GithubError> {
         let url = self.url(path, query);
         let what = format!("{method} /{}", path.join("/"));
-        for attempt in 1.. {
-            let (failure, wait) = match self.once(&method, &url, body, &what).await {
-                Ok(v) => return Ok(v),
-                Err(Answer::Limited(f, wait)) => (f, Some(wait)),
-                Err(Answer::Failed(f @ GithubError::Unclear { .. })) if idempotent => (f, None),
-                Err(Answer::Failed(f)) => return Err(f),
-            };
-            let wait = wait.unwrap_or_else(|| backoff(attempt));
-            if attempt >= MAX_ATTEMPTS || wait > MAX_WAIT || Instant::now() + wait >= self.deadline {
-                return Err(failure);
-            }
-            self.retries.push(ApiRetry {
+        let mut retried = Vec::new();
+        let once = || self.once(&method, &url, body, &what);
+        let log = |attempt, a: &Answer, wait: Duration| {
+            let failure = a.error();
+            retried.push(ApiRetry {
                 method: method.to_string(),
                 path: url.path().to_string(),
                 attempt,
                 status: failure.status(),
                 reason: failure.to_string(),
                 waited_ms: wait.as_millis() as u64,
-            });
-            tokio::time::sleep(wait).await;
-        }
-        unreachable!("the loop returns")
+            })
+        };
+        let answer = RetryPolicy::GITHUB.run(idempotent, Some(self.deadline), &mut Cancel::never(), once, log).await;
+        self.retries.extend(retried);
+        answer.map_err(Answer::into_error)
     }
 
     async fn once(&self, method: &Method, url: &Url, body: Option<&Value>, what: &str) -> Result<Value, Answer> {
-        let mut req = crate::agent::http::shared_client()
+        let mut req = crate::net::shared_client()
             .request(method.clone(), url.clone())
             .timeout(REQUEST_TIMEOUT.min(self.deadline.saturating_duration_since(Instant::now())))
             .header("Accept", "application/vnd.github+json")
@@ -279,7 +272,7 @@ impl Github {
             req.send().await.map_err(|e| unclear(if e.is_timeout() { "timed out".into() } else { e.to_string() }))?;
         let status = resp.status().as_u16();
         let limited = rate_limit_wait(status, resp.headers());
-        let redirected = crate::agent::http::redirect_detail(status, resp.headers());
+        let redirected = crate::net::redirect_detail(status, resp.headers());
         let text = resp.text().await.unwrap_or_default();
         if (200..300).contains(&status) {
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
@@ -295,29 +288,60 @@ impl Github {
 }
 
 enum Answer {
-    /// Rate-limited: try again after the wait.
-    Limited(GithubError, Duration),
+    /// Rate-limited: try again after the wait (the policy's backoff when GitHub did not say).
+    Limited(GithubError, Option<Duration>),
     Failed(GithubError),
+}
+
+impl Answer {
+    fn error(&self) -> &GithubError {
+        match self {
+            Answer::Limited(e, _) | Answer::Failed(e) => e,
+        }
+    }
+
+    fn into_error(self) -> GithubError {
+        match self {
+            Answer::Limited(e, _) | Answer::Failed(e) => e,
+        }
+    }
+}
+
+impl Failure for Answer {
+    fn retry(&self) -> Retry {
+        match self {
+            Answer::Limited(..) => Retry::Refused,
+            Answer::Failed(GithubError::Unclear { .. }) => Retry::Unclear,
+            Answer::Failed(GithubError::Status { .. }) => Retry::Never,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Answer::Limited(_, wait) => *wait,
+            Answer::Failed(_) => None,
+        }
+    }
 }
 
 /// How long GitHub asks a client to wait: a 403 or 429 with `retry-after` (secondary limits), or with
 /// `x-ratelimit-remaining: 0` until `x-ratelimit-reset` (the primary limit); a 429 without either gets
-/// the backoff. Another 403 is a refusal, not a limit.
-fn rate_limit_wait(status: u16, headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// the backoff (`Some(None)`). Another 403 is a refusal, not a limit.
+fn rate_limit_wait(status: u16, headers: &reqwest::header::HeaderMap) -> Option<Option<Duration>> {
     if status != 403 && status != 429 {
         return None;
     }
     if let Some(wait) = retry_after(headers) {
-        return Some(wait);
+        return Some(Some(wait));
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if header("x-ratelimit-remaining") == Some("0")
         && let Some(reset) = header("x-ratelimit-reset").and_then(|r| r.parse::<u64>().ok())
     {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-        return Some(Duration::from_secs(reset.saturating_sub(now).max(1)));
+        return Some(Some(Duration::from_secs(reset.saturating_sub(now).max(1))));
     }
-    (status == 429).then(|| backoff(1))
+    (status == 429).then_some(None)
 }
 
 /// The API's `message` (and its first error's), or the body's start.
@@ -341,13 +365,13 @@ mod tests {
         let mut h = HeaderMap::new();
         assert_eq!(rate_limit_wait(403, &h), None, "a plain 403 is a refusal");
         h.insert("retry-after", HeaderValue::from_static("3"));
-        assert_eq!(rate_limit_wait(403, &h), Some(Duration::from_secs(3)));
+        assert_eq!(rate_limit_wait(403, &h), Some(Some(Duration::from_secs(3))));
         assert_eq!(rate_limit_wait(422, &h), None);
         let mut h = HeaderMap::new();
         let reset = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 5;
         h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
         h.insert("x-ratelimit-reset", HeaderValue::from_str(&reset.to_string()).unwrap());
-        let wait = rate_limit_wait(403, &h).unwrap();
+        let wait = rate_limit_wait(403, &h).unwrap().unwrap();
         assert!(wait >= Duration::from_secs(4) && wait <= Duration::from_secs(5), "{wait:?}");
     }
 

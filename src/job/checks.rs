@@ -2,7 +2,7 @@
 //! and `steps[].checks` (checks right after a step). Part of the job model (`model.rs`); the JSON Schema
 //! is generated from these types too.
 
-use super::model::LlmSpec;
+use super::llm::LlmSpec;
 use super::values::HumanDuration;
 use indexmap::IndexMap;
 use schemars::JsonSchema;

@@ -2,7 +2,7 @@
 //! (or update) a pull request. Part of the job model (`model.rs`); the JSON Schema is generated from these
 //! types too. What happens at run time is `crate::deliver`.
 
-use super::model::SecretRef;
+use super::values::SecretRef;
 use super::values::{EnvString, HumanDuration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -4,9 +4,11 @@
 pub mod checks;
 pub mod deliver;
 pub mod expand;
+pub mod llm;
 pub mod model;
 pub mod parse;
 pub mod repo;
+pub mod sandbox;
 pub mod select;
 pub mod source;
 pub mod template;

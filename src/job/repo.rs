@@ -1,7 +1,7 @@
 //! The job file's repository input (`repo:`) and its artifacts out (`artifacts:`, `artifacts_max`).
 //! Part of the job model (`model.rs`); the JSON Schema is generated from these types too.
 
-use super::model::SecretRef;
+use super::values::SecretRef;
 use super::values::{EnvString, HumanDuration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,7 @@ pub fn url_problem(url: &str, has_token: bool) -> Option<String> {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Some("`repo.url` carries credentials; put the token in `repo.token: ${VAR}` instead".into());
     }
-    let loopback = crate::backend::provider::is_loopback_url(url);
+    let loopback = crate::net::is_loopback_url(url);
     match parsed.scheme() {
         "https" | "file" => None,
         "http" if loopback => None,

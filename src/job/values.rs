@@ -263,3 +263,33 @@ mod tests {
         assert_eq!(err.to_string(), "environment variable K is not set: set it");
     }
 }
+/// A secret: only a reference to an environment variable, `${NAME}` (optionally `${NAME:-default}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(extend("pattern" = "^\\$\\{[A-Za-z_][A-Za-z0-9_]*((:-|:\\?)[^}]*)?\\}$"))]
+pub struct SecretRef(pub EnvString);
+
+/// The message is matched in `parse.rs` to redact the offending line.
+pub const LITERAL_SECRET_MESSAGE: &str = "a secret must be a reference to an environment variable";
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = EnvString(String::deserialize(d)?);
+        if s.is_single_reference() {
+            Ok(SecretRef(s))
+        } else {
+            // Never echo the value: it may be a real key.
+            Err(de::Error::custom(LITERAL_SECRET_MESSAGE))
+        }
+    }
+}
+
+/// Five minutes, the default of several limits (serde's `default = "…"` needs a function).
+pub(crate) fn d300() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+
+/// For `skip_serializing_if`: a flag left at its default is not written.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}

@@ -25,7 +25,7 @@ impl std::fmt::Display for Leak {
 /// Files a scan passes over (artifacts apart): the agent's own workspace (what the agent writes there is its business,
 /// like the repository it works on), and the key file of a kept local server (the key, on purpose, 0600).
 /// Artifacts (`artifacts/`) are the sandbox's files: the text ones are scanned, listed by run.json.
-const NOT_OHRUNS: [&str; 3] = ["workspace", "agent-server.key", crate::artifacts::DIR];
+const NOT_OHRUNS: [&str; 3] = ["workspace", "agent-server.key", super::repo::ARTIFACTS_DIR];
 
 /// Every file under `dir` that ohrun wrote (recursively, passing over what is not ohrun's).
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {

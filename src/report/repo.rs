@@ -33,6 +33,10 @@ pub struct ArtifactInfo {
     pub scanned: bool,
 }
 
+/// The attempt's folder for the collected artifacts (the leak scan reads text artifacts there, and knows
+/// they are the agent's files, not ohrun's).
+pub const ARTIFACTS_DIR: &str = "artifacts";
+
 /// What `artifacts:` collected.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Artifacts {

@@ -20,6 +20,7 @@ use crate::error::Failure;
 use crate::exit_code::ExitCode;
 use crate::job::{Plan, PlannedRun};
 use crate::money::Usd;
+use crate::net::RetryPolicy;
 use crate::rehearse::script::Script;
 use crate::report::summary::{JUNIT_FILE, RunStatus, RunSummary, SUMMARY_FILE, SharedSandbox, Summary};
 use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, read_report, write_report};
@@ -247,11 +248,6 @@ pub(super) fn report_path(out: &Path, run_dir: &Path) -> String {
     file.strip_prefix(out).map(Path::to_path_buf).unwrap_or(file).display().to_string()
 }
 
-/// The wait before retry number `n` (1-based): `base`, doubling, ±25 %.
-fn backoff(base: Duration, n: u32) -> Duration {
-    base.mul_f64(2f64.powi(n.saturating_sub(1).min(10) as i32) * (0.75 + fastrand::f64() * 0.5))
-}
-
 impl Batch {
     /// Starts the runs of one lane in plan order (trials trial-major), each as a task of its own once one of the lane's places
     /// is free, and waits for them all. `width` runs talk to their agents at once; with a prefetch, that
@@ -400,7 +396,7 @@ impl Batch {
                 return (result, None);
             }
             factor = self.grown_factor(r, &result, factor);
-            let wait = backoff(r.spec.retries.backoff.0, number - first + 1);
+            let wait = RetryPolicy::attempts(retries, r.spec.retries.backoff.0).backoff(number - first + 1);
             let why = result
                 .report
                 .outcome

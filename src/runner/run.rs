@@ -76,7 +76,7 @@ pub(super) async fn execute(a: &Attempt<'_>) -> RunResult {
         job_dir: a.plan.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         run_deadline: a.planned.spec.limits.timeout.map(|t| started + t.0),
         checkpoint: Checkpoint::new(a.dir.clone(), &report),
-        ledger: crate::ledger::Slot::new(a.label, &a.dir, Some(a.batch_dir)),
+        ledger: crate::ledger::Slot::new(a.label, &a.dir, Some(a.batch_dir)).watched_by(a.signals.watcher()),
     };
     // The first checkpoint, at once: the attempt's folder never stays without a run.json, however soon
     // ohrun is killed — and writing it is the check that the report can be written at all.
@@ -280,7 +280,7 @@ impl Run<'_> {
             }
             (None, None) => Released::NothingToRelease,
         };
-        super::signal::released(self.attempt.label);
+        self.attempt.signals.released(self.attempt.label);
         drop(rehearsal);
         let result = worst(result, released);
         self.deliver(&settings, report, result).await
@@ -611,11 +611,17 @@ impl Run<'_> {
     }
 
     /// Setup commands may not run past the run's `limits.timeout`.
-    fn bounded_by_run_deadline(&self, commands: &[settings::SetupCommand]) -> Vec<settings::SetupCommand> {
+    fn bounded_by_run_deadline(
+        &self,
+        commands: &[crate::agent::setup::SetupCommand],
+    ) -> Vec<crate::agent::setup::SetupCommand> {
         let left = self.run_deadline.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)));
         commands
             .iter()
-            .map(|c| settings::SetupCommand { timeout: left.map_or(c.timeout, |l| c.timeout.min(l)), ..c.clone() })
+            .map(|c| crate::agent::setup::SetupCommand {
+                timeout: left.map_or(c.timeout, |l| c.timeout.min(l)),
+                ..c.clone()
+            })
             .collect()
     }
 

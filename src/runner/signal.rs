@@ -6,7 +6,7 @@
 //! runner; this only counts, and keeps the list of sandboxes under way.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -14,15 +14,26 @@ use tokio::sync::watch;
 pub struct Signals {
     pub count: watch::Receiver<u32>,
     terminated: Arc<AtomicBool>,
+    under_way: UnderWay,
 }
 
-/// How many signals came: read where no `Cancel` reaches (an HTTP retry loop), so that no retry delays
-/// a stop.
-static RECEIVED: AtomicU32 = AtomicU32::new(0);
+/// Sandboxes that exist beyond ohrun (a container, a provider's sandbox), by run id: what to say of each
+/// if ohrun has to exit before releasing it. Filled by the runs' ledger slots ([`Signals::watcher`]).
+#[derive(Clone, Default)]
+struct UnderWay(Arc<Mutex<BTreeMap<String, String>>>);
 
-/// True once ohrun was asked to stop.
-pub fn stopping() -> bool {
-    RECEIVED.load(Ordering::SeqCst) > 0
+impl UnderWay {
+    fn set(&self, run_id: &str, what: Option<String>) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match what {
+            Some(w) => list.insert(run_id.to_string(), w),
+            None => list.remove(run_id),
+        };
+    }
+
+    fn list(&self) -> BTreeMap<String, String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// When the first signal came.
@@ -38,23 +49,9 @@ pub fn stop_deadline() -> Option<std::time::Instant> {
     FIRST.get().map(|first| *first + STOP_BUDGET)
 }
 
-/// Sandboxes that exist beyond ohrun (a container, a provider's sandbox), by run id: what to say of each
-/// if ohrun has to exit before releasing it.
-static UNDER_WAY: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
-
-/// Run `run_id` holds a sandbox that outlives ohrun unless released (`what`: kind, id, where its report is).
-pub fn holding(run_id: &str, what: String) {
-    UNDER_WAY.lock().unwrap_or_else(|e| e.into_inner()).insert(run_id.to_string(), what);
-}
-
-/// Run `run_id` released its sandbox (or kept it on purpose).
-pub fn released(run_id: &str) {
-    UNDER_WAY.lock().unwrap_or_else(|e| e.into_inner()).remove(run_id);
-}
-
 /// The third signal: no more waiting. Says what may be left, then exits (5 when something may be).
-fn exit_now(terminated: bool) -> ! {
-    let left = UNDER_WAY.lock().unwrap_or_else(|e| e.into_inner()).clone();
+fn exit_now(terminated: bool, under_way: &UnderWay) -> ! {
+    let left = under_way.list();
     if left.is_empty() {
         std::process::exit(if terminated { 143 } else { 130 });
     }
@@ -85,6 +82,8 @@ impl Signals {
         let (tx, rx) = watch::channel(0u32);
         let terminated = Arc::new(AtomicBool::new(false));
         let term_flag = terminated.clone();
+        let under_way = UnderWay::default();
+        let left = under_way.clone();
         // A handler would replace `nohup`'s "ignore": SIGHUP is handled only when it is not ignored.
         let hangups_wanted = !hangup_ignored();
         // The streams are made here, before the task runs, and kept: a signal that arrives between two
@@ -105,15 +104,14 @@ impl Signals {
                     else => return,
                 }
                 n += 1;
-                RECEIVED.store(n, Ordering::SeqCst);
                 let _ = FIRST.set(std::time::Instant::now());
                 if n >= 3 {
-                    exit_now(term_flag.load(Ordering::SeqCst));
+                    exit_now(term_flag.load(Ordering::SeqCst), &left);
                 }
                 let _ = tx.send(n);
             }
         });
-        Signals { count: rx, terminated }
+        Signals { count: rx, terminated, under_way }
     }
 
     /// The cancellation signal long operations check.
@@ -123,6 +121,17 @@ impl Signals {
 
     pub fn interrupted(&self) -> bool {
         *self.count.borrow() > 0
+    }
+
+    /// What the runs' ledger slots tell of the sandboxes they hold, for the third signal's list.
+    pub fn watcher(&self) -> crate::ledger::Watcher {
+        let under_way = self.under_way.clone();
+        Arc::new(move |run_id, what| under_way.set(run_id, what))
+    }
+
+    /// Run `run_id` released its sandbox (or kept it on purpose, or had none).
+    pub fn released(&self, run_id: &str) {
+        self.under_way.set(run_id, None);
     }
 
     /// SIGTERM rather than SIGINT (exit 143 instead of 130).

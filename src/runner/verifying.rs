@@ -238,7 +238,8 @@ impl Run<'_> {
             report.final_patch.as_ref().map(|p| (p.base_commit.clone(), p.base_tree.clone())).unwrap_or_default();
         let dir = self.attempt.dir.join("verify").join("fresh");
         let ledger =
-            crate::ledger::Slot::new(&format!("{}#verify", self.attempt.label), &dir, Some(self.attempt.batch_dir));
+            crate::ledger::Slot::new(&format!("{}#verify", self.attempt.label), &dir, Some(self.attempt.batch_dir))
+                .watched_by(self.attempt.signals.watcher());
         let say = |line: &str| self.say(line);
         let place = fresh::Place {
             run_id: &self.attempt.planned.id,
