@@ -9,7 +9,8 @@
 #   BENCH_ONLY="seed docker_sdk" bench/run_all.sh      # some parts only (names below)
 #
 # Parts (in order): plan, scale, seed (a: seed job vs SDK on a running server), docker_sdk (b: ohrun docker
-# vs SDK DockerWorkspace), matrix_sdk (c: 12-run matrix vs SDK thread pool), batch, docker_local,
+# vs SDK DockerWorkspace), matrix_sdk (c: 12-run matrix vs SDK thread pool), batch, server_bound (12 and 48
+# runs at once on one server against its floor), docker_local,
 # local_batch (plain = --prefetch 0, --prefetch 2 = the default for --jobs 4, share: batch), first_install
 # (a hook: `ohrun setup local` into an empty HOME).
 # Counts: BENCH_RUNS (5, for seed/docker_sdk/matrix_sdk), SCALE_NS ("10 100 500 1000"), DOCKER_LOCAL_RUNS (3),
@@ -163,6 +164,12 @@ part_batch() {
     "$MANAGED_PY" bench/batch_overhead.py
 }
 
+part_server_bound() {
+  run_part server_bound "A batch on one server: 12 and 48 runs at once against the server's floor (issue M item 2)" \
+    "$MANAGED_PY bench/server_bound.py" \
+    "$MANAGED_PY" bench/server_bound.py
+}
+
 part_docker_local() {
   run_part docker_local "The seed job on the docker and the local sandbox" \
     "bench/docker_vs_local.sh ${DOCKER_LOCAL_RUNS:-3}" \
@@ -251,6 +258,7 @@ part_seed
 part_docker_sdk
 part_matrix_sdk
 part_batch
+part_server_bound
 part_docker_local
 part_local_batch
 part_html
@@ -268,7 +276,7 @@ TOTAL=$(( $(date +%s) - T0 ))
   echo "|---|---|---|"
   printf '%s\n' "${TIMES[@]}"
   for p in "${PLACEHOLDERS[@]}"; do echo; echo "**To confirm:** $p"; done
-  for part in plan scale seed docker_sdk matrix_sdk batch docker_local local_batch html verify first_install; do
+  for part in plan scale seed docker_sdk matrix_sdk batch server_bound docker_local local_batch html verify first_install; do
     [ -f "$OUT/$part.md" ] && { echo; cat "$OUT/$part.md"; }
   done
 } > "$OUT/RESULTS.md"
