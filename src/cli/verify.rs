@@ -7,6 +7,7 @@
 use super::VerifyArgs;
 use crate::console::Console;
 use crate::exit_code::ExitCode;
+use crate::job::checks::VerifySpec;
 use crate::job::{PlanOptions, PlannedRun, plan_file};
 use crate::report::summary::{SUMMARY_FILE, Summary};
 use crate::report::verdict::{Regrade, VerifySandbox};
@@ -14,6 +15,7 @@ use crate::report::writer::{RUN_FILE, read_report, write_atomic};
 use crate::report::{RunReport, Verdict, Verification};
 use crate::runner::signal::Signals;
 use crate::runner::state::BatchState;
+use crate::settings::RunSettings;
 use crate::verify::{self, Checker, Target, fresh};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -188,6 +190,29 @@ struct Outcome {
     error: Option<String>,
 }
 
+/// What a regrade needs before it provisions anything: the run planned again, its checks, the patch, the
+/// settings (with the rehearsal endpoint, which lives as long as this does).
+struct Prepared {
+    planned: PlannedRun,
+    spec: VerifySpec,
+    bytes: Vec<u8>,
+    job_dir: PathBuf,
+    settings: RunSettings,
+    _rehearsal: Option<crate::rehearse::Rehearsal>,
+}
+
+async fn prepare(t: &Graded, patch: &Patch, vars: &[String], args: &VerifyArgs) -> Result<Prepared, String> {
+    let planned = plan_of(&t.report, vars)?;
+    let spec = planned.spec.verify.clone().ok_or_else(|| "its job has no `verify:` checks".to_string())?;
+    let bytes = patch.bytes(t)?;
+    let job_dir = job_file(&t.report).parent().map(Path::to_path_buf).unwrap_or_default();
+    let rehearsal = start_rehearsal(args.rehearse.as_deref(), &planned, &job_dir).await?;
+    let reh_llm = rehearsal.as_ref().map(|r| crate::settings::RehearsalLlm { base_url: r.base_url("127.0.0.1") });
+    let settings = crate::settings::resolve(&planned.spec, &job_dir, reh_llm.as_ref(), &|n| std::env::var(n).ok())
+        .map_err(|p| p.to_string())?;
+    Ok(Prepared { planned, spec, bytes, job_dir, settings, _rehearsal: rehearsal })
+}
+
 async fn regrade(
     t: &Graded,
     patch: &Patch,
@@ -203,94 +228,15 @@ async fn regrade(
         line.error(&format!("error: {e}"));
         Outcome { id: id.clone(), trial: t.report.run.trial, regrade: None, error: Some(e) }
     };
-    let planned = match plan_of(&t.report, vars) {
+    let p = match prepare(t, patch, vars, args).await {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
-    let Some(spec) = planned.spec.verify.clone() else {
-        return failed("its job has no `verify:` checks".into());
-    };
-    let bytes = match patch.bytes(t) {
-        Ok(b) => b,
-        Err(e) => return failed(e),
-    };
-    let job_dir = job_file(&t.report).parent().map(Path::to_path_buf).unwrap_or_default();
-    let rehearsal = match start_rehearsal(args.rehearse.as_deref(), &planned, &job_dir).await {
-        Ok(r) => r,
-        Err(e) => return failed(e),
-    };
-    let reh_llm = rehearsal.as_ref().map(|r| crate::settings::RehearsalLlm { base_url: r.base_url("127.0.0.1") });
-    let settings = match crate::settings::resolve(&planned.spec, &job_dir, reh_llm.as_ref(), &|n| std::env::var(n).ok())
-    {
-        Ok(s) => s,
-        Err(p) => return failed(p.to_string()),
-    };
-    let n = next_number(&t.run_dir);
-    let dir = t.run_dir.join(format!("verify-{n}"));
-    let started = Instant::now();
+    let dir = t.run_dir.join(format!("verify-{}", next_number(&t.run_dir)));
     let started_at = crate::report::writer::now_rfc3339();
-    let mut v = Verification { mode: "fresh".into(), ..Verification::default() };
-    let ledger =
-        crate::ledger::Slot::new(&format!("{id}#verify-{n}"), &dir, Some(batch_dir)).watched_by(signals.watcher());
-    let say = |l: &str| line.say(l);
-    let place = fresh::Place {
-        run_id: &id,
-        job: &planned.spec.name,
-        dir: &dir,
-        hide_env: &settings.secret_names,
-        deadline: planned.spec.limits.timeout.map(|t| Instant::now() + t.0),
-        cancel: signals.cancel(),
-        progress: &say,
-        ledger: &ledger,
-        relocate: fresh::relocates(&planned.spec.sandbox),
-    };
-    line.activity("provisioning a fresh sandbox");
-    let mut backend = settings.sandbox.clone().backend();
-    let ready = fresh::provision(&mut *backend, &place).await;
-    v.checks = match &ready {
-        Ok(ready) => {
-            let target = Target { client: &ready.client, working_dir: &ready.working_dir };
-            let checker = Checker {
-                spec: &planned.spec,
-                settings: &settings,
-                probe: &*backend,
-                log_dir: dir.clone(),
-                spent_before: crate::money::Usd::ZERO,
-                ids: (&id, t.report.run.attempt, t.report.run.trial.unwrap_or(1)),
-                budget_key: &id,
-                deadline: place.deadline,
-                cancel: signals.cancel(),
-                budget: None,
-                voice: &line,
-            };
-            let (base, evidence) = (patch.base(t), patch.evidence(t, &bytes));
-            let mut cancel = signals.cancel();
-            let results = match fresh::prepare(&target, &settings, base.as_ref(), &bytes, &mut cancel).await {
-                Ok(()) => verify::check_in(&target, &spec, &job_dir, &checker, &evidence, &mut v.notices).await,
-                Err(e) => vec![verify::setup_error("fresh sandbox", e)],
-            };
-            if place.relocate {
-                fresh::remove_dir(&target).await;
-            }
-            results
-        }
-        Err(e) => vec![verify::setup_error("fresh sandbox", format!("it could not be provisioned: {}", e.message))],
-    };
-    verify::tell_setup_errors(&v.checks, &line);
-    line.activity("releasing the sandbox");
-    let released = backend.release(false).await;
-    if !matches!(released, crate::backend::Released::Failed(_)) {
-        ledger.close(released.disposition());
-    }
-    v.sandbox = Some(VerifySandbox {
-        kind: planned.spec.sandbox.kind().into(),
-        id: backend.record().id,
-        working_dir: ready.as_ref().ok().map(|r| r.working_dir.clone()),
-        disposition: released.disposition().into(),
-    });
-    let (verdict, score) = verify::verdict(&v.checks);
-    (v.verdict, v.score, v.duration_ms) = (Some(verdict), score, Some(started.elapsed().as_millis() as u64));
-    v.cost = v.checks.iter().map(|c| c.cost).sum();
+    let v = check_in_fresh_sandbox(t, patch, &p, (&dir, batch_dir), &line, signals).await;
+    let verdict = v.verdict.unwrap_or(Verdict::Error);
+    let score = v.score;
     let regrade = Regrade {
         format: 1,
         run_id: id.clone(),
@@ -314,6 +260,83 @@ async fn regrade(
         score.map_or("-".into(), |s| format!("{s:.2}"))
     ));
     Outcome { id, trial: t.report.run.trial, regrade: Some(regrade), error: None }
+}
+
+/// The checks in a fresh sandbox of the run's kind, given the patch; the sandbox released (recorded in
+/// the ledger as `RUN#verify-N` while it exists) and the verification with its verdict.
+async fn check_in_fresh_sandbox(
+    t: &Graded,
+    patch: &Patch,
+    p: &Prepared,
+    (dir, batch_dir): (&Path, &Path),
+    line: &crate::console::RunLine<'_>,
+    signals: &Signals,
+) -> Verification {
+    let id = &t.report.run.id;
+    let started = Instant::now();
+    let mut v = Verification { mode: "fresh".into(), ..Verification::default() };
+    let ledger_id = format!("{id}#{}", dir.file_name().unwrap_or_default().to_string_lossy());
+    let ledger = crate::ledger::Slot::new(&ledger_id, dir, Some(batch_dir)).watched_by(signals.watcher());
+    let say = |l: &str| line.say(l);
+    let place = fresh::Place {
+        run_id: id,
+        job: &p.planned.spec.name,
+        dir,
+        hide_env: &p.settings.secret_names,
+        deadline: p.planned.spec.limits.timeout.map(|t| Instant::now() + t.0),
+        cancel: signals.cancel(),
+        progress: &say,
+        ledger: &ledger,
+        relocate: fresh::relocates(&p.planned.spec.sandbox),
+    };
+    line.activity("provisioning a fresh sandbox");
+    let mut backend = p.settings.sandbox.clone().backend();
+    let ready = fresh::provision(&mut *backend, &place).await;
+    v.checks = match &ready {
+        Ok(ready) => {
+            let target = Target { client: &ready.client, working_dir: &ready.working_dir };
+            let checker = Checker {
+                spec: &p.planned.spec,
+                settings: &p.settings,
+                probe: &*backend,
+                log_dir: dir.to_path_buf(),
+                spent_before: crate::money::Usd::ZERO,
+                ids: (id, t.report.run.attempt, t.report.run.trial.unwrap_or(1)),
+                budget_key: id,
+                deadline: place.deadline,
+                cancel: signals.cancel(),
+                budget: None,
+                voice: line,
+            };
+            let (base, evidence) = (patch.base(t), patch.evidence(t, &p.bytes));
+            let mut cancel = signals.cancel();
+            let results = match fresh::prepare(&target, &p.settings, base.as_ref(), &p.bytes, &mut cancel).await {
+                Ok(()) => verify::check_in(&target, &p.spec, &p.job_dir, &checker, &evidence, &mut v.notices).await,
+                Err(e) => vec![verify::setup_error("fresh sandbox", e)],
+            };
+            if place.relocate {
+                fresh::remove_dir(&target).await;
+            }
+            results
+        }
+        Err(e) => vec![verify::setup_error("fresh sandbox", format!("it could not be provisioned: {}", e.message))],
+    };
+    verify::tell_setup_errors(&v.checks, line);
+    line.activity("releasing the sandbox");
+    let released = backend.release(false).await;
+    if !matches!(released, crate::backend::Released::Failed(_)) {
+        ledger.close(released.disposition());
+    }
+    v.sandbox = Some(VerifySandbox {
+        kind: p.planned.spec.sandbox.kind().into(),
+        id: backend.record().id,
+        working_dir: ready.as_ref().ok().map(|r| r.working_dir.clone()),
+        disposition: released.disposition().into(),
+    });
+    let (verdict, score) = verify::verdict(&v.checks);
+    (v.verdict, v.score, v.duration_ms) = (Some(verdict), score, Some(started.elapsed().as_millis() as u64));
+    v.cost = v.checks.iter().map(|c| c.cost).sum();
+    v
 }
 
 /// The run's job planned again (with the batch's `--var`s) and the run found in it by id.
