@@ -130,6 +130,8 @@ function saveState(extra) { try { sessionStorage.setItem(stateKey, JSON.stringif
 
 // ---- batch page ----
 
+// The batch page: header cards, the cost chart, the runs' table (filter, sort) and the scores. Its parts
+// below: batchHeader, runRow, runSorter, totalsRow, drawCostChart.
 function batchPage(data, app) {
   const s = data.summary;
   const state = loadState();
@@ -139,9 +141,43 @@ function batchPage(data, app) {
     tok: tokens(r.tokens),
     search: [r.id, r.status, r.end_reason, r.message, r.job, r.matrix ? JSON.stringify(r.matrix) : "", r.verdict, checkWords(r)].join(" ").toLowerCase(),
   }));
-  const t = s.totals;
   const maxCost = Math.max(0, ...runs.map((r) => r.cost || 0));
+  batchHeader(data, runs, maxCost, app);
 
+  const filter = h("input", { type: "search", placeholder: "Filter: id, matrix value, status, reason, message…", "aria-label": "Filter runs" });
+  filter.value = state.filter || "";
+  const count = h("span", { class: "muted" });
+  const chartBox = h("div", { class: "chart" });
+  append(app, [h("h2", null, "Cost per run"), chartBox, h("div", { class: "toolbar" }, filter, count)]);
+
+  // Every row is made once; sorting and filtering only reorder and hide them.
+  const rows = runs.map((r) => runRow(r, maxCost, verified));
+  const sorter = runSorter(verified, state.sort, () => draw());
+  const tbody = h("tbody");
+  const foot = h("tfoot");
+  append(app, h("table", null, h("thead", null, sorter.head), tbody, foot));
+  scoresSection(s, app);
+
+  function draw() {
+    const q = filter.value.trim().toLowerCase();
+    const words = q ? q.split(/\s+/) : [];
+    const shown = runs.map((r, i) => [r, rows[i]]).filter(([r]) => words.every((w) => r.search.includes(w)));
+    shown.sort(([a], [b]) => sorter.compare(a, b));
+    tbody.replaceChildren(...shown.map(([, row]) => row));
+    sorter.mark();
+    count.textContent = shown.length === runs.length ? plural(runs.length, "run") + (sorter.sort.key ? "" : ", failures first") : `${shown.length} of ${plural(runs.length, "run")}`;
+    foot.replaceChildren(totalsRow(shown.map(([r]) => r), runs.length, verified));
+    drawCostChart(chartBox, shown.map(([r]) => r), (id) => { filter.value = id; draw(); });
+    saveState({ filter: filter.value, sort: sorter.sort });
+  }
+
+  filter.addEventListener("input", draw);
+  draw();
+}
+
+function batchHeader(data, runs, maxCost, app) {
+  const s = data.summary;
+  const t = s.totals;
   append(app, [
     h("div", { class: "crumbs" }, "ohrun · batch"),
     h("h1", null, data.title, badge(worst(t.by_status))),
@@ -160,105 +196,92 @@ function batchPage(data, app) {
     append(app, h("div", { class: "banner info" }, "Shared agent-servers: ",
       s.shared_sandboxes.map((x) => `${x.name} (${x.runs} runs, ${x.disposition}${x.release_error ? ": " + x.release_error : ""})`).join("; ")));
   }
+}
 
-  const filter = h("input", { type: "search", placeholder: "Filter: id, matrix value, status, reason, message…", "aria-label": "Filter runs" });
-  filter.value = state.filter || "";
-  const count = h("span", { class: "muted" });
-  const chartBox = h("div", { class: "chart" });
-  append(app, [h("h2", null, "Cost per run"), chartBox, h("div", { class: "toolbar" }, filter, count)]);
+function runRow(r, maxCost, verified) {
+  const bar = h("div", { class: "costbar" }, h("span", null));
+  bar.firstChild.style.width = (maxCost > 0 ? (100 * (r.cost || 0)) / maxCost : 0) + "%";
+  const failed = (RANK[r.status] ?? 9) < RANK.pending;
+  return h("tr", { class: "run" + (failed ? " failed-row" : ""), "data-id": r.id },
+    h("td", { class: "num muted" }, r.index),
+    h("td", { class: "id" }, r.link ? h("a", { href: r.link }, r.id) : h("span", null, r.id), r.message ? h("div", { class: "msg", title: r.message }, r.message) : null, failedChecks(r), deliveryNote(r.delivery)),
+    h("td", { class: "matrix" }, matrixChips(r.matrix)),
+    h("td", null, badge(r.status)),
+    h("td", null, r.end_reason ? badge(r.end_reason) : h("span", { class: "muted" }, "—")),
+    verdictCells(r, verified),
+    h("td", { class: "num" }, r.attempts),
+    h("td", { class: "num" }, cost(r.cost), bar),
+    h("td", { class: "num", title: tokenTitle(r.tokens) }, num(r.tok)),
+    h("td", { class: "num" }, dur(r.duration_ms)),
+  );
+}
 
-  // Every row is made once; sorting and filtering only reorder and hide them.
-  const rows = runs.map((r) => {
-    const bar = h("div", { class: "costbar" }, h("span", null));
-    bar.firstChild.style.width = (maxCost > 0 ? (100 * (r.cost || 0)) / maxCost : 0) + "%";
-    const failed = (RANK[r.status] ?? 9) < RANK.pending;
-    return h("tr", { class: "run" + (failed ? " failed-row" : ""), "data-id": r.id },
-      h("td", { class: "num muted" }, r.index),
-      h("td", { class: "id" }, r.link ? h("a", { href: r.link }, r.id) : h("span", null, r.id), r.message ? h("div", { class: "msg", title: r.message }, r.message) : null, failedChecks(r), deliveryNote(r.delivery)),
-      h("td", { class: "matrix" }, matrixChips(r.matrix)),
-      h("td", null, badge(r.status)),
-      h("td", null, r.end_reason ? badge(r.end_reason) : h("span", { class: "muted" }, "—")),
-      verdictCells(r, verified),
-      h("td", { class: "num" }, r.attempts),
-      h("td", { class: "num" }, cost(r.cost), bar),
-      h("td", { class: "num", title: tokenTitle(r.tokens) }, num(r.tok)),
-      h("td", { class: "num" }, dur(r.duration_ms)),
-    );
-  });
-
+// The table's head and its order: a click sorts by a column, again reverses, a third time goes back to
+// failures first (then plan order). `onChange` redraws.
+function runSorter(verified, saved, onChange) {
   const columns = [
     ["#", "index", true], ["Run", "id"], ["Matrix", "matrix"], ["Status", "status"], ["End reason", "end_reason"],
     ...verdictColumns(verified), ["Attempts", "attempts", true], ["Cost", "cost", true], ["Tokens", "tok", true], ["Duration", "duration_ms", true],
   ];
-  let sort = state.sort || { key: null, dir: 1 }; // key null: failures first, then plan order
+  const self = { sort: saved || { key: null, dir: 1 } };
   const failuresFirst = (a, b) => (RANK[a.status] ?? 9) - (RANK[b.status] ?? 9) || a.index - b.index;
   const value = (r, key) => (key === "matrix" ? (r.matrix ? JSON.stringify(r.matrix) : "") : r[key]);
-  const compare = (a, b) => {
+  self.compare = (a, b) => {
+    const sort = self.sort;
     if (!sort.key) return failuresFirst(a, b);
     const x = value(a, sort.key), y = value(b, sort.key);
     const c = x == null ? (y == null ? 0 : 1) : y == null ? -1 : typeof x === "number" ? x - y : String(x).localeCompare(String(y));
     return sort.dir * c || a.index - b.index;
   };
   const arrows = [];
-  const head = h("tr", null, columns.map(([label, key, numeric]) => {
+  self.head = h("tr", null, columns.map(([label, key, numeric]) => {
     const arrow = h("span", { class: "arrow" });
     arrows.push([key, arrow]);
     return h("th", {
       class: "sortable" + (numeric ? " num" : ""), title: "Sort by " + label.toLowerCase() + " (again: reverse; a third time: failures first)",
       onclick: () => {
-        if (sort.key !== key) sort = { key, dir: numeric ? -1 : 1 };
-        else if (sort.dir === (numeric ? -1 : 1)) sort = { key, dir: -sort.dir };
-        else sort = { key: null, dir: 1 };
-        draw();
+        const sort = self.sort;
+        if (sort.key !== key) self.sort = { key, dir: numeric ? -1 : 1 };
+        else if (sort.dir === (numeric ? -1 : 1)) self.sort = { key, dir: -sort.dir };
+        else self.sort = { key: null, dir: 1 };
+        onChange();
       },
     }, label, arrow);
   }));
-  const tbody = h("tbody");
-  const foot = h("tfoot");
-  append(app, h("table", null, h("thead", null, head), tbody, foot));
-  scoresSection(s, app);
+  self.mark = () => {
+    for (const [key, arrow] of arrows) arrow.textContent = self.sort.key === key ? (self.sort.dir > 0 ? "▲" : "▼") : "";
+  };
+  return self;
+}
 
-  function draw() {
-    const q = filter.value.trim().toLowerCase();
-    const words = q ? q.split(/\s+/) : [];
-    const shown = runs.map((r, i) => [r, rows[i]]).filter(([r]) => words.every((w) => r.search.includes(w)));
-    shown.sort(([a], [b]) => compare(a, b));
-    tbody.replaceChildren(...shown.map(([, row]) => row));
-    for (const [key, arrow] of arrows) arrow.textContent = sort.key === key ? (sort.dir > 0 ? "▲" : "▼") : "";
-    count.textContent = shown.length === runs.length ? plural(runs.length, "run") + (sort.key ? "" : ", failures first") : `${shown.length} of ${plural(runs.length, "run")}`;
-    const sum = (f) => shown.reduce((a, [r]) => a + (f(r) || 0), 0);
-    foot.replaceChildren(h("tr", null,
-      h("td", { colspan: 5 + verdictColumns(verified).length }, shown.length === runs.length ? "Total" : `Total of ${shown.length} shown`),
-      h("td", { class: "num" }, num(sum((r) => r.attempts))),
-      h("td", { class: "num" }, cost(sum((r) => r.cost))),
-      h("td", { class: "num" }, num(sum((r) => r.tok))),
-      h("td", { class: "num" }, dur(sum((r) => r.duration_ms))),
-    ));
-    drawChart(shown.map(([r]) => r));
-    saveState({ filter: filter.value, sort });
-  }
+function totalsRow(shown, all, verified) {
+  const sum = (f) => shown.reduce((a, r) => a + (f(r) || 0), 0);
+  return h("tr", null,
+    h("td", { colspan: 5 + verdictColumns(verified).length }, shown.length === all ? "Total" : `Total of ${shown.length} shown`),
+    h("td", { class: "num" }, num(sum((r) => r.attempts))),
+    h("td", { class: "num" }, cost(sum((r) => r.cost))),
+    h("td", { class: "num" }, num(sum((r) => r.tok))),
+    h("td", { class: "num" }, dur(sum((r) => r.duration_ms))),
+  );
+}
 
-  // One column per shown run, dearest first: where the money went.
-  function drawChart(shown) {
-    const byCost = shown.slice().sort((a, b) => (b.cost || 0) - (a.cost || 0) || a.index - b.index);
-    const top = byCost.length ? byCost[0].cost || 0 : 0;
-    // At least 60 columns wide, so a small batch gets slim bars rather than a wall of colour.
-    const n = Math.max(byCost.length, 40);
-    const plot = svg("svg", { viewBox: `0 0 ${n} 100`, preserveAspectRatio: "none", role: "img", "aria-label": "Cost per run" });
-    byCost.forEach((r, i) => {
-      const height = top > 0 ? Math.max((100 * (r.cost || 0)) / top, r.cost ? 1 : 0) : 0;
-      plot.append(svg("rect", {
-        x: i + 0.1, width: 0.8, y: 100 - height, height, fill: tone(r.status) === "ok" ? "#54aeff" : tone(r.status) === "bad" ? "#cf222e" : "#bf8700",
-        onclick: () => { filter.value = r.id; draw(); },
-      }, svg("title", null, `${r.id}: ${cost(r.cost)} (${r.status})`)));
-    });
-    chartBox.replaceChildren(plot, h("div", { class: "axis" },
-      h("span", null, byCost.length ? `dearest: ${byCost[0].id} ${cost(top)}` : "no runs"),
-      h("span", null, "blue: succeeded · red: failed · amber: other — click a bar to filter")));
-  }
-
-  filter.addEventListener("input", draw);
-  draw();
+// One column per shown run, dearest first: where the money went. A click on a bar calls `pick(id)`.
+function drawCostChart(box, shown, pick) {
+  const byCost = shown.slice().sort((a, b) => (b.cost || 0) - (a.cost || 0) || a.index - b.index);
+  const top = byCost.length ? byCost[0].cost || 0 : 0;
+  // At least 40 columns wide, so a small batch gets slim bars rather than a wall of colour.
+  const n = Math.max(byCost.length, 40);
+  const plot = svg("svg", { viewBox: `0 0 ${n} 100`, preserveAspectRatio: "none", role: "img", "aria-label": "Cost per run" });
+  byCost.forEach((r, i) => {
+    const height = top > 0 ? Math.max((100 * (r.cost || 0)) / top, r.cost ? 1 : 0) : 0;
+    plot.append(svg("rect", {
+      x: i + 0.1, width: 0.8, y: 100 - height, height, fill: tone(r.status) === "ok" ? "#54aeff" : tone(r.status) === "bad" ? "#cf222e" : "#bf8700",
+      onclick: () => pick(r.id),
+    }, svg("title", null, `${r.id}: ${cost(r.cost)} (${r.status})`)));
+  });
+  box.replaceChildren(plot, h("div", { class: "axis" },
+    h("span", null, byCost.length ? `dearest: ${byCost[0].id} ${cost(top)}` : "no runs"),
+    h("span", null, "blue: succeeded · red: failed · amber: other — click a bar to filter")));
 }
 
 function worst(byStatus) {
