@@ -88,7 +88,7 @@ pub async fn ensure(
         return match found {
             Some(_) => Ok(()),
             None => Err(Error::failed(format!("the image {image} is not on this Docker engine")).hint(format!(
-                "pull or build it (e.g. `docker pull {image}` where a registry is reachable), or remove `sandbox.image` to use ohrun's own image, which it builds offline"
+                "pull or build it (e.g. `docker pull {image}` where a registry is reachable), or remove `sandbox.image` to use the official image (or ohrun's own, built offline, where that cannot be pulled)"
             ))),
         };
     };
