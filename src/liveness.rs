@@ -152,6 +152,7 @@ fn not_procfs(root: &Path) -> Option<String> {
     };
     // SAFETY: statfs writes into the zeroed struct it is given; the path is NUL-terminated.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above: a valid out-pointer and a NUL-terminated path.
     if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
         return Some(format!("no procfs at {}: {}", root.display(), std::io::Error::last_os_error()));
     }

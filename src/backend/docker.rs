@@ -1,8 +1,8 @@
 //! `kind: docker`: a container of the agent-server image on the local Docker engine, through the Engine
 //! API (bollard; no docker CLI). The container is labelled (created-by, run id, job) so it can always be
 //! found again, gets a random session key, and is stopped and removed on release; a removal that fails is
-//! reported, never ignored. The default image is built on first use (`image.rs`); an image the job names
-//! must exist.
+//! reported, never ignored. Without `sandbox.image` the official image runs, or ohrun's own where it cannot
+//! be pulled (`official.rs`, `image.rs`); an image the job names must exist.
 //!
 //! Networking: the LLM must be reachable from inside the container. When the LLM's base URL is on
 //! loopback (the rehearsal endpoint, a local model server) the container shares the host's network and the
@@ -11,7 +11,7 @@
 
 use super::{
     Backend, BoxFuture, Context, Error, ErrorKind, Probe, Ready, Record, Released, SandboxProbe, free_port, health,
-    image,
+    image, official,
 };
 use crate::agent::http::AgentClient;
 use bollard::Docker;
@@ -57,6 +57,8 @@ pub struct DockerBackend {
     /// Its id, kept after removal for the report.
     id: Option<String>,
     client: Option<AgentClient>,
+    /// The image it runs and why (the default resolves to the official image or ohrun's own).
+    chosen: Option<official::Chosen>,
 }
 
 fn short(id: &str) -> &str {
@@ -76,7 +78,7 @@ pub async fn connect() -> Result<Docker, Error> {
 
 impl DockerBackend {
     pub fn new(settings: DockerSettings) -> DockerBackend {
-        DockerBackend { settings, docker: None, container: None, id: None, client: None }
+        DockerBackend { settings, docker: None, container: None, id: None, client: None, chosen: None }
     }
 
     /// A container an ohrun that is gone created (for `gc`): removed as if this backend had made it.
@@ -94,7 +96,13 @@ impl DockerBackend {
         let docker = connect().await?;
         self.docker = Some(docker.clone());
         let mut cancel = ctx.cancel.clone();
-        image::ensure(&docker, &self.settings.image, image::HostPackages::Never, ctx.progress, &mut cancel).await?;
+        // A run never installs host packages: only `ohrun setup docker` may (to build ohrun's image).
+        let chosen =
+            official::choose(&docker, &self.settings.image, image::HostPackages::Never, ctx.progress, &mut cancel)
+                .await?;
+        self.settings.image = chosen.image.clone();
+        self.chosen = Some(chosen);
+        (ctx.recorded)(self.record());
         let key = super::random_key();
         let host_network = self.settings.network.as_deref() == Some("host");
         ctx.ledger.open("docker", |_| {}).map_err(Error::ledger)?;
@@ -341,7 +349,11 @@ impl Backend for DockerBackend {
     }
 
     fn record(&self) -> Record {
-        Record { id: self.id.clone(), ..Record::default() }
+        let image = self
+            .chosen
+            .as_ref()
+            .map(|c| crate::report::model::SandboxImage { name: c.image.clone(), why: c.why.clone() });
+        Record { id: self.id.clone(), image, ..Record::default() }
     }
 }
 

@@ -1,11 +1,10 @@
-//! The agent-server image of `kind: docker`, built offline on this machine when it is missing (on first
-//! use, or by `ohrun setup docker`): a Debian root filesystem (debootstrap), imported into the engine,
+//! ohrun's own agent-server image for `kind: docker`, used where the official image cannot be pulled
+//! (`official.rs`), built offline on this machine when it is missing (on first such use, or by `ohrun
+//! setup docker [--build]`): a Debian root filesystem (debootstrap), imported into the engine,
 //! with a venv holding exactly the packages of `agent-server.lock` (installed with uv when ohrun has it,
 //! else pip), tmux and git; it runs like the official image (tini, uid 10001, WORKDIR /, /workspace,
 //! `--host 0.0.0.0 --port 8000`). The build's inputs are hashed into the label `dev.ohrun.inputs`, so a
-//! changed lock or recipe rebuilds it. A file lock keeps two ohrun processes from building at once. Where
-//! a registry is reachable, the official `ghcr.io/openhands/agent-server:<version>-python` works too,
-//! named in `sandbox.image`.
+//! changed lock or recipe rebuilds it. A file lock keeps two ohrun processes from building at once.
 //!
 //! Containers of the default image mount a copy of its venv from a named volume (`venv_volume`), made once
 //! per image from the image itself: on an engine whose storage driver is fuse-overlayfs, every file the
@@ -28,7 +27,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// The image `kind: docker` uses unless the job names another.
+/// ohrun's own image, and the value `sandbox.image` has when the job names none (which `official::choose`
+/// resolves to the official image where it can be had).
 pub const DEFAULT_IMAGE: &str = "ohrun/agent-server:1.58.2-python";
 const LABEL_INPUTS: &str = "dev.ohrun.inputs";
 /// On the container that fills a venv volume, naming it: while such a container exists, the volume may be
@@ -88,7 +88,7 @@ pub async fn ensure(
         return match found {
             Some(_) => Ok(()),
             None => Err(Error::failed(format!("the image {image} is not on this Docker engine")).hint(format!(
-                "pull or build it (e.g. `docker pull {image}` where a registry is reachable), or remove `sandbox.image` to use ohrun's own image, which it builds offline"
+                "pull or build it (e.g. `docker pull {image}` where a registry is reachable), or remove `sandbox.image` to use the official image (or ohrun's own, built offline, where that cannot be pulled)"
             ))),
         };
     };
@@ -261,11 +261,11 @@ fn install_debootstrap(host: HostPackages, found: bool, can_apt: bool) -> Result
     match (found, host, can_apt) {
         (true, _, _) => Ok(false),
         (false, HostPackages::Never, _) => Err(missing().hint(
-            "run `sudo ohrun setup docker` once (it installs debootstrap with apt-get and builds the image), or install debootstrap yourself, or name an image you have in `sandbox.image`",
+            "run `sudo ohrun setup docker --build` once (it installs debootstrap with apt-get and builds the image), or install debootstrap yourself, or name an image you have in `sandbox.image`",
         )),
         (false, HostPackages::MayInstall, true) => Ok(true),
         (false, HostPackages::MayInstall, false) => Err(missing().hint(
-            "install it (`sudo apt-get install debootstrap`) and run `sudo ohrun setup docker`, or name an image you have in `sandbox.image`",
+            "install it (`sudo apt-get install debootstrap`) and run `sudo ohrun setup docker --build`, or name an image you have in `sandbox.image`",
         )),
     }
 }
@@ -278,6 +278,7 @@ async fn debootstrap(
     progress: &(dyn Fn(&str) + Sync),
     cancel: &mut Cancel,
 ) -> Result<(), Error> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let can_apt = which("apt-get").is_some() && unsafe { libc::geteuid() } == 0;
     if install_debootstrap(host, which("debootstrap").is_some(), can_apt)? {
         progress(

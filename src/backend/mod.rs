@@ -10,6 +10,7 @@ mod health;
 pub mod image;
 pub mod install;
 pub mod local;
+pub mod official;
 pub mod provider;
 pub mod remote;
 pub mod runtime;
@@ -133,6 +134,8 @@ pub struct Record {
     pub log_file: Option<PathBuf>,
     pub api_retries: Vec<ApiRetry>,
     pub candidates: Vec<String>,
+    /// The image a docker sandbox runs, and why that one.
+    pub image: Option<crate::report::model::SandboxImage>,
 }
 
 /// What release did.

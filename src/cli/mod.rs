@@ -29,7 +29,8 @@ Examples:
                                         what passed last night and fails now (exit 1 if any)
   ohrun gc --dry-run                    list what killed ohrun processes left running
   ohrun setup local                     install the managed agent-server ahead of time
-  ohrun setup docker                    build the default agent-server image ahead of time
+  ohrun setup docker                    pull the official agent-server image ahead of time
+  ohrun setup docker --build            build ohrun's own image instead (offline; may apt-get debootstrap)
   ohrun validate jobs/*.yaml            check job files without running anything
   ohrun plan jobs/multi-repo.yaml       list the runs a job expands to
   ohrun plan jobs/multi-repo.yaml --var branch=dev --json
@@ -60,11 +61,16 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show the runs a job file expands to: id, sandbox, matrix values, steps. No network.
     Plan(PlanArgs),
-    /// Prepare a sandbox kind ahead of time: `local` installs the managed agent-server, `docker` builds
-    /// the default agent-server image. Both happen on first use otherwise.
+    /// Prepare a sandbox kind ahead of time: `local` installs the managed agent-server, `docker` pulls
+    /// the official agent-server image (or builds ohrun's own where the pull fails). Both happen on first
+    /// use otherwise.
     Setup {
         #[arg(value_parser = ["local", "docker"])]
         what: String,
+        /// docker: build ohrun's own image offline instead of pulling (installs debootstrap with apt-get
+        /// when it is missing and ohrun runs as root).
+        #[arg(long)]
+        build: bool,
     },
     /// Serve the scripted LLM (a rehearsal script) on loopback until Ctrl-C; prints its base URL.
     Rehearse(RehearseArgs),
@@ -365,7 +371,7 @@ pub fn main() -> i32 {
     let style = Style::for_stderr();
     match cli.command {
         Command::Run(args) => run::run(&args, style, cli.quiet),
-        Command::Setup { what } => setup::run(&what),
+        Command::Setup { what, build } => setup::run(&what, build),
         Command::Rehearse(args) => rehearse::run(&args),
         Command::Merge(args) => merge::run(&args, cli.quiet),
         Command::Compare(args) => compare::run(&args, cli.quiet),

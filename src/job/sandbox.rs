@@ -158,7 +158,8 @@ pub enum TargetType {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DockerSandbox {
-    /// Agent-server image; the default is ohrun's own, which it builds offline when missing (`ohrun setup docker`).
+    /// Agent-server image; the default (this value) is the official ghcr.io/openhands/agent-server image of
+    /// the same version where the engine has it or can pull it, else ohrun's own, built offline.
     #[serde(default = "DockerSandbox::default_image")]
     pub image: EnvString,
     /// Extra arguments for the agent-server (after `--host … --port …`), e.g. `[--import-modules, my.tools]`.

@@ -116,6 +116,19 @@ pub struct SandboxInfo {
     /// Sandboxes that a failed create request may have made but that ohrun could not be sure were its
     /// own, so it neither used nor deleted them (Cloud).
     pub candidates: Vec<String>,
+    /// The image a docker sandbox ran, and why that one (the official image, or ohrun's own where the
+    /// official one could not be pulled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<SandboxImage>,
+}
+
+/// Which image a docker sandbox ran.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SandboxImage {
+    pub name: String,
+    /// Named in the job, the official image (already there, or pulled), or ohrun's own with the reason
+    /// the official one could not be had.
+    pub why: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]

@@ -702,6 +702,7 @@ pub(super) fn record_into(report: &mut RunReport, record: backend::Record) {
     report.sandbox.log_file = record.log_file.map(|p| p.display().to_string());
     report.sandbox.api_retries = record.api_retries;
     report.sandbox.candidates = record.candidates;
+    report.sandbox.image = record.image;
 }
 
 /// The run's result with the release's: a sandbox that may be left behind outranks everything.

@@ -1,6 +1,10 @@
-//! The docker sandbox on the real Docker engine. The default image is ohrun's own: the first test that
-//! needs it runs `ohrun setup docker` (as a user would before a first docker job; locked, so parallel
-//! tests build it once). Without an engine these tests fail, unless `OHRUN_TEST_SKIP_DOCKER=1` says to skip them.
+//! The docker sandbox on the real Docker engine. Without `image:` a job gets the official image where the
+//! engine can pull it and ohrun's own otherwise; CI has no registry, so there the tests run on ohrun's own,
+//! which the first test that needs it builds with `ohrun setup docker` (as a user would before a first
+//! docker job; locked, so parallel tests build it once). The official image's two paths are tested with
+//! `OHRUN_OFFICIAL_IMAGE`: an unreachable registry (the fallback), and ohrun's image tagged with that
+//! reference (already on the engine: used as the official one, without a pull). Without an engine these
+//! tests fail, unless `OHRUN_TEST_SKIP_DOCKER=1` says to skip them.
 
 use crate::support::*;
 use serde_json::Value;
@@ -25,7 +29,7 @@ pub(crate) fn engine_ready() -> bool {
     if docker(&["info"]).0 {
         static SET_UP: std::sync::OnceLock<()> = std::sync::OnceLock::new();
         SET_UP.get_or_init(|| {
-            let out = Ohrun::new().args(["setup", "docker"]).timeout(DOCKER_TIMEOUT).output();
+            let out = Ohrun::new().args(["setup", "docker", "--build"]).timeout(DOCKER_TIMEOUT).output();
             assert_eq!(out.code, 0, "`ohrun setup docker` failed:\n{}", out.stderr);
         });
         return true;
@@ -206,9 +210,9 @@ fn setup_docker_makes_the_default_image_and_it_holds_exactly_the_locked_packages
     if !engine_ready() {
         return;
     }
-    let out = Ohrun::new().args(["setup", "docker"]).timeout(DOCKER_TIMEOUT).output();
+    let out = Ohrun::new().args(["setup", "docker", "--build"]).timeout(DOCKER_TIMEOUT).output();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains(&format!("image {IMAGE} is ready")), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("image {IMAGE} is ready (ohrun's own, built offline)")), "{}", out.stderr);
     let (ok, labels) =
         docker(&["image", "inspect", IMAGE, "--format", "{{ index .Config.Labels \"dev.ohrun.inputs\" }}"]);
     assert!(ok && !labels.is_empty(), "the image carries the hash of its inputs");
@@ -229,7 +233,7 @@ fn sigint_while_the_container_starts_removes_it_and_records_it() {
         return;
     }
     // The image must be there first, or the signal would land in the build.
-    let setup = Ohrun::new().args(["setup", "docker"]).timeout(DOCKER_TIMEOUT).output();
+    let setup = Ohrun::new().args(["setup", "docker", "--build"]).timeout(DOCKER_TIMEOUT).output();
     assert_eq!(setup.code, 0, "{}", setup.stderr);
     let dir = tempfile::tempdir().unwrap();
     let job = write_job(dir.path(), "job.yaml", &format!("{}steps:\n  - message: hi\n", job_text("docker-sigint", "")));
@@ -243,4 +247,81 @@ fn sigint_while_the_container_starts_removes_it_and_records_it() {
     assert_eq!(report["outcome"]["class"], "interrupted");
     assert!(report["sandbox"]["id"].as_str().is_some(), "the container's id is in run.json");
     assert_eq!(report["sandbox"]["disposition"], "released");
+}
+
+/// A registry that refuses connections (the discard port on loopback, closed): every pull fails at once.
+const UNREACHABLE: &str = "127.0.0.1:9/openhands/agent-server:unreachable";
+
+#[test]
+fn without_a_reachable_official_image_a_batch_falls_back_to_ohruns_own_and_says_so_once() {
+    if !engine_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        "job.yaml",
+        &format!("{}matrix:\n  n: [1, 2, 3]\nsteps:\n  - message: hi\n", job_text("fallback", "")),
+    );
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("OHRUN_OFFICIAL_IMAGE", UNREACHABLE)
+        .args(["run", "--rehearse", "--jobs", "3"])
+        .args([&job])
+        .timeout(DOCKER_TIMEOUT)
+        .output();
+    assert_eq!(out.code, 0, "the runs succeed on the fallback image:\n{}", out.stderr);
+    let said = format!("pulling the official image {UNREACHABLE} failed");
+    assert_eq!(out.stderr.matches(&said).count(), 1, "said once per batch:\n{}", out.stderr);
+    assert!(out.stderr.contains(&format!("ohrun's own image instead, {IMAGE}")), "{}", out.stderr);
+    let runs = read_summary(&dir.path().join("ohrun-reports/fallback"))["runs"].as_array().unwrap().clone();
+    assert_eq!(runs.len(), 3);
+    for run in runs {
+        let report = read_report(&dir.path().join("ohrun-reports/fallback").join(run["id"].as_str().unwrap()));
+        assert_eq!(report["sandbox"]["image"]["name"], IMAGE, "{}", report["sandbox"]);
+        assert!(report["sandbox"]["image"]["why"].as_str().unwrap().contains(&said), "{}", report["sandbox"]);
+    }
+}
+
+#[test]
+fn an_official_image_already_on_the_engine_is_used_without_a_pull() {
+    if !engine_ready() {
+        return;
+    }
+    // ohrun's image under an official-looking name whose registry cannot be reached: a pull would fail,
+    // so a success here is a run that used the local image as it is.
+    let tagged = "127.0.0.1:9/openhands/agent-server:tagged";
+    assert!(docker(&["tag", IMAGE, tagged]).0);
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(dir.path(), "job.yaml", &format!("{}steps:\n  - message: hi\n", job_text("tagged", "")));
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("OHRUN_OFFICIAL_IMAGE", tagged)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .timeout(DOCKER_TIMEOUT)
+        .output();
+    docker(&["rmi", tagged]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("pull"), "nothing pulled, no fallback:\n{}", out.stderr);
+    assert!(out.stderr.contains(&format!("started from {tagged}")), "{}", out.stderr);
+    let report = read_report(&dir.path().join("ohrun-reports/tagged/tagged"));
+    assert_eq!(report["sandbox"]["image"]["name"], tagged);
+    assert_eq!(report["sandbox"]["image"]["why"], "the official image, already on this Docker engine");
+}
+
+#[test]
+fn setup_docker_without_a_registry_builds_ohruns_own_and_says_why() {
+    if !engine_ready() {
+        return;
+    }
+    let out = Ohrun::new()
+        .env("OHRUN_OFFICIAL_IMAGE", UNREACHABLE)
+        .args(["setup", "docker"])
+        .timeout(DOCKER_TIMEOUT)
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let said = format!("pulling the official image {UNREACHABLE} failed");
+    assert_eq!(out.stderr.matches(&said).count(), 2, "the fallback line, and the ready line's reason:\n{}", out.stderr);
+    assert!(out.stderr.contains(&format!("image {IMAGE} is ready (")), "{}", out.stderr);
 }

@@ -117,6 +117,7 @@ fn a_kept_local_server_says_how_to_reach_and_stop_it() {
     while process_alive(pid) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    // SAFETY: as above.
     unsafe { libc::kill(-pid, libc::SIGKILL) };
     result.unwrap();
 }

@@ -1,5 +1,6 @@
 //! One integration-test binary: every test drives the real `ohrun` executable.
 
+mod action;
 mod artifacts;
 mod batch;
 mod browser;
