@@ -4,7 +4,13 @@ largest functions. Issue N's gate: no cycle between files, no file over MAX_LINE
 over MAX_FN_LINES lines without a comment in the three lines above it saying why.
 
     python3 scripts/layout.py            # print the report
-    python3 scripts/layout.py --check    # the same, and exit 1 when a rule is broken (.ci/run runs this)
+    python3 scripts/layout.py --check    # the same, and exit 1 when a rule is broken beyond the known debts
+                                         # (.ci/run runs this)
+
+The known debts (scripts/layout-debts.txt) are a ratchet: a cycle listed there may shrink or go, never
+grow or be joined by another; a file listed there may shrink, never grow past its listed size; a function
+listed there likewise. Whatever is not listed must keep the rules. Lines: `cycle FILE FILE…`,
+`file PATH LINES`, `fn PATH:NAME LINES`.
 
 An edge A -> B means a path in A (`use crate::x::y`, `crate::x::y::f()`, `super::y`) names an item that
 B defines. A path that ends at a folder's mod.rs is followed through that mod.rs's `pub use` re-exports to
@@ -18,6 +24,7 @@ import re
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+DEBTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "layout-debts.txt")
 MAX_LINES = 600
 MAX_FN_LINES = 80
 
@@ -237,19 +244,47 @@ def main():
         flag = "" if count <= MAX_FN_LINES else ("   (commented)" if why else "   <-- over")
         print(f"{count:6}  src/{rel}:{first} {name}{flag}")
 
-    broken = []
-    if cycles:
-        broken.append(f"{len(cycles)} import cycle(s) between files")
-    over = [rel for count, rel in sizes if count > MAX_LINES]
-    if over:
-        broken.append(f"{len(over)} file(s) over {MAX_LINES} lines")
-    long = [f for f in functions if f[0] > MAX_FN_LINES and not f[4]]
-    if long:
-        broken.append(f"{len(long)} function(s) over {MAX_FN_LINES} lines without a comment saying why")
-    if broken:
-        print("\n" + "; ".join(broken))
+    broken = beyond_debts(cycles, sizes, functions, read_debts())
+    for line in broken:
+        print("over the known debts: " + line)
+    if not broken:
+        print("\nwithin the known debts (scripts/layout-debts.txt)")
     if check and broken:
         sys.exit(1)
+
+
+def read_debts():
+    cycles, files, fns = [], {}, {}
+    if not os.path.exists(DEBTS):
+        return cycles, files, fns
+    for line in open(DEBTS, encoding="utf-8"):
+        words = line.split("#")[0].split()
+        if not words:
+            continue
+        if words[0] == "cycle":
+            cycles.append(set(words[1:]))
+        elif words[0] == "file":
+            files[words[1]] = int(words[2])
+        elif words[0] == "fn":
+            fns[words[1]] = int(words[2])
+    return cycles, files, fns
+
+
+def beyond_debts(cycles, sizes, functions, debts):
+    """What breaks a rule and is not a listed debt (or is worse than listed)."""
+    known_cycles, known_files, known_fns = debts
+    broken = []
+    for component in cycles:
+        if not any(set(component) <= known for known in known_cycles):
+            broken.append("a cycle between " + ", ".join(component))
+    for count, rel in sizes:
+        if count > MAX_LINES and count > known_files.get("src/" + rel, MAX_LINES):
+            broken.append(f"src/{rel} has {count} lines (limit {MAX_LINES}, listed {known_files.get('src/' + rel, '-')})")
+    for count, name, rel, _first, why in functions:
+        key = f"src/{rel}:{name}"
+        if count > MAX_FN_LINES and not why and count > known_fns.get(key, MAX_FN_LINES):
+            broken.append(f"{key} has {count} lines and no comment saying why (limit {MAX_FN_LINES})")
+    return broken
 
 
 if __name__ == "__main__":
