@@ -21,8 +21,9 @@ use crate::exit_code::ExitCode;
 use crate::job::{Plan, PlannedRun};
 use crate::money::Usd;
 use crate::rehearse::script::Script;
+use crate::report::disk;
 use crate::report::summary::{JUNIT_FILE, RunStatus, RunSummary, SUMMARY_FILE, SharedSandbox, Summary};
-use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, read_report, write_report};
+use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, write_report};
 use crate::report::{OutcomeClass, ReportStatus, RunReport};
 use crate::report::{html, leak};
 use crate::settings;
@@ -97,6 +98,8 @@ struct Batch {
     write_failed: AtomicBool,
     /// A run ended: the rollups are to be rewritten (`write_rollups_when_due`).
     rollups_due: tokio::sync::Notify,
+    /// Held while the rollups are written (one writer at a time).
+    rollups_writing: Mutex<()>,
     /// A batch of one run (and one trial): its lines need no run id.
     alone: bool,
     started: Instant,
@@ -107,6 +110,12 @@ struct Batch {
 /// Runs the batch and returns the process exit code. Each run is a tokio task of its own.
 pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, signals: Signals) -> i32 {
     let units = trials::units(&plans, opts.repeat);
+    let at_once: usize = lanes(&plans, opts.jobs).iter().map(|(_, width)| width).sum::<usize>().min(units.len());
+    if let Some(why) = crate::fd_limit::raise().and_then(|limit| crate::fd_limit::shortfall(at_once, limit)) {
+        console.error(&format!("error: {why}"));
+        console.error("hint: run fewer at once (`--jobs`), or raise the hard limit (`ulimit -Hn`, systemd's LimitNOFILE=, /etc/security/limits.conf); nothing was started");
+        return ExitCode::USAGE;
+    }
     let _lock = match lock_batch_dir(&opts.out) {
         Ok(lock) => lock,
         Err((code, message, hint)) => {
@@ -133,6 +142,7 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
         budget: opts.max_cost.map(|cap| Budget::new(cap, spent, largest_call)),
         failed: AtomicBool::new(false),
         rollups_due: tokio::sync::Notify::new(),
+        rollups_writing: Mutex::new(()),
         write_failed: AtomicBool::new(false),
         alone: units.len() == 1,
         started: Instant::now(),
@@ -193,7 +203,7 @@ fn lock_batch_dir(dir: &Path) -> Result<std::fs::File, (i32, String, &'static st
     create_dir(dir).map_err(|e| {
         (ExitCode::INFRA, format!("cannot create the batch directory {}: {e}", dir.display()), WRITABLE)
     })?;
-    super::claim::lock(&dir.join(".ohrun-batch.lock")).map_err(|e| match e {
+    super::claim::lock(&dir.join(super::claim::BATCH_LOCK)).map_err(|e| match e {
         super::claim::Locked::By(holder) => (
             ExitCode::USAGE,
             format!("another ohrun ({holder}) is running the batch in {} right now", dir.display()),
@@ -215,7 +225,7 @@ pub(super) fn reports_on_disk(dir: &Path, first: u32) -> Vec<RunReport> {
         .into_iter()
         .map(|n| {
             let attempt = dir.join(format!("attempt-{n}"));
-            match read_report(&attempt.join(RUN_FILE)) {
+            match super::checkpoint::latest(&attempt) {
                 Some(report) if report.status == ReportStatus::Ended => report,
                 checkpoint => killed_attempt(&attempt, n, checkpoint),
             }
@@ -309,7 +319,7 @@ impl Batch {
                 );
             }
         };
-        let claim = match Claim::take(&dir, &r.id) {
+        let claim = match Claim::take(&dir, &r.id, &self.opts.out) {
             Ok(c) => c,
             Err(f) => return self.fail_early(index, &line, f),
         };
@@ -382,7 +392,9 @@ impl Batch {
             if let Some(b) = &self.budget {
                 b.finish(&label, result.report.totals.cost);
             }
-            publish(claim, &mut result, line, self.signals.terminated());
+            // The run's page and the leak scan read the event log back: all of it must be on disk first.
+            crate::report::disk::settled().await;
+            disk::off_runtime(|| publish(claim, &mut result, line, self.signals.terminated()));
             if result.write_failed {
                 self.write_failed.store(true, Ordering::SeqCst);
             }
@@ -510,9 +522,16 @@ impl Batch {
 
     /// Rewrites the rollups now.
     fn write_rollups(&self) {
-        let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
-        summary.recount(self.started.elapsed().as_millis() as u64);
-        if let Err(e) = summary.write(&self.opts.out) {
+        // A copy, written with the summary's lock released: run ends go on being recorded meanwhile. One
+        // writer at a time, each with a copy newer than the last one's: the final rollups are never
+        // overwritten by an older copy still being written.
+        let _writing = self.rollups_writing.lock().unwrap_or_else(|e| e.into_inner());
+        let summary = {
+            let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+            summary.recount(self.started.elapsed().as_millis() as u64);
+            summary.clone()
+        };
+        if let Err(e) = disk::off_runtime(|| summary.write(&self.opts.out)) {
             self.write_failed.store(true, Ordering::SeqCst);
             self.console.error(&format!("error: cannot write the batch summary in {}: {e}", self.opts.out.display()));
         }
