@@ -13,7 +13,7 @@
 # runs at once on one server against its floor), docker_local,
 # local_batch (plain = --prefetch 0, --prefetch 2 = the default for --jobs 4, share: batch), first_install
 # (a hook: `ohrun setup local` into an empty HOME).
-# Counts: BENCH_RUNS (5, for seed/docker_sdk/matrix_sdk), SCALE_NS ("10 100 500 1000"), DOCKER_LOCAL_RUNS (3),
+# Counts: BENCH_RUNS (5, for seed/docker_sdk/matrix_sdk), SCALE_NS ("100 1000 10000", about 7 min with SCALE_REPS=3), DOCKER_LOCAL_RUNS (3),
 # LOCAL_BATCH_RUNS (2), FIRST_INSTALL_INSTALLERS ("uv"; "uv pip" adds the pip fallback, ~100 s more).
 # Run it when nothing else runs on the machine: about 17 minutes on the 2-core machine kind, plus the
 # build (nothing if target/release is current, 4-5 minutes from a clean tree). Prerequisites it checks and
@@ -136,8 +136,8 @@ part_plan() {
 
 part_scale() {
   run_part scale "Scale: N concurrent runs in one process (simulated agent-server)" \
-    "SCALE_NS=\"${SCALE_NS:-10 100 500 1000}\" python3 bench/scale.py" \
-    env SCALE_NS="${SCALE_NS:-10 100 500 1000}" python3 bench/scale.py
+    "SCALE_NS=\"${SCALE_NS:-100 1000 10000}\" SCALE_REPS=${SCALE_REPS:-3} python3 bench/scale.py" \
+    env SCALE_NS="${SCALE_NS:-100 1000 10000}" SCALE_REPS="${SCALE_REPS:-3}" python3 bench/scale.py
 }
 
 part_seed() {

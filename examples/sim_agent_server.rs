@@ -13,10 +13,11 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -49,6 +50,28 @@ struct Server {
 
 type Shared = Arc<(Server, Config)>;
 
+/// Event sockets open now, and the most open at once (`GET /sim/stats`): how many runs were really
+/// under way together.
+static SOCKETS: AtomicUsize = AtomicUsize::new(0);
+static PEAK_SOCKETS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts an open event socket for as long as it lives.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        let now = SOCKETS.fetch_add(1, Ordering::SeqCst) + 1;
+        PEAK_SOCKETS.fetch_max(now, Ordering::SeqCst);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        SOCKETS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -62,7 +85,12 @@ async fn main() {
         actions: arg("--actions").and_then(|n| n.parse().ok()).unwrap_or(3),
         call_cost: 0.001,
     };
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+    // A long accept queue: 10,000 runs connect within a second or two, and the default (1,024) would
+    // make the rest wait for SYN retries.
+    let listening = tokio::net::TcpSocket::new_v4().expect("socket");
+    listening.set_reuseaddr(true).expect("SO_REUSEADDR");
+    listening.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port))).expect("bind");
+    let listener = listening.listen(65_535).expect("listen");
     // The first line says where it listens (the benchmark reads it).
     println!("http://{}", listener.local_addr().expect("address"));
     let shared: Shared = Arc::new((Server::default(), config));
@@ -193,6 +221,7 @@ async fn socket(stream: TcpStream, shared: Shared) {
         Ok(resp)
     };
     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
+    let _counted = Counted::new();
     let cid = path.trim_start_matches("/sockets/events/").to_string();
     let (server, config) = &*shared;
     if config.key.is_some() {
@@ -283,6 +312,10 @@ fn route(shared: &Shared, method: &str, target: &str, body: Value) -> (u16, Valu
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         ("GET", ["health"]) => (200, json!("OK")),
+        ("GET", ["sim", "stats"]) => (
+            200,
+            json!({"sockets": SOCKETS.load(Ordering::SeqCst), "peak_sockets": PEAK_SOCKETS.load(Ordering::SeqCst)}),
+        ),
         ("GET", ["server_info"]) => (
             200,
             json!({"version": "1.58.2", "usable_tools": ["terminal", "file_editor", "task_tracker", "finish", "think"]}),

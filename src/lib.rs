@@ -12,6 +12,7 @@ pub mod deliver;
 pub mod diagnostic;
 pub mod error;
 pub mod exit_code;
+pub mod fd_limit;
 pub mod gc;
 pub mod job;
 pub mod ledger;

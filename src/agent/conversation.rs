@@ -157,6 +157,15 @@ impl<'a> Conversation<'a> {
         true
     }
 
+    /// Waits until the event log is on disk; a write that failed is the evidence's error, as in `log`.
+    pub async fn settle_evidence(&mut self) {
+        if let Err(e) = self.writer.settled().await
+            && self.evidence_error.is_none()
+        {
+            self.evidence_error = Some(format!("cannot write {}: {e}", self.writer.events_path().display()));
+        }
+    }
+
     /// Logs the events not seen yet and returns them. Reconciles overlap (`timestamp__gte`), so an item
     /// without an id would be logged again by each: only the socket's id-less frames are kept.
     pub(super) fn absorb(&mut self, events: Vec<Value>) -> Vec<Value> {

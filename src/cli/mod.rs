@@ -394,9 +394,18 @@ pub fn main() -> i32 {
     }
 }
 
-/// The async runtime of the commands that need one (two workers: this is a client on small machines).
+/// The async runtime of the commands that need one, a worker per core: a batch of thousands of runs
+/// parses their events and writes their reports on all of them. At least two, so one busy worker never
+/// stalls the rest (timeouts, signals); at most eight: ohrun waits on the network, and more workers than
+/// that only cost memory and wake-ups on a big machine shared with the sandboxes it runs. The threads
+/// that take a worker's place while it writes a report (`report::disk::off_runtime`) are capped too: in a
+/// burst of 10,000 run starts tokio's default (512) made a hundred threads and ~100 MB for nothing, the
+/// disk being the bottleneck.
 fn runtime() -> Result<tokio::runtime::Runtime, i32> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers).max_blocking_threads(4 * workers).enable_all();
+    builder.build().map_err(|e| {
         eprintln!("error: cannot start the async runtime: {e}");
         ExitCode::INFRA
     })

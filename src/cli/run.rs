@@ -36,7 +36,7 @@ pub fn run(args: &RunArgs, style: Style, quiet: bool) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    raise_open_file_limit();
+    crate::fd_limit::raise();
     let out = inv.out.clone().unwrap_or_else(|| super::default_out(&plans));
     if super::run_dir_problems(&plans, Some(&out)) {
         return ExitCode::USAGE;
@@ -221,18 +221,4 @@ pub(super) fn load_script(path: &std::path::Path) -> Result<Script, i32> {
         eprint!("{}", report.render(Style::for_stderr()));
         ExitCode::USAGE
     })
-}
-
-/// Each running run holds a few descriptors (its event socket, HTTP connections, its event log): 1,000
-/// runs at once need about 4,500, beyond the usual soft limit of 1,024. The soft limit is raised to the
-/// hard one, as servers do; nothing is raised beyond what the system allows.
-fn raise_open_file_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

@@ -1,6 +1,7 @@
 //! What a run leaves behind: `run.json` (written atomically on every exit path) and `events.jsonl`
 //! (streamed as events arrive), with every secret value redacted.
 
+pub mod disk;
 pub mod html;
 pub mod junit;
 pub mod leak;

@@ -1,5 +1,5 @@
-//! Writing reports: `run.json` atomically (temp file + rename), `events.jsonl` appended as events come,
-//! both through the redactor. Report directories are private to the user (they hold agent output), and
+//! Writing reports: `run.json` atomically (temp file + rename), `events.jsonl` appended as events come
+//! (by the process's disk writer, [`super::disk`]: the file is not held open), both through the redactor. Report directories are private to the user (they hold agent output), and
 //! a directory that cannot be written is found before anything is provisioned.
 
 use super::model::RunReport;
@@ -12,8 +12,9 @@ pub const RUN_FILE: &str = "run.json";
 pub const EVENTS_FILE: &str = "events.jsonl";
 
 pub struct ReportWriter {
-    events: std::io::BufWriter<std::fs::File>,
     events_path: PathBuf,
+    /// The first write of the event log that failed, once the disk writer has met it.
+    errors: super::disk::Errors,
 }
 
 /// Creates `dir` (and its parents) private to the user.
@@ -36,21 +37,36 @@ pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
 impl ReportWriter {
     /// Creates the report directory and a fresh, empty event log; fails when either cannot be written.
     pub fn create(dir: &Path) -> std::io::Result<ReportWriter> {
-        create_dir(dir)?;
         let events_path = dir.join(EVENTS_FILE);
-        let events = create_private(&events_path)?;
-        Ok(ReportWriter { events: std::io::BufWriter::new(events), events_path })
+        super::disk::off_runtime(|| create_dir(dir).and_then(|()| create_private(&events_path)))?;
+        Ok(ReportWriter { events_path, errors: Default::default() })
     }
 
     pub fn events_path(&self) -> &Path {
         &self.events_path
     }
 
-    /// Appends one event, as the server sent it (secrets masked), and flushes so a crash loses nothing.
+    /// Appends one event, as the server sent it (secrets masked): queued for the disk writer, which writes
+    /// it within moments. An error is the first one the writer met on this log (reported on a later call).
     pub fn event(&mut self, event: &serde_json::Value) -> std::io::Result<()> {
         let line = serde_json::to_string(event).unwrap_or_default();
-        writeln!(self.events, "{}", redact::apply(&line))?;
-        self.events.flush()
+        let mut bytes = redact::apply(&line).into_owned().into_bytes();
+        bytes.push(b'\n');
+        super::disk::append(&self.events_path, bytes, &self.errors);
+        self.error()
+    }
+
+    /// Waits until every event given is on disk, and says whether all of them could be written.
+    pub async fn settled(&self) -> std::io::Result<()> {
+        super::disk::settled().await;
+        self.error()
+    }
+
+    fn error(&self) -> std::io::Result<()> {
+        match self.errors.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -69,6 +85,8 @@ pub fn write_report(dir: &Path, report: &RunReport) -> std::io::Result<PathBuf> 
 /// Makes directory `dir` with `file` in it, never one without the other: both are made under a
 /// temporary name beside it and renamed into place together (an attempt's folder never lacks its
 /// run.json, however soon ohrun is killed). A folder someone made meanwhile is kept, the file written in.
+/// Not fsynced: this is the attempt's first checkpoint, which a kill (not a power cut) must not lose, and
+/// two fsyncs per attempt were most of a 10,000-run batch's start.
 fn born_with(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     create_dir(parent)?;
@@ -76,14 +94,14 @@ fn born_with(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
     let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).tempdir_in(parent)?;
     // Private like every folder ohrun makes (tempfile's own folders follow the umask).
     std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    write_atomic(&tmp.path().join(file), text)?;
+    write_replacing(&tmp.path().join(file), text, false)?;
     let tmp = tmp.keep(); // from here on it is either renamed into place or removed below
     let renamed = std::fs::rename(&tmp, dir);
     if renamed.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     match renamed {
-        Ok(()) => std::fs::File::open(parent)?.sync_all(),
+        Ok(()) => Ok(()),
         Err(_) if dir.is_dir() => write_atomic(&dir.join(file), text),
         Err(e) => Err(e),
     }
@@ -93,14 +111,21 @@ fn born_with(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
 /// created exclusively (never through a link someone placed there), fsynced, renamed over `path`, and
 /// the directory fsynced so the rename itself survives a crash. A failed write leaves no temporary file.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    write_replacing(path, text, true)
+}
+
+/// [`write_atomic`], fsyncing the file and its directory only when `durable`.
+fn write_replacing(path: &Path, text: &str, durable: bool) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
     tmp.write_all(redact::apply(text).as_bytes())?;
     tmp.write_all(b"\n")?;
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
+    if durable { std::fs::File::open(dir)?.sync_all() } else { Ok(()) }
 }
 
 /// A run report read back (a resumed batch, a merge).

@@ -22,8 +22,9 @@ use crate::job::{Plan, PlannedRun};
 use crate::money::Usd;
 use crate::net::RetryPolicy;
 use crate::rehearse::script::Script;
+use crate::report::disk;
 use crate::report::summary::{JUNIT_FILE, RunStatus, RunSummary, SUMMARY_FILE, SharedSandbox, Summary};
-use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, read_report, write_report};
+use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, write_report};
 use crate::report::{OutcomeClass, ReportStatus, RunReport};
 use crate::report::{html, leak};
 use crate::settings;
@@ -92,12 +93,16 @@ struct Batch {
     console: Console,
     signals: Signals,
     summary: Mutex<Summary>,
+    /// What the overall progress shows, kept as runs end (guarded by `summary`'s lock when changed).
+    tally: Mutex<Tally>,
     budget: Option<Budget>,
     /// Set by the first run that did not succeed (for `--fail-fast`).
     failed: AtomicBool,
     write_failed: AtomicBool,
     /// A run ended: the rollups are to be rewritten (`write_rollups_when_due`).
     rollups_due: tokio::sync::Notify,
+    /// Held while the rollups are written (one writer at a time).
+    rollups_writing: Mutex<()>,
     /// A batch of one run (and one trial): its lines need no run id.
     alone: bool,
     started: Instant,
@@ -108,6 +113,12 @@ struct Batch {
 /// Runs the batch and returns the process exit code. Each run is a tokio task of its own.
 pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, signals: Signals) -> i32 {
     let units = trials::units(&plans, opts.repeat);
+    let at_once: usize = lanes(&plans, opts.jobs).iter().map(|(_, width)| width).sum::<usize>().min(units.len());
+    if let Some(why) = crate::fd_limit::raise().and_then(|limit| crate::fd_limit::shortfall(at_once, limit)) {
+        console.error(&format!("error: {why}"));
+        console.error("hint: run fewer at once (`--jobs`), or raise the hard limit (`ulimit -Hn`, systemd's LimitNOFILE=, /etc/security/limits.conf); nothing was started");
+        return ExitCode::USAGE;
+    }
     let _lock = match lock_batch_dir(&opts.out) {
         Ok(lock) => lock,
         Err((code, message, hint)) => {
@@ -130,10 +141,12 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
     let batch = Arc::new(Batch {
         shared: SharedSandboxes::new(&opts.out),
         // The cap is this process's: each shard of a plan keeps its own (summary.json says so).
+        tally: Mutex::new(entries.iter().fold(Tally::default(), |t, e| t.with(e, 1))),
         summary: Mutex::new(Summary::new(entries).with_budget(opts.max_cost, 1)),
         budget: opts.max_cost.map(|cap| Budget::new(cap, spent, largest_call)),
         failed: AtomicBool::new(false),
         rollups_due: tokio::sync::Notify::new(),
+        rollups_writing: Mutex::new(()),
         write_failed: AtomicBool::new(false),
         alone: units.len() == 1,
         started: Instant::now(),
@@ -166,11 +179,43 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
     rollups.abort();
     batch.release_shared().await;
     if !batch.opts.no_deliver && !batch.signals.interrupted() {
-        let summary = batch.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut summary = batch.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        summary.recount(batch.started.elapsed().as_millis() as u64);
         super::delivering::post_batch_summary(&batch.plans, &summary, &batch.opts.out, &batch.console).await;
     }
     batch.console.clear();
     batch.finish()
+}
+
+/// The counts the overall progress shows, kept as runs end: recounting the whole summary at every run's
+/// end made each end cost O(N) (10^8 entries visited over a 10,000-run batch).
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    runs: u64,
+    pending: u64,
+    /// Succeeded, or not started: not failures.
+    not_failed: u64,
+    cost: crate::money::Usd,
+}
+
+impl Tally {
+    /// With `entry` counted in (`sign` 1) or out (-1).
+    fn with(mut self, entry: &RunSummary, sign: i8) -> Tally {
+        let add = |n: u64, yes: bool| {
+            if !yes {
+                n
+            } else if sign > 0 {
+                n + 1
+            } else {
+                n.saturating_sub(1)
+            }
+        };
+        self.runs = add(self.runs, true);
+        self.pending = add(self.pending, entry.status == RunStatus::Pending);
+        self.not_failed = add(self.not_failed, matches!(entry.status, RunStatus::Succeeded | RunStatus::NotStarted));
+        self.cost = if sign > 0 { self.cost + entry.cost } else { self.cost.saturating_sub(entry.cost) };
+        self
+    }
 }
 
 /// The lanes runs queue in, each with how many of its runs run at once: one per sandbox kind (its
@@ -194,7 +239,7 @@ fn lock_batch_dir(dir: &Path) -> Result<std::fs::File, (i32, String, &'static st
     create_dir(dir).map_err(|e| {
         (ExitCode::INFRA, format!("cannot create the batch directory {}: {e}", dir.display()), WRITABLE)
     })?;
-    super::claim::lock(&dir.join(".ohrun-batch.lock")).map_err(|e| match e {
+    super::claim::lock(&dir.join(super::claim::BATCH_LOCK)).map_err(|e| match e {
         super::claim::Locked::By(holder) => (
             ExitCode::USAGE,
             format!("another ohrun ({holder}) is running the batch in {} right now", dir.display()),
@@ -216,7 +261,7 @@ pub(super) fn reports_on_disk(dir: &Path, first: u32) -> Vec<RunReport> {
         .into_iter()
         .map(|n| {
             let attempt = dir.join(format!("attempt-{n}"));
-            match read_report(&attempt.join(RUN_FILE)) {
+            match super::checkpoint::latest(&attempt) {
                 Some(report) if report.status == ReportStatus::Ended => report,
                 checkpoint => killed_attempt(&attempt, n, checkpoint),
             }
@@ -305,7 +350,7 @@ impl Batch {
                 );
             }
         };
-        let claim = match Claim::take(&dir, &r.id) {
+        let claim = match Claim::take(&dir, &r.id, &self.opts.out) {
             Ok(c) => c,
             Err(f) => return self.fail_early(index, &line, f),
         };
@@ -378,7 +423,9 @@ impl Batch {
             if let Some(b) = &self.budget {
                 b.finish(&label, result.report.totals.cost);
             }
-            publish(claim, &mut result, line, self.signals.terminated());
+            // The run's page and the leak scan read the event log back: all of it must be on disk first.
+            crate::report::disk::settled().await;
+            disk::off_runtime(|| publish(claim, &mut result, line, self.signals.terminated()));
             if result.write_failed {
                 self.write_failed.store(true, Ordering::SeqCst);
             }
@@ -484,7 +531,12 @@ impl Batch {
             print_stdout(&json_line("run", serde_json::to_value(&entry).unwrap_or_default()));
         }
         let lead = self.lead(&entry.id, entry.trial);
-        self.summary.lock().unwrap_or_else(|e| e.into_inner()).runs[index] = entry;
+        {
+            let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+            *tally = tally.with(&summary.runs[index], -1).with(&entry, 1);
+            summary.runs[index] = entry;
+        }
         self.show_progress(Some(&lead));
         self.rollups_due.notify_one();
     }
@@ -506,9 +558,16 @@ impl Batch {
 
     /// Rewrites the rollups now.
     fn write_rollups(&self) {
-        let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
-        summary.recount(self.started.elapsed().as_millis() as u64);
-        if let Err(e) = summary.write(&self.opts.out) {
+        // A copy, written with the summary's lock released: run ends go on being recorded meanwhile. One
+        // writer at a time, each with a copy newer than the last one's: the final rollups are never
+        // overwritten by an older copy still being written.
+        let _writing = self.rollups_writing.lock().unwrap_or_else(|e| e.into_inner());
+        let summary = {
+            let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+            summary.recount(self.started.elapsed().as_millis() as u64);
+            summary.clone()
+        };
+        if let Err(e) = disk::off_runtime(|| summary.write(&self.opts.out)) {
             self.write_failed.store(true, Ordering::SeqCst);
             self.console.error(&format!("error: cannot write the batch summary in {}: {e}", self.opts.out.display()));
         }
@@ -516,14 +575,9 @@ impl Batch {
 
     /// Moves the overall bar (`ended`: the lead of the run that just ended).
     fn show_progress(&self, ended: Option<&str>) {
-        let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
-        summary.recount(self.started.elapsed().as_millis() as u64);
-        let t = &summary.totals;
-        let count = |s: RunStatus| t.by_status.get(s.as_str()).copied().unwrap_or(0) as u64;
-        let pending = count(RunStatus::Pending);
-        let done = t.runs as u64 - pending;
-        let failed = done - count(RunStatus::Succeeded) - count(RunStatus::NotStarted);
-        self.console.overall(done, failed, pending, t.cost, ended);
+        let t = *self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        let done = t.runs - t.pending;
+        self.console.overall(done, done - t.not_failed, t.pending, t.cost, ended);
     }
 
     /// The last word: the summary's final form, the CI rollups, the exit code.

@@ -150,7 +150,7 @@ fn finish(
     report.status = ReportStatus::Ended;
     report.ended_at = Some(now_rfc3339());
     report.duration_ms = Some(started.elapsed().as_millis() as u64);
-    let (report_file, write_failed) = match write_report(dir, &report) {
+    let (report_file, write_failed) = match crate::report::disk::off_runtime(|| write_report(dir, &report)) {
         Ok(path) => (Some(path), false),
         Err(e) => {
             line.error(&format!("error: cannot write {}/run.json: {e}", dir.display()));
@@ -492,6 +492,7 @@ impl Run<'_> {
         }
         report.totals = outcome.totals;
         let mut result = classify(report);
+        conv.settle_evidence().await;
         if let Some(e) = conv.evidence_error.take()
             && result.as_ref().err().is_none_or(|f| f.class < OutcomeClass::Infrastructure)
         {

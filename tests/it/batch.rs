@@ -568,7 +568,7 @@ fn a_batch_killed_mid_way_resumes_where_it_stopped() {
     // Its run.json is a valid report (schema-checked) that says how far it got: a step under way had a
     // sandbox and a conversation before it.
     for id in &interrupted {
-        let checkpoint = read_report(&batch.join(id).join("attempt-1"));
+        let checkpoint = read_checkpoint(&batch.join(id).join("attempt-1"));
         assert_eq!((&checkpoint["status"], &checkpoint["ended_at"]), (&json!("running"), &Value::Null), "{checkpoint}");
         if checkpoint["steps"][0]["started_at"].as_str().is_some_and(|t| !t.is_empty()) {
             assert_eq!(checkpoint["sandbox"]["disposition"], "provisioned", "{checkpoint}");

@@ -1,4 +1,5 @@
-//! run.json while a run is under way: a checkpoint never claims an outcome the run has not reached, and
+//! An attempt's checkpoints while a run is under way (the last line of checkpoints.jsonl, else the run.json
+//! the attempt was born with): a checkpoint never claims an outcome the run has not reached, and
 //! it says what the run has already spent and which sandbox it has already made — so a SIGKILL (or a
 //! third signal) leaves a report that is true.
 
@@ -55,12 +56,9 @@ fn logged_spend(events: &Path) -> (f64, u64) {
     })
 }
 
-/// The attempt's checkpoint, if one can be read now (it is replaced atomically, never torn).
+/// The attempt's latest checkpoint, if one can be read now (a line cut short is skipped).
 fn checkpoint(attempt: &Path) -> Value {
-    std::fs::read_to_string(attempt.join("run.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
+    read_checkpoint(attempt)
 }
 
 #[test]
@@ -103,7 +101,7 @@ fn a_run_killed_mid_step_leaves_a_checkpoint_that_claims_nothing_and_holds_what_
     signal(&child, libc::SIGKILL);
     let _ = wait_output(child, Duration::from_secs(10));
 
-    let report = read_report(&attempt);
+    let report = read_checkpoint(&attempt);
     assert_eq!(report["status"], "running", "{report}");
     assert_eq!(report["outcome"]["class"], "running", "a killed run never reads as a success: {report}");
     assert_eq!(report["outcome"]["exit_code"], Value::Null, "{report}");
@@ -152,7 +150,7 @@ fn a_starting_sandbox_is_named_in_the_checkpoint(api: Api, poll: fn(&str) -> boo
     wait_until(Duration::from_secs(60), "ohrun polls the starting sandbox", || emu.ids().len() == 1 && polls() >= 2);
     let id = emu.ids().remove(0);
     let attempt = dir.path().join("ohrun-reports/starting/starting/attempt-1");
-    let report = read_report(&attempt);
+    let report = read_checkpoint(&attempt);
     assert_eq!(emu.statuses(), ["STARTING"]);
     assert_eq!(report["sandbox"]["id"].as_str(), Some(report_id(&id).as_str()), "{report}");
     assert_eq!(report["sandbox"]["disposition"], "provisioning", "{report}");

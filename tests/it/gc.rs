@@ -119,8 +119,7 @@ fn sigint_during_a_batch(kind: Kind, name: &str, limit: Duration) {
         std::fs::read_dir(&batch).into_iter().flatten().flatten().any(|r| {
             let id = r.file_name().to_string_lossy().into_owned();
             !waiting.contains(&id)
-                && std::fs::read_to_string(r.path().join("attempt-1/run.json"))
-                    .is_ok_and(|t| t.contains("\"disposition\": \"provisioned\""))
+                && read_checkpoint(&r.path().join("attempt-1"))["sandbox"]["disposition"] == "provisioned"
         })
     });
     std::thread::sleep(Duration::from_millis(500));

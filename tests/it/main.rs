@@ -9,6 +9,7 @@ mod checkpoints;
 mod ci_examples;
 mod compare;
 mod deliver;
+mod descriptors;
 mod diffs;
 mod docker;
 mod emulators;

@@ -103,8 +103,7 @@ fn a_shared_server_that_dies_under_a_run_is_started_again_for_its_retry() {
     let mut killed = 0;
     wait_until(Duration::from_secs(120), "run 1 is in its first step", || {
         let Some(run) = first_run(&batch) else { return false };
-        let Ok(text) = std::fs::read_to_string(run.join("attempt-1/run.json")) else { return false };
-        let Ok(report) = serde_json::from_str::<Value>(&text) else { return false };
+        let report = read_checkpoint(&run.join("attempt-1"));
         if report["steps"][0]["started_at"].as_str().unwrap_or("").is_empty() {
             return false;
         }

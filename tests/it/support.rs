@@ -124,6 +124,22 @@ impl Ohrun {
         self
     }
 
+    /// ohrun starts with these soft and hard limits of open files (RLIMIT_NOFILE), as `prlimit` would set.
+    pub fn open_file_limit(mut self, soft: u64, hard: u64) -> Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// Runs to the end (killed and failing the test after the timeout).
     pub fn output(self) -> Result {
         let timeout = self.timeout;
@@ -211,6 +227,21 @@ pub fn ohrun_home() -> PathBuf {
 /// Reads and schema-checks a run report (only the format check is skipped under `OHRUN_TEST_BIN`).
 pub fn read_report(dir: &Path) -> serde_json::Value {
     read_checked(&dir.join("run.json"), "report")
+}
+
+/// The latest checkpoint of the attempt in `attempt` while it runs (or after ohrun was killed), schema-
+/// checked: the last whole line of its checkpoints.jsonl, else the run.json it was born with; `Null` when
+/// there is neither yet.
+pub fn read_checkpoint(attempt: &Path) -> serde_json::Value {
+    let log = std::fs::read_to_string(attempt.join("checkpoints.jsonl")).unwrap_or_default();
+    let latest = log.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    let Some(doc) =
+        latest.or_else(|| serde_json::from_str(&std::fs::read_to_string(attempt.join("run.json")).ok()?).ok())
+    else {
+        return serde_json::Value::Null;
+    };
+    check_schema(&doc, "report", &attempt.display().to_string());
+    doc
 }
 
 /// Reads and schema-checks a batch's summary.json.
