@@ -364,6 +364,15 @@ mod tests {
     }
 
     #[test]
+    fn the_folded_patch_is_read_from_the_p_lines_of_the_header_only() {
+        let out = "H -\nP 0\nPO /tmp/s/patch\nPO abc\nPE careful\nT 0\n@@ohrun-diff\nP 3\nPO not mine\n";
+        let folded = folded_of(out).unwrap();
+        assert_eq!((folded.exit_code, folded.stdout.as_str()), (0, "/tmp/s/patch\nabc\n"));
+        assert_eq!(folded.stderr, "careful\n");
+        assert!(folded_of("H -\nT 0\n@@ohrun-diff\nP 0\n").is_none(), "no patch ran before it");
+    }
+
+    #[test]
     fn a_diff_over_the_cap_is_cut_on_a_character_boundary() {
         let out = format!("N 1 0\n@@ohrun-diff\n{}", "é".repeat(MAX_DIFF_BYTES));
         let (_, diff) = parse(&out);
