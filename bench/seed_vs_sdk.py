@@ -7,7 +7,8 @@ close), for ohrun the completion latency it records per step, and the agent-serv
 and waited for; the agent's terminal runs in tmux, which is nobody's child, the same for both clients).
 
 BENCH_OHRUN_BEFORE=PATH adds a client `ohrun-before`: another ohrun binary (the one before a change),
-taking its turn in the same rounds. BENCH_SEED_QUIET=0 leaves out the SDK with the seed's 2 s quiet window.
+taking its turn in the same rounds. BENCH_DIFFS_OFF=1 adds a client `ohrun-nodiffs`: the same job with
+`report: {diffs: false}` (no snapshots, diffs or final-patch commands: the floor of the server's CPU). BENCH_SEED_QUIET=0 leaves out the SDK with the seed's 2 s quiet window.
 
 Run with the managed venv's Python (it has the SDK):
     ~/.cache/ohrun/agent-server-1.58.2/bin/python bench/seed_vs_sdk.py
@@ -24,7 +25,8 @@ import time
 from benchlib import KEY, start_server, stop_server, ts, watch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OHRUN = ROOT / "target/release/ohrun"
+# BENCH_OHRUN=PATH: the ohrun binary measured (default: this tree's release build).
+OHRUN = os.environ.get("BENCH_OHRUN") or ROOT / "target/release/ohrun"
 OHRUN_BEFORE = os.environ.get("BENCH_OHRUN_BEFORE")
 SCRIPT = ROOT / "jobs/rehearsals/facts.yaml"
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
@@ -73,7 +75,7 @@ def sdk_phases(out, spawned, exited):
     }
 
 
-def run_ohrun(url, work, wd, llm_url, binary=OHRUN):
+def run_ohrun(url, work, wd, llm_url, binary=OHRUN, extra=""):
     job = pathlib.Path(work, "job.yaml")
     job.write_text(
         f"name: seed\nsandbox: {{kind: remote, url: '{url}', session_key: '${{KEY}}', working_dir: '{wd}'}}\n"
@@ -81,7 +83,7 @@ def run_ohrun(url, work, wd, llm_url, binary=OHRUN):
         f"  input_cost_per_token: 0.000003, output_cost_per_token: 0.000015}}\n"
         "setup: [\"echo 'Hello from OpenHands Cloud sandbox!' && pwd\"]\n"
         "steps:\n  - message: Read the current repo and write 3 facts about the project into FACTS.txt.\n"
-        "  - message: Great! Now delete that file.\n")
+        "  - message: Great! Now delete that file.\n" + extra)
     spawned = time.time()
     proc = subprocess.Popen([binary, "-q", "run", job], cwd=work, env=dict(os.environ, KEY=KEY))
     rss, cpu = watch(proc)
@@ -146,6 +148,8 @@ def main():
     results = {"ohrun": []}
     if OHRUN_BEFORE:
         results["ohrun-before"] = []
+    if os.environ.get("BENCH_DIFFS_OFF") == "1":
+        results["ohrun-nodiffs"] = []
     results["sdk"] = []
     if os.environ.get("BENCH_SEED_QUIET", "1") != "0":
         results["sdk+quiet2s"] = []
@@ -160,6 +164,8 @@ def main():
                     row = run_ohrun(url, work, wd, llm_url)
                 elif name == "ohrun-before":
                     row = run_ohrun(url, work, wd, llm_url, OHRUN_BEFORE)
+                elif name == "ohrun-nodiffs":
+                    row = run_ohrun(url, work, wd, llm_url, extra="report: {diffs: false}\n")
                 else:
                     row = run_sdk(url, work, wd, llm_url, "2" if name.endswith("quiet2s") else "0")
                 # The server may still be finishing the run's requests (a deleted conversation's clean-up).

@@ -259,7 +259,10 @@ impl<'a> Conversation<'a> {
                 && report.end_reason != EndReason::Lost
             {
                 let name = report.index.to_string();
-                report.diff = Some(s.take(&name, limits.run_deadline, &mut self.cancel.clone()).await);
+                // After the last step nothing changes the tree before the final patch, unless its checks
+                // run commands: then the patch is taken on its own, after them.
+                let last = i + 1 == total && step.checks.is_empty();
+                report.diff = Some(s.take(&name, last, limits.run_deadline, &mut self.cancel.clone()).await);
             }
             let reason = report.end_reason;
             let ok = matches!(reason, EndReason::Finished) || (reason == EndReason::Question && report.error.is_none());

@@ -10,10 +10,11 @@
 //! beside the attempt's run.json; the report gets the changed paths and counts.
 
 use super::http::AgentClient;
-use super::setup::{run_command, shell_quote};
+use super::setup::{Output, run_command, shell_quote};
 use crate::cancel::Cancel;
 use crate::report::DiffInfo;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The most diff text kept per phase; the rest is cut (and the report says so).
@@ -36,20 +37,25 @@ umask 077
 snap=${TMPDIR:-/tmp}/$1; wd=$2; mode=$3
 fail() { echo "$*" >&2; exit 3; }
 command -v git >/dev/null 2>&1 || fail "git is not installed in the sandbox"
-cd "$wd" 2>/dev/null || fail "no working directory $wd"
-mkdir -p "$snap" || fail "cannot create $snap"
+# -P: $PWD is then the physical path, compared below with the repository's top without a `pwd -P`.
+cd -P "$wd" 2>/dev/null || fail "no working directory $wd"
+[ -d "$snap" ] || mkdir -p "$snap" || fail "cannot create $snap"
 empty=4b825dc642cb6eb9a060e54bf8d69288fbee4904
+nl='
+'
 g() { git -c core.autocrlf=false -c core.safecrlf=false -c core.quotePath=false "$@"; }
 # The repository's own git, not the snapshot's (its .git may be a file: a worktree, a submodule).
 own() { (unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; git -C "$wd/$root" "$@" 2>/dev/null); }
-opts="--no-color --no-ext-diff --no-renames"
-{ echo .; find . -name .git -prune -print 2>/dev/null | grep -v '^\./\.git$' | sed 's|^\./||; s|/\.git$||' | sort; } > "$snap/roots"
+find . -name .git -prune -print 2>/dev/null | sed -n '/^\.\/\.git$/d; s|^\./||; s|/\.git$||p' | LC_ALL=C sort > "$snap/inner"
 : > "$snap/changes"; : > "$snap/diff"; : > "$snap/sums"; : > "$snap/warnings"
-while IFS= read -r root; do
-  key=$(printf '%s' "$root" | cksum | cut -d' ' -f1)
+# One root (`.`, or a repository inside it): snapshot it into its own git directory and, for `diff`,
+# compare with its base in one `git diff` pass (raw, numstat and patch), split by one awk.
+one() {
+  root=$1
+  if [ "$root" = . ]; then key=top; else key=r$(printf '%s' "$root" | cksum | cut -d' ' -f1); fi
   export GIT_DIR="$snap/$key" GIT_WORK_TREE="$wd/$root"
   if [ ! -d "$GIT_DIR" ]; then
-    g init -q >/dev/null 2>&1 || fail "git init failed in $snap"
+    g init -q --template= >/dev/null 2>&1 || fail "git init failed in $snap"
     base=$empty
     # A repository reads its own objects; seen for the first time after the start, it starts from its
     # HEAD: a fresh clone is no change.
@@ -63,39 +69,55 @@ while IFS= read -r root; do
   set -- .
   while IFS= read -r inner; do
     case "$inner" in
-      .) ;;
       "$root"/*) set -- "$@" ":(exclude,top,literal)${inner#"$root"/}" ;;
       *) [ "$root" = . ] && set -- "$@" ":(exclude,top,literal)$inner" ;;
     esac
-  done < "$snap/roots"
+  done < "$snap/inner"
   # Files it cannot read are left out and named; the rest is snapshotted.
   g add -A --ignore-errors -- "$@" >/dev/null 2>> "$snap/warnings"
   tree=$(g write-tree) || fail "git write-tree failed in $root"
-  if [ "$mode" = diff ]; then
-    base=$(cat "$GIT_DIR/ohrun-base") || fail "no base snapshot for $root"
-    p=""; [ "$root" != . ] && p="$root/"
-    g diff $opts --name-status "$base" "$tree" > "$snap/names" || fail "git diff failed in $root"
-    g diff $opts --numstat "$base" "$tree" > "$snap/counts" || fail "git diff failed in $root"
-    paste "$snap/names" "$snap/counts" | awk -F'\t' -v p="$p" '{ s = ($3 == "-") ? "B" : substr($1, 1, 1); print s "\t" p $2 }' >> "$snap/changes"
-    awk -F'\t' '$1 != "-" { print $1, $2 }' "$snap/counts" >> "$snap/sums"
-    g diff $opts --src-prefix="a/$p" --dst-prefix="b/$p" "$base" "$tree" | head -c MAX >> "$snap/diff"
-  fi
   echo "$tree" > "$GIT_DIR/ohrun-next"
-done < "$snap/roots"
+  [ "$mode" = diff ] || return 0
+  read -r base < "$GIT_DIR/ohrun-base" || fail "no base snapshot for $root"
+  # Nothing changed: no diff to run.
+  [ "$tree" = "$base" ] && return 0
+  p=""; [ "$root" != . ] && p="$root/"
+  g diff --no-color --no-ext-diff --no-renames --raw --numstat -p --src-prefix="a/$p" --dst-prefix="b/$p" \
+    "$base" "$tree" > "$snap/out" || fail "git diff failed in $root"
+  # Raw lines give the status, numstat lines (same order) the counts (`-` for a binary file), and after
+  # the blank line comes the patch, cut at MAX bytes (C locale: awk counts bytes).
+  LC_ALL=C awk -F'\t' -v p="$p" -v dir="$snap" -v max=MAX '
+    body { if (used < max) { n = length($0) + 1; if (used + n > max) printf "%s", substr($0 "\n", 1, max - used) >> (dir "/diff"); else print >> (dir "/diff"); used += n }; next }
+    /^:/ { r++; s[r] = substr($1, length($1), 1); next }
+    /^$/ { body = 1; next }
+    { k++; st = ($1 == "-") ? "B" : s[k]; print st "\t" p $3 >> (dir "/changes"); if ($1 != "-") { i += $1; d += $2 } }
+    END { print i + 0, d + 0 >> (dir "/sums") }' "$snap/out"
+}
+one .
+while IFS= read -r r; do one "$r"; done < "$snap/inner"
 # Only now, every root done, do the new snapshots become the bases.
-for next in "$snap"/*/ohrun-next; do [ -f "$next" ] && mv "$next" "${next%-next}-base"; done
+for next in "$snap"/*/ohrun-next; do [ -f "$next" ] && read -r t < "$next" && echo "$t" > "${next%-next}-base"; done
 # The commit the working directory's own repository is at (only one whose top it is), in the same
-# command: the final patch is taken against it.
+# command: the final patch is taken against it. rev-parse prints the top, then the commit if there is one.
 unset GIT_DIR GIT_WORK_TREE
-if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ] && h=$(git rev-parse -q --verify 'HEAD^{commit}' 2>/dev/null); then echo "H $h"; else echo "H -"; fi
+at=$(git rev-parse --show-toplevel -q --verify 'HEAD^{commit}' 2>/dev/null)
+case "$at" in "$PWD$nl"*) echo "H ${at#"$PWD$nl"}" ;; *) echo "H -" ;; esac
 [ "$mode" = init ] && exit 0
-head -n MAXCHANGES "$snap/changes" | sed 's/^/C /'
-echo "T $(wc -l < "$snap/changes")"
-awk '{ i += $1; d += $2 } END { print "N", i + 0, d + 0 }' "$snap/sums"
-grep -m 3 -i 'error\|warning\|fatal' "$snap/warnings" | sed 's/^/W /'
+# The final patch, when it ran before this script in the same command: how it ended and what it printed.
+if [ -f "$snap/patch-rc" ]; then
+  read -r rc < "$snap/patch-rc"; echo "P $rc"
+  while IFS= read -r l; do echo "PO $l"; done < "$snap/patch-out"
+  while IFS= read -r l; do echo "PE $l"; done < "$snap/patch-err"
+fi
+if [ -s "$snap/changes" ]; then
+  awk -v max=MAXCHANGES 'FNR == NR { n++; if (n <= max) print "C " $0; next } { i += $1; d += $2 } END { print "T", n + 0; print "N", i + 0, d + 0 }' "$snap/changes" "$snap/sums"
+else
+  echo "T 0"; echo "N 0 0"
+fi
+[ -s "$snap/warnings" ] && awk 'n < 3 && tolower($0) ~ /error|warning|fatal/ { n++; print "W " $0 }' "$snap/warnings"
 echo "@@ohrun-diff"
-head -c MAX "$snap/diff"
-rm -f "$snap/diff" "$snap/names" "$snap/counts" "$snap/changes" "$snap/sums" "$snap/warnings"
+[ -s "$snap/diff" ] && head -c MAX "$snap/diff"
+exit 0
 "#;
 
 /// The snapshots of one attempt's working directory.
@@ -106,6 +128,15 @@ pub struct Snapshots<'a> {
     snap_name: String,
     /// The attempt's directory, where `steps/` goes.
     attempt_dir: PathBuf,
+    /// Set once the final patch's base is known: the last step's snapshot command takes the final patch
+    /// too (the same tree, one command less).
+    fold: Mutex<Option<Option<String>>>,
+    /// How the folded final patch's script ended, until the run takes it.
+    folded: Mutex<Option<Output>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<'a> Snapshots<'a> {
@@ -126,8 +157,10 @@ impl<'a> Snapshots<'a> {
             working_dir: working_dir.to_string(),
             snap_name: format!("ohrun-snap-{name}-{}", fastrand::u32(..)),
             attempt_dir: attempt_dir.to_path_buf(),
+            fold: Mutex::new(None),
+            folded: Mutex::new(None),
         };
-        match snapshots.script("init", deadline, cancel).await {
+        match snapshots.script("init", None, deadline, cancel).await {
             Ok(output) => {
                 let head = head_of(&output).flatten();
                 Ok((snapshots, head))
@@ -139,9 +172,20 @@ impl<'a> Snapshots<'a> {
         }
     }
 
-    /// What changed since the last snapshot, into `steps/NAME.diff` (NAME: `setup`, or a step's number).
-    pub async fn take(&self, name: &str, deadline: Option<Instant>, cancel: &mut Cancel) -> DiffInfo {
-        self.take_with_head(name, deadline, cancel).await.0
+    /// The last step's snapshot takes the final patch against `base` too (`patch::command`).
+    pub fn fold_patch(&self, base: Option<String>) {
+        *lock(&self.fold) = Some(base);
+    }
+
+    /// How the final patch's script ended when the last step's snapshot took it (once).
+    pub fn folded_patch(&self) -> Option<Output> {
+        lock(&self.folded).take()
+    }
+
+    /// What changed since the last snapshot, into `steps/NAME.diff` (NAME: `setup`, or a step's number);
+    /// `last`: the last step, whose command also takes the final patch when `fold_patch` was called.
+    pub async fn take(&self, name: &str, last: bool, deadline: Option<Instant>, cancel: &mut Cancel) -> DiffInfo {
+        self.take_with_head(name, last, deadline, cancel).await.0
     }
 
     /// `take`, and the commit the working directory's repository is at now (`Some(None)`: it has none;
@@ -149,13 +193,24 @@ impl<'a> Snapshots<'a> {
     pub async fn take_with_head(
         &self,
         name: &str,
+        last: bool,
         deadline: Option<Instant>,
         cancel: &mut Cancel,
     ) -> (DiffInfo, Option<Option<String>>) {
-        let output = match self.script("diff", deadline, cancel).await {
+        let base = if last { lock(&self.fold).clone() } else { None };
+        // The patch goes first, its output into files the snapshot script prints (`P` lines).
+        let prefix = base.map(|base| {
+            let at = format!("\"${{TMPDIR:-/tmp}}\"/{}/patch", shell_quote(&self.snap_name));
+            let command = super::patch::command(&self.working_dir, base.as_deref(), Some(&self.snap_name));
+            format!("{command} > {at}-out 2> {at}-err; echo $? > {at}-rc; ")
+        });
+        let output = match self.script("diff", prefix.as_deref(), deadline, cancel).await {
             Ok(output) => output,
             Err(e) => return (DiffInfo { error: Some(e), ..DiffInfo::default() }, None),
         };
+        if prefix.is_some() {
+            *lock(&self.folded) = folded_of(&output);
+        }
         let head = head_of(&output);
         let (mut info, diff) = parse(&output);
         // Redacted before it is cut, never cutting a secret: the script sent enough past the cap for that.
@@ -171,6 +226,11 @@ impl<'a> Snapshots<'a> {
         (info, head)
     }
 
+    /// The snapshot directory's name in the sandbox's temp dir (the final patch is made in it).
+    pub fn dir_name(&self) -> &str {
+        &self.snap_name
+    }
+
     /// Removes the snapshots from the sandbox — also when ohrun is stopping: they are a copy of the
     /// workspace (a sandbox that is going away takes them along anyway).
     pub async fn remove(&self) {
@@ -179,8 +239,16 @@ impl<'a> Snapshots<'a> {
     }
 
     /// Runs the script, within the run's time (`deadline`) and at most `SNAPSHOT_TIMEOUT`.
-    async fn script(&self, mode: &str, deadline: Option<Instant>, cancel: &mut Cancel) -> Result<String, String> {
-        let left = deadline.map_or(SNAPSHOT_TIMEOUT, |d| d.saturating_duration_since(Instant::now()));
+    /// `prefix`: a command run before it in the same request (the folded final patch: twice the time).
+    async fn script(
+        &self,
+        mode: &str,
+        prefix: Option<&str>,
+        deadline: Option<Instant>,
+        cancel: &mut Cancel,
+    ) -> Result<String, String> {
+        let most = if prefix.is_some() { SNAPSHOT_TIMEOUT * 2 } else { SNAPSHOT_TIMEOUT };
+        let left = deadline.map_or(most, |d| d.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             return Err("the run's time was up".into());
         }
@@ -188,12 +256,13 @@ impl<'a> Snapshots<'a> {
         let max = MAX_DIFF_BYTES + crate::report::redact::longest() + 1;
         let script = SCRIPT.replace("MAXCHANGES", &MAX_CHANGES.to_string()).replace("MAX", &max.to_string());
         let command = format!(
-            "sh -c {} ohrun-diff {} {} {mode}",
+            "{}sh -c {} ohrun-diff {} {} {mode}",
+            prefix.unwrap_or(""),
             shell_quote(&script),
             shell_quote(&self.snap_name),
             shell_quote(&self.working_dir)
         );
-        match run_command(self.client, &command, "/", left.min(SNAPSHOT_TIMEOUT), cancel).await {
+        match run_command(self.client, &command, "/", left.min(most), cancel).await {
             Ok(out) if out.exit_code == 0 => Ok(out.stdout),
             Ok(out) => {
                 let why = out.stderr.lines().last().unwrap_or("").trim().to_string();
@@ -224,6 +293,24 @@ fn head_of(output: &str) -> Option<Option<String>> {
     let line = output.lines().take_while(|l| *l != "@@ohrun-diff").find_map(|l| l.strip_prefix("H "))?;
     let commit = line.trim();
     Some((commit.len() >= 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())).then(|| commit.to_string()))
+}
+
+/// The `P` lines of the script's output: how the final patch's script ended, when it ran before it.
+fn folded_of(output: &str) -> Option<Output> {
+    let mut out = Output::default();
+    let mut seen = false;
+    for line in output.lines().take_while(|l| *l != "@@ohrun-diff") {
+        if let Some(rc) = line.strip_prefix("P ") {
+            (out.exit_code, seen) = (rc.trim().parse().unwrap_or(-1), true);
+        } else if let Some(l) = line.strip_prefix("PO ") {
+            out.stdout.push_str(l);
+            out.stdout.push('\n');
+        } else if let Some(l) = line.strip_prefix("PE ") {
+            out.stderr.push_str(l);
+            out.stderr.push('\n');
+        }
+    }
+    seen.then_some(out)
 }
 
 /// The script's output: the changes and counts, and the diff text (as sent: cut to the cap once redacted).
@@ -274,6 +361,15 @@ mod tests {
         assert_eq!(head_of(&format!("H {commit}\nT 0\n@@ohrun-diff\n")), Some(Some(commit.to_string())));
         assert_eq!(head_of("H -\nT 0\n@@ohrun-diff\nH 0123\n"), Some(None));
         assert_eq!(head_of("T 0\n@@ohrun-diff\nH 0123456789abcdef0123456789abcdef01234567\n"), None);
+    }
+
+    #[test]
+    fn the_folded_patch_is_read_from_the_p_lines_of_the_header_only() {
+        let out = "H -\nP 0\nPO /tmp/s/patch\nPO abc\nPE careful\nT 0\n@@ohrun-diff\nP 3\nPO not mine\n";
+        let folded = folded_of(out).unwrap();
+        assert_eq!((folded.exit_code, folded.stdout.as_str()), (0, "/tmp/s/patch\nabc\n"));
+        assert_eq!(folded.stderr, "careful\n");
+        assert!(folded_of("H -\nT 0\n@@ohrun-diff\nP 0\n").is_none(), "no patch ran before it");
     }
 
     #[test]

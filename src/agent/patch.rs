@@ -7,7 +7,7 @@
 //! what a fresh verifier applies and what delivery pushes.
 
 use super::http::AgentClient;
-use super::setup::{run_command, shell_quote};
+use super::setup::{Output, run_command, shell_quote};
 use crate::cancel::Cancel;
 use crate::report::PatchInfo;
 use sha2::{Digest, Sha256};
@@ -30,21 +30,32 @@ pub async fn head(client: &AgentClient, working_dir: &str, cancel: &mut Cancel) 
         .then(|| commit.to_string())
 }
 
-/// `$1` working dir, `$2` base commit (empty: the empty tree). Prints the temporary directory holding
-/// `final.patch`, the final tree, the number of changed paths, the patch's size and the base tree; exit 4 when the
+/// `$1` working dir, `$2` base commit (empty: the empty tree), `$3` the run's snapshot directory's name
+/// (in `$TMPDIR`, else `/tmp`; empty: none). Prints the temporary directory holding `final.patch` (inside
+/// the snapshot directory when there is one, so that removing it removes the patch: one command less),
+/// the final tree, the number of changed paths, the patch's size and the base tree; exit 4 when the
 /// working directory is in no repository, 3 on any other failure (the reason on stderr).
 const SCRIPT: &str = r#"set -u
-wd=$1; base=$2
+wd=$1; base=$2; snap=$3
+nl='
+'
 fail() { echo "$*" >&2; exit 3; }
 command -v git >/dev/null 2>&1 || fail "git is not installed in the sandbox"
-cd "$wd" 2>/dev/null || fail "no working directory $wd"
+# -P: $PWD is the physical path, as git prints the top.
+cd -P "$wd" 2>/dev/null || fail "no working directory $wd"
 unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES
-top=$(git rev-parse --show-toplevel 2>/dev/null) || { echo "the working directory is not a git repository" >&2; exit 4; }
-[ "$top" = "$(pwd -P)" ] || { echo "the working directory is inside the repository $top, not its top" >&2; exit 4; }
-objects=$(git rev-parse --path-format=absolute --git-path objects) || fail "cannot find the repository's objects"
+# One rev-parse: the top, then the object directory.
+at=$(git rev-parse --path-format=absolute --show-toplevel --git-path objects 2>/dev/null) || { echo "the working directory is not a git repository" >&2; exit 4; }
+top=${at%%"$nl"*}; objects=${at#*"$nl"}
+[ "$top" = "$PWD" ] || { echo "the working directory is inside the repository $top, not its top" >&2; exit 4; }
 umask 077
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/ohrun-patch.XXXXXX") || fail "cannot make a temporary directory"
-mkdir "$tmp/objects" || fail "cannot make $tmp/objects"
+if [ -n "$snap" ]; then
+  tmp=${TMPDIR:-/tmp}/$snap/patch
+  rm -rf "$tmp" && mkdir -p "$tmp/objects" || fail "cannot make $tmp/objects"
+else
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/ohrun-patch.XXXXXX") || fail "cannot make a temporary directory"
+  mkdir "$tmp/objects" || fail "cannot make $tmp/objects"
+fi
 export GIT_INDEX_FILE="$tmp/index" GIT_OBJECT_DIRECTORY="$tmp/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
 g() { git -c core.autocrlf=false -c core.safecrlf=false -c core.quotePath=false "$@"; }
 if [ -n "$base" ]; then from=$(g rev-parse "$base^{tree}") || fail "cannot read the base commit $base"; g read-tree "$base" || fail "cannot read the base commit $base"
@@ -52,30 +63,52 @@ else from=$(g hash-object -t tree /dev/null); g read-tree --empty || fail "canno
 g add -A -- "$top" 2>"$tmp/err" || fail "git add failed: $(tail -n 1 "$tmp/err")"
 tree=$(g write-tree) || fail "git write-tree failed"
 g diff --cached --binary --full-index --no-color --no-ext-diff --no-renames "$from" > "$tmp/final.patch" || fail "git diff failed"
-paths=$(g diff --cached --name-only --no-renames "$from" | wc -l)
+# Every changed path has one header line; no line of a patch's body starts so (text lines start with
+# ` `, `+`, `-` or `\`, and base85 lines of a binary patch have no space).
+paths=$(grep -c '^diff --git ' "$tmp/final.patch")
 bytes=$(wc -c < "$tmp/final.patch")
 printf '%s\n%s\n%s\n%s\n%s\n' "$tmp" "$tree" $paths $bytes "$from"
 "#;
 
-/// Takes the final patch against `base` (None: against the empty tree, for a repository that had no
-/// commit) and writes it, redacted, to `final.patch` in `attempt_dir`.
+/// The command that takes the final patch against `base` (None: against the empty tree, for a repository
+/// that had no commit); `snapshots`: the name of the run's snapshot directory, where the patch is made
+/// when there is one. It also runs folded into the last step's snapshot command (`diff.rs`).
+pub fn command(working_dir: &str, base: Option<&str>, snapshots: Option<&str>) -> String {
+    format!(
+        "sh -c {} ohrun-patch {} {} {}",
+        shell_quote(SCRIPT),
+        shell_quote(working_dir),
+        shell_quote(base.unwrap_or("")),
+        shell_quote(snapshots.unwrap_or(""))
+    )
+}
+
+/// Takes the final patch (see `command`) and writes it, redacted, to `final.patch` in `attempt_dir`.
 pub async fn capture(
     client: &AgentClient,
     working_dir: &str,
-    base: Option<&str>,
+    (base, snapshots): (Option<&str>, Option<&str>),
     attempt_dir: &Path,
     deadline: Option<Instant>,
     cancel: &mut Cancel,
 ) -> PatchInfo {
-    let mut info = PatchInfo { base_commit: base.map(str::to_string), ..PatchInfo::default() };
     let left = deadline.map_or(GIT_TIMEOUT, |d| d.saturating_duration_since(Instant::now()).min(GIT_TIMEOUT));
-    let command = format!(
-        "sh -c {} ohrun-patch {} {}",
-        shell_quote(SCRIPT),
-        shell_quote(working_dir),
-        shell_quote(base.unwrap_or(""))
-    );
-    let out = match run_command(client, &command, "/", left, cancel).await {
+    let out = run_command(client, &command(working_dir, base, snapshots), "/", left, cancel)
+        .await
+        .map_err(|(_, e)| format!("taking the patch failed: {e}"));
+    finish(client, (base, snapshots), out, attempt_dir).await
+}
+
+/// The patch the script made (`out`: how it ended, or why it did not run), fetched and written,
+/// redacted, to `final.patch` in `attempt_dir`.
+pub async fn finish(
+    client: &AgentClient,
+    (base, snapshots): (Option<&str>, Option<&str>),
+    out: Result<Output, String>,
+    attempt_dir: &Path,
+) -> PatchInfo {
+    let mut info = PatchInfo { base_commit: base.map(str::to_string), ..PatchInfo::default() };
+    let out = match out {
         Ok(out) if out.exit_code == 0 => out,
         Ok(out) => {
             let why = out.stderr.lines().last().unwrap_or("").trim().to_string();
@@ -83,8 +116,8 @@ pub async fn capture(
                 Some(if why.is_empty() { format!("taking the patch failed (exit {})", out.exit_code) } else { why });
             return info;
         }
-        Err((_, e)) => {
-            info.error = Some(format!("taking the patch failed: {e}"));
+        Err(e) => {
+            info.error = Some(e);
             return info;
         }
     };
@@ -101,8 +134,11 @@ pub async fn capture(
     } else {
         fetch(client, &format!("{tmp}/{PATCH_FILE}"), attempt_dir, &mut info).await;
     }
-    let rm = format!("rm -rf {}", shell_quote(tmp));
-    let _ = run_command(client, &rm, "/", Duration::from_secs(30), &mut Cancel::never()).await;
+    // Inside the snapshot directory it goes with it.
+    if snapshots.is_none() {
+        let rm = format!("rm -rf {}", shell_quote(tmp));
+        let _ = run_command(client, &rm, "/", Duration::from_secs(30), &mut Cancel::never()).await;
+    }
     info
 }
 

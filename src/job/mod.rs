@@ -7,6 +7,7 @@ pub mod expand;
 pub mod llm;
 pub mod model;
 pub mod parse;
+mod per_run;
 pub mod repo;
 pub mod sandbox;
 pub mod select;
@@ -275,6 +276,7 @@ fn expand_runs(
     let mut seen_ids = std::collections::HashMap::new();
     let mut untemplated: Option<JobSpec> = None;
     let job_dir = &validate::JobDir::new(job_dir);
+    let mut templated = per_run::PerRun::new(templates, doc, &per_run);
     for (i, combo) in combos.into_iter().enumerate() {
         let mut id = expand::run_id(&header.job_name, combo.as_ref());
         let n = seen_ids.entry(id.clone()).or_insert(0usize);
@@ -296,10 +298,7 @@ fn expand_runs(
             };
             // Earlier maps win: run metadata, then the matrix values, then vars/env/job.
             let ctx = minijinja::value::merge_maps([own, matrix_value, base.clone()]);
-            let mut value = per_run.clone();
-            let before = diags.len();
-            templates.render_into(&mut value, &ctx, doc, (&context_names, &secret_env), diags);
-            if diags.len() == before { build_spec(value, doc, job_dir, diags) } else { None }
+            templated.spec(&ctx, (&context_names, &secret_env), job_dir, diags)
         };
         dedupe(diags);
         if diags.len() >= MAX_DIAGNOSTICS {

@@ -52,22 +52,41 @@ impl Templates {
         self.slots.is_empty()
     }
 
-    /// Renders every template into `value` (a copy of the document's data) with `ctx`.
+    /// The top-level keys that hold templates, in the document's order, each once.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = Vec::new();
+        for path in &self.slots {
+            if let Some(Seg::Key(k)) = path.first()
+                && !keys.contains(&k.as_str())
+            {
+                keys.push(k);
+            }
+        }
+        keys
+    }
+
+    /// Renders every template into `value` (a copy of the document's data) with `ctx`; with `key`, only
+    /// those under that top-level key, into `value` being a copy of that key's value.
     pub fn render_into(
         &self,
-        value: &mut Value,
+        (value, key): (&mut Value, Option<&str>),
         ctx: &minijinja::Value,
         doc: &Document,
         (context_names, secret_env): (&[String], &std::collections::HashSet<String>),
         diags: &mut Vec<Diagnostic>,
     ) {
         for (i, path) in self.slots.iter().enumerate() {
+            let within = match (key, path.first()) {
+                (None, _) => &path[..],
+                (Some(k), Some(Seg::Key(first))) if first == k => &path[1..],
+                _ => continue,
+            };
             let Ok(template) = self.env.get_template(&i.to_string()) else {
                 continue;
             };
             match template.render(ctx) {
                 Ok(out) => {
-                    if let Some(slot) = get_mut(value, path) {
+                    if let Some(slot) = get_mut(value, within) {
                         *slot = Value::String(out);
                     }
                 }

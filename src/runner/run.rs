@@ -429,7 +429,8 @@ impl Run<'_> {
         let setup = self.setup(ready, settings, report).await;
         let mut head_after_setup = None;
         if let Some(s) = snapshots {
-            let (diff, head) = s.take_with_head("setup", self.run_deadline, &mut self.attempt.signals.cancel()).await;
+            let (diff, head) =
+                s.take_with_head("setup", false, self.run_deadline, &mut self.attempt.signals.cancel()).await;
             report.setup_diff = Some(diff);
             head_after_setup = head;
         }
@@ -444,6 +445,9 @@ impl Run<'_> {
             (None, Some(head)) => head,
             (None, None) => self.start_commit(ready).await,
         };
+        if let Some(s) = snapshots {
+            s.fold_patch(base.clone());
+        }
         let (_place, waited) = self.wait_for_place(report).await?;
         self.attempt.line.activity("starting the conversation");
         let client = &ready.client;
@@ -498,7 +502,7 @@ impl Run<'_> {
         {
             result = Err(Failure::new(OutcomeClass::Infrastructure, format!("the event log is incomplete: {e}")));
         }
-        let result = self.after_steps((ready, backend, settings), base.as_deref(), report, result).await;
+        let result = self.after_steps((ready, backend, settings), (base.as_deref(), snapshots), report, result).await;
         // A kept sandbox keeps its conversation too, so it can be inspected or continued.
         let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
         if !keeps(self.spec().cleanup, class)

@@ -101,7 +101,7 @@ impl Run<'_> {
     pub(super) async fn after_steps(
         &self,
         (ready, probe, settings): (&Ready, &dyn SandboxProbe, &RunSettings),
-        base: Option<&str>,
+        (base, snapshots): (Option<&str>, Option<&crate::agent::diff::Snapshots<'_>>),
         report: &mut RunReport,
         result: Result<(), Failure>,
     ) -> Result<(), Failure> {
@@ -109,15 +109,15 @@ impl Run<'_> {
         let lost = report.steps.iter().any(|s| s.end_reason == crate::report::EndReason::Lost);
         if !cancel.is_set() && !lost {
             self.attempt.line.activity("taking the final patch");
-            let info = patch::capture(
-                &ready.client,
-                &ready.working_dir,
-                base,
-                &self.attempt.dir,
-                self.run_deadline,
-                &mut cancel,
-            )
-            .await;
+            let at = (base, snapshots.map(|s| s.dir_name()));
+            // Taken with the last step's snapshot when it could be; else now.
+            let info = match snapshots.and_then(|s| s.folded_patch()) {
+                Some(out) => patch::finish(&ready.client, at, Ok(out), &self.attempt.dir).await,
+                None => {
+                    let (dir, deadline) = (&self.attempt.dir, self.run_deadline);
+                    patch::capture(&ready.client, &ready.working_dir, at, dir, deadline, &mut cancel).await
+                }
+            };
             report.final_patch = Some(info);
             self.checkpoint.save(report);
         }

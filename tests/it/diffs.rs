@@ -168,3 +168,47 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     entries.flatten().flat_map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { vec![e.path()] }).collect()
 }
+
+/// Step 1 adds a file and removes it again, step 2 only looks: neither changed anything, so their
+/// snapshots are the base's tree and no diff runs; step 3's edit is still seen against step 2's.
+const QUIET_SCRIPT: &str = r#"replies:
+  - tool: terminal
+    args: {command: 'echo gone > tmp.txt && rm tmp.txt'}
+  - tool: finish
+    args: {message: step 1 done}
+  - tool: terminal
+    args: {command: 'ls'}
+  - tool: finish
+    args: {message: step 2 done}
+  - tool: terminal
+    args: {command: 'echo ''step 3'' >> notes.txt'}
+  - tool: finish
+    args: {message: step 3 done}
+"#;
+
+#[test]
+fn steps_that_change_nothing_have_empty_diffs_and_the_next_one_is_still_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path(), "diffs-quiet", true, "");
+    std::fs::write(dir.path().join("script.yaml"), QUIET_SCRIPT).unwrap();
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "steps:\n  - message: One.\n  - message: Two.\n",
+        "steps:\n  - message: One.\n  - message: Two.\n  - message: Three.\n",
+    );
+    std::fs::write(&job, text).unwrap();
+    let report = run(dir.path(), &job);
+    for i in 0..2 {
+        let diff = &report["steps"][i]["diff"];
+        assert_eq!(diff["changes"], json!([]), "step {}: {diff}", i + 1);
+        assert_eq!((&diff["file"], &diff["error"], &diff["insertions"]), (&Value::Null, &Value::Null, &json!(0)));
+    }
+    let step3 = &report["steps"][2]["diff"];
+    assert_eq!((&step3["changes"], &step3["insertions"]), (&json!(["M notes.txt"]), &json!(1)), "{step3}");
+    assert!(diff_text(dir.path(), &report, step3).contains("+step 3\n"));
+    // The final patch was made inside the snapshot directory and fetched before it went.
+    let patch = &report["final_patch"];
+    assert_eq!(patch["error"], Value::Null, "{patch}");
+    let attempt = dir.path().join("ohrun-reports/diffs-quiet/diffs-quiet/attempt-1");
+    let text = std::fs::read_to_string(attempt.join("final.patch")).unwrap();
+    assert!(text.contains("+step 3\n") && !text.contains("tmp.txt"), "{text}");
+}
