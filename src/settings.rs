@@ -93,12 +93,13 @@ pub fn check_run_dirs<'a>(
     batch_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), Problems> {
-    let batch = lexical_absolute(batch_dir);
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let batch = lexical_absolute(&cwd, batch_dir);
     let mut problems = Vec::new();
-    let mut dirs: Vec<(PathBuf, &str)> = Vec::new();
+    let mut dirs: Vec<(Vec<u8>, PathBuf, &str)> = Vec::new();
     for (id, spec) in runs {
         let Ok(dir) = report_dir(spec, id, batch_dir, env) else { continue };
-        let dir = lexical_absolute(&dir);
+        let dir = lexical_absolute(&cwd, &dir);
         if batch.starts_with(&dir) {
             problems.push(format!(
                 "run {id} would write its report into {}, which is the batch directory {} or above it",
@@ -106,27 +107,34 @@ pub fn check_run_dirs<'a>(
                 batch.display()
             ));
         }
-        dirs.push((dir, id));
+        dirs.push((component_order(&dir), dir, id));
     }
-    // Sorted by components, a directory's descendants come right after it.
-    dirs.sort();
-    let mut outer: Option<&(PathBuf, &str)> = None;
-    for d in &dirs {
+    // In component order a directory's descendants come right after it. The key sorts bytes (the
+    // separator lowest), which is that order without comparing `Path`s component by component: at 100,000
+    // runs that comparison was a tenth of `ohrun plan`.
+    dirs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(b.2)));
+    let mut outer: Option<(&PathBuf, &str)> = None;
+    for (_, dir, id) in &dirs {
         match outer {
-            Some((top, other)) if d.0.starts_with(top) => problems.push(format!(
-                "run {} would write its report into {}, inside the report directory of run {other}",
-                d.1,
-                d.0.display()
+            Some((top, other)) if dir.starts_with(top) => problems.push(format!(
+                "run {id} would write its report into {}, inside the report directory of run {other}",
+                dir.display()
             )),
-            _ => outer = Some(d),
+            _ => outer = Some((dir, id)),
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(Problems { problems }) }
 }
 
-/// `path` made absolute from the current directory, `.` and `..` resolved by name (it may not exist).
-fn lexical_absolute(path: &Path) -> PathBuf {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+/// A path's bytes with the separator as the lowest byte: sorted so, paths are in component order.
+fn component_order(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().iter().map(|&b| if b == b'/' { 0 } else { b }).collect()
+}
+
+/// `path` made absolute from `cwd`, `.` and `..` resolved by name (it may not exist).
+fn lexical_absolute(cwd: &Path, path: &Path) -> PathBuf {
+    let abs = cwd.join(path);
     let mut out = PathBuf::new();
     for c in abs.components() {
         match c {
@@ -361,7 +369,7 @@ fn sandbox(
                 .optional(d.network.as_ref(), "sandbox.network")
                 .or_else(|| llm.base_url.as_deref().filter(|u| is_loopback_url(u)).map(|_| "host".to_string()));
             backend::Settings::Docker(DockerSettings {
-                image: r.text(&d.image, "sandbox.image"),
+                image: r.optional(d.image.as_ref(), "sandbox.image"),
                 command: d.command.as_ref().map(|c| r.list(c, "sandbox.command")),
                 binds,
                 env,

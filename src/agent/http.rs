@@ -59,6 +59,9 @@ pub struct AgentClient {
     request_timeout: Duration,
     /// Stops the retries of reads once ohrun is asked to stop: a failed read is then not worth a wait.
     cancel: Cancel,
+    /// Turns for requests to this server's origin, shared by every client of the process
+    /// (`net::origin_turns`): a request holds one while it is sent and its answer read.
+    turns: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// How long past a command's own timeout ohrun waits for the server to answer that it ended (the server
@@ -73,7 +76,16 @@ impl AgentClient {
         let base_url = reqwest::Url::parse(&format!("{base}/"))
             .unwrap_or_else(|_| reqwest::Url::parse("http://invalid.invalid/").expect("a URL"));
         let key = std::sync::Arc::new(std::sync::RwLock::new(key));
-        AgentClient { base, base_url, key, http: crate::net::shared_client(), request_timeout, cancel: Cancel::never() }
+        let turns = crate::net::origin_turns(&base_url);
+        AgentClient {
+            base,
+            base_url,
+            key,
+            http: crate::net::shared_client(),
+            request_timeout,
+            cancel: Cancel::never(),
+            turns,
+        }
     }
 
     /// The same client, whose retries stop when `cancel` fires.
@@ -142,6 +154,7 @@ impl AgentClient {
             req = req.json(b);
         }
         req = req.timeout(timeout.unwrap_or(self.request_timeout));
+        let _turn = self.turns.acquire().await;
         let resp = req.send().await.map_err(|e| ApiError {
             method,
             url: url.clone(),
@@ -187,6 +200,7 @@ impl AgentClient {
     /// `GET /health`, without auth and with a short timeout: true when the server answers 2xx.
     pub async fn healthy(&self) -> bool {
         let Ok(url) = self.url(&["health"], &[]) else { return false };
+        let _turn = self.turns.acquire().await;
         matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
     }
 
@@ -256,6 +270,7 @@ impl AgentClient {
         if let Some(k) = self.session_key() {
             req = req.header("X-Session-API-Key", k);
         }
+        let _turn = self.turns.acquire().await;
         let resp = req.send().await.map_err(|e| fail(None, error_chain(&e)))?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
@@ -274,6 +289,7 @@ impl AgentClient {
         if let Some(k) = self.session_key() {
             req = req.header("X-Session-API-Key", k);
         }
+        let _turn = self.turns.acquire().await;
         let resp = req.send().await.map_err(|e| fail(None, error_chain(&e)))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {

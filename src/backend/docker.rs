@@ -34,7 +34,9 @@ const CONTAINER_PORT: u16 = 8000;
 
 #[derive(Clone, Debug, Default)]
 pub struct DockerSettings {
-    pub image: String,
+    /// `sandbox.image`; None: the official image, or ohrun's own where it cannot be pulled (`official.rs`).
+    /// Once provisioning has chosen, the image it runs.
+    pub image: Option<String>,
     /// Extra arguments for the server (the image's default is `--host 0.0.0.0 --port 8000`).
     pub command: Option<Vec<String>>,
     /// `host:container[:ro]` binds, host paths absolute.
@@ -97,10 +99,15 @@ impl DockerBackend {
         self.docker = Some(docker.clone());
         let mut cancel = ctx.cancel.clone();
         // A run never installs host packages: only `ohrun setup docker` may (to build ohrun's image).
-        let chosen =
-            official::choose(&docker, &self.settings.image, image::HostPackages::Never, ctx.progress, &mut cancel)
-                .await?;
-        self.settings.image = chosen.image.clone();
+        let chosen = official::choose(
+            &docker,
+            self.settings.image.as_deref(),
+            image::HostPackages::Never,
+            ctx.progress,
+            &mut cancel,
+        )
+        .await?;
+        self.settings.image = Some(chosen.image.clone());
         self.chosen = Some(chosen);
         (ctx.recorded)(self.record());
         let key = super::random_key();
@@ -121,7 +128,7 @@ impl DockerBackend {
                 }
                 return Err(Error::failed(format!("starting the container failed: {last_error}")));
             }
-            (ctx.progress)(&format!("container {} started from {}", short(&id), self.settings.image));
+            (ctx.progress)(&format!("container {} started from {}", short(&id), chosen_image(&self.settings)));
             let client =
                 AgentClient::new(&format!("http://127.0.0.1:{port}"), Some(key.clone()), Duration::from_secs(60))
                     .with_cancel(ctx.cancel.clone());
@@ -275,7 +282,7 @@ fn container_body(
         cmd.extend(extra.iter().cloned());
     }
     let mut binds = settings.binds.clone();
-    if let Some(volume) = image::venv_volume(&settings.image) {
+    if let Some(volume) = image::venv_volume(chosen_image(settings)) {
         // Read-only: one copy serves every container (see image.rs for why it is a volume).
         binds.push(format!("{volume}:{}:ro", image::VENV));
     }
@@ -293,7 +300,7 @@ fn container_body(
         exposed = Some(vec![format!("{CONTAINER_PORT}/tcp")]);
     }
     ContainerCreateBody {
-        image: Some(settings.image.clone()),
+        image: Some(chosen_image(settings).to_string()),
         cmd: Some(cmd),
         env: Some(env),
         labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
@@ -380,13 +387,18 @@ impl SandboxProbe for DockerBackend {
     }
 }
 
+/// The image a container is made from: the one provisioning chose (`DockerBackend::start` sets it first).
+fn chosen_image(settings: &DockerSettings) -> &str {
+    settings.image.as_deref().unwrap_or(image::DEFAULT_IMAGE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn settings(image: &str) -> DockerSettings {
         DockerSettings {
-            image: image.into(),
+            image: Some(image.into()),
             binds: vec!["/src:/workspace/project".into()],
             working_dir: "/workspace".into(),
             ..DockerSettings::default()

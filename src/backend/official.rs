@@ -39,14 +39,14 @@ static DEFAULT_CHOICE: tokio::sync::OnceCell<Chosen> = tokio::sync::OnceCell::co
 /// image, or ohrun's own where the official one cannot be pulled.
 pub async fn choose(
     docker: &Docker,
-    requested: &str,
+    requested: Option<&str>,
     host: HostPackages,
     progress: &(dyn Fn(&str) + Sync),
     cancel: &mut Cancel,
 ) -> Result<Chosen, Error> {
-    if requested != image::DEFAULT_IMAGE {
-        image::ensure(docker, requested, host, progress, cancel).await?;
-        return Ok(Chosen { image: requested.to_string(), why: "named in sandbox.image".into() });
+    if let Some(named) = requested {
+        image::ensure(docker, named, host, progress, cancel).await?;
+        return Ok(Chosen { image: named.to_string(), why: "named in sandbox.image".into() });
     }
     let chosen = DEFAULT_CHOICE.get_or_try_init(|| pick(docker, progress, cancel.clone())).await?.clone();
     if chosen.image == image::DEFAULT_IMAGE {

@@ -56,6 +56,9 @@ pub fn run(args: &PlanArgs, style: Style) -> i32 {
         }
     }
     let _ = out.flush();
+    // The process ends here: freeing every run's spec one by one (a tenth of the time at 100,000 runs)
+    // would only give the memory back to a process that is exiting.
+    std::mem::forget(plans);
     ExitCode::SUCCESS
 }
 

@@ -33,7 +33,7 @@ pub fn run(what: &str, build: bool) -> i32 {
             }
             _ => {
                 let engine = docker::connect().await?;
-                let chosen = official::choose(&engine, image::DEFAULT_IMAGE, host, &progress, &mut cancel).await?;
+                let chosen = official::choose(&engine, None, host, &progress, &mut cancel).await?;
                 Ok(format!("image {} is ready ({})", chosen.image, chosen.why))
             }
         }

@@ -158,10 +158,11 @@ pub enum TargetType {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DockerSandbox {
-    /// Agent-server image; the default (this value) is the official ghcr.io/openhands/agent-server image of
-    /// the same version where the engine has it or can pull it, else ohrun's own, built offline.
-    #[serde(default = "DockerSandbox::default_image")]
-    pub image: EnvString,
+    /// Agent-server image. Without it: the official ghcr.io/openhands/agent-server image of the pinned
+    /// version where the engine has it or can pull it, else ohrun's own, built offline. A named image is
+    /// used as named (ohrun's own too: `ohrun/agent-server:1.58.2-python`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<EnvString>,
     /// Extra arguments for the agent-server (after `--host … --port …`), e.g. `[--import-modules, my.tools]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<EnvString>>,
@@ -197,10 +198,6 @@ pub struct DockerSandbox {
 }
 
 impl DockerSandbox {
-    pub const DEFAULT_IMAGE: &'static str = "ohrun/agent-server:1.58.2-python";
-    fn default_image() -> EnvString {
-        EnvString(Self::DEFAULT_IMAGE.into())
-    }
     fn default_working_dir() -> EnvString {
         EnvString("/workspace".into())
     }

@@ -342,9 +342,10 @@ impl<'s> Checker<'_, 's> {
     fn docker(&mut self, d: &'s super::model::DockerSandbox) {
         let sb = |key: &str| path(&[k("sandbox"), k(key)]);
         self.durations.push((sb("init_timeout"), d.init_timeout));
-        self.env(sb("image"), &d.image);
         self.env(sb("working_dir"), &d.working_dir);
-        for (key, v) in [("platform", d.platform.as_ref()), ("network", d.network.as_ref())] {
+        for (key, v) in
+            [("image", d.image.as_ref()), ("platform", d.platform.as_ref()), ("network", d.network.as_ref())]
+        {
             if let Some(v) = v {
                 self.env(sb(key), v);
             }
@@ -562,7 +563,7 @@ impl<'s> Checker<'_, 's> {
 fn uses_managed_server(sandbox: &Sandbox) -> bool {
     match sandbox {
         Sandbox::Local(l) => l.command.is_none(),
-        Sandbox::Docker(d) => d.command.is_none() && d.image.0 == crate::backend::image::DEFAULT_IMAGE,
+        Sandbox::Docker(d) => d.command.is_none() && d.image.is_none(),
         _ => false,
     }
 }

@@ -7,7 +7,28 @@ pub mod retry;
 pub use retry::{Retry, RetryPolicy};
 
 use reqwest::Url;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// The most requests in flight to one origin (scheme, host, port) at once, from the whole process. Over
+/// HTTP/1.1 each request in flight holds a connection, so 10,000 runs on one server calling it in one
+/// burst (every step starts at once) took 10,000 descriptors besides their sockets and ran out of them;
+/// beyond this many, a request waits for its turn (its own timeout starts when it is sent).
+pub const MAX_IN_FLIGHT_PER_ORIGIN: usize = 256;
+
+/// The turns for requests to `url`'s origin, shared by every client of the process.
+pub fn origin_turns(url: &Url) -> Arc<Semaphore> {
+    static TURNS: Mutex<Option<HashMap<String, Arc<Semaphore>>>> = Mutex::new(None);
+    let origin = url.origin().ascii_serialization();
+    let mut turns = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    turns
+        .get_or_insert_with(HashMap::new)
+        .entry(origin)
+        .or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_ORIGIN)))
+        .clone()
+}
 
 /// One HTTP client for the whole process: its connection pool and TLS roots are shared by every run
 /// (building a client per run cost each run its own copy of the roots: ~0.3 MB and milliseconds of CPU
@@ -84,4 +105,18 @@ pub fn is_loopback(url: &Url) -> bool {
 
 pub fn is_loopback_url(url: &str) -> bool {
     Url::parse(url).is_ok_and(|u| is_loopback(&u))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_of_one_origin_share_their_turns_and_other_origins_have_their_own() {
+        let url = |u: &str| Url::parse(u).unwrap();
+        let a = origin_turns(&url("http://127.0.0.1:9101/x"));
+        assert!(Arc::ptr_eq(&a, &origin_turns(&url("http://127.0.0.1:9101/api/other"))));
+        assert!(!Arc::ptr_eq(&a, &origin_turns(&url("http://127.0.0.1:9102/x"))));
+        assert_eq!(a.available_permits(), MAX_IN_FLIGHT_PER_ORIGIN);
+    }
 }

@@ -4,7 +4,6 @@
 //! interval (`crate::stats`).
 
 use super::Verdict;
-use super::summary::RunSummary;
 use crate::money::Usd;
 use crate::stats::{self, Interval};
 use indexmap::IndexMap;
@@ -150,22 +149,33 @@ pub fn percent(x: f64) -> String {
     format!("{:.0} %", x * 100.0)
 }
 
+/// What the rollup reads of a run: a summary's row (`summary::RunSummary` implements it), so this file
+/// sits below summary.rs, which holds the rollup.
+pub trait ScoredRun {
+    fn job(&self) -> &str;
+    fn id(&self) -> &str;
+    fn trial(&self) -> Option<u32>;
+    fn verdict(&self) -> Option<Verdict>;
+    fn score(&self) -> Option<f64>;
+    fn cost(&self) -> Usd;
+}
+
 impl Scores {
     /// The verification rollup of `runs`; None when no run has a verdict (the jobs verify nothing, or
     /// none has been verified yet).
-    pub fn of(runs: &[RunSummary]) -> Option<Scores> {
-        if runs.iter().all(|r| r.verdict.is_none()) {
+    pub fn of<R: ScoredRun>(runs: &[R]) -> Option<Scores> {
+        if runs.iter().all(|r| r.verdict().is_none()) {
             return None;
         }
-        let mut jobs: IndexMap<String, Vec<&RunSummary>> = IndexMap::new();
+        let mut jobs: IndexMap<String, Vec<&R>> = IndexMap::new();
         for r in runs {
-            jobs.entry(r.job.clone()).or_default().push(r);
+            jobs.entry(r.job().to_string()).or_default().push(r);
         }
-        let verifying: Vec<&RunSummary> =
-            jobs.values().filter(|rs| rs.iter().any(|r| r.verdict.is_some())).flatten().copied().collect();
-        let mut by_id: IndexMap<&str, Vec<&RunSummary>> = IndexMap::new();
-        for r in runs.iter().filter(|r| r.trial.is_some()) {
-            by_id.entry(&r.id).or_default().push(r);
+        let verifying: Vec<&R> =
+            jobs.values().filter(|rs| rs.iter().any(|r| r.verdict().is_some())).flatten().copied().collect();
+        let mut by_id: IndexMap<&str, Vec<&R>> = IndexMap::new();
+        for r in runs.iter().filter(|r| r.trial().is_some()) {
+            by_id.entry(r.id()).or_default().push(r);
         }
         Some(Scores {
             batch: tally(&verifying),
@@ -175,17 +185,17 @@ impl Scores {
     }
 }
 
-fn tally(runs: &[&RunSummary]) -> Tally {
-    let count = |v: Verdict| runs.iter().filter(|r| r.verdict == Some(v)).count() as u64;
+fn tally<R: ScoredRun>(runs: &[&R]) -> Tally {
+    let count = |v: Verdict| runs.iter().filter(|r| r.verdict() == Some(v)).count() as u64;
     let (passed, failed, error) = (count(Verdict::Passed), count(Verdict::Failed), count(Verdict::Error));
     let mut clusters: IndexMap<&str, (u64, u64)> = IndexMap::new();
-    for r in runs.iter().filter(|r| matches!(r.verdict, Some(Verdict::Passed | Verdict::Failed))) {
-        let c = clusters.entry(&r.id).or_default();
-        c.0 += u64::from(r.verdict == Some(Verdict::Passed));
+    for r in runs.iter().filter(|r| matches!(r.verdict(), Some(Verdict::Passed | Verdict::Failed))) {
+        let c = clusters.entry(r.id()).or_default();
+        c.0 += u64::from(r.verdict() == Some(Verdict::Passed));
         c.1 += 1;
     }
     let clusters: Vec<(u64, u64)> = clusters.into_values().collect();
-    let cost: Usd = runs.iter().map(|r| r.cost).sum();
+    let cost: Usd = runs.iter().map(|r| r.cost()).sum();
     Tally {
         passed,
         failed,
@@ -196,15 +206,15 @@ fn tally(runs: &[&RunSummary]) -> Tally {
     }
 }
 
-fn trial_stats(trials: &[&RunSummary]) -> TrialStats {
-    let verified = trials.iter().filter(|r| matches!(r.verdict, Some(Verdict::Passed | Verdict::Failed)));
+fn trial_stats<R: ScoredRun>(trials: &[&R]) -> TrialStats {
+    let verified = trials.iter().filter(|r| matches!(r.verdict(), Some(Verdict::Passed | Verdict::Failed)));
     let n = verified.clone().count() as u64;
-    let c = verified.filter(|r| r.verdict == Some(Verdict::Passed)).count() as u64;
+    let c = verified.filter(|r| r.verdict() == Some(Verdict::Passed)).count() as u64;
     let ks = 1..=n;
     TrialStats {
         trials: n,
         passed: c,
-        errors: trials.iter().filter(|r| r.verdict == Some(Verdict::Error)).count() as u64,
+        errors: trials.iter().filter(|r| r.verdict() == Some(Verdict::Error)).count() as u64,
         pass_at: ks.clone().filter_map(|k| Some((k.to_string(), stats::pass_at_k(n, c, k)?))).collect(),
         pass_all: ks.filter_map(|k| Some((k.to_string(), stats::pass_all_k(n, c, k)?))).collect(),
         mean_score: mean_score(trials),
@@ -214,9 +224,9 @@ fn trial_stats(trials: &[&RunSummary]) -> TrialStats {
 
 /// The mean score over the runs with a verdict of passed or failed — the same runs as the pass rate: an
 /// `error` run is in neither, and a run that failed without a score (its agent did not finish) counts 0.
-fn mean_score(runs: &[&RunSummary]) -> Option<f64> {
-    let verified = runs.iter().filter(|r| matches!(r.verdict, Some(Verdict::Passed | Verdict::Failed)));
-    mean(verified.map(|r| r.score.unwrap_or(0.0)))
+fn mean_score<R: ScoredRun>(runs: &[&R]) -> Option<f64> {
+    let verified = runs.iter().filter(|r| matches!(r.verdict(), Some(Verdict::Passed | Verdict::Failed)));
+    mean(verified.map(|r| r.score().unwrap_or(0.0)))
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
@@ -227,6 +237,7 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::summary::RunSummary;
 
     fn run(id: &str, trial: Option<u32>, verdict: Verdict, score: f64) -> RunSummary {
         RunSummary {

@@ -487,6 +487,27 @@ fn escape_data(text: &str) -> String {
     text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
+impl super::scores::ScoredRun for RunSummary {
+    fn job(&self) -> &str {
+        &self.job
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn trial(&self) -> Option<u32> {
+        self.trial
+    }
+    fn verdict(&self) -> Option<super::Verdict> {
+        self.verdict
+    }
+    fn score(&self) -> Option<f64> {
+        self.score
+    }
+    fn cost(&self) -> crate::money::Usd {
+        self.cost
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
