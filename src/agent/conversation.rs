@@ -1,22 +1,21 @@
-//! One conversation with the default agent: create it, follow its events, run each step until it is
-//! really done (`step.rs`), reconcile the event log, read the costs, delete it.
+//! One conversation with the default agent: create it, follow its events, reconcile the event log, read
+//! the costs, delete it. Its steps are run by `steps.rs` (the sequence) and `step.rs` (one run of the
+//! agent until it is really done).
 //!
 //! Every event is logged once (deduplicated by id) as the server sent it; so is every socket frame ohrun
 //! could not read, as a raw record (`events.rs`). Reconciles ask `events/search` only for what is new
 //! (`timestamp__gte` the newest event logged, or the last one before a socket gap).
 
+use super::Error;
 use super::events::{EventSocket, WsEvent};
 use super::http::{AgentClient, ApiError};
 use super::stats::sum_stats;
-use super::step::{Limits, Verdict};
-use super::{Error, SandboxProbe};
-use crate::agent::diff::Snapshots;
 use crate::cancel::Cancel;
-use crate::job::model::{JobSpec, Message, OnQuestion, Step};
+use crate::job::model::{JobSpec, Message};
 use crate::money::Usd;
 use crate::net::retry::RetryPolicy;
-use crate::report::writer::{ReportWriter, now_rfc3339};
-use crate::report::{EndReason, StepError, StepReport, Totals};
+use crate::report::writer::ReportWriter;
+use crate::report::{StepReport, Totals};
 use crate::settings::RunSettings;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -24,23 +23,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Progress the conversation reports while it waits.
-/// Checks run right after a step (`steps[].checks`): their results, and whether the run stops there (a
-/// required check with `on_fail: stop` failed, or could not run).
-pub trait StepChecks: Sync {
-    fn after<'a>(
-        &'a self,
-        step: &'a crate::job::model::Step,
-        report: &'a StepReport,
-    ) -> super::BoxFuture<'a, (Vec<crate::report::CheckResult>, bool)>;
-}
-
-/// What happens after each step that finished: its diff, then its checks.
-#[derive(Default)]
-pub struct AfterStep<'a> {
-    pub diffs: Option<&'a Snapshots<'a>>,
-    pub checks: Option<&'a dyn StepChecks>,
-}
-
 pub trait Progress: Sync {
     /// Every second while step `index` (1-based) of `total` runs.
     fn step(&self, index: usize, total: usize, elapsed: Duration, events: usize, cost: Usd);
@@ -81,12 +63,6 @@ pub(super) struct Drained {
     pub gap_since: Option<Option<String>>,
     /// The socket is down now (reconnecting, or gone).
     pub socket_down: bool,
-}
-
-/// The conversation part of a run.
-pub struct Outcome {
-    pub steps: Vec<StepReport>,
-    pub totals: Totals,
 }
 
 impl<'a> Conversation<'a> {
@@ -211,141 +187,11 @@ impl<'a> Conversation<'a> {
         drained
     }
 
-    async fn stats(&self) -> Option<Totals> {
+    pub(super) async fn stats(&self) -> Option<Totals> {
         if self.lost {
             return None;
         }
         self.client.conversation(&self.id).await.ok().and_then(|c| c.get("stats").map(sum_stats))
-    }
-
-    /// Runs the steps in order and returns the reports of those that ran; a step that fails (error, stuck,
-    /// timeout, budget, interrupt) ends the run there.
-    pub async fn run_steps(
-        &mut self,
-        spec: &JobSpec,
-        job_dir: &Path,
-        limits: &Limits<'_>,
-        progress: &dyn Progress,
-        probe: &dyn SandboxProbe,
-        then: &AfterStep<'_>,
-    ) -> Outcome {
-        let mut steps = Vec::new();
-        let mut before = self.stats().await.unwrap_or_default();
-        let total = spec.steps.len();
-        for (i, step) in spec.steps.iter().enumerate() {
-            let text = message_text(&step.message, job_dir);
-            let mut report =
-                StepReport { index: i + 1, message: text.clone(), started_at: now_rfc3339(), ..Default::default() };
-            let started = Instant::now();
-            let events_before = self.event_count;
-            progress.step_started(&report);
-            self.run_step(step, &text, &mut report, total, limits, (progress, &before), probe).await;
-            report.ended_at = Some(now_rfc3339());
-            report.duration_ms = Some(started.elapsed().as_millis() as u64);
-            report.event_count = self.event_count - events_before;
-            // Never less than the step's stats frames showed: a failed read must not make money unspent.
-            let after = bounded_if_stopping(&self.cancel, self.stats())
-                .await
-                .flatten()
-                .unwrap_or_else(|| before.clone())
-                .at_least(&self.live);
-            report.cost = after.cost.saturating_sub(before.cost);
-            report.tokens = after.tokens.minus(before.tokens);
-            report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
-            before = after;
-            // What the step changed; not once ohrun is stopping, nor on a server that is gone.
-            if let Some(s) = then.diffs
-                && !self.cancel.is_set()
-                && report.end_reason != EndReason::Lost
-            {
-                let name = report.index.to_string();
-                // After the last step nothing changes the tree before the final patch, unless its checks
-                // run commands: then the patch is taken on its own, after them.
-                let last = i + 1 == total && step.checks.is_empty();
-                report.diff = Some(s.take(&name, last, limits.run_deadline, &mut self.cancel.clone()).await);
-            }
-            let reason = report.end_reason;
-            let ok = matches!(reason, EndReason::Finished) || (reason == EndReason::Question && report.error.is_none());
-            let mut stop = false;
-            if let Some(checks) = then.checks
-                && ok
-                && !step.checks.is_empty()
-                && !self.cancel.is_set()
-            {
-                (report.checks, stop) = checks.after(step, &report).await;
-                report.stopped_by_checks = stop;
-            }
-            progress.step_done(&report, total);
-            steps.push(report);
-            if !ok || stop || self.cancel.is_set() {
-                break;
-            }
-        }
-        // Late events (and late stats) are never lost: one last reconcile and the authoritative totals.
-        let since = self.last_ts.clone();
-        let cancel = self.cancel.clone();
-        let _ = bounded_if_stopping(&cancel, self.reconcile(since)).await;
-        let mut totals =
-            bounded_if_stopping(&self.cancel, self.stats()).await.flatten().unwrap_or(before).at_least(&self.live);
-        totals.events = self.event_count;
-        Outcome { steps, totals }
-    }
-
-    /// One step: its message, then the agent's runs until it is done (answering questions when the job
-    /// says so).
-    #[allow(clippy::too_many_arguments)]
-    async fn run_step(
-        &mut self,
-        step: &Step,
-        text: &str,
-        report: &mut StepReport,
-        total: usize,
-        limits: &Limits<'_>,
-        (progress, before): (&dyn Progress, &Totals),
-        probe: &dyn SandboxProbe,
-    ) {
-        let started = Instant::now();
-        let step_deadline = started + step.timeout.0;
-        let deadline = limits.run_deadline.map_or(step_deadline, |r| r.min(step_deadline));
-        let ctx = super::step::StepContext {
-            index: report.index,
-            total,
-            started,
-            deadline,
-            step,
-            limits,
-            progress,
-            before,
-            probe,
-        };
-        let mut message = text.to_string();
-        loop {
-            let verdict: Verdict = self.one_run(&message, &ctx).await;
-            report.final_message = verdict.final_message.clone().or(report.final_message.take());
-            report.execution_status = verdict.status.clone();
-            report.completion_latency_ms = verdict.latency_ms;
-            let question =
-                verdict.reason == EndReason::Finished && verdict.text_reply.as_deref().is_some_and(is_question);
-            if !question {
-                report.end_reason = verdict.reason;
-                report.error = verdict.error;
-                return;
-            }
-            if let OnQuestion::Reply { text, max_replies } = &step.on_question
-                && report.replies < *max_replies
-            {
-                report.replies += 1;
-                message = text.clone();
-                continue;
-            }
-            // `on_question: fail` makes the question an error of the step.
-            report.end_reason = EndReason::Question;
-            report.error = matches!(step.on_question, OnQuestion::Fail).then(|| StepError {
-                code: "QuestionForUser".into(),
-                detail: verdict.text_reply.clone().unwrap_or_default(),
-            });
-            return;
-        }
     }
 
     /// Deletes the conversation (its persisted data and terminal sessions).
@@ -374,7 +220,7 @@ const STOPPING_GRACE: Duration = Duration::from_secs(3);
 
 /// `work`, bounded when `cancel` is set (None if the time ran out) by [`STOPPING_GRACE`] and by what is
 /// left of the stop's budget (at least a moment, so a healthy server still answers); as it is otherwise.
-async fn bounded_if_stopping<T>(cancel: &Cancel, work: impl std::future::Future<Output = T>) -> Option<T> {
+pub(super) async fn bounded_if_stopping<T>(cancel: &Cancel, work: impl std::future::Future<Output = T>) -> Option<T> {
     if !cancel.is_set() {
         return Some(work.await);
     }
@@ -387,11 +233,6 @@ async fn bounded_if_stopping<T>(cancel: &Cancel, work: impl std::future::Future<
 pub(super) fn is_full_state(v: &Value) -> bool {
     v.get("kind").and_then(Value::as_str) == Some("ConversationStateUpdateEvent")
         && v.get("key").and_then(Value::as_str) == Some("full_state")
-}
-
-/// A plain-text turn that ends in a question asks the user something.
-fn is_question(text: &str) -> bool {
-    text.trim_end().ends_with('?')
 }
 
 pub fn message_text(message: &Message, job_dir: &Path) -> String {

@@ -11,6 +11,7 @@ pub mod request;
 pub mod setup;
 pub mod stats;
 mod step;
+pub mod steps;
 
 pub use step::{Limits, REST_GRACE, read_event};
 

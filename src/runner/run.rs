@@ -484,9 +484,9 @@ impl Run<'_> {
             attempt_dir: &self.attempt.dir,
             spent: std::sync::Mutex::new(crate::money::Usd::ZERO),
         };
-        let after = crate::agent::conversation::AfterStep {
+        let after = crate::agent::steps::AfterStep {
             diffs: snapshots,
-            checks: Some(&step_checker as &dyn crate::agent::conversation::StepChecks),
+            checks: Some(&step_checker as &dyn crate::agent::steps::StepChecks),
         };
         let outcome = conv.run_steps(self.spec(), &self.job_dir, &limits, &progress, backend, &after).await;
         // Steps that ran replace their `not_run` entries; the rest stay as they were listed.

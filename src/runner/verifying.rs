@@ -4,8 +4,8 @@
 //! exit 1) or a verifier error (infrastructure, exit 3, retried like any).
 
 use super::run::Run;
-use crate::agent::conversation::StepChecks;
 use crate::agent::patch;
+use crate::agent::steps::StepChecks;
 use crate::agent::{BoxFuture, SandboxProbe};
 use crate::backend::{Ready, Released};
 use crate::error::Failure;
