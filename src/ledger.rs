@@ -274,7 +274,8 @@ impl Slot {
             return;
         }
         let id = s.id.as_deref().unwrap_or("(its id not known yet)");
-        let file = self.report_dir.join(crate::report::writer::RUN_FILE);
+        // Until the attempt ends, its latest state is the last line of its checkpoint log, not run.json.
+        let file = self.report_dir.join(crate::report::writer::CHECKPOINTS_FILE);
         w(&self.run_id, Some(format!("{} sandbox {id} (see {})", s.backend, file.display())));
     }
 }

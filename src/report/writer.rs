@@ -9,6 +9,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const RUN_FILE: &str = "run.json";
+/// An attempt's checkpoint log: one whole report per line, the last one the latest (`runner::checkpoint`).
+pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
 pub const EVENTS_FILE: &str = "events.jsonl";
 
 pub struct ReportWriter {

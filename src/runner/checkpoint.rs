@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The attempt's checkpoint log: one whole report per line, the last one the latest.
-pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
+pub use crate::report::writer::CHECKPOINTS_FILE;
 
 pub struct Checkpoint {
     dir: PathBuf,

@@ -1,7 +1,7 @@
 //! SIGINT, SIGTERM and SIGHUP (the terminal went away) become a counter the runner watches (through
 //! `Cancel`): the first asks for a graceful stop (interrupt the agent, release the sandbox, write the
 //! report); a second stops waiting for the agent to come to rest (the sandbox is still released); a third
-//! exits at once — after saying which sandboxes may be left (their run.json checkpoints and the sandbox
+//! exits at once — after saying which sandboxes may be left (their checkpoint logs and the sandbox
 //! ledger name them; `ohrun gc` removes them), with exit 5 when there are any. The policy lives in the
 //! runner; this only counts, and keeps the list of sandboxes under way.
 

@@ -245,7 +245,7 @@ fn left(kind: &Kind, batch: &Path, ids: &[String], tmux: &[String]) -> usize {
         Kind::Local => {
             let servers = ids
                 .iter()
-                .filter_map(|id| sandbox_pid(&read_report(&last_attempt(&batch.join(id)))))
+                .filter_map(|id| sandbox_pid(&read_checkpoint(&last_attempt(&batch.join(id)))))
                 .filter(|pid| process_alive(*pid))
                 .count();
             servers + tmux.iter().map(|e| processes_with_env(e).len()).sum::<usize>()
@@ -276,7 +276,7 @@ fn gc_after_sigkill(kind: Kind, name: &str) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         for id in &ids {
-            let pid = sandbox_pid(&read_report(&last_attempt(&batch.join(id)))).expect("the server's pid");
+            let pid = sandbox_pid(&read_checkpoint(&last_attempt(&batch.join(id)))).expect("the server's pid");
             tmux.push(tmux_entry(pid));
             reap.0.push(tmux.last().unwrap().clone());
         }

@@ -237,9 +237,9 @@ fn a_sigkilled_ohrun_leaves_no_local_server_or_tmux_behind() {
     wait_until(Duration::from_secs(30), "the server, tmux and the agent's command are gone", || {
         processes_with_env(&tmux_entry).is_empty()
     });
-    // The run.json left behind is valid (schema-checked) and says how far the attempt got.
+    // The checkpoint left behind is valid (schema-checked) and says how far the attempt got.
     let attempt = dir.path().join("ohrun-reports/killed/killed/attempt-1");
-    let checkpoint = read_report(&attempt);
+    let checkpoint = read_checkpoint(&attempt);
     assert_eq!(
         (&checkpoint["status"], &checkpoint["sandbox"]["disposition"]),
         (&json!("running"), &json!("provisioned"))

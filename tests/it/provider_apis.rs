@@ -659,7 +659,7 @@ fn a_third_signal_exits_at_once_naming_the_sandbox_left_and_a_hangup_is_a_first(
     // The graceful stop would have waited for the server up to its 7 s budget.
     assert!(signalled.elapsed() < Duration::from_secs(5), "took {:?}", signalled.elapsed());
     assert_eq!(out.code, 5, "{}", out.stderr);
-    let checkpoint = read_report(&dir.path().join("ohrun-reports/thrice/thrice/attempt-1"));
+    let checkpoint = read_checkpoint(&dir.path().join("ohrun-reports/thrice/thrice/attempt-1"));
     let id = checkpoint["sandbox"]["id"].as_str().expect("the checkpoint names the sandbox");
     assert!(out.stderr.contains(&format!("may still be running: cloud sandbox {id}")), "{}", out.stderr);
     assert!(out.stderr.contains("run `ohrun gc`"), "{}", out.stderr);
