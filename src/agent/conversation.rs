@@ -13,7 +13,7 @@ use super::stats::sum_stats;
 use crate::cancel::Cancel;
 use crate::job::model::{JobSpec, Message};
 use crate::money::Usd;
-use crate::net::retry::RetryPolicy;
+use crate::net::retry::{Failure, Retry, RetryPolicy};
 use crate::report::writer::ReportWriter;
 use crate::report::{StepReport, Totals};
 use crate::settings::RunSettings;
@@ -78,7 +78,11 @@ impl<'a> Conversation<'a> {
     ) -> Result<Conversation<'a>, Error> {
         let id = uuid::Uuid::new_v4().to_string();
         let body = super::request::conversation_body(&id, spec, settings, working_dir, confirm_calls);
-        create(client, &id, &body, &cancel).await?;
+        // A server at its limit of runs at once refuses creates too: waited out for as long as the first
+        // step (and the run) may take.
+        let first_step = spec.steps.first().map_or(Duration::from_secs(30 * 60), |s| s.timeout.0);
+        let busy_for = spec.limits.timeout.map_or(first_step, |t| t.0.min(first_step));
+        create(client, &id, &body, (&cancel, Instant::now() + busy_for)).await?;
         let (socket, _stale) =
             EventSocket::connect(client, &id, Duration::from_secs(30)).await.map_err(Error::Socket)?;
         tracing::info!("conversation {id} created; following its events");
@@ -243,22 +247,38 @@ pub fn message_text(message: &Message, job_dir: &Path) -> String {
 }
 
 /// Creates the conversation, never twice. The id is ohrun's own, so after an unclear failure (no answer,
-/// 5xx, 429) ohrun asks for that id: if the create went through after all, that conversation is this
-/// run's; if not, it tries again (after the server's Retry-After, or a backoff), three tries in all as for a read.
-async fn create(client: &AgentClient, id: &str, body: &Value, cancel: &Cancel) -> Result<(), ApiError> {
-    let mut attempt = 0;
+/// 5xx) ohrun asks for that id: if the create went through after all, that conversation is this run's;
+/// if not, it tries again (after the server's Retry-After, or a backoff), three tries in all as for a
+/// read. A 429 (the server at its limit of runs at once) made nothing: asked again until `busy_until`.
+async fn create(
+    client: &AgentClient,
+    id: &str,
+    body: &Value,
+    (cancel, busy_until): (&Cancel, Instant),
+) -> Result<(), ApiError> {
+    let (mut unclear, mut busy) = (0, 0);
     loop {
-        attempt += 1;
         let e = match client.create_conversation(body).await {
             Ok(_) => return Ok(()),
             Err(e) if !e.is_transient() => return Err(e),
             Err(e) => e,
         };
-        if client.conversation(id).await.is_ok() {
-            tracing::info!("{e}; but conversation {id} exists: it is this run's");
-            return Ok(());
-        }
-        let Some(wait) = RetryPolicy::AGENT_READ.next_wait(attempt, e.retry_after) else { return Err(e) };
+        let wait = if e.retry() == Retry::Refused {
+            busy += 1;
+            let wait = RetryPolicy::AGENT_BUSY.next_wait(busy, e.retry_after).unwrap_or_default();
+            if Instant::now() + wait >= busy_until {
+                return Err(e);
+            }
+            wait
+        } else {
+            unclear += 1;
+            if client.conversation(id).await.is_ok() {
+                tracing::info!("{e}; but conversation {id} exists: it is this run's");
+                return Ok(());
+            }
+            let Some(wait) = RetryPolicy::AGENT_READ.next_wait(unclear, e.retry_after) else { return Err(e) };
+            wait
+        };
         if cancel.clone().sleep(wait).await {
             return Err(e);
         }

@@ -398,29 +398,42 @@ impl Conversation<'_> {
     /// Starts the run; 429 (busy), 5xx and no answer are retried (a repeated `/run` on a started run is a
     /// harmless 409), never by sending the message again.
     async fn start_run(&mut self, ctx: &StepContext<'_>) -> Result<(), Verdict> {
-        let mut why = String::new();
-        for attempt in 1..=ESSENTIAL.tries {
-            match self.client.run(&self.id).await {
+        let (mut unclear, mut busy) = (0, 0);
+        loop {
+            let e = match self.client.run(&self.id).await {
                 Ok(()) => return Ok(()),
-                Err(e) if e.retry() == Retry::Never => {
-                    return Err(Verdict::failed(
-                        EndReason::Error,
-                        "RunRefused",
-                        format!("starting the run failed: {e}"),
-                    ));
+                Err(e) => e,
+            };
+            let why = format!("starting the run failed: {e}");
+            let wait = match e.retry() {
+                Retry::Never => return Err(Verdict::failed(EndReason::Error, "RunRefused", why)),
+                // The server is at its limit of runs at once: a place frees when another run ends, so
+                // this waits for as long as the step may take, not for a number of tries.
+                Retry::Refused => {
+                    busy += 1;
+                    let wait = RetryPolicy::AGENT_BUSY.next_wait(busy, e.retry_after).unwrap_or_default();
+                    if Instant::now() + wait >= ctx.deadline {
+                        let detail = format!(
+                            "{why}; the agent-server was at its limit of runs at once until the step's time ran out"
+                        );
+                        return Err(Verdict::failed(EndReason::Timeout, "ServerBusy", detail));
+                    }
+                    wait
                 }
-                Err(e) => {
-                    why = format!("starting the run failed: {e}");
+                Retry::Unclear => {
+                    unclear += 1;
                     if e.status.is_none() {
                         self.ask_provider(ctx, &why).await?;
                     }
                     // The server's Retry-After when it sent one (a busy server knows best), else a backoff.
-                    let Some(wait) = ESSENTIAL.next_wait(attempt, e.retry_after) else { break };
-                    self.pause_before_retry(wait).await?;
+                    let Some(wait) = ESSENTIAL.next_wait(unclear, e.retry_after) else {
+                        return Err(self.lost_verdict(why));
+                    };
+                    wait
                 }
-            }
+            };
+            self.pause_before_retry(wait).await?;
         }
-        Err(self.lost_verdict(why))
     }
 
     /// The server does not answer: is the sandbox still there? (A paused one is resumed.)

@@ -100,6 +100,12 @@ impl RetryPolicy {
     /// five tries; between them the step asks the provider whether the sandbox is still there.
     pub const AGENT_ESSENTIAL: RetryPolicy = RetryPolicy { tries: 5, ..Self::AGENT_READ };
 
+    /// An agent-server at its limit of runs at once (`max_concurrent_runs`, 10 by default in 1.58.2:
+    /// creates and `/run`s beyond it are refused with 429 until another conversation's run ends): asked
+    /// again every few seconds for as long as the caller's time allows, not a number of tries.
+    pub const AGENT_BUSY: RetryPolicy =
+        RetryPolicy { tries: u32::MAX, cap: Duration::from_secs(4), ..Self::AGENT_READ };
+
     /// GitHub's REST API: a rate limit is waited out up to 2 minutes, a longer one fails the delivery
     /// (it can be resumed after the reset).
     pub const GITHUB: RetryPolicy = RetryPolicy {

@@ -695,3 +695,26 @@ fn on_a_terminal_runs_have_live_lines_above_an_overall_bar() {
     let stamped = screen.lines().any(|l| l.len() > 9 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':');
     assert!(!stamped, "{screen}");
 }
+
+/// agent-server 1.58.2 runs at most `max_concurrent_runs` conversations at once (10 by default) and refuses
+/// creates and `/run`s beyond that with 429 until a place frees: a batch wider than that on one server
+/// waits for places (within each step's time), it does not fail after a few tries.
+#[test]
+fn a_batch_wider_than_the_servers_run_limit_waits_for_places() {
+    let server = crate::server::ExternalServer::start_with(&[("OH_MAX_CONCURRENT_RUNS", "2")]);
+    let dir = tempfile::tempdir().unwrap();
+    let job = batch_job(dir.path(), "busy", 6, "", &SCRIPT.replace("delay: 300ms", "delay: 2s"));
+    let text = std::fs::read_to_string(&job).unwrap().replace(&shared().url, &server.url);
+    std::fs::write(&job, text).unwrap();
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("SHARED_SESSION_KEY", &server.key)
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .args(["run", "--rehearse", "--jobs", "6"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let summary = read_summary(&dir.path().join("ohrun-reports/busy"));
+    assert_eq!(by_status(&summary, "succeeded").len(), 6, "{summary}");
+}
