@@ -13,9 +13,9 @@
 # runs at once on one server against its floor), docker_local,
 # local_batch (plain = --prefetch 0, --prefetch 2 = the default for --jobs 4, share: batch), first_install
 # (a hook: `ohrun setup local` into an empty HOME).
-# Counts: BENCH_RUNS (5, for seed/docker_sdk/matrix_sdk), SCALE_NS ("100 1000 10000", about 7 min with SCALE_REPS=3), DOCKER_LOCAL_RUNS (3),
+# Counts: BENCH_RUNS (5, for seed/docker_sdk/matrix_sdk), SCALE_NS ("100 1000 10000", about 13–17 min with SCALE_REPS=3), DOCKER_LOCAL_RUNS (3),
 # LOCAL_BATCH_RUNS (2), FIRST_INSTALL_INSTALLERS ("uv"; "uv pip" adds the pip fallback, ~100 s more).
-# Run it when nothing else runs on the machine: about 17 minutes on the 2-core machine kind, plus the
+# Run it when nothing else runs on the machine: about 35 minutes on the 2-core machine kind (the scale part at 10,000 runs, 3 repetitions, is half of it), plus the
 # build (nothing if target/release is current, 4-5 minutes from a clean tree). Prerequisites it checks and
 # does not install: the managed venv (`ohrun setup local`), the image (`ohrun setup docker`), a Docker
 # engine; it installs the SDK's openhands-workspace into ~/.cache/ohrun-bench (bench/setup_sdk_workspace.sh)
