@@ -8,6 +8,7 @@ mod gate;
 pub mod http;
 pub mod patch;
 pub mod request;
+mod send;
 pub mod setup;
 pub mod stats;
 mod step;
