@@ -219,10 +219,11 @@ fn younger(sandbox: &Sandbox, older_than: Option<Duration>) -> bool {
     SystemTime::now().duration_since(created).unwrap_or_default() < min_age
 }
 
-/// `<pid>-<start>.jsonl`, for a file whose owner line was lost.
+/// `<pid>-<start>-<k>.jsonl` (`<pid>-<start>.jsonl` from earlier versions), for a file whose owner line was lost.
 fn owner_from_name(path: &Path) -> Option<Process> {
     let stem = path.file_stem()?.to_str()?;
-    let (pid, start) = stem.split_once('-')?;
+    let mut parts = stem.split('-');
+    let (pid, start) = (parts.next()?, parts.next()?);
     Some(Process { pid: pid.parse().ok()?, start: start.parse().ok()?, boot: String::new() })
 }
 

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub use crate::liveness::Process;
 
@@ -110,23 +111,71 @@ struct Writer {
     kept: bool,
 }
 
-struct Ledger {
+/// A batch's sandbox ledger (or an `ohrun verify`'s): its own file, opened on the first entry and removed
+/// once nothing in it is open or kept. Cloned into each slot, so two batches in one process keep two
+/// files and never number each other's entries.
+#[derive(Clone)]
+pub struct Ledger(Arc<Mutex<State>>);
+
+struct State {
     writer: Option<Writer>,
     next: u64,
 }
 
-static LEDGER: Mutex<Ledger> = Mutex::new(Ledger { writer: None, next: 1 });
-
-fn ledger() -> std::sync::MutexGuard<'static, Ledger> {
-    LEDGER.lock().unwrap_or_else(|e| e.into_inner())
+impl Default for Ledger {
+    fn default() -> Ledger {
+        Ledger(Arc::new(Mutex::new(State { writer: None, next: 1 })))
+    }
 }
+
+impl Ledger {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `sandbox` (entry `n`, or a new one) before it is created, or again with what became known.
+    fn record(&self, n: Option<u64>, sandbox: &Sandbox) -> std::io::Result<u64> {
+        let mut state = self.state();
+        let n = n.unwrap_or_else(|| {
+            state.next += 1;
+            state.next - 1
+        });
+        if state.writer.is_none() {
+            state.writer = Some(open_file()?);
+        }
+        let writer = state.writer.as_mut().expect("opened above");
+        writer.append(&Line::Entry { n, sandbox: Box::new(sandbox.clone()) })?;
+        writer.open.insert(n);
+        Ok(n)
+    }
+
+    /// Closes entry `n`; the file goes when nothing in it is open or kept.
+    fn close(&self, n: u64, disposition: &str) {
+        let mut state = self.state();
+        let Some(writer) = state.writer.as_mut() else { return };
+        if let Err(e) = writer.append(&Line::Close { n, disposition: disposition.into() }) {
+            tracing::warn!("cannot close entry {n} of the sandbox ledger {}: {e}", writer.path.display());
+            return;
+        }
+        writer.open.remove(&n);
+        writer.kept |= disposition == "kept";
+        if writer.open.is_empty() && !writer.kept {
+            let _ = std::fs::remove_file(&writer.path);
+            state.writer = None;
+        }
+    }
+}
+
+/// Numbers the ledger files of one process (`<pid>-<start>-<k>.jsonl`), so that each ledger has its own.
+static FILES_OPENED: AtomicU64 = AtomicU64::new(0);
 
 fn open_file() -> std::io::Result<Writer> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = dir();
     crate::report::writer::create_dir(&dir)?;
     let me = crate::liveness::Procfs::system().me();
-    let path = dir.join(format!("{}-{}.jsonl", me.pid, me.start));
+    let k = FILES_OPENED.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{}-{}-{k}.jsonl", me.pid, me.start));
     let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
     let mut writer = Writer { file, path, open: BTreeSet::new(), kept: false };
     let owner = Line::Owner {
@@ -151,38 +200,6 @@ impl Writer {
     }
 }
 
-/// Records `sandbox` (entry `n`, or a new one) before it is created, or again with what became known.
-fn record(n: Option<u64>, sandbox: &Sandbox) -> std::io::Result<u64> {
-    let mut ledger = ledger();
-    let n = n.unwrap_or_else(|| {
-        ledger.next += 1;
-        ledger.next - 1
-    });
-    if ledger.writer.is_none() {
-        ledger.writer = Some(open_file()?);
-    }
-    let writer = ledger.writer.as_mut().expect("opened above");
-    writer.append(&Line::Entry { n, sandbox: Box::new(sandbox.clone()) })?;
-    writer.open.insert(n);
-    Ok(n)
-}
-
-/// Closes entry `n`; the file goes when nothing in it is open or kept.
-fn close(n: u64, disposition: &str) {
-    let mut ledger = ledger();
-    let Some(writer) = ledger.writer.as_mut() else { return };
-    if let Err(e) = writer.append(&Line::Close { n, disposition: disposition.into() }) {
-        tracing::warn!("cannot close entry {n} of the sandbox ledger {}: {e}", writer.path.display());
-        return;
-    }
-    writer.open.remove(&n);
-    writer.kept |= disposition == "kept";
-    if writer.open.is_empty() && !writer.kept {
-        let _ = std::fs::remove_file(&writer.path);
-        ledger.writer = None;
-    }
-}
-
 /// Hears what a slot holds that would outlive ohrun (`Some`: what to say of it) and when it lets go of it
 /// (`None`), by run id: the runner keeps the list that its third signal prints.
 pub type Watcher = std::sync::Arc<dyn Fn(&str, Option<String>) + Send + Sync>;
@@ -195,10 +212,11 @@ pub struct Slot {
     batch_dir: Option<PathBuf>,
     entry: Mutex<Option<(u64, Sandbox)>>,
     watcher: Option<Watcher>,
+    ledger: Ledger,
 }
 
 impl Slot {
-    pub fn new(run_id: &str, report_dir: &Path, batch_dir: Option<&Path>) -> Slot {
+    pub fn new(ledger: &Ledger, run_id: &str, report_dir: &Path, batch_dir: Option<&Path>) -> Slot {
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         Slot {
             run_id: run_id.into(),
@@ -206,6 +224,7 @@ impl Slot {
             batch_dir: batch_dir.map(absolute),
             entry: Mutex::new(None),
             watcher: None,
+            ledger: ledger.clone(),
         }
     }
 
@@ -231,7 +250,7 @@ impl Slot {
             ..Sandbox::default()
         };
         fill(&mut sandbox);
-        let n = record(None, &sandbox)?;
+        let n = self.ledger.record(None, &sandbox)?;
         self.note_holding(&sandbox);
         *self.entry() = Some((n, sandbox));
         Ok(())
@@ -240,7 +259,7 @@ impl Slot {
     /// The label value that ties a container to this entry (the ledger file and entry number).
     pub fn label(&self) -> Option<String> {
         let n = self.entry().as_ref()?.0;
-        let path = ledger().writer.as_ref()?.path.clone();
+        let path = self.ledger.state().writer.as_ref()?.path.clone();
         Some(format!("{}#{n}", path.display()))
     }
 
@@ -249,7 +268,7 @@ impl Slot {
         let mut entry = self.entry();
         let Some((n, sandbox)) = entry.as_mut() else { return };
         fill(sandbox);
-        if let Err(e) = record(Some(*n), sandbox) {
+        if let Err(e) = self.ledger.record(Some(*n), sandbox) {
             tracing::warn!("cannot update the sandbox ledger: {e}");
         }
         self.note_holding(sandbox);
@@ -259,7 +278,7 @@ impl Slot {
     /// leaves it open for `gc`.
     pub fn close(&self, disposition: &str) {
         if let Some((n, _)) = self.entry().take() {
-            close(n, disposition);
+            self.ledger.close(n, disposition);
         }
         if let Some(w) = &self.watcher {
             w(&self.run_id, None);

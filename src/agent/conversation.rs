@@ -228,7 +228,8 @@ pub(super) async fn bounded_if_stopping<T>(cancel: &Cancel, work: impl std::futu
     if !cancel.is_set() {
         return Some(work.await);
     }
-    let left = crate::runner::signal::stop_deadline()
+    let left = cancel
+        .stop_deadline()
         .map_or(STOPPING_GRACE, |d| d.saturating_duration_since(Instant::now()))
         .clamp(Duration::from_millis(500), STOPPING_GRACE);
     tokio::time::timeout(left, work).await.ok()

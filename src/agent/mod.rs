@@ -1,6 +1,7 @@
 //! Talking to an agent-server: REST (`http`), the event WebSocket (`events`), the setup commands
 //! (`setup`), the conversation (`conversation`) and the wait for each step's end (`step`).
 
+mod classify;
 pub mod conversation;
 pub mod diff;
 pub mod events;
@@ -14,7 +15,8 @@ pub mod stats;
 mod step;
 pub mod steps;
 
-pub use step::{Limits, REST_GRACE, read_event};
+pub use classify::read_event;
+pub use step::{Limits, REST_GRACE};
 
 use std::future::Future;
 use std::pin::Pin;

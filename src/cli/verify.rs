@@ -276,7 +276,8 @@ async fn check_in_fresh_sandbox(
     let started = Instant::now();
     let mut v = Verification { mode: "fresh".into(), ..Verification::default() };
     let ledger_id = format!("{id}#{}", dir.file_name().unwrap_or_default().to_string_lossy());
-    let ledger = crate::ledger::Slot::new(&ledger_id, dir, Some(batch_dir)).watched_by(signals.watcher());
+    let ledger = crate::ledger::Slot::new(&crate::ledger::Ledger::default(), &ledger_id, dir, Some(batch_dir))
+        .watched_by(signals.watcher());
     let say = |l: &str| line.say(l);
     let place = fresh::Place {
         run_id: id,

@@ -89,6 +89,11 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// How many trials a run has: `--repeat`, else the job's `repeat`.
+    pub fn trials(&self, repeat: Option<u32>) -> u32 {
+        repeat.unwrap_or(self.repeat).max(1)
+    }
+
     fn default_repeat() -> u32 {
         1
     }

@@ -16,6 +16,11 @@ pub enum Seg {
 
 pub type Path = Vec<Seg>;
 
+/// A path segment naming a map key.
+pub fn key(s: &str) -> Seg {
+    Seg::Key(s.to_string())
+}
+
 /// Renders a path the way users write it: `steps[1].timeout`.
 pub fn display_path(path: &[Seg]) -> String {
     let mut out = String::new();

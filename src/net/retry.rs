@@ -284,7 +284,7 @@ mod tests {
             .run(
                 true,
                 None,
-                &mut Cancel::new(rx),
+                &mut Cancel::new(rx, Default::default()),
                 || {
                     calls += 1;
                     async { Err(Fails(Some(503), None)) }

@@ -6,26 +6,28 @@
 //! 0.2 ms × runs when many end at once), so a crash leaves a true partial summary; `--resume` reruns only
 //! what did not succeed (of trials: what left no verdict), from each run's own run.json.
 
+use super::attempt::{Attempt, Delivering};
 use super::budget::{Admission, Budget};
-use super::claim::{Claim, attempts};
-use super::run::{self, Attempt};
+use super::claim::Claim;
+use super::on_disk::{report_path, reports_on_disk};
+use super::options::{BatchOptions, default_jobs, default_prefetch};
+use super::outcome;
+use super::publish::publish;
+use super::run;
 use super::shared::SharedSandboxes;
 use super::signal::Signals;
-use super::state::{BATCH_FILE, BatchState};
+use super::state::BATCH_FILE;
 use super::trials::{self, Unit};
-use crate::agent::stats::last_stats_in;
 use crate::backend::Released;
 use crate::console::{Console, RunLine, print_stdout};
 use crate::error::Failure;
 use crate::exit_code::ExitCode;
 use crate::job::{Plan, PlannedRun};
-use crate::money::Usd;
 use crate::net::RetryPolicy;
-use crate::rehearse::script::Script;
 use crate::report::disk;
 use crate::report::summary::{JUNIT_FILE, RunStatus, RunSummary, SUMMARY_FILE, SharedSandbox, Summary};
-use crate::report::writer::{EVENTS_FILE, RUN_FILE, create_dir, write_report};
-use crate::report::{OutcomeClass, ReportStatus, RunReport};
+use crate::report::writer::create_dir;
+use crate::report::{OutcomeClass, RunReport, run_label};
 use crate::report::{html, leak};
 use crate::settings;
 use std::path::{Path, PathBuf};
@@ -39,56 +41,14 @@ use tokio::sync::Semaphore;
 const ROLLUP_GAP_PER_RUN: Duration = Duration::from_micros(200);
 const MAX_ROLLUP_GAP: Duration = Duration::from_millis(500);
 
-pub struct BatchOptions {
-    /// The scripted LLM of each plan (same order), when rehearsing.
-    pub rehearsals: Vec<Option<Script>>,
-    /// How many runs at once, whatever their kind (default: per kind, `default_jobs`).
-    pub jobs: Option<usize>,
-    /// How many runs beyond those may provision and set up ahead (default: `default_prefetch`).
-    pub prefetch: Option<usize>,
-    /// `--retries`, overriding each job's `retries.max`.
-    pub retries: Option<u32>,
-    /// `--repeat`, overriding each job's `repeat`: trials per run.
-    pub repeat: Option<u32>,
-    /// The batch's budget (`--max-cost`, else the smallest `batch.max_cost` of the jobs).
-    pub max_cost: Option<Usd>,
-    pub fail_fast: bool,
-    /// The batch directory: batch.json, summary.json, junit.xml.
-    pub out: PathBuf,
-    pub json: bool,
-    /// Skip runs that succeeded before, and count what the batch spent before.
-    pub resume: bool,
-    pub state: BatchState,
-    /// `--no-deliver`: no run pushes a branch, opens a pull request or comments.
-    pub no_deliver: bool,
-}
-
-/// How many runs of a kind run at once unless `--jobs` says otherwise. A local or docker run starts a
-/// whole agent-server (about 400 MB, and most of two cores for ~10 s while it starts); a remote server
-/// runs many conversations, up to its own `max_concurrent_runs` (10 by default); Cloud and Runtime
-/// sandboxes cost ohrun nothing but money and the provider's quota.
-pub fn default_jobs(kind: &str) -> usize {
-    match kind {
-        "local" | "docker" => 2,
-        _ => 4,
-    }
-}
-
-/// How many runs of a lane `jobs` wide get their sandbox and setup ready ahead, unless `--prefetch` says
-/// otherwise: for Cloud and Runtime sandboxes, half as many again (their start is the provider's time, so
-/// it overlaps the runs under way for free); none for local and docker (their servers start on this
-/// machine's CPU: measured on 2 cores, a 12-run local batch took 3 % longer with two more starting at
-/// once, BENCHMARKS.md) and none for `remote` (nothing to start).
-pub fn default_prefetch(kinds: &[&str], jobs: usize) -> usize {
-    if kinds.iter().any(|k| matches!(*k, "cloud" | "runtime")) { jobs.div_ceil(2) } else { 0 }
-}
-
 struct Batch {
     plans: Vec<Plan>,
     /// The trials to run (one per run without `repeat`), in the summary's order.
     units: Vec<Unit>,
     /// Agent-servers the runs share (`sandbox.share: batch`).
     shared: SharedSandboxes,
+    /// The batch's sandbox ledger (what `ohrun gc` reads after a crash).
+    ledger: crate::ledger::Ledger,
     opts: BatchOptions,
     console: Console,
     signals: Signals,
@@ -130,7 +90,7 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
     // Every secret the runs will use is known to the redactor before batch.json is written.
     for plan in &plans {
         for r in &plan.runs {
-            let _ = settings::resolve(&r.spec, plan.file.parent().unwrap_or(Path::new("")), None, &run::env);
+            let _ = settings::resolve(&r.spec, plan.file.parent().unwrap_or(Path::new("")), None, &super::env);
         }
     }
     if let Err(e) = opts.state.write(&opts.out) {
@@ -138,8 +98,10 @@ pub async fn run_batch(plans: Vec<Plan>, opts: BatchOptions, console: Console, s
         return ExitCode::INFRA;
     }
     let (entries, spent, largest_call) = trials::initial_entries(&plans, &units, &opts);
+    let ledger = crate::ledger::Ledger::default();
     let batch = Arc::new(Batch {
-        shared: SharedSandboxes::new(&opts.out),
+        shared: SharedSandboxes::new(&opts.out, &ledger),
+        ledger,
         // The cap is this process's: each shard of a plan keeps its own (summary.json says so).
         tally: Mutex::new(entries.iter().fold(Tally::default(), |t, e| t.with(e, 1))),
         summary: Mutex::new(Summary::new(entries).with_budget(opts.max_cost, 1)),
@@ -251,48 +213,6 @@ fn lock_batch_dir(dir: &Path) -> Result<std::fs::File, (i32, String, &'static st
     })
 }
 
-/// The reports of the attempts in `dir` numbered `first` or later, in order. An attempt that did not end
-/// (ohrun was killed during it: its run.json, if any, still says `running`) counts as interrupted, with
-/// the money its event log says it spent: that was spent all the same.
-pub(super) fn reports_on_disk(dir: &Path, first: u32) -> Vec<RunReport> {
-    let mut numbers: Vec<u32> = attempts(dir).into_iter().filter(|n| *n >= first).collect();
-    numbers.sort();
-    numbers
-        .into_iter()
-        .map(|n| {
-            let attempt = dir.join(format!("attempt-{n}"));
-            match super::checkpoint::latest(&attempt) {
-                Some(report) if report.status == ReportStatus::Ended => report,
-                checkpoint => killed_attempt(&attempt, n, checkpoint),
-            }
-        })
-        .collect()
-}
-
-/// What is known of an attempt that ended with ohrun: its last checkpoint (or nothing), interrupted, and
-/// at least what its event log says it spent.
-fn killed_attempt(attempt: &Path, number: u32, checkpoint: Option<RunReport>) -> RunReport {
-    let mut report = checkpoint.unwrap_or_default();
-    let events = std::fs::read_to_string(attempt.join(EVENTS_FILE)).unwrap_or_default();
-    if let Some(logged) = last_stats_in(&events).filter(|t| t.cost >= report.totals.cost) {
-        report.totals = crate::report::Totals { events: report.totals.events, ..logged };
-    }
-    report.run.attempt = number;
-    report.status = ReportStatus::Ended;
-    for step in report.steps.iter_mut().filter(|s| !s.started_at.is_empty() && s.ended_at.is_none()) {
-        step.end_reason = crate::report::EndReason::Interrupted;
-    }
-    let why = "ohrun ended during this attempt (killed?); what it spent is from its last checkpoint and event log";
-    run::set_outcome(&mut report, Some(&Failure::new(OutcomeClass::Interrupted, why.to_string())), false);
-    report
-}
-
-/// Where a run's report is, as the summary says it: relative to the batch directory when inside it.
-pub(super) fn report_path(out: &Path, run_dir: &Path) -> String {
-    let file = run_dir.join(RUN_FILE);
-    file.strip_prefix(out).map(Path::to_path_buf).unwrap_or(file).display().to_string()
-}
-
 impl Batch {
     /// Starts the runs of one lane in plan order (trials trial-major), each as a task of its own once one of the lane's places
     /// is free, and waits for them all. `width` runs talk to their agents at once; with a prefetch, that
@@ -334,13 +254,13 @@ impl Batch {
     async fn run_one(&self, index: usize, turns: Option<&Semaphore>) {
         let (_, r) = self.planned(index);
         let trial = self.units[index].trial;
-        let label = trials::label(&r.id, trial);
+        let label = run_label(&r.id, trial);
         if self.signals.interrupted() || (self.opts.fail_fast && self.failed.load(Ordering::SeqCst)) {
             return self
                 .record(index, not_started(self.entry(index), "not started: the batch stopped before it got here"));
         }
         let line = self.console.run_line(&self.lead(&r.id, trial));
-        let dir = match settings::report_dir(&r.spec, &r.id, &self.opts.out, &run::env) {
+        let dir = match settings::report_dir(&r.spec, &r.id, &self.opts.out, &super::env) {
             Ok(dir) => trials::folder(&dir, trial),
             Err(problems) => {
                 return self.fail_early(
@@ -368,7 +288,7 @@ impl Batch {
         let counted = if self.opts.resume { 1 } else { first };
         let all = reports_on_disk(&claim.dir, counted);
         let refs: Vec<&RunReport> = all.iter().collect();
-        line.say(&run::summary_line(&last.report, last.report_file.as_deref(), self.console.style));
+        line.say(&outcome::summary_line(&last.report, last.report_file.as_deref(), self.console.style));
         drop(line);
         let mut entry = RunSummary::ended(&last.report, &refs, Some(report_path(&self.opts.out, &claim.dir)));
         if let Some((status, why)) = not_retried {
@@ -391,7 +311,7 @@ impl Batch {
     ) -> (super::RunResult, Option<(RunStatus, String)>) {
         let (plan, r) = self.planned(index);
         let Unit { plan: plan_index, trial, .. } = self.units[index];
-        let label = trials::label(&r.id, trial);
+        let label = run_label(&r.id, trial);
         let retries = self.opts.retries.unwrap_or(r.spec.retries.max);
         let first = claim.next_attempt();
         let mut factor: Option<u8> = None;
@@ -410,14 +330,11 @@ impl Batch {
                 budget: self.budget.as_ref(),
                 resource_factor: factor,
                 batch_dir: &self.opts.out,
+                ledger: &self.ledger,
                 shared: &self.shared,
                 turns,
                 stop_starting: self.opts.fail_fast.then_some(&self.failed),
-                delivering: if self.opts.no_deliver {
-                    super::delivering::Delivering::Off
-                } else {
-                    super::delivering::Delivering::On(&self.pacing)
-                },
+                delivering: if self.opts.no_deliver { Delivering::Off } else { Delivering::On(&self.pacing) },
             };
             let mut result = run::execute(&attempt).await;
             if let Some(b) = &self.budget {
@@ -507,7 +424,7 @@ impl Batch {
     }
 
     fn fail_early(&self, index: usize, line: &RunLine<'_>, f: Failure) {
-        run::print_failure(line, &f);
+        outcome::print_failure(line, &f);
         let mut e = self.entry(index);
         (e.status, e.end_reason, e.message) = (RunStatus::from_class(f.class), Some("report".into()), Some(f.message));
         self.record(index, e);
@@ -515,7 +432,7 @@ impl Batch {
 
     /// What leads the lines of run `id` (of its trial): its id (`id#K`), unless the batch has no other run.
     fn lead(&self, id: &str, trial: Option<u32>) -> String {
-        if self.alone { String::new() } else { format!("[{}] ", trials::label(id, trial)) }
+        if self.alone { String::new() } else { format!("[{}] ", run_label(id, trial)) }
     }
 
     fn entry(&self, index: usize) -> RunSummary {
@@ -665,75 +582,6 @@ impl Batch {
         }
         !leaks.is_empty()
     }
-}
-
-/// The attempt's report becomes the run's: `run.json` in the run directory. Evidence that could not be
-/// written makes the run an infrastructure failure, so that no CI gate passes on a missing report.
-fn publish(claim: &Claim, result: &mut super::RunResult, line: &RunLine<'_>, terminated: bool) {
-    if result.write_failed {
-        unwritten(&mut result.report, "the attempt's run.json could not be written", terminated);
-    }
-    match write_report(&claim.dir, &result.report) {
-        Ok(path) => result.report_file = Some(path),
-        Err(e) => {
-            line.error(&format!("error: cannot write {}: {e}", claim.report_file().display()));
-            unwritten(&mut result.report, &format!("its run.json could not be written: {e}"), terminated);
-            (result.report_file, result.write_failed) = (None, true);
-            return;
-        }
-    }
-    write_run_page(claim, &result.report, line);
-    scan_for_leaks(claim, result, line, terminated);
-}
-
-/// The run's report.html beside its run.json (a page that cannot be written is a warning: run.json is
-/// the evidence).
-fn write_run_page(claim: &Claim, report: &RunReport, line: &RunLine<'_>) {
-    if let Err(e) = html::write_run_page(&claim.dir, report) {
-        line.error(&format!("warning: cannot write {}/{}: {e}", claim.dir.display(), html::HTML_FILE));
-    }
-}
-
-/// The leak scan of what the attempt wrote: a secret found fails the run, and both copies of its report
-/// say where (file and offset).
-fn scan_for_leaks(claim: &Claim, result: &mut super::RunResult, line: &RunLine<'_>, terminated: bool) {
-    let attempt_dir = claim.attempt_dir(result.report.run.attempt);
-    let mut files = leak::files_under(&attempt_dir);
-    files.push(claim.report_file());
-    files.push(claim.dir.join(html::HTML_FILE));
-    // Text artifacts are scanned; binary ones are listed as not scanned (`scanned: false`).
-    let artifacts = result.report.artifacts.iter().flat_map(|a| a.files.iter().filter(|f| f.scanned));
-    files.extend(artifacts.map(|f| attempt_dir.join(crate::artifacts::DIR).join(&f.path)));
-    let leaks = leak::scan(&files);
-    if leaks.is_empty() {
-        return;
-    }
-    let places: Vec<String> = leaks.iter().map(ToString::to_string).collect();
-    line.error(&format!("error: a secret is in what ohrun wrote: {}", places.join(", ")));
-    let report = &mut result.report;
-    if report.outcome.class < OutcomeClass::Failed {
-        let why = format!("secret leak: a secret value was found in {}", places.join(", "));
-        run::set_outcome(report, Some(&Failure::new(OutcomeClass::Failed, why)), terminated);
-    }
-    report.outcome.retryable = false;
-    report.outcome.leaks = leaks;
-    for dir in [&attempt_dir, &claim.dir] {
-        if let Err(e) = write_report(dir, report) {
-            line.error(&format!("error: cannot write {}/run.json: {e}", dir.display()));
-            result.write_failed = true;
-        }
-    }
-    write_run_page(claim, report, line);
-}
-
-/// Marks a report whose evidence is incomplete: infrastructure, unless it already failed worse.
-fn unwritten(report: &mut RunReport, why: &str, terminated: bool) {
-    if report.outcome.class >= OutcomeClass::Infrastructure {
-        return;
-    }
-    let earlier = report.outcome.message.take().map(|m| format!("\n{m}")).unwrap_or_default();
-    let failure = Failure::new(OutcomeClass::Infrastructure, format!("{why}{earlier}"));
-    run::set_outcome(report, Some(&failure), terminated);
 }
 
 fn not_started(mut e: RunSummary, why: &str) -> RunSummary {

@@ -82,7 +82,7 @@ impl Checkpoint {
             if record.id.is_some() && r.sandbox.disposition == "not_provisioned" {
                 r.sandbox.disposition = "provisioning".into();
             }
-            super::run::record_into(r, record);
+            super::outcome::record_into(r, record);
         });
     }
 

@@ -3,19 +3,12 @@
 //! the infrastructure's (exit 3), not retried (another attempt would run the agent again; `--resume`
 //! does, and finds the same branch and pull request); the verdict stands as it was.
 
-use super::run::{Run, set_outcome};
-use crate::deliver::{self, Pacing};
+use super::attempt::{Delivering, Run};
+use super::outcome::set_outcome;
+use crate::deliver;
 use crate::error::Failure;
 use crate::report::{Delivery, DeliveryStatus, OutcomeClass, RunReport};
 use crate::settings::RunSettings;
-
-/// What the batch gives each attempt for delivery.
-pub(crate) enum Delivering<'a> {
-    /// `--no-deliver`: nothing is sent anywhere.
-    Off,
-    /// One lock per API host, shared by the batch's runs.
-    On(&'a Pacing),
-}
 
 impl Run<'_> {
     /// Delivers the attempt's work when the job asks for it; the attempt's result with the delivery's.
@@ -79,7 +72,7 @@ pub(super) async fn post_batch_summary(
     });
     let Some((run, issue)) = wanted else { return };
     let Some((owner, repo, n)) = crate::job::deliver::parse_issue(&issue) else { return };
-    let Some(s) = crate::settings::resolve_deliver(&run.spec, &super::run::env).ok().flatten() else {
+    let Some(s) = crate::settings::resolve_deliver(&run.spec, &super::env).ok().flatten() else {
         console.error("warning: the batch summary was not posted: `deliver:` could not be resolved");
         return;
     };

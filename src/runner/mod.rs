@@ -3,11 +3,16 @@
 //! (`budget.rs`), on their own sandboxes or on servers the batch shares (`shared.rs`), with the batch's plan on disk for `--resume` (`state.rs`) and its rollups rewritten
 //! after every run (`report::summary`). Every exit path of an attempt writes its `run.json`.
 
+mod attempt;
 mod batch;
 pub mod budget;
 mod checkpoint;
 mod claim;
 mod delivering;
+mod on_disk;
+mod options;
+mod outcome;
+mod publish;
 mod run;
 mod shared;
 pub mod signal;
@@ -16,7 +21,8 @@ pub mod trials;
 mod verifying;
 mod workspace;
 
-pub use batch::{BatchOptions, default_jobs, run_batch};
+pub use batch::run_batch;
+pub use options::{BatchOptions, default_jobs};
 
 use crate::report::RunReport;
 use std::path::PathBuf;
@@ -28,4 +34,9 @@ pub struct RunResult {
     pub report_file: Option<PathBuf>,
     /// run.json could not be written.
     pub write_failed: bool,
+}
+
+/// An environment variable of ohrun's process (what settings resolve `${VAR}` against).
+pub(crate) fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }

@@ -4,66 +4,25 @@
 //! whose class decides the exit code and whether another attempt may help.
 
 use super::RunResult;
-use super::budget::Budget;
+use super::attempt::{Attempt, Run};
 use super::checkpoint::{Checkpoint, Checkpointed};
-use super::shared::{Lease, SharedSandboxes, Starter};
-use super::signal::Signals;
+use super::outcome::{classify, finish, keeps, new_report, record_sandbox, worst};
+use super::shared::{Lease, Starter};
 use crate::agent::Limits;
-use crate::agent::conversation::{Conversation, message_text};
+use crate::agent::conversation::Conversation;
 use crate::agent::diff::Snapshots;
 use crate::agent::setup;
 use crate::backend::install::AGENT_SERVER_VERSION;
 use crate::backend::{self, Backend, Ready, Released};
-use crate::console::{RunLine, StepProgress};
+use crate::console::StepProgress;
 use crate::error::Failure;
-use crate::exit_code::ExitCode;
-use crate::job::model::{CleanupPolicy, JobSpec, Sandbox, Share};
-use crate::job::{Plan, PlannedRun};
+use crate::job::model::{JobSpec, Sandbox, Share};
 use crate::rehearse::Rehearsal;
-use crate::rehearse::script::Script;
-use crate::report::ReportStatus;
-use crate::report::writer::{EVENTS_FILE, ReportWriter, now_rfc3339, write_report};
-use crate::report::{
-    EndReason, JobInfo, Outcome, OutcomeClass, REPORT_FORMAT, RunInfo, RunReport, SandboxInfo, StepReport,
-};
+use crate::report::writer::ReportWriter;
+use crate::report::{OutcomeClass, RunReport};
 use crate::settings::{self, RehearsalLlm, RunSettings};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-pub(super) fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
-/// What one attempt needs.
-pub(super) struct Attempt<'a> {
-    pub plan: &'a Plan,
-    pub planned: &'a PlannedRun,
-    pub rehearsal: Option<&'a Script>,
-    pub line: &'a RunLine<'a>,
-    pub signals: &'a Signals,
-    /// Where this attempt's evidence goes (`<run dir>/attempt-N`).
-    pub dir: PathBuf,
-    pub number: u32,
-    /// Which trial of the run this attempt belongs to (`repeat`), when it has several.
-    pub trial: Option<u32>,
-    /// The run's id, `#K` for a trial: its name in the batch's budget, ledger and list of sandboxes.
-    pub label: &'a str,
-    pub budget: Option<&'a Budget>,
-    /// A retry of a Runtime API run that lacked resources asks for more.
-    pub resource_factor: Option<u8>,
-    /// The batch directory (for the sandbox ledger).
-    pub batch_dir: &'a Path,
-    /// The batch's shared servers (`sandbox.share: batch`).
-    pub shared: &'a SharedSandboxes,
-    /// With `--prefetch`, the places of the runs that talk to the agent: a run provisions and sets up
-    /// ahead, then waits here for one before its first message.
-    pub turns: Option<&'a tokio::sync::Semaphore>,
-    /// With `--fail-fast`: set once a run of the batch failed; a run that got ahead then never sends
-    /// its first message.
-    pub stop_starting: Option<&'a std::sync::atomic::AtomicBool>,
-    /// `deliver:`'s pacing per API host, or `--no-deliver`.
-    pub delivering: super::delivering::Delivering<'a>,
-}
 
 /// One attempt; never panics on server or network trouble and always tries to write its `run.json`.
 pub(super) async fn execute(a: &Attempt<'_>) -> RunResult {
@@ -76,144 +35,13 @@ pub(super) async fn execute(a: &Attempt<'_>) -> RunResult {
         job_dir: a.plan.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         run_deadline: a.planned.spec.limits.timeout.map(|t| started + t.0),
         checkpoint: Checkpoint::new(a.dir.clone(), &report),
-        ledger: crate::ledger::Slot::new(a.label, &a.dir, Some(a.batch_dir)).watched_by(a.signals.watcher()),
+        ledger: crate::ledger::Slot::new(a.ledger, a.label, &a.dir, Some(a.batch_dir)).watched_by(a.signals.watcher()),
     };
     // The first checkpoint, at once: the attempt's folder never stays without a run.json, however soon
     // ohrun is killed — and writing it is the check that the report can be written at all.
     let writable = run.checkpoint.try_save(&report);
     let outcome = run.attempt(&mut report, writable).await;
     finish(report, outcome, &a.dir, started, a.line, a.signals)
-}
-
-/// A report of a run that has not started yet (also what a run that cannot start reports).
-pub(super) fn new_report(plan: &Plan, planned: &PlannedRun, rehearsal: bool, attempt: u32) -> RunReport {
-    let job_dir = plan.file.parent().map(Path::to_path_buf).unwrap_or_default();
-    RunReport {
-        format: REPORT_FORMAT,
-        ohrun_version: env!("CARGO_PKG_VERSION").to_string(),
-        job: JobInfo {
-            name: plan.job_name.clone(),
-            file: plan.file.display().to_string(),
-            file_hash: plan.file_hash.clone(),
-            path: std::path::absolute(&plan.file).ok().map(|p| p.display().to_string()),
-        },
-        run: RunInfo {
-            id: planned.id.clone(),
-            index: planned.index,
-            matrix: planned.matrix.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            attempt,
-            trial: None,
-        },
-        rehearsal,
-        status: ReportStatus::Running,
-        // Until the attempt ends, its checkpoints say so: a killed run must never read as a success.
-        outcome: Outcome::running(),
-        started_at: now_rfc3339(),
-        sandbox: SandboxInfo {
-            kind: planned.spec.sandbox.kind().to_string(),
-            disposition: "not_provisioned".into(),
-            ..Default::default()
-        },
-        events_file: EVENTS_FILE.to_string(),
-        // Every step is listed from the start, so a run that fails early still reports what did not run.
-        steps: planned
-            .spec
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| StepReport {
-                index: i + 1,
-                message: message_text(&s.message, &job_dir),
-                end_reason: EndReason::NotRun,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
-/// Sets the outcome, writes the attempt's run.json.
-fn finish(
-    mut report: RunReport,
-    outcome: Result<(), Failure>,
-    dir: &Path,
-    started: Instant,
-    line: &RunLine,
-    signals: &Signals,
-) -> RunResult {
-    if let Err(f) = &outcome
-        && matches!(f.class, OutcomeClass::Infrastructure | OutcomeClass::UsageError | OutcomeClass::LeftBehind)
-    {
-        print_failure(line, f);
-    }
-    set_outcome(&mut report, outcome.err().as_ref(), signals.terminated());
-    report.status = ReportStatus::Ended;
-    report.ended_at = Some(now_rfc3339());
-    report.duration_ms = Some(started.elapsed().as_millis() as u64);
-    let (report_file, write_failed) = match crate::report::disk::off_runtime(|| write_report(dir, &report)) {
-        Ok(path) => (Some(path), false),
-        Err(e) => {
-            line.error(&format!("error: cannot write {}/run.json: {e}", dir.display()));
-            (None, true)
-        }
-    };
-    RunResult { report, report_file, write_failed }
-}
-
-/// The report's outcome from the attempt's failure (None: it succeeded).
-pub(super) fn set_outcome(report: &mut RunReport, failure: Option<&Failure>, terminated: bool) {
-    let class = failure.map_or(OutcomeClass::Succeeded, |f| f.class);
-    report.outcome = Outcome {
-        class,
-        exit_code: Some(ExitCode::for_class(class, terminated)),
-        message: failure.map(Failure::report_message),
-        retryable: failure.is_some_and(|f| f.retryable),
-        lacked_resources: failure.is_some_and(|f| f.lacked_resources),
-        leaks: Vec::new(),
-    };
-}
-
-pub(super) fn print_failure(line: &RunLine, f: &Failure) {
-    line.error(&format!("error: {}", f.message));
-    if let Some(tail) = &f.log_tail {
-        line.error(&format!("its last log lines:\n{tail}"));
-    }
-    if let Some(h) = &f.hint {
-        line.error(&format!("hint: {h}"));
-    }
-}
-
-/// The line that says how a run ended.
-pub(super) fn summary_line(r: &RunReport, file: Option<&Path>, style: crate::style::Style) -> String {
-    let s = style;
-    let mark = match (r.outcome.class, file) {
-        (OutcomeClass::Succeeded, Some(_)) => s.ok("ok"),
-        _ => s.error("FAILED"),
-    };
-    let done = r.steps.iter().filter(|st| st.end_reason != EndReason::NotRun).count();
-    let why = r
-        .outcome
-        .message
-        .as_deref()
-        .map(|m| format!(" — {}", crate::report::redact::first_line(m)))
-        .unwrap_or_default();
-    let file = file.map(|f| f.display().to_string()).unwrap_or_else(|| "no run.json".into());
-    let verdict = r.verification.as_ref().map(|v| super::verifying::verdict_words(v, s)).unwrap_or_default();
-    format!(
-        "{mark} {}{verdict} · {done}/{} steps · ${} · {:.1}s · {file}{why}",
-        super::trials::label(&r.run.id, r.run.trial),
-        r.steps.len(),
-        r.totals.cost,
-        r.duration_ms.unwrap_or(0) as f64 / 1000.0,
-    )
-}
-
-pub(super) struct Run<'a> {
-    pub(super) attempt: &'a Attempt<'a>,
-    pub(super) job_dir: PathBuf,
-    pub(super) run_deadline: Option<Instant>,
-    pub(super) checkpoint: Checkpoint,
-    ledger: crate::ledger::Slot,
 }
 
 impl Run<'_> {
@@ -288,7 +116,7 @@ impl Run<'_> {
 
     fn resolve(&self, rehearsal: Option<&Rehearsal>) -> Result<RunSettings, Failure> {
         let reh_llm = rehearsal.map(|r| RehearsalLlm { base_url: r.base_url("127.0.0.1") });
-        let mut resolved = settings::resolve(self.spec(), &self.job_dir, reh_llm.as_ref(), &env);
+        let mut resolved = settings::resolve(self.spec(), &self.job_dir, reh_llm.as_ref(), &super::env);
         if let Ok(s) = &mut resolved {
             let a = self.attempt;
             super::trials::for_trial(s, &a.planned.id, a.trial, a.number);
@@ -694,70 +522,4 @@ impl Run<'_> {
             server_info: shared.server_info.clone(),
         })
     }
-}
-
-/// What the backend knows about its sandbox, into the report (also after a failed provisioning).
-fn record_sandbox(report: &mut RunReport, backend: &dyn Backend) {
-    record_into(report, backend.record());
-}
-
-/// A backend's record into the report's `sandbox`.
-pub(super) fn record_into(report: &mut RunReport, record: backend::Record) {
-    report.sandbox.id = record.id;
-    report.sandbox.log_file = record.log_file.map(|p| p.display().to_string());
-    report.sandbox.api_retries = record.api_retries;
-    report.sandbox.candidates = record.candidates;
-    report.sandbox.image = record.image;
-}
-
-/// The run's result with the release's: a sandbox that may be left behind outranks everything.
-fn worst(result: Result<(), Failure>, released: Released) -> Result<(), Failure> {
-    let Released::Failed(e) = released else { return result };
-    let left = Failure::new(OutcomeClass::LeftBehind, format!("the sandbox could not be released: {e}"))
-        .hint("it may still be running (and costing money): remove it by hand; its id is in run.json");
-    match result {
-        Err(f) if f.class >= OutcomeClass::LeftBehind => Err(f),
-        Err(f) => Err(Failure { message: format!("{}; and {}", f.message, left.message), ..left }),
-        Ok(()) => Err(left),
-    }
-}
-
-/// Whether the cleanup policy keeps what a run with this outcome used.
-fn keeps(policy: CleanupPolicy, class: OutcomeClass) -> bool {
-    match policy {
-        CleanupPolicy::Always => false,
-        CleanupPolicy::OnSuccess => class != OutcomeClass::Succeeded,
-        CleanupPolicy::Never => true,
-    }
-}
-
-/// The run's result from its steps: the first step that did not finish decides.
-fn classify(report: &RunReport) -> Result<(), Failure> {
-    for s in &report.steps {
-        let class = match s.end_reason {
-            EndReason::Finished | EndReason::NotRun => continue,
-            EndReason::Question if s.error.is_none() => continue,
-            EndReason::Budget => OutcomeClass::Budget,
-            EndReason::Interrupted => OutcomeClass::Interrupted,
-            EndReason::Lost => OutcomeClass::Infrastructure,
-            EndReason::Error | EndReason::Stuck | EndReason::Timeout | EndReason::Paused | EndReason::Question => {
-                OutcomeClass::Failed
-            }
-        };
-        let detail = s
-            .error
-            .as_ref()
-            .map(|e| format!(": {}", crate::console::code_and_detail(&e.code, &e.detail)))
-            .unwrap_or_default();
-        let failure = Failure::new(class, format!("step {} ended: {}{detail}", s.index, s.end_reason.as_str()));
-        if s.error.as_ref().is_some_and(|e| e.code == "NoPrice") {
-            // A cap the model's (missing) price cannot keep is the job's to fix, as a wrong key is.
-            return Err(Failure { class: OutcomeClass::UsageError, ..failure }.hint(
-                "name the price to assume in the job: `llm.input_cost_per_token` and `llm.output_cost_per_token` (USD per token)",
-            ));
-        }
-        // A lost server is the infrastructure's failure: another attempt may go through.
-        return Err(if s.end_reason == EndReason::Lost { failure.retryable() } else { failure });
-    }
-    Ok(())
 }

@@ -17,6 +17,8 @@ use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 /// The batch's shared servers, one per distinct sandbox settings.
 pub(super) struct SharedSandboxes {
     batch_dir: PathBuf,
+    /// The batch's sandbox ledger, where each shared server gets its entry.
+    ledger: crate::ledger::Ledger,
     servers: Mutex<Vec<(String, Arc<RwLock<Server>>)>>,
 }
 
@@ -85,8 +87,8 @@ pub(super) struct Ended {
 }
 
 impl SharedSandboxes {
-    pub fn new(batch_dir: &Path) -> SharedSandboxes {
-        SharedSandboxes { batch_dir: batch_dir.to_path_buf(), servers: Mutex::new(Vec::new()) }
+    pub fn new(batch_dir: &Path, ledger: &crate::ledger::Ledger) -> SharedSandboxes {
+        SharedSandboxes { batch_dir: batch_dir.to_path_buf(), ledger: ledger.clone(), servers: Mutex::new(Vec::new()) }
     }
 
     /// A lease on the server for these settings, started first if it is not running (the other runs that
@@ -132,7 +134,7 @@ impl SharedSandboxes {
         let name = format!("shared-{}-{}", settings.kind(), servers.len() + 1);
         let dir = self.batch_dir.join("shared").join(&name);
         let server = Server {
-            ledger: Slot::new(&name, &dir, Some(&self.batch_dir)),
+            ledger: Slot::new(&self.ledger, &name, &dir, Some(&self.batch_dir)),
             name,
             dir,
             backend: server_settings.clone().backend(),

@@ -13,6 +13,8 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct Signals {
     pub count: watch::Receiver<u32>,
+    /// When the first signal came (what `Cancel::stop_deadline` counts from).
+    first: Arc<std::sync::OnceLock<std::time::Instant>>,
     terminated: Arc<AtomicBool>,
     under_way: UnderWay,
 }
@@ -34,19 +36,6 @@ impl UnderWay {
     fn list(&self) -> BTreeMap<String, String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-}
-
-/// When the first signal came.
-static FIRST: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-
-/// How long a graceful stop may take in all before the sandboxes are released (so that ohrun exits
-/// within about 10 s, release included, even when a server stops answering).
-const STOP_BUDGET: std::time::Duration = std::time::Duration::from_secs(7);
-
-/// The moment by which the graceful part of a stop (the agent coming to rest, the last events, costs,
-/// the conversation's delete) must be over; None until a signal came.
-pub fn stop_deadline() -> Option<std::time::Instant> {
-    FIRST.get().map(|first| *first + STOP_BUDGET)
 }
 
 /// The third signal: no more waiting. Says what may be left, then exits (5 when something may be).
@@ -83,6 +72,8 @@ impl Signals {
         let terminated = Arc::new(AtomicBool::new(false));
         let term_flag = terminated.clone();
         let under_way = UnderWay::default();
+        let first = Arc::new(std::sync::OnceLock::new());
+        let first_set = first.clone();
         let left = under_way.clone();
         // A handler would replace `nohup`'s "ignore": SIGHUP is handled only when it is not ignored.
         let hangups_wanted = !hangup_ignored();
@@ -104,19 +95,19 @@ impl Signals {
                     else => return,
                 }
                 n += 1;
-                let _ = FIRST.set(std::time::Instant::now());
+                let _ = first_set.set(std::time::Instant::now());
                 if n >= 3 {
                     exit_now(term_flag.load(Ordering::SeqCst), &left);
                 }
                 let _ = tx.send(n);
             }
         });
-        Signals { count: rx, terminated, under_way }
+        Signals { count: rx, first, terminated, under_way }
     }
 
     /// The cancellation signal long operations check.
     pub fn cancel(&self) -> crate::cancel::Cancel {
-        crate::cancel::Cancel::new(self.count.clone())
+        crate::cancel::Cancel::new(self.count.clone(), self.first.clone())
     }
 
     pub fn interrupted(&self) -> bool {

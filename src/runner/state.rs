@@ -134,7 +134,7 @@ impl BatchState {
             trials: plans
                 .iter()
                 .flat_map(|p| p.runs.iter())
-                .map(|r| (r.id.clone(), super::trials::trials(&r.spec, flags.repeat)))
+                .map(|r| (r.id.clone(), r.spec.trials(flags.repeat)))
                 .filter(|(_, n)| *n > 1)
                 .collect(),
             vars: vars.to_vec(),

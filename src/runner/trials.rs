@@ -7,20 +7,14 @@
 //! Trials go out trial-major (every run id's first trial, then every second one, …): a batch stopped by
 //! its budget, `--fail-fast` or a kill has tried many run ids, not all trials of the first few.
 
-use super::BatchOptions;
-use super::batch::{report_path, reports_on_disk};
-use crate::job::model::JobSpec;
+use super::on_disk::{report_path, reports_on_disk};
+use super::options::BatchOptions;
 use crate::job::{Plan, PlannedRun};
 use crate::money::Usd;
 use crate::report::summary::{RunSummary, Summary};
 use crate::report::{OutcomeClass, RunReport, Verdict};
 use crate::settings::{self, RunSettings};
 use std::path::{Path, PathBuf};
-
-/// How many trials a run has: `--repeat`, else its job's `repeat`.
-pub fn trials(spec: &JobSpec, repeat: Option<u32>) -> u32 {
-    repeat.unwrap_or(spec.repeat).max(1)
-}
 
 /// What the batch schedules: one trial of a run (`trial` None when the run has one trial).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -35,7 +29,7 @@ pub(super) fn units(plans: &[Plan], repeat: Option<u32>) -> Vec<Unit> {
     let mut units = Vec::new();
     for (p, plan) in plans.iter().enumerate() {
         for (r, run) in plan.runs.iter().enumerate() {
-            let n = trials(&run.spec, repeat);
+            let n = run.spec.trials(repeat);
             units.extend((1..=n).map(|k| Unit { plan: p, run: r, trial: (n > 1).then_some(k) }));
         }
     }
@@ -56,10 +50,6 @@ pub(super) fn folder(run_dir: &Path, trial: Option<u32>) -> PathBuf {
         None => run_dir.to_path_buf(),
     }
 }
-
-/// How a trial is named on the console and in the batch's books (budget, ledger, sandboxes under way),
-/// where concurrent trials of one run id must not be taken for one another: `RUN_ID#K`.
-pub use crate::report::run_label as label;
 
 /// The variables ohrun gives setup commands and checks: which run, trial and attempt this is (trial 1
 /// without trials), so that a script can tell its trials apart.
@@ -103,7 +93,7 @@ pub(super) fn initial_entries(plans: &[Plan], units: &[Unit], opts: &BatchOption
             if !opts.resume {
                 return pending;
             }
-            let Ok(run_dir) = settings::report_dir(&r.spec, &r.id, &opts.out, &super::run::env) else {
+            let Ok(run_dir) = settings::report_dir(&r.spec, &r.id, &opts.out, &super::env) else {
                 return pending;
             };
             let dir = folder(&run_dir, u.trial);
@@ -187,8 +177,11 @@ mod tests {
     #[test]
     fn one_trial_keeps_the_run_folder_and_name() {
         let run = Path::new("/b/r");
-        assert_eq!((folder(run, None), label("r", None)), (run.to_path_buf(), "r".to_string()));
-        assert_eq!((folder(run, Some(3)), label("r", Some(3))), (run.join("trial-3"), "r#3".to_string()));
+        assert_eq!((folder(run, None), crate::report::run_label("r", None)), (run.to_path_buf(), "r".to_string()));
+        assert_eq!(
+            (folder(run, Some(3)), crate::report::run_label("r", Some(3))),
+            (run.join("trial-3"), "r#3".to_string())
+        );
     }
 
     #[test]

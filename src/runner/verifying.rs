@@ -3,7 +3,7 @@
 //! or in a fresh one, and how the verdict becomes the run's outcome — `failed` (end reason `checks`,
 //! exit 1) or a verifier error (infrastructure, exit 3, retried like any).
 
-use super::run::Run;
+use super::attempt::Run;
 use crate::agent::patch;
 use crate::agent::steps::StepChecks;
 use crate::agent::{BoxFuture, SandboxProbe};
@@ -43,18 +43,6 @@ impl<'r> Run<'r> {
             voice: a.line,
         }
     }
-}
-
-/// ` · passed 0.83`, ` · failed 0.50`, ` · error`, ` · not verified`: the verdict on a run's end line.
-pub(super) fn verdict_words(v: &Verification, s: crate::style::Style) -> String {
-    let score = v.score.map(|x| format!(" {x:.2}")).unwrap_or_default();
-    let words = match v.verdict {
-        _ if v.not_verified.is_some() => return format!(" · {}", s.dim("not verified")),
-        Some(Verdict::Passed) => s.ok(&format!("passed{score}")),
-        Some(verdict) => s.error(&format!("{}{score}", verdict.as_str())),
-        None => return String::new(),
-    };
-    format!(" · {words}")
 }
 
 /// The checks of each step, right after it (`steps[].checks`).
@@ -237,9 +225,13 @@ impl Run<'_> {
         let base: fresh::Base =
             report.final_patch.as_ref().map(|p| (p.base_commit.clone(), p.base_tree.clone())).unwrap_or_default();
         let dir = self.attempt.dir.join("verify").join("fresh");
-        let ledger =
-            crate::ledger::Slot::new(&format!("{}#verify", self.attempt.label), &dir, Some(self.attempt.batch_dir))
-                .watched_by(self.attempt.signals.watcher());
+        let ledger = crate::ledger::Slot::new(
+            self.attempt.ledger,
+            &format!("{}#verify", self.attempt.label),
+            &dir,
+            Some(self.attempt.batch_dir),
+        )
+        .watched_by(self.attempt.signals.watcher());
         let say = |line: &str| self.say(line);
         let place = fresh::Place {
             run_id: &self.attempt.planned.id,

@@ -1,7 +1,7 @@
 //! What enters the sandbox's working directory before setup (`repo:`, through `crate::repo`) and what
 //! leaves it before release (`artifacts:`, through `crate::artifacts`), wired into an attempt.
 
-use super::run::Run;
+use super::attempt::Run;
 use crate::backend::Ready;
 use crate::error::Failure;
 use crate::report::repo::RepoInfo;

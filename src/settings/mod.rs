@@ -3,17 +3,17 @@
 //! value is registered with the redactor, and nothing downstream reads the environment again. Each
 //! backend owns its settings type; this module only assembles them.
 
+mod resolver;
+mod sandbox;
+
+pub use resolver::Problems;
+use resolver::Resolver;
+
 use crate::agent::setup::SetupCommand;
 use crate::backend;
-use crate::backend::cloud::CloudSettings;
-use crate::backend::docker::DockerSettings;
-use crate::backend::local::LocalSettings;
-use crate::backend::remote::RemoteSettings;
-use crate::backend::runtime::RuntimeSettings;
 use crate::job::checks::CheckSpec;
-use crate::job::model::{JobSpec, LlmSpec, Sandbox};
-use crate::job::values::{EnvError, EnvString};
-use crate::net::{check_transport, is_loopback_url};
+use crate::job::model::{JobSpec, LlmSpec};
+use crate::job::values::EnvString;
 use crate::repo::RepoSettings;
 use crate::report::redact;
 use serde_json::Value;
@@ -61,13 +61,6 @@ pub fn check_key(step: Option<usize>, index: usize) -> String {
 #[derive(Clone, Debug)]
 pub struct RehearsalLlm {
     pub base_url: String,
-}
-
-/// Everything wrong with a run's settings, one line each, so the user fixes them in one go.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}", problems.join("; "))]
-pub struct Problems {
-    pub problems: Vec<String>,
 }
 
 /// The directory of run `run_id`: `report.dir` with its `${VAR}`s expanded, else the run's folder in the
@@ -161,9 +154,9 @@ pub fn resolve(
     // The conversation's create body carries the LLM key and every `secrets:` value: the agent-server's
     // URL must then not be plain http to a far host, whether or not a session key is sent too.
     let sends_secrets = (rehearsal.is_none() && llm.api_key.is_some()) || !secrets.is_empty() || sends_env_values(spec);
-    let sandbox = sandbox(&spec.sandbox, job_dir, &llm, sends_secrets, &mut r);
+    let sandbox = sandbox::sandbox(&spec.sandbox, job_dir, llm.base_url.as_deref(), sends_secrets, &mut r);
     if rehearsal.is_some() {
-        refuse_far_rehearsal(&sandbox, spec.sandbox.kind(), &mut r);
+        sandbox::refuse_far_rehearsal(&sandbox, spec.sandbox.kind(), &mut r);
     }
     let setup = spec
         .setup
@@ -188,7 +181,7 @@ pub fn resolve(
 fn repo_settings(repo: &crate::job::repo::RepoSpec, r: &mut Resolver) -> RepoSettings {
     let token = repo.token.as_ref().and_then(|t| r.secret(&t.0, "repo.token"));
     let url = r.text(&repo.url, "repo.url");
-    register_url_credentials(&url);
+    resolver::register_url_credentials(&url);
     if let Some(problem) = crate::job::repo::url_problem(&url, token.is_some()) {
         r.problems.push(problem);
     }
@@ -320,283 +313,6 @@ fn llm(l: &LlmSpec, rehearsal: Option<&RehearsalLlm>, r: &mut Resolver) -> LlmSe
         input_cost_per_token: price(l.input_cost_per_token, crate::rehearse::DEFAULT_INPUT_COST_PER_TOKEN),
         output_cost_per_token: price(l.output_cost_per_token, crate::rehearse::DEFAULT_OUTPUT_COST_PER_TOKEN),
         options: l.options.clone(),
-    }
-}
-
-fn sandbox(
-    spec: &Sandbox,
-    job_dir: &Path,
-    llm: &LlmSettings,
-    sends_secrets: bool,
-    r: &mut Resolver,
-) -> backend::Settings {
-    match spec {
-        Sandbox::Local(l) => backend::Settings::Local(LocalSettings {
-            command: l.command.as_ref().map(|c| r.list(c, "sandbox.command")),
-            port: l.port,
-            working_dir: l.working_dir.as_ref().map(|w| PathBuf::from(r.text(w, "sandbox.working_dir"))),
-            env: r.env_map(&l.env, "sandbox.env"),
-            init_timeout: l.init_timeout.0,
-        }),
-        Sandbox::Remote(rm) => {
-            let key_var = rm.session_key.as_ref().and_then(|k| k.0.var_names().first().map(|s| s.to_string()));
-            let url = r.url(&rm.url, "sandbox.url", rm.allow_insecure_http, rm.session_key.is_some() || sends_secrets);
-            backend::Settings::Remote(RemoteSettings {
-                url,
-                session_key: rm.session_key.as_ref().and_then(|k| r.secret(&k.0, "sandbox.session_key")),
-                key_var,
-                working_dir: r.text(&rm.working_dir, "sandbox.working_dir"),
-                api_timeout: rm.api_timeout.0,
-            })
-        }
-        Sandbox::Docker(d) => {
-            let mut env = r.forwarded(&d.forward_env);
-            env.extend(r.env_map(&d.env, "sandbox.env"));
-            let binds = d
-                .mounts
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    let host = PathBuf::from(r.text(&m.host, &format!("sandbox.mounts[{i}].host")));
-                    let host = if host.is_absolute() { host } else { job_dir.join(host) };
-                    let host = std::fs::canonicalize(&host).unwrap_or(host);
-                    let container = r.text(&m.container, &format!("sandbox.mounts[{i}].container"));
-                    format!("{}:{container}{}", host.display(), if m.read_only { ":ro" } else { "" })
-                })
-                .collect();
-            // The container must reach the LLM: one on loopback is only reachable through the host's network.
-            let network = r
-                .optional(d.network.as_ref(), "sandbox.network")
-                .or_else(|| llm.base_url.as_deref().filter(|u| is_loopback_url(u)).map(|_| "host".to_string()));
-            backend::Settings::Docker(DockerSettings {
-                image: r.optional(d.image.as_ref(), "sandbox.image"),
-                command: d.command.as_ref().map(|c| r.list(c, "sandbox.command")),
-                binds,
-                env,
-                platform: r.optional(d.platform.as_ref(), "sandbox.platform"),
-                network,
-                memory_mb: d.memory_mb,
-                cpus: d.cpus,
-                init_timeout: d.init_timeout.0,
-                working_dir: r.text(&d.working_dir, "sandbox.working_dir"),
-            })
-        }
-        Sandbox::Cloud(c) => backend::Settings::Cloud(CloudSettings {
-            api_url: r.url(&c.api_url, "sandbox.api_url", c.allow_insecure_http, true),
-            sends_secrets,
-            key_var: c.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default(),
-            api_key: r.secret(&c.api_key.0, "sandbox.api_key").unwrap_or_default(),
-            sandbox_spec_id: r.optional(c.sandbox_spec_id.as_ref(), "sandbox.sandbox_spec_id"),
-            init_timeout: c.init_timeout.0,
-            api_timeout: c.api_timeout.0,
-            working_dir: r.text(&c.working_dir, "sandbox.working_dir"),
-            keep_alive: c.keep_alive,
-            allow_insecure_http: c.allow_insecure_http,
-        }),
-        Sandbox::Runtime(rt) => backend::Settings::Runtime(RuntimeSettings {
-            api_url: r.url(&rt.api_url, "sandbox.api_url", rt.allow_insecure_http, true),
-            sends_secrets,
-            allow_insecure_http: rt.allow_insecure_http,
-            key_var: rt.api_key.0.var_names().first().map(|s| s.to_string()).unwrap_or_default(),
-            api_key: r.secret(&rt.api_key.0, "sandbox.api_key").unwrap_or_default(),
-            image: r.text(&rt.image, "sandbox.image"),
-            image_pull_policy: format!("{:?}", rt.image_pull_policy),
-            session_id: r.optional(rt.session_id.as_ref(), "sandbox.session_id"),
-            resource_factor: rt.resource_factor,
-            runtime_class: r.optional(rt.runtime_class.as_ref(), "sandbox.runtime_class"),
-            target_type: format!("{:?}", rt.target_type).to_lowercase(),
-            environment: r.forwarded(&rt.forward_env),
-            init_timeout: rt.init_timeout.0,
-            api_timeout: rt.api_timeout.0,
-            pause_on_close: rt.pause_on_close,
-            working_dir: r.text(&rt.working_dir, "sandbox.working_dir"),
-            keep_alive: rt.keep_alive,
-        }),
-    }
-}
-
-/// The rehearsal endpoint listens on this machine's loopback: a sandbox elsewhere cannot reach it, and
-/// the agent would only retry until its LLM timeout. Say so now instead.
-fn refuse_far_rehearsal(sandbox: &backend::Settings, kind: &str, r: &mut Resolver) {
-    if let Some(url) = sandbox.far_url().filter(|u| !u.is_empty() && !is_loopback_url(u)) {
-        r.problems.push(format!(
-            "--rehearse serves the scripted LLM on this machine's loopback, which a {kind} sandbox at {url} cannot reach; rehearse with `kind: local` or `kind: docker`"
-        ));
-    }
-}
-
-/// Query parameters whose values are credentials by their name.
-const CREDENTIAL_PARAMS: [&str; 12] = [
-    "key",
-    "api_key",
-    "apikey",
-    "token",
-    "access_token",
-    "auth",
-    "secret",
-    "password",
-    "sig",
-    "signature",
-    "code",
-    "session",
-];
-
-/// Registers the credentials a URL carries: its user name and password, and the values of query
-/// parameters named like credentials (`?api_key=…`, `&token=…`, `X-Amz-Signature=…`).
-fn register_url_credentials(url: &str) {
-    let Ok(parsed) = reqwest::Url::parse(url) else { return };
-    let decoded = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-    if let Some(password) = parsed.password() {
-        redact::register(password);
-        redact::register(&decoded(password));
-        redact::register(&decoded(parsed.username()));
-    }
-    for (name, value) in parsed.query_pairs() {
-        let name = name.to_ascii_lowercase();
-        if CREDENTIAL_PARAMS
-            .iter()
-            .any(|c| name == *c || name.ends_with(&format!("-{c}")) || name.ends_with(&format!("_{c}")))
-        {
-            redact::register(&value);
-        }
-    }
-}
-
-struct Resolver<'a> {
-    env: &'a dyn Fn(&str) -> Option<String>,
-    problems: Vec<String>,
-    secret_names: Vec<String>,
-}
-
-impl<'a> Resolver<'a> {
-    fn new(env: &'a dyn Fn(&str) -> Option<String>) -> Resolver<'a> {
-        Resolver { env, problems: Vec::new(), secret_names: Vec::new() }
-    }
-
-    fn finish<T>(self, value: T) -> Result<T, Problems> {
-        if self.problems.is_empty() { Ok(value) } else { Err(Problems { problems: self.problems }) }
-    }
-
-    fn text(&mut self, s: &EnvString, what: &str) -> String {
-        match s.expand(|n| (self.env)(n)) {
-            Ok(v) => v,
-            Err(EnvError::Unset { name, message }) => {
-                let extra = message.map(|m| format!(": {m}")).unwrap_or_default();
-                self.problems.push(format!("environment variable {name} is not set (needed by `{what}`){extra}"));
-                String::new()
-            }
-            Err(e) => {
-                self.problems.push(format!("`{what}`: {e}"));
-                String::new()
-            }
-        }
-    }
-
-    /// An optional value: unset or empty after expansion means absent.
-    fn optional(&mut self, s: Option<&EnvString>, what: &str) -> Option<String> {
-        s.map(|s| self.text(s, what)).filter(|v| !v.is_empty())
-    }
-
-    /// A command line: values it takes from the environment are treated as secrets (a token passed as an
-    /// argument), since a failed start prints the command.
-    fn list(&mut self, items: &[EnvString], what: &str) -> Vec<String> {
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                self.register_referenced(s);
-                self.text(s, &format!("{what}[{i}]"))
-            })
-            .collect()
-    }
-
-    /// A `${VAR}` that makes up part of a URL's path, query or user info (`https://host/${TOKEN}/v1`) is
-    /// treated as a secret: such a place is where keys go.
-    fn register_url_parts(&self, s: &EnvString, url: &str) {
-        let Ok(parsed) = reqwest::Url::parse(url) else { return };
-        let raw = format!(
-            "{}:{}{}?{}",
-            parsed.username(),
-            parsed.password().unwrap_or(""),
-            parsed.path(),
-            parsed.query().unwrap_or("")
-        );
-        // The parser percent-encodes what it must: a value is looked for as written and decoded.
-        let decoded = percent_encoding::percent_decode_str(&raw).decode_utf8_lossy().into_owned();
-        let private = format!("{raw}\n{decoded}");
-        for name in s.var_names() {
-            if let Some(value) = (self.env)(name).filter(|v| v != url && private.contains(v.as_str())) {
-                redact::register(&value);
-            }
-        }
-    }
-
-    fn register_referenced(&self, s: &EnvString) {
-        for name in s.var_names() {
-            if let Some(value) = (self.env)(name) {
-                redact::register(&value);
-            }
-        }
-    }
-
-    /// A URL ohrun sends requests to, refused when they `carry_keys` over plain http to a far host. The
-    /// credentials a URL holds itself (user info, a token in the query) are secrets.
-    fn url(&mut self, s: &EnvString, what: &str, allow_insecure_http: bool, carry_keys: bool) -> String {
-        let url = self.text(s, what);
-        register_url_credentials(&url);
-        self.register_url_parts(s, &url);
-        if carry_keys
-            && !url.is_empty()
-            && let Err(e) = check_transport(&url, allow_insecure_http, what)
-        {
-            self.problems.push(e);
-        }
-        url
-    }
-
-    /// A required secret: its value is registered with the redactor and its variables kept from children.
-    fn secret(&mut self, s: &EnvString, what: &str) -> Option<String> {
-        self.secret_names.extend(s.var_names().into_iter().map(str::to_string));
-        let v = self.text(s, what);
-        if v.is_empty() {
-            if !self.problems.iter().any(|p| p.contains(what)) {
-                self.problems.push(format!("`{what}` is empty"));
-            }
-            return None;
-        }
-        redact::register(&v);
-        Some(v)
-    }
-
-    /// A secret nobody needs now (the LLM key during a rehearsal): still kept secret if it is set.
-    fn secret_if_set(&mut self, s: &EnvString) -> Option<String> {
-        self.secret_names.extend(s.var_names().into_iter().map(str::to_string));
-        let v = s.expand(|n| (self.env)(n)).ok().filter(|v| !v.is_empty())?;
-        redact::register(&v);
-        Some(v)
-    }
-
-    /// An `env:` map. Values that come from the environment (`${TOKEN}`) are treated as secrets: such a
-    /// map is how a job hands a token to a command or a server.
-    fn env_map(&mut self, map: &indexmap::IndexMap<String, EnvString>, what: &str) -> Vec<(String, String)> {
-        map.iter()
-            .map(|(k, v)| {
-                self.register_referenced(v);
-                (k.clone(), self.text(v, &format!("{what}.{k}")))
-            })
-            .collect()
-    }
-
-    /// `forward_env`: host variables copied into the sandbox, all treated as secrets.
-    fn forwarded(&mut self, names: &[String]) -> Vec<(String, String)> {
-        names
-            .iter()
-            .filter_map(|n| {
-                let v = (self.env)(n).filter(|v| !v.is_empty())?;
-                redact::register(&v);
-                Some((n.clone(), v))
-            })
-            .collect()
     }
 }
 
