@@ -28,7 +28,7 @@ DEBTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "layout-debts.t
 MAX_LINES = 600
 MAX_FN_LINES = 80
 
-PATH_RE = re.compile(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)+)(?:::\{([^}]*)\})?")
+PATH_RE = re.compile(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)*)(?:::\{([^}]*)\})?")
 FN_RE = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:const\s+)?(?:async\s+)?(?:unsafe\s+)?fn\s+([A-Za-z0-9_]+)")
 
 
@@ -123,24 +123,28 @@ def edges_of(rel, text, exports):
     found = set()
     for match in PATH_RE.finditer(text):
         root, tail, group = match.group(1), match.group(2), match.group(3)
-        segments = tail.strip(":").split("::")
-        if root == "crate":
-            base = []
-        elif root == "self":
-            base = here
-        else:
-            base = here[:-1]
-        names = [n.strip().split(" as ")[0].split("::")[0] for n in group.split(",")] if group else [segments[-1]]
-        module = base + (segments if group else segments[:-1])
-        # A path such as `crate::agent::http::shared_client` names an item; `crate::agent::http` a module.
-        whole = file_of(base + segments)
-        for name in names:
-            if not group and whole is not None:
-                target = whole
-            else:
-                target = target_file(module, name.strip(), exports)
-            if target and target != rel:
-                found.add(target)
+        base = [] if root == "crate" else here if root == "self" else here[:-1]
+        found |= targets(base, [s for s in tail.split("::") if s], group, exports)
+    # A parent's paths into the children it declares (`mod expand;` … `use expand::Combo;` in job/mod.rs)
+    # are not edges: a module and the files it declares are one room (it is their facade and they use
+    # its shared types); what is checked is the graph between rooms and between siblings.
+    found.discard(rel)
+    return found
+
+
+def targets(base, segments, group, exports):
+    """The files a path names: `base::segments::name`, or each name of `base::segments::{…}`."""
+    names = [n.strip().split(" as ")[0].split("::")[0] for n in group.split(",")] if group else segments[-1:]
+    module = base + (segments if group else segments[:-1])
+    # A path such as `crate::agent::http::shared_client` names an item; `crate::agent::http` a module.
+    whole = file_of(base + segments) if segments else None
+    found = set()
+    for name in filter(None, (n.strip() for n in names)):
+        target = whole if not group and whole is not None else target_file(module, name, exports)
+        if name == "self" and group:
+            target = file_of(module)
+        if target:
+            found.add(target)
     return found
 
 
@@ -209,8 +213,10 @@ def long_functions(rel, lines):
             if not started and code.rstrip().endswith(";"):
                 break
         length = end - number + 1
-        above = " ".join(lines[max(0, number - 3) : number])
-        found.append((length, match.group(1), number + 1, "//" in above))
+        # The why is a plain comment (`// …`, not the function's `///` doc) among the lines just above it.
+        above = lines[max(0, number - 6) : number]
+        why = any(re.match(r"\s*//(?![/!])", line) for line in above)
+        found.append((length, match.group(1), number + 1, why))
     return [(n, name, rel, first, why) for n, name, first, why in found]
 
 

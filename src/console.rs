@@ -261,6 +261,16 @@ impl Progress for StepProgress<'_> {
     }
 }
 
+/// `{"type": kind, …value}`: one line of `--json`.
+pub fn json_line(kind: &str, value: serde_json::Value) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("type".into(), serde_json::json!(kind));
+    if let serde_json::Value::Object(fields) = value {
+        object.extend(fields);
+    }
+    serde_json::Value::Object(object).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::Mode;

@@ -1,11 +1,11 @@
 //! The sandbox ledger: what ohrun created that could outlive it. Before a backend creates a server
-//! process, a container or a provider's sandbox, it appends an entry (and fsyncs it) to this process's
+//! process, a container or a provider's sandbox, it appends an entry (and fsyncs it) to its batch's
 //! ledger file; it adds the id once known; the runner closes the entry when the release is confirmed (or
 //! the sandbox was kept on purpose). Whatever a crash, a SIGKILL or a third signal leaves open is what
 //! `ohrun gc` looks at.
 //!
-//! One append-only JSON-lines file per ohrun process (`<state dir>/ledger/<pid>-<start>.jsonl`), so many
-//! processes never share a file; its first line names the owner (pid + start time), which tells `gc`
+//! One append-only JSON-lines file per [`Ledger`] — a batch's, or an `ohrun verify`'s — named after its
+//! process and numbered within it (`<state dir>/ledger/<pid>-<start>-<k>.jsonl`), so no two share a file; its first line names the owner (pid + start time), which tells `gc`
 //! whether the owner still runs (then its entries are in use, not left behind). A file whose entries are
 //! all released is removed when the last one closes.
 

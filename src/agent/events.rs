@@ -148,6 +148,9 @@ async fn open(url: &str, key: Option<&str>) -> Result<Ws, String> {
     Ok(ws)
 }
 
+/// The event socket for the life of a conversation: connect (the first failure is the caller's),
+/// forward every frame, reconnect with backoff after a drop and say so.
+// Long on purpose: one loop over connect, read and reconnect, since each decides what the next does.
 async fn socket_loop(
     url: String,
     client: AgentClient,
@@ -155,7 +158,8 @@ async fn socket_loop(
     first: tokio::sync::oneshot::Sender<Result<(), String>>,
 ) {
     let mut first = Some(first);
-    let mut backoff = Duration::from_millis(250);
+    let policy = crate::net::RetryPolicy::EVENT_SOCKET;
+    let mut failed = 0;
     loop {
         // The key is read on every attempt: a resumed sandbox may have a new one.
         let mut ws = match open(&url, client.session_key().as_deref()).await {
@@ -165,9 +169,10 @@ async fn socket_loop(
                     let _ = f.send(Err(e));
                     return;
                 }
-                tracing::debug!("event socket: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                failed += 1;
+                let wait = policy.backoff(failed);
+                tracing::debug!("event socket: {e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
@@ -182,7 +187,7 @@ async fn socket_loop(
                 }
             }
         }
-        backoff = Duration::from_millis(250);
+        failed = 0;
         let mut snapshot = true;
         while let Some(msg) = ws.next().await {
             let decoded = match msg {
@@ -224,7 +229,7 @@ async fn socket_loop(
         if tx.send(WsEvent::Disconnected).is_err() {
             return;
         }
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(policy.backoff(1)).await;
     }
 }
 

@@ -1,5 +1,6 @@
 //! Talking to an agent-server: REST (`http`), the event WebSocket (`events`), the setup commands
-//! (`setup`), the conversation (`conversation`) and the wait for each step's end (`step`).
+//! (`setup`), the conversation (`conversation`), its steps in order (`steps`), a message sent once and
+//! its run started (`send`), what each event says (`classify`) and the wait for a run's end (`step`).
 
 mod classify;
 pub mod conversation;

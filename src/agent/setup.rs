@@ -146,11 +146,12 @@ pub async fn run_command(
 /// The id of the command tagged `tag`; looked for a few times over a second, since a request just sent
 /// may not have reached the server yet.
 async fn find(client: &AgentClient, tag: &str) -> Option<String> {
-    for _ in 0..5 {
+    let policy = crate::net::RetryPolicy::every(5, Duration::from_millis(200));
+    for attempt in 1..=policy.tries {
         if let Ok(Some(id)) = client.find_bash(tag).await {
             return Some(id);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(policy.backoff(attempt)).await;
     }
     None
 }

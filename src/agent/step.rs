@@ -1,5 +1,5 @@
-//! One run of the agent within a step: send the message (at most once), start the run, and wait until it
-//! is really over.
+//! One run of the agent within a step: the message sent and the run started (`send.rs`), then the wait
+//! until it is really over (what each event says is `classify.rs`'s).
 //!
 //! The completion rule (wire reference §8): after `POST /run` has returned, the run is over at the first
 //! live `full_state` snapshot whose `execution_status` is not `running` — the server flushes every event of
@@ -244,6 +244,8 @@ impl Conversation<'_> {
 
     /// The wait: socket frames, ticks (progress, probes, REST polls while the socket is down), the
     /// deadline and Ctrl-C, with the slow calls in flight beside them.
+    // Long on purpose: one `select!` over every source of the wait, so that their priorities read in one
+    // place; each branch hands its work to a method.
     async fn wait_for_end(&mut self, armed: Instant, socket_down: bool, ctx: &StepContext<'_>) -> Verdict {
         let mut w = Wait {
             armed,

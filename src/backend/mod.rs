@@ -23,7 +23,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Each kind's settings, resolved from the job and the environment (by `settings.rs`).
+/// Each kind's settings, resolved from the job and the environment (by `settings::sandbox`).
 #[derive(Clone, Debug)]
 pub enum Settings {
     Local(local::LocalSettings),

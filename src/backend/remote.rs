@@ -25,11 +25,12 @@ pub struct Remote {
 /// `/health` answers within three tries a second apart: a server that thousands of runs of one batch
 /// reach at once answers some of them late, which is not a server that is down.
 async fn healthy_soon(client: &AgentClient) -> bool {
-    for _ in 0..2 {
+    let policy = crate::net::RetryPolicy::every(3, std::time::Duration::from_secs(1));
+    for attempt in 1..policy.tries {
         if client.healthy().await {
             return true;
         }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tokio::time::sleep(policy.backoff(attempt)).await;
     }
     client.healthy().await
 }

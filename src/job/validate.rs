@@ -152,7 +152,7 @@ impl<'s> Checker<'_, 's> {
         if let Some(repo) = &spec.repo {
             self.env(path(&[k("repo"), k("url")]), &repo.url);
             self.durations.push((path(&[k("repo"), k("timeout")]), repo.timeout));
-            // A URL with `${VAR}`s is checked again once they are expanded (settings.rs).
+            // A URL with `${VAR}`s is checked again once they are expanded (`settings::repo_settings`).
             if repo.url.var_names().is_empty()
                 && let Some(problem) = super::repo::url_problem(&repo.url.0, repo.token.is_some())
             {

@@ -106,6 +106,28 @@ impl RetryPolicy {
     pub const AGENT_BUSY: RetryPolicy =
         RetryPolicy { tries: u32::MAX, cap: Duration::from_secs(4), ..Self::AGENT_READ };
 
+    /// The event socket, reconnected for as long as its step lasts: 250 ms doubling to 5 s, jittered so
+    /// that the sockets of thousands of runs on one server that dropped together do not come back together.
+    pub const EVENT_SOCKET: RetryPolicy = RetryPolicy {
+        tries: u32::MAX,
+        base: Duration::from_millis(250),
+        cap: Duration::from_secs(5),
+        ..Self::PROVIDER
+    };
+
+    /// A quick second look (a remote server's `/health`, a command just sent looked up by its tag): a few
+    /// tries at `every`, no doubling — what is looked for is expected within seconds or not at all.
+    pub const fn every(tries: u32, every: Duration) -> RetryPolicy {
+        RetryPolicy {
+            tries,
+            base: every,
+            cap: every,
+            jitter: 0.0,
+            max_retry_after: Duration::ZERO,
+            long_wait: LongWait::Shorten,
+        }
+    }
+
     /// GitHub's REST API: a rate limit is waited out up to 2 minutes, a longer one fails the delivery
     /// (it can be resumed after the reset).
     pub const GITHUB: RetryPolicy = RetryPolicy {

@@ -56,6 +56,8 @@ pub fn write_batch_page(batch_dir: &Path, summary: &Summary) -> io::Result<PathB
 }
 
 /// The run page for the run (or attempt) directory `dir`.
+// Long on purpose: one page's data put together in the order the page shows it (run, steps, events,
+// diffs, checks, artifacts), each part a few lines; split up, the order would be spread over files.
 pub fn run_page(dir: &Path, report: &RunReport, live: Option<&Live>) -> String {
     // In a run's directory the evidence is in its attempt's folder; an attempt's folder holds it itself.
     let attempt = format!("attempt-{}", report.run.attempt);

@@ -19,7 +19,7 @@ use super::signal::Signals;
 use super::state::BATCH_FILE;
 use super::trials::{self, Unit};
 use crate::backend::Released;
-use crate::console::{Console, RunLine, print_stdout};
+use crate::console::{Console, RunLine, json_line, print_stdout};
 use crate::error::Failure;
 use crate::exit_code::ExitCode;
 use crate::job::{Plan, PlannedRun};
@@ -587,14 +587,4 @@ impl Batch {
 fn not_started(mut e: RunSummary, why: &str) -> RunSummary {
     (e.status, e.end_reason, e.message) = (RunStatus::NotStarted, Some("not_started".into()), Some(why.to_string()));
     e
-}
-
-/// `{"type": kind, …value}`: one line of `--json`.
-fn json_line(kind: &str, value: serde_json::Value) -> String {
-    let mut object = serde_json::Map::new();
-    object.insert("type".into(), serde_json::json!(kind));
-    if let serde_json::Value::Object(fields) = value {
-        object.extend(fields);
-    }
-    serde_json::Value::Object(object).to_string()
 }

@@ -1,7 +1,10 @@
-//! Runs a batch: every selected run of one or more job files, concurrently (`batch.rs`), each run in its
-//! own directory with one `attempt-N/` per attempt (`claim.rs`, `run.rs`), under a shared budget
-//! (`budget.rs`), on their own sandboxes or on servers the batch shares (`shared.rs`), with the batch's plan on disk for `--resume` (`state.rs`) and its rollups rewritten
-//! after every run (`report::summary`). Every exit path of an attempt writes its `run.json`.
+//! Runs a batch: every selected run of one or more job files, concurrently (`batch.rs`, its options in
+//! `options.rs`), each run in its own directory with one `attempt-N/` per attempt (`claim.rs`; the
+//! attempt in `attempt.rs`, `run.rs`, `verifying.rs`, `delivering.rs`, its report begun and ended in
+//! `outcome.rs` and published in `publish.rs`), under a shared budget (`budget.rs`), on their own
+//! sandboxes or on servers the batch shares (`shared.rs`), with the batch's plan on disk for `--resume`
+//! (`state.rs`, `on_disk.rs`) and its rollups rewritten after every run (`report::summary`). Every exit
+//! path of an attempt writes its `run.json`.
 
 mod attempt;
 mod batch;

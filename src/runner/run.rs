@@ -238,6 +238,8 @@ impl Run<'_> {
 
     /// Setup (and what it changed), a place to talk to the agent, the conversation. `start_head`: the
     /// commit the working directory was at, when the base snapshot's command told it (`Some(None)`: none).
+    // Long on purpose: the phases of a provisioned sandbox in their order, each with the report write
+    // and the interrupt check that must follow it; every phase's body is already a method.
     async fn set_up_and_converse(
         &self,
         ready: &Ready,

@@ -1,7 +1,7 @@
 //! A run's settings, resolved once from the rendered job and the environment, before anything is
 //! provisioned: every `${VAR}` is expanded here (a missing one is a usage error, exit 2), every secret
 //! value is registered with the redactor, and nothing downstream reads the environment again. Each
-//! backend owns its settings type; this module only assembles them.
+//! backend owns its settings type; `sandbox.rs` assembles them, `resolver.rs` expands and registers.
 
 mod resolver;
 mod sandbox;
