@@ -266,10 +266,7 @@ async fn create(
         };
         let wait = if e.retry() == Retry::Refused {
             busy += 1;
-            let wait = RetryPolicy::AGENT_BUSY.next_wait(busy, e.retry_after).unwrap_or_default();
-            if Instant::now() + wait >= busy_until {
-                return Err(e);
-            }
+            let Some(wait) = RetryPolicy::AGENT_BUSY.wait_for(busy, &e, false, Some(busy_until)) else { return Err(e) };
             wait
         } else {
             unclear += 1;

@@ -9,7 +9,7 @@ use super::step::{StepContext, Verdict};
 use crate::net::retry::{Failure, Retry, RetryPolicy};
 use crate::report::EndReason;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often a message or a run is tried, and the waits between, when the server answers unclearly.
 const ESSENTIAL: RetryPolicy = RetryPolicy::AGENT_ESSENTIAL;
@@ -96,13 +96,12 @@ impl Conversation<'_> {
                 // this waits for as long as the step may take, not for a number of tries.
                 Retry::Refused => {
                     busy += 1;
-                    let wait = RetryPolicy::AGENT_BUSY.next_wait(busy, e.retry_after).unwrap_or_default();
-                    if Instant::now() + wait >= ctx.deadline {
+                    let Some(wait) = RetryPolicy::AGENT_BUSY.wait_for(busy, &e, false, Some(ctx.deadline)) else {
                         let detail = format!(
                             "{why}; the agent-server was at its limit of runs at once until the step's time ran out"
                         );
                         return Err(Verdict::failed(EndReason::Timeout, "ServerBusy", detail));
-                    }
+                    };
                     wait
                 }
                 Retry::Unclear => {

@@ -147,13 +147,7 @@ pub async fn run_command(
 /// may not have reached the server yet.
 async fn find(client: &AgentClient, tag: &str) -> Option<String> {
     let policy = crate::net::RetryPolicy::every(5, Duration::from_millis(200));
-    for attempt in 1..=policy.tries {
-        if let Ok(Some(id)) = client.find_bash(tag).await {
-            return Some(id);
-        }
-        tokio::time::sleep(policy.backoff(attempt)).await;
-    }
-    None
+    policy.first_some(|| async { client.find_bash(tag).await.ok().flatten() }).await
 }
 
 /// The answer of `execute_bash_command` (a `BashOutput` with every chunk joined; `null` for no output).

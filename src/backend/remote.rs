@@ -26,13 +26,7 @@ pub struct Remote {
 /// reach at once answers some of them late, which is not a server that is down.
 async fn healthy_soon(client: &AgentClient) -> bool {
     let policy = crate::net::RetryPolicy::every(3, std::time::Duration::from_secs(1));
-    for attempt in 1..policy.tries {
-        if client.healthy().await {
-            return true;
-        }
-        tokio::time::sleep(policy.backoff(attempt)).await;
-    }
-    client.healthy().await
+    policy.first_some(|| async { client.healthy().await.then_some(()) }).await.is_some()
 }
 
 impl Remote {

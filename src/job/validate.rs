@@ -2,14 +2,10 @@
 
 use super::model::{AgentSpec, JobSpec, Message, Sandbox};
 use super::parse::Document;
-use super::source::{Path, Seg};
+use super::source::{Path, Seg, key as k};
 use super::values::{EnvString, HumanDuration, is_env_name};
 use crate::diagnostic::Diagnostic;
 use std::path::Path as FsPath;
-
-fn k(s: &str) -> Seg {
-    Seg::Key(s.to_string())
-}
 
 fn path(parts: &[Seg]) -> Path {
     parts.to_vec()

@@ -205,6 +205,20 @@ impl RetryPolicy {
         }
     }
 
+    /// Calls `once` up to `tries` times, `backoff` apart, until it gives something: a second look where a
+    /// miss only means "not yet" (no failure to classify, no Retry-After).
+    pub async fn first_some<T, Fut: Future<Output = Option<T>>>(&self, mut once: impl FnMut() -> Fut) -> Option<T> {
+        for attempt in 1..=self.tries {
+            if let Some(found) = once().await {
+                return Some(found);
+            }
+            if attempt < self.tries {
+                tokio::time::sleep(self.backoff(attempt)).await;
+            }
+        }
+        None
+    }
+
     /// The wait before another try after `failure`, or `None` when there is to be none (its class, the
     /// tries, the deadline).
     pub fn wait_for<E: Failure>(
@@ -317,5 +331,23 @@ mod tests {
         assert!(result.is_err());
         assert_eq!(calls, 1, "no second try once ohrun is stopping");
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_second_look_stops_at_the_first_find_and_after_its_tries() {
+        let quick = RetryPolicy::every(3, Duration::from_millis(1));
+        let mut calls = 0;
+        let found = quick.first_some(|| {
+            calls += 1;
+            std::future::ready((calls == 2).then_some(calls))
+        });
+        assert_eq!(found.await, Some(2));
+        let mut calls = 0;
+        let never = quick.first_some(|| {
+            calls += 1;
+            std::future::ready(None::<()>)
+        });
+        assert_eq!(never.await, None);
+        assert_eq!(calls, 3);
     }
 }
