@@ -120,15 +120,21 @@ pub struct Ledger(Arc<Mutex<State>>);
 struct State {
     writer: Option<Writer>,
     next: u64,
+    /// Where its file goes: ohrun's state dir ([`dir`]).
+    dir: PathBuf,
 }
 
 impl Default for Ledger {
     fn default() -> Ledger {
-        Ledger(Arc::new(Mutex::new(State { writer: None, next: 1 })))
+        Ledger::in_dir(dir())
     }
 }
 
 impl Ledger {
+    fn in_dir(dir: PathBuf) -> Ledger {
+        Ledger(Arc::new(Mutex::new(State { writer: None, next: 1, dir })))
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -141,7 +147,7 @@ impl Ledger {
             state.next - 1
         });
         if state.writer.is_none() {
-            state.writer = Some(open_file()?);
+            state.writer = Some(open_file(&state.dir)?);
         }
         let writer = state.writer.as_mut().expect("opened above");
         writer.append(&Line::Entry { n, sandbox: Box::new(sandbox.clone()) })?;
@@ -169,10 +175,9 @@ impl Ledger {
 /// Numbers the ledger files of one process (`<pid>-<start>-<k>.jsonl`), so that each ledger has its own.
 static FILES_OPENED: AtomicU64 = AtomicU64::new(0);
 
-fn open_file() -> std::io::Result<Writer> {
+fn open_file(dir: &Path) -> std::io::Result<Writer> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = dir();
-    crate::report::writer::create_dir(&dir)?;
+    crate::report::writer::create_dir(dir)?;
     let me = crate::liveness::Procfs::system().me();
     let k = FILES_OPENED.fetch_add(1, Ordering::Relaxed);
     let path = dir.join(format!("{}-{}-{k}.jsonl", me.pid, me.start));
@@ -186,7 +191,7 @@ fn open_file() -> std::io::Result<Writer> {
     };
     writer.append(&owner)?;
     // The file's name must survive a crash too.
-    std::fs::File::open(&dir)?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(writer)
 }
 
@@ -369,6 +374,23 @@ pub fn rewrite(file: &File, keep: &BTreeSet<u64>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_ledgers_in_one_process_keep_two_files_and_their_own_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (Ledger::in_dir(dir.path().into()), Ledger::in_dir(dir.path().into()));
+        let (a, b) = (Slot::new(&one, "a", dir.path(), None), Slot::new(&two, "b", dir.path(), None));
+        a.open("docker", |_| {}).unwrap();
+        b.open("docker", |_| {}).unwrap();
+        let (la, lb) = (a.label().unwrap(), b.label().unwrap());
+        assert!(la.ends_with("#1") && lb.ends_with("#1"), "each ledger numbers its own entries: {la}, {lb}");
+        assert_ne!(la.split('#').next(), lb.split('#').next(), "each ledger has its own file");
+        assert_eq!(read_all(dir.path()).len(), 2);
+        a.close("released");
+        assert_eq!(read_all(dir.path()).len(), 1, "a ledger's file goes with its last entry; the other stays");
+        b.close("released");
+        assert!(read_all(dir.path()).is_empty());
+    }
 
     #[test]
     fn a_partial_last_line_and_unknown_lines_are_skipped() {
