@@ -26,15 +26,22 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `$1`: the snapshot directory's name (in `$TMPDIR`, else `/tmp`), `$2`: the working directory, `$3`:
 /// `init` (take the base snapshots) or `diff` (snapshot again, print what changed since the last one,
-/// and keep the new one as the base).
+/// and keep the new one as the base), `$4`: how many bytes of the diff to print at most.
+/// The script is written once, into the snapshot directory, by the command that takes the base
+/// snapshots ([`install`]); each later snapshot runs it from there: a step boundary's request is a line,
+/// not the script again (at 10,000 runs each copy in flight was ~20 KB of ohrun's memory per run, and
+/// the server decoded it every time).
 /// Output: `H <commit>` (the working directory's repository's HEAD, `-` for none), then, for `diff`,
 /// `C <status>\t<path>` per change (`B` for a binary file; at most `MAX_CHANGES`), `T <changed
 /// paths>`, `N <insertions> <deletions>`, `W <warning>` when some files could not be read, then
 /// `@@ohrun-diff` and the unified diff (cut at `MAX_DIFF_BYTES` + 1). Any other failure: exit 3 with the
 /// reason on stderr, and the bases stay where they were.
+/// The script's name in the snapshot directory.
+const SCRIPT_FILE: &str = "snap.sh";
+
 const SCRIPT: &str = r#"set -u
 umask 077
-snap=${TMPDIR:-/tmp}/$1; wd=$2; mode=$3
+snap=${TMPDIR:-/tmp}/$1; wd=$2; mode=$3; max=$4
 fail() { echo "$*" >&2; exit 3; }
 command -v git >/dev/null 2>&1 || fail "git is not installed in the sandbox"
 # -P: $PWD is then the physical path, compared below with the repository's top without a `pwd -P`.
@@ -85,8 +92,8 @@ one() {
   g diff --no-color --no-ext-diff --no-renames --raw --numstat -p --src-prefix="a/$p" --dst-prefix="b/$p" \
     "$base" "$tree" > "$snap/out" || fail "git diff failed in $root"
   # Raw lines give the status, numstat lines (same order) the counts (`-` for a binary file), and after
-  # the blank line comes the patch, cut at MAX bytes (C locale: awk counts bytes).
-  LC_ALL=C awk -F'\t' -v p="$p" -v dir="$snap" -v max=MAX '
+  # the blank line comes the patch, cut at $max bytes (C locale: awk counts bytes).
+  LC_ALL=C awk -F'\t' -v p="$p" -v dir="$snap" -v max="$max" '
     body { if (used < max) { n = length($0) + 1; if (used + n > max) printf "%s", substr($0 "\n", 1, max - used) >> (dir "/diff"); else print >> (dir "/diff"); used += n }; next }
     /^:/ { r++; s[r] = substr($1, length($1), 1); next }
     /^$/ { body = 1; next }
@@ -116,7 +123,7 @@ else
 fi
 [ -s "$snap/warnings" ] && awk 'n < 3 && tolower($0) ~ /error|warning|fatal/ { n++; print "W " $0 }' "$snap/warnings"
 echo "@@ohrun-diff"
-[ -s "$snap/diff" ] && head -c MAX "$snap/diff"
+[ -s "$snap/diff" ] && head -c "$max" "$snap/diff"
 exit 0
 "#;
 
@@ -254,14 +261,20 @@ impl<'a> Snapshots<'a> {
         }
         // Past the cap by the longest secret form, so that one across the cap is masked whole, not cut.
         let max = MAX_DIFF_BYTES + crate::report::redact::longest() + 1;
-        let script = SCRIPT.replace("MAXCHANGES", &MAX_CHANGES.to_string()).replace("MAX", &max.to_string());
-        let command = format!(
-            "{}sh -c {} ohrun-diff {} {} {mode}",
-            prefix.unwrap_or(""),
-            shell_quote(&script),
-            shell_quote(&self.snap_name),
-            shell_quote(&self.working_dir)
-        );
+        let (name, wd) = (shell_quote(&self.snap_name), shell_quote(&self.working_dir));
+        let run = format!("sh \"${{TMPDIR:-/tmp}}\"/{name}/{SCRIPT_FILE} {name} {wd} {mode} {max}");
+        let command = if mode == "init" {
+            // The directory is made here, not found: one someone else made first is not ours to run from.
+            // The final patch's script goes beside it (`patch::command`).
+            let script = shell_quote(&SCRIPT.replace("MAXCHANGES", &MAX_CHANGES.to_string()));
+            let (patch, patch_file) = (shell_quote(super::patch::script()), super::patch::SCRIPT_FILE);
+            format!(
+                "(d=\"${{TMPDIR:-/tmp}}\"/{name}; if (umask 077 && mkdir \"$d\" && printf '%s' {script} > \"$d/{SCRIPT_FILE}\" \
+                 && printf '%s' {patch} > \"$d/{patch_file}\"); then {run}; else echo \"cannot create $d\" >&2; false; fi)"
+            )
+        } else {
+            format!("{}{run}", prefix.unwrap_or(""))
+        };
         match run_command(self.client, &command, "/", left.min(most), cancel).await {
             Ok(out) if out.exit_code == 0 => Ok(out.stdout),
             Ok(out) => {

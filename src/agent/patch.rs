@@ -70,17 +70,30 @@ bytes=$(wc -c < "$tmp/final.patch")
 printf '%s\n%s\n%s\n%s\n%s\n' "$tmp" "$tree" $paths $bytes "$from"
 "#;
 
+/// The script's name in a run's snapshot directory, where the snapshots' first command writes it
+/// (`diff.rs`), so that the commands that take the patch there are a line, not the script again.
+pub const SCRIPT_FILE: &str = "patch.sh";
+
+/// The script, as written into the snapshot directory.
+pub fn script() -> &'static str {
+    SCRIPT
+}
+
 /// The command that takes the final patch against `base` (None: against the empty tree, for a repository
 /// that had no commit); `snapshots`: the name of the run's snapshot directory, where the patch is made
-/// when there is one. It also runs folded into the last step's snapshot command (`diff.rs`).
+/// (and the script was written) when there is one. It also runs folded into the last step's snapshot
+/// command (`diff.rs`).
 pub fn command(working_dir: &str, base: Option<&str>, snapshots: Option<&str>) -> String {
-    format!(
-        "sh -c {} ohrun-patch {} {} {}",
-        shell_quote(SCRIPT),
+    let args = format!(
+        "{} {} {}",
         shell_quote(working_dir),
         shell_quote(base.unwrap_or("")),
         shell_quote(snapshots.unwrap_or(""))
-    )
+    );
+    match snapshots {
+        Some(snap) => format!("sh \"${{TMPDIR:-/tmp}}\"/{}/{SCRIPT_FILE} {args}", shell_quote(snap)),
+        None => format!("sh -c {} ohrun-patch {args}", shell_quote(SCRIPT)),
+    }
 }
 
 /// Takes the final patch (see `command`) and writes it, redacted, to `final.patch` in `attempt_dir`.

@@ -210,7 +210,7 @@ async fn prepare(t: &Graded, patch: &Patch, vars: &[String], args: &VerifyArgs) 
     let reh_llm = rehearsal.as_ref().map(|r| crate::settings::RehearsalLlm { base_url: r.base_url("127.0.0.1") });
     let settings = crate::settings::resolve(&planned.spec, &job_dir, reh_llm.as_ref(), &|n| std::env::var(n).ok())
         .map_err(|p| p.to_string())?;
-    Ok(Prepared { planned, spec, bytes, job_dir, settings, _rehearsal: rehearsal })
+    Ok(Prepared { planned, spec: *spec, bytes, job_dir, settings, _rehearsal: rehearsal })
 }
 
 async fn regrade(

@@ -30,7 +30,7 @@ pub struct JobSpec {
     pub vars: IndexMap<String, Value>,
     /// Fan-out: the cartesian product of the lists, plus `include`, minus `exclude`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub matrix: Option<Matrix>,
+    pub matrix: Option<Box<Matrix>>,
     /// Where the agent-server runs.
     pub sandbox: Sandbox,
     /// The LLM the agent uses.
@@ -66,13 +66,13 @@ pub struct JobSpec {
     pub batch: BatchSpec,
     /// Checks of the agent's work once it has finished: each run gets a score and a verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify: Option<super::checks::VerifySpec>,
+    pub verify: Option<Box<super::checks::VerifySpec>>,
     /// Trials of each run (each its own sandbox), for pass@k and flakiness; `--repeat` overrides it.
     #[serde(default = "JobSpec::default_repeat", skip_serializing_if = "JobSpec::is_one")]
     pub repeat: u32,
     /// A git repository cloned (on ohrun's side) into the working directory before setup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repo: Option<super::repo::RepoSpec>,
+    pub repo: Option<Box<super::repo::RepoSpec>>,
     /// Files collected from the working directory before the sandbox is released, into the attempt's
     /// `artifacts/`: globs (`**` crosses directories, dotfiles match) or `{path, when}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -85,7 +85,7 @@ pub struct JobSpec {
     pub artifacts_max: super::repo::ByteSize,
     /// Deliver the agent's work: a branch pushed from ohrun's side and a pull request opened or updated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deliver: Option<super::deliver::DeliverSpec>,
+    pub deliver: Option<Box<super::deliver::DeliverSpec>>,
 }
 
 impl JobSpec {

@@ -89,7 +89,7 @@ impl Run<'_> {
             Err(e) => Err(Failure::from(e.clone())),
         };
         if let Ok(ready) = &provisioned {
-            self.collect_artifacts(ready, report, result.is_ok()).await;
+            Box::pin(self.collect_artifacts(ready, report, result.is_ok())).await;
         }
         self.checkpoint.save(report);
         let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
@@ -111,7 +111,7 @@ impl Run<'_> {
         self.attempt.signals.released(self.attempt.label);
         drop(rehearsal);
         let result = worst(result, released);
-        self.deliver(&settings, report, result).await
+        Box::pin(self.deliver(&settings, report, result)).await
     }
 
     fn resolve(&self, rehearsal: Option<&Rehearsal>) -> Result<RunSettings, Failure> {
@@ -332,7 +332,11 @@ impl Run<'_> {
         {
             result = Err(Failure::new(OutcomeClass::Infrastructure, format!("the event log is incomplete: {e}")));
         }
-        let result = self.after_steps((ready, backend, settings), (base.as_deref(), snapshots), report, result).await;
+        // Boxed, like the other once-a-run phases (artifacts, delivery): what a phase's future holds is then
+        // allocated while it runs, instead of making every run's task as large as its largest phase for its
+        // whole life (13 KB of 23 KB per run at 10,000 runs).
+        let diffs = (base.as_deref(), snapshots);
+        let result = Box::pin(self.after_steps((ready, backend, settings), diffs, report, result)).await;
         // A kept sandbox keeps its conversation too, so it can be inspected or continued.
         let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
         if !keeps(self.spec().cleanup, class)
