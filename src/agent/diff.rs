@@ -10,7 +10,7 @@
 //! beside the attempt's run.json; the report gets the changed paths and counts.
 
 use super::http::AgentClient;
-use super::setup::{Output, run_command, shell_quote};
+use super::setup::{Output, in_temp_dir, run_command, shell_quote};
 use crate::cancel::Cancel;
 use crate::report::DiffInfo;
 use std::path::{Path, PathBuf};
@@ -24,21 +24,21 @@ const MAX_CHANGES: usize = 1000;
 /// How long one snapshot may take (a large workspace is hashed once, then git's stat cache helps).
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The script's name in the snapshot directory.
+const SCRIPT_FILE: &str = "snap.sh";
+
 /// `$1`: the snapshot directory's name (in `$TMPDIR`, else `/tmp`), `$2`: the working directory, `$3`:
 /// `init` (take the base snapshots) or `diff` (snapshot again, print what changed since the last one,
 /// and keep the new one as the base), `$4`: how many bytes of the diff to print at most.
 /// The script is written once, into the snapshot directory, by the command that takes the base
-/// snapshots ([`install`]); each later snapshot runs it from there: a step boundary's request is a line,
-/// not the script again (at 10,000 runs each copy in flight was ~20 KB of ohrun's memory per run, and
-/// the server decoded it every time).
+/// snapshots (`Snapshots::script`); each later snapshot runs it from there: a step boundary's request is
+/// a line, not the script again (at 10,000 runs each copy in flight was ~20 KB of ohrun's memory per run,
+/// and the server decoded it every time).
 /// Output: `H <commit>` (the working directory's repository's HEAD, `-` for none), then, for `diff`,
 /// `C <status>\t<path>` per change (`B` for a binary file; at most `MAX_CHANGES`), `T <changed
 /// paths>`, `N <insertions> <deletions>`, `W <warning>` when some files could not be read, then
 /// `@@ohrun-diff` and the unified diff (cut at `MAX_DIFF_BYTES` + 1). Any other failure: exit 3 with the
 /// reason on stderr, and the bases stay where they were.
-/// The script's name in the snapshot directory.
-const SCRIPT_FILE: &str = "snap.sh";
-
 const SCRIPT: &str = r#"set -u
 umask 077
 snap=${TMPDIR:-/tmp}/$1; wd=$2; mode=$3; max=$4
@@ -207,7 +207,7 @@ impl<'a> Snapshots<'a> {
         let base = if last { lock(&self.fold).clone() } else { None };
         // The patch goes first, its output into files the snapshot script prints (`P` lines).
         let prefix = base.map(|base| {
-            let at = format!("\"${{TMPDIR:-/tmp}}\"/{}/patch", shell_quote(&self.snap_name));
+            let at = format!("{}/patch", in_temp_dir(&self.snap_name));
             let command = super::patch::command(&self.working_dir, base.as_deref(), Some(&self.snap_name));
             format!("{command} > {at}-out 2> {at}-err; echo $? > {at}-rc; ")
         });
@@ -241,7 +241,7 @@ impl<'a> Snapshots<'a> {
     /// Removes the snapshots from the sandbox — also when ohrun is stopping: they are a copy of the
     /// workspace (a sandbox that is going away takes them along anyway).
     pub async fn remove(&self) {
-        let command = format!("rm -rf \"${{TMPDIR:-/tmp}}\"/{}", shell_quote(&self.snap_name));
+        let command = format!("rm -rf {}", in_temp_dir(&self.snap_name));
         let _ = run_command(self.client, &command, "/", Duration::from_secs(10), &mut Cancel::never()).await;
     }
 
@@ -261,15 +261,16 @@ impl<'a> Snapshots<'a> {
         }
         // Past the cap by the longest secret form, so that one across the cap is masked whole, not cut.
         let max = MAX_DIFF_BYTES + crate::report::redact::longest() + 1;
-        let (name, wd) = (shell_quote(&self.snap_name), shell_quote(&self.working_dir));
-        let run = format!("sh \"${{TMPDIR:-/tmp}}\"/{name}/{SCRIPT_FILE} {name} {wd} {mode} {max}");
+        let (name, wd, dir) =
+            (shell_quote(&self.snap_name), shell_quote(&self.working_dir), in_temp_dir(&self.snap_name));
+        let run = format!("sh {dir}/{SCRIPT_FILE} {name} {wd} {mode} {max}");
         let command = if mode == "init" {
             // The directory is made here, not found: one someone else made first is not ours to run from.
             // The final patch's script goes beside it (`patch::command`).
             let script = shell_quote(&SCRIPT.replace("MAXCHANGES", &MAX_CHANGES.to_string()));
-            let (patch, patch_file) = (shell_quote(super::patch::script()), super::patch::SCRIPT_FILE);
+            let (patch, patch_file) = (shell_quote(super::patch::SCRIPT), super::patch::SCRIPT_FILE);
             format!(
-                "(d=\"${{TMPDIR:-/tmp}}\"/{name}; if (umask 077 && mkdir \"$d\" && printf '%s' {script} > \"$d/{SCRIPT_FILE}\" \
+                "(d={dir}; if (umask 077 && mkdir \"$d\" && printf '%s' {script} > \"$d/{SCRIPT_FILE}\" \
                  && printf '%s' {patch} > \"$d/{patch_file}\"); then {run}; else echo \"cannot create $d\" >&2; false; fi)"
             )
         } else {

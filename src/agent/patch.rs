@@ -35,7 +35,7 @@ pub async fn head(client: &AgentClient, working_dir: &str, cancel: &mut Cancel) 
 /// the snapshot directory when there is one, so that removing it removes the patch: one command less),
 /// the final tree, the number of changed paths, the patch's size and the base tree; exit 4 when the
 /// working directory is in no repository, 3 on any other failure (the reason on stderr).
-const SCRIPT: &str = r#"set -u
+pub const SCRIPT: &str = r#"set -u
 wd=$1; base=$2; snap=$3
 nl='
 '
@@ -74,11 +74,6 @@ printf '%s\n%s\n%s\n%s\n%s\n' "$tmp" "$tree" $paths $bytes "$from"
 /// (`diff.rs`), so that the commands that take the patch there are a line, not the script again.
 pub const SCRIPT_FILE: &str = "patch.sh";
 
-/// The script, as written into the snapshot directory.
-pub fn script() -> &'static str {
-    SCRIPT
-}
-
 /// The command that takes the final patch against `base` (None: against the empty tree, for a repository
 /// that had no commit); `snapshots`: the name of the run's snapshot directory, where the patch is made
 /// (and the script was written) when there is one. It also runs folded into the last step's snapshot
@@ -91,7 +86,7 @@ pub fn command(working_dir: &str, base: Option<&str>, snapshots: Option<&str>) -
         shell_quote(snapshots.unwrap_or(""))
     );
     match snapshots {
-        Some(snap) => format!("sh \"${{TMPDIR:-/tmp}}\"/{}/{SCRIPT_FILE} {args}", shell_quote(snap)),
+        Some(snap) => format!("sh {}/{SCRIPT_FILE} {args}", super::setup::in_temp_dir(snap)),
         None => format!("sh -c {} ohrun-patch {args}", shell_quote(SCRIPT)),
     }
 }

@@ -210,3 +210,8 @@ async fn follow(
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// `name` in the sandbox's temporary directory (`$TMPDIR`, else `/tmp`), as shell words.
+pub fn in_temp_dir(name: &str) -> String {
+    format!("\"${{TMPDIR:-/tmp}}\"/{}", shell_quote(name))
+}

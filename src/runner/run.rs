@@ -334,7 +334,7 @@ impl Run<'_> {
         }
         // Boxed, like the other once-a-run phases (artifacts, delivery): what a phase's future holds is then
         // allocated while it runs, instead of making every run's task as large as its largest phase for its
-        // whole life (13 KB of 23 KB per run at 10,000 runs).
+        // whole life (13 KB of a run task's 23 KB).
         let diffs = (base.as_deref(), snapshots);
         let result = Box::pin(self.after_steps((ready, backend, settings), diffs, report, result)).await;
         // A kept sandbox keeps its conversation too, so it can be inspected or continued.
