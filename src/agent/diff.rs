@@ -15,6 +15,7 @@ use crate::cancel::Cancel;
 use crate::report::DiffInfo;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The most diff text kept per phase; the rest is cut (and the report says so).
@@ -140,6 +141,9 @@ pub struct Snapshots<'a> {
     fold: Mutex<Option<Option<String>>>,
     /// How the folded final patch's script ended, until the run takes it.
     folded: Mutex<Option<Output>>,
+    /// Set by the first `remove`: the run removes them as soon as it is done with them (beside deleting
+    /// the conversation), and again, for nothing, on the way out of every other path.
+    removed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -148,10 +152,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl<'a> Snapshots<'a> {
     /// Takes the base snapshot (before setup). None when it could not be taken; why is logged, and the
-    /// run goes on without diffs.
+    /// run goes on without diffs. `make_working_dir`: the same command makes the working directory first
+    /// (one request less; when it fails, the caller cannot tell which of the two did, and asks again).
     pub async fn start(
         client: &'a AgentClient,
-        working_dir: &str,
+        (working_dir, make_working_dir): (&str, bool),
         run_id: &str,
         attempt_dir: &Path,
         deadline: Option<Instant>,
@@ -166,8 +171,10 @@ impl<'a> Snapshots<'a> {
             attempt_dir: attempt_dir.to_path_buf(),
             fold: Mutex::new(None),
             folded: Mutex::new(None),
+            removed: AtomicBool::new(false),
         };
-        match snapshots.script("init", None, deadline, cancel).await {
+        let mkdir = make_working_dir.then(|| format!("mkdir -p {} && ", shell_quote(working_dir)));
+        match snapshots.script("init", mkdir.as_deref(), deadline, cancel).await {
             Ok(output) => {
                 let head = head_of(&output).flatten();
                 Ok((snapshots, head))
@@ -239,14 +246,18 @@ impl<'a> Snapshots<'a> {
     }
 
     /// Removes the snapshots from the sandbox — also when ohrun is stopping: they are a copy of the
-    /// workspace (a sandbox that is going away takes them along anyway).
+    /// workspace (a sandbox that is going away takes them along anyway). Once: later calls do nothing.
     pub async fn remove(&self) {
+        if self.removed.swap(true, Ordering::Relaxed) {
+            return;
+        }
         let command = format!("rm -rf {}", in_temp_dir(&self.snap_name));
         let _ = run_command(self.client, &command, "/", Duration::from_secs(10), &mut Cancel::never()).await;
     }
 
     /// Runs the script, within the run's time (`deadline`) and at most `SNAPSHOT_TIMEOUT`.
-    /// `prefix`: a command run before it in the same request (the folded final patch: twice the time).
+    /// `prefix`: a command run before it in the same request (the working directory's `mkdir` before
+    /// the base snapshot; the folded final patch: twice the time).
     async fn script(
         &self,
         mode: &str,
@@ -254,7 +265,7 @@ impl<'a> Snapshots<'a> {
         deadline: Option<Instant>,
         cancel: &mut Cancel,
     ) -> Result<String, String> {
-        let most = if prefix.is_some() { SNAPSHOT_TIMEOUT * 2 } else { SNAPSHOT_TIMEOUT };
+        let most = if prefix.is_some() && mode != "init" { SNAPSHOT_TIMEOUT * 2 } else { SNAPSHOT_TIMEOUT };
         let left = deadline.map_or(most, |d| d.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             return Err("the run's time was up".into());
@@ -264,7 +275,7 @@ impl<'a> Snapshots<'a> {
         let (name, wd, dir) =
             (shell_quote(&self.snap_name), shell_quote(&self.working_dir), in_temp_dir(&self.snap_name));
         let run = format!("sh {dir}/{SCRIPT_FILE} {name} {wd} {mode} {max}");
-        let command = if mode == "init" {
+        let body = if mode == "init" {
             // The directory is made here, not found: one someone else made first is not ours to run from.
             // The final patch's script goes beside it (`patch::command`).
             let script = shell_quote(&SCRIPT.replace("MAXCHANGES", &MAX_CHANGES.to_string()));
@@ -274,8 +285,9 @@ impl<'a> Snapshots<'a> {
                  && printf '%s' {patch} > \"$d/{patch_file}\"); then {run}; else echo \"cannot create $d\" >&2; false; fi)"
             )
         } else {
-            format!("{}{run}", prefix.unwrap_or(""))
+            run
         };
+        let command = format!("{}{body}", prefix.unwrap_or(""));
         match run_command(self.client, &command, "/", left.min(most), cancel).await {
             Ok(out) if out.exit_code == 0 => Ok(out.stdout),
             Ok(out) => {

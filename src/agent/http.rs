@@ -145,6 +145,7 @@ impl AgentClient {
             retry_after: None,
         })?;
         tracing::debug!("{method} {url}");
+        let sent = std::time::Instant::now();
         let mut req = match method {
             "GET" => self.http.get(target),
             "DELETE" => self.http.delete(target),
@@ -165,6 +166,7 @@ impl AgentClient {
             retry_after: None,
         })?;
         let status = resp.status().as_u16();
+        tracing::debug!("{method} {url}: {status} after {} ms", sent.elapsed().as_millis());
         let retry_after = crate::net::retry_after(resp.headers());
         let redirected = crate::net::redirect_detail(status, resp.headers());
         let text = resp.text().await.unwrap_or_default();

@@ -202,15 +202,20 @@ impl Run<'_> {
         report: &mut RunReport,
     ) -> Result<(), Failure> {
         self.check_server(ready, report)?;
-        self.make_working_dir(ready).await?;
+        // Without a clone to ship into it first, the base snapshot's command makes the working directory.
+        let cloning = settings.repo.is_some();
+        if cloning || !self.spec().report.diffs {
+            self.make_working_dir(ready).await?;
+        }
         // Before the diffs' base snapshot: the clone is where the run starts, not what setup changed.
         self.bring_repo(ready, settings, report).await?;
-        let (snapshots, head) = match self.snapshots(ready, report).await {
+        let (snapshots, head) = match self.snapshots(ready, !cloning, report).await? {
             Some((s, head)) => (Some(s), Some(head)),
             None => (None, None),
         };
         let result =
             self.set_up_and_converse(ready, backend, settings, writer, report, (snapshots.as_ref(), head)).await;
+        // Already removed when the run got to its end; not when it stopped before.
         if let Some(s) = snapshots {
             s.remove().await;
         }
@@ -219,19 +224,28 @@ impl Run<'_> {
 
     /// The base snapshot of the working directory for the diffs (`report.diffs`), and the commit its
     /// repository is at (taken in the same command); None when they are off or the sandbox cannot take
-    /// them (the report says why).
-    async fn snapshots<'r>(&self, ready: &'r Ready, report: &mut RunReport) -> Option<(Snapshots<'r>, Option<String>)> {
+    /// them (the report says why). `make_working_dir`: its command makes the working directory first;
+    /// when it fails, the directory is made on its own, and a failure to is the run's.
+    async fn snapshots<'r>(
+        &self,
+        ready: &'r Ready,
+        make_working_dir: bool,
+        report: &mut RunReport,
+    ) -> Result<Option<(Snapshots<'r>, Option<String>)>, Failure> {
         if !self.spec().report.diffs {
-            return None;
+            return Ok(None);
         }
         let mut cancel = self.attempt.signals.cancel();
-        let id = &self.attempt.planned.id;
-        let dir = &self.attempt.dir;
-        match Snapshots::start(&ready.client, &ready.working_dir, id, dir, self.run_deadline, &mut cancel).await {
-            Ok(s) => Some(s),
+        let (id, dir, deadline) = (&self.attempt.planned.id, &self.attempt.dir, self.run_deadline);
+        let at = (ready.working_dir.as_str(), make_working_dir);
+        match Snapshots::start(&ready.client, at, id, dir, deadline, &mut cancel).await {
+            Ok(s) => Ok(Some(s)),
             Err(e) => {
+                if make_working_dir {
+                    self.make_working_dir(ready).await?;
+                }
                 report.warnings.push(format!("no workspace diffs: {e}"));
-                None
+                Ok(None)
             }
         }
     }
@@ -257,17 +271,26 @@ impl Run<'_> {
             (None, None) => self.start_commit(ready).await,
         };
         let setup = self.setup(ready, settings, report).await;
-        let mut head_after_setup = None;
-        if let Some(s) = snapshots {
-            let (diff, head) =
-                s.take_with_head("setup", false, self.run_deadline, &mut self.attempt.signals.cancel()).await;
-            report.setup_diff = Some(diff);
-            head_after_setup = head;
-        }
+        let mut cancel = self.attempt.signals.cancel();
+        let setup_diff = async {
+            match snapshots {
+                Some(s) => Some(s.take_with_head("setup", false, self.run_deadline, &mut cancel).await),
+                None => None,
+            }
+        };
         if let Err(f) = &setup {
+            report.setup_diff = setup_diff.await.map(|(diff, _)| diff);
             self.setup_failed(report, f);
+            return setup;
         }
-        setup?;
+        // What setup changed is taken while the conversation is made: making it changes nothing in the
+        // working directory, and the agent acts only on the first message, sent after both.
+        let (taken, opened) = tokio::join!(setup_diff, self.open_conversation(ready, settings, writer, report));
+        let head_after_setup = taken.and_then(|(diff, head)| {
+            report.setup_diff = Some(diff);
+            head
+        });
+        let (_place, waited, mut conv) = opened?;
         // The commit the final patch is taken against: before setup, or after it when setup made the
         // repository (told by the setup diff's command when there was one).
         let base = match (early_base, head_after_setup) {
@@ -278,18 +301,6 @@ impl Run<'_> {
         if let Some(s) = snapshots {
             s.fold_patch(base.clone());
         }
-        let (_place, waited) = self.wait_for_place(report).await?;
-        self.attempt.line.activity("starting the conversation");
-        let client = &ready.client;
-        let mut conv = Conversation::start(
-            client,
-            (self.spec(), settings),
-            &ready.working_dir,
-            self.attempt.budget.is_some(),
-            writer,
-            self.attempt.signals.cancel(),
-        )
-        .await?;
         report.conversation_id = Some(conv.id.clone());
         report.notes.push(
             "title generation (autotitle) is off, so every LLM call belongs to a step and the costs are complete"
@@ -339,12 +350,43 @@ impl Run<'_> {
         let result = Box::pin(self.after_steps((ready, backend, settings), diffs, report, result)).await;
         // A kept sandbox keeps its conversation too, so it can be inspected or continued.
         let class = result.as_ref().err().map_or(OutcomeClass::Succeeded, |f| f.class);
-        if !keeps(self.spec().cleanup, class)
-            && let Err(e) = conv.close().await
-        {
-            tracing::warn!("deleting the conversation failed: {e}");
-        }
+        let close = async {
+            if !keeps(self.spec().cleanup, class)
+                && let Err(e) = conv.close().await
+            {
+                tracing::warn!("deleting the conversation failed: {e}");
+            }
+        };
+        // The snapshots are done with: removed while the conversation is deleted, not after it.
+        let remove = async {
+            if let Some(s) = snapshots {
+                s.remove().await;
+            }
+        };
+        tokio::join!(close, remove);
         result
+    }
+
+    /// A place to talk to the agent (`--prefetch`: waited for) and the conversation, created and followed.
+    async fn open_conversation<'w>(
+        &'w self,
+        ready: &'w Ready,
+        settings: &RunSettings,
+        writer: &'w mut ReportWriter,
+        report: &mut RunReport,
+    ) -> Result<(Option<tokio::sync::SemaphorePermit<'w>>, Duration, Conversation<'w>), Failure> {
+        let (place, waited) = self.wait_for_place(report).await?;
+        self.attempt.line.activity("starting the conversation");
+        let conv = Conversation::start(
+            &ready.client,
+            (self.spec(), settings),
+            &ready.working_dir,
+            self.attempt.budget.is_some(),
+            writer,
+            self.attempt.signals.cancel(),
+        )
+        .await?;
+        Ok((place, waited, conv))
     }
 
     /// With `--prefetch`: waits, provisioned and set up, for one of the batch's places to talk to the
@@ -401,16 +443,23 @@ impl Run<'_> {
     async fn make_working_dir(&self, ready: &Ready) -> Result<(), Failure> {
         let mut cancel = self.attempt.signals.cancel();
         let mkdir = format!("mkdir -p {}", setup::shell_quote(&ready.working_dir));
-        if let Err((_, e)) = setup::run_command(&ready.client, &mkdir, "/", Duration::from_secs(60), &mut cancel).await
-        {
-            let f = Failure::from(e);
-            return Err(if f.class == OutcomeClass::Interrupted {
-                f
-            } else {
-                f.hint("the agent-server could not prepare the working directory")
-            });
+        match setup::run_command(&ready.client, &mkdir, "/", Duration::from_secs(60), &mut cancel).await {
+            Ok(out) if out.exit_code == 0 => Ok(()),
+            // The job's `working_dir` is one the server's user cannot make: no attempt would do better.
+            Ok(out) => Err(Failure::new(
+                OutcomeClass::UsageError,
+                format!("cannot make the working directory {}: {}", ready.working_dir, out.stderr.trim()),
+            )
+            .hint("set `sandbox.working_dir` to a directory the agent-server's user may create")),
+            Err((_, e)) => {
+                let f = Failure::from(e);
+                Err(if f.class == OutcomeClass::Interrupted {
+                    f
+                } else {
+                    f.hint("the agent-server could not prepare the working directory")
+                })
+            }
         }
-        Ok(())
     }
 
     async fn setup(&self, ready: &Ready, settings: &RunSettings, report: &mut RunReport) -> Result<(), Failure> {

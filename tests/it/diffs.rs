@@ -212,3 +212,27 @@ fn steps_that_change_nothing_have_empty_diffs_and_the_next_one_is_still_seen() {
     let text = std::fs::read_to_string(attempt.join("final.patch")).unwrap();
     assert!(text.contains("+step 3\n") && !text.contains("tmp.txt"), "{text}");
 }
+
+/// The base snapshot's command makes the working directory too (one request less); when that directory
+/// cannot be made, the run fails as a usage error that names it, whether the diffs are on or off.
+#[test]
+fn a_working_directory_that_cannot_be_made_fails_the_run_with_or_without_diffs() {
+    for (name, extra) in [("wd-diffs-on", ""), ("wd-diffs-off", "report:\n  diffs: false\n")] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(dir.path(), name, false, extra);
+        std::fs::write(dir.path().join("ws"), "a file where the working directory should be\n").unwrap();
+        let out = Ohrun::new()
+            .current_dir(dir.path())
+            .env("SHARED_SESSION_KEY", &shared().key)
+            .args(["run", "--rehearse"])
+            .args([&job])
+            .output();
+        assert_eq!(out.code, 2, "{name}: {}", out.stderr);
+        let report = read_report(&dir.path().join(format!("ohrun-reports/{name}/{name}")));
+        assert_eq!(report["outcome"]["class"], "usage_error", "{name}: {report}");
+        let message = report["outcome"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("cannot make the working directory") && message.contains("/ws"), "{name}: {message}");
+        assert!(out.stderr.contains("sandbox.working_dir"), "{name}: the hint names the field:\n{}", out.stderr);
+        assert_eq!(report["setup"][0]["exit_code"], Value::Null, "{name}: setup ran: {report}");
+    }
+}
