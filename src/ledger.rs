@@ -200,8 +200,11 @@ impl Writer {
     fn append(&mut self, line: &Line) -> std::io::Result<()> {
         let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
         text.push('\n');
-        self.file.write_all(text.as_bytes())?;
-        self.file.sync_data()
+        // Off the runtime's workers: the sync waits on the disk.
+        crate::report::disk::off_runtime(|| {
+            self.file.write_all(text.as_bytes())?;
+            self.file.sync_data()
+        })
     }
 }
 

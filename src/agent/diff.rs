@@ -25,6 +25,11 @@ const MAX_CHANGES: usize = 1000;
 /// How long one snapshot may take (a large workspace is hashed once, then git's stat cache helps).
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The largest final patch sent back inside the last step's snapshot output (base64: 4/3 of it) instead of
+/// fetched through the file API afterwards; the diff beside it is at most `MAX_DIFF_BYTES`, and the server
+/// splits output only past 1 MiB.
+const MAX_INLINE_PATCH: usize = 256 * 1024;
+
 /// The script's name in the snapshot directory.
 const SCRIPT_FILE: &str = "snap.sh";
 
@@ -38,8 +43,11 @@ const SCRIPT_FILE: &str = "snap.sh";
 /// Output: `H <commit>` (the working directory's repository's HEAD, `-` for none), then, for `diff`,
 /// `C <status>\t<path>` per change (`B` for a binary file; at most `MAX_CHANGES`), `T <changed
 /// paths>`, `N <insertions> <deletions>`, `W <warning>` when some files could not be read, then
-/// `@@ohrun-diff` and the unified diff (cut at `MAX_DIFF_BYTES` + 1). Any other failure: exit 3 with the
-/// reason on stderr, and the bases stay where they were.
+/// `@@ohrun-diff` and the unified diff (cut at `MAX_DIFF_BYTES` + 1). With the final patch folded in (run
+/// before it, its output in `patch-*` files), `P <exit code>`, `PO`/`PE` lines of its output, `PB` lines of
+/// a patch of at most `MAX_INLINE_PATCH` bytes in base64, and `R` when the snapshot directory was removed
+/// (nothing left in it to fetch). Any other failure: exit 3 with the reason on stderr, and the bases stay
+/// where they were.
 const SCRIPT: &str = r#"set -u
 umask 077
 snap=${TMPDIR:-/tmp}/$1; wd=$2; mode=$3; max=$4
@@ -111,11 +119,23 @@ unset GIT_DIR GIT_WORK_TREE
 at=$(git rev-parse --show-toplevel -q --verify 'HEAD^{commit}' 2>/dev/null)
 case "$at" in "$PWD$nl"*) echo "H ${at#"$PWD$nl"}" ;; *) echo "H -" ;; esac
 [ "$mode" = init ] && exit 0
-# The final patch, when it ran before this script in the same command: how it ended and what it printed.
+# The final patch, when it ran before this script in the same command: how it ended and what it printed,
+# and a small one itself (base64, `PB` lines). Then nothing is left to fetch from the snapshot directory,
+# and it goes at the end of this command (`drop`): one request less.
+drop=
 if [ -f "$snap/patch-rc" ]; then
   read -r rc < "$snap/patch-rc"; echo "P $rc"
   while IFS= read -r l; do echo "PO $l"; done < "$snap/patch-out"
   while IFS= read -r l; do echo "PE $l"; done < "$snap/patch-err"
+  drop=1
+  if [ "$rc" = 0 ]; then
+    patch=$snap/patch/final.patch
+    if [ "$(($(wc -c < "$patch")))" -le INLINEMAX ] && command -v base64 >/dev/null 2>&1 && b=$(base64 < "$patch"); then
+      printf '%s\n' "$b" | sed 's/^/PB /'
+    else
+      drop=
+    fi
+  fi
 fi
 if [ -s "$snap/changes" ]; then
   awk -v max=MAXCHANGES 'FNR == NR { n++; if (n <= max) print "C " $0; next } { i += $1; d += $2 } END { print "T", n + 0; print "N", i + 0, d + 0 }' "$snap/changes" "$snap/sums"
@@ -123,8 +143,12 @@ else
   echo "T 0"; echo "N 0 0"
 fi
 [ -s "$snap/warnings" ] && awk 'n < 3 && tolower($0) ~ /error|warning|fatal/ { n++; print "W " $0 }' "$snap/warnings"
+# The diff is read through a descriptor opened before the directory goes (`R`: it went).
+exec 3< "$snap/diff"
+has=; [ -s "$snap/diff" ] && has=1
+[ -n "$drop" ] && rm -rf "$snap" && echo R
 echo "@@ohrun-diff"
-[ -s "$snap/diff" ] && head -c "$max" "$snap/diff"
+[ -n "$has" ] && head -c "$max" <&3
 exit 0
 "#;
 
@@ -140,7 +164,7 @@ pub struct Snapshots<'a> {
     /// too (the same tree, one command less).
     fold: Mutex<Option<Option<String>>>,
     /// How the folded final patch's script ended, until the run takes it.
-    folded: Mutex<Option<Output>>,
+    folded: Mutex<Option<Folded>>,
     /// Set by the first `remove`: the run removes them as soon as it is done with them (beside deleting
     /// the conversation), and again, for nothing, on the way out of every other path.
     removed: AtomicBool,
@@ -192,7 +216,7 @@ impl<'a> Snapshots<'a> {
     }
 
     /// How the final patch's script ended when the last step's snapshot took it (once).
-    pub fn folded_patch(&self) -> Option<Output> {
+    pub fn folded_patch(&self) -> Option<Folded> {
         lock(&self.folded).take()
     }
 
@@ -223,7 +247,11 @@ impl<'a> Snapshots<'a> {
             Err(e) => return (DiffInfo { error: Some(e), ..DiffInfo::default() }, None),
         };
         if prefix.is_some() {
-            *lock(&self.folded) = folded_of(&output);
+            let folded = folded_of(&output);
+            if folded.as_ref().is_some_and(|f| f.removed) {
+                self.removed.store(true, Ordering::Relaxed);
+            }
+            *lock(&self.folded) = folded;
         }
         let head = head_of(&output);
         let (mut info, diff) = parse(&output);
@@ -278,7 +306,8 @@ impl<'a> Snapshots<'a> {
         let body = if mode == "init" {
             // The directory is made here, not found: one someone else made first is not ours to run from.
             // The final patch's script goes beside it (`patch::command`).
-            let script = shell_quote(&SCRIPT.replace("MAXCHANGES", &MAX_CHANGES.to_string()));
+            let script = SCRIPT.replace("MAXCHANGES", &MAX_CHANGES.to_string());
+            let script = shell_quote(&script.replace("INLINEMAX", &MAX_INLINE_PATCH.to_string()));
             let (patch, patch_file) = (shell_quote(super::patch::SCRIPT), super::patch::SCRIPT_FILE);
             format!(
                 "(d={dir}; if (umask 077 && mkdir \"$d\" && printf '%s' {script} > \"$d/{SCRIPT_FILE}\" \
@@ -321,10 +350,20 @@ fn head_of(output: &str) -> Option<Option<String>> {
     Some((commit.len() >= 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())).then(|| commit.to_string()))
 }
 
-/// The `P` lines of the script's output: how the final patch's script ended, when it ran before it.
-fn folded_of(output: &str) -> Option<Output> {
-    let mut out = Output::default();
-    let mut seen = false;
+/// The final patch, taken in the last step's snapshot command.
+pub struct Folded {
+    /// How its script ended and what it printed.
+    pub out: Output,
+    /// The patch itself, when it was small enough to come back inline.
+    pub inline: Option<Vec<u8>>,
+    /// The snapshot directory is gone with this command (nothing in it was left to fetch).
+    pub removed: bool,
+}
+
+/// The `P`, `PB` and `R` lines of the script's output: the final patch, when it ran before it.
+fn folded_of(output: &str) -> Option<Folded> {
+    use base64::Engine;
+    let (mut out, mut inline, mut removed, mut seen) = (Output::default(), None::<String>, false, false);
     for line in output.lines().take_while(|l| *l != "@@ohrun-diff") {
         if let Some(rc) = line.strip_prefix("P ") {
             (out.exit_code, seen) = (rc.trim().parse().unwrap_or(-1), true);
@@ -334,9 +373,15 @@ fn folded_of(output: &str) -> Option<Output> {
         } else if let Some(l) = line.strip_prefix("PE ") {
             out.stderr.push_str(l);
             out.stderr.push('\n');
+        } else if let Some(l) = line.strip_prefix("PB ").or((line == "PB").then_some("")) {
+            inline.get_or_insert_with(String::new).push_str(l.trim());
+        } else if line == "R" {
+            removed = true;
         }
     }
-    seen.then_some(out)
+    // Undecodable: fetched instead (when it is still there).
+    let inline = inline.and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+    seen.then_some(Folded { out, inline, removed })
 }
 
 /// The script's output: the changes and counts, and the diff text (as sent: cut to the cap once redacted).
@@ -393,9 +438,15 @@ mod tests {
     fn the_folded_patch_is_read_from_the_p_lines_of_the_header_only() {
         let out = "H -\nP 0\nPO /tmp/s/patch\nPO abc\nPE careful\nT 0\n@@ohrun-diff\nP 3\nPO not mine\n";
         let folded = folded_of(out).unwrap();
-        assert_eq!((folded.exit_code, folded.stdout.as_str()), (0, "/tmp/s/patch\nabc\n"));
-        assert_eq!(folded.stderr, "careful\n");
+        assert_eq!((folded.out.exit_code, folded.out.stdout.as_str()), (0, "/tmp/s/patch\nabc\n"));
+        assert_eq!(folded.out.stderr, "careful\n");
+        assert_eq!((folded.inline, folded.removed), (None, false));
         assert!(folded_of("H -\nT 0\n@@ohrun-diff\nP 0\n").is_none(), "no patch ran before it");
+        let small = "H -\nP 0\nPO x\nPB aGVs\nPB bG8K\nR\nT 0\n@@ohrun-diff\nR\n";
+        let folded = folded_of(small).unwrap();
+        assert_eq!((folded.inline.as_deref(), folded.removed), (Some(&b"hello\n"[..]), true));
+        let empty = folded_of("P 0\nPB \nR\n@@ohrun-diff\n").unwrap();
+        assert_eq!(empty.inline.as_deref(), Some(&b""[..]), "an empty patch is still inline");
     }
 
     #[test]

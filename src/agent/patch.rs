@@ -3,7 +3,8 @@
 //! a private index and object directory in the sandbox (the repository's own index and objects are only
 //! read), binary-safe (`git diff --binary --full-index` of the whole tree, new files included, `.gitignore`d
 //! ones left out), so that `git apply final.patch` on the base commit gives the final tree exactly — the
-//! tree recorded beside it. Fetched through the agent-server's file API, on every backend alike. This is
+//! tree recorded beside it. Sent back inside the last step's snapshot output when it is small (`diff.rs`),
+//! else fetched through the agent-server's file API, on every backend alike. This is
 //! what a fresh verifier applies and what delivery pushes.
 
 use super::http::AgentClient;
@@ -104,15 +105,15 @@ pub async fn capture(
     let out = run_command(client, &command(working_dir, base, snapshots), "/", left, cancel)
         .await
         .map_err(|(_, e)| format!("taking the patch failed: {e}"));
-    finish(client, (base, snapshots), out, attempt_dir).await
+    finish(client, (base, snapshots), (out, None), attempt_dir).await
 }
 
-/// The patch the script made (`out`: how it ended, or why it did not run), fetched and written,
-/// redacted, to `final.patch` in `attempt_dir`.
+/// The patch the script made (`out`: how it ended, or why it did not run) — `inline`: as it came back in
+/// the script's output, else fetched — written, redacted, to `final.patch` in `attempt_dir`.
 pub async fn finish(
     client: &AgentClient,
     (base, snapshots): (Option<&str>, Option<&str>),
-    out: Result<Output, String>,
+    (out, inline): (Result<Output, String>, Option<Vec<u8>>),
     attempt_dir: &Path,
 ) -> PatchInfo {
     let mut info = PatchInfo { base_commit: base.map(str::to_string), ..PatchInfo::default() };
@@ -140,7 +141,15 @@ pub async fn finish(
     if info.bytes > MAX_PATCH_BYTES {
         info.error = Some(format!("the patch is {} bytes, more than the {MAX_PATCH_BYTES} kept", info.bytes));
     } else {
-        fetch(client, &format!("{tmp}/{PATCH_FILE}"), attempt_dir, &mut info).await;
+        // Whole, or fetched: the script counted its bytes.
+        let bytes = match inline.filter(|b| b.len() as u64 == info.bytes) {
+            Some(bytes) => Ok(bytes),
+            None => client.download_file(&format!("{tmp}/{PATCH_FILE}")).await.map_err(|e| e.to_string()),
+        };
+        match bytes {
+            Ok(bytes) => write(&bytes, attempt_dir, &mut info).await,
+            Err(e) => info.error = Some(format!("fetching the patch failed: {e}")),
+        }
     }
     // Inside the snapshot directory it goes with it.
     if snapshots.is_none() {
@@ -150,25 +159,21 @@ pub async fn finish(
     info
 }
 
-/// Downloads the patch and writes it, redacted, beside run.json, with its sha256.
-async fn fetch(client: &AgentClient, remote: &str, attempt_dir: &Path, info: &mut PatchInfo) {
-    let bytes = match client.download_file(remote).await {
-        Ok(b) => b,
-        Err(e) => {
-            info.error = Some(format!("fetching the patch failed: {e}"));
-            return;
-        }
-    };
+/// Writes the patch, redacted, beside run.json, with its sha256 (off the runtime's workers: it is synced).
+async fn write(bytes: &[u8], attempt_dir: &Path, info: &mut PatchInfo) {
     // A secret the agent wrote into a file must not leave in a patch either; a masked patch may no longer
     // apply, and says so.
-    let clean = crate::report::redact::apply_bytes(&bytes);
+    let clean = crate::report::redact::apply_bytes(bytes);
     info.redacted = clean.len() != bytes.len() || *clean != bytes[..];
     let path = attempt_dir.join(PATCH_FILE);
-    let written = crate::report::writer::create_private(&path).and_then(|mut f| {
+    let (to, body) = (path.clone(), clean.to_vec());
+    let written = crate::report::disk::blocking(move || {
         use std::io::Write;
-        f.write_all(&clean)?;
+        let mut f = crate::report::writer::create_private(&to)?;
+        f.write_all(&body)?;
         f.sync_all()
-    });
+    })
+    .await;
     match written {
         Ok(()) => {
             info.file = Some(PATCH_FILE.to_string());

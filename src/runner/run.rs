@@ -272,10 +272,12 @@ impl Run<'_> {
         };
         let setup = self.setup(ready, settings, report).await;
         let mut cancel = self.attempt.signals.cancel();
+        // No setup commands, nothing for a setup diff to see (one snapshot less).
+        let ran_setup = !settings.setup.is_empty();
         let setup_diff = async {
             match snapshots {
-                Some(s) => Some(s.take_with_head("setup", false, self.run_deadline, &mut cancel).await),
-                None => None,
+                Some(s) if ran_setup => Some(s.take_with_head("setup", false, self.run_deadline, &mut cancel).await),
+                _ => None,
             }
         };
         if let Err(f) = &setup {
@@ -296,7 +298,8 @@ impl Run<'_> {
         let base = match (early_base, head_after_setup) {
             (Some(b), _) => Some(b),
             (None, Some(head)) => head,
-            (None, None) => self.start_commit(ready).await,
+            (None, None) if ran_setup => self.start_commit(ready).await,
+            (None, None) => None,
         };
         if let Some(s) = snapshots {
             s.fold_patch(base.clone());

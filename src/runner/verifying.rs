@@ -100,7 +100,7 @@ impl Run<'_> {
             let at = (base, snapshots.map(|s| s.dir_name()));
             // Taken with the last step's snapshot when it could be; else now.
             let info = match snapshots.and_then(|s| s.folded_patch()) {
-                Some(out) => patch::finish(&ready.client, at, Ok(out), &self.attempt.dir).await,
+                Some(f) => patch::finish(&ready.client, at, (Ok(f.out), f.inline), &self.attempt.dir).await,
                 None => {
                     let (dir, deadline) = (&self.attempt.dir, self.run_deadline);
                     patch::capture(&ready.client, &ready.working_dir, at, dir, deadline, &mut cancel).await

@@ -236,3 +236,53 @@ fn a_working_directory_that_cannot_be_made_fails_the_run_with_or_without_diffs()
         assert_eq!(report["setup"][0]["exit_code"], Value::Null, "{name}: setup ran: {report}");
     }
 }
+
+/// Step 2 writes a file too large for its patch to come back inline.
+const LARGE_SCRIPT: &str = r#"replies:
+  - tool: terminal
+    args: {command: 'echo small >> notes.txt'}
+  - tool: finish
+    args: {message: step 1 done}
+  - tool: terminal
+    args: {command: 'seq 1 60000 > big.txt'}
+  - tool: finish
+    args: {message: step 2 done}
+"#;
+
+/// The last step's snapshot command takes the final patch too; a small patch comes back in its output
+/// and the same command removes the snapshots (no fetch, no `rm` request), a large one is fetched through
+/// the file API and the snapshots removed after. Either way `final.patch` is whole, and nothing is left.
+#[test]
+fn a_small_final_patch_comes_back_with_the_last_snapshot_and_a_large_one_through_the_file_api() {
+    for (name, script, large) in [("patch-inline", SCRIPT, false), ("patch-fetched", LARGE_SCRIPT, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = crate::proxy::Proxy::start(shared().url.trim_start_matches("http://"));
+        let job = job(dir.path(), name, true, "");
+        std::fs::write(dir.path().join("script.yaml"), script).unwrap();
+        let text = std::fs::read_to_string(&job).unwrap().replace(&shared().url, &proxy.url());
+        std::fs::write(&job, text).unwrap();
+        let report = run(dir.path(), &job);
+        let patch = &report["final_patch"];
+        assert_eq!((&patch["error"], &patch["file"]), (&Value::Null, &json!("final.patch")), "{name}: {patch}");
+        let attempt = dir.path().join(format!("ohrun-reports/{name}/{name}/attempt-1"));
+        let bytes = std::fs::read(attempt.join("final.patch")).unwrap();
+        assert_eq!(patch["bytes"], json!(bytes.len()), "{name}: {patch}");
+        let text = String::from_utf8_lossy(&bytes);
+        let expected = if large { "+60000\n" } else { "+added by step 1\n" };
+        assert!(text.contains(expected), "{name}: {text}");
+        assert!(large || text.contains("GIT binary patch"), "{name}: the binary file is in the patch: {text}");
+        let fetched = proxy.requests_matching("/api/file/download");
+        let removals = proxy.traffic_containing("\\nrm -rf ");
+        if large {
+            assert!(bytes.len() > 256 * 1024, "{name}: {} bytes", bytes.len());
+            assert_eq!((fetched.len(), removals.len()), (1, 1), "{name}: fetched {fetched:?}");
+        } else {
+            assert_eq!((fetched.len(), removals.len()), (0, 0), "{name}: fetched {fetched:?}, removed {removals:?}");
+        }
+        let snaps = std::fs::read_dir("/tmp")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("ohrun-snap-{name}")));
+        assert_eq!(snaps.count(), 0, "{name}: the snapshot directory is left in /tmp");
+    }
+}

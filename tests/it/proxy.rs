@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What to do with the next `times` requests whose request line (`GET /path?query HTTP/1.1`) matches.
@@ -29,6 +29,13 @@ pub enum Action {
     Delay(std::time::Duration),
 }
 
+/// One event socket passed through: both its ends, and whether a server frame has gone through it yet.
+struct Tunnel {
+    id: usize,
+    ends: [TcpStream; 2],
+    talking: bool,
+}
+
 #[derive(Default)]
 struct Shared {
     rules: Mutex<Vec<Rule>>,
@@ -36,8 +43,9 @@ struct Shared {
     requests: Mutex<Vec<String>>,
     /// Every request as sent: its head (line and headers) and body.
     traffic: Mutex<Vec<String>>,
-    /// Open socket tunnels (both ends), for `cut`.
-    tunnels: Mutex<Vec<TcpStream>>,
+    /// Open socket tunnels, for `cut`.
+    tunnels: Mutex<Vec<Tunnel>>,
+    next_tunnel: AtomicUsize,
     refuse_sockets: AtomicBool,
     /// A frozen server: nothing is answered (connections are closed at once) until unblocked.
     blocked: AtomicBool,
@@ -148,9 +156,10 @@ impl Proxy {
         *self.shared.cut_after.lock().unwrap() = Some(text.to_string());
     }
 
-    /// Event sockets open through the proxy now.
+    /// Event sockets open through the proxy now that the server has talked on (a frame after the
+    /// handshake went through): one cut before that is a failed connect to the client, not a lost socket.
     pub fn open_sockets(&self) -> usize {
-        self.shared.tunnels.lock().unwrap().len() / 2
+        self.shared.tunnels.lock().unwrap().iter().filter(|t| t.talking).count()
     }
 
     pub fn cuts(&self) -> u32 {
@@ -174,7 +183,7 @@ fn cut_all(shared: &Shared) {
     if !tunnels.is_empty() {
         *shared.cuts.lock().unwrap() += 1;
     }
-    for s in tunnels.drain(..) {
+    for s in tunnels.drain(..).flat_map(|t| t.ends) {
         let _ = s.shutdown(Shutdown::Both);
     }
 }
@@ -303,7 +312,9 @@ fn tunnel(client: TcpStream, reader: BufReader<TcpStream>, req: &Request, upstre
     if up.write_all(req.head.as_bytes()).and_then(|()| up.write_all(&req.body)).is_err() {
         return;
     }
-    shared.tunnels.lock().unwrap().extend([client.try_clone().unwrap(), up.try_clone().unwrap()]);
+    let id = shared.next_tunnel.fetch_add(1, Ordering::SeqCst);
+    let ends = [client.try_clone().unwrap(), up.try_clone().unwrap()];
+    shared.tunnels.lock().unwrap().push(Tunnel { id, ends, talking: false });
     // Bytes the reader already buffered from the client go first.
     let buffered = reader.buffer().to_vec();
     let _ = up.write_all(&buffered);
@@ -343,6 +354,9 @@ fn tunnel(client: TcpStream, reader: BufReader<TcpStream>, req: &Request, upstre
                 if client_write.write_all(&unit).is_err() {
                     break 'read;
                 }
+                if frames && !unit.starts_with(b"HTTP/") {
+                    mark_talking(&s, id);
+                }
                 seen.extend_from_slice(&unit);
                 if frames && !in_message && !inject(&s, &seen, &mut client_write) {
                     break 'read;
@@ -367,6 +381,12 @@ fn tunnel(client: TcpStream, reader: BufReader<TcpStream>, req: &Request, upstre
     let mut client_read = reader.into_inner();
     let _ = std::io::copy(&mut client_read, &mut up);
     let _ = up.shutdown(Shutdown::Both);
+}
+
+fn mark_talking(shared: &Shared, id: usize) {
+    if let Some(t) = shared.tunnels.lock().unwrap().iter_mut().find(|t| t.id == id) {
+        t.talking = true;
+    }
 }
 
 /// Writes the frames to inject once `seen` holds their trigger; false when the client is gone.
