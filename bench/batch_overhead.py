@@ -56,9 +56,9 @@ def server_time(r):
         + sum((s.get("duration_ms") or 0) for s in r["steps"]) / 1000
 
 
-def batch(server, url, runs):
+def batch(server, url, runs, diffs=True):
     work = pathlib.Path(tempfile.mkdtemp())
-    job = write_matrix_job(work, url, runs, "bench")
+    job = write_matrix_job(work, url, runs, "bench", diffs)
     server_cpu, busy = cpu_of(server.pid), machine_busy()
     wall, cpu, rss = ohrun(work, ["--jobs", str(JOBS), job])
     server_cpu, busy = cpu_of(server.pid) - server_cpu, machine_busy() - busy
@@ -75,7 +75,7 @@ def batch(server, url, runs):
         singles.append(single_wall)
     single_cpu = (cpu_of(server.pid) - single_cpu) / runs
     return {
-        "runs": runs, "wall": wall, "ideal": ideal, "sum_runs": sum(durations), "in_run": in_run,
+        "runs": runs, "label": runs if diffs else f"{runs}, diffs off", "wall": wall, "ideal": ideal, "sum_runs": sum(durations), "in_run": in_run,
         "overhead": (wall - ideal) / runs, "cpu": cpu / runs, "rss": rss / 1024, "singles": sum(singles),
         "single_median": statistics.median(singles), "single_max": max(singles),
         "server_cpu": server_cpu, "server_cpu_single": single_cpu, "busy": busy / (wall * os.cpu_count()),
@@ -87,22 +87,24 @@ def main():
     server, url = start_server()
     try:
         rows = [batch(server, url, n) for n in SIZES]
+        # What the workspace diffs cost between a run's phases: the smallest batch again without them.
+        rows.append(batch(server, url, min(SIZES), diffs=False))
     finally:
         stop_server(server)
     print(f"--jobs {JOBS}, one agent-server, the scripted LLM, two steps per run\n")
     print("| runs | batch wall | ideal (runs' own durations, J slots) | overhead per run | in a run, between phases (conversation create + delete, run.json; median) | ohrun CPU per run | ohrun peak RSS |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['runs']} | {r['wall']:.2f} s | {r['ideal']:.2f} s | {r['overhead'] * 1000:.0f} ms | "
+        print(f"| {r['label']} | {r['wall']:.2f} s | {r['ideal']:.2f} s | {r['overhead'] * 1000:.0f} ms | "
               f"{r['in_run'] * 1000:.0f} ms | {r['cpu'] * 1000:.1f} ms | {r['rss']:.1f} MiB |")
     print("\n| runs | batch wall | Σ single runs (one process each) | single run, median | Σ run durations in the batch |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['runs']} | {r['wall']:.2f} s | {r['singles']:.2f} s | {r['single_median']:.2f} s | {r['sum_runs']:.2f} s |")
+        print(f"| {r['label']} | {r['wall']:.2f} s | {r['singles']:.2f} s | {r['single_median']:.2f} s | {r['sum_runs']:.2f} s |")
     print("\n| runs | batch wall | 1.6 × slowest single run × ceil(runs / J) | agent-server CPU during the batch | its CPU per run, in the batch / alone | the machine's cores busy during the batch |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['runs']} | {r['wall']:.2f} s | {r['bound']:.2f} s | {r['server_cpu']:.2f} s ({r['server_cpu'] / r['wall'] * 100:.0f} % of one core) | "
+        print(f"| {r['label']} | {r['wall']:.2f} s | {r['bound']:.2f} s | {r['server_cpu']:.2f} s ({r['server_cpu'] / r['wall'] * 100:.0f} % of one core) | "
               f"{r['server_cpu'] / r['runs']:.2f} s / {r['server_cpu_single']:.2f} s | {r['busy'] * 100:.0f} % |")
 
 

@@ -26,16 +26,17 @@ TWO_STEP_SCRIPT = """replies:
 """
 
 
-def write_matrix_job(work, url, runs, name):
+def write_matrix_job(work, url, runs, name, diffs=True):
     """A job NAME of RUNS runs (matrix n: 1..RUNS) on the server at URL, each in work/ws/RUN_ID, with the
-    two-step script; returns its path."""
+    two-step script (DIFFS: False adds `report: {diffs: false}`); returns its path."""
     (work / "script.yaml").write_text(TWO_STEP_SCRIPT)
     values = ", ".join(str(n) for n in range(1, runs + 1))
     job = work / f"{name}.yaml"
     job.write_text(
         f"name: {name}\nmatrix:\n  n: [{values}]\n"
         f"sandbox: {{kind: remote, url: '{url}', session_key: '${{KEY}}', working_dir: '{work}/ws/{{{{ run.id }}}}'}}\n"
-        "llm: {model: m}\nsteps:\n  - message: First, for run {{ n }}.\n  - message: Second.\nrehearsal: script.yaml\n")
+        "llm: {model: m}\nsteps:\n  - message: First, for run {{ n }}.\n  - message: Second.\nrehearsal: script.yaml\n"
+        + ("" if diffs else "report: {diffs: false}\n"))
     return job
 
 
