@@ -169,28 +169,26 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     entries.flatten().flat_map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { vec![e.path()] }).collect()
 }
 
+/// A rehearsal script whose step N runs `commands[N - 1]` in the terminal, then finishes.
+fn steps_running(commands: &[&str]) -> String {
+    let mut script = String::from("replies:\n");
+    for (i, command) in commands.iter().enumerate() {
+        let step = i + 1;
+        script += &format!("  - tool: terminal\n    args: {{command: '{command}'}}\n");
+        script += &format!("  - tool: finish\n    args: {{message: step {step} done}}\n");
+    }
+    script
+}
+
 /// Step 1 adds a file and removes it again, step 2 only looks: neither changed anything, so their
 /// snapshots are the base's tree and no diff runs; step 3's edit is still seen against step 2's.
-const QUIET_SCRIPT: &str = r#"replies:
-  - tool: terminal
-    args: {command: 'echo gone > tmp.txt && rm tmp.txt'}
-  - tool: finish
-    args: {message: step 1 done}
-  - tool: terminal
-    args: {command: 'ls'}
-  - tool: finish
-    args: {message: step 2 done}
-  - tool: terminal
-    args: {command: 'echo ''step 3'' >> notes.txt'}
-  - tool: finish
-    args: {message: step 3 done}
-"#;
+const QUIET_STEPS: [&str; 3] = ["echo gone > tmp.txt && rm tmp.txt", "ls", "echo ''step 3'' >> notes.txt"];
 
 #[test]
 fn steps_that_change_nothing_have_empty_diffs_and_the_next_one_is_still_seen() {
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path(), "diffs-quiet", true, "");
-    std::fs::write(dir.path().join("script.yaml"), QUIET_SCRIPT).unwrap();
+    std::fs::write(dir.path().join("script.yaml"), steps_running(&QUIET_STEPS)).unwrap();
     let text = std::fs::read_to_string(&job).unwrap().replace(
         "steps:\n  - message: One.\n  - message: Two.\n",
         "steps:\n  - message: One.\n  - message: Two.\n  - message: Three.\n",
@@ -238,23 +236,16 @@ fn a_working_directory_that_cannot_be_made_fails_the_run_with_or_without_diffs()
 }
 
 /// Step 2 writes a file too large for its patch to come back inline.
-const LARGE_SCRIPT: &str = r#"replies:
-  - tool: terminal
-    args: {command: 'echo small >> notes.txt'}
-  - tool: finish
-    args: {message: step 1 done}
-  - tool: terminal
-    args: {command: 'seq 1 60000 > big.txt'}
-  - tool: finish
-    args: {message: step 2 done}
-"#;
+const LARGE_STEPS: [&str; 2] = ["echo small >> notes.txt", "seq 1 60000 > big.txt"];
 
 /// The last step's snapshot command takes the final patch too; a small patch comes back in its output
 /// and the same command removes the snapshots (no fetch, no `rm` request), a large one is fetched through
 /// the file API and the snapshots removed after. Either way `final.patch` is whole, and nothing is left.
 #[test]
 fn a_small_final_patch_comes_back_with_the_last_snapshot_and_a_large_one_through_the_file_api() {
-    for (name, script, large) in [("patch-inline", SCRIPT, false), ("patch-fetched", LARGE_SCRIPT, true)] {
+    for (name, script, large) in
+        [("patch-inline", SCRIPT.to_string(), false), ("patch-fetched", steps_running(&LARGE_STEPS), true)]
+    {
         let dir = tempfile::tempdir().unwrap();
         let proxy = crate::proxy::Proxy::start(shared().url.trim_start_matches("http://"));
         let job = job(dir.path(), name, true, "");
