@@ -92,20 +92,21 @@ pub fn command(working_dir: &str, base: Option<&str>, snapshots: Option<&str>) -
     }
 }
 
-/// Takes the final patch (see `command`) and writes it, redacted, to `final.patch` in `attempt_dir`.
+/// Takes the final patch (see `command`) in a temporary directory of its own, the script sent along (the
+/// run's snapshot directory may be gone), and writes it, redacted, to `final.patch` in `attempt_dir`.
 pub async fn capture(
     client: &AgentClient,
     working_dir: &str,
-    (base, snapshots): (Option<&str>, Option<&str>),
+    base: Option<&str>,
     attempt_dir: &Path,
     deadline: Option<Instant>,
     cancel: &mut Cancel,
 ) -> PatchInfo {
     let left = deadline.map_or(GIT_TIMEOUT, |d| d.saturating_duration_since(Instant::now()).min(GIT_TIMEOUT));
-    let out = run_command(client, &command(working_dir, base, snapshots), "/", left, cancel)
+    let out = run_command(client, &command(working_dir, base, None), "/", left, cancel)
         .await
         .map_err(|(_, e)| format!("taking the patch failed: {e}"));
-    finish(client, (base, snapshots), (out, None), attempt_dir).await
+    finish(client, (base, None), (out, None), attempt_dir).await
 }
 
 /// The patch the script made (`out`: how it ended, or why it did not run) — `inline`: as it came back in

@@ -103,7 +103,7 @@ impl Run<'_> {
                 Some(f) => patch::finish(&ready.client, at, (Ok(f.out), f.inline), &self.attempt.dir).await,
                 None => {
                     let (dir, deadline) = (&self.attempt.dir, self.run_deadline);
-                    patch::capture(&ready.client, &ready.working_dir, at, dir, deadline, &mut cancel).await
+                    patch::capture(&ready.client, &ready.working_dir, base, dir, deadline, &mut cancel).await
                 }
             };
             report.final_patch = Some(info);
