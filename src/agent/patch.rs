@@ -148,7 +148,7 @@ pub async fn finish(
             None => client.download_file(&format!("{tmp}/{PATCH_FILE}")).await.map_err(|e| e.to_string()),
         };
         match bytes {
-            Ok(bytes) => write(&bytes, attempt_dir, &mut info).await,
+            Ok(bytes) => write(&bytes, attempt_dir, &mut info),
             Err(e) => info.error = Some(format!("fetching the patch failed: {e}")),
         }
     }
@@ -161,20 +161,18 @@ pub async fn finish(
 }
 
 /// Writes the patch, redacted, beside run.json, with its sha256 (off the runtime's workers: it is synced).
-async fn write(bytes: &[u8], attempt_dir: &Path, info: &mut PatchInfo) {
+fn write(bytes: &[u8], attempt_dir: &Path, info: &mut PatchInfo) {
     // A secret the agent wrote into a file must not leave in a patch either; a masked patch may no longer
     // apply, and says so.
     let clean = crate::report::redact::apply_bytes(bytes);
     info.redacted = clean.len() != bytes.len() || *clean != bytes[..];
     let path = attempt_dir.join(PATCH_FILE);
-    let (to, body) = (path.clone(), clean.to_vec());
-    let written = crate::report::disk::blocking(move || {
+    let written = crate::report::disk::off_runtime(|| {
         use std::io::Write;
-        let mut f = crate::report::writer::create_private(&to)?;
-        f.write_all(&body)?;
+        let mut f = crate::report::writer::create_private(&path)?;
+        f.write_all(&clean)?;
         f.sync_all()
-    })
-    .await;
+    });
     match written {
         Ok(()) => {
             info.file = Some(PATCH_FILE.to_string());

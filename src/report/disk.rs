@@ -96,17 +96,6 @@ pub fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Runs `f`, which blocks on the disk, on the runtime's blocking threads and waits for it without holding
-/// a worker; without a runtime it simply runs.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => h.spawn_blocking(f).await.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-        Err(_) => f(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[tokio::test]

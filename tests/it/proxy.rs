@@ -326,7 +326,7 @@ fn tunnel(client: TcpStream, reader: BufReader<TcpStream>, req: &Request, upstre
         // The server's bytes are passed on in whole units — the handshake's head, then whole frames — so
         // injected frames land between two of the server's. A refused upgrade is passed on as it comes.
         let mut pending: Vec<u8> = Vec::new();
-        let (mut handshake, mut frames) = (true, false);
+        let (mut handshake, mut frames, mut talking) = (true, false, false);
         // Inside a fragmented message nothing may go in between (only control frames).
         let mut in_message = false;
         'read: loop {
@@ -354,7 +354,9 @@ fn tunnel(client: TcpStream, reader: BufReader<TcpStream>, req: &Request, upstre
                 if client_write.write_all(&unit).is_err() {
                     break 'read;
                 }
-                if frames && !unit.starts_with(b"HTTP/") {
+                // The first frame after the handshake: the socket is open for the client too.
+                if frames && !talking && !unit.starts_with(b"HTTP/") {
+                    talking = true;
                     mark_talking(&s, id);
                 }
                 seen.extend_from_slice(&unit);
