@@ -57,49 +57,95 @@ fn matches(combo: &Combo, pattern: &Combo) -> bool {
 /// A run id: the job name, a readable slug of the matrix values and a short hash of them. Comments,
 /// other keys and the order of the axes do not change it; the values and the job name do.
 pub fn run_id(job_name: &str, combo: Option<&Combo>) -> String {
-    let name = slug(job_name, 64);
-    let Some(combo) = combo else { return name };
-    let canonical = canonical_json(&Value::Object(combo.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
-    let digest = Sha256::digest(format!("{job_name}\n{canonical}").as_bytes());
-    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let readable: Vec<String> = combo
-        .values()
-        .filter_map(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        })
-        .collect();
-    let values = slug(&readable.join("-"), 48);
-    if values.is_empty() { format!("{name}-{hash}") } else { format!("{name}-{values}-{hash}") }
+    use std::fmt::Write;
+    let mut id = String::with_capacity(96);
+    slug_into(&mut id, job_name, 64);
+    let Some(combo) = combo else { return id };
+    let mut hashed = format!("{job_name}\n").into_bytes();
+    canonical_object(&mut hashed, combo.iter());
+    let mut readable = String::new();
+    for v in combo.values().filter(|v| v.is_string() || v.is_number() || v.is_boolean()) {
+        if !readable.is_empty() {
+            readable.push('-');
+        }
+        let _ = match v {
+            Value::String(s) => readable.write_str(s),
+            other => write!(readable, "{other}"),
+        };
+    }
+    let name_end = id.len();
+    id.push('-');
+    slug_into(&mut id, &readable, 48);
+    if id.len() > name_end + 1 {
+        id.push('-');
+    }
+    for b in Sha256::digest(&hashed).iter().take(4) {
+        let _ = write!(id, "{b:02x}");
+    }
+    id
 }
 
-fn slug(s: &str, max: usize) -> String {
-    let mut out = String::new();
+/// Appends `s` to `out` as a slug of at most `max` characters: lowercase letters, digits, `.` and `_`,
+/// every other run of characters one `-`, none at either end.
+fn slug_into(out: &mut String, s: &str, max: usize) {
+    let start = out.len();
+    let mut taken = 0;
     for c in s.chars() {
         let c = if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c.to_ascii_lowercase() } else { '-' };
-        if !(c == '-' && (out.is_empty() || out.ends_with('-'))) {
-            out.push(c);
+        if c == '-' && (out.len() == start || out.ends_with('-')) {
+            continue;
         }
+        if taken == max {
+            break;
+        }
+        out.push(c);
+        taken += 1;
     }
-    let out: String = out.chars().take(max).collect();
-    out.trim_end_matches('-').to_string()
+    while out.len() > start && out.ends_with('-') {
+        out.pop();
+    }
 }
 
 /// JSON with object keys sorted at every level: the same values always give the same text.
 pub fn canonical_json(v: &Value) -> String {
+    let mut out = Vec::new();
+    canonical_into(&mut out, v);
+    String::from_utf8(out).expect("JSON text is UTF-8")
+}
+
+fn canonical_into(out: &mut Vec<u8>, v: &Value) {
     match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let parts: Vec<String> =
-                keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical_json(&m[*k]))).collect();
-            format!("{{{}}}", parts.join(","))
+        Value::Object(m) => canonical_object(out, m.iter()),
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, item) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_into(out, item);
+            }
+            out.push(b']');
         }
-        Value::Array(a) => format!("[{}]", a.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
-        other => other.to_string(),
+        // Scalars as serde_json writes them (strings escaped); writing to a Vec cannot fail.
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
+}
+
+fn canonical_object<'v>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'v String, &'v Value)>) {
+    let mut entries: Vec<(&String, &Value)> = entries.collect();
+    entries.sort_unstable_by_key(|(k, _)| *k);
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        canonical_into(out, v);
+    }
+    out.push(b'}');
 }
 
 #[cfg(test)]
@@ -136,5 +182,30 @@ mod tests {
         let d: Combo = serde_json::from_value(json!({"repo": "octocat/hello-world"})).unwrap();
         assert_ne!(id, run_id("multi-repo", Some(&d)), "case differs, so the hash must");
         assert_eq!(run_id("facts", None), "facts");
+    }
+
+    #[test]
+    fn ids_do_not_change_between_versions() {
+        // Resume and compare find runs by id: these are the ids an earlier ohrun gave these values.
+        let cases = [
+            (
+                json!({"a": "Ünïcode \"quoted\"\\x", "b": 3.5, "c": true}),
+                "weird_job.1-n-code-quoted-x-3.5-true-85752b9e",
+            ),
+            (json!({"a": "", "b": -2, "c": null, "d": {"z": 1, "y": [1, "two"]}}), "weird_job.1-2-e20b6e79"),
+            (
+                json!({"a": "---lead--ing", "long": "a".repeat(80)}),
+                "weird_job.1-lead-ing-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-61341195",
+            ),
+            (json!({"d": []}), "weird_job.1-8470ae16"),
+        ];
+        for (values, id) in cases {
+            let combo: Combo = serde_json::from_value(values).unwrap();
+            assert_eq!(run_id("Weird_Job.1", Some(&combo)), id);
+        }
+        assert_eq!(
+            canonical_json(&json!({"b": [{"y": 1, "x": "\n"}], "a": null})),
+            r#"{"a":null,"b":[{"x":"\n","y":1}]}"#
+        );
     }
 }

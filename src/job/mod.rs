@@ -206,7 +206,8 @@ fn template_base(
     (minijinja::Value::from(minijinja::value::Serde(&top_level)), names, secret_names)
 }
 
-/// Every matrix combination rendered, decoded and checked, with its stable id.
+/// Every matrix combination rendered, decoded and checked, with its stable id. Ids and specs are made
+/// on every core ([`per_run::in_chunks`]): at 100,000 runs this is most of `ohrun plan`'s time.
 fn expand_runs(
     header: &Header,
     templates: &Templates,
@@ -219,42 +220,39 @@ fn expand_runs(
         Some(m) => expand::expand(m).into_iter().map(Some).collect(),
         None => vec![None],
     };
-    let (base, context_names, secret_env) = template_base(header, doc, hidden_env);
+    let ids = run_ids(&header.job_name, &combos);
+    let job_dir = &validate::JobDir::new(job_dir);
     // Each run carries its own matrix values; the axes themselves would only be copied and decoded again
     // for every run (200 values, 10,000 times, in the benchmark).
     let mut per_run = doc.value.clone();
     if let Value::Object(m) = &mut per_run {
         m.shift_remove("matrix");
     }
+    if templates.is_empty() {
+        let spec = build_spec(per_run, doc, job_dir, diags);
+        let runs = combos.into_iter().zip(ids).enumerate();
+        return spec.map_or_else(Vec::new, |spec| {
+            runs.map(|(i, (combo, id))| PlannedRun { index: i + 1, id, matrix: combo, spec: spec.clone() }).collect()
+        });
+    }
+    let (base, context_names, secret_env) = template_base(header, doc, hidden_env);
     let count = combos.len();
-    let mut runs: Vec<PlannedRun> = Vec::with_capacity(count);
-    let mut seen_ids = std::collections::HashMap::new();
-    let mut untemplated: Option<JobSpec> = None;
-    let job_dir = &validate::JobDir::new(job_dir);
-    let mut templated = per_run::PerRun::new(templates, doc, &per_run);
-    for (i, combo) in combos.into_iter().enumerate() {
-        let mut id = expand::run_id(&header.job_name, combo.as_ref());
-        let n = seen_ids.entry(id.clone()).or_insert(0usize);
-        *n += 1;
-        if *n > 1 {
-            id = format!("{id}~{n}");
-        }
-        let spec = if templates.is_empty() {
-            if untemplated.is_none() {
-                untemplated = build_spec(per_run.clone(), doc, job_dir, diags);
-            }
-            untemplated.clone()
-        } else {
-            let matrix_value =
-                minijinja::Value::from(minijinja::value::Serde(combo.as_ref().unwrap_or(&IndexMap::new())));
-            let own = minijinja::context! {
-                matrix => matrix_value.clone(),
-                run => minijinja::context! { id => id.clone(), index => i + 1, count => count },
-            };
-            // Earlier maps win: run metadata, then the matrix values, then vars/env/job.
-            let ctx = minijinja::value::merge_maps([own, matrix_value, base.clone()]);
-            templated.spec(&ctx, (&context_names, &secret_env), job_dir, diags)
+    let render = |templated: &mut per_run::PerRun, i: usize, diags: &mut Vec<Diagnostic>| {
+        let matrix_value =
+            minijinja::Value::from(minijinja::value::Serde(combos[i].as_ref().unwrap_or(&IndexMap::new())));
+        let own = minijinja::context! {
+            matrix => matrix_value.clone(),
+            run => minijinja::context! { id => ids[i].clone(), index => i + 1, count => count },
         };
+        // Earlier maps win: run metadata, then the matrix values, then vars/env/job.
+        let ctx = minijinja::value::merge_maps([own, matrix_value, base.clone()]);
+        templated.spec(&ctx, (&context_names, &secret_env), job_dir, diags)
+    };
+    let specs = per_run::PerRun::new(templates, doc, &per_run).all(count, render, MAX_DIAGNOSTICS);
+    let mut runs: Vec<PlannedRun> = Vec::with_capacity(count);
+    let runs_in = combos.into_iter().zip(ids).enumerate();
+    for ((i, (combo, id)), (spec, problems)) in runs_in.zip(specs) {
+        diags.extend(problems);
         dedupe(diags);
         if diags.len() >= MAX_DIAGNOSTICS {
             break;
@@ -264,6 +262,24 @@ fn expand_runs(
         }
     }
     runs
+}
+
+/// Each run's id, made on every core; a repeated one (the same values twice) gets `~2`, `~3`, ... in
+/// plan order.
+fn run_ids(job_name: &str, combos: &[Option<Combo>]) -> Vec<String> {
+    let ids = per_run::in_chunks(combos.len(), |chunk| {
+        combos[chunk].iter().map(|c| expand::run_id(job_name, c.as_ref())).collect::<Vec<_>>()
+    });
+    let mut ids: Vec<String> = ids.into_iter().flatten().collect();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(ids.len());
+    for id in &mut ids {
+        let n = seen.entry(id.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            *id = format!("{id}~{n}");
+        }
+    }
+    ids
 }
 
 /// Two runs of one plan never share a report directory: the second would overwrite the first's evidence.

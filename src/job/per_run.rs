@@ -12,7 +12,12 @@ use super::validate;
 use crate::diagnostic::Diagnostic;
 use serde_json::Value;
 use std::collections::HashSet;
+use std::ops::Range;
 
+/// Below this many items per thread a plan is made on the calling thread: spawning costs more.
+const MIN_CHUNK: usize = 512;
+
+#[derive(Clone)]
 pub(super) struct PerRun<'a> {
     templates: &'a Templates,
     doc: &'a Document,
@@ -34,6 +39,33 @@ impl<'a> PerRun<'a> {
         let alone = keys.iter().all(|k| settable(k));
         let keys = alone.then(|| keys.into_iter().filter_map(|k| Some((k, per_run.get(k)?))).collect());
         PerRun { templates, doc, per_run, keys, first: None }
+    }
+
+    /// Every run's spec (or None) and problems, in plan order: the first on this thread (the others start
+    /// from its spec), the rest in chunks on every core. A chunk stops once it has `max` different
+    /// problems: the plan, which reads them in order, has stopped by then.
+    pub fn all<F>(mut self, count: usize, render: F, max: usize) -> Vec<(Option<JobSpec>, Vec<Diagnostic>)>
+    where
+        F: Fn(&mut PerRun<'a>, usize, &mut Vec<Diagnostic>) -> Option<JobSpec> + Sync,
+    {
+        let mut problems = Vec::new();
+        let first = render(&mut self, 0, &mut problems);
+        let rest = in_chunks(count.saturating_sub(1), |chunk| {
+            let mut own = self.clone();
+            let mut seen = HashSet::new();
+            let mut out = Vec::with_capacity(chunk.len());
+            for i in chunk {
+                let mut problems = Vec::new();
+                let spec = render(&mut own, i + 1, &mut problems);
+                seen.extend(problems.iter().map(|d| (d.message.clone(), d.span)));
+                out.push((spec, problems));
+                if seen.len() >= max {
+                    break;
+                }
+            }
+            out
+        });
+        std::iter::once((first, problems)).chain(rest.into_iter().flatten()).collect()
     }
 
     /// The run's spec rendered with `ctx`, checked; None with the problems in `diags`.
@@ -74,6 +106,23 @@ impl<'a> PerRun<'a> {
             None
         }
     }
+}
+
+/// `f` of `0..len` cut into one contiguous chunk per core (at least [`MIN_CHUNK`] items each), the
+/// results in order. Runs on the calling thread when there is one chunk.
+pub(super) fn in_chunks<R: Send>(len: usize, f: impl Fn(Range<usize>) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(len / MIN_CHUNK).max(1);
+    if threads == 1 {
+        return vec![f(0..len)];
+    }
+    let size = len.div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            (0..len).step_by(size).map(|start| scope.spawn(move || f(start..(start + size).min(len)))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
 }
 
 /// The top-level fields decoded on their own, by name: every one of JobSpec's but those the plan is made

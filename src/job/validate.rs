@@ -35,8 +35,8 @@ pub fn check_name(name: &str, doc: &Document) -> Option<Diagnostic> {
 /// check and rehearsal files, so each is looked up once per job file, not once per run.
 pub struct JobDir<'p> {
     path: &'p FsPath,
-    /// Relative path → (exists, is a file).
-    found: std::cell::RefCell<std::collections::HashMap<String, (bool, bool)>>,
+    /// Relative path → (exists, is a file); shared by the threads that make a plan's runs.
+    found: std::sync::Mutex<std::collections::HashMap<String, (bool, bool)>>,
 }
 
 impl<'p> JobDir<'p> {
@@ -45,7 +45,8 @@ impl<'p> JobDir<'p> {
     }
 
     fn look(&self, relative: &str) -> (bool, bool) {
-        *self.found.borrow_mut().entry(relative.to_string()).or_insert_with(|| {
+        let mut found = self.found.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *found.entry(relative.to_string()).or_insert_with(|| {
             let meta = std::fs::metadata(self.path.join(relative));
             (meta.is_ok(), meta.is_ok_and(|m| m.is_file()))
         })
