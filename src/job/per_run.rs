@@ -210,4 +210,25 @@ mod tests {
         let span = diags[0].span.unwrap();
         assert_eq!((span.line, span.col), (10, 14), "{diags:?}");
     }
+
+    #[test]
+    fn a_plan_made_on_several_threads_is_in_order_and_finds_a_late_problem() {
+        // 40 x 50 runs: more than one chunk on a machine with two cores or more.
+        let many = JOB
+            .replace("[1, 2, 3]", &format!("{:?}", (1..=40).collect::<Vec<_>>()))
+            .replace("[10m, 20m]", &format!("{:?}", (1..=50).map(|m| format!("{m}m")).collect::<Vec<_>>()));
+        let runs = plan(&many).unwrap();
+        assert_eq!(runs.len(), 2000);
+        for (i, r) in runs.iter().enumerate() {
+            let m = r.matrix.as_ref().unwrap();
+            let spec = serde_json::to_value(&r.spec).unwrap();
+            assert_eq!(r.index, i + 1);
+            assert_eq!(spec["steps"][0]["message"], json!(format!("hi {}", m["n"])), "{}", r.id);
+            assert_eq!(spec["report"]["dir"], json!(format!("out/{}", r.id)));
+        }
+        let err = plan(&many.replace("\"49m\"", "\"oops\"")).unwrap_err();
+        let diags: Vec<_> = err.diagnostics().map(|(_, d)| d).collect();
+        assert_eq!(diags.len(), 1, "the 40 runs with `oops` share one problem: {diags:?}");
+        assert!(diags[0].message.contains("oops"), "{diags:?}");
+    }
 }
