@@ -154,14 +154,19 @@ impl<'a> Conversation<'a> {
 
     /// Fills gaps from `events/search` (everything at or after `since`); returns the new events.
     pub(super) async fn reconcile(&mut self, since: Option<String>) -> Vec<Value> {
+        self.reconcile_checked(since).await.unwrap_or_default()
+    }
+
+    /// [`Self::reconcile`], None when the server could not be asked.
+    pub(super) async fn reconcile_checked(&mut self, since: Option<String>) -> Option<Vec<Value>> {
         if self.lost {
-            return Vec::new();
+            return None;
         }
         match self.client.events(&self.id, since.as_deref()).await {
-            Ok(events) => self.absorb(events),
+            Ok(events) => Some(self.absorb(events)),
             Err(e) => {
                 tracing::warn!("reconciling events failed: {e}");
-                Vec::new()
+                None
             }
         }
     }

@@ -48,7 +48,10 @@ impl Conversation<'_> {
         then: &AfterStep<'_>,
     ) -> Outcome {
         let mut steps = Vec::new();
-        let mut before = self.stats().await.unwrap_or_default();
+        // The conversation was just created (`Conversation::start`): it has spent nothing yet.
+        let mut before = Totals::default();
+        // `before` is what the server said after the last step, whose run the server said was over.
+        let mut settled = false;
         let total = spec.steps.len();
         for (i, step) in spec.steps.iter().enumerate() {
             let text = message_text(&step.message, job_dir);
@@ -62,11 +65,9 @@ impl Conversation<'_> {
             report.duration_ms = Some(started.elapsed().as_millis() as u64);
             report.event_count = self.event_count - events_before;
             // Never less than the step's stats frames showed: a failed read must not make money unspent.
-            let after = bounded_if_stopping(&self.cancel, self.stats())
-                .await
-                .flatten()
-                .unwrap_or_else(|| before.clone())
-                .at_least(&self.live);
+            let read = bounded_if_stopping(&self.cancel, self.stats()).await.flatten();
+            settled = read.is_some() && report.end_reason == EndReason::Finished;
+            let after = read.unwrap_or_else(|| before.clone()).at_least(&self.live);
             report.cost = after.cost.saturating_sub(before.cost);
             report.tokens = after.tokens.minus(before.tokens);
             report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
@@ -102,9 +103,15 @@ impl Conversation<'_> {
         // Late events (and late stats) are never lost: one last reconcile and the authoritative totals.
         let since = self.last_ts.clone();
         let cancel = self.cancel.clone();
-        let _ = bounded_if_stopping(&cancel, self.reconcile(since)).await;
-        let mut totals =
-            bounded_if_stopping(&self.cancel, self.stats()).await.flatten().unwrap_or(before).at_least(&self.live);
+        let late = bounded_if_stopping(&cancel, self.reconcile_checked(since)).await.flatten();
+        // After a finished run that nothing followed, the last step's read is the total: no LLM call was
+        // in flight (a request less per run, waited for in a busy server's queue).
+        let read = if settled && late.is_some_and(|events| events.is_empty()) {
+            Some(before.clone())
+        } else {
+            bounded_if_stopping(&self.cancel, self.stats()).await.flatten()
+        };
+        let mut totals = read.unwrap_or(before).at_least(&self.live);
         totals.events = self.event_count;
         Outcome { steps, totals }
     }

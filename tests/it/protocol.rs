@@ -309,3 +309,31 @@ fn under_nohup_a_hangup_does_not_count_and_ctrl_c_still_stops_the_run() {
     let report = read_report(&dir.path().join("ohrun-reports/nohup/nohup"));
     assert_eq!((&report["status"], &report["outcome"]["class"]), (&json!("ended"), &json!("interrupted")));
 }
+
+/// A run's costs are read from the server once per step: a conversation ohrun just created has spent
+/// nothing, and after a last step that finished with nothing after it, that step's read is the total.
+#[test]
+fn the_costs_are_read_once_a_step_and_add_up() {
+    let server = ExternalServer::start();
+    let proxy = Proxy::start(server.url.trim_start_matches("http://"));
+    let dir = tempfile::tempdir().unwrap();
+    let script = "replies:\n  - tool: finish\n    args: {message: one}\n  - tool: finish\n    args: {message: two}\n";
+    let job = job_via(&proxy, dir.path(), "reads", "steps:\n  - message: One.\n  - message: Two.\n", script);
+    let out = Ohrun::new()
+        .current_dir(dir.path())
+        .env("TEST_SESSION_KEY", &server.key)
+        .args(["run", "--rehearse"])
+        .args([&job])
+        .output();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (report, logged, on_server) = report_and_server_events(&server, dir.path(), "reads");
+    let cid = report["conversation_id"].as_str().expect("a conversation id in the report");
+    let reads = proxy.requests_matching(&format!("GET /api/conversations/{cid}"));
+    let reads: Vec<&String> = reads.iter().filter(|r| r.ends_with(cid)).collect();
+    assert_eq!(reads.len(), 2, "one read of the conversation's stats per step: {reads:?}");
+    let cost = |v: &Value| v.as_f64().unwrap();
+    let steps: f64 = report["steps"].as_array().unwrap().iter().map(|s| cost(&s["cost"])).sum();
+    assert!(cost(&report["steps"][0]["cost"]) > 0.0 && cost(&report["steps"][1]["cost"]) > 0.0, "{report}");
+    assert!((cost(&report["totals"]["cost"]) - steps).abs() < 1e-9, "the total is the steps' sum: {report}");
+    assert_same_events(&logged, &on_server);
+}
