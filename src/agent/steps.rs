@@ -64,25 +64,29 @@ impl Conversation<'_> {
             report.ended_at = Some(now_rfc3339());
             report.duration_ms = Some(started.elapsed().as_millis() as u64);
             report.event_count = self.event_count - events_before;
+            // What the step changed (not once ohrun is stopping, nor on a server that is gone), taken while
+            // its costs are read: two requests at once, not one behind the other in a busy server's queue.
+            let diffs = then.diffs.filter(|_| !self.cancel.is_set() && report.end_reason != EndReason::Lost);
+            // After the last step nothing changes the tree before the final patch, unless its checks run
+            // commands: then the patch is taken on its own, after them.
+            let last = i + 1 == total && step.checks.is_empty();
+            let (name, mut cancel) = (report.index.to_string(), self.cancel.clone());
+            let diff = async {
+                match diffs {
+                    Some(s) => Some(s.take(&name, last, limits.run_deadline, &mut cancel).await),
+                    None => None,
+                }
+            };
+            let (read, diff) = tokio::join!(bounded_if_stopping(&self.cancel, self.stats()), diff);
+            report.diff = diff;
             // Never less than the step's stats frames showed: a failed read must not make money unspent.
-            let read = bounded_if_stopping(&self.cancel, self.stats()).await.flatten();
+            let read = read.flatten();
             settled = read.is_some() && report.end_reason == EndReason::Finished;
             let after = read.unwrap_or_else(|| before.clone()).at_least(&self.live);
             report.cost = after.cost.saturating_sub(before.cost);
             report.tokens = after.tokens.minus(before.tokens);
             report.llm_calls = after.llm_calls.saturating_sub(before.llm_calls);
             before = after;
-            // What the step changed; not once ohrun is stopping, nor on a server that is gone.
-            if let Some(s) = then.diffs
-                && !self.cancel.is_set()
-                && report.end_reason != EndReason::Lost
-            {
-                let name = report.index.to_string();
-                // After the last step nothing changes the tree before the final patch, unless its checks
-                // run commands: then the patch is taken on its own, after them.
-                let last = i + 1 == total && step.checks.is_empty();
-                report.diff = Some(s.take(&name, last, limits.run_deadline, &mut self.cancel.clone()).await);
-            }
             let reason = report.end_reason;
             let ok = matches!(reason, EndReason::Finished) || (reason == EndReason::Question && report.error.is_none());
             let mut stop = false;

@@ -48,9 +48,12 @@ impl<'a> PerRun<'a> {
     where
         F: Fn(&mut PerRun<'a>, usize, &mut Vec<Diagnostic>) -> Option<JobSpec> + Sync,
     {
+        if count == 0 {
+            return Vec::new(); // a matrix whose `exclude` took every combination
+        }
         let mut problems = Vec::new();
         let first = render(&mut self, 0, &mut problems);
-        let rest = in_chunks(count.saturating_sub(1), |chunk| {
+        let rest = in_chunks(count - 1, |chunk| {
             let mut own = self.clone();
             let mut seen = HashSet::new();
             let mut out = Vec::with_capacity(chunk.len());
@@ -230,5 +233,11 @@ mod tests {
         let diags: Vec<_> = err.diagnostics().map(|(_, d)| d).collect();
         assert_eq!(diags.len(), 1, "the 40 runs with `oops` share one problem: {diags:?}");
         assert!(diags[0].message.contains("oops"), "{diags:?}");
+    }
+
+    #[test]
+    fn a_matrix_that_excludes_every_combination_plans_no_run() {
+        let none = JOB.replace("  t: [10m, 20m]\n", "  t: [10m]\n  exclude: [{t: 10m}]\n");
+        assert_eq!(plan(&none).unwrap().len(), 0);
     }
 }
