@@ -64,23 +64,12 @@ impl Conversation<'_> {
             report.ended_at = Some(now_rfc3339());
             report.duration_ms = Some(started.elapsed().as_millis() as u64);
             report.event_count = self.event_count - events_before;
-            // What the step changed (not once ohrun is stopping, nor on a server that is gone), taken while
-            // its costs are read: two requests at once, not one behind the other in a busy server's queue.
-            let diffs = then.diffs.filter(|_| !self.cancel.is_set() && report.end_reason != EndReason::Lost);
             // After the last step nothing changes the tree before the final patch, unless its checks run
             // commands: then the patch is taken on its own, after them.
             let last = i + 1 == total && step.checks.is_empty();
-            let (name, mut cancel) = (report.index.to_string(), self.cancel.clone());
-            let diff = async {
-                match diffs {
-                    Some(s) => Some(s.take(&name, last, limits.run_deadline, &mut cancel).await),
-                    None => None,
-                }
-            };
-            let (read, diff) = tokio::join!(bounded_if_stopping(&self.cancel, self.stats()), diff);
+            let (read, diff) = self.costs_and_diff(&report, then.diffs, last, limits.run_deadline).await;
             report.diff = diff;
             // Never less than the step's stats frames showed: a failed read must not make money unspent.
-            let read = read.flatten();
             settled = read.is_some() && report.end_reason == EndReason::Finished;
             let after = read.unwrap_or_else(|| before.clone()).at_least(&self.live);
             report.cost = after.cost.saturating_sub(before.cost);
@@ -118,6 +107,28 @@ impl Conversation<'_> {
         let mut totals = read.unwrap_or(before).at_least(&self.live);
         totals.events = self.event_count;
         Outcome { steps, totals }
+    }
+
+    /// The conversation's costs after a step, and what the step changed (not once ohrun is stopping, nor
+    /// on a server that is gone), taken at once: two requests side by side, not one behind the other in a
+    /// busy server's queue.
+    async fn costs_and_diff(
+        &self,
+        report: &StepReport,
+        diffs: Option<&Snapshots<'_>>,
+        last: bool,
+        deadline: Option<Instant>,
+    ) -> (Option<Totals>, Option<crate::report::DiffInfo>) {
+        let diffs = diffs.filter(|_| !self.cancel.is_set() && report.end_reason != EndReason::Lost);
+        let (name, mut cancel) = (report.index.to_string(), self.cancel.clone());
+        let diff = async {
+            match diffs {
+                Some(s) => Some(s.take(&name, last, deadline, &mut cancel).await),
+                None => None,
+            }
+        };
+        let (read, diff) = tokio::join!(bounded_if_stopping(&self.cancel, self.stats()), diff);
+        (read.flatten(), diff)
     }
 
     /// One step: its message, then the agent's runs until it is done (answering questions when the job
