@@ -25,7 +25,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OHRUN = os.path.join(ROOT, "target/release/ohrun")
+# BENCH_OHRUN=PATH: another ohrun binary (the one before a change), measured the same way.
+OHRUN = os.environ.get("BENCH_OHRUN") or os.path.join(ROOT, "target/release/ohrun")
 SIM = os.path.join(ROOT, "target/release/examples/sim_agent_server")
 KEY = "sim-session-key"
 FS_CALLS = "openat,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,fsync,fdatasync"

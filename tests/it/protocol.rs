@@ -25,6 +25,11 @@ fn job_via(proxy: &Proxy, dir: &std::path::Path, name: &str, steps: &str, script
     )
 }
 
+/// Runs `ohrun run --rehearse JOB` in `dir` to its end.
+fn rehearse(dir: &std::path::Path, key: &str, job: &std::path::Path) -> Result {
+    Ohrun::new().current_dir(dir).env("TEST_SESSION_KEY", key).args(["run", "--rehearse"]).args([job]).output()
+}
+
 /// Starts `ohrun run --rehearse JOB` (run `name`, the job's only one) and waits until its event log
 /// holds `text`.
 fn spawn_until(dir: &std::path::Path, key: &str, job: &std::path::Path, name: &str, text: &str) -> std::process::Child {
@@ -135,12 +140,7 @@ fn a_busy_server_gets_the_run_retried_and_never_the_message() {
     });
     let dir = tempfile::tempdir().unwrap();
     let job = job_via(&proxy, dir.path(), "busy", "steps:\n  - message: Only once, please.\n", "replies: []\n");
-    let out = Ohrun::new()
-        .current_dir(dir.path())
-        .env("TEST_SESSION_KEY", &server.key)
-        .args(["run", "--rehearse"])
-        .args([&job])
-        .output();
+    let out = rehearse(dir.path(), &server.key, &job);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(proxy.requests_matching("/run").len(), 3, "/run was retried after the 429 and the 503");
     let (report, logged, on_server) = report_and_server_events(&server, dir.path(), "busy");
@@ -161,12 +161,7 @@ fn a_message_whose_answer_is_lost_is_not_sent_again() {
     });
     let dir = tempfile::tempdir().unwrap();
     let job = job_via(&proxy, dir.path(), "lost-answer", "steps:\n  - message: Exactly once.\n", "replies: []\n");
-    let out = Ohrun::new()
-        .current_dir(dir.path())
-        .env("TEST_SESSION_KEY", &server.key)
-        .args(["run", "--rehearse"])
-        .args([&job])
-        .output();
+    let out = rehearse(dir.path(), &server.key, &job);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let sends: Vec<String> = proxy.requests_matching("POST").into_iter().filter(|r| r.ends_with("/events")).collect();
     assert_eq!(sends.len(), 1, "the message was posted once: {sends:?}");
@@ -188,12 +183,7 @@ fn another_server_version_is_a_warning_on_the_console_and_in_the_report() {
     });
     let dir = tempfile::tempdir().unwrap();
     let job = job_via(&proxy, dir.path(), "other-version", "steps:\n  - message: hi\n", "replies: []\n");
-    let out = Ohrun::new()
-        .current_dir(dir.path())
-        .env("TEST_SESSION_KEY", &server.key)
-        .args(["run", "--rehearse"])
-        .args([&job])
-        .output();
+    let out = rehearse(dir.path(), &server.key, &job);
     assert_eq!(out.code, 0, "a warning, not a failure:\n{}", out.stderr);
     assert!(out.stderr.contains("warning: the agent-server is version 1.99.0"), "{}", out.stderr);
     let report = read_report(&dir.path().join("ohrun-reports/other-version/other-version"));
@@ -243,12 +233,7 @@ fn frames_ohrun_cannot_read_are_logged_raw_and_never_end_a_step() {
         server_frame(TEXT, unknown.as_bytes()),
     ];
     proxy.inject_after("\"ActionEvent\"", frames);
-    let out = Ohrun::new()
-        .current_dir(dir.path())
-        .env("TEST_SESSION_KEY", &server.key)
-        .args(["run", "--rehearse"])
-        .args([&job])
-        .output();
+    let out = rehearse(dir.path(), &server.key, &job);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(proxy.injections(), 1);
     let run_dir = dir.path().join("ohrun-reports/raw-frames/raw-frames");
@@ -319,12 +304,7 @@ fn the_costs_are_read_once_a_step_and_add_up() {
     let dir = tempfile::tempdir().unwrap();
     let script = "replies:\n  - tool: finish\n    args: {message: one}\n  - tool: finish\n    args: {message: two}\n";
     let job = job_via(&proxy, dir.path(), "reads", "steps:\n  - message: One.\n  - message: Two.\n", script);
-    let out = Ohrun::new()
-        .current_dir(dir.path())
-        .env("TEST_SESSION_KEY", &server.key)
-        .args(["run", "--rehearse"])
-        .args([&job])
-        .output();
+    let out = rehearse(dir.path(), &server.key, &job);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let (report, logged, on_server) = report_and_server_events(&server, dir.path(), "reads");
     let cid = report["conversation_id"].as_str().expect("a conversation id in the report");
