@@ -228,8 +228,12 @@ fn expand_runs(
     if let Value::Object(m) = &mut per_run {
         m.shift_remove("matrix");
     }
+    if combos.is_empty() {
+        return Vec::new(); // a matrix whose `exclude` took every combination
+    }
     if templates.is_empty() {
         let spec = build_spec(per_run, doc, job_dir, diags);
+        dedupe(diags);
         let runs = combos.into_iter().zip(ids).enumerate();
         return spec.map_or_else(Vec::new, |spec| {
             runs.map(|(i, (combo, id))| PlannedRun { index: i + 1, id, matrix: combo, spec: spec.clone() }).collect()

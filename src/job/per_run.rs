@@ -239,5 +239,9 @@ mod tests {
     fn a_matrix_that_excludes_every_combination_plans_no_run() {
         let none = JOB.replace("  t: [10m, 20m]\n", "  t: [10m]\n  exclude: [{t: 10m}]\n");
         assert_eq!(plan(&none).unwrap().len(), 0);
+        // Without templates too, where the one spec every run shares would have been made first.
+        let untemplated = "name: t\nmatrix:\n  t: [a]\n  exclude: [{t: a}]\nsandbox: {kind: local}\nllm: {model: m}\n\
+            steps:\n  - message: {file: missing.md}\n";
+        assert_eq!(plan(untemplated).unwrap().len(), 0);
     }
 }
