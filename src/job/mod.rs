@@ -220,6 +220,9 @@ fn expand_runs(
         Some(m) => expand::expand(m).into_iter().map(Some).collect(),
         None => vec![None],
     };
+    if combos.is_empty() {
+        return Vec::new(); // a matrix whose `exclude` took every combination
+    }
     let ids = run_ids(&header.job_name, &combos);
     let job_dir = &validate::JobDir::new(job_dir);
     // Each run carries its own matrix values; the axes themselves would only be copied and decoded again
@@ -227,9 +230,6 @@ fn expand_runs(
     let mut per_run = doc.value.clone();
     if let Value::Object(m) = &mut per_run {
         m.shift_remove("matrix");
-    }
-    if combos.is_empty() {
-        return Vec::new(); // a matrix whose `exclude` took every combination
     }
     if templates.is_empty() {
         let spec = build_spec(per_run, doc, job_dir, diags);

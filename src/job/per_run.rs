@@ -43,14 +43,12 @@ impl<'a> PerRun<'a> {
 
     /// Every run's spec (or None) and problems, in plan order: the first on this thread (the others start
     /// from its spec), the rest in chunks on every core. A chunk stops once it has `max` different
-    /// problems: the plan, which reads them in order, has stopped by then.
+    /// problems: the plan, which reads them in order, has stopped by then. `count` is at least 1
+    /// (`expand_runs` returns before, without runs).
     pub fn all<F>(mut self, count: usize, render: F, max: usize) -> Vec<(Option<JobSpec>, Vec<Diagnostic>)>
     where
         F: Fn(&mut PerRun<'a>, usize, &mut Vec<Diagnostic>) -> Option<JobSpec> + Sync,
     {
-        if count == 0 {
-            return Vec::new(); // a matrix whose `exclude` took every combination
-        }
         let mut problems = Vec::new();
         let first = render(&mut self, 0, &mut problems);
         let rest = in_chunks(count - 1, |chunk| {
